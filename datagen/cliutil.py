@@ -1,0 +1,154 @@
+"""CLI plumbing shared by ``datagen``, ``eval``, ``curriculum`` and ``train``.
+
+Options are generated from config dataclasses, so a field has the same name in code, in params.yaml
+and on the command line (``num_chains`` <-> ``--num-chains``), and its help text is the ``Args:``
+entry of the dataclass docstring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import logging
+import re
+import sys
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from datagen.errors import LongmillError
+
+log = logging.getLogger(__name__)
+
+_ARG_LINE = re.compile(r"^\s{4,}(\w+)(?: \([^)]*\))?:\s*(.*)$")
+
+
+def docstring_args(cls: type) -> dict[str, str]:
+    """``{name: help}`` from the ``Args:`` blocks of ``cls`` and its bases (subclass entries win)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        doc = inspect.getdoc(klass) if klass.__doc__ else None
+        if not doc or "Args:" not in doc:
+            continue
+        block = doc.split("Args:", 1)[1]
+        current = None
+        for line in block.splitlines():
+            if line.strip() and not line.startswith(" "):
+                break  # the next section
+            m = _ARG_LINE.match("    " + line) if line.startswith("    ") and not line.startswith("        ") else None
+            if m:
+                current = m.group(1)
+                out[current] = m.group(2).strip()
+            elif current and line.strip():
+                out[current] += " " + line.strip()
+    return {k: _clean_help(v) for k, v in out.items()}
+
+
+def _clean_help(text: str) -> str:
+    text = re.sub(r"``(.*?)``", r"\1", text).strip()
+    return text[:1].upper() + text[1:]
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def dataclass_options(cls: type, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> Callable:
+    """A decorator adding one click option per field of dataclass ``cls``.
+
+    Field metadata ``{"parse": fn}`` converts the string given on the command line (e.g. ``60k``).
+    """
+    hints = typing.get_type_hints(cls)
+    helps = docstring_args(cls)
+    defaults = defaults or {}
+
+    def deco(fn: Callable) -> Callable:
+        for f in reversed(dataclasses.fields(cls)):
+            if f.name in exclude or not f.init:
+                continue
+            tp, optional = _unwrap_optional(hints[f.name])
+            flag = "--" + f.name.replace("_", "-")
+            has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else None)
+            help_ = helps.get(f.name, "")
+            parse = f.metadata.get("parse")
+            if tp is bool:
+                opt = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=bool(default),
+                                   show_default=True, help=help_)
+            elif parse is not None:
+                opt = click.option(flag, f.name, type=click.STRING, default=default, show_default=default is not None,
+                                   required=not has_default and f.name not in defaults,
+                                   callback=lambda ctx, p, v, _parse=parse: None if v is None else _convert(_parse, v, p),
+                                   help=help_)
+            else:
+                ctype = {int: click.INT, float: click.FLOAT, str: click.STRING, Path: click.Path(path_type=Path)}.get(tp, click.STRING)
+                opt = click.option(flag, f.name, type=ctype, default=default, show_default=default is not None,
+                                   required=not has_default and f.name not in defaults, help=help_)
+            fn = opt(fn)
+        return fn
+
+    return deco
+
+
+def _convert(parse: Callable[[str], Any], value: str, param: click.Parameter) -> Any:
+    try:
+        return parse(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param=param) from None
+
+
+def fields_of(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``values`` that are fields of ``cls``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in values.items() if k in names}
+
+
+def parse_kv(values: tuple[str, ...] | list[str], what: str) -> dict[str, str]:
+    """``("a=1", "b=x")`` -> ``{"a": "1", "b": "x"}`` with an error naming ``what`` on bad items."""
+    out: dict[str, str] = {}
+    for item in values:
+        if "=" not in item:
+            raise click.BadParameter(f"{what} expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def setup_logging(verbose: int) -> None:
+    """Log to stderr through rich; ``-v`` shows INFO, ``-vv`` DEBUG (WARNING by default)."""
+    from rich.logging import RichHandler
+
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(show_path=False, rich_tracebacks=False, markup=False)], force=True)
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Turn :class:`LongmillError` into a one-line message and exit status 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LongmillError as e:
+            click.secho(f"error: {e}", fg="red", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def progress_bar(total: int | None, desc: str, unit: str = "sample") -> Any:
+    """A tqdm progress bar on stderr."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, mininterval=0.5)

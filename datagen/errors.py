@@ -1,0 +1,41 @@
+"""Typed errors. Every message says what was wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class LongmillError(Exception):
+    """Base class for errors that are the user's to fix (bad input, bad options)."""
+
+
+class UnknownNameError(LongmillError, KeyError):
+    """A registry lookup failed; the message lists the valid names and a close match."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class RecordError(LongmillError):
+    """One input record is malformed.
+
+    Args:
+        path: the file the record came from.
+        record: the record's position (0-based line or list index) or id.
+        field: the offending field, dotted for nested fields (``context[3][1]``).
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, path: str, record: int | str, field: str, reason: str):
+        self.path, self.record, self.field, self.reason = str(path), record, field, reason
+        super().__init__(f"{path}: record {record}: field '{field}': {reason}")
+
+
+class LengthBudgetError(LongmillError):
+    """The fixed parts of a sample (instructions, chains, gold documents) do not fit the length."""
+
+
+class SourceTooSmallError(LongmillError):
+    """The source cannot supply enough distractor documents or decoy questions."""
+
+
+class LengthFitError(LongmillError):
+    """The fitted prompt could not be brought inside [L*(1-tol), L]; a bug or an odd tokenizer."""

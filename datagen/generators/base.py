@@ -1,0 +1,180 @@
+"""The generator interface: sample ``i`` of a run is a pure function of (config, corpus, i)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from datagen.corpus import Corpus
+from datagen.errors import LengthBudgetError, LongmillError, SourceTooSmallError
+from datagen.lengths import parse_length
+from datagen.generators.fit import DocCounter, FitResult, parse_placement
+from datagen.prompts import DOC_TEMPLATES
+from datagen.registry import Registry
+from datagen.rng import sample_rng, stable_id
+from datagen.schema import Sample, Triplet
+from datagen.tokenizers import DEFAULT_TOKENIZER, get_tokenizer
+
+log = logging.getLogger(__name__)
+
+#: How many triplets sample ``i`` tries before it is skipped (a triplet whose gold documents do not fit
+#: the budget is passed over for the next one).
+MAX_TRIPLET_TRIES = 8
+_STRIDE = 104_729  # a large prime: the k-th fallback triplet of sample i is order[(i + k*_STRIDE) % n]
+
+
+class SkipSample(LongmillError):
+    """Sample ``i`` could not be made; ``kind`` is counted in stats.json."""
+
+    def __init__(self, kind: str, message: str):
+        self.kind = kind
+        super().__init__(message)
+
+
+@dataclass
+class GenConfig:
+    """Options shared by every generator (the same names in params.yaml and on the CLI).
+
+    Args:
+        length: the token budget L of the rendered prompt.
+        seed: the run seed; sample ``i`` draws from a generator seeded by (seed, generator, i).
+        tokenizer: ``qwen2.5``, ``cl100k`` or ``hf:<path or hub id>``.
+        tolerance: samples land in ``[L*(1-tolerance), L]``.
+        placement: where gold documents go: ``uniform``, ``middle`` or ``depth:<0..1>``.
+        doc_template: how documents are written: ``default``, ``passage`` or ``plain``.
+        system_prompt: a system message; by default none, so the chat template adds its own.
+        hard_distractors: put the record's own distractors (and for KeyChain the decoy questions' gold
+            documents) in first, before random documents of the source.
+    """
+
+    length: int = field(metadata={"parse": parse_length})
+    seed: int = 0
+    tokenizer: str = DEFAULT_TOKENIZER
+    tolerance: float = 0.01
+    placement: str = "uniform"
+    doc_template: str = "default"
+    system_prompt: str | None = None
+    hard_distractors: bool = True
+
+    def __post_init__(self) -> None:
+        if self.length <= 0:
+            raise LongmillError(f"length must be positive, got {self.length}")
+        if not 0.0 < self.tolerance < 0.5:
+            raise LongmillError(f"tolerance must be in (0, 0.5), got {self.tolerance}; the default is 0.01")
+        try:
+            parse_placement(self.placement)
+        except ValueError as e:
+            raise LongmillError(str(e)) from None
+        DOC_TEMPLATES.get(self.doc_template)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class Generator:
+    """Base class: picks the triplet for sample ``i``, calls :meth:`build`, handles skips.
+
+    Args:
+        config: the generator's config dataclass.
+        corpus: the triplets and pools to draw from.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    config_cls: ClassVar[type[GenConfig]] = GenConfig
+    ability: ClassVar[str] = "long_context_qa"
+
+    def __init__(self, config: GenConfig, corpus: Corpus):
+        self.config = config
+        self.corpus = corpus
+        if len(corpus) == 0:
+            raise SourceTooSmallError(f"source '{corpus.name}' produced no triplets; check --input and the skip counts")
+        self.tokenizer = get_tokenizer(config.tokenizer)
+        self.template = DOC_TEMPLATES.get(config.doc_template)
+        self.counter = DocCounter(self.tokenizer, self.template)
+        self.order = corpus.order(sample_rng(config.seed, f"{self.name}/order", 0))
+        self.params = json.dumps({"generator": self.name, "version": self.version, **json.loads(config.to_json())},
+                                 sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    # -- hooks -------------------------------------------------------------------------------------
+    def preflight(self) -> None:
+        """Fail fast, before any work, on options the source cannot satisfy."""
+
+    def build(self, index: int, triplet: Triplet, rng: np.random.Generator) -> Sample:
+        raise NotImplementedError
+
+    # -- driver ------------------------------------------------------------------------------------
+    def triplet_for(self, index: int, attempt: int = 0) -> Triplet:
+        n = len(self.corpus)
+        return self.corpus.triplets[int(self.order[(index + attempt * _STRIDE) % n])]
+
+    def sample(self, index: int, skips: Counter[str]) -> Sample:
+        """Sample ``index``; triplets that cannot fit are passed over and counted in ``skips``.
+
+        Raises:
+            SkipSample: no triplet fitted after :data:`MAX_TRIPLET_TRIES` attempts.
+        """
+        rng = sample_rng(self.config.seed, self.name, index)
+        last: Exception | None = None
+        for attempt in range(min(MAX_TRIPLET_TRIES, len(self.corpus))):
+            triplet = self.triplet_for(index, attempt)
+            try:
+                return self.build(index, triplet, rng)
+            except LengthBudgetError as e:
+                skips["gold_exceeds_budget"] += 1
+                last = e
+                log.debug("sample %d: triplet %s does not fit: %s", index, triplet.id, e)
+        raise SkipSample("no_triplet_fits", f"sample {index}: no triplet fits the budget; last error: {last}")
+
+    def make_sample(self, index: int, triplet: Triplet, fit: FitResult, *, num_chains: int = 0,
+                    chain_hops: int = 0, chain_head: str | None = None, chains: list[Any] | None = None) -> Sample:
+        """Assemble a :class:`Sample` from a triplet and a fitted prompt."""
+        c = self.config
+        uid = stable_id(triplet.id, self.name, self.params, index)
+        data_source = f"{self.name}/{triplet.source}"
+        answers = list(triplet.answers)
+        return Sample(
+            uid=uid,
+            data_source=data_source,
+            ability=self.ability,
+            prompt=fit.messages,
+            question=triplet.question,
+            answers=answers,
+            reward_model={"style": "rule", "ground_truth": answers},
+            extra_info={"split": triplet.split, "index": index, "uid": uid, "source_id": triplet.id,
+                        "data_source": data_source, "question": triplet.question, "answers": answers,
+                        "length_target": c.length},
+            length_target=c.length,
+            prompt_tokens=fit.prompt_tokens,
+            tokenizer=self.tokenizer.name,
+            chat_template=self.tokenizer.chat_template,
+            num_docs=len(fit.docs),
+            gold_doc_depths=fit.gold_depths,
+            num_chains=num_chains,
+            chain_hops=chain_hops,
+            hops=triplet.hops,
+            difficulty=None,
+            difficulty_source=None,
+            seed=c.seed,
+            generator=self.name,
+            generator_version=self.version,
+            source=triplet.source,
+            source_id=triplet.id,
+            split=triplet.split,
+            question_type=triplet.question_type,
+            gold_docs=list(triplet.gold_docs),
+            supporting_facts=[f.text for f in triplet.supporting_facts],
+            doc_ids=[d.doc_id for d in fit.docs],
+            chain_head=chain_head,
+            chains=list(chains or []),
+            params=self.params,
+        )
+
+
+GENERATORS: Registry[type[Generator]] = Registry("generator")

@@ -1,0 +1,407 @@
+"""Length fitting: fill a prompt with documents up to an exact token budget.
+
+The prompt is ``head + documents + tail`` inside the chat template. Each document is a header piece
+(carrying its position) and a body piece; inserted key-value pairs sit after sentence ends inside the
+bodies. For regex-pre-tokenised BPE vocabularies (Qwen2.5, cl100k) token counts add up over pieces that
+meet at a newline followed by a non-space character, and over insertions made between a sentence end
+and the following space, so the total is known from cached per-piece counts without re-tokenising the
+context. The final rendered prompt is then measured once. Tokenisers without that property (some
+``hf:`` ones) get up to :data:`MAX_CORRECTIONS` measured corrections, and a typed error if that fails.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from datagen.errors import LengthBudgetError, LengthFitError, SourceTooSmallError
+from datagen.prompts import DocTemplate
+from datagen.schema import Document
+from datagen.tokenizers import Tokenizer
+
+log = logging.getLogger(__name__)
+
+MAX_CORRECTIONS = 4
+#: After this many candidate documents in a row that do not fit, stop looking and truncate one.
+MAX_MISSES = 24
+#: Where a pair can go: after a sentence end (and closing quotes/brackets) that a space follows.
+SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*(?= \S)")
+
+
+def sentence_slots(text: str) -> list[int]:
+    """Character offsets inside ``text`` right after a sentence end that is followed by a space."""
+    return [m.end() for m in SENTENCE_END.finditer(text)]
+
+
+def inline_pair(pair: str) -> str:
+    """How a pair is written after a sentence end: ``' {"k": "v"}.'``."""
+    return f" {pair}."
+
+
+def loose_pair(pair: str) -> str:
+    """How a pair is written on its own line between documents (when sentence ends run out)."""
+    return f"{pair}.\n\n"
+
+
+class DocCounter:
+    """Per-process cache of document body and header token counts for one tokenizer and template.
+
+    Args:
+        tokenizer: the tokenizer that counts.
+        template: the document template.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, template: DocTemplate):
+        self.tokenizer = tokenizer
+        self.template = template
+        self._body: dict[str, int] = {}
+        self._headers: list[int] = [0]  # prefix sums: _headers[n] = tokens of headers 1..n
+        self.counted = 0  # documents tokenised (cache misses), for stats and benchmarks
+
+    def bodies(self, docs: Sequence[Document]) -> list[int]:
+        missing = [d for d in docs if d.doc_id not in self._body]
+        if missing:
+            uniq = list({d.doc_id: d for d in missing}.values())
+            counts = self.tokenizer.count_batch([self.template.render_body(d.title, d.text) for d in uniq])
+            for d, c in zip(uniq, counts, strict=True):
+                self._body[d.doc_id] = c
+            self.counted += len(uniq)
+        return [self._body[d.doc_id] for d in docs]
+
+    def body(self, doc: Document) -> int:
+        c = self._body.get(doc.doc_id)
+        return c if c is not None else self.bodies([doc])[0]
+
+    def headers(self, n: int) -> int:
+        """Tokens of the headers of documents 1..n (independent of which document sits where)."""
+        while len(self._headers) <= n:
+            i = len(self._headers)
+            self._headers.append(self._headers[-1] + self.tokenizer.count(self.template.render_header(i)))
+        return self._headers[n]
+
+
+@dataclass
+class FitResult:
+    """A fitted prompt.
+
+    Attributes:
+        messages: the chat messages (system if any, then the user message).
+        prompt_tokens: the measured token count of the rendered prompt.
+        docs: documents in context order (a truncated filler has ``#trunc`` appended to its id).
+        gold_positions: indices into ``docs`` of the gold documents, in the order given.
+        gold_depths: relative token depth (0..1) of each gold document's start within the documents.
+        pair_places: for each pair, ``(doc position, char offset)`` or ``(doc position, -1)`` when it
+            sits on its own line after that document.
+        corrections: measured corrections needed (0 for additive tokenizers).
+    """
+
+    messages: list[dict[str, str]]
+    prompt_tokens: int
+    docs: list[Document]
+    gold_positions: list[int]
+    gold_depths: list[float]
+    pair_places: list[tuple[int, int]] = field(default_factory=list)
+    corrections: int = 0
+
+
+def parse_placement(placement: str) -> float | None:
+    """``uniform`` -> None; ``middle`` -> 0.5; ``depth:0.25`` -> 0.25."""
+    if placement == "uniform":
+        return None
+    if placement == "middle":
+        return 0.5
+    if placement.startswith("depth:"):
+        try:
+            d = float(placement[6:])
+        except ValueError:
+            d = -1.0
+        if 0.0 <= d <= 1.0:
+            return d
+    raise ValueError(f"invalid placement {placement!r}: use uniform, middle or depth:<0..1> (e.g. depth:0.25)")
+
+
+def lower_bound(length: int, tolerance: float) -> int:
+    return math.ceil(length * (1.0 - tolerance))
+
+
+class _Plan:
+    """Mutable state of one fit: the chosen documents and their predicted cost.
+
+    ``extra`` holds the distractors in the order they were chosen; a truncated ``filler`` is always
+    the last of them.
+    """
+
+    def __init__(self, counter: DocCounter, gold: Sequence[Document]):
+        self.counter = counter
+        self.gold = list(gold)
+        self.extra: list[Document] = []
+        self.cost = sum(counter.bodies(self.gold)) + counter.headers(len(self.gold))
+        self.filler: Document | None = None
+        self.filler_source: Document | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.gold) + len(self.extra)
+
+    def add_cost(self, doc: Document) -> int:
+        return self.counter.body(doc) + self.counter.headers(self.n + 1) - self.counter.headers(self.n)
+
+    def add(self, doc: Document) -> None:
+        self.cost += self.add_cost(doc)
+        self.extra.append(doc)
+
+    def pop(self) -> tuple[Document, int]:
+        """Remove the last distractor; returns it (the untruncated source for a filler) and its cost."""
+        doc = self.extra.pop()
+        c = self.add_cost(doc)
+        self.cost -= c
+        if doc is self.filler:
+            doc, self.filler, self.filler_source = self.filler_source or doc, None, None
+        return doc, c
+
+
+def fit_prompt(
+    *,
+    tokenizer: Tokenizer,
+    counter: DocCounter,
+    length: int,
+    tolerance: float,
+    head: str,
+    tail: str,
+    gold: Sequence[Document],
+    candidates: Iterator[Document],
+    rng: np.random.Generator,
+    placement: str = "uniform",
+    pairs: Sequence[str] = (),
+    system_prompt: str | None = None,
+) -> FitResult:
+    """Fill ``head + documents + tail`` to ``L*(1-tolerance) <= tokens <= L`` of the rendered prompt.
+
+    Args:
+        tokenizer: counts tokens and renders the chat template.
+        counter: the document count cache for ``tokenizer`` and the document template.
+        length: the budget L, in tokens of the rendered prompt with generation prompt.
+        tolerance: the allowed shortfall, as a fraction of L.
+        head: text before the documents; must end with a newline.
+        tail: text after the documents; must start with a non-space character.
+        gold: documents that must be in the context.
+        candidates: distractor documents, best first (an iterator; it may be long).
+        rng: the sample's generator (placement, pair positions).
+        placement: ``uniform``, ``middle`` or ``depth:<0..1>`` for the gold documents.
+        pairs: strings (``{"k": "v"}``) to insert after sentence ends, in random places.
+        system_prompt: a system message; None lets the template add its default one.
+
+    Returns:
+        A :class:`FitResult` whose ``prompt_tokens`` was measured on the final rendered prompt.
+
+    Raises:
+        LengthBudgetError: the instructions, pairs and gold documents alone exceed ``length``.
+        SourceTooSmallError: the candidates ran out before the lower bound was reached.
+        LengthFitError: a non-additive tokenizer could not be corrected into range.
+    """
+    depth = parse_placement(placement)
+    lo = lower_bound(length, tolerance)
+
+    def messages_for(content: str) -> list[dict[str, str]]:
+        msgs = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
+        return msgs + [{"role": "user", "content": content}]
+
+    fixed = tokenizer.count_messages(messages_for(head + tail))
+    pair_costs = tokenizer.count_batch([inline_pair(p) for p in pairs]) if pairs else []
+    budget = length - fixed - sum(pair_costs)
+    plan = _Plan(counter, gold)
+    if plan.cost > budget:
+        raise LengthBudgetError(
+            f"length {length} is too small: the instructions take {fixed} tokens, the {len(pairs)} chain pairs "
+            f"{sum(pair_costs)} and the {len(gold)} gold documents {plan.cost}; use a larger --length "
+            f"(at least {fixed + sum(pair_costs) + plan.cost}) or fewer chains/hops"
+        )
+    _fill(plan, candidates, budget, lo - fixed - sum(pair_costs), tokenizer)
+    docs, gold_pos = _order(plan, rng, depth)
+    places = _place_pairs(docs, len(pairs), rng)
+
+    corrections = 0
+    while True:
+        content, depths, docs_cost = _render(head, tail, docs, gold_pos, pairs, places, counter)
+        messages = messages_for(content)
+        measured = tokenizer.count_messages(messages)  # the one measurement of the final text
+        if tokenizer.additive:
+            loose = [tokenizer.count(loose_pair(pairs[i])) - pair_costs[i] for i, p in enumerate(places) if p[1] < 0]
+            predicted = fixed + sum(pair_costs) + sum(loose) + docs_cost
+            if measured != predicted:
+                log.debug("additive prediction %d != measured %d (%s)", predicted, measured, tokenizer.name)
+        if lo <= measured <= length:
+            return FitResult(messages, measured, docs, gold_pos, depths, list(places), corrections)
+        if corrections >= MAX_CORRECTIONS:
+            raise LengthFitError(
+                f"could not fit the prompt into [{lo}, {length}] tokens with tokenizer {tokenizer.name} after "
+                f"{corrections} corrections (last measured {measured}); try a larger --tolerance"
+            )
+        corrections += 1
+        # Move the document set by the measured error; non-additive tokenisers get a margin because
+        # their pieces interact at the seams, so aim inside the range rather than at its edge.
+        margin = 0 if tokenizer.additive else max(1, (length - lo) // 4)
+        target = length - margin if measured > length else lo + margin
+        _correct(plan, target - measured, candidates, tokenizer)
+        docs, gold_pos = _order(plan, rng, depth)
+        places = _place_pairs(docs, len(pairs), rng)
+
+
+def _fill(plan: _Plan, candidates: Iterator[Document], budget: int, low: int, tokenizer: Tokenizer) -> None:
+    """Add whole candidates while they fit; the first that does not is truncated to reach ``budget``."""
+    misses = 0
+    pending: list[Document] = []
+    while True:
+        if not pending:
+            pending = _take(candidates, 64)
+            if not pending:
+                break
+            plan.counter.bodies(pending)  # one batched tokenisation per block of candidates
+        doc = pending.pop(0)
+        if plan.cost + plan.add_cost(doc) <= budget:
+            plan.add(doc)
+            if plan.cost == budget:
+                return
+            continue
+        if plan.cost >= low:
+            return
+        _add_filler(plan, doc, budget, tokenizer)
+        if plan.cost >= low:
+            return
+        if plan.filler is not None:  # truncation lost too much at a word boundary: try another one
+            plan.pop()
+        misses += 1
+        if misses >= MAX_MISSES:
+            break
+    raise SourceTooSmallError(
+        f"the source ran out of distractor documents: the context reached {plan.cost} of the {low} document "
+        f"tokens it needs, from {plan.n} documents; use a larger source (more records or files, or "
+        f"--source synthetic with a larger num_triplets) or a smaller --length"
+    )
+
+
+def _add_filler(plan: _Plan, doc: Document, budget: int, tokenizer: Tokenizer) -> None:
+    """Append ``doc`` truncated at a word end so that the plan's cost lands at or just under ``budget``."""
+    counter = plan.counter
+    header = counter.headers(plan.n + 1) - counter.headers(plan.n)
+    room = budget - plan.cost - header
+    frame = tokenizer.count(counter.template.render_body(doc.title, ""))
+    if room - frame < 8:  # not even a few words fit
+        return
+    text = doc.text
+    for _ in range(4):
+        text = tokenizer.truncate(text, room - frame)
+        if not text:
+            return
+        cost = tokenizer.count(counter.template.render_body(doc.title, text))
+        if cost <= room:
+            filler = Document(doc_id=f"{doc.doc_id.removesuffix('#trunc')}#trunc", title=doc.title, text=text)
+            counter._body[filler.doc_id] = cost
+            plan.add(filler)
+            plan.filler, plan.filler_source = filler, doc
+            return
+        frame += cost - room  # the seam cost more than expected: cut that much more
+
+
+def _correct(plan: _Plan, delta: int, candidates: Iterator[Document], tokenizer: Tokenizer) -> None:
+    """Change the documents' cost by about ``delta`` tokens (negative: shrink)."""
+    if delta < 0:
+        need = -delta
+        while need > 0:
+            if not plan.extra:
+                raise LengthFitError("the prompt is over budget and no distractor is left to remove")
+            doc, c = plan.pop()
+            if c > need:  # put back a shorter version of what was removed
+                _add_filler(plan, doc, plan.cost + c - need, tokenizer)
+            need -= c
+        return
+    target = plan.cost + delta
+    refill: list[Document] = []
+    if plan.filler is not None:  # grow the filler back first
+        doc, _ = plan.pop()
+        refill.append(doc)
+    _fill(plan, itertools.chain(refill, candidates), target, target, tokenizer)
+
+
+def _take(it: Iterator[Document], n: int) -> list[Document]:
+    return list(itertools.islice(it, n))
+
+
+def _order(plan: _Plan, rng: np.random.Generator, depth: float | None) -> tuple[list[Document], list[int]]:
+    """Shuffle the distractors and place the gold documents; returns (docs, gold positions)."""
+    distractors = [plan.extra[i] for i in rng.permutation(len(plan.extra))]
+    n_gold = len(plan.gold)
+    gold_order = [int(i) for i in rng.permutation(n_gold)]
+    if depth is None:
+        # Uniform: the gold documents take uniformly random positions among all documents.
+        total = len(distractors) + n_gold
+        slots = sorted(int(s) for s in rng.choice(total, size=n_gold, replace=False))
+        docs: list[Document] = []
+        pos: dict[int, int] = {}
+        it = iter(distractors)
+        gi = 0
+        for p in range(total):
+            if gi < n_gold and p == slots[gi]:
+                pos[gold_order[gi]] = p
+                docs.append(plan.gold[gold_order[gi]])
+                gi += 1
+            else:
+                docs.append(next(it))
+        return docs, [pos[g] for g in range(n_gold)]
+    # At a depth: the gold block sits at that fraction of the distractors.
+    start = int(round(depth * len(distractors)))
+    docs = distractors[:start] + [plan.gold[g] for g in gold_order] + distractors[start:]
+    pos = {g: start + k for k, g in enumerate(gold_order)}
+    return docs, [pos[g] for g in range(n_gold)]
+
+
+def _place_pairs(docs: Sequence[Document], n_pairs: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """A place for each pair: distinct random sentence ends, or own lines when sentence ends run out."""
+    if n_pairs == 0:
+        return []
+    slots = [(i, off) for i, d in enumerate(docs) for off in sentence_slots(d.text)]
+    if len(slots) >= n_pairs:
+        return [slots[int(k)] for k in rng.choice(len(slots), size=n_pairs, replace=False)]
+    places = slots + [(int(i), -1) for i in rng.integers(0, len(docs), size=n_pairs - len(slots))]
+    return [places[int(k)] for k in rng.permutation(n_pairs)]
+
+
+def _render(
+    head: str,
+    tail: str,
+    docs: Sequence[Document],
+    gold_pos: Sequence[int],
+    pairs: Sequence[str],
+    places: Sequence[tuple[int, int]],
+    counter: DocCounter,
+) -> tuple[str, list[float], int]:
+    """The user content, the gold depths, and the predicted tokens of the documents (pairs excluded)."""
+    template = counter.template
+    inline: dict[int, list[tuple[int, str]]] = {}
+    loose: dict[int, list[str]] = {}
+    for (i, off), pair in zip(places, pairs, strict=True):
+        if off < 0:
+            loose.setdefault(i, []).append(loose_pair(pair))
+        else:
+            inline.setdefault(i, []).append((off, inline_pair(pair)))
+    parts = [head]
+    starts: list[int] = []
+    pos = 0
+    for i, d in enumerate(docs):
+        starts.append(pos)
+        text = d.text
+        for off, s in sorted(inline.get(i, []), reverse=True):
+            text = text[:off] + s + text[off:]
+        parts.append(template.render_header(i + 1))
+        parts.append(template.render_body(d.title, text))
+        parts.extend(loose.get(i, []))
+        pos += counter.headers(i + 1) - counter.headers(i) + counter.body(d)
+    parts.append(tail)
+    total = max(pos, 1)
+    return "".join(parts), [round(starts[p] / total, 4) for p in gold_pos], pos

@@ -1,0 +1,304 @@
+"""Runs a generator (or a triplet conversion) into a folder of Parquet parts.
+
+Sample ``i`` depends only on (config, corpus, i), and part ``p`` holds samples
+``[p*rows_per_part, (p+1)*rows_per_part)``, so any split of the parts over ranks (``num_shards`` /
+``shard_index``) or processes (``workers``) writes the same bytes as one process does. Finished parts
+have done-markers: a re-run skips them, and ``stats.json`` appears once all parts are done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import multiprocessing as mp
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datagen import __version__
+from datagen.corpus import Corpus
+from datagen.errors import LongmillError
+from datagen.generators import GENERATORS, GenConfig, Generator, SkipSample
+from datagen.rng import stable_id
+from datagen.schema import SAMPLE_SCHEMA, SCHEMA_VERSION, TRIPLET_SCHEMA, to_table
+from datagen.shards import PartWriter
+from datagen.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class RunConfig:
+    """How a run is laid out and executed (none of this changes a sample's content).
+
+    Args:
+        out: the artifact folder.
+        num_samples: samples in the whole run (over all shards).
+        rows_per_part: samples per Parquet part.
+        num_shards: split the parts over this many independent ranks.
+        shard_index: which rank this process is (0-based).
+        workers: processes used by this rank.
+        strict: fail on the first skipped record or sample instead of counting it.
+        overwrite: remove parts of a run with other settings instead of refusing.
+    """
+
+    out: Path
+    num_samples: int = 100
+    rows_per_part: int = 256
+    num_shards: int = 1
+    shard_index: int = 0
+    workers: int = 1
+    strict: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.num_samples <= 0:
+            raise LongmillError(f"--num-samples must be positive, got {self.num_samples}")
+        if self.rows_per_part <= 0:
+            raise LongmillError(f"--rows-per-part must be positive, got {self.rows_per_part}")
+        if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
+            raise LongmillError(
+                f"--shard-index must be in [0, {self.num_shards}) with --num-shards {self.num_shards}, "
+                f"got {self.shard_index}"
+            )
+        if self.workers < 1:
+            raise LongmillError(f"--workers must be >= 1, got {self.workers}")
+
+    @property
+    def num_parts(self) -> int:
+        return math.ceil(self.num_samples / self.rows_per_part)
+
+    def part_range(self, part: int) -> range:
+        return range(part * self.rows_per_part, min(self.num_samples, (part + 1) * self.rows_per_part))
+
+    def my_parts(self) -> list[int]:
+        return [p for p in range(self.num_parts) if p % self.num_shards == self.shard_index]
+
+
+def summarize(values: Iterable[float]) -> dict[str, float] | None:
+    vals = list(values)
+    if not vals:
+        return None
+    return {"min": min(vals), "median": statistics.median(vals), "max": max(vals),
+            "mean": round(statistics.fmean(vals), 2)}
+
+
+# -- generator runs ---------------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}  # set in the parent before forking: the generator and a progress counter
+
+
+def _make_part(gen: Generator, run: RunConfig, part: int, tick: Callable[[], None]) -> tuple[list[dict], dict]:
+    skips: Counter[str] = Counter()
+    rows: list[dict] = []
+    for i in run.part_range(part):
+        try:
+            rows.append(gen.sample(i, skips).to_row())
+        except SkipSample as e:
+            if run.strict:
+                raise
+            skips[e.kind] += 1
+            log.warning("skipped %s", e)
+        tick()
+    stats = {
+        "written": len(rows),
+        "requested": len(run.part_range(part)),
+        "skipped": dict(skips),
+        "prompt_tokens": [r["prompt_tokens"] for r in rows],
+        "num_docs": [r["num_docs"] for r in rows],
+        "data_sources": dict(Counter(r["data_source"] for r in rows)),
+    }
+    return rows, stats
+
+
+def _worker_part(part: int) -> tuple[int, list[dict], dict]:
+    gen, run, counter = _WORKER["gen"], _WORKER["run"], _WORKER["counter"]
+
+    def tick() -> None:
+        with counter.get_lock():
+            counter.value += 1
+
+    rows, stats = _make_part(gen, run, part, tick)
+    return part, rows, stats
+
+
+def run_generator(
+    generator: str,
+    config: GenConfig,
+    source: Source,
+    run: RunConfig,
+    progress: Progress | None = None,
+    corpus: Corpus | None = None,
+) -> dict[str, Any]:
+    """Generate ``run.num_samples`` samples (this rank's parts) into ``run.out``.
+
+    Args:
+        generator: a name in :data:`GENERATORS`.
+        config: that generator's config (``GENERATORS.get(name).config_cls``).
+        source: where the triplets come from.
+        run: layout and execution options.
+        progress: called with the number of samples just finished (the CLI's progress bar).
+        corpus: a corpus already built from ``source`` (skips building it again).
+
+    Returns:
+        The run summary: ``stats.json``'s content when all parts are done, else a partial summary.
+    """
+    t0 = time.perf_counter()
+    corpus = corpus if corpus is not None else Corpus.from_source(source)
+    log.info("corpus: %d triplets, %d documents, %d distinct questions (%.1fs)", len(corpus), len(corpus.docs),
+             len(corpus.questions), time.perf_counter() - t0)
+    gen_cls = GENERATORS.get(generator)
+    gen = gen_cls(config, corpus)
+    gen.preflight()
+    fingerprint = stable_id(gen.params, corpus.fingerprint(), run.num_samples, run.rows_per_part, SCHEMA_VERSION)
+    summary = f"{generator} {source.name} length={config.length} seed={config.seed} n={run.num_samples}"
+    writer = PartWriter(run.out, fingerprint, run.num_parts, overwrite=run.overwrite)
+    todo = [p for p in run.my_parts() if not writer.is_done(p)]
+    done_before = sum(len(run.part_range(p)) for p in run.my_parts() if p not in todo)
+    if done_before and progress:
+        progress(done_before)
+    if done_before:
+        log.info("%d part(s) already done in %s; resuming", len(run.my_parts()) - len(todo), run.out)
+    extra = {"source_skipped": source.skips.as_dict()}
+
+    def write(part: int, rows: list[dict], stats: dict) -> None:
+        writer.write(part, to_table(rows, SAMPLE_SCHEMA), {**stats, **extra}, summary)
+
+    if run.workers == 1 or len(todo) <= 1:
+        for part in todo:
+            rows, stats = _make_part(gen, run, part, (lambda: progress(1)) if progress else (lambda: None))
+            write(part, rows, stats)
+    else:
+        _run_pool(gen, run, todo, write, progress)
+    log.info("docs tokenised: %d (cache misses) in %.1fs", gen.counter.counted, time.perf_counter() - t0)
+    return finalize(writer, run, meta={"artifact": "samples", "generator": generator, "source": source.name,
+                                       "length_target": config.length, "tokenizer": gen.tokenizer.name,
+                                       "params": json.loads(gen.params), "longmill_version": __version__})
+
+
+def _run_pool(gen: Generator, run: RunConfig, todo: list[int], write: Callable, progress: Progress | None) -> None:
+    try:
+        ctx = mp.get_context("fork")
+    except ValueError as e:  # pragma: no cover - non-POSIX
+        raise LongmillError("--workers > 1 needs the 'fork' start method (Linux/macOS); use --workers 1") from e
+    counter = ctx.Value("q", 0)
+    _WORKER.update(gen=gen, run=run, counter=counter)
+    seen = 0
+    try:
+        with ProcessPoolExecutor(max_workers=min(run.workers, len(todo)), mp_context=ctx) as pool:
+            pending = {pool.submit(_worker_part, p) for p in todo}
+            while pending:
+                finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    part, rows, stats = f.result()
+                    write(part, rows, stats)
+                if progress:
+                    now = counter.value
+                    progress(now - seen)
+                    seen = now
+    finally:
+        _WORKER.clear()
+
+
+def finalize(writer: PartWriter, run: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
+    """Aggregate the parts' stats into ``stats.json`` once every part of the run is done."""
+    parts = writer.done_stats()
+    skipped: Counter[str] = Counter()
+    data_sources: Counter[str] = Counter()
+    lengths: list[int] = []
+    docs: list[int] = []
+    for s in parts:
+        skipped.update(s.get("skipped", {}))
+        data_sources.update(s.get("data_sources", {}))
+        lengths += s.get("prompt_tokens", [])
+        docs += s.get("num_docs", [])
+    stats = {
+        **meta,
+        "requested": run.num_samples,
+        "written": sum(s["written"] for s in parts),
+        "skipped": dict(sorted(skipped.items())),
+        "source_skipped": parts[0].get("source_skipped", {}) if parts else {},
+        "prompt_tokens": summarize(lengths),
+        "num_docs": summarize(docs),
+        "data_sources": dict(sorted(data_sources.items())),
+        "parts": run.num_parts,
+        "parts_done": len(parts),
+    }
+    if writer.all_done():
+        writer.write_stats(stats)
+        log.info("wrote %s", writer.folder / "stats.json")
+    else:
+        log.info("%d/%d parts done; stats.json is written when the last part is", len(parts), run.num_parts)
+    return stats
+
+
+# -- triplet conversion -----------------------------------------------------------------------------
+
+def run_triplets(source: Source, out: Path, rows_per_part: int = 1000, overwrite: bool = False,
+                 progress: Progress | None = None) -> dict[str, Any]:
+    """Convert a source into triplet shards (``datagen triplets``).
+
+    The source is read once, in order; parts hold ``rows_per_part`` triplets each.
+    """
+    out = Path(out)
+    rows: list[dict] = []
+    hops: Counter[int] = Counter()
+    qtypes: Counter[str] = Counter()
+    batches: list[list[dict]] = []
+    for t in source.iter_triplets():
+        row = t.to_row()
+        rows.append(row)
+        hops[t.hops] += 1
+        qtypes[t.question_type or "none"] += 1
+        if len(rows) == rows_per_part:
+            batches.append(rows)
+            rows = []
+        if progress:
+            progress(1)
+    if rows:
+        batches.append(rows)
+    if not batches:
+        raise LongmillError(
+            f"source '{source.name}' produced no triplets from {source.input}; skipped: {source.skips.as_dict()}"
+        )
+    fingerprint = stable_id(source.name, source.input, sorted(source.options.items()), SCHEMA_VERSION,
+                            [r["id"] for b in batches for r in b])
+    run = RunConfig(out=out, num_samples=sum(len(b) for b in batches), rows_per_part=rows_per_part, overwrite=True)
+    writer = PartWriter(out, fingerprint, len(batches), overwrite=True)
+    for i, b in enumerate(batches):
+        writer.write(i, to_table(b, TRIPLET_SCHEMA), {"written": len(b)}, f"triplets {source.name}")
+    # Parts of an older, longer conversion would otherwise linger.
+    stats = {
+        "artifact": "triplets",
+        "source": source.name,
+        "input": source.input,
+        "options": {k: str(v) for k, v in sorted(source.options.items())},
+        "triplets": run.num_samples,
+        "skipped": source.skips.as_dict(),
+        "hops": {str(k): v for k, v in sorted(hops.items())},
+        "question_types": dict(sorted(qtypes.items())),
+        "parts": len(batches),
+        "longmill_version": __version__,
+    }
+    writer.write_stats(stats)
+    return stats
+
+
+def config_from_options(generator: str, options: dict[str, Any]) -> GenConfig:
+    """Build a generator's config from a flat dict (CLI flags or params.yaml); unknown keys are errors."""
+    cls = GENERATORS.get(generator).config_cls
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise LongmillError(f"unknown option(s) for generator '{generator}': {unknown}; valid: {sorted(names)}")
+    return cls(**options)

@@ -1,0 +1,37 @@
+"""``triplets``: reads triplet shards written by ``datagen triplets`` back as a source."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from datagen.errors import LongmillError
+from datagen.schema import TRIPLET_SCHEMA, Triplet, schema_kind
+from datagen.shards import iter_rows, list_parts, read_schema
+from datagen.sources.base import SOURCES, Source
+
+
+@SOURCES.register("triplets")
+class TripletShards(Source):
+    """Triplet shards (``part-*.parquet`` in the triplet schema) from ``datagen triplets``.
+
+    Args:
+        input: the triplet folder (or one Parquet file).
+    """
+
+    name = "triplets"
+
+    def _iter(self) -> Iterator[Triplet]:
+        assert self.input is not None
+        parts = list_parts(self.input)
+        for p in parts:
+            schema = read_schema(p)
+            if schema_kind(schema) != "triplet" or not set(TRIPLET_SCHEMA.names) <= set(schema.names):
+                raise LongmillError(
+                    f"{p} is not a triplet shard (columns: {', '.join(schema.names)}); "
+                    "make triplets with `datagen triplets --source NAME --input PATH --out DIR`"
+                )
+        for path, i, row in iter_rows(parts, columns=TRIPLET_SCHEMA.names):
+            try:
+                yield Triplet.from_row(row)
+            except (KeyError, TypeError, ValueError) as e:
+                self.skips.skip(path, i, str(e), f"cannot read triplet row: {e}")

@@ -1,0 +1,115 @@
+"""Length fitting at several lengths and tokenizers, measured independently."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+
+from datagen.corpus import Corpus
+from datagen.errors import LengthBudgetError, SourceTooSmallError
+from datagen.generators import GENERATORS
+from datagen.generators.keychain import KeyChainConfig, default_num_chains
+from datagen.generators.base import GenConfig
+from datagen.tokenizers import get_tokenizer
+
+from .conftest import toy_triplets
+
+
+def independent_count(tokenizer_name: str, messages) -> int:
+    """Render and encode from scratch, without the library's count helpers."""
+    tok = get_tokenizer(tokenizer_name)
+    return len(tok.encoding.encode(tok.render(messages), allowed_special="all"))
+
+
+def make(generator: str, corpus: Corpus, **kw):
+    cfg = GENERATORS.get(generator).config_cls(**kw)
+    return GENERATORS.get(generator)(cfg, corpus)
+
+
+@pytest.mark.parametrize("tokenizer", ["qwen2.5", "cl100k"])
+@pytest.mark.parametrize("length", [2000, 8192, 20_000, 60_000])
+@pytest.mark.parametrize("generator", ["keychain", "longqa"])
+def test_every_sample_lands_in_range(toy_corpus, generator, length, tokenizer):
+    gen = make(generator, toy_corpus, length=length, seed=7, tokenizer=tokenizer,
+               **({"num_chains": 2, "hops": 2} if generator == "keychain" and length <= 2000 else {}))
+    lo = math.ceil(length * 0.99)
+    for i in range(3):
+        s = gen.sample(i, Counter())
+        n = independent_count(tokenizer, s.prompt)
+        assert n == s.prompt_tokens
+        assert lo <= n <= length
+
+
+def test_tight_tolerance(toy_corpus):
+    gen = make("keychain", toy_corpus, length=30_000, tolerance=0.0005)
+    for i in range(3):
+        s = gen.sample(i, Counter())
+        assert 30_000 - 15 <= s.prompt_tokens <= 30_000
+
+
+def test_final_text_is_measured_once_and_documents_counted_once(toy_corpus, monkeypatch):
+    gen = make("keychain", toy_corpus, length=20_000, seed=1)
+    calls = []
+    real = gen.tokenizer.count_messages
+    monkeypatch.setattr(gen.tokenizer, "count_messages", lambda m, **k: calls.append(1) or real(m, **k))
+    gen.sample(0, Counter())
+    # One count of the small instructions-only prompt, one of the final prompt; no search loop.
+    assert len(calls) == 2
+    counted = gen.counter.counted
+    assert counted <= len(toy_corpus.docs)
+    gen.sample(0, Counter())
+    assert gen.counter.counted == counted  # the same documents are not tokenised again
+
+
+def test_gold_placement_depths(toy_corpus):
+    for placement, lo, hi in (("depth:0", 0.0, 0.05), ("depth:1", 0.9, 1.0), ("middle", 0.4, 0.6)):
+        gen = make("longqa", toy_corpus, length=20_000, placement=placement)
+        s = gen.sample(0, Counter())
+        assert all(lo <= d <= hi for d in s.gold_doc_depths), (placement, s.gold_doc_depths)
+    depths = [d for i in range(30) for d in make("longqa", toy_corpus, length=8000).sample(i, Counter()).gold_doc_depths]
+    assert min(depths) < 0.25 and max(depths) > 0.75  # uniform spreads them
+
+
+def test_length_too_small_for_gold_and_chains_says_what_to_do(toy_corpus):
+    gen = make("keychain", toy_corpus, length=600, num_chains=8, hops=4)
+    skips = Counter()
+    with pytest.raises(Exception) as e:
+        gen.sample(0, skips)
+    assert skips["gold_exceeds_budget"] >= 1
+    assert "use a larger --length" in str(e.value)
+    # The typed error from the fitter itself:
+    from datagen.generators.fit import DocCounter, fit_prompt
+    import numpy as np
+
+    with pytest.raises(LengthBudgetError, match=r"at least \d+"):
+        fit_prompt(tokenizer=gen.tokenizer, counter=DocCounter(gen.tokenizer, gen.template), length=100,
+                   tolerance=0.01, head="Read.\n", tail="Answer.", gold=toy_corpus.triplets[0].gold_docs,
+                   candidates=iter(()), rng=np.random.default_rng(0))
+
+
+def test_source_too_small_to_fill(toy_corpus):
+    small = Corpus(toy_triplets(n=3, docs_per_triplet=2), name="tiny")
+    gen = make("longqa", small, length=60_000)
+    with pytest.raises(SourceTooSmallError, match="ran out of distractor documents"):
+        gen.sample(0, Counter())
+
+
+def test_keychain_needs_enough_decoy_questions():
+    small = Corpus(toy_triplets(n=3), name="tiny")
+    gen = make("keychain", small, length=20_000, num_chains=5)
+    with pytest.raises(SourceTooSmallError, match="decoy questions"):
+        gen.preflight()
+
+
+def test_default_chain_count_scales_with_length():
+    assert [default_num_chains(n) for n in (4000, 20_000, 40_000, 60_000, 128_000)] == [2, 3, 7, 10, 16]
+    assert KeyChainConfig(length=60_000).num_chains == 10
+
+
+@pytest.mark.parametrize("bad", [dict(tolerance=0.0), dict(tolerance=0.7), dict(placement="top"),
+                                 dict(placement="depth:1.5"), dict(doc_template="fancy")])
+def test_bad_options_are_rejected(bad):
+    with pytest.raises(Exception, match=r"tolerance|placement|document template"):
+        GenConfig(length=1000, **bad)

@@ -1,0 +1,108 @@
+"""KeyChain and long-QA semantics: chains resolve, decoys differ, randomness is per sample."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import pytest
+
+from datagen.corpus import normalize_question
+from datagen.generators import GENERATORS
+from datagen.verify import check_row, follow_chain, parse_pairs
+
+
+def make(generator, corpus, **kw):
+    return GENERATORS.get(generator)(GENERATORS.get(generator).config_cls(**kw), corpus)
+
+
+def test_keychain_chain_resolves_to_the_question_from_the_text_alone(toy_corpus):
+    gen = make("keychain", toy_corpus, length=20_000, hops=4, num_chains=5, seed=3)
+    for i in range(10):
+        s = gen.sample(i, Counter())
+        text = s.user_text
+        pairs = parse_pairs(text)
+        assert len(pairs) == 4 * 5
+        head = re.search(r'Starting from the key "([0-9a-f-]+)"', text).group(1)
+        assert head == s.chain_head == s.chains[0].keys[0]
+        keys, end = follow_chain(pairs, head)
+        assert end == s.question and len(keys) == 4
+        assert check_row(s.to_row()) == []
+
+
+def test_keychain_decoys_are_other_distinct_questions(toy_corpus):
+    gen = make("keychain", toy_corpus, length=20_000, num_chains=8, seed=0)
+    for i in range(20):
+        s = gen.sample(i, Counter())
+        targets = [c.target for c in s.chains]
+        assert targets[0] == s.question and sum(c.is_true for c in s.chains) == 1
+        norm = [normalize_question(t) for t in targets]
+        assert len(set(norm)) == len(norm)
+        keys = [k for c in s.chains for k in c.keys]
+        assert len(set(keys)) == len(keys) == 8 * s.chain_hops
+
+
+def test_pairs_are_json_objects_so_quotes_stay_unambiguous(toy_corpus):
+    s = make("keychain", toy_corpus, length=8000, num_chains=2, seed=0).sample(0, Counter())
+    assert '"' in s.question
+    assert json.dumps({s.chains[0].keys[-1]: s.question}, ensure_ascii=False) in s.user_text
+    assert dict(parse_pairs(s.user_text))[s.chains[0].keys[-1]] == s.question
+
+
+def test_short_uuid_format(toy_corpus):
+    s = make("keychain", toy_corpus, length=8000, uuid_format="short", num_chains=2).sample(0, Counter())
+    assert all(re.fullmatch(r"[0-9a-f]{16}", k) for c in s.chains for k in c.keys)
+    assert check_row(s.to_row()) == []
+
+
+def test_same_seed_same_sample_and_no_shared_shuffles(toy_corpus):
+    a = make("keychain", toy_corpus, length=8000, seed=11)
+    b = make("keychain", toy_corpus, length=8000, seed=11)
+    assert a.sample(4, Counter()).to_row() == b.sample(4, Counter()).to_row()
+    c = make("keychain", toy_corpus, length=8000, seed=12)
+    assert a.sample(4, Counter()).to_row() != c.sample(4, Counter()).to_row()
+    # Sample i does not depend on which samples were made before it.
+    fresh = make("keychain", toy_corpus, length=8000, seed=11)
+    assert fresh.sample(4, Counter()).uid == a.sample(4, Counter()).uid
+    # Each sample gets its own document order, not one permutation reused.
+    orders = {tuple(make("longqa", toy_corpus, length=8000, seed=1).sample(i, Counter()).doc_ids[:5]) for i in range(5)}
+    assert len(orders) == 5
+
+
+def test_uid_depends_on_parameters(toy_corpus):
+    u1 = make("keychain", toy_corpus, length=8000, hops=3).sample(0, Counter()).uid
+    u2 = make("keychain", toy_corpus, length=8000, hops=4).sample(0, Counter()).uid
+    u3 = make("longqa", toy_corpus, length=8000).sample(0, Counter()).uid
+    assert len({u1, u2, u3}) == 3
+
+
+def test_hard_distractors_come_first(toy_corpus):
+    s = make("longqa", toy_corpus, length=8000, seed=2).sample(0, Counter())
+    t = next(t for t in toy_corpus.triplets if t.id == s.source_id)
+    own = {d.doc_id for d in t.distractor_docs}
+    assert own <= set(s.doc_ids)
+    s2 = make("longqa", toy_corpus, length=8000, seed=2, hard_distractors=False).sample(0, Counter())
+    assert not own <= set(s2.doc_ids)
+
+
+def test_longqa_asks_the_question_and_the_answer_format(toy_corpus):
+    s = make("longqa", toy_corpus, length=4000).sample(0, Counter())
+    assert s.num_chains == 0 and s.chains == [] and s.chain_head is None
+    assert f"Question: {s.question}" in s.user_text
+    assert s.user_text.rstrip().endswith('"Therefore, the answer is (insert answer here)".')
+    assert s.reward_model == {"style": "rule", "ground_truth": s.answers}
+    assert s.extra_info["answers"] == s.answers and s.data_source == "longqa/toy"
+
+
+def test_system_prompt_option_replaces_the_default(toy_corpus):
+    s = make("longqa", toy_corpus, length=4000, system_prompt="You are a careful reader.").sample(0, Counter())
+    assert s.prompt[0] == {"role": "system", "content": "You are a careful reader."}
+    assert check_row(s.to_row()) == []
+
+
+@pytest.mark.parametrize("template", ["default", "passage", "plain"])
+def test_document_templates(toy_corpus, template):
+    s = make("keychain", toy_corpus, length=6000, doc_template=template, num_chains=2).sample(0, Counter())
+    assert check_row(s.to_row()) == []
+    assert ("Document 1:\n" in s.user_text) == (template == "default")
