@@ -13,7 +13,14 @@ from typing import Any
 
 import click
 
-from datagen.cliutil import dataclass_options, fields_of, friendly_errors, parse_kv, progress_bar, setup_logging
+from datagen.cliutil import (
+    dataclass_options,
+    fields_of,
+    friendly_errors,
+    parse_kv,
+    progress_bar,
+    setup_logging,
+)
 from datagen.errors import LongmillError
 from datagen.generators import GENERATORS
 from datagen.runner import RunConfig, run_generator, run_triplets

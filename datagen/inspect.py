@@ -27,11 +27,11 @@ def load_row(path: str | Path, index: int) -> dict[str, Any]:
     """Row ``index`` of a Parquet file (or of the concatenated parts of a folder)."""
     from datagen.shards import list_parts
 
-    parts = list_parts(path)
-    for _, i, row in iter_rows(parts):
-        if index == 0:
+    if index < 0:
+        raise LongmillError(f"--row must be >= 0, got {index}")
+    for n, (_, _, row) in enumerate(iter_rows(list_parts(path))):
+        if n == index:
             return row
-        index -= 1
     raise LongmillError(f"{path}: has fewer rows than requested (row index out of range)")
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.generators.fit import inline_pair, lower_bound, loose_pair
+from datagen.generators.fit import inline_pair, loose_pair, lower_bound
 from datagen.generators.keychain import pair_text
 from datagen.prompts import HEAD_KEY_PHRASE
 from datagen.schema import SAMPLE_SCHEMA, schema_kind

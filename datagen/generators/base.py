@@ -13,8 +13,8 @@ import numpy as np
 
 from datagen.corpus import Corpus
 from datagen.errors import LengthBudgetError, LongmillError, SourceTooSmallError
-from datagen.lengths import parse_length
 from datagen.generators.fit import DocCounter, FitResult, parse_placement
+from datagen.lengths import parse_length
 from datagen.prompts import DOC_TEMPLATES
 from datagen.registry import Registry
 from datagen.rng import sample_rng, stable_id

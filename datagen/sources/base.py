@@ -24,6 +24,7 @@ from datagen.tokenizers import nfc
 log = logging.getLogger(__name__)
 
 _WS = re.compile(r"\s+")
+_ROOT_FIELD = re.compile(r"[\[.]")
 
 
 def clean_text(text: str) -> str:
@@ -186,3 +187,31 @@ def require(record: Any, key: str, type_: type | tuple[type, ...], path: Path, i
         names = type_.__name__ if isinstance(type_, type) else " or ".join(t.__name__ for t in type_)
         raise RecordError(str(path), index, key, f"expected {names}, got {type(value).__name__}")
     return value
+
+
+def skip_record(skips: SkipCounter, err: RecordError, kind: str | None = None) -> None:
+    """Count ``err`` as a skipped record (raises it under ``strict``).
+
+    The count is grouped by the top-level field (``malformed:context`` for ``context[3][1]``), so
+    that one bad paragraph position does not make a new counter per index.
+
+    Args:
+        skips: the source's skip counter.
+        err: the error that names file, record and field.
+        kind: the count's key; default ``malformed:<top-level field>``.
+    """
+    root = _ROOT_FIELD.split(err.field, maxsplit=1)[0] or err.field
+    skips.skip(err.path, err.record, err.field, err.reason, kind=kind or f"malformed:{root}")
+
+
+def bad_type(path: str | Path, index: int | str, field: str, expected: str, value: Any) -> RecordError:
+    """A :class:`RecordError` saying that ``field`` should be ``expected`` and what it was instead.
+
+    Args:
+        path: the input file.
+        index: the record index or id.
+        field: the offending field, dotted for nested fields.
+        expected: what the field should hold ("a string", "a list of sentences", ...).
+        value: what it holds.
+    """
+    return RecordError(str(path), index, field, f"expected {expected}, got {type(value).__name__}")

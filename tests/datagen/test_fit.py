@@ -10,8 +10,8 @@ import pytest
 from datagen.corpus import Corpus
 from datagen.errors import LengthBudgetError, SourceTooSmallError
 from datagen.generators import GENERATORS
-from datagen.generators.keychain import KeyChainConfig, default_num_chains
 from datagen.generators.base import GenConfig
+from datagen.generators.keychain import KeyChainConfig, default_num_chains
 from datagen.tokenizers import get_tokenizer
 
 from .conftest import toy_triplets
@@ -80,8 +80,9 @@ def test_length_too_small_for_gold_and_chains_says_what_to_do(toy_corpus):
     assert skips["gold_exceeds_budget"] >= 1
     assert "use a larger --length" in str(e.value)
     # The typed error from the fitter itself:
-    from datagen.generators.fit import DocCounter, fit_prompt
     import numpy as np
+
+    from datagen.generators.fit import DocCounter, fit_prompt
 
     with pytest.raises(LengthBudgetError, match=r"at least \d+"):
         fit_prompt(tokenizer=gen.tokenizer, counter=DocCounter(gen.tokenizer, gen.template), length=100,
