@@ -147,8 +147,28 @@ def friendly_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def progress_bar(total: int | None, desc: str, unit: str = "sample") -> Any:
-    """A tqdm progress bar on stderr."""
-    from tqdm import tqdm
+class progress_bar:  # noqa: N801 - used like tqdm
+    """A tqdm progress bar on stderr that appears on the first update.
 
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
+    Work that fails before making progress (bad options, a missing file) then prints its error
+    without an empty bar above it. Use as a context manager; pass ``bar.update`` as the callback.
+    """
+
+    def __init__(self, total: int | None, desc: str, unit: str = "sample"):
+        self.total, self.desc, self.unit = total, desc, unit
+        self._bar: Any = None
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, desc=self.desc, unit=self.unit, dynamic_ncols=True,
+                             file=sys.stderr, mininterval=0.5)
+        self._bar.update(n)
+
+    def __enter__(self) -> progress_bar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError
+from datagen.errors import LongmillError, UnknownNameError
 from datagen.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -275,6 +275,8 @@ def get_tokenizer(spec: str = DEFAULT_TOKENIZER) -> Tokenizer:
         if not path:
             raise LongmillError("'hf:' needs a tokenizer path or hub id, e.g. hf:Qwen/Qwen2.5-7B-Instruct")
         return HFTokenizer(path)
+    if spec not in TOKENIZERS:
+        raise UnknownNameError(TOKENIZERS.unknown_message(spec) + ", or hf:<path or hub id>")
     return TOKENIZERS.get(spec)()
 
 

@@ -104,7 +104,16 @@ class Generator:
 
     # -- hooks -------------------------------------------------------------------------------------
     def preflight(self) -> None:
-        """Fail fast, before any work, on options the source cannot satisfy."""
+        """Fail fast, before any work, on options the source cannot satisfy.
+
+        Making sample 0 once checks the budget against real triplets: when not even one triplet fits,
+        the run fails here with the fitter's message (which says how large --length must be) instead
+        of skipping every sample.
+        """
+        try:
+            self.sample(0, Counter())
+        except SkipSample as e:
+            raise LengthBudgetError(str(e).split("last error: ", 1)[-1]) from None
 
     def build(self, index: int, triplet: Triplet, rng: np.random.Generator) -> Sample:
         raise NotImplementedError

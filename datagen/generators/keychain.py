@@ -75,6 +75,7 @@ class KeyChain(Generator):
                 f"{self.config.num_chains} chains need {need} decoy questions besides the true one; "
                 f"use fewer --num-chains or a larger source"
             )
+        super().preflight()
 
     def _keys(self, rng: np.random.Generator, n: int) -> list[str]:
         short = self.config.uuid_format == "short"

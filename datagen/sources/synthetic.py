@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: bump when the world or the question logic changes (the output changes with it)
-WORLD_VERSION = "1"
+WORLD_VERSION = "2"
 
 PERSON, CITY, COUNTRY, RIVER, UNIVERSITY, COMPANY, FILM = (
     "person", "city", "country", "river", "university", "company", "film",
@@ -885,14 +885,28 @@ def _walk(region: Region, start: int, chain: Sequence[Step]) -> list[int] | None
     return out
 
 
+_DOUBLED = re.compile(r"\b(\w+) \1\b", re.IGNORECASE)
+
+
 def _noun_phrase(region: Region, d: _Draw, entities: Sequence[int], chain: Sequence[Step]) -> str:
     x = region.entities[entities[0]].ref
     for j, (key, _) in enumerate(chain):
         templates = RELATIONS[key].np
         # around an already composed phrase, prefer the "of" form to stacked relative clauses
         template = templates[0] if j > 0 and d.chance(0.75) else d.pick(templates)
-        x = template.format(x=x)
+        composed = template.format(x=x)
+        if _DOUBLED.search(composed):  # "the river on which ... lies lies": take another wording
+            composed = next((t.format(x=x) for t in templates if not _DOUBLED.search(t.format(x=x))), composed)
+        x = composed
     return x
+
+
+def _wording(d: _Draw, templates: Sequence[str], x: str) -> str:
+    """A question template filled with ``x``, avoiding ones that read "... is located located?"."""
+    question = d.pick(templates).format(x=x)
+    if _DOUBLED.search(question):
+        question = next((q.format(x=x) for q in templates if not _DOUBLED.search(q.format(x=x))), question)
+    return question
 
 
 def _bridge(region: Region, d: _Draw, hops: int) -> _Draft | None:
@@ -919,12 +933,10 @@ def _bridge(region: Region, d: _Draw, hops: int) -> _Draft | None:
         path = list(subjects)
     fused = FUSED_QUESTIONS.get((chain[-2][0], last_key)) if hops >= 2 else None
     if fused and d.chance(0.5):
-        x = _noun_phrase(region, d, subjects, chain[:-2])
-        question = d.pick(fused).format(x=x)
+        question = _wording(d, fused, _noun_phrase(region, d, subjects, chain[:-2]))
     else:
-        x = _noun_phrase(region, d, subjects, chain[:-1])
         spec = RELATIONS.get(last_key) or ATTRIBUTES[last_key]
-        question = d.pick(spec.questions).format(x=x)
+        question = _wording(d, spec.questions, _noun_phrase(region, d, subjects, chain[:-1]))
     q_low = question.lower()
     if any(re.search(rf"\b{re.escape(a.lower())}\b", q_low) for a in answers):
         return None  # the answer must not be named in the question
@@ -1011,6 +1023,9 @@ def _comparison_once(region: Region, d: _Draw, hops: int, numeric: bool, want_ye
             question = template.replace("{a} and {b}", PLURAL_NP[ca[0][0]].format(a=ref_a, b=ref_b))
         else:
             question = template.format(a=a_np, b=b_np)
+            if _DOUBLED.search(question):  # "... is located located in the same country?"
+                question = next((t.format(a=a_np, b=b_np) for t in SAME_COMPARISONS[(key, kind)]
+                                 if not _DOUBLED.search(t.format(a=a_np, b=b_np))), question)
         answers = ["yes" if va == vb else "no"]
     facts = [(s, k) for s, (k, _) in zip(side_a, ca, strict=False)] + [(ta, key)]
     facts += [(s, k) for s, (k, _) in zip(side_b, cb, strict=False)] + [(tb, key)]

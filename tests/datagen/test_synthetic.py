@@ -308,3 +308,13 @@ def test_rederive_same_birthplace(triplets):
         assert t.answers == ["yes" if same else "no"]
         checked += 1
     assert checked >= 3
+
+
+def test_questions_never_repeat_a_word_back_to_back():
+    """Composed phrases must read well: no "is located located" or "lies lies"."""
+    import re
+
+    from datagen.sources.synthetic import generate_triplets
+
+    doubled = [t.question for t in generate_triplets(4000, seed=3) if re.search(r"\b(\w+) \1\b", t.question)]
+    assert doubled == []
