@@ -27,3 +27,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    """Where presets (tiny-qwen2) are materialised for this test session."""
+    return tmp_path_factory.mktemp("longmill-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(model_cache):
+    """The folder of the tiny-qwen2 preset: random weights, Qwen2.5 tokenizer and chat template."""
+    from eval.models import materialize_preset
+
+    return materialize_preset("tiny-qwen2", cache_dir=model_cache)
+
+
+@pytest.fixture(scope="session")
+def hf_qwen_tokenizer(tiny_qwen2):
+    """An independent Qwen2.5 tokenizer: Hugging Face tokenizers + transformers' chat templating."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_qwen2))

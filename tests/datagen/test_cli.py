@@ -1,0 +1,173 @@
+"""The datagen command line, end to end, as the datagen issue's acceptance criteria state them.
+
+Each run goes through ``python -m datagen`` in a subprocess; lengths are re-counted with an independent
+tokenizer (Hugging Face tokenizers and transformers' chat templating, not tiktoken and our renderer).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from . import formats
+
+
+def datagen(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "datagen", *args], capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"datagen {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def rows(folder: Path) -> list[dict]:
+    return [r for p in sorted(folder.glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+
+
+def parts_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("part-*.parquet"))} | {
+        "stats.json": (folder / "stats.json").read_bytes()}
+
+
+def check_lengths(hf_tok, rs: list[dict], length: int) -> None:
+    for r in rs:
+        ids = hf_tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        assert int(length * 0.99) <= len(ids) <= length
+        assert len(ids) == r["prompt_tokens"]
+
+
+@pytest.fixture(scope="module")
+def real_format_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("published")
+    recs = formats.make_qa_records(240, seed=1)
+    return {
+        "hotpotqa": formats.write_hotpotqa(d / "hotpot_dev_distractor_v1.json", recs),
+        "musique": formats.write_musique(d / "musique_ans_v1.0_dev.jsonl", recs),
+        "2wikimqa": formats.write_2wikimqa(d / "dev.json", recs),
+    }
+
+
+@pytest.mark.slow
+def test_hotpotqa_60k_keychain_acceptance(tmp_path, real_format_files, hf_qwen_tokenizer):
+    src = str(real_format_files["hotpotqa"])
+    args = ["keychain", "--source", "hotpotqa", "--input", src, "--length", "60k", "--num-samples", "50", "--seed", "1"]
+    datagen(*args, "--out", str(tmp_path / "a"))
+    rs = rows(tmp_path / "a")
+    assert len(rs) == 50
+    check_lengths(hf_qwen_tokenizer, rs, 60_000)
+    v = datagen("verify", str(tmp_path / "a"))
+    assert "OK: 50 rows" in v.stdout
+    datagen(*args, "--out", str(tmp_path / "b"))
+    assert parts_bytes(tmp_path / "a") == parts_bytes(tmp_path / "b")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["musique", "2wikimqa"])
+def test_other_formats_60k_keychain(tmp_path, real_format_files, hf_qwen_tokenizer, source):
+    args = ["keychain", "--source", source, "--input", str(real_format_files[source]), "--length", "60k",
+            "--num-samples", "12", "--seed", "1"]
+    datagen(*args, "--out", str(tmp_path / "a"))
+    rs = rows(tmp_path / "a")
+    assert len(rs) == 12 and {r["data_source"] for r in rs} == {f"keychain/{source}"}
+    check_lengths(hf_qwen_tokenizer, rs, 60_000)
+    datagen("verify", str(tmp_path / "a"))
+    datagen(*args, "--out", str(tmp_path / "b"))
+    assert parts_bytes(tmp_path / "a") == parts_bytes(tmp_path / "b")
+
+
+@pytest.mark.parametrize("length", ["20k", "40k", "60k"])
+def test_synthetic_keychain_at_curriculum_lengths(tmp_path, hf_qwen_tokenizer, length):
+    args = ["keychain", "--length", length, "--num-samples", "6", "--seed", "2", "--rows-per-part", "4"]
+    datagen(*args, "--out", str(tmp_path / "a"))
+    rs = rows(tmp_path / "a")
+    assert len(rs) == 6
+    check_lengths(hf_qwen_tokenizer, rs, int(length[:-1]) * 1000)
+    datagen("verify", str(tmp_path / "a"))
+    datagen(*args, "--out", str(tmp_path / "b"))
+    assert parts_bytes(tmp_path / "a") == parts_bytes(tmp_path / "b")
+
+
+def test_triplets_then_longqa_from_triplet_shards(tmp_path, real_format_files):
+    datagen("triplets", "--source", "musique", "--input", str(real_format_files["musique"]),
+            "--out", str(tmp_path / "t"), "--rows-per-part", "100")
+    stats = json.loads((tmp_path / "t" / "stats.json").read_text())
+    assert stats["triplets"] == 240 and stats["parts"] == 3
+    datagen("longqa", "--source", "triplets", "--input", str(tmp_path / "t"), "--length", "8k",
+            "--num-samples", "5", "--placement", "middle", "--out", str(tmp_path / "q"))
+    rs = rows(tmp_path / "q")
+    assert len(rs) == 5 and all(r["source"] == "musique" and r["num_chains"] == 0 for r in rs)
+    datagen("verify", str(tmp_path / "q"))
+
+
+def test_inspect_shows_the_chain_and_gold(tmp_path):
+    datagen("keychain", "--length", "6k", "--num-samples", "2", "--num-chains", "3", "--out", str(tmp_path / "k"))
+    out = json.loads(datagen("inspect", str(tmp_path / "k" / "part-00000.parquet"), "--row", "1", "--json").stdout)
+    assert out["chains"][0]["is_true"] and out["chains"][0]["target"] == out["question"]
+    assert all(g["position"] for g in out["gold"]) and len(out["chains"]) == 3
+    full = datagen("inspect", str(tmp_path / "k"), "--row", "0", "--full").stdout
+    assert "TRUE chain" in full and "gold" in full
+    bad = datagen("inspect", str(tmp_path / "k"), "--row", "9", check=False)
+    assert bad.returncode == 2 and "fewer rows" in bad.stderr
+
+
+def test_verify_fails_with_exit_1_on_a_bad_row(tmp_path):
+    from datagen.schema import SAMPLE_SCHEMA, to_table
+    from datagen.shards import write_table_atomic
+
+    datagen("keychain", "--length", "5k", "--num-samples", "2", "--num-chains", "2", "--out", str(tmp_path / "k"))
+    p = tmp_path / "k" / "part-00000.parquet"
+    rs = pq.read_table(p).to_pylist()
+    rs[0]["prompt_tokens"] += 1
+    write_table_atomic(to_table(rs, SAMPLE_SCHEMA), p)
+    proc = datagen("verify", str(tmp_path / "k"), check=False)
+    assert proc.returncode == 1 and "FAILED: 1 violation" in proc.stdout and "row 0" in proc.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["keychain", "--source", "hotpotqa", "--length", "5k", "--out", "X"], "needs --input"),
+    (["keychain", "--source", "synthetc", "--length", "5k", "--out", "X"], "did you mean 'synthetic'"),
+    (["keychain", "--tokenizer", "qwen3", "--length", "5k", "--out", "X"], "did you mean 'qwen2.5'"),
+    (["keychain", "--length", "600", "--out", "X"], "use a larger --length (at least"),
+    (["keychain", "--length", "60kb", "--out", "X"], "such as 4096, 60k"),
+    (["keychain", "--length", "5k", "--placement", "top", "--out", "X"], "invalid placement"),
+    (["keychian", "--length", "5k"], "Did you mean 'keychain'"),
+])
+def test_bad_input_says_what_to_do(tmp_path, args, message):
+    args = [str(tmp_path / "o") if a == "X" else a for a in args]
+    proc = datagen(*args, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_source_too_small_to_fill_the_length(tmp_path):
+    f = formats.write_hotpotqa(tmp_path / "hotpot_dev_distractor_v1.json", formats.make_qa_records(5, seed=0))
+    proc = datagen("longqa", "--source", "hotpotqa", "--input", str(f), "--length", "60k", "--out",
+                   str(tmp_path / "o"), check=False)
+    assert proc.returncode == 2 and "ran out of distractor documents" in proc.stderr
+
+
+def test_malformed_records_are_counted_or_fatal_under_strict(tmp_path):
+    recs = [formats.hotpotqa_layout(r) for r in formats.make_qa_records(30, seed=4)]
+    del recs[3]["question"]
+    f = formats.write_hotpotqa(tmp_path / "hotpot_dev_distractor_v1.json", recs)
+    datagen("triplets", "--source", "hotpotqa", "--input", str(f), "--out", str(tmp_path / "t"))
+    stats = json.loads((tmp_path / "t" / "stats.json").read_text())
+    assert stats["triplets"] == 29 and stats["skipped"] == {"malformed:question": 1}
+    proc = datagen("triplets", "--source", "hotpotqa", "--input", str(f), "--out", str(tmp_path / "u"), "--strict",
+                   check=False)
+    assert proc.returncode == 2
+    assert f"{f}: record 3: field 'question': missing" in proc.stderr
+
+
+def test_help_teaches(tmp_path):
+    out = datagen("keychain", "--help").stdout
+    for needle in ("Examples:", "--length", "--num-chains", "--uuid-format", "--placement", "--num-shards",
+                   "--workers", "60k = 60,000"):
+        assert needle in out
+    assert "datagen verify" in datagen("--help").stdout
