@@ -61,8 +61,24 @@ class DocCounter:
         self.tokenizer = tokenizer
         self.template = template
         self._body: dict[str, int] = {}
+        self._slots: dict[str, list[int]] = {}
+        self._text: dict[str, str] = {}
         self._headers: list[int] = [0]  # prefix sums: _headers[n] = tokens of headers 1..n
         self.counted = 0  # documents tokenised (cache misses), for stats and benchmarks
+
+    def rendered_body(self, doc: Document) -> str:
+        """The document's body as written into the context (cached, like its count)."""
+        b = self._text.get(doc.doc_id)
+        if b is None:
+            b = self._text[doc.doc_id] = self.template.render_body(doc.title, doc.text)
+        return b
+
+    def slots(self, doc: Document) -> list[int]:
+        """The document's sentence-end offsets (cached: documents recur across samples)."""
+        s = self._slots.get(doc.doc_id)
+        if s is None:
+            s = self._slots[doc.doc_id] = sentence_slots(doc.text)
+        return s
 
     def bodies(self, docs: Sequence[Document]) -> list[int]:
         missing = [d for d in docs if d.doc_id not in self._body]
@@ -80,10 +96,16 @@ class DocCounter:
 
     def headers(self, n: int) -> int:
         """Tokens of the headers of documents 1..n (independent of which document sits where)."""
+        if n >= len(self._headers):
+            self.header_sums(n)
+        return self._headers[n]
+
+    def header_sums(self, n: int) -> list[int]:
+        """The prefix sums of header tokens, extended to at least ``n`` (a list, for hot loops)."""
         while len(self._headers) <= n:
             i = len(self._headers)
             self._headers.append(self._headers[-1] + self.tokenizer.count(self.template.render_header(i)))
-        return self._headers[n]
+        return self._headers
 
 
 @dataclass
@@ -224,7 +246,7 @@ def fit_prompt(
         )
     _fill(plan, candidates, budget, lo - fixed - sum(pair_costs), tokenizer)
     docs, gold_pos = _order(plan, rng, depth)
-    places = _place_pairs(docs, len(pairs), rng)
+    places = _place_pairs(docs, len(pairs), rng, counter)
 
     corrections = 0
     while True:
@@ -250,22 +272,28 @@ def fit_prompt(
         target = length - margin if measured > length else lo + margin
         _correct(plan, target - measured, candidates, tokenizer)
         docs, gold_pos = _order(plan, rng, depth)
-        places = _place_pairs(docs, len(pairs), rng)
+        places = _place_pairs(docs, len(pairs), rng, counter)
 
 
 def _fill(plan: _Plan, candidates: Iterator[Document], budget: int, low: int, tokenizer: Tokenizer) -> None:
     """Add whole candidates while they fit; the first that does not is truncated to reach ``budget``."""
     misses = 0
     pending: list[Document] = []
+    counts: list[int] = []
     while True:
         if not pending:
             pending = _take(candidates, 64)
             if not pending:
                 break
-            plan.counter.bodies(pending)  # one batched tokenisation per block of candidates
-        doc = pending.pop(0)
-        if plan.cost + plan.add_cost(doc) <= budget:
-            plan.add(doc)
+            counts = plan.counter.bodies(pending)  # one batched tokenisation per block of candidates
+            pending.reverse()
+            counts.reverse()
+        doc, body = pending.pop(), counts.pop()
+        hdr = plan.counter.header_sums(plan.n + 1)
+        cost = body + hdr[plan.n + 1] - hdr[plan.n]
+        if plan.cost + cost <= budget:
+            plan.extra.append(doc)
+            plan.cost += cost
             if plan.cost == budget:
                 return
             continue
@@ -361,11 +389,12 @@ def _order(plan: _Plan, rng: np.random.Generator, depth: float | None) -> tuple[
     return docs, [pos[g] for g in range(n_gold)]
 
 
-def _place_pairs(docs: Sequence[Document], n_pairs: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+def _place_pairs(docs: Sequence[Document], n_pairs: int, rng: np.random.Generator,
+                 counter: DocCounter) -> list[tuple[int, int]]:
     """A place for each pair: distinct random sentence ends, or own lines when sentence ends run out."""
     if n_pairs == 0:
         return []
-    slots = [(i, off) for i, d in enumerate(docs) for off in sentence_slots(d.text)]
+    slots = [(i, off) for i, d in enumerate(docs) for off in counter.slots(d)]
     if len(slots) >= n_pairs:
         return [slots[int(k)] for k in rng.choice(len(slots), size=n_pairs, replace=False)]
     places = slots + [(int(i), -1) for i in rng.integers(0, len(docs), size=n_pairs - len(slots))]
@@ -391,17 +420,22 @@ def _render(
         else:
             inline.setdefault(i, []).append((off, inline_pair(pair)))
     parts = [head]
-    starts: list[int] = []
-    pos = 0
     for i, d in enumerate(docs):
-        starts.append(pos)
-        text = d.text
-        for off, s in sorted(inline.get(i, []), reverse=True):
-            text = text[:off] + s + text[off:]
         parts.append(template.render_header(i + 1))
-        parts.append(template.render_body(d.title, text))
-        parts.extend(loose.get(i, []))
-        pos += counter.headers(i + 1) - counter.headers(i) + counter.body(d)
+        if i in inline:
+            text = d.text
+            for off, s in sorted(inline[i], reverse=True):
+                text = text[:off] + s + text[off:]
+            parts.append(template.render_body(d.title, text))
+        else:
+            parts.append(counter.rendered_body(d))
+        if i in loose:
+            parts.extend(loose[i])
     parts.append(tail)
-    total = max(pos, 1)
-    return "".join(parts), [round(starts[p] / total, 4) for p in gold_pos], pos
+    # Token depth of each gold document: header and body costs of the documents before it.
+    hdr = counter.header_sums(len(docs))
+    bodies = counter.bodies(docs)
+    starts = list(itertools.accumulate(bodies, initial=0))
+    total = max(starts[-1] + hdr[len(docs)], 1)
+    depths = [round((starts[p] + hdr[p]) / total, 4) for p in gold_pos]
+    return "".join(parts), depths, starts[-1] + hdr[len(docs)]
