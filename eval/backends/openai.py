@@ -1,0 +1,153 @@
+"""The ``openai`` generation backend: completions from any OpenAI-compatible chat endpoint.
+
+Use it for ``vllm serve`` or SGLang running on other machines, or for hosted APIs. Each prompt is one
+``/chat/completions`` request with ``n`` choices; when a server returns fewer choices than asked (some
+ignore ``n``), the missing ones are requested again until ``n`` are collected. A prompt whose requests
+keep failing comes back as ``None`` and is counted, never scored as wrong.
+
+Example (against ``vllm serve Qwen/Qwen2.5-7B-Instruct --port 8000``)::
+
+    from eval.backends.base import SamplingParams, get_backend
+
+    with get_backend("openai", "Qwen/Qwen2.5-7B-Instruct", url="http://127.0.0.1:8000/v1") as backend:
+        outs = backend.generate([[{"role": "user", "content": "2+2?"}]], n=4,
+                                sampling=SamplingParams(temperature=0.7, max_tokens=32))
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from datagen.errors import LongmillError
+from eval.backends.base import BACKENDS, GenerationBackend, Messages, Progress, SamplingParams
+from eval.http import ChatClient, ChatRequest, EndpointConfig, EndpointError
+
+log = logging.getLogger(__name__)
+
+
+class OpenAIBackend(GenerationBackend):
+    """Generates through an OpenAI-compatible ``/chat/completions`` endpoint.
+
+    Args:
+        model: the name the server serves (the argument of ``vllm serve``).
+        url: the base URL including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``.
+        api_key: sent as a bearer token when set.
+        timeout: seconds per attempt.
+        max_retries: retries of a failed request (connect errors, timeouts, 408/409/429, 5xx).
+        backoff_base: the first retry's delay in seconds (doubles each retry, with jitter).
+        backoff_cap: the longest delay between retries.
+        concurrency: requests in flight at once.
+        max_rounds: how many times a prompt may be asked for missing choices when the server returns
+            fewer than ``n`` (None: up to ``n`` rounds, enough since every round yields at least one).
+        sleep: how to wait between retries (tests inject a recorder).
+        rng: the backoff jitter source.
+
+    ``stats`` counts ``prompts``, ``failed_prompts``, ``requests`` and ``topup_requests`` (requests made
+    because a server returned fewer than ``n`` choices).
+    """
+
+    name = "openai"
+
+    def __init__(self, model: str, *, url: str | None = None, api_key: str | None = None,
+                 timeout: float = 60.0, max_retries: int = 4, backoff_base: float = 0.5,
+                 backoff_cap: float = 8.0, concurrency: int = 8, max_rounds: int | None = None,
+                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None):
+        if not url:
+            raise LongmillError(
+                "the openai backend needs url, the server's base URL including /v1: start one with e.g. "
+                f"`vllm serve {model or '<model>'} --port 8000` and pass url=http://127.0.0.1:8000/v1")
+        if max_rounds is not None and max_rounds < 1:
+            raise LongmillError(f"max_rounds must be >= 1 or None, got {max_rounds}")
+        self.config = EndpointConfig(url=url, model=model, api_key=api_key, timeout=timeout,
+                                     max_retries=max_retries, backoff_base=backoff_base,
+                                     backoff_cap=backoff_cap, concurrency=concurrency)
+        self.client = ChatClient(self.config, sleep=sleep, rng=rng)
+        self.max_rounds = max_rounds
+        self._lock = threading.Lock()
+        self._stats = {"prompts": 0, "failed_prompts": 0, "requests": 0, "topup_requests": 0}
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the counters (the HTTP client's own are in ``client.stats``)."""
+        with self._lock:
+            return dict(self._stats)
+
+    def _add(self, key: str, k: int = 1) -> None:
+        with self._lock:
+            self._stats[key] += k
+
+    def generate(self, prompts: Sequence[Messages], n: int = 1, sampling: SamplingParams | None = None,
+                 progress: Progress | None = None) -> list[list[str] | None]:
+        """Sample ``n`` completions for each chat prompt.
+
+        Args:
+            prompts: chat prompts (lists of ``{role, content}`` messages).
+            n: completions per prompt.
+            sampling: temperature, top_p, max_tokens, seed and stop; defaults to greedy.
+            progress: called with 1 as each prompt is finished (completed or given up).
+
+        Returns:
+            Per prompt, ``n`` completions, or None when its requests failed after retries.
+        """
+        if n < 1:
+            raise LongmillError(f"n must be >= 1, got {n}")
+        sampling = sampling or SamplingParams()
+        got: list[list[str]] = [[] for _ in prompts]
+        results: list[list[str] | None] = [None] * len(prompts)
+        errors: dict[int, EndpointError] = {}
+        pending = list(range(len(prompts)))
+        self._add("prompts", len(prompts))
+        max_rounds = self.max_rounds or n
+        for round_ in range(max_rounds):
+            if not pending:
+                break
+            # A top-up round gets another seed: the same seed would make the server repeat the
+            # completions it already returned.
+            seed = None if sampling.seed is None else sampling.seed + round_
+            requests = [ChatRequest(messages=prompts[i], n=n - len(got[i]), temperature=sampling.temperature,
+                                    top_p=sampling.top_p, max_tokens=sampling.max_tokens, seed=seed,
+                                    stop=sampling.stop) for i in pending]
+            self._add("requests", len(requests))
+            if round_:
+                self._add("topup_requests", len(requests))
+            still: list[int] = []
+            last_round = round_ == max_rounds - 1
+
+            def on_result(j: int, res: list[str] | EndpointError, _pending: list[int] = pending,
+                          _still: list[int] = still, _last: bool = last_round) -> None:
+                i = _pending[j]
+                if isinstance(res, EndpointError):
+                    errors[i] = res
+                elif len(got[i]) + len(res) >= n:
+                    results[i] = (got[i] + res)[:n]
+                elif not _last:
+                    got[i].extend(res)
+                    _still.append(i)
+                    return
+                else:
+                    errors[i] = EndpointError(
+                        f"{self.client.config.url}: only {len(got[i]) + len(res)} of {n} choices after "
+                        f"{max_rounds} requests", url=self.config.url, reason="too_few_choices",
+                        attempts=max_rounds)
+                if progress is not None:
+                    progress(1)
+
+            self.client.chat_many(requests, on_result=on_result)
+            pending = sorted(still)
+        if errors:
+            self._add("failed_prompts", len(errors))
+            first = errors[min(errors)]
+            log.warning("openai backend: %d of %d prompts failed after retries and are returned as None; "
+                        "first (prompt %d): %s", len(errors), len(prompts), min(errors), first)
+        return results
+
+    def close(self) -> None:
+        self.client.close()
+
+
+BACKENDS.add("openai", OpenAIBackend)

@@ -1,0 +1,530 @@
+"""The LLM judge: does a prediction mean the same as any gold answer? (YES / NO / unknown)
+
+QwenLong-L1's reward and metric use ``max(rule, judge)``: when exact matching misses, a compact instruct
+model (Qwen2.5-1.5B-Instruct behind ``vllm serve``, or an in-process Hugging Face model) is asked whether
+the prediction is equivalent to a gold answer. The judge answers with one word; anything else is
+*unparseable*. A judge that fails (endpoint down, unparseable reply) gives ``verdict=None, failed=True``,
+is counted in :attr:`Judge.stats`, and is never turned into a NO: a reward or metric must report it as
+unknown (see :func:`eval.metrics.max_em_judge`).
+
+Successful verdicts are cached in memory by ``(question, prediction, golds)`` and, when ``cache_path``
+is set, in a JSONL file that later runs load (one line per verdict, appended atomically).
+
+Example (against ``vllm serve Qwen/Qwen2.5-1.5B-Instruct --port 8000``)::
+
+    from eval.judge import JudgeConfig, make_judge
+
+    config = JudgeConfig(url="http://127.0.0.1:8000/v1", cache_path="judge_cache.jsonl")
+    with make_judge(config) as judge:
+        result = judge.judge("Who wrote Hamlet?", "Shakespeare", ["William Shakespeare"])
+        print(result.verdict, result.failed)  # True False
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datagen.errors import LongmillError, UnknownNameError
+from datagen.registry import Registry
+from eval.http import ChatClient, ChatRequest, EndpointConfig
+
+log = logging.getLogger(__name__)
+
+Messages = list[dict[str, str]]
+Progress = Callable[[int], None]
+CacheKey = tuple[str, str, tuple[str, ...]]
+
+JUDGE_SYSTEM_PROMPT = (
+    "You are a strict grader of short answers. You are given a question, one or more gold answers, and a "
+    "predicted answer. Decide whether the prediction means the same as at least one gold answer, as an "
+    "answer to this question. Differences in capitalisation, articles, punctuation, word order, "
+    "abbreviations, or extra words that do not change the answer are acceptable. A prediction that is "
+    "vaguer, names a different entity or value, hedges between several answers, or contradicts the gold "
+    "answers is wrong. Reply with exactly one word: YES or NO."
+)
+JUDGE_QUESTION = ("Does the prediction mean the same as any gold answer? "
+                  "Reply with exactly one word: YES or NO.")
+
+
+def _one_line(text: str) -> str:
+    # The prompt is line-structured (one field per line), so field values are kept on one line.
+    return " ".join(str(text).split())
+
+
+def build_judge_messages(question: str, prediction: str, golds: Sequence[str]) -> Messages:
+    """The chat messages that ask the judge about one item.
+
+    Args:
+        question: the question the prediction answers.
+        prediction: the extracted answer to grade.
+        golds: every accepted answer (aliases included).
+
+    Example:
+        >>> m = build_judge_messages("Capital of France?", "paris", ["Paris"])
+        >>> print(m[1]["content"])
+        Question: Capital of France?
+        Gold answers:
+        - Paris
+        Prediction: paris
+        <BLANKLINE>
+        Does the prediction mean the same as any gold answer? Reply with exactly one word: YES or NO.
+    """
+    gold_lines = "\n".join(f"- {_one_line(g)}" for g in golds)
+    user = (f"Question: {_one_line(question)}\nGold answers:\n{gold_lines}\n"
+            f"Prediction: {_one_line(prediction)}\n\n{JUDGE_QUESTION}")
+    return [{"role": "system", "content": JUDGE_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+_VERDICT = re.compile(r"^[\W_]*(?:verdict[\W_]*)?(yes|no)[\W_]*$", re.IGNORECASE)
+_THINK_END = "</think>"
+
+
+def parse_verdict(text: str | None) -> bool | None:
+    """Read the judge's one-word reply: True for YES, False for NO, None for anything else.
+
+    Surrounding whitespace, punctuation and markdown are ignored, as is a ``Verdict:`` label and any
+    reasoning up to ``</think>``. A reply that says more, says both, or says nothing is None.
+
+    Args:
+        text: the judge model's reply.
+
+    Example:
+        >>> [parse_verdict(t) for t in ["YES", " no. ", "**Yes**", "Verdict: NO", "yes no", "maybe", ""]]
+        [True, False, True, False, None, None, None]
+    """
+    if not text:
+        return None
+    if _THINK_END in text:
+        text = text.rsplit(_THINK_END, 1)[1]
+    m = _VERDICT.match(text.strip())
+    if m is None:
+        return None
+    return m.group(1).lower() == "yes"
+
+
+@dataclass
+class JudgeConfig:
+    """Which judge model to ask, and how.
+
+    Args:
+        backend: ``openai`` (an OpenAI-compatible endpoint such as ``vllm serve``) or ``hf`` (an
+            in-process transformers model).
+        model: for ``openai`` the name the server serves; for ``hf`` a local path or hub id.
+        url: for ``openai``, the base URL including ``/v1`` (e.g. ``http://127.0.0.1:8000/v1``).
+        api_key: for ``openai``, sent as a bearer token when set.
+        timeout: for ``openai``, seconds per attempt.
+        max_retries: for ``openai``, retries of a failed request.
+        backoff_base: for ``openai``, the first retry's delay in seconds (doubles each retry).
+        backoff_cap: for ``openai``, the longest delay between retries.
+        concurrency: for ``openai``, requests in flight at once.
+        max_tokens: for ``openai``, the most tokens the reply may have (one word is enough).
+        cache_path: a JSONL file of verdicts, loaded at start and appended to; None keeps the cache in
+            memory only.
+        device: for ``hf``, the torch device (``cpu``, ``cuda``, ``cuda:1``).
+        max_new_tokens: for ``hf``, the most tokens generated per reply.
+        batch_size: for ``hf``, prompts generated together.
+    """
+
+    backend: str = "openai"
+    model: str = "Qwen/Qwen2.5-1.5B-Instruct"
+    url: str | None = None
+    api_key: str | None = None
+    timeout: float = 60.0
+    max_retries: int = 4
+    backoff_base: float = 0.5
+    backoff_cap: float = 8.0
+    concurrency: int = 8
+    max_tokens: int = 8
+    cache_path: str | None = None
+    device: str = "cpu"
+    max_new_tokens: int = 8
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.backend not in JUDGE_BACKENDS:
+            raise UnknownNameError(JUDGE_BACKENDS.unknown_message(self.backend))
+        if not self.model:
+            raise LongmillError("judge model is empty; name the served model (openai) or a local path or "
+                                "hub id (hf)")
+        if self.max_tokens < 1 or self.max_new_tokens < 1:
+            raise LongmillError(f"judge max_tokens and max_new_tokens must be >= 1, got {self.max_tokens} "
+                                f"and {self.max_new_tokens}")
+        if self.batch_size < 1:
+            raise LongmillError(f"judge batch_size must be >= 1, got {self.batch_size}")
+        if self.backend == "openai":
+            if not self.url:
+                raise LongmillError(
+                    "the openai judge needs url: start a server, e.g. `vllm serve "
+                    f"{self.model} --port 8000`, and pass url=http://127.0.0.1:8000/v1 "
+                    "(or use backend='hf' to run the judge in-process)")
+            self.endpoint()  # validates timeout, retries, backoff and concurrency now, not at first call
+
+    def endpoint(self) -> EndpointConfig:
+        """The endpoint settings of the ``openai`` backend."""
+        return EndpointConfig(url=self.url or "", model=self.model, api_key=self.api_key,
+                              timeout=self.timeout, max_retries=self.max_retries,
+                              backoff_base=self.backoff_base, backoff_cap=self.backoff_cap,
+                              concurrency=self.concurrency)
+
+
+@dataclass
+class JudgeResult:
+    """The judge's answer for one item.
+
+    Args:
+        verdict: True (equivalent), False (not), or None when the judge failed.
+        failed: the judge could not give a verdict; score the item as unknown, never as wrong.
+        error: why it failed (``unparseable: ...``, ``endpoint: ...``), else None.
+        cached: the verdict came from the cache, without a model call.
+        raw: the model's reply, when there was one.
+        reason: the failure category (``unparseable``, ``endpoint``, ``generation``), else None.
+    """
+
+    verdict: bool | None
+    failed: bool
+    error: str | None = None
+    cached: bool = False
+    raw: str | None = None
+    reason: str | None = None
+
+    @property
+    def score(self) -> float | None:
+        """1.0, 0.0, or None when the judge failed (for :func:`eval.metrics.max_em_judge`)."""
+        return None if self.verdict is None else float(self.verdict)
+
+
+class JudgeEngineError(LongmillError):
+    """One judge call produced no reply.
+
+    Args:
+        reason: a short category, counted in :attr:`Judge.stats` (``endpoint``, ``generation``).
+        message: the details.
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self):
+        return (type(self), (self.reason, str(self)))
+
+
+class JudgeEngine:
+    """Turns judge prompts into replies; :class:`Judge` does caching, parsing and counting.
+
+    ``complete_many`` returns one entry per prompt, in order: the reply text, or a
+    :class:`JudgeEngineError` for that prompt. It should not raise for a single failed prompt.
+    """
+
+    name = ""
+
+    def complete_many(self, prompts: Sequence[Messages]) -> list[str | JudgeEngineError]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections or model memory."""
+
+
+class OpenAIJudgeEngine(JudgeEngine):
+    """Asks an OpenAI-compatible endpoint, greedily, with a short reply budget.
+
+    Args:
+        client: the chat client (its config names the endpoint and the model).
+        max_tokens: the most tokens a reply may have.
+    """
+
+    name = "openai"
+
+    def __init__(self, client: ChatClient, *, max_tokens: int = 8):
+        self.client = client
+        self.max_tokens = max_tokens
+
+    @classmethod
+    def from_config(cls, config: JudgeConfig) -> OpenAIJudgeEngine:
+        return cls(ChatClient(config.endpoint()), max_tokens=config.max_tokens)
+
+    def complete_many(self, prompts: Sequence[Messages]) -> list[str | JudgeEngineError]:
+        requests = [ChatRequest(messages=p, n=1, temperature=0.0, top_p=1.0, max_tokens=self.max_tokens,
+                                seed=0) for p in prompts]
+        out: list[str | JudgeEngineError] = []
+        for res in self.client.chat_many(requests):
+            out.append(JudgeEngineError("endpoint", str(res)) if isinstance(res, Exception) else res[0])
+        return out
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class HFJudgeEngine(JudgeEngine):
+    """Runs a transformers causal LM in-process (the ``hf`` generation backend, greedy, a few tokens).
+
+    Args:
+        model: a preset name, a local path or a hub id.
+        device: the torch device.
+        max_new_tokens: the most tokens generated per reply.
+        batch_size: prompts generated together (left-padded).
+    """
+
+    name = "hf"
+
+    def __init__(self, model: str, *, device: str = "cpu", max_new_tokens: int = 8, batch_size: int = 8):
+        from eval.backends.base import SamplingParams
+        from eval.backends.hf import HFBackend
+
+        self.backend = HFBackend(model, device=device, batch_size=batch_size)
+        if getattr(self.backend.tokenizer, "chat_template", None) is None:
+            raise LongmillError(f"the hf judge model {model!r} has no chat template; use an instruct model")
+        self.sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+
+    def complete_many(self, prompts: Sequence[Messages]) -> list[str | JudgeEngineError]:
+        outs = self.backend.generate(prompts, n=1, sampling=self.sampling)
+        # A failed batch (e.g. out of memory on a long prompt) fails its items; the run goes on.
+        return [JudgeEngineError("generation", "the hf judge model failed on this prompt (see the log)")
+                if o is None else o[0] for o in outs]
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+JUDGE_BACKENDS: Registry[Callable[[JudgeConfig], JudgeEngine]] = Registry("judge backend")
+JUDGE_BACKENDS.add("openai", OpenAIJudgeEngine.from_config)
+JUDGE_BACKENDS.add("hf", lambda c: HFJudgeEngine(c.model, device=c.device, max_new_tokens=c.max_new_tokens,
+                                                 batch_size=c.batch_size))
+
+
+class _RateLimitedLog:
+    """Logs the first few messages in full, then at most one per ``interval`` seconds with a count."""
+
+    def __init__(self, first: int = 3, interval: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.first, self.interval, self.clock = first, interval, clock
+        self.seen = 0
+        self.suppressed = 0
+        self.last = float("-inf")
+        self._lock = threading.Lock()
+
+    def warning(self, msg: str, *args: Any) -> None:
+        with self._lock:
+            self.seen += 1
+            now = self.clock()
+            if self.seen > self.first and now - self.last < self.interval:
+                self.suppressed += 1
+                return
+            if self.suppressed:
+                msg += f" ({self.suppressed} similar messages suppressed)"
+            self.suppressed = 0
+            self.last = now
+        log.warning(msg, *args)
+
+
+class Judge:
+    """Grades (question, prediction, golds) items with a judge model, with a cache and failure counts.
+
+    Args:
+        engine: what produces the replies (:class:`OpenAIJudgeEngine`, :class:`HFJudgeEngine`, ...).
+        model: the judge model's name, stored with each cached verdict; a JSONL cache only serves
+            verdicts of the same model.
+        cache_path: a JSONL verdict cache, loaded now and appended to; None keeps it in memory.
+
+    ``stats`` holds ``items`` (asked for), ``cache_hits``, ``calls`` (prompts sent to the model),
+    ``verdicts`` (successful model verdicts), ``failures`` and ``failures_by_reason``.
+    """
+
+    def __init__(self, engine: JudgeEngine, *, model: str = "", cache_path: str | os.PathLike | None = None):
+        self.engine = engine
+        self.model = model
+        self.cache_path = Path(cache_path) if cache_path is not None else None
+        self._cache: dict[CacheKey, tuple[bool, str | None]] = {}
+        self._lock = threading.Lock()
+        self._warn = _RateLimitedLog()
+        self._stats: dict[str, Any] = {"items": 0, "cache_hits": 0, "calls": 0, "verdicts": 0, "failures": 0,
+                                       "failures_by_reason": {}}
+        if self.cache_path is not None:
+            self._load_cache(self.cache_path)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the counters."""
+        with self._lock:
+            snap = dict(self._stats)
+            snap["failures_by_reason"] = dict(self._stats["failures_by_reason"])
+            return snap
+
+    # -- cache -------------------------------------------------------------------------------------
+    def _load_cache(self, path: Path) -> None:
+        if not path.exists():
+            return
+        bad = other_model = 0
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    key = _key(rec["question"], rec["prediction"], rec["golds"])
+                    verdict = rec["verdict"]
+                    if not isinstance(verdict, bool):
+                        raise TypeError("verdict is not a boolean")
+                except (json.JSONDecodeError, KeyError, TypeError, LongmillError) as e:
+                    bad += 1
+                    if bad == 1:
+                        log.warning("%s: line %d: skipping a malformed judge cache record (%s)", path, lineno, e)
+                    continue
+                if self.model and rec.get("model") not in (None, self.model):
+                    other_model += 1
+                    continue
+                self._cache[key] = (verdict, rec.get("raw"))
+        log.info("loaded %d judge verdicts from %s (%d malformed lines skipped, %d from other models)",
+                 len(self._cache), path, bad, other_model)
+
+    def _append_cache(self, records: list[dict[str, Any]]) -> None:
+        if self.cache_path is None or not records:
+            return
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.cache_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            for rec in records:
+                # One write() per line on an O_APPEND file: concurrent writers never interleave a line,
+                # and an interrupted run leaves at most one partial last line, which loading skips.
+                os.write(fd, (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
+
+    # -- judging -----------------------------------------------------------------------------------
+    def _fail(self, reason: str, error: str, raw: str | None) -> JudgeResult:
+        with self._lock:
+            self._stats["failures"] += 1
+            by = self._stats["failures_by_reason"]
+            by[reason] = by.get(reason, 0) + 1
+        self._warn.warning("judge failed (%s): %s", reason, error)
+        return JudgeResult(verdict=None, failed=True, error=f"{reason}: {error}", cached=False, raw=raw,
+                           reason=reason)
+
+    def judge_many(self, items: Sequence[tuple[str, str, Sequence[str]]],
+                   progress: Progress | None = None) -> list[JudgeResult]:
+        """Grade many items; cached ones are served at once and the rest are sent together.
+
+        Args:
+            items: ``(question, prediction, golds)`` tuples; ``golds`` lists every accepted answer.
+            progress: called with the number of items finished (once for the cache hits, once for the
+                rest).
+
+        Returns:
+            One :class:`JudgeResult` per item, in order. A failed item has ``verdict=None, failed=True``.
+
+        Raises:
+            LongmillError: an item is malformed (not a string, or no gold answers).
+        """
+        keys = [_key(*_unpack(i, item)) for i, item in enumerate(items)]
+        results: list[JudgeResult | None] = [None] * len(keys)
+        todo: dict[CacheKey, list[int]] = {}
+        with self._lock:
+            self._stats["items"] += len(keys)
+            for i, key in enumerate(keys):
+                hit = self._cache.get(key)
+                if hit is not None:
+                    results[i] = JudgeResult(verdict=hit[0], failed=False, cached=True, raw=hit[1])
+                    self._stats["cache_hits"] += 1
+                else:
+                    todo.setdefault(key, []).append(i)
+        hits = len(keys) - sum(len(v) for v in todo.values())
+        if progress is not None and hits:
+            progress(hits)
+        if not todo:
+            return results  # type: ignore[return-value]
+
+        unique = list(todo)
+        with self._lock:
+            self._stats["calls"] += len(unique)
+        replies = self.engine.complete_many([build_judge_messages(q, p, g) for q, p, g in unique])
+        if len(replies) != len(unique):
+            raise LongmillError(f"judge engine {type(self.engine).__name__} returned {len(replies)} replies "
+                                f"for {len(unique)} prompts (a bug in the engine)")
+        new_records = []
+        for key, reply in zip(unique, replies, strict=True):
+            if isinstance(reply, JudgeEngineError):
+                res = self._fail(reply.reason, str(reply), None)
+            else:
+                verdict = parse_verdict(reply)
+                if verdict is None:
+                    res = self._fail("unparseable", f"reply {reply[:80]!r} is not YES or NO", reply)
+                else:
+                    res = JudgeResult(verdict=verdict, failed=False, cached=False, raw=reply)
+                    with self._lock:
+                        self._stats["verdicts"] += 1
+                        self._cache[key] = (verdict, reply)
+                    new_records.append({"question": key[0], "prediction": key[1], "golds": list(key[2]),
+                                        "verdict": verdict, "raw": reply, "model": self.model})
+            for i in todo[key]:
+                results[i] = res
+        with self._lock:
+            self._append_cache(new_records)
+        if progress is not None:
+            progress(len(keys) - hits)
+        return results  # type: ignore[return-value]
+
+    def judge(self, question: str, prediction: str, golds: Sequence[str]) -> JudgeResult:
+        """Grade one item (see :meth:`judge_many`).
+
+        Args:
+            question: the question.
+            prediction: the extracted answer.
+            golds: every accepted answer.
+        """
+        return self.judge_many([(question, prediction, golds)])[0]
+
+    def close(self) -> None:
+        """Release the engine (HTTP connections or the model)."""
+        self.engine.close()
+
+    def __enter__(self) -> Judge:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _unpack(index: int, item: Any) -> tuple[str, str, Sequence[str]]:
+    try:
+        question, prediction, golds = item
+    except (TypeError, ValueError):
+        raise LongmillError(f"judge item {index}: expected (question, prediction, golds), got {item!r}") from None
+    if not isinstance(question, str) or not isinstance(prediction, str):
+        raise LongmillError(f"judge item {index}: question and prediction must be strings, got "
+                            f"{type(question).__name__} and {type(prediction).__name__}; score a missing "
+                            "prediction as wrong before asking the judge")
+    if isinstance(golds, str) or not golds or not all(isinstance(g, str) for g in golds):
+        raise LongmillError(f"judge item {index}: golds must be a non-empty list of answer strings, "
+                            f"got {golds!r}")
+    return question, prediction, golds
+
+
+def _key(question: Any, prediction: Any, golds: Any) -> CacheKey:
+    if not isinstance(question, str) or not isinstance(prediction, str) or isinstance(golds, str) \
+            or not all(isinstance(g, str) for g in golds):
+        raise LongmillError("judge cache record needs string question and prediction and a list of golds")
+    return (question, prediction, tuple(golds))
+
+
+def make_judge(config: JudgeConfig) -> Judge:
+    """Build the judge that ``config`` describes (``openai`` endpoint or in-process ``hf`` model).
+
+    Args:
+        config: the judge settings.
+
+    Example:
+        >>> make_judge(JudgeConfig(backend="openai"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        datagen.errors.LongmillError: the openai judge needs url: ...
+    """
+    engine = JUDGE_BACKENDS.get(config.backend)(config)
+    return Judge(engine, model=config.model, cache_path=config.cache_path)

@@ -1,0 +1,256 @@
+"""The LLM judge: verdict parsing, the openai judge against a loopback server, caching, and the hf judge
+with a tiny randomly initialised model built offline."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from datagen.errors import LongmillError, UnknownNameError
+from eval.http import ChatClient, EndpointConfig
+from eval.judge import (
+    Judge,
+    JudgeConfig,
+    JudgeEngine,
+    JudgeEngineError,
+    JudgeResult,
+    OpenAIJudgeEngine,
+    build_judge_messages,
+    make_judge,
+    parse_verdict,
+)
+
+from .fake_server import Action, FakeServer, judge_reply
+
+
+@pytest.fixture
+def server():
+    with FakeServer() as s:
+        yield s
+
+
+def judge_config(server: FakeServer, **overrides) -> JudgeConfig:
+    options = dict(backend="openai", url=server.url, model="judge-tiny", timeout=0.3, max_retries=1,
+                   backoff_base=0.0, backoff_cap=0.0, concurrency=4)
+    options.update(overrides)
+    return JudgeConfig(**options)
+
+
+# -- parsing -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("YES", True), ("NO", False), ("yes", True), ("No", False), ("  YES \n", True), ("NO.", False),
+    ("**YES**", True), ("`no`", False), ("Yes!", True), ("'NO'", False), ("Verdict: YES", True),
+    ("**Verdict:** no", False), ("verdict - Yes.", True), ("<think>hmm, maybe no</think>\nYES", True),
+    ("", None), (None, None), ("   ", None), ("YES NO", None), ("yes, no", None), ("Yes it is", None),
+    ("Nope", None), ("Yesterday", None), ("maybe", None), ("The answer is YES", None), ("N O", None),
+    ("}{#@!", None), ("Verdict:", None),
+])
+def test_parse_verdict(text, expected):
+    assert parse_verdict(text) is expected
+
+
+def test_prompt_names_question_golds_and_prediction_and_asks_for_one_word():
+    msgs = build_judge_messages("Who wrote\nHamlet?", "  Shakespeare ", ["William Shakespeare", "Shakespeare"])
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    user = msgs[1]["content"]
+    assert "Question: Who wrote Hamlet?" in user  # one line per field
+    assert "- William Shakespeare\n- Shakespeare" in user and "Prediction: Shakespeare" in user
+    assert "exactly one word: YES or NO" in user and "YES or NO" in msgs[0]["content"]
+    assert judge_reply({"messages": msgs}) == "YES"
+
+
+# -- the openai judge on a loopback server ---------------------------------------------------------
+
+ITEMS = [
+    ("Capital of France?", "paris", ["Paris"]),
+    ("Who wrote Hamlet?", "Marlowe", ["William Shakespeare", "Shakespeare"]),
+    ("Largest planet?", "the Jupiter", ["Jupiter"]),
+    ("Boiling point of water?", "100 C", ["100 °C", "212 °F"]),
+]
+
+
+def test_judge_many_returns_verdicts_in_order(server):
+    with make_judge(judge_config(server)) as judge:
+        results = judge.judge_many(ITEMS)
+        stats = judge.stats
+    assert [r.verdict for r in results] == [True, False, True, False]
+    assert not any(r.failed or r.cached for r in results)
+    assert results[0].raw == "YES" and results[0].score == 1.0 and results[1].score == 0.0
+    assert stats == {"items": 4, "cache_hits": 0, "calls": 4, "verdicts": 4, "failures": 0,
+                     "failures_by_reason": {}}
+    body = server.bodies[0]
+    assert body["model"] == "judge-tiny" and body["temperature"] == 0.0 and body["max_tokens"] == 8
+
+
+def test_flaky_server_failures_are_counted_and_never_false(server):
+    def rule(body):
+        user = body["messages"][-1]["content"]
+        if "Prediction: down" in user:
+            return Action.error(500)
+        if "Prediction: babble" in user:
+            return Action.ok("I am not sure, it depends")
+        if "Prediction: slow" in user:
+            return Action.hang(5)
+        return None
+
+    server.rule = rule
+    items = [("q1", "paris", ["Paris"]), ("q2", "down", ["x"]), ("q3", "babble", ["y"]),
+             ("q4", "slow", ["z"]), ("q5", "nope", ["Paris"])]
+    with make_judge(judge_config(server, max_retries=2)) as judge:
+        results = judge.judge_many(items)
+        stats = judge.stats
+        client_stats = judge.engine.client.stats
+    assert [r.verdict for r in results] == [True, None, None, None, False]
+    for r in results[1:4]:
+        assert r.failed and r.verdict is None and r.verdict is not False and r.score is None
+    assert results[1].error.startswith("endpoint:") and "HTTP 500" in results[1].error
+    assert results[2].error.startswith("unparseable:") and results[2].raw == "I am not sure, it depends"
+    assert results[3].error.startswith("endpoint:") and "timed out" in results[3].error
+    assert stats["failures"] == 3 and stats["failures_by_reason"] == {"endpoint": 2, "unparseable": 1}
+    assert stats["verdicts"] == 2
+    assert client_stats["attempt_errors"] == {"http_500": 3, "timeout": 3}
+
+
+def test_retries_let_a_flaky_judge_recover(server):
+    server.script(Action.error(500), Action.error(429, retry_after="0"))
+    with make_judge(judge_config(server, max_retries=3, concurrency=1)) as judge:
+        result = judge.judge("Capital of France?", "Paris", ["Paris"])
+    assert result == JudgeResult(verdict=True, failed=False, error=None, cached=False, raw="YES")
+    assert server.count() == 3
+
+
+def test_cache_serves_repeats_without_calling_the_server(server):
+    with make_judge(judge_config(server)) as judge:
+        first = judge.judge_many(ITEMS)
+        calls = server.count()
+        second = judge.judge_many(ITEMS + [ITEMS[0]])
+        stats = judge.stats
+    assert server.count() == calls == 4
+    assert [r.verdict for r in second] == [r.verdict for r in first] + [True]
+    assert all(r.cached and not r.failed for r in second)
+    assert stats["cache_hits"] == 5 and stats["calls"] == 4
+
+
+def test_duplicates_in_one_batch_are_asked_once(server):
+    with make_judge(judge_config(server)) as judge:
+        results = judge.judge_many([ITEMS[0]] * 3 + [ITEMS[1]])
+    assert server.count() == 2 and [r.verdict for r in results] == [True, True, True, False]
+
+
+def test_jsonl_cache_survives_a_new_judge_and_keeps_failures_out(server, tmp_path):
+    cache = tmp_path / "cache" / "judge.jsonl"
+    server.rule = lambda body: Action.error(500) if "Prediction: down" in body["messages"][-1]["content"] else None
+    items = ITEMS + [("q", "down", ["up"])]
+    with make_judge(judge_config(server, cache_path=str(cache))) as judge:
+        first = judge.judge_many(items)
+    assert first[-1].failed
+    lines = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert len(lines) == 4 and {rec["model"] for rec in lines} == {"judge-tiny"}  # the failure is not cached
+    asked = server.count()
+
+    with make_judge(judge_config(server, cache_path=str(cache))) as judge:
+        again = judge.judge_many(items)
+        stats = judge.stats
+    assert [r.verdict for r in again[:4]] == [True, False, True, False]
+    assert all(r.cached for r in again[:4]) and again[-1].failed and not again[-1].cached
+    assert stats["cache_hits"] == 4 and stats["calls"] == 1
+    assert server.count() == asked + 2  # only the failed item was asked again (1 + 1 retry)
+
+    # a different judge model does not trust these verdicts; a torn last line is skipped
+    with cache.open("a") as f:
+        f.write('{"question": "torn')
+    with make_judge(judge_config(server, cache_path=str(cache), model="other-judge")) as judge:
+        judge.judge_many(ITEMS[:1])
+        assert judge.stats["cache_hits"] == 0
+
+
+def test_failures_are_logged_rate_limited(server, caplog):
+    server.default = Action.ok("garbage")
+    items = [(f"q{i}", f"p{i}", ["g"]) for i in range(40)]
+    with caplog.at_level(logging.WARNING, logger="eval.judge"):
+        with make_judge(judge_config(server, concurrency=8)) as judge:
+            results = judge.judge_many(items)
+    assert all(r.failed and r.verdict is None for r in results)
+    assert judge.stats["failures_by_reason"] == {"unparseable": 40}
+    warnings = [r for r in caplog.records if r.name == "eval.judge"]
+    assert 1 <= len(warnings) <= 5
+
+
+def test_bad_items_and_configs_are_clear_errors(server):
+    with make_judge(judge_config(server)) as judge:
+        with pytest.raises(LongmillError, match="item 1: golds"):
+            judge.judge_many([ITEMS[0], ("q", "p", "Paris")])
+        with pytest.raises(LongmillError, match="item 0: golds"):
+            judge.judge_many([("q", "p", [])])
+        with pytest.raises(LongmillError, match="missing prediction"):
+            judge.judge_many([("q", None, ["a"])])
+    with pytest.raises(LongmillError, match="vllm serve"):
+        JudgeConfig(backend="openai", url=None)
+    with pytest.raises(UnknownNameError, match="did you mean 'openai'"):
+        JudgeConfig(backend="opnai", url="http://127.0.0.1:1/v1")
+    with pytest.raises(LongmillError, match="concurrency"):
+        JudgeConfig(url="http://127.0.0.1:1/v1", concurrency=0)
+
+
+class _ScriptedEngine(JudgeEngine):
+    def __init__(self, replies):
+        self.replies = list(replies)
+        self.seen = 0
+
+    def complete_many(self, prompts):
+        out = self.replies[self.seen:self.seen + len(prompts)]
+        self.seen += len(prompts)
+        return out
+
+
+def test_judge_with_a_custom_engine_counts_each_failure_reason():
+    judge = Judge(_ScriptedEngine(["YES", JudgeEngineError("generation", "out of memory"), "no.", "?"]))
+    results = judge.judge_many([(f"q{i}", "p", ["g"]) for i in range(4)])
+    assert [(r.verdict, r.failed, r.reason) for r in results] == [
+        (True, False, None), (None, True, "generation"), (False, False, None), (None, True, "unparseable")]
+    assert judge.stats["failures_by_reason"] == {"generation": 1, "unparseable": 1}
+
+
+def test_openai_engine_can_take_an_injected_client(server):
+    server.script(Action.error(503, retry_after="7"))
+    delays = []
+    config = EndpointConfig(url=server.url, model="m", timeout=0.3, max_retries=1, backoff_cap=0.5)
+    judge = Judge(OpenAIJudgeEngine(ChatClient(config, sleep=delays.append)), model="m")
+    with judge:
+        assert judge.judge("Capital of France?", "Paris", ["Paris"]).verdict is True
+    assert delays == [0.5]
+
+
+# -- the in-process hf judge with a tiny random model ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_judge_model(tiny_qwen2):
+    """The tiny-qwen2 preset: random weights behind the real Qwen2.5 tokenizer and chat template."""
+    return str(tiny_qwen2)
+
+
+def test_hf_judge_with_a_tiny_random_model_fails_cleanly(tiny_judge_model):
+    config = JudgeConfig(backend="hf", model=tiny_judge_model, device="cpu", max_new_tokens=4, batch_size=2)
+    items = [("Capital of France?", "Paris", ["Paris"]), ("Who?", "Bob", ["Alice"]), ("Who?", "Alice", ["Alice"])]
+    with make_judge(config) as judge:
+        results = judge.judge_many(items)
+        again = judge.judge_many(items)
+        stats = judge.stats
+    for r in results:
+        assert isinstance(r, JudgeResult)
+        if r.failed:
+            assert r.verdict is None and r.reason == "unparseable" and isinstance(r.raw, str)
+        else:
+            assert isinstance(r.verdict, bool)
+    failed = sum(r.failed for r in results)
+    assert stats["failures_by_reason"] == ({"unparseable": 2 * failed} if failed else {})
+    assert failed >= 1  # a random model says garbage (fixed seed), and garbage is never a NO
+    assert sum(r.cached for r in again) == len(items) - failed  # only verdicts are cached
+
+
+def test_hf_judge_names_a_missing_model(tmp_path):
+    with pytest.raises(LongmillError, match="cannot load model"):
+        make_judge(JudgeConfig(backend="hf", model=str(tmp_path / "nope")))
