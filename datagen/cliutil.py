@@ -50,8 +50,7 @@ def docstring_args(cls: type) -> dict[str, str]:
 
 
 def _clean_help(text: str) -> str:
-    text = re.sub(r"``(.*?)``", r"\1", text).strip()
-    return text[:1].upper() + text[1:]
+    return re.sub(r"``(.*?)``", r"\1", text).strip()
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -166,9 +165,13 @@ class progress_bar:  # noqa: N801 - used like tqdm
                              file=sys.stderr, mininterval=0.5)
         self._bar.update(n)
 
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
     def __enter__(self) -> progress_bar:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        self.close()

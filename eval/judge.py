@@ -227,7 +227,9 @@ class JudgeEngine:
 
     name = ""
 
-    def complete_many(self, prompts: Sequence[Messages]) -> list[str | JudgeEngineError]:
+    def complete_many(self, prompts: Sequence[Messages],
+                      progress: Progress | None = None) -> list[str | JudgeEngineError]:
+        """One reply per prompt (or the error that stopped it); ``progress(k)`` as replies finish."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -252,11 +254,12 @@ class OpenAIJudgeEngine(JudgeEngine):
     def from_config(cls, config: JudgeConfig) -> OpenAIJudgeEngine:
         return cls(ChatClient(config.endpoint()), max_tokens=config.max_tokens)
 
-    def complete_many(self, prompts: Sequence[Messages]) -> list[str | JudgeEngineError]:
+    def complete_many(self, prompts: Sequence[Messages],
+                      progress: Progress | None = None) -> list[str | JudgeEngineError]:
         requests = [ChatRequest(messages=p, n=1, temperature=0.0, top_p=1.0, max_tokens=self.max_tokens,
                                 seed=0) for p in prompts]
         out: list[str | JudgeEngineError] = []
-        for res in self.client.chat_many(requests):
+        for res in self.client.chat_many(requests, progress=progress):
             out.append(JudgeEngineError("endpoint", str(res)) if isinstance(res, Exception) else res[0])
         return out
 
@@ -285,8 +288,9 @@ class HFJudgeEngine(JudgeEngine):
             raise LongmillError(f"the hf judge model {model!r} has no chat template; use an instruct model")
         self.sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
 
-    def complete_many(self, prompts: Sequence[Messages]) -> list[str | JudgeEngineError]:
-        outs = self.backend.generate(prompts, n=1, sampling=self.sampling)
+    def complete_many(self, prompts: Sequence[Messages],
+                      progress: Progress | None = None) -> list[str | JudgeEngineError]:
+        outs = self.backend.generate(prompts, n=1, sampling=self.sampling, progress=progress)
         # A failed batch (e.g. out of memory on a long prompt) fails its items; the run goes on.
         return [JudgeEngineError("generation", "the hf judge model failed on this prompt (see the log)")
                 if o is None else o[0] for o in outs]
@@ -444,7 +448,7 @@ class Judge:
         unique = list(todo)
         with self._lock:
             self._stats["calls"] += len(unique)
-        replies = self.engine.complete_many([build_judge_messages(q, p, g) for q, p, g in unique])
+        replies = self.engine.complete_many([build_judge_messages(q, p, g) for q, p, g in unique], progress=progress)
         if len(replies) != len(unique):
             raise LongmillError(f"judge engine {type(self.engine).__name__} returned {len(replies)} replies "
                                 f"for {len(unique)} prompts (a bug in the engine)")
@@ -467,8 +471,8 @@ class Judge:
                 results[i] = res
         with self._lock:
             self._append_cache(new_records)
-        if progress is not None:
-            progress(len(keys) - hits)
+        if progress is not None and len(keys) - hits > len(unique):
+            progress(len(keys) - hits - len(unique))  # repeats of an item sent once
         return results  # type: ignore[return-value]
 
     def judge(self, question: str, prediction: str, golds: Sequence[str]) -> JudgeResult:

@@ -200,7 +200,7 @@ class _ScriptedEngine(JudgeEngine):
         self.replies = list(replies)
         self.seen = 0
 
-    def complete_many(self, prompts):
+    def complete_many(self, prompts, progress=None):
         out = self.replies[self.seen:self.seen + len(prompts)]
         self.seen += len(prompts)
         return out

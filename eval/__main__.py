@@ -1,0 +1,3 @@
+from eval.cli import main
+
+main(prog_name="python -m eval")

@@ -1,0 +1,115 @@
+"""``python -m eval``: generate and score, or score existing predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from datagen.cliutil import dataclass_options, fields_of, friendly_errors, progress_bar, setup_logging
+from eval.run import GenerateConfig, judge_from_options, run_eval, score_run
+
+
+def judge_options(fn):
+    """--judge-* flags: an OpenAI-compatible judge endpoint, or an in-process HF judge."""
+    for opt in reversed([
+        click.option("--judge-url", default=None, help="OpenAI-compatible judge endpoint with /v1, e.g. "
+                     "http://127.0.0.1:8001/v1 from `vllm serve Qwen/Qwen2.5-1.5B-Instruct --port 8001`."),
+        click.option("--judge-model", default=None, help="The judge model: the served name (openai) or a path, "
+                     "hub id or preset (hf). Default Qwen/Qwen2.5-1.5B-Instruct."),
+        click.option("--judge-backend", type=click.Choice(["openai", "hf"]), default=None,
+                     help="openai (default when --judge-url is given) or hf (in-process)."),
+        click.option("--judge-api-key", default=None, help="Bearer token for the judge endpoint."),
+        click.option("--judge-cache", default=None, help="JSONL file caching verdicts across runs."),
+        click.option("--pass-metric", default=None, help="What counts as correct for pass@k: em, sub_em, "
+                     "max_em_judge, ... (default max_em_judge with a judge, else em)."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def _bar(total: int, desc: str) -> progress_bar:
+    return progress_bar(total or None, desc, unit="prompt" if desc == "generate" else "call")
+
+
+def _summary(metrics: dict, out: Path) -> str:
+    m = metrics["primary_metric"]
+    o = metrics["overall"]
+    c = metrics["counts"]
+    extra = f", judge failed {c['judge_failed']}" if c.get("judge_failed") else ""
+    val = o.get(m)
+    return (f"{m} = {'n/a' if val is None else f'{val:.3f}'} over {o.get('n', 0)} samples "
+            f"(generation failed {c['generation_failed']}{extra}); wrote {out}/metrics.json, report.md, plots/")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("-v", "--verbose", count=True, help="-v for progress messages, -vv for debugging.")
+def main(verbose: int) -> None:
+    """Evaluate models on long-context QA: generate, extract, score (EM, sub-EM, F1, judge, pass@k), report.
+
+    \b
+    Examples:
+      python -m eval run --model tiny-qwen2 --backend hf --data data/curriculum/eval --n 1 --out runs/eval
+      python -m eval run --model Qwen/Qwen2.5-7B-Instruct --backend vllm --data data/curriculum/eval \\
+          --n 8 --temperature 0.7 --max-tokens 4096 --judge-url http://127.0.0.1:8001/v1 --out runs/eval-7b
+      python -m eval run --model qwen --backend openai --url http://127.0.0.1:8000/v1 --data LongBench/2wikimqa.jsonl --out runs/lb
+      python -m eval score --data data/curriculum/eval --predictions runs/eval/predictions.jsonl --out runs/rescored
+    """
+    setup_logging(verbose)
+
+
+@main.command()
+@click.option("--data", required=True, help="longmill sample shards (folder or .parquet), or a LongBench-style .jsonl.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--limit", type=int, default=None, help="Evaluate at most this many items.")
+@click.option("--tokenizer", default="qwen2.5", show_default=True, help="Measures LongBench prompt lengths for length bins.")
+@dataclass_options(GenerateConfig)
+@judge_options
+@friendly_errors
+def run(data, out, limit, tokenizer, judge_url, judge_model, judge_backend, judge_api_key, judge_cache, pass_metric, **kw):
+    """Generate predictions with a model, then score them and write the report.
+
+    Writes OUT/predictions.jsonl (one line per prompt: {"uid", "completions": [k strings]}), OUT/metrics.json
+    (overall, and every metric grouped by data_source x length bin x gold depth bin), OUT/samples.parquet,
+    OUT/plots/ and OUT/report.md. Re-running resumes: prompts already in predictions.jsonl are skipped.
+    """
+    gen = GenerateConfig(**fields_of(GenerateConfig, kw))
+    judge = judge_from_options(judge_backend, judge_url, judge_model, judge_api_key, judge_cache)
+    metrics = run_eval(data, out, gen, judge, limit=limit, tokenizer=tokenizer, progress_factory=_bar,
+                       pass_metric=pass_metric)
+    click.echo(_summary(metrics, out))
+
+
+@main.command()
+@click.option("--data", required=True, help="The items the predictions answer (shards or LongBench .jsonl).")
+@click.option("--predictions", type=click.Path(path_type=Path), required=True, help="predictions.jsonl to score.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--limit", type=int, default=None, help="Score at most this many items.")
+@click.option("--tokenizer", default="qwen2.5", show_default=True, help="Measures LongBench prompt lengths.")
+@judge_options
+@friendly_errors
+def score(data, predictions, out, limit, tokenizer, judge_url, judge_model, judge_backend, judge_api_key, judge_cache,
+          pass_metric):
+    """Score existing predictions (e.g. from another tool) and write the report.
+
+    Each line of --predictions is {"uid": ..., "completions": [k strings]}; "completions": null marks a prompt
+    whose generation failed (counted, not scored). Judge failures are counted and reported as unknown.
+    """
+    from eval.data import load_items
+
+    items, skips = load_items(data, tokenizer=tokenizer, limit=limit)
+    judge = judge_from_options(judge_backend, judge_url, judge_model, judge_api_key, judge_cache)
+    config = {"data": str(data), "predictions": str(predictions), "input_skipped": skips.as_dict(),
+              "judge": None if judge is None else {"backend": judge.backend, "model": judge.model, "url": judge.url}}
+    metrics = score_run(items, predictions, out, judge, config, _bar, pass_metric)
+    click.echo(_summary(metrics, out))
+
+
+@main.command(name="show")
+@click.argument("metrics_file", type=click.Path(exists=True, path_type=Path))
+def show(metrics_file: Path) -> None:
+    """Print a metrics.json as the Markdown report."""
+    from eval.report import render_markdown
+
+    click.echo(render_markdown(json.loads(metrics_file.read_text())))

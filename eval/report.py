@@ -1,0 +1,211 @@
+"""Reports: metrics.json (overall + group-bys), the per-sample table, plots and a Markdown summary.
+
+Per-length and per-depth results come from group-bys over the per-sample table (polars), never from
+metric names that encode lengths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from datagen.shards import atomic_write_bytes, atomic_write_json
+from eval.metrics import JUDGE_METRICS, METRICS
+from eval.scoring import Scored
+
+log = logging.getLogger(__name__)
+
+GROUP_KEYS = ("data_source", "length_bin", "depth_bin")
+
+
+def primary_metric(scored: Scored) -> str:
+    """What the plots show: max(EM, judge) with a judge (QwenLong-L1's number), else EM."""
+    return "max_em_judge" if scored.judged else "em"
+
+
+def _table(scored: Scored) -> pl.DataFrame:
+    schema_overrides = {name: pl.Float64 for name in scored.metric_names}
+    return pl.DataFrame(scored.rows, schema_overrides=schema_overrides, infer_schema_length=None)
+
+
+def _agg(df: pl.DataFrame, names: list[str], by: list[str] | None) -> list[dict[str, Any]]:
+    exprs = [pl.len().alias("n")] + [pl.col(m).mean().alias(m) for m in names] + [
+        pl.col(m).is_null().sum().alias(f"{m}_unknown") for m in names if m in JUDGE_METRICS]
+    out = (df.group_by(by, maintain_order=True).agg(exprs) if by else df.select(exprs))
+    if by and "length_tokens" in df.columns and "length_bin" in by:
+        order = df.group_by("length_bin").agg(pl.col("length_tokens").min().alias("_len"))
+        out = out.join(order, on="length_bin", how="left").sort(["_len", *[b for b in by if b != "length_bin"]],
+                                                                nulls_last=True).drop("_len")
+    return [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in out.to_dicts()]
+
+
+def build_metrics(scored: Scored, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The content of metrics.json."""
+    names = scored.metric_names
+    df = _table(scored)
+    overall = _agg(df, names, None)[0] if len(df) else {"n": 0}
+    meta = {name: {"higher_is_better": METRICS.get(name).higher_is_better, "aggregation": METRICS.get(name).aggregation}
+            for name in METRICS.names()}
+    meta.update({name: {"higher_is_better": True, "aggregation": "mean over known", "doc": doc}
+                 for name, doc in JUDGE_METRICS.items() if scored.judged})
+    meta.update({f"pass@{k}": {"higher_is_better": True, "aggregation": "mean of unbiased per-sample estimates",
+                               "correct_if": scored.counts.get("pass_metric")} for k in scored.ks})
+    return {
+        "overall": overall,
+        "primary_metric": primary_metric(scored),
+        "counts": scored.counts,
+        "metrics": meta,
+        "groups": _agg(df, names, list(GROUP_KEYS)) if len(df) else [],
+        "by_length": _agg(df, names, ["length_bin"]) if len(df) else [],
+        "by_source": _agg(df, names, ["data_source"]) if len(df) else [],
+        "by_length_depth": _agg(df, names, ["length_bin", "depth_bin"]) if len(df) else [],
+        "config": config or {},
+    }
+
+
+def write_report(scored: Scored, out: str | Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write metrics.json, samples.parquet, plots/ and report.md into ``out``; returns the metrics."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = build_metrics(scored, config)
+    atomic_write_json(out / "metrics.json", metrics)
+    df = _table(scored)
+    tmp = out / ".samples.parquet.tmp"
+    df.write_parquet(tmp)
+    tmp.replace(out / "samples.parquet")
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    _write_plot_data(metrics, plots)
+    if len(df):
+        _plot_accuracy_vs_length(metrics, plots / "accuracy_vs_length.png")
+        _plot_heatmap(metrics, plots / "length_depth_heatmap.png")
+    atomic_write_bytes(out / "report.md", render_markdown(metrics).encode())
+    return metrics
+
+
+def _write_plot_data(metrics: dict[str, Any], plots: Path) -> None:
+    """CSV series for `dvc plots` (accuracy against length, per source)."""
+    m = metrics["primary_metric"]
+    rows = [{"data_source": g["data_source"], "length_bin": g["length_bin"], m: g.get(m), "n": g["n"]}
+            for g in _agg_source_length(metrics)]
+    pl.DataFrame(rows, schema={"data_source": pl.Utf8, "length_bin": pl.Utf8, m: pl.Float64, "n": pl.Int64}) \
+        .write_csv(plots / "accuracy_by_length.csv")
+
+
+def _agg_source_length(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Source x length means, weighted over depth bins, from the finest groups."""
+    acc: dict[tuple[str, str], dict[str, float]] = {}
+    m = metrics["primary_metric"]
+    for g in metrics["groups"]:
+        key = (g["data_source"], g["length_bin"])
+        a = acc.setdefault(key, {"n": 0, "sum": 0.0, "known": 0})
+        a["n"] += g["n"]
+        if g.get(m) is not None:
+            known = g["n"] - g.get(f"{m}_unknown", 0)
+            a["sum"] += g[m] * known
+            a["known"] += known
+    return [{"data_source": s, "length_bin": lb, "n": a["n"], m: (a["sum"] / a["known"]) if a["known"] else None}
+            for (s, lb), a in acc.items()]
+
+
+def _plot_accuracy_vs_length(metrics: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = metrics["primary_metric"]
+    series: dict[str, list[tuple[str, float]]] = {}
+    for g in _agg_source_length(metrics):
+        if g.get(m) is not None:
+            series.setdefault(g["data_source"], []).append((g["length_bin"], g[m]))
+    order = [r["length_bin"] for r in metrics["by_length"]]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for source, pts in sorted(series.items()):
+        pts.sort(key=lambda p: order.index(p[0]))
+        ax.plot([order.index(p[0]) for p in pts], [p[1] for p in pts], marker="o", label=source)
+    ax.set_xticks(range(len(order)), order)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel(m)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{m} against context length")
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _plot_heatmap(metrics: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    m = metrics["primary_metric"]
+    cells = metrics["by_length_depth"]
+    lengths = [r["length_bin"] for r in metrics["by_length"]]
+    depths = sorted({c["depth_bin"] for c in cells})
+    grid = np.full((len(lengths), len(depths)), np.nan)
+    counts = np.zeros_like(grid, dtype=int)
+    for c in cells:
+        i, j = lengths.index(c["length_bin"]), depths.index(c["depth_bin"])
+        counts[i, j] = c["n"]
+        if c.get(m) is not None:
+            grid[i, j] = c[m]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(depths), 1.4 + 0.6 * len(lengths)), dpi=100)
+    # cells with no samples, or only unknown judge verdicts, are grey
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
+    im = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap=cmap, aspect="auto")
+    ax.set_xticks(range(len(depths)), depths)
+    ax.set_yticks(range(len(lengths)), lengths)
+    ax.set_xlabel("gold document depth")
+    ax.set_ylabel("context length")
+    for i in range(len(lengths)):
+        for j in range(len(depths)):
+            label = "-" if np.isnan(grid[i, j]) else f"{grid[i, j]:.2f}"
+            ax.text(j, i, f"{label}\nn={counts[i, j]}", ha="center", va="center", fontsize=7,
+                    color="black" if np.isnan(grid[i, j]) or grid[i, j] >= 0.6 else "white")
+    fig.colorbar(im, ax=ax, label=m)
+    ax.set_title(f"{m}: length x depth")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def render_markdown(metrics: dict[str, Any]) -> str:
+    """A short report: overall numbers, counts, and the per-length table."""
+    m = metrics["primary_metric"]
+    o = metrics["overall"]
+    c = metrics["counts"]
+    show = [k for k in ("em", "sub_em", "f1", "judge", "max_em_judge") if k in o] + \
+        [k for k in o if k.startswith("pass@")]
+    lines = ["# Evaluation report", "", f"Primary metric: **{m}** = {_fmt(o.get(m))} over {o.get('n', 0)} samples.", "",
+             "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(o.get(k))} |" for k in show]
+    lines += ["", "Counts: " + ", ".join(f"{k} {v}" for k, v in c.items() if isinstance(v, int | str)), ""]
+    if c.get("judge_failed"):
+        lines += [f"**{c['judge_failed']} judge call(s) failed**; those completions are unknown for the judge "
+                  "metrics (left out of their means), not wrong.", ""]
+    lines += ["## By length", "", "| length | n | " + " | ".join(show) + " |", "|---" * (len(show) + 2) + "|"]
+    for r in metrics["by_length"]:
+        lines.append(f"| {r['length_bin']} | {r['n']} | " + " | ".join(_fmt(r.get(k)) for k in show) + " |")
+    lines += ["", "## By source", "", "| source | n | " + " | ".join(show) + " |", "|---" * (len(show) + 2) + "|"]
+    for r in metrics["by_source"]:
+        lines.append(f"| {r['data_source']} | {r['n']} | " + " | ".join(_fmt(r.get(k)) for k in show) + " |")
+    lines += ["", "Plots: `plots/accuracy_vs_length.png`, `plots/length_depth_heatmap.png`.", ""]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def load_metrics(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,161 @@
+"""Scoring predictions: extraction, rule metrics per completion, the judge where EM misses, pass@k.
+
+A completion whose answer cannot be extracted is wrong (score 0), not unknown. A completion whose judge
+call failed is *unknown* for the judge metrics: it is counted, and left out of their means, never
+scored 0. A prompt whose generation failed is not scored at all and is counted separately.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datagen.errors import LongmillError
+from eval.data import EvalItem, length_label
+from eval.extract import extract_answer
+from eval.judge import Judge
+from eval.metrics import METRICS, max_em_judge, pass_at_k, score_prediction
+
+log = logging.getLogger(__name__)
+
+RULE_METRICS = METRICS.names()
+
+
+@dataclass
+class Scored:
+    """Per-sample rows plus the run's counts."""
+
+    rows: list[dict[str, Any]]
+    counts: dict[str, Any]
+    ks: list[int]
+    judged: bool
+    metric_names: list[str] = field(default_factory=list)
+
+
+def default_ks(n: int) -> list[int]:
+    """pass@k for k = 1, 2, 4, ... up to n, and n itself."""
+    ks = [1]
+    while ks[-1] * 2 <= n:
+        ks.append(ks[-1] * 2)
+    if ks[-1] != n:
+        ks.append(n)
+    return ks
+
+
+def read_predictions(path: str | Path) -> dict[str, list[str] | None]:
+    """``{uid: completions}`` from a predictions.jsonl; a torn last line (a killed run) is ignored.
+
+    Each line is ``{"uid": ..., "completions": [k strings]}``; ``"completions": null`` with an
+    ``"error"`` marks a prompt whose generation failed.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise LongmillError(f"{path}: no such predictions file")
+    out: dict[str, list[str] | None] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                log.warning("%s: ignoring a torn last line (an interrupted run)", path)
+                continue
+            raise LongmillError(f"{path}: line {i + 1}: invalid JSON ({e.msg})") from e
+        if not isinstance(rec, dict) or "uid" not in rec or "completions" not in rec:
+            raise LongmillError(f"{path}: line {i + 1}: field 'uid' or 'completions' missing; expected "
+                                '{"uid": ..., "completions": [...]}')
+        comps = rec["completions"]
+        if comps is not None and (not isinstance(comps, list) or not all(isinstance(c, str) for c in comps)):
+            raise LongmillError(f"{path}: line {i + 1}: field 'completions' must be a list of strings or null")
+        out[str(rec["uid"])] = comps
+    return out
+
+
+def score(items: Sequence[EvalItem], predictions: dict[str, list[str] | None], judge: Judge | None = None,
+          progress: Callable[[int], None] | None = None, pass_metric: str | None = None) -> Scored:
+    """Score every item that has predictions.
+
+    Args:
+        items: the evaluation items.
+        predictions: ``{uid: completions}`` (None = generation failed).
+        judge: asked about completions whose EM missed; None scores with rules only.
+        progress: called with the number of completions judged.
+        pass_metric: which per-completion metric counts as correct for pass@k (default
+            ``max_em_judge`` with a judge, else ``em``).
+    """
+    pass_metric = pass_metric or ("max_em_judge" if judge else "em")
+    if pass_metric not in (*RULE_METRICS, "judge", "max_em_judge"):
+        raise LongmillError(f"unknown pass metric {pass_metric!r}; use one of {RULE_METRICS + ['judge', 'max_em_judge']}")
+    if pass_metric in ("judge", "max_em_judge") and judge is None:
+        raise LongmillError(f"pass metric {pass_metric} needs a judge (--judge-url or --judge-backend hf)")
+    missing = [it.uid for it in items if it.uid not in predictions]
+    counts: dict[str, Any] = {"samples": len(items), "missing_predictions": len(missing), "generation_failed": 0,
+                              "completions": 0, "no_answer_extracted": 0}
+    if missing:
+        log.warning("%d of %d items have no prediction (first: %s); they are not scored", len(missing), len(items),
+                    missing[0])
+    per_item: list[tuple[EvalItem, list[str | None], list[dict[str, float]]]] = []
+    judge_queue: list[tuple[int, int, tuple[str, str, list[str]]]] = []
+    for it in items:
+        comps = predictions.get(it.uid, "missing")
+        if comps == "missing":
+            continue
+        if comps is None:
+            counts["generation_failed"] += 1
+            continue
+        if not comps:
+            raise LongmillError(f"predictions for uid {it.uid} are an empty list; expected k >= 1 completions")
+        answers = [extract_answer(c) for c in comps]
+        rules = [score_prediction(a, it.answers) for a in answers]
+        counts["completions"] += len(comps)
+        counts["no_answer_extracted"] += sum(a is None for a in answers)
+        k = len(per_item)
+        per_item.append((it, answers, rules))
+        if judge is not None:
+            for j, (a, r) in enumerate(zip(answers, rules, strict=True)):
+                if a is not None and r["em"] < 1.0:
+                    judge_queue.append((k, j, (it.question, a, it.answers)))
+
+    verdicts: dict[tuple[int, int], float | None] = {}
+    if judge is not None and judge_queue:
+        results = judge.judge_many([q for _, _, q in judge_queue], progress=progress)
+        for (k, j, _), r in zip(judge_queue, results, strict=True):
+            verdicts[(k, j)] = None if r.failed else float(bool(r.verdict))
+        counts.update({"judge_calls": len(judge_queue), "judge_failed": sum(v is None for v in verdicts.values())})
+    if judge is not None:
+        counts["judge"] = judge.stats
+
+    n_values = {len(a) for _, a, _ in per_item}
+    ks = default_ks(min(n_values)) if n_values else [1]
+    rows = []
+    for k, (it, answers, rules) in enumerate(per_item):
+        row: dict[str, Any] = {
+            "uid": it.uid, "data_source": it.data_source, "length_bin": length_label(it.length_bin()),
+            "length_tokens": it.length_bin(), "depth_bin": it.depth_bin(), "prompt_tokens": it.prompt_tokens,
+            "n": len(answers), "prediction": answers[0],
+        }
+        per_comp: list[dict[str, float | None]] = []
+        for j, r in enumerate(rules):
+            c: dict[str, float | None] = dict(r)
+            if judge is not None:
+                jv = 1.0 if r["em"] >= 1.0 else (0.0 if answers[j] is None else verdicts.get((k, j)))
+                c["judge"] = jv
+                c["max_em_judge"] = max_em_judge(r["em"], jv)
+            per_comp.append(c)
+        for name in per_comp[0]:
+            vals = [c[name] for c in per_comp if c[name] is not None]
+            row[name] = sum(vals) / len(vals) if vals else None
+        known = [c[pass_metric] for c in per_comp if c[pass_metric] is not None]
+        correct = sum(v >= 1.0 for v in known)
+        for kk in ks:
+            row[f"pass@{kk}"] = pass_at_k(len(known), correct, kk) if len(known) >= kk else None
+        rows.append(row)
+    names = RULE_METRICS + (["judge", "max_em_judge"] if judge is not None else []) + [f"pass@{k}" for k in ks]
+    counts["pass_metric"] = pass_metric
+    return Scored(rows=rows, counts=counts, ks=ks, judged=judge is not None, metric_names=names)
