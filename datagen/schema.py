@@ -164,6 +164,8 @@ SAMPLE_SCHEMA = pa.schema(
         _f("gold_docs", pa.list_(DOC_TYPE), "the gold documents, as placed in the context"),
         _f("supporting_facts", pa.list_(pa.string()), "supporting sentences"),
         _f("doc_ids", pa.list_(pa.string()), "document ids in context order"),
+        _f("doc_offsets", pa.list_(pa.int64()),
+           "character offset of each document in the user message, then the end of the last one"),
         _f("chain_head", pa.string(), "the head key named in the instructions", nullable=True),
         _f("chains", pa.list_(CHAIN_TYPE), "every chain: its keys in order, its target, whether true"),
         _f("params", pa.string(), "generator parameters as canonical JSON"),
@@ -214,6 +216,7 @@ class Sample:
     gold_docs: list[Document]
     supporting_facts: list[str]
     doc_ids: list[str]
+    doc_offsets: list[int]
     chain_head: str | None
     chains: list[Chain]
     params: str
@@ -231,6 +234,7 @@ class Sample:
         kw["gold_doc_depths"] = [float(x) for x in row["gold_doc_depths"]]
         kw["supporting_facts"] = list(row["supporting_facts"])
         kw["doc_ids"] = list(row["doc_ids"])
+        kw["doc_offsets"] = [int(x) for x in row["doc_offsets"]]
         kw["reward_model"] = {"style": row["reward_model"]["style"],
                               "ground_truth": list(row["reward_model"]["ground_truth"])}
         kw["extra_info"] = {**row["extra_info"], "answers": list(row["extra_info"]["answers"])}

@@ -85,6 +85,25 @@ def follow_chain(pairs: list[tuple[str, str]], head: str, max_steps: int = 10_00
     return keys, cur
 
 
+def _check_offsets(row: dict[str, Any], user: str, text_pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """doc_offsets are increasing, inside the message, and each gold document lies in its own span."""
+    off = list(row["doc_offsets"])
+    if len(off) != row["num_docs"] + 1 or any(b <= a for a, b in zip(off, off[1:], strict=False)) or \
+            (off and (off[0] < 0 or off[-1] > len(user))):
+        return [("structure", f"doc_offsets do not delimit {row['num_docs']} documents in the user message")]
+    pos = {d: i for i, d in enumerate(row["doc_ids"])}
+    out = []
+    for g in row["gold_docs"]:
+        i = pos.get(g["doc_id"])
+        span = user[off[i]:off[i + 1]] if i is not None else ""
+        for k, v in text_pairs:
+            p = pair_text(k, v)
+            span = span.replace(inline_pair(p), "").replace(loose_pair(p), "")
+        if g["text"] not in span:
+            out.append(("structure", f"gold document {g['title']!r} is not inside its span doc_offsets[{i}]"))
+    return out
+
+
 def check_row(row: dict[str, Any]) -> list[tuple[str, str]]:
     """All problems with one sample row, as (check, message) pairs."""
     problems: list[tuple[str, str]] = []
@@ -113,6 +132,7 @@ def check_row(row: dict[str, Any]) -> list[tuple[str, str]]:
             problems.append(("gold", f"gold document {g['title']!r} ({g['doc_id']}) is not in the prompt"))
     if len(row["doc_ids"]) != row["num_docs"]:
         problems.append(("structure", f"num_docs {row['num_docs']} != {len(row['doc_ids'])} doc_ids"))
+    problems += _check_offsets(row, user, text_pairs)
 
     if row["num_chains"] == 0:
         if text_pairs:

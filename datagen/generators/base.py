@@ -180,6 +180,7 @@ class Generator:
             gold_docs=list(triplet.gold_docs),
             supporting_facts=[f.text for f in triplet.supporting_facts],
             doc_ids=[d.doc_id for d in fit.docs],
+            doc_offsets=fit.doc_offsets,
             chain_head=chain_head,
             chains=list(chains or []),
             params=self.params,

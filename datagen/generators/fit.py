@@ -121,6 +121,8 @@ class FitResult:
         pair_places: for each pair, ``(doc position, char offset)`` or ``(doc position, -1)`` when it
             sits on its own line after that document.
         corrections: measured corrections needed (0 for additive tokenizers).
+        doc_offsets: the character offset of each document in the user message, then the end of the
+            last one (pairs inside a document are inside its span).
     """
 
     messages: list[dict[str, str]]
@@ -130,6 +132,7 @@ class FitResult:
     gold_depths: list[float]
     pair_places: list[tuple[int, int]] = field(default_factory=list)
     corrections: int = 0
+    doc_offsets: list[int] = field(default_factory=list)
 
 
 def parse_placement(placement: str) -> float | None:
@@ -250,7 +253,7 @@ def fit_prompt(
 
     corrections = 0
     while True:
-        content, depths, docs_cost = _render(head, tail, docs, gold_pos, pairs, places, counter)
+        content, depths, docs_cost, offsets = _render(head, tail, docs, gold_pos, pairs, places, counter)
         messages = messages_for(content)
         measured = tokenizer.count_messages(messages)  # the one measurement of the final text
         if tokenizer.additive:
@@ -259,7 +262,7 @@ def fit_prompt(
             if measured != predicted:
                 log.debug("additive prediction %d != measured %d (%s)", predicted, measured, tokenizer.name)
         if lo <= measured <= length:
-            return FitResult(messages, measured, docs, gold_pos, depths, list(places), corrections)
+            return FitResult(messages, measured, docs, gold_pos, depths, list(places), corrections, offsets)
         if corrections >= MAX_CORRECTIONS:
             raise LengthFitError(
                 f"could not fit the prompt into [{lo}, {length}] tokens with tokenizer {tokenizer.name} after "
@@ -409,8 +412,9 @@ def _render(
     pairs: Sequence[str],
     places: Sequence[tuple[int, int]],
     counter: DocCounter,
-) -> tuple[str, list[float], int]:
-    """The user content, the gold depths, and the predicted tokens of the documents (pairs excluded)."""
+) -> tuple[str, list[float], int, list[int]]:
+    """The user content, the gold depths, the predicted tokens of the documents (pairs excluded), and
+    the character offset of each document (then of the end of the last one) in the content."""
     template = counter.template
     inline: dict[int, list[tuple[int, str]]] = {}
     loose: dict[int, list[str]] = {}
@@ -420,7 +424,11 @@ def _render(
         else:
             inline.setdefault(i, []).append((off, inline_pair(pair)))
     parts = [head]
+    offsets: list[int] = []
+    pos = len(head)
     for i, d in enumerate(docs):
+        offsets.append(pos)
+        start = len(parts)
         parts.append(template.render_header(i + 1))
         if i in inline:
             text = d.text
@@ -431,6 +439,8 @@ def _render(
             parts.append(counter.rendered_body(d))
         if i in loose:
             parts.extend(loose[i])
+        pos += sum(len(x) for x in parts[start:])
+    offsets.append(pos)
     parts.append(tail)
     # Token depth of each gold document: header and body costs of the documents before it.
     hdr = counter.header_sums(len(docs))
@@ -438,4 +448,4 @@ def _render(
     starts = list(itertools.accumulate(bodies, initial=0))
     total = max(starts[-1] + hdr[len(docs)], 1)
     depths = [round((starts[p] + hdr[p]) / total, 4) for p in gold_pos]
-    return "".join(parts), depths, starts[-1] + hdr[len(docs)]
+    return "".join(parts), depths, starts[-1] + hdr[len(docs)], offsets

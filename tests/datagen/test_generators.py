@@ -106,3 +106,12 @@ def test_document_templates(toy_corpus, template):
     s = make("keychain", toy_corpus, length=6000, doc_template=template, num_chains=2).sample(0, Counter())
     assert check_row(s.to_row()) == []
     assert ("Document 1:\n" in s.user_text) == (template == "default")
+
+
+def test_doc_offsets_delimit_each_document(toy_corpus):
+    s = make("keychain", toy_corpus, length=6000, num_chains=2).sample(0, Counter())
+    text, off = s.user_text, s.doc_offsets
+    assert len(off) == s.num_docs + 1
+    for i in range(s.num_docs):
+        assert text[off[i]:off[i + 1]].startswith(f"Document {i + 1}:\nTitle: ")
+    assert text[off[-1]:].startswith("</text>")

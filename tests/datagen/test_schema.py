@@ -30,6 +30,7 @@ PINNED_SAMPLE_COLUMNS = [
     ("source_id", "string"), ("split", "string"), ("question_type", "string"),
     ("gold_docs", "list<item: struct<doc_id: string, title: string, text: string>>"),
     ("supporting_facts", "list<item: string>"), ("doc_ids", "list<item: string>"),
+    ("doc_offsets", "list<item: int64>"),
     ("chain_head", "string"),
     ("chains", "list<item: struct<keys: list<item: string>, target: string, is_true: bool>>"),
     ("params", "string"),

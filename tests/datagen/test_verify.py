@@ -69,7 +69,15 @@ def test_missing_gold_document(good):
         g = rows[2]["gold_docs"][0]
         rows[2]["gold_docs"][0] = {**g, "text": g["text"] + " A sentence that is not in the prompt."}
     rewrite(good, f)
-    assert verify(good).checks == {"gold": 1}
+    assert verify(good).checks == {"gold": 1, "structure": 1}
+
+
+def test_document_offsets_must_delimit_the_documents(good):
+    def f(rows):
+        rows[0]["doc_offsets"] = rows[0]["doc_offsets"][::-1]
+    rewrite(good, f)
+    r = verify(good)
+    assert r.checks == {"structure": 1} and "doc_offsets" in r.violations[0].message
 
 
 def test_duplicate_uid(good):
