@@ -25,6 +25,7 @@ from datagen.errors import LongmillError
 
 log = logging.getLogger(__name__)
 
+NOISY_LOGGERS = ("bm25s", "httpx", "httpcore", "urllib3", "filelock", "datasets", "matplotlib")
 _ARG_LINE = re.compile(r"^\s{4,}(\w+)(?: \([^)]*\))?:\s*(.*)$")
 
 
@@ -130,6 +131,9 @@ def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(show_path=False, rich_tracebacks=False, markup=False)], force=True)
+    # Libraries that set their own loggers to DEBUG (bm25s) or chat at INFO; -vvv shows them too.
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 3 else max(level, logging.WARNING))
 
 
 def friendly_errors(fn: Callable) -> Callable:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.generators.fit import inline_pair, loose_pair, lower_bound
-from datagen.generators.keychain import pair_text
+from datagen.generators.fit import lower_bound
+from datagen.generators.keychain import KEY_PATTERN, parse_pairs, strip_pairs
 from datagen.prompts import HEAD_KEY_PHRASE
 from datagen.schema import SAMPLE_SCHEMA, schema_kind
 from datagen.shards import iter_rows, list_parts, read_schema
@@ -24,11 +24,8 @@ from datagen.tokenizers import get_tokenizer
 
 log = logging.getLogger(__name__)
 
-_KEY = r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{16})"
-_PAIR_START = re.compile(r'\{"(' + _KEY + r')": ')
-_KEY_RE = re.compile(r"^" + _KEY + r"$")
-_HEAD = re.compile(re.escape(HEAD_KEY_PHRASE) + r' "(' + _KEY + r')"')
-_DECODER = json.JSONDecoder()
+_HEAD = re.compile(re.escape(HEAD_KEY_PHRASE) + r' "(' + KEY_PATTERN + r')"')
+_KEY_RE = re.compile(r"^" + KEY_PATTERN + r"$")
 
 
 @dataclass
@@ -56,21 +53,6 @@ class VerifyReport:
         return not self.violations
 
 
-def parse_pairs(text: str) -> list[tuple[str, str]]:
-    """Every ``{"<uuid>": "<value>"}`` JSON object in ``text``, in order of appearance."""
-    out = []
-    for m in _PAIR_START.finditer(text):
-        try:
-            obj, _ = _DECODER.raw_decode(text, m.start())
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict) and len(obj) == 1:
-            (k, v), = obj.items()
-            if isinstance(v, str) and _KEY_RE.match(k):
-                out.append((k, v))
-    return out
-
-
 def follow_chain(pairs: list[tuple[str, str]], head: str, max_steps: int = 10_000) -> tuple[list[str], str]:
     """Follow ``head`` through ``pairs``; returns (keys visited, the value that is not a key)."""
     table = dict(pairs)
@@ -95,10 +77,7 @@ def _check_offsets(row: dict[str, Any], user: str, text_pairs: list[tuple[str, s
     out = []
     for g in row["gold_docs"]:
         i = pos.get(g["doc_id"])
-        span = user[off[i]:off[i + 1]] if i is not None else ""
-        for k, v in text_pairs:
-            p = pair_text(k, v)
-            span = span.replace(inline_pair(p), "").replace(loose_pair(p), "")
+        span = strip_pairs(user[off[i]:off[i + 1]], text_pairs) if i is not None else ""
         if g["text"] not in span:
             out.append(("structure", f"gold document {g['title']!r} is not inside its span doc_offsets[{i}]"))
     return out
@@ -123,10 +102,7 @@ def check_row(row: dict[str, Any]) -> list[tuple[str, str]]:
 
     user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     text_pairs = parse_pairs(user)
-    clean = user
-    for k, v in text_pairs:
-        p = pair_text(k, v)
-        clean = clean.replace(inline_pair(p), "").replace(loose_pair(p), "")
+    clean = strip_pairs(user, text_pairs)
     for g in row["gold_docs"]:
         if g["text"] not in clean:
             problems.append(("gold", f"gold document {g['title']!r} ({g['doc_id']}) is not in the prompt"))

@@ -115,7 +115,8 @@ class FitResult:
     Attributes:
         messages: the chat messages (system if any, then the user message).
         prompt_tokens: the measured token count of the rendered prompt.
-        docs: documents in context order (a truncated filler has ``#trunc`` appended to its id).
+        docs: documents in context order (a truncated filler's id is its source's id plus
+            ``#trunc<characters kept>``).
         gold_positions: indices into ``docs`` of the gold documents, in the order given.
         gold_depths: relative token depth (0..1) of each gold document's start within the documents.
         pair_places: for each pair, ``(doc position, char offset)`` or ``(doc position, -1)`` when it
@@ -332,7 +333,8 @@ def _add_filler(plan: _Plan, doc: Document, budget: int, tokenizer: Tokenizer) -
             return
         cost = tokenizer.count(counter.template.render_body(doc.title, text))
         if cost <= room:
-            filler = Document(doc_id=f"{doc.doc_id.removesuffix('#trunc')}#trunc", title=doc.title, text=text)
+            # The id names the cut: caches are keyed by id, and other samples cut the same document elsewhere.
+            filler = Document(doc_id=f"{doc.doc_id.split('#trunc')[0]}#trunc{len(text)}", title=doc.title, text=text)
             counter._body[filler.doc_id] = cost
             plan.add(filler)
             plan.filler, plan.filler_source = filler, doc

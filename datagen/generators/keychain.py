@@ -8,13 +8,14 @@ sentence ends, in random places, and the instructions name the head key of the t
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from datagen.errors import LongmillError, SourceTooSmallError
 from datagen.generators.base import GENERATORS, GenConfig, Generator
-from datagen.generators.fit import fit_prompt
+from datagen.generators.fit import fit_prompt, inline_pair, loose_pair
 from datagen.prompts import keychain_pieces
 from datagen.rng import rng_uuid
 from datagen.schema import Chain, Sample, Triplet
@@ -30,6 +31,41 @@ def default_num_chains(length: int) -> int:
 def pair_text(key: str, value: str) -> str:
     """One key-value pair as a JSON object; JSON escaping keeps quotes in questions unambiguous."""
     return json.dumps({key: value}, ensure_ascii=False)
+
+
+#: A key as this generator writes it: a full UUID or 16 hex digits.
+KEY_PATTERN = r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{16})"
+_PAIR_START = re.compile(r'\{"(' + KEY_PATTERN + r')": ')
+_KEY_ONLY = re.compile(r"^" + KEY_PATTERN + r"$")
+_DECODER = json.JSONDecoder()
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """Every ``{"<key>": "<value>"}`` JSON object in ``text``, in order of appearance.
+
+    Example:
+        >>> parse_pairs('Text. {"0123456789abcdef": "Who won?"}. More.')
+        [('0123456789abcdef', 'Who won?')]
+    """
+    out = []
+    for m in _PAIR_START.finditer(text):
+        try:
+            obj, _ = _DECODER.raw_decode(text, m.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and len(obj) == 1:
+            (k, v), = obj.items()
+            if isinstance(v, str) and _KEY_ONLY.match(k):
+                out.append((k, v))
+    return out
+
+
+def strip_pairs(text: str, pairs: list[tuple[str, str]] | None = None) -> str:
+    """``text`` with the key-value pairs taken out again (as they were inserted)."""
+    for k, v in parse_pairs(text) if pairs is None else pairs:
+        p = pair_text(k, v)
+        text = text.replace(inline_pair(p), "").replace(loose_pair(p), "")
+    return text
 
 
 @dataclass

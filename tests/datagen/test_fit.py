@@ -114,3 +114,19 @@ def test_default_chain_count_scales_with_length():
 def test_bad_options_are_rejected(bad):
     with pytest.raises(Exception, match=r"tolerance|placement|document template"):
         GenConfig(length=1000, **bad)
+
+
+def test_truncated_fillers_never_reuse_another_samples_cut():
+    """Many samples from a small pool cut the same documents at different places; every cut is counted
+    and rendered as itself (a cache keyed by a shared id once gave stale counts and text)."""
+    corpus = Corpus(toy_triplets(n=40, docs_per_triplet=4), name="small")
+    gen = make("longqa", corpus, length=3000, seed=1)
+    by_id = {d.doc_id: d for d in corpus.docs}
+    for i in range(40):
+        s = gen.sample(i, Counter())
+        assert independent_count("qwen2.5", s.prompt) == s.prompt_tokens
+        for j, doc_id in enumerate(s.doc_ids):
+            if "#trunc" in doc_id:
+                base, kept = doc_id.split("#trunc")
+                span = s.user_text[s.doc_offsets[j]:s.doc_offsets[j + 1]]
+                assert by_id[base].text[: int(kept)] in span
