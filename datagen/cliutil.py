@@ -79,7 +79,16 @@ def dataclass_options(cls: type, exclude: tuple[str, ...] = (), defaults: dict[s
             tp, optional = _unwrap_optional(hints[f.name])
             flag = "--" + f.name.replace("_", "-")
             has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-            default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else None)
+            if f.name in defaults:
+                default = defaults[f.name]
+            elif f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = None
+            if isinstance(default, list | tuple):  # shown and parsed as the CLI spells it: 20000,40000
+                default = ",".join(map(str, default))
             help_ = helps.get(f.name, "")
             parse = f.metadata.get("parse")
             if tp is bool:

@@ -1,0 +1,3 @@
+from curriculum.cli import main
+
+main(prog_name="python -m curriculum")

@@ -1,0 +1,346 @@
+"""Build the staged curriculum: length bins, difficulty, DAPO-style filtering, retrospective sampling,
+a held-out eval split, and the manifest.
+
+Stage k holds the samples whose *measured* ``prompt_tokens`` fall in ``(L(k-1), L(k)]``, plus hard
+samples of earlier bins drawn without replacement with probability proportional to difficulty, up to
+``retro_share`` of the stage (QwenLong-L1's retrospective sampling). Source questions are split between
+training and eval by a seeded hash of ``source_id``, so a question never lands on both sides, at any
+length. Every choice is seeded: the same inputs and seed give the same shards, byte for byte.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curriculum.difficulty import FEATURES_VERSION, feature_difficulty, pass_rates
+from curriculum.features import features
+from datagen import __version__
+from datagen.errors import LongmillError
+from datagen.lengths import format_length, parse_lengths
+from datagen.rng import sample_rng, stable_hash
+from datagen.schema import SAMPLE_SCHEMA, schema_kind
+from datagen.shards import (
+    MARKER_DIR,
+    atomic_write_json,
+    list_parts,
+    part_name,
+    read_schema,
+    write_table_atomic,
+)
+from eval.data import EvalItem
+from eval.run import GenerateConfig
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int], None]
+
+
+@dataclass
+class CurriculumConfig:
+    """How the curriculum is built (the same names in params.yaml and on the CLI).
+
+    Args:
+        bins: upper edges of the length bins, one training phase per bin (e.g. 20k,40k,60k).
+        retro_share: the share of each stage (after the first) taken by hard samples of earlier bins.
+        retro_hard_quantile: only samples at or above this difficulty quantile of their own bin are hard
+            enough to be drawn again (0 makes every earlier sample a candidate).
+        eval_share: the share of source questions held out for evaluation, from every bin.
+        seed: seeds the eval split, the retrospective draws and the shuffles.
+        filter_extremes: with model difficulty, drop samples whose pass rate is exactly 0 or 1 (they give
+            zero advantage in GRPO: the offline half of DAPO's dynamic sampling).
+        difficulty_model: a model whose pass rate over k rollouts sets difficulty; none uses features.
+        difficulty_backend: hf (CPU or GPU), vllm (GPU) or openai (a server).
+        difficulty_url: the server for the openai backend (with /v1).
+        k: rollouts per sample for the pass rate.
+        difficulty_temperature: sampling temperature of the rollouts.
+        difficulty_max_tokens: the most tokens per rollout.
+        difficulty_batch_size: prompts per generation call.
+        difficulty_device: auto, cpu or cuda (hf).
+        correct_if: the rule that marks a rollout correct (a metric of eval.metrics, e.g. sub_em, em).
+        rows_per_part: samples per Parquet part.
+    """
+
+    bins: list[int] = field(default_factory=lambda: [20_000, 40_000, 60_000], metadata={"parse": parse_lengths})
+    retro_share: float = 0.25
+    retro_hard_quantile: float = 0.5
+    eval_share: float = 0.05
+    seed: int = 0
+    filter_extremes: bool = True
+    difficulty_model: str | None = None
+    difficulty_backend: str = "hf"
+    difficulty_url: str | None = None
+    k: int = 8
+    difficulty_temperature: float = 1.0
+    difficulty_max_tokens: int = 512
+    difficulty_batch_size: int = 4
+    difficulty_device: str = "auto"
+    correct_if: str = "sub_em"
+    rows_per_part: int = 256
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bins, str):
+            self.bins = parse_lengths(self.bins)
+        self.bins = sorted(int(b) for b in self.bins)
+        if not self.bins or len(set(self.bins)) != len(self.bins):
+            raise LongmillError(f"bins must be distinct lengths, got {self.bins}")
+        if not 0.0 <= self.retro_share < 1.0:
+            raise LongmillError(f"retro_share must be in [0, 1), got {self.retro_share}")
+        if not 0.0 <= self.retro_hard_quantile < 1.0:
+            raise LongmillError(f"retro_hard_quantile must be in [0, 1), got {self.retro_hard_quantile}")
+        if not 0.0 <= self.eval_share < 1.0:
+            raise LongmillError(f"eval_share must be in [0, 1), got {self.eval_share}")
+        if self.difficulty_model and self.k < 2:
+            raise LongmillError(f"k must be >= 2 to estimate a pass rate, got {self.k}")
+
+
+def read_inputs(inputs: list[str | Path]) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """All rows of the input shard folders as one table (in input, part and row order)."""
+    tables, info = [], []
+    first: tuple[Path, pa.Schema] | None = None
+    for inp in inputs:
+        parts = list_parts(inp)
+        rows = 0
+        for p in parts:
+            schema = read_schema(p)
+            if schema_kind(schema) != "sample":
+                raise LongmillError(f"{p} is not a sample shard (made by datagen keychain/longqa); columns: "
+                                    f"{', '.join(schema.names[:8])}...")
+            if first is None:
+                first = (p, schema)
+            elif not schema.remove_metadata().equals(first[1].remove_metadata()):
+                diff = sorted(set(map(str, schema)) ^ set(map(str, first[1])))
+                raise LongmillError(f"{p} and {first[0]} have different schemas ({'; '.join(diff[:4])}); "
+                                    "regenerate the older shards with one longmill version")
+            t = pq.read_table(p)
+            rows += t.num_rows
+            tables.append(t)
+        info.append({"path": str(inp), "parts": len(parts), "rows": rows})
+    table = pa.concat_tables(tables).cast(SAMPLE_SCHEMA) if tables else SAMPLE_SCHEMA.empty_table()
+    dup = pl.Series(table.column("uid").to_pylist()).is_duplicated()
+    if dup.any():
+        uid = table.column("uid")[int(dup.arg_true()[0])].as_py()
+        raise LongmillError(f"uid {uid} appears more than once across the inputs; pass each shard folder once")
+    return table, info
+
+
+def assign_bins(tokens: np.ndarray, edges: list[int]) -> np.ndarray:
+    """Bin index of each length: bin k holds ``edges[k-1] < tokens <= edges[k]``; -1 above the last edge."""
+    idx = np.searchsorted(np.asarray(edges), tokens, side="left")
+    return np.where(idx < len(edges), idx, -1)
+
+
+def eval_mask(source_ids: list[str], share: float, seed: int) -> np.ndarray:
+    """Which rows are held out: a seeded hash of the source question id, so all its samples go together."""
+    if share <= 0:
+        return np.zeros(len(source_ids), dtype=bool)
+    u = np.array([stable_hash(seed, "eval-split", s) / 2**64 for s in source_ids])
+    return u < share
+
+
+def retro_draw(candidates: np.ndarray, weights: np.ndarray, own: int, share: float,
+               rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """Indices of hard earlier samples for a stage with ``own`` samples, and the target count.
+
+    Drawn without replacement, with probability proportional to ``weights`` (difficulty).
+    """
+    target = int(round(share * own / (1.0 - share))) if share > 0 else 0
+    usable = candidates[weights > 0]
+    w = weights[weights > 0]
+    n = min(target, len(usable))
+    if n == 0:
+        return np.array([], dtype=np.int64), target
+    chosen = rng.choice(len(usable), size=n, replace=False, p=w / w.sum())
+    return np.sort(usable[chosen]), target
+
+
+def histogram(values: np.ndarray, edges: list[float]) -> dict[str, Any]:
+    counts, _ = np.histogram(values, bins=edges)
+    return {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def write_stage(table: pa.Table, folder: Path, rows_per_part: int) -> list[dict[str, Any]]:
+    """Write ``table`` as parts in ``folder`` (replacing what was there); returns the shard list."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in list(folder.glob("part-*.parquet")) + list((folder / MARKER_DIR).glob("*.json")):
+        old.unlink()
+    shards = []
+    n_parts = max(1, math.ceil(table.num_rows / rows_per_part))
+    for i in range(n_parts):
+        part = table.slice(i * rows_per_part, rows_per_part)
+        path = folder / part_name(i)
+        write_table_atomic(part, path)
+        shards.append({"file": path.name, "rows": part.num_rows, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+    return shards
+
+
+def build_curriculum(inputs: list[str | Path], out: str | Path, config: CurriculumConfig,
+                     progress_factory: Callable[[int, str], Any] | None = None) -> dict[str, Any]:
+    """``python -m curriculum build``: write ``stage-1/`` .. ``stage-K/``, ``eval/``, manifest and stats.
+
+    Returns:
+        The manifest.
+    """
+    out = Path(out)
+    c = config
+    table, inputs_info = read_inputs(inputs)
+    if table.num_rows == 0:
+        raise LongmillError(f"the inputs hold no samples: {[str(i) for i in inputs]}")
+    meta = table.select(["uid", "source_id", "data_source", "prompt_tokens", "length_target"]).to_pydict()
+    tokens = np.asarray(meta["prompt_tokens"], dtype=np.int64)
+    bins = assign_bins(tokens, c.bins)
+    held = eval_mask(meta["source_id"], c.eval_share, c.seed)
+    dropped: Counter[str] = Counter({"above_last_bin": int((bins < 0).sum())})
+    if dropped["above_last_bin"]:
+        log.warning("%d samples are longer than the last bin (%s tokens) and are left out", dropped["above_last_bin"],
+                    c.bins[-1])
+
+    # -- difficulty ---------------------------------------------------------------------------------
+    bar = progress_factory(table.num_rows, "features") if progress_factory else None
+    feats = []
+    for row in table.to_pylist():
+        feats.append(features(row))
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()
+    fdf = pl.DataFrame(feats)
+    difficulty = np.array([feature_difficulty(f, c.bins[-1]) for f in feats])
+    source = np.array([FEATURES_VERSION] * table.num_rows, dtype=object)
+    pass_rate = np.full(table.num_rows, np.nan)
+    if c.difficulty_model:
+        rates = _model_pass_rates(table, (~held) & (bins >= 0), c, out, progress_factory)
+        label = f"pass_rate:{c.difficulty_model}:k={c.k}:{c.correct_if}"
+        for i, uid in enumerate(meta["uid"]):
+            if uid in rates:
+                pass_rate[i] = rates[uid]
+                difficulty[i] = round(1.0 - rates[uid], 6)
+                source[i] = label
+    keep = (bins >= 0) & ~held
+    if c.difficulty_model and c.filter_extremes:
+        solved, unsolved = keep & (pass_rate == 1.0), keep & (pass_rate == 0.0)
+        dropped["solved"], dropped["unsolved"] = int(solved.sum()), int(unsolved.sum())
+        keep &= ~(solved | unsolved)
+    table = table.set_column(table.schema.get_field_index("difficulty"), "difficulty",
+                             pa.array(difficulty, pa.float64()))
+    table = table.set_column(table.schema.get_field_index("difficulty_source"), "difficulty_source",
+                             pa.array(source.tolist(), pa.string()))
+
+    for k, edge in enumerate(c.bins):
+        if not (keep & (bins == k)).any():
+            lo = c.bins[k - 1] if k else 0
+            raise LongmillError(
+                f"bin {k + 1} ({lo} < prompt_tokens <= {edge}) has no training samples"
+                f"{' after filtering' if dropped.get('solved') or dropped.get('unsolved') else ''}; generate data at "
+                f"that length (datagen keychain --length {format_length(edge)}) or change --bins"
+            )
+
+    # -- stages ---------------------------------------------------------------------------------------
+    # "Hard" = at or above the bin's difficulty quantile: the candidates for retrospective sampling.
+    hard = np.zeros(table.num_rows, dtype=bool)
+    for k in range(len(c.bins)):
+        members = keep & (bins == k)
+        if members.any():
+            hard |= members & (difficulty >= np.quantile(difficulty[members], c.retro_hard_quantile))
+    stages = []
+    for k, edge in enumerate(c.bins):
+        own = np.flatnonzero(keep & (bins == k))
+        earlier = np.flatnonzero(keep & (bins >= 0) & (bins < k) & hard)
+        rng = sample_rng(c.seed, "curriculum/retro", k)
+        retro, target = retro_draw(earlier, difficulty[earlier], len(own), c.retro_share, rng) if k else (np.array([], dtype=np.int64), 0)
+        idx = np.concatenate([own, retro])
+        order = sample_rng(c.seed, "curriculum/shuffle", k).permutation(len(idx))
+        stage_rows = table.take(pa.array(idx[order]))
+        name = f"stage-{k + 1}"
+        shards = write_stage(stage_rows, out / name, c.rows_per_part)
+        lo = c.bins[k - 1] if k else 0
+        by_source = Counter(meta["data_source"][i] for i in idx)
+        stages.append({
+            "name": name,
+            "bin": [lo, edge],
+            "max_prompt_length": edge,
+            "max_prompt_tokens": int(tokens[idx].max()),
+            "rows": int(len(idx)),
+            "own": int(len(own)),
+            "retro": int(len(retro)),
+            "retro_target": target,
+            "retro_share": round(len(retro) / len(idx), 6) if len(idx) else 0.0,
+            "retro_uids": [meta["uid"][i] for i in retro],
+            "by_source": dict(sorted(by_source.items())),
+            "length_hist": histogram(tokens[idx], list(np.linspace(0, edge, 11))),
+            "difficulty_hist": histogram(difficulty[idx], list(np.linspace(0, 1, 11))),
+            "difficulty_mean": round(float(difficulty[idx].mean()), 6),
+            "difficulty_mean_own": round(float(difficulty[own].mean()), 6),
+            "difficulty_mean_retro": round(float(difficulty[retro].mean()), 6) if len(retro) else None,
+            "shards": shards,
+        })
+        log.info("%s: %d samples (%d own, %d retrospective)", name, len(idx), len(own), len(retro))
+
+    ev = np.flatnonzero(held & (bins >= 0))
+    ev = ev[np.lexsort((np.array(meta["uid"], dtype=object)[ev], tokens[ev]))] if len(ev) else ev
+    eval_shards = write_stage(table.take(pa.array(ev, pa.int64())), out / "eval", c.rows_per_part)
+    manifest = {
+        "longmill_version": __version__,
+        "config": dataclasses.asdict(c),
+        "seeds": {"split": c.seed, "retro": [f"(seed={c.seed}, curriculum/retro, {k})" for k in range(len(c.bins))]},
+        "inputs": inputs_info,
+        "bins": c.bins,
+        "difficulty_source": (f"pass_rate:{c.difficulty_model}:k={c.k}:{c.correct_if}" if c.difficulty_model
+                              else FEATURES_VERSION),
+        "stages": stages,
+        "eval": {"rows": int(len(ev)), "source_questions": len({meta["source_id"][i] for i in ev}),
+                 "by_source": dict(sorted(Counter(meta["data_source"][i] for i in ev).items())),
+                 "length_hist": histogram(tokens[ev], list(np.linspace(0, c.bins[-1], 11))) if len(ev) else None,
+                 "shards": eval_shards},
+        "dropped": dict(sorted(dropped.items())),
+        "features": {"mean": {k: round(float(v), 6) for k, v in fdf.select(pl.exclude("uid")).mean().row(0, named=True).items()}},
+    }
+    atomic_write_json(out / "manifest.json", manifest)
+    stats = {
+        "stages": {s["name"]: {"rows": s["rows"], "own": s["own"], "retro": s["retro"], "retro_share": s["retro_share"],
+                               "difficulty_mean": s["difficulty_mean"], "max_prompt_length": s["max_prompt_length"]}
+                   for s in stages},
+        "eval_rows": int(len(ev)),
+        "train_rows": int(sum(s["own"] for s in stages)),
+        "dropped": dict(sorted(dropped.items())),
+        "difficulty_source": manifest["difficulty_source"],
+    }
+    atomic_write_json(out / "stats.json", stats)
+    return manifest
+
+
+def _model_pass_rates(table: pa.Table, mask: np.ndarray, c: CurriculumConfig, out: Path,
+                      progress_factory: Callable[[int, str], Any] | None) -> dict[str, float]:
+    rows = table.select(["uid", "data_source", "prompt", "question", "answers", "prompt_tokens"]).to_pylist()
+    items = [EvalItem(uid=r["uid"], data_source=r["data_source"], prompt=[dict(m) for m in r["prompt"]],
+                      question=r["question"], answers=list(r["answers"]), prompt_tokens=r["prompt_tokens"])
+             for r, m in zip(rows, mask, strict=True) if m]
+    gen = GenerateConfig(model=c.difficulty_model or "", backend=c.difficulty_backend, n=c.k,
+                         temperature=c.difficulty_temperature, max_tokens=c.difficulty_max_tokens, seed=c.seed,
+                         batch_size=c.difficulty_batch_size, url=c.difficulty_url, device=c.difficulty_device)
+    bar = progress_factory(len(items), "difficulty rollouts") if progress_factory else None
+    try:
+        return pass_rates(items, gen, out / "difficulty" / "rollouts.jsonl", rule=c.correct_if,
+                          progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+
+
+def load_manifest(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / "manifest.json"
+    if not path.exists():
+        raise LongmillError(f"{folder}: no manifest.json; build it with `python -m curriculum build`")
+    return json.loads(path.read_text())

@@ -1,0 +1,193 @@
+"""The curriculum: bins by measured length, retrospective sampling, eval split, filtering, reproducibility."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import curriculum.build as build_mod
+from curriculum.build import CurriculumConfig, build_curriculum, retro_draw
+from curriculum.features import answer_question_overlap, bm25_gold_ranks
+from datagen.errors import LongmillError
+from datagen.generators.base import GenConfig
+from datagen.generators.keychain import KeyChainConfig
+from datagen.runner import RunConfig, run_generator
+from datagen.sources import get_source
+
+BINS = [1500, 3000, 4500]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """KeyChain and long-QA shards at three lengths from one small synthetic source, so that the same
+    source question occurs at several lengths."""
+    root = tmp_path_factory.mktemp("synth")
+    src = get_source("synthetic", options={"num_triplets": 50})
+    out = []
+    for length in BINS:
+        for name, cfg in (("keychain", KeyChainConfig(length=length, num_chains=2, hops=2, seed=1)),
+                          ("longqa", GenConfig(length=length, seed=1))):
+            d = root / f"{name}-{length}"
+            run_generator(name, cfg, src, RunConfig(out=d, num_samples=24))
+            out.append(d)
+    return out
+
+
+def rows(folder):
+    return [r for p in sorted(folder.glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+
+
+@pytest.fixture(scope="module")
+def built(inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cur")
+    m = build_curriculum(inputs, out, CurriculumConfig(bins=BINS, eval_share=0.15, seed=3, rows_per_part=20))
+    return out, m
+
+
+def test_stage_rows_are_inside_their_bin_except_retrospective_ones(built):
+    out, m = built
+    for k, s in enumerate(m["stages"]):
+        lo, hi = ([0] + BINS)[k], BINS[k]
+        retro = set(s["retro_uids"])
+        rs = rows(out / s["name"])
+        assert len(rs) == s["rows"] == s["own"] + s["retro"]
+        own = [r for r in rs if r["uid"] not in retro]
+        assert own and all(lo < r["prompt_tokens"] <= hi for r in own)
+        assert all(r["prompt_tokens"] <= lo for r in rs if r["uid"] in retro)
+        assert len({r["uid"] for r in rs}) == len(rs)  # no uid twice in a stage
+        assert all(r["difficulty"] is not None and r["difficulty_source"] == "features:v1" for r in rs)
+        assert s["max_prompt_length"] == hi and s["max_prompt_tokens"] <= hi
+
+
+def test_retrospective_share_and_hardness(built):
+    out, m = built
+    assert m["stages"][0]["retro"] == 0
+    for k, s in enumerate(m["stages"][1:], start=1):
+        target = 0.25 * s["rows"]
+        assert abs(s["retro"] - target) <= 1, (s["retro"], target)
+        # Harder, on average, than the bins they were drawn from.
+        earlier = [r for st in m["stages"][:k] for r in rows(out / st["name"]) if r["uid"] not in set(st["retro_uids"])]
+        assert s["difficulty_mean_retro"] > np.mean([r["difficulty"] for r in earlier])
+
+
+def test_eval_split_is_disjoint_by_uid_and_source_question(built, inputs):
+    out, m = built
+    ev = rows(out / "eval")
+    assert ev and len(ev) == m["eval"]["rows"]
+    train = [r for s in m["stages"] for r in rows(out / s["name"])]
+    assert not {r["uid"] for r in ev} & {r["uid"] for r in train}
+    assert not {r["source_id"] for r in ev} & {r["source_id"] for r in train}
+    # The held-out questions occur at several lengths, and all their samples went to eval together.
+    all_rows = [r for d in inputs for r in rows(d)]
+    held = {r["source_id"] for r in ev}
+    assert any(len({r["length_target"] for r in all_rows if r["source_id"] == s}) > 1 for s in held)
+    assert sum(r["source_id"] in held for r in all_rows) == len(ev)
+
+
+def test_rebuild_reproduces_the_manifest_hashes(built, inputs, tmp_path):
+    out, m = built
+    m2 = build_curriculum(inputs, tmp_path / "again", CurriculumConfig(bins=BINS, eval_share=0.15, seed=3, rows_per_part=20))
+    assert [s["shards"] for s in m2["stages"]] == [s["shards"] for s in m["stages"]]
+    assert m2["eval"]["shards"] == m["eval"]["shards"]
+    for s in m["stages"]:
+        for sh in s["shards"]:
+            assert hashlib.sha256((out / s["name"] / sh["file"]).read_bytes()).hexdigest() == sh["sha256"]
+    m3 = build_curriculum(inputs, tmp_path / "other", CurriculumConfig(bins=BINS, eval_share=0.15, seed=4, rows_per_part=20))
+    assert [s["shards"] for s in m3["stages"]] != [s["shards"] for s in m["stages"]]
+
+
+def test_manifest_and_stats(built):
+    out, m = built
+    s = m["stages"][1]
+    assert sum(s["length_hist"]["counts"]) == s["rows"] and sum(s["difficulty_hist"]["counts"]) == s["rows"]
+    assert s["by_source"] and set(s["by_source"]) <= {"keychain/synthetic", "longqa/synthetic"}
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["stages"]["stage-2"]["rows"] == s["rows"] and stats["eval_rows"] == m["eval"]["rows"]
+
+
+def test_model_difficulty_filters_zero_and_one_pass_rates(inputs, tmp_path, monkeypatch):
+    def fake_rates(items, gen, predictions, rule, progress=None):
+        return {it.uid: [0.0, 0.5, 1.0, 0.25][i % 4] for i, it in enumerate(items)}
+
+    monkeypatch.setattr(build_mod, "pass_rates", fake_rates)
+    m = build_curriculum(inputs, tmp_path / "c", CurriculumConfig(bins=BINS, eval_share=0.0, difficulty_model="m", k=4))
+    assert m["dropped"]["solved"] > 0 and m["dropped"]["unsolved"] > 0
+    for s in m["stages"]:
+        rs = rows(tmp_path / "c" / s["name"])
+        assert {r["difficulty"] for r in rs} <= {0.5, 0.75}
+        assert all(r["difficulty_source"] == "pass_rate:m:k=4:sub_em" for r in rs)
+    kept = build_curriculum(inputs, tmp_path / "d", CurriculumConfig(bins=BINS, eval_share=0.0, difficulty_model="m",
+                                                                     k=4, filter_extremes=False))
+    assert "solved" not in kept["dropped"] and sum(s["own"] for s in kept["stages"]) == sum(
+        s["own"] for s in m["stages"]) + m["dropped"]["solved"] + m["dropped"]["unsolved"]
+
+
+def test_difficulty_from_a_tiny_hf_model_end_to_end(inputs, tmp_path, tiny_qwen2):
+    cfg = CurriculumConfig(bins=BINS, eval_share=0.0, difficulty_model=str(tiny_qwen2), difficulty_backend="hf",
+                           k=2, difficulty_max_tokens=3, difficulty_device="cpu", difficulty_batch_size=8,
+                           filter_extremes=False)
+    m = build_curriculum(inputs[:2], tmp_path / "c", CurriculumConfig(**{**cfg.__dict__, "bins": [1500]}))
+    rs = rows(tmp_path / "c" / "stage-1")
+    assert rs and all(r["difficulty"] == 1.0 for r in rs)  # a random model answers nothing right
+    assert m["difficulty_source"].startswith("pass_rate:") and all(r["difficulty_source"] == m["difficulty_source"] for r in rs)
+    rollouts = (tmp_path / "c" / "difficulty" / "rollouts.jsonl").read_text().splitlines()
+    assert len(rollouts) == len(rs) and all(len(json.loads(x)["completions"]) == 2 for x in rollouts)
+
+
+def test_empty_bin_is_an_error_that_says_what_to_do(inputs, tmp_path):
+    with pytest.raises(LongmillError, match=r"bin 2 \(1500 < prompt_tokens <= 2000\) has no training samples.*--length 2k"):
+        build_curriculum(inputs, tmp_path / "c", CurriculumConfig(bins=[1500, 2000, 4500]))
+
+
+def test_shards_with_different_schemas_are_an_error(inputs, tmp_path):
+    bad = tmp_path / "old"
+    bad.mkdir()
+    t = pq.read_table(next(inputs[0].glob("part-*.parquet")))
+    t = t.drop_columns(["doc_offsets"]).replace_schema_metadata(t.schema.metadata)
+    pq.write_table(t, bad / "part-00000.parquet")
+    with pytest.raises(LongmillError, match="different schemas"):
+        build_curriculum([inputs[0], bad], tmp_path / "c", CurriculumConfig(bins=[1500]))
+    pq.write_table(pa.table({"x": [1]}), bad / "part-00000.parquet")
+    with pytest.raises(LongmillError, match="not a sample shard"):
+        build_curriculum([bad], tmp_path / "c", CurriculumConfig(bins=[1500]))
+
+
+def test_a_difficulty_model_that_cannot_be_loaded(inputs, tmp_path):
+    with pytest.raises(LongmillError, match="cannot load model"):
+        build_curriculum(inputs[:1], tmp_path / "c", CurriculumConfig(bins=[1500], difficulty_model=str(tmp_path / "nope"),
+                                                                      difficulty_device="cpu"))
+
+
+def test_retro_draw_is_weighted_and_without_replacement():
+    rng = np.random.default_rng(0)
+    cand = np.arange(100)
+    w = np.r_[np.zeros(50), np.linspace(0.1, 1.0, 50)]
+    picked, target = retro_draw(cand, w, own=30, share=0.25, rng=rng)
+    assert target == 10 and len(picked) == 10 and len(set(picked)) == 10 and picked.min() >= 50
+    picked, target = retro_draw(cand[:3], np.ones(3), own=300, share=0.5, rng=rng)
+    assert target == 300 and len(picked) == 3  # capped by what exists
+
+
+def test_bm25_and_overlap_features():
+    docs = ["The weather in Paris is mild.", "Velora Quint was born in Tassbury in 1874.", "Rivers flow to the sea."]
+    assert bm25_gold_ranks("Where was Velora Quint born?", docs, [1, 0]) == [1, 2]
+    assert answer_question_overlap(["Tassbury"], "Where was Velora Quint born?") == 0.0
+    assert answer_question_overlap(["no"], "Is it yes or no?") == 1.0
+
+
+def test_cli(inputs, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "curriculum", "build", "--input", *map(str, inputs), "--out",
+                           str(tmp_path / "c"), "--bins", "1500,3000,4500", "--retro-share", "0.2", "--eval-share", "0.1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "stage-3:" in proc.stdout and (tmp_path / "c" / "manifest.json").exists()
+    proc = subprocess.run([sys.executable, "-m", "curriculum", "build", "--input", str(tmp_path / "nope"), "--out",
+                           str(tmp_path / "d")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no such folder" in proc.stderr
