@@ -304,13 +304,21 @@ def _fill(plan: _Plan, candidates: Iterator[Document], budget: int, low: int, to
         if plan.cost >= low:
             return
         _add_filler(plan, doc, budget, tokenizer)
+        # The gap may be too small for even a few words of a new document: then give back the last whole
+        # distractor and cut this (longer) one to fill both its place and the gap.
+        if plan.filler is None and plan.extra:
+            plan.pop()
+            _add_filler(plan, doc, budget, tokenizer)
         if plan.cost >= low:
             return
         if plan.filler is not None:  # truncation lost too much at a word boundary: try another one
             plan.pop()
         misses += 1
         if misses >= MAX_MISSES:
-            break
+            raise LengthFitError(
+                f"could not fill the last {low - plan.cost} tokens of the budget within the tolerance after "
+                f"{misses} candidate documents; use a larger --tolerance"
+            )
     raise SourceTooSmallError(
         f"the source ran out of distractor documents: the context reached {plan.cost} of the {low} document "
         f"tokens it needs, from {plan.n} documents; use a larger source (more records or files, or "

@@ -130,3 +130,14 @@ def test_truncated_fillers_never_reuse_another_samples_cut():
                 base, kept = doc_id.split("#trunc")
                 span = s.user_text[s.doc_offsets[j]:s.doc_offsets[j + 1]]
                 assert by_id[base].text[: int(kept)] in span
+
+
+@pytest.mark.parametrize("length", [400, 600, 900])
+def test_short_budgets_fill_the_last_few_tokens(length):
+    """At short lengths the 1% tolerance is a handful of tokens: a whole distractor is swapped for a cut
+    of a longer one rather than failing (or blaming the source)."""
+    corpus = Corpus(toy_triplets(n=60, docs_per_triplet=4, sentences=3), name="short")
+    gen = make("longqa", corpus, length=length, seed=3)
+    for i in range(24):
+        s = gen.sample(i, Counter())
+        assert math.ceil(length * 0.99) <= independent_count("qwen2.5", s.prompt) <= length
