@@ -92,8 +92,9 @@ def dataclass_options(cls: type, exclude: tuple[str, ...] = (), defaults: dict[s
             help_ = helps.get(f.name, "")
             parse = f.metadata.get("parse")
             if tp is bool:
-                opt = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=bool(default),
-                                   show_default=True, help=help_)
+                opt = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name,
+                                   default=None if default is None else bool(default),
+                                   show_default="auto" if default is None else True, help=help_)
             elif parse is not None:
                 opt = click.option(flag, f.name, type=click.STRING, default=default, show_default=default is not None,
                                    required=not has_default and f.name not in defaults,
@@ -120,6 +121,15 @@ def fields_of(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     """The subset of ``values`` that are fields of ``cls``."""
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: v for k, v in values.items() if k in names}
+
+
+def explicit_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``values`` the user typed on the command line (so they can override a config file)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return {k: v for k, v in values.items()
+            if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
 
 
 def parse_kv(values: tuple[str, ...] | list[str], what: str) -> dict[str, str]:

@@ -315,9 +315,10 @@ def _fill(plan: _Plan, candidates: Iterator[Document], budget: int, low: int, to
             plan.pop()
         misses += 1
         if misses >= MAX_MISSES:
-            raise LengthFitError(
+            # Another triplet (other gold documents) may well fit, so this is a budget error for this one.
+            raise LengthBudgetError(
                 f"could not fill the last {low - plan.cost} tokens of the budget within the tolerance after "
-                f"{misses} candidate documents; use a larger --tolerance"
+                f"{misses} candidate documents; a larger --tolerance helps"
             )
     raise SourceTooSmallError(
         f"the source ran out of distractor documents: the context reached {plan.cost} of the {low} document "

@@ -1,0 +1,101 @@
+"""``python -m train``: warm-up SFT, phased GRPO/DAPO, verl configs, model presets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from datagen.cliutil import dataclass_options, explicit_options, fields_of, friendly_errors, setup_logging
+from train.config import GRPOPhaseConfig, SFTConfig, load_yaml_config
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("-v", "--verbose", count=True, help="-v for progress messages, -vv for debugging.")
+def main(verbose: int) -> None:
+    """Train long-context reasoning models: warm-up SFT, then GRPO/DAPO phase by phase over a curriculum.
+
+    \b
+    Examples:
+      python -m train init-model --preset tiny-qwen2 --out models/tiny-qwen2
+      python -m train sft --data data/triplets/synthetic --model tiny-qwen2 --out runs/sft --max-steps 20
+      python -m train grpo --curriculum data/curriculum --model runs/sft/final --out runs/rl --max-steps 10
+      python -m train grpo --curriculum data/curriculum --config train/configs/gpu-qwen2.5-7b.yaml --out runs/rl
+      accelerate launch --config_file train/configs/accelerate/zero3.yaml -m train grpo --curriculum ... --out ...
+      python -m train verl-config --curriculum data/curriculum --model Qwen/Qwen2.5-7B-Instruct --out runs/verl
+    """
+    setup_logging(verbose)
+
+
+@main.command(name="init-model")
+@click.option("--preset", default="tiny-qwen2", show_default=True, help="tiny-qwen2 or qwen2.5-0.5b-random.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the model to.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Initialisation seed.")
+@friendly_errors
+def init_model(preset: str, out: Path, seed: int) -> None:
+    """Write a randomly initialised preset (Qwen2 shape, Qwen2.5 vocabulary and chat template), offline."""
+    from eval.models import materialize_preset
+
+    path = materialize_preset(preset, out_dir=out, seed=seed)
+    click.echo(f"wrote {preset} to {path}")
+
+
+@main.command()
+@click.option("--data", required=True, help="Triplet shards (datagen triplets --out).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder (the model goes to OUT/final).")
+@click.option("--config", "config_file", default=None, help="YAML file with these options (flags override it).")
+@dataclass_options(SFTConfig)
+@friendly_errors
+def sft(data: str, out: Path, config_file: str | None, **kw) -> None:
+    """Warm-up SFT on short triplets: targets cite the supporting evidence and end in the answer format."""
+    from train.sft import run_sft
+
+    config = load_yaml_config(SFTConfig, config_file, explicit_options(fields_of(SFTConfig, kw)))
+    summary = run_sft(data, out, config)
+    click.echo(f"SFT: {summary['examples']} examples, {summary['steps']} steps, loss {summary['train_loss']:.4f}; "
+               f"model in {summary['checkpoint']}")
+
+
+@main.command()
+@click.option("--curriculum", required=True, help="A curriculum folder (python -m curriculum build --out).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder: OUT/phase-K per phase.")
+@click.option("--config", "config_file", default=None, help="YAML file with these options (flags override it).")
+@click.option("--resume", is_flag=True, help="Continue: skip finished phases, resume a phase from its last checkpoint.")
+@click.option("--backend", default="trl", show_default=True, help="trl (train here) or verl (write verl commands).")
+@click.option("--phases", default=None, help="Run only these phases, e.g. 1 or 1,2 (earlier ones must be done).")
+@dataclass_options(GRPOPhaseConfig)
+@friendly_errors
+def grpo(curriculum: str, out: Path, config_file: str | None, resume: bool, backend: str, phases: str | None, **kw) -> None:
+    """Phased GRPO with DAPO defaults: one phase per curriculum stage, each from the previous checkpoint.
+
+    DAPO defaults: token-level loss (loss_type dapo), clip-higher (epsilon_high 0.28), no KL (beta 0),
+    truncated completions masked, soft overlong punishment, and online dynamic sampling (groups with
+    equal rewards are replaced by fresh ones). Logs: OUT/phase-K/metrics.jsonl and metrics.csv.
+    """
+    from train.phases import run_phases
+
+    config = load_yaml_config(GRPOPhaseConfig, config_file, explicit_options(fields_of(GRPOPhaseConfig, kw)))
+    only = [int(x) for x in phases.split(",")] if phases else None
+    summary = run_phases(curriculum, out, config, backend=backend, resume=resume, phases=only)
+    for p in summary["phases"]:
+        click.echo(f"phase {p['phase']} ({p.get('stage')}): {p.get('steps', '-')} steps -> {p['checkpoint']}")
+    click.echo(f"final checkpoint: {summary['final_checkpoint']}")
+
+
+@main.command(name="verl-config")
+@click.option("--curriculum", required=True, help="A curriculum folder.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write stage-K/run.sh.")
+@click.option("--config", "config_file", default=None, help="YAML file with the GRPO options (flags override it).")
+@click.option("--n-gpus-per-node", type=int, default=8, show_default=True, help="GPUs per node of the verl cluster.")
+@click.option("--nnodes", type=int, default=1, show_default=True, help="Nodes of the verl cluster.")
+@dataclass_options(GRPOPhaseConfig)
+@friendly_errors
+def verl_config(curriculum: str, out: Path, config_file: str | None, n_gpus_per_node: int, nnodes: int, **kw) -> None:
+    """Write, per stage, a ready-to-run verl DAPO command with settings equivalent to longmill's GRPO."""
+    from train.phases import run_phases
+
+    config = load_yaml_config(GRPOPhaseConfig, config_file, explicit_options(fields_of(GRPOPhaseConfig, kw)))
+    summary = run_phases(curriculum, out, config, backend="verl", n_gpus_per_node=n_gpus_per_node, nnodes=nnodes)
+    click.echo(json.dumps({"run_all": summary["run_all"], "stages": [p["checkpoint"] for p in summary["phases"]]},
+                          indent=2))

@@ -1,0 +1,201 @@
+"""Rewards for long-context QA, built on eval's extraction, rules and judge.
+
+``hybrid_qa`` = max(rule, judge) (QwenLong-L1): the rule accepts an extracted answer that matches an
+accepted answer (sub-EM by default); the LLM judge is asked only when the rule misses, concurrently and
+through a cache. A judge outage makes the reward ``None`` for that completion, so TRL skips it (its
+advantage is zero); it is counted and logged as a metric, never scored 0. DAPO's soft overlong
+punishment (TRL's implementation) is added to every reward that exists.
+
+Two entry points:
+
+- :class:`HybridQAReward`: TRL's interface, ``(completions, **columns) -> list[float | None]``;
+  picklable, with a ``__name__`` that names its logged metric.
+- :func:`compute_score`: verl's ``custom_reward_function`` signature
+  ``(data_source, solution_str, ground_truth, extra_info) -> float | dict``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from datagen.errors import LongmillError
+from eval.extract import extract_answer
+from eval.judge import Judge, JudgeConfig, make_judge
+from eval.metrics import METRICS
+
+log = logging.getLogger(__name__)
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a TRL completion: a string, or a list of chat messages (the assistant's content)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Sequence):
+        return "".join(m.get("content", "") or "" for m in completion if isinstance(m, dict))
+    raise TypeError(f"a completion must be a string or a list of messages, got {type(completion).__name__}")
+
+
+def as_answer_list(ground_truth: Any) -> list[str]:
+    """Accepted answers from a string, a list, or a numpy array (verl passes arrays)."""
+    if isinstance(ground_truth, str):
+        return [ground_truth]
+    if ground_truth is None:
+        return []
+    return [str(a) for a in list(ground_truth)]
+
+
+class HybridQAReward:
+    """max(rule, judge) on the extracted answer, plus DAPO's soft overlong punishment.
+
+    Args:
+        rule: the metric that accepts an answer (``sub_em``, ``em``, ...; see :data:`eval.metrics.METRICS`).
+        judge: a judge config; None scores with the rule alone.
+        max_completion_length: enables the soft overlong punishment (L_max), with ``overlong_buffer``.
+        overlong_buffer: the soft punishment's cache length L_cache (DAPO uses 4096 of 20480).
+        overlong_penalty: the penalty's scale (DAPO's penalty_factor).
+        judge_factory: builds the judge from ``judge`` (tests inject fakes); default :func:`make_judge`.
+
+    Example:
+        >>> reward = HybridQAReward()
+        >>> reward(["Therefore, the answer is Paris.", "It is Lyon.", "no answer"],
+        ...        answers=[["Paris"], ["Paris"], ["Paris"]], question=["Capital?"] * 3)
+        [1.0, 0.0, 0.0]
+    """
+
+    __name__ = "hybrid_qa"
+
+    def __init__(self, rule: str = "sub_em", judge: JudgeConfig | None = None, *,
+                 max_completion_length: int | None = None, overlong_buffer: int | None = None,
+                 overlong_penalty: float = 1.0, judge_factory: Callable[[JudgeConfig], Judge] | None = None):
+        self.rule = rule
+        self._metric = METRICS.get(rule)
+        self.judge_config = judge
+        self.judge_factory = judge_factory
+        self.max_completion_length = max_completion_length
+        self.overlong_buffer = overlong_buffer
+        self.overlong_penalty = overlong_penalty
+        if max_completion_length and overlong_buffer is not None and not 0 < overlong_buffer < max_completion_length:
+            raise LongmillError(f"overlong_buffer must be in (0, max_completion_length={max_completion_length}), "
+                                f"got {overlong_buffer}")
+        self._judge: Judge | None = None
+        self._lock = threading.Lock()
+        self.stats = {"completions": 0, "rule_hits": 0, "judge_calls": 0, "judge_yes": 0, "judge_failed": 0,
+                      "no_answer": 0}
+
+    # Pickling (TRL may ship rewards to worker processes): the live judge client stays behind.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_judge"] = None
+        state["_lock"] = None
+        state["_metric"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._metric = METRICS.get(self.rule)
+
+    @property
+    def judge(self) -> Judge | None:
+        if self.judge_config is None:
+            return None
+        with self._lock:
+            if self._judge is None:
+                self._judge = (self.judge_factory or make_judge)(self.judge_config)
+            return self._judge
+
+    def _overlong(self, completion_ids: Sequence[Sequence[int]] | None, n: int) -> list[float]:
+        if not self.max_completion_length or completion_ids is None:
+            return [0.0] * n
+        from trl.rewards import get_soft_overlong_punishment
+
+        buffer = self.overlong_buffer or max(1, self.max_completion_length // 4)
+        punish = get_soft_overlong_punishment(self.max_completion_length, buffer)
+        return [self.overlong_penalty * p for p in punish(completion_ids=list(completion_ids))]
+
+    def __call__(self, completions: Sequence[Any], answers: Sequence[Any] | None = None,
+                 question: Sequence[str] | None = None, completion_ids: Sequence[Sequence[int]] | None = None,
+                 log_metric: Callable[[str, float], None] | None = None, **kwargs: Any) -> list[float | None]:
+        if answers is None:
+            raise LongmillError("hybrid_qa needs an 'answers' column (every accepted answer) in the dataset")
+        n = len(completions)
+        preds = [extract_answer(completion_text(c)) for c in completions]
+        golds = [as_answer_list(a) for a in answers]
+        rewards: list[float | None] = [float(self._metric.fn(p, g) >= 1.0) for p, g in zip(preds, golds, strict=True)]
+        ask = [i for i in range(n) if rewards[i] == 0.0 and preds[i] is not None]
+        failed = yes = 0
+        judge = self.judge if ask else None
+        if judge is not None:
+            if question is None:
+                raise LongmillError("hybrid_qa with a judge needs a 'question' column in the dataset")
+            results = judge.judge_many([(question[i], preds[i], golds[i]) for i in ask])
+            for i, r in zip(ask, results, strict=True):
+                if r.failed:
+                    rewards[i] = None  # unknown: TRL gives it no advantage; never a silent 0
+                    failed += 1
+                elif r.verdict:
+                    rewards[i] = 1.0
+                    yes += 1
+        shaped = [None if r is None else r + p for r, p in zip(rewards, self._overlong(completion_ids, n), strict=True)]
+        self.stats["completions"] += n
+        self.stats["rule_hits"] += sum(r == 1.0 for r in rewards) - yes
+        self.stats["no_answer"] += sum(p is None for p in preds)
+        self.stats["judge_calls"] += len(ask) if judge is not None else 0
+        self.stats["judge_yes"] += yes
+        self.stats["judge_failed"] += failed
+        if failed:
+            log.warning("judge failed for %d of %d completions in this batch; their rewards are None (skipped)",
+                        failed, n)
+        if log_metric is not None:
+            log_metric("hybrid_qa/no_answer_rate", sum(p is None for p in preds) / max(n, 1))
+            if judge is not None:
+                log_metric("hybrid_qa/judge_calls", float(len(ask)))
+                log_metric("hybrid_qa/judge_yes", float(yes))
+                log_metric("hybrid_qa/judge_failed", float(failed))
+        return shaped
+
+
+# -- verl -------------------------------------------------------------------------------------------
+
+_VERL_JUDGES: dict[tuple[str, str, float, int], Judge] = {}
+
+
+def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
+                  rule: str = "sub_em", judge_url: str | None = None, judge_model: str | None = None,
+                  judge_timeout: float = 60.0, judge_max_retries: int = 4, **_: Any) -> dict[str, float]:
+    """verl's ``custom_reward_function``: max(rule, judge) for one response.
+
+    Point verl at it with ``custom_reward_function.path=<longmill>/train/rewards.py
+    custom_reward_function.name=compute_score``; pass ``+custom_reward_function.reward_kwargs.judge_url=...``
+    to enable the judge. verl has no way to skip a sample, so a failed judge call scores the rule's result
+    and is reported in verl's reward metrics as ``judge_failed`` (count it before trusting a run).
+
+    Returns:
+        ``{"score": float, "rule": float, "judge_failed": float}`` (verl logs the extra keys).
+
+    Example:
+        >>> compute_score("keychain/hotpotqa", "Therefore, the answer is Ed Wood.", ["Ed Wood", "Edward Wood"])
+        {'score': 1.0, 'rule': 1.0, 'judge_failed': 0.0}
+    """
+    golds = as_answer_list(ground_truth)
+    pred = extract_answer(solution_str)
+    rule_score = float(METRICS.get(rule).fn(pred, golds) >= 1.0)
+    out = {"score": rule_score, "rule": rule_score, "judge_failed": 0.0}
+    if rule_score == 1.0 or pred is None or not judge_url:
+        return out
+    key = (judge_url, judge_model or "", judge_timeout, judge_max_retries)
+    judge = _VERL_JUDGES.get(key)
+    if judge is None:
+        kw = {"url": judge_url, "timeout": judge_timeout, "max_retries": judge_max_retries}
+        kw |= {"model": judge_model} if judge_model else {}
+        judge = _VERL_JUDGES[key] = make_judge(JudgeConfig(**kw))
+    question = (extra_info or {}).get("question", "")
+    res = judge.judge(question, pred, golds)
+    if res.failed:
+        out["judge_failed"] = 1.0
+    elif res.verdict:
+        out["score"] = 1.0
+    return out

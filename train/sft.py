@@ -1,0 +1,116 @@
+"""Warm-up SFT on short triplets (QwenLong-L1's first stage), with TRL's SFTTrainer.
+
+Each triplet becomes a short long-QA prompt (its gold documents and a few of its own distractors, in
+longmill's template) and a target that cites the supporting evidence by document number and ends in the
+reward's answer format. Optionally, a teacher model's completions replace the template targets where the
+reward accepts them (rejection sampling).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from datagen.errors import LongmillError
+from datagen.prompts import ANSWER_PREFIX, DOC_TEMPLATES, longqa_pieces
+from datagen.rng import sample_rng
+from datagen.schema import Triplet
+from datagen.shards import atomic_write_json
+from datagen.sources import get_source
+from train.config import SFTConfig
+from train.rewards import HybridQAReward
+
+log = logging.getLogger(__name__)
+
+
+def sft_example(t: Triplet, index: int, seed: int, distractors: int = 3) -> dict[str, Any]:
+    """A conversational prompt-completion example for triplet ``t``."""
+    rng = sample_rng(seed, "sft", index)
+    extra = [t.distractor_docs[i] for i in rng.permutation(len(t.distractor_docs))[:distractors]]
+    docs = list(t.gold_docs) + extra
+    docs = [docs[i] for i in rng.permutation(len(docs))]
+    template = DOC_TEMPLATES.get("default")
+    head, tail = longqa_pieces(t.question)
+    body = "".join(template.render_header(i + 1) + template.render_body(d.title, d.text) for i, d in enumerate(docs))
+    number = {d.title: i + 1 for i, d in enumerate(docs)}
+    lines = ["The question needs these facts from the text:"]
+    for f in t.supporting_facts:
+        where = f"Document {number[f.title]} ({f.title})" if f.title in number else f.title
+        lines.append(f'- {where}: "{f.text}"')
+    if len(lines) == 1:  # formats without supporting facts: cite the gold documents
+        lines += [f"- Document {number[d.title]} ({d.title})" for d in t.gold_docs]
+    lines.append(f"Putting these together answers the question. {ANSWER_PREFIX} {t.answers[0]}.")
+    return {"prompt": [{"role": "user", "content": head + body + tail}],
+            "completion": [{"role": "assistant", "content": "\n".join(lines)}],
+            "answers": list(t.answers), "question": t.question, "source_id": t.id}
+
+
+def build_sft_examples(data: str | Path, config: SFTConfig) -> list[dict[str, Any]]:
+    """Examples from triplet shards (``datagen triplets`` output)."""
+    src = get_source("triplets", str(data), limit=config.max_examples)
+    examples = [sft_example(t, i, config.seed, config.distractors) for i, t in enumerate(src.iter_triplets())]
+    if not examples:
+        raise LongmillError(f"{data}: no triplets to fine-tune on")
+    return examples
+
+
+def apply_teacher(examples: list[dict[str, Any]], config: SFTConfig, out: Path) -> Counter[str]:
+    """Replace template targets with teacher completions the reward accepts; returns counts."""
+    from eval.data import EvalItem
+    from eval.run import GenerateConfig, generate_predictions
+    from eval.scoring import read_predictions
+
+    gen = GenerateConfig(model=config.teacher_model or "", backend=config.teacher_backend, n=config.teacher_k,
+                         temperature=0.7, max_tokens=config.teacher_max_tokens, seed=config.seed, url=config.teacher_url)
+    items = [EvalItem(uid=f"sft-{i}", data_source="sft", prompt=e["prompt"], question=e["question"],
+                      answers=e["answers"]) for i, e in enumerate(examples)]
+    generate_predictions(items, gen, out / "teacher.jsonl")
+    preds = read_predictions(out / "teacher.jsonl")
+    reward = HybridQAReward("sub_em")
+    counts: Counter[str] = Counter()
+    for item, ex in zip(items, examples, strict=True):
+        comps = preds.get(item.uid) or []
+        scores = reward(comps, answers=[ex["answers"]] * len(comps), question=[ex["question"]] * len(comps)) if comps else []
+        accepted = [c for c, s in zip(comps, scores, strict=True) if s == 1.0]
+        if accepted:
+            ex["completion"] = [{"role": "assistant", "content": accepted[0]}]
+            counts["teacher_accepted"] += 1
+        else:
+            counts["template_target"] += 1
+    return counts
+
+
+def run_sft(data: str | Path, out: str | Path, config: SFTConfig) -> dict[str, Any]:
+    """``python -m train sft``: fine-tune ``config.model`` and save it to ``out/final``."""
+    from datasets import Dataset
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    from eval.models import load_causal_lm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    examples = build_sft_examples(data, config)
+    counts = apply_teacher(examples, config, out) if config.teacher_model else Counter(template_target=len(examples))
+    model, tokenizer = load_causal_lm(config.model, dtype="bfloat16" if config.bf16 else "float32", device="cpu")
+    ds = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
+    args = TRLSFTConfig(output_dir=str(out), learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
+                        max_steps=config.max_steps, per_device_train_batch_size=config.per_device_train_batch_size,
+                        gradient_accumulation_steps=config.gradient_accumulation_steps, max_length=config.max_length,
+                        seed=config.seed, logging_steps=config.logging_steps, report_to=config.report_to,
+                        gradient_checkpointing=config.gradient_checkpointing, bf16=config.bf16, save_strategy="no",
+                        disable_tqdm=True)
+    from train.callbacks import MetricsLogger
+
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
+                         callbacks=[MetricsLogger(out, phase=0)])
+    result = trainer.train()
+    final = out / "final"
+    trainer.save_model(str(final))
+    tokenizer.save_pretrained(str(final))
+    summary = {"examples": len(examples), "targets": dict(counts), "steps": int(trainer.state.global_step),
+               "train_loss": float(result.training_loss), "checkpoint": str(final), "model": config.model}
+    atomic_write_json(out / "summary.json", summary)
+    return summary
