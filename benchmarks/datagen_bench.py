@@ -29,17 +29,27 @@ from datagen.tokenizers import get_tokenizer
 
 
 def bench(corpus: Corpus, length: int, n: int, tokenizer: str, start: int = 0, gen=None):
+    """Generate ``n`` samples and tokenise each rendered prompt right after it is made.
+
+    Interleaving the two measurements exposes both to the same machine load (shared machines are noisy).
+    """
     cfg = GENERATORS.get("keychain").config_cls(length=length, seed=0, tokenizer=tokenizer)
     gen = gen or GENERATORS.get("keychain")(cfg, corpus)
-    t0 = time.perf_counter()
-    samples = [gen.sample(i, Counter()) for i in range(start, start + n)]
-    t_gen = time.perf_counter() - t0
     tok = get_tokenizer(tokenizer)
-    rendered = [tok.render(s.prompt) for s in samples]
-    t0 = time.perf_counter()
-    total = sum(len(tok.encoding.encode(r, allowed_special="all")) for r in rendered)
-    t_tok = time.perf_counter() - t0
-    assert total == sum(s.prompt_tokens for s in samples)
+    t_gen = t_tok = 0.0
+    total = 0
+    for i in range(start, start + n):
+        t0 = time.perf_counter()
+        sample = gen.sample(i, Counter())
+        t1 = time.perf_counter()
+        rendered = tok.render(sample.prompt)
+        t2 = time.perf_counter()
+        count = len(tok.encoding.encode(rendered, allowed_special="all"))
+        t3 = time.perf_counter()
+        assert count == sample.prompt_tokens
+        t_gen += t1 - t0
+        t_tok += t3 - t2
+        total += count
     return gen, t_gen, t_tok, total
 
 

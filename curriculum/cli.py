@@ -8,10 +8,18 @@ from pathlib import Path
 import click
 
 from curriculum.build import CurriculumConfig, build_curriculum
-from datagen.cliutil import dataclass_options, fields_of, friendly_errors, progress_bar, setup_logging
+from datagen.cliutil import (
+    FlexibleGroup,
+    dataclass_options,
+    fields_of,
+    friendly_errors,
+    progress_bar,
+    setup_logging,
+)
+from datagen.shards import atomic_write_json
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=FlexibleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("-v", "--verbose", count=True, help="-v for progress messages, -vv for debugging.")
 def main(verbose: int) -> None:
     """Stage synthesized samples into a length curriculum with difficulty scores (QwenLong-L1).
@@ -32,9 +40,11 @@ def main(verbose: int) -> None:
               help="A folder of sample shards (repeat the option, or list several after one --input).")
 @click.argument("more_inputs", nargs=-1)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--stats-out", type=click.Path(path_type=Path), default=None,
+              help="Also write stats.json to this path (for `dvc metrics`, which wants metrics outside outputs).")
 @dataclass_options(CurriculumConfig)
 @friendly_errors
-def build(inputs, more_inputs, out, **kw):
+def build(inputs, more_inputs, out, stats_out, **kw):
     """Bin samples by measured length, score difficulty, filter, add retrospective samples, hold out eval.
 
     Writes OUT/stage-1 .. OUT/stage-K (one per bin, Parquet shards in the sample schema with difficulty
@@ -44,6 +54,8 @@ def build(inputs, more_inputs, out, **kw):
     config = CurriculumConfig(**fields_of(CurriculumConfig, kw))
     manifest = build_curriculum([*inputs, *more_inputs], out, config,
                                 progress_factory=lambda n, d: progress_bar(n or None, d))
+    if stats_out:
+        atomic_write_json(stats_out, json.loads((Path(out) / "stats.json").read_text()))
     for s in manifest["stages"]:
         click.echo(f"{s['name']}: {s['rows']} samples ({s['own']} in {s['bin'][0]}<tokens<={s['bin'][1]}, "
                    f"{s['retro']} retrospective = {s['retro_share']:.1%}), mean difficulty {s['difficulty_mean']:.3f}")

@@ -14,6 +14,8 @@ from typing import Any
 import click
 
 from datagen.cliutil import (
+    FlexibleCommand,
+    FlexibleGroup,
     dataclass_options,
     fields_of,
     friendly_errors,
@@ -24,6 +26,7 @@ from datagen.cliutil import (
 from datagen.errors import LongmillError
 from datagen.generators import GENERATORS
 from datagen.runner import RunConfig, run_generator, run_triplets
+from datagen.shards import atomic_write_json
 from datagen.sources import SOURCES, get_source
 
 SOURCE_HELP = (
@@ -32,8 +35,12 @@ SOURCE_HELP = (
 )
 
 
+STATS_OUT_HELP = "Also write stats.json to this path (for `dvc metrics`, which wants metrics outside outputs)."
+
+
 def source_options(fn):
     """--source/--input/--source-opt/--map/--limit, shared by every command that reads a source."""
+    fn = click.option("--stats-out", type=click.Path(path_type=Path), default=None, help=STATS_OUT_HELP)(fn)
     fn = click.option("--limit", type=int, default=None, help="Read at most this many triplets from the source.")(fn)
     fn = click.option("--map", "mapping", multiple=True, metavar="FIELD=COLUMN",
                       help="Column mapping for the jsonl/parquet/hf sources, e.g. --map question=query "
@@ -55,7 +62,7 @@ def make_source(source: str, input_: str | None, source_opts: tuple[str, ...], m
     return get_source(source, input_, strict=strict, limit=limit, options=options)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=FlexibleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("-v", "--verbose", count=True, help="-v for progress messages, -vv for debugging.")
 def main(verbose: int) -> None:
     """Make verifiable long-context tasks (KeyChain, long QA) from multi-hop QA, as Parquet shards.
@@ -79,7 +86,7 @@ def main(verbose: int) -> None:
 @click.option("--rows-per-part", type=int, default=1000, show_default=True, help="Triplets per Parquet part.")
 @click.option("--strict", is_flag=True, help="Fail on the first malformed record instead of skipping it.")
 @friendly_errors
-def triplets(source, input_, source_opts, mapping, limit, out, rows_per_part, strict):
+def triplets(source, input_, source_opts, mapping, limit, stats_out, out, rows_per_part, strict):
     """Normalise a source into question-context-answer triplet shards.
 
     \b
@@ -92,6 +99,8 @@ def triplets(source, input_, source_opts, mapping, limit, out, rows_per_part, st
     src = make_source(source, input_, source_opts, mapping, limit, strict)
     with progress_bar(None, f"triplets {source}", unit="triplet") as bar:
         stats = run_triplets(src, out, rows_per_part=rows_per_part, progress=bar.update)
+    if stats_out:
+        atomic_write_json(stats_out, stats)
     click.echo(f"wrote {stats['triplets']} triplets in {stats['parts']} part(s) to {out} "
                f"(skipped: {stats['skipped'] or 'none'})")
 
@@ -104,7 +113,7 @@ def _generator_command(name: str) -> click.Command:
     @dataclass_options(cfg_cls)
     @dataclass_options(RunConfig)
     @friendly_errors
-    def command(source, input_, source_opts, mapping, limit, **kw):
+    def command(source, input_, source_opts, mapping, limit, stats_out, **kw):
         run = RunConfig(**fields_of(RunConfig, kw))
         config = cfg_cls(**fields_of(cfg_cls, kw))
         src = make_source(source, input_, source_opts, mapping, limit, run.strict)
@@ -112,6 +121,8 @@ def _generator_command(name: str) -> click.Command:
         with progress_bar(total, f"{name} {config.length // 1000 if config.length >= 1000 else config.length}"
                           f"{'k' if config.length >= 1000 else ''}") as bar:
             stats = run_generator(name, config, src, run, progress=bar.update)
+        if stats_out and stats["parts_done"] == stats["parts"]:
+            atomic_write_json(stats_out, stats)
         pt = stats.get("prompt_tokens") or {}
         click.echo(f"wrote {stats['written']} of {stats['requested']} samples to {run.out} "
                    f"(parts done {stats['parts_done']}/{stats['parts']}; prompt tokens min {pt.get('min')}, "
@@ -130,7 +141,7 @@ def _generator_command(name: str) -> click.Command:
                  "L*(1-tolerance) and L tokens. Lengths: 60k = 60,000, 64ki = 65,536. Re-running with the same "
                  "options resumes, skipping finished parts; the same seed gives byte-identical shards."
                  f"\n\n\b\nExamples:\n  {examples}")
-    return click.Command(name, callback=command, params=getattr(command, "__click_params__", []), help=help_text)
+    return FlexibleCommand(name, callback=command, params=getattr(command, "__click_params__", []), help=help_text)
 
 
 for _name in GENERATORS.names():

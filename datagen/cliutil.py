@@ -95,10 +95,13 @@ def dataclass_options(cls: type, exclude: tuple[str, ...] = (), defaults: dict[s
                 opt = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name,
                                    default=None if default is None else bool(default),
                                    show_default="auto" if default is None else True, help=help_)
-            elif parse is not None:
+            elif parse is not None or optional:
+                # Parsed in a callback: lengths like 60k, and "None"/"null" for optional values (what `dvc`
+                # writes when it unpacks a params dict with a null into flags).
+                convert = parse or {int: int, float: float, Path: Path}.get(tp, str)
                 opt = click.option(flag, f.name, type=click.STRING, default=default, show_default=default is not None,
                                    required=not has_default and f.name not in defaults,
-                                   callback=lambda ctx, p, v, _parse=parse: None if v is None else _convert(_parse, v, p),
+                                   callback=lambda ctx, p, v, _c=convert, _o=optional: _convert(_c, v, p, _o),
                                    help=help_)
             else:
                 ctype = {int: click.INT, float: click.FLOAT, str: click.STRING, Path: click.Path(path_type=Path)}.get(tp, click.STRING)
@@ -110,11 +113,37 @@ def dataclass_options(cls: type, exclude: tuple[str, ...] = (), defaults: dict[s
     return deco
 
 
-def _convert(parse: Callable[[str], Any], value: str, param: click.Parameter) -> Any:
+NULLS = ("None", "none", "null", "~")
+
+
+def _convert(parse: Callable[[str], Any], value: Any, param: click.Parameter, optional: bool = False) -> Any:
+    if value is None or (optional and isinstance(value, str) and value in NULLS):
+        return None
+    if not isinstance(value, str):
+        return value
     try:
         return parse(value)
     except ValueError as e:
         raise click.BadParameter(str(e), param=param) from None
+
+
+class FlexibleCommand(click.Command):
+    """Accepts ``--num_chains`` for ``--num-chains``: flags spelled as params.yaml keys (``dvc`` unpacks dicts so)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        fixed = []
+        for a in args:
+            if a.startswith("--") and "_" in a.split("=", 1)[0]:
+                name, eq, rest = a.partition("=")
+                a = name.replace("_", "-") + eq + rest
+            fixed.append(a)
+        return super().parse_args(ctx, fixed)
+
+
+class FlexibleGroup(click.Group):
+    """A group whose commands are :class:`FlexibleCommand` s."""
+
+    command_class = FlexibleCommand
 
 
 def fields_of(cls: type, values: dict[str, Any]) -> dict[str, Any]:

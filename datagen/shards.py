@@ -73,18 +73,20 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
 def list_parts(folder: str | Path) -> list[Path]:
     """The part files of an artifact folder, sorted; a clear error when there are none.
 
-    A single ``.parquet`` file is accepted as a one-part artifact.
+    A single ``.parquet`` file is a one-part artifact, and a folder of artifact folders (e.g.
+    ``data/synth`` holding ``keychain-20k/`` and ``longqa-20k/``) stands for all of them, in name order.
     """
     p = Path(folder)
     if p.is_file():
         return [p]
     if not p.is_dir():
         raise LongmillError(f"{folder}: no such folder of Parquet shards")
-    parts = sorted(p.glob(PART_GLOB))
+    parts = sorted(p.glob(PART_GLOB)) or sorted(p.glob("*.parquet"))
     if not parts:
-        parts = sorted(x for x in p.glob("*.parquet"))
+        parts = [x for sub in sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
+                 for x in sorted(sub.glob(PART_GLOB))]
     if not parts:
-        raise LongmillError(f"{folder}: no Parquet shards (part-*.parquet) found")
+        raise LongmillError(f"{folder}: no Parquet shards (part-*.parquet) found, nor folders of them")
     return parts
 
 

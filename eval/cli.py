@@ -7,26 +7,15 @@ from pathlib import Path
 
 import click
 
-from datagen.cliutil import dataclass_options, fields_of, friendly_errors, progress_bar, setup_logging
-from eval.run import GenerateConfig, judge_from_options, run_eval, score_run
-
-
-def judge_options(fn):
-    """--judge-* flags: an OpenAI-compatible judge endpoint, or an in-process HF judge."""
-    for opt in reversed([
-        click.option("--judge-url", default=None, help="OpenAI-compatible judge endpoint with /v1, e.g. "
-                     "http://127.0.0.1:8001/v1 from `vllm serve Qwen/Qwen2.5-1.5B-Instruct --port 8001`."),
-        click.option("--judge-model", default=None, help="The judge model: the served name (openai) or a path, "
-                     "hub id or preset (hf). Default Qwen/Qwen2.5-1.5B-Instruct."),
-        click.option("--judge-backend", type=click.Choice(["openai", "hf"]), default=None,
-                     help="openai (default when --judge-url is given) or hf (in-process)."),
-        click.option("--judge-api-key", default=None, help="Bearer token for the judge endpoint."),
-        click.option("--judge-cache", default=None, help="JSONL file caching verdicts across runs."),
-        click.option("--pass-metric", default=None, help="What counts as correct for pass@k: em, sub_em, "
-                     "max_em_judge, ... (default max_em_judge with a judge, else em)."),
-    ]):
-        fn = opt(fn)
-    return fn
+from datagen.cliutil import (
+    FlexibleGroup,
+    dataclass_options,
+    fields_of,
+    friendly_errors,
+    progress_bar,
+    setup_logging,
+)
+from eval.run import GenerateConfig, JudgeFlags, run_eval, score_run
 
 
 def _bar(total: int, desc: str) -> progress_bar:
@@ -43,7 +32,7 @@ def _summary(metrics: dict, out: Path) -> str:
             f"(generation failed {c['generation_failed']}{extra}); wrote {out}/metrics.json, report.md, plots/")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=FlexibleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("-v", "--verbose", count=True, help="-v for progress messages, -vv for debugging.")
 def main(verbose: int) -> None:
     """Evaluate models on long-context QA: generate, extract, score (EM, sub-EM, F1, judge, pass@k), report.
@@ -65,9 +54,9 @@ def main(verbose: int) -> None:
 @click.option("--limit", type=int, default=None, help="Evaluate at most this many items.")
 @click.option("--tokenizer", default="qwen2.5", show_default=True, help="Measures LongBench prompt lengths for length bins.")
 @dataclass_options(GenerateConfig)
-@judge_options
+@dataclass_options(JudgeFlags)
 @friendly_errors
-def run(data, out, limit, tokenizer, judge_url, judge_model, judge_backend, judge_api_key, judge_cache, pass_metric, **kw):
+def run(data, out, limit, tokenizer, **kw):
     """Generate predictions with a model, then score them and write the report.
 
     Writes OUT/predictions.jsonl (one line per prompt: {"uid", "completions": [k strings]}), OUT/metrics.json
@@ -75,9 +64,9 @@ def run(data, out, limit, tokenizer, judge_url, judge_model, judge_backend, judg
     OUT/plots/ and OUT/report.md. Re-running resumes: prompts already in predictions.jsonl are skipped.
     """
     gen = GenerateConfig(**fields_of(GenerateConfig, kw))
-    judge = judge_from_options(judge_backend, judge_url, judge_model, judge_api_key, judge_cache)
-    metrics = run_eval(data, out, gen, judge, limit=limit, tokenizer=tokenizer, progress_factory=_bar,
-                       pass_metric=pass_metric)
+    flags = JudgeFlags(**fields_of(JudgeFlags, kw))
+    metrics = run_eval(data, out, gen, flags.judge_config(), limit=limit, tokenizer=tokenizer, progress_factory=_bar,
+                       pass_metric=flags.pass_metric)
     click.echo(_summary(metrics, out))
 
 
@@ -87,10 +76,9 @@ def run(data, out, limit, tokenizer, judge_url, judge_model, judge_backend, judg
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option("--limit", type=int, default=None, help="Score at most this many items.")
 @click.option("--tokenizer", default="qwen2.5", show_default=True, help="Measures LongBench prompt lengths.")
-@judge_options
+@dataclass_options(JudgeFlags)
 @friendly_errors
-def score(data, predictions, out, limit, tokenizer, judge_url, judge_model, judge_backend, judge_api_key, judge_cache,
-          pass_metric):
+def score(data, predictions, out, limit, tokenizer, **kw):
     """Score existing predictions (e.g. from another tool) and write the report.
 
     Each line of --predictions is {"uid": ..., "completions": [k strings]}; "completions": null marks a prompt
@@ -99,10 +87,11 @@ def score(data, predictions, out, limit, tokenizer, judge_url, judge_model, judg
     from eval.data import load_items
 
     items, skips = load_items(data, tokenizer=tokenizer, limit=limit)
-    judge = judge_from_options(judge_backend, judge_url, judge_model, judge_api_key, judge_cache)
+    flags = JudgeFlags(**kw)
+    judge = flags.judge_config()
     config = {"data": str(data), "predictions": str(predictions), "input_skipped": skips.as_dict(),
               "judge": None if judge is None else {"backend": judge.backend, "model": judge.model, "url": judge.url}}
-    metrics = score_run(items, predictions, out, judge, config, _bar, pass_metric)
+    metrics = score_run(items, predictions, out, judge, config, _bar, flags.pass_metric)
     click.echo(_summary(metrics, out))
 
 

@@ -63,6 +63,7 @@ def build_metrics(scored: Scored, config: dict[str, Any] | None = None) -> dict[
         "by_length": _agg(df, names, ["length_bin"]) if len(df) else [],
         "by_source": _agg(df, names, ["data_source"]) if len(df) else [],
         "by_length_depth": _agg(df, names, ["length_bin", "depth_bin"]) if len(df) else [],
+        "length_tokens": (df.group_by("length_bin").agg(pl.col("length_tokens").min()).to_dicts() if len(df) else []),
         "config": config or {},
     }
 
@@ -88,12 +89,15 @@ def write_report(scored: Scored, out: str | Path, config: dict[str, Any] | None 
 
 
 def _write_plot_data(metrics: dict[str, Any], plots: Path) -> None:
-    """CSV series for `dvc plots` (accuracy against length, per source)."""
+    """CSV series for `dvc plots`: accuracy (the primary metric) against length, per source."""
     m = metrics["primary_metric"]
-    rows = [{"data_source": g["data_source"], "length_bin": g["length_bin"], m: g.get(m), "n": g["n"]}
-            for g in _agg_source_length(metrics)]
-    pl.DataFrame(rows, schema={"data_source": pl.Utf8, "length_bin": pl.Utf8, m: pl.Float64, "n": pl.Int64}) \
-        .write_csv(plots / "accuracy_by_length.csv")
+    tokens = {r["length_bin"]: r.get("length_tokens") for r in metrics.get("length_tokens", [])}
+    rows = [{"data_source": g["data_source"], "length_bin": g["length_bin"], "length_tokens": tokens.get(g["length_bin"]),
+             "accuracy": g.get(m), "metric": m, "n": g["n"]} for g in _agg_source_length(metrics)]
+    schema = {"data_source": pl.Utf8, "length_bin": pl.Utf8, "length_tokens": pl.Int64, "accuracy": pl.Float64,
+              "metric": pl.Utf8, "n": pl.Int64}
+    df = pl.DataFrame(rows, schema=schema).sort(["length_tokens", "data_source"], nulls_last=True)
+    atomic_write_bytes(plots / "accuracy_by_length.csv", df.write_csv().encode())
 
 
 def _agg_source_length(metrics: dict[str, Any]) -> list[dict[str, Any]]:

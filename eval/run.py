@@ -95,6 +95,33 @@ class GenerateConfig:
         return {}
 
 
+@dataclass
+class JudgeFlags:
+    """The judge and the pass@k rule, as command-line flags.
+
+    Args:
+        judge_url: an OpenAI-compatible judge endpoint with /v1, e.g. http://127.0.0.1:8001/v1 from
+            `vllm serve Qwen/Qwen2.5-1.5B-Instruct --port 8001`; none disables the judge.
+        judge_model: the judge model: the served name (openai) or a path, hub id or preset (hf).
+        judge_backend: openai (the default when judge_url is given) or hf (in-process).
+        judge_api_key: a bearer token for the judge endpoint.
+        judge_cache: a JSONL file caching verdicts across runs.
+        pass_metric: what counts as correct for pass@k: em, sub_em, max_em_judge, ... (default max_em_judge
+            with a judge, else em).
+    """
+
+    judge_url: str | None = None
+    judge_model: str | None = None
+    judge_backend: str | None = None
+    judge_api_key: str | None = None
+    judge_cache: str | None = None
+    pass_metric: str | None = None
+
+    def judge_config(self) -> JudgeConfig | None:
+        return judge_from_options(self.judge_backend, self.judge_url, self.judge_model, self.judge_api_key,
+                                  self.judge_cache)
+
+
 def judge_from_options(backend: str | None, url: str | None, model: str | None, api_key: str | None = None,
                        cache: str | None = None, device: str = "cpu") -> JudgeConfig | None:
     """A judge config from CLI flags, or None when no judge was asked for."""

@@ -30,11 +30,14 @@ class MetricsLogger(TrainerCallback):
         phase: the phase number, stored in each record.
         resume_step: on resume, records after this step (written before the kill, after the last
             checkpoint) are dropped so that each step appears once.
+        csv_copy: also write the CSV here (e.g. a `dvc plots` folder outside the run's outputs).
     """
 
-    def __init__(self, folder: str | Path, phase: int, resume_step: int | None = None):
+    def __init__(self, folder: str | Path, phase: int, resume_step: int | None = None,
+                 csv_copy: str | Path | None = None):
         self.jsonl = Path(folder) / "metrics.jsonl"
         self.csv = Path(folder) / "metrics.csv"
+        self.csv_copy = Path(csv_copy) if csv_copy else None
         self.phase = phase
         self.records: list[dict[str, Any]] = []
         if self.jsonl.exists():
@@ -57,6 +60,8 @@ class MetricsLogger(TrainerCallback):
             if "reward" in r or "loss" in r:
                 w.writerow(r)
         atomic_write_bytes(self.csv, buf.getvalue().encode())
+        if self.csv_copy:
+            atomic_write_bytes(self.csv_copy, buf.getvalue().encode())
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D401 - transformers' hook
         if not logs or not state.is_world_process_zero:

@@ -7,11 +7,18 @@ from pathlib import Path
 
 import click
 
-from datagen.cliutil import dataclass_options, explicit_options, fields_of, friendly_errors, setup_logging
+from datagen.cliutil import (
+    FlexibleGroup,
+    dataclass_options,
+    explicit_options,
+    fields_of,
+    friendly_errors,
+    setup_logging,
+)
 from train.config import GRPOPhaseConfig, SFTConfig, load_yaml_config
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=FlexibleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("-v", "--verbose", count=True, help="-v for progress messages, -vv for debugging.")
 def main(verbose: int) -> None:
     """Train long-context reasoning models: warm-up SFT, then GRPO/DAPO phase by phase over a curriculum.
@@ -45,14 +52,15 @@ def init_model(preset: str, out: Path, seed: int) -> None:
 @click.option("--data", required=True, help="Triplet shards (datagen triplets --out).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder (the model goes to OUT/final).")
 @click.option("--config", "config_file", default=None, help="YAML file with these options (flags override it).")
+@click.option("--metrics-dir", default=None, help="Also write the training log CSV here (for `dvc plots`).")
 @dataclass_options(SFTConfig)
 @friendly_errors
-def sft(data: str, out: Path, config_file: str | None, **kw) -> None:
+def sft(data: str, out: Path, config_file: str | None, metrics_dir: str | None, **kw) -> None:
     """Warm-up SFT on short triplets: targets cite the supporting evidence and end in the answer format."""
     from train.sft import run_sft
 
     config = load_yaml_config(SFTConfig, config_file, explicit_options(fields_of(SFTConfig, kw)))
-    summary = run_sft(data, out, config)
+    summary = run_sft(data, out, config, metrics_dir=metrics_dir)
     click.echo(f"SFT: {summary['examples']} examples, {summary['steps']} steps, loss {summary['train_loss']:.4f}; "
                f"model in {summary['checkpoint']}")
 
@@ -64,9 +72,11 @@ def sft(data: str, out: Path, config_file: str | None, **kw) -> None:
 @click.option("--resume", is_flag=True, help="Continue: skip finished phases, resume a phase from its last checkpoint.")
 @click.option("--backend", default="trl", show_default=True, help="trl (train here) or verl (write verl commands).")
 @click.option("--phases", default=None, help="Run only these phases, e.g. 1 or 1,2 (earlier ones must be done).")
+@click.option("--metrics-dir", default=None, help="Also write each phase's metrics.csv here as phase-K.csv (for `dvc plots`).")
 @dataclass_options(GRPOPhaseConfig)
 @friendly_errors
-def grpo(curriculum: str, out: Path, config_file: str | None, resume: bool, backend: str, phases: str | None, **kw) -> None:
+def grpo(curriculum: str, out: Path, config_file: str | None, resume: bool, backend: str, phases: str | None,
+         metrics_dir: str | None, **kw) -> None:
     """Phased GRPO with DAPO defaults: one phase per curriculum stage, each from the previous checkpoint.
 
     DAPO defaults: token-level loss (loss_type dapo), clip-higher (epsilon_high 0.28), no KL (beta 0),
@@ -77,7 +87,8 @@ def grpo(curriculum: str, out: Path, config_file: str | None, resume: bool, back
 
     config = load_yaml_config(GRPOPhaseConfig, config_file, explicit_options(fields_of(GRPOPhaseConfig, kw)))
     only = [int(x) for x in phases.split(",")] if phases else None
-    summary = run_phases(curriculum, out, config, backend=backend, resume=resume, phases=only)
+    extra = {"metrics_dir": metrics_dir} if metrics_dir and backend == "trl" else {}
+    summary = run_phases(curriculum, out, config, backend=backend, resume=resume, phases=only, **extra)
     for p in summary["phases"]:
         click.echo(f"phase {p['phase']} ({p.get('stage')}): {p.get('steps', '-')} steps -> {p['checkpoint']}")
     click.echo(f"final checkpoint: {summary['final_checkpoint']}")

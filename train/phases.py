@@ -33,7 +33,7 @@ def run_phases(curriculum: str | Path, out: str | Path, config: GRPOPhaseConfig,
         backend_options: passed to the backend's constructor.
 
     Returns:
-        The summary: each phase's checkpoint and figures.
+        The summary: each phase's checkpoint and figures. ``OUT/final`` links to the last phase's model.
     """
     curriculum, out = Path(curriculum), Path(out)
     manifest = load_manifest(curriculum)
@@ -70,5 +70,11 @@ def run_phases(curriculum: str | Path, out: str | Path, config: GRPOPhaseConfig,
     if hasattr(runner, "finish"):
         summary["run_all"] = str(runner.finish())
     summary["final_checkpoint"] = str(init)
+    if backend == "trl":
+        # OUT/final always names the last phase's model, whatever the number of phases.
+        link = out / "final"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(Path(init).resolve().relative_to(out.resolve()), target_is_directory=True)
     atomic_write_json(out / "summary.json", summary)
     return summary

@@ -82,8 +82,15 @@ def apply_teacher(examples: list[dict[str, Any]], config: SFTConfig, out: Path) 
     return counts
 
 
-def run_sft(data: str | Path, out: str | Path, config: SFTConfig) -> dict[str, Any]:
-    """``python -m train sft``: fine-tune ``config.model`` and save it to ``out/final``."""
+def run_sft(data: str | Path, out: str | Path, config: SFTConfig, metrics_dir: str | Path | None = None) -> dict[str, Any]:
+    """``python -m train sft``: fine-tune ``config.model`` and save it to ``out/final``.
+
+    Args:
+        data: triplet shards.
+        out: the run folder.
+        config: the SFT settings.
+        metrics_dir: also write the training log CSV here as sft.csv (for `dvc plots`).
+    """
     from datasets import Dataset
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
@@ -105,7 +112,7 @@ def run_sft(data: str | Path, out: str | Path, config: SFTConfig) -> dict[str, A
     from train.callbacks import MetricsLogger
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
-                         callbacks=[MetricsLogger(out, phase=0)])
+                         callbacks=[MetricsLogger(out, phase=0, csv_copy=Path(metrics_dir) / "sft.csv" if metrics_dir else None)])
     result = trainer.train()
     final = out / "final"
     trainer.save_model(str(final))

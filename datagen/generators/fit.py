@@ -64,6 +64,8 @@ class DocCounter:
         self._slots: dict[str, list[int]] = {}
         self._text: dict[str, str] = {}
         self._headers: list[int] = [0]  # prefix sums: _headers[n] = tokens of headers 1..n
+        self._header_text: list[str] = [""]
+        self.framing: dict[tuple[str | None, str], int] = {}  # (system prompt, head) -> tokens of the framing
         self.counted = 0  # documents tokenised (cache misses), for stats and benchmarks
 
     def rendered_body(self, doc: Document) -> str:
@@ -104,8 +106,14 @@ class DocCounter:
         """The prefix sums of header tokens, extended to at least ``n`` (a list, for hot loops)."""
         while len(self._headers) <= n:
             i = len(self._headers)
-            self._headers.append(self._headers[-1] + self.tokenizer.count(self.template.render_header(i)))
+            self._header_text.append(self.template.render_header(i))
+            self._headers.append(self._headers[-1] + self.tokenizer.count(self._header_text[-1]))
         return self._headers
+
+    def header_texts(self, n: int) -> list[str]:
+        """Rendered headers; ``header_texts(n)[i]`` is document i's (1-based; index 0 is unused)."""
+        self.header_sums(n)
+        return self._header_text
 
 
 @dataclass
@@ -238,17 +246,25 @@ def fit_prompt(
         msgs = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
         return msgs + [{"role": "user", "content": content}]
 
-    fixed = tokenizer.count_messages(messages_for(head + tail))
-    pair_costs = tokenizer.count_batch([inline_pair(p) for p in pairs]) if pairs else []
-    budget = length - fixed - sum(pair_costs)
+    if tokenizer.additive:  # the template and the head are the same for every sample: count them once
+        key = (system_prompt, head)
+        if key not in counter.framing:
+            counter.framing[key] = tokenizer.count_messages(messages_for(head))
+        fixed = counter.framing[key] + tokenizer.count(tail)
+    else:
+        fixed = tokenizer.count_messages(messages_for(head + tail))
+    # Inline pairs meet each other at '}. {' seams, which split cleanly: one encode gives their total.
+    pair_total = (tokenizer.count("".join(inline_pair(p) for p in pairs)) if tokenizer.additive
+                  else sum(tokenizer.count_batch([inline_pair(p) for p in pairs]))) if pairs else 0
+    budget = length - fixed - pair_total
     plan = _Plan(counter, gold)
     if plan.cost > budget:
         raise LengthBudgetError(
             f"length {length} is too small: the instructions take {fixed} tokens, the {len(pairs)} chain pairs "
-            f"{sum(pair_costs)} and the {len(gold)} gold documents {plan.cost}; use a larger --length "
-            f"(at least {fixed + sum(pair_costs) + plan.cost}) or fewer chains/hops"
+            f"{pair_total} and the {len(gold)} gold documents {plan.cost}; use a larger --length "
+            f"(at least {fixed + pair_total + plan.cost}) or fewer chains/hops"
         )
-    _fill(plan, candidates, budget, lo - fixed - sum(pair_costs), tokenizer)
+    _fill(plan, candidates, budget, lo - fixed - pair_total, tokenizer)
     docs, gold_pos = _order(plan, rng, depth)
     places = _place_pairs(docs, len(pairs), rng, counter)
 
@@ -258,8 +274,9 @@ def fit_prompt(
         messages = messages_for(content)
         measured = tokenizer.count_messages(messages)  # the one measurement of the final text
         if tokenizer.additive:
-            loose = [tokenizer.count(loose_pair(pairs[i])) - pair_costs[i] for i, p in enumerate(places) if p[1] < 0]
-            predicted = fixed + sum(pair_costs) + sum(loose) + docs_cost
+            loose = [tokenizer.count(loose_pair(pairs[i])) - tokenizer.count(inline_pair(pairs[i]))
+                     for i, p in enumerate(places) if p[1] < 0]
+            predicted = fixed + pair_total + sum(loose) + docs_cost
             if measured != predicted:
                 log.debug("additive prediction %d != measured %d (%s)", predicted, measured, tokenizer.name)
         if lo <= measured <= length:
@@ -408,9 +425,15 @@ def _place_pairs(docs: Sequence[Document], n_pairs: int, rng: np.random.Generato
     """A place for each pair: distinct random sentence ends, or own lines when sentence ends run out."""
     if n_pairs == 0:
         return []
-    slots = [(i, off) for i, d in enumerate(docs) for off in counter.slots(d)]
-    if len(slots) >= n_pairs:
-        return [slots[int(k)] for k in rng.choice(len(slots), size=n_pairs, replace=False)]
+    per_doc = [counter.slots(d) for d in docs]
+    ends = np.cumsum([len(s) for s in per_doc])
+    total = int(ends[-1]) if len(ends) else 0
+    if total >= n_pairs:
+        # Draw slot numbers over all documents, then find each one's document: no list of every slot.
+        picks = rng.choice(total, size=n_pairs, replace=False)
+        where = np.searchsorted(ends, picks, side="right")
+        return [(int(i), per_doc[i][int(k - (ends[i - 1] if i else 0))]) for k, i in zip(picks, where, strict=True)]
+    slots = [(i, off) for i, s in enumerate(per_doc) for off in s]
     places = slots + [(int(i), -1) for i in rng.integers(0, len(docs), size=n_pairs - len(slots))]
     return [places[int(k)] for k in rng.permutation(n_pairs)]
 
@@ -437,10 +460,11 @@ def _render(
     parts = [head]
     offsets: list[int] = []
     pos = len(head)
+    headers = counter.header_texts(len(docs))
     for i, d in enumerate(docs):
         offsets.append(pos)
         start = len(parts)
-        parts.append(template.render_header(i + 1))
+        parts.append(headers[i + 1])
         if i in inline:
             text = d.text
             for off, s in sorted(inline[i], reverse=True):

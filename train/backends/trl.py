@@ -96,17 +96,20 @@ class TRLBackend:
         resume: continue a phase from its last checkpoint when one exists.
         reward_funcs: replace the default reward (tests use toy rewards).
         callbacks: extra transformers callbacks.
+        metrics_dir: also write each phase's metrics.csv here as phase-K.csv (for `dvc plots`).
     """
 
     name = "trl"
 
     def __init__(self, config: GRPOPhaseConfig, out: str | Path, resume: bool = False,
-                 reward_funcs: list[Any] | None = None, callbacks: list[Any] | None = None):
+                 reward_funcs: list[Any] | None = None, callbacks: list[Any] | None = None,
+                 metrics_dir: str | Path | None = None):
         self.config = config
         self.out = Path(out)
         self.resume = resume
         self.reward_funcs = reward_funcs
         self.callbacks = list(callbacks or [])
+        self.metrics_dir = Path(metrics_dir) if metrics_dir else None
 
     def run_phase(self, stage: StageSpec, init_checkpoint: str) -> str:
         from transformers.trainer_utils import get_last_checkpoint
@@ -129,7 +132,10 @@ class TRLBackend:
         args = grpo_args(cfg, phase_dir, stage, rollout)
         trainer = DynamicSamplingGRPOTrainer(
             model=model, reward_funcs=self.reward_funcs or [make_reward(cfg)], args=args, train_dataset=dataset,
-            processing_class=tokenizer, callbacks=[MetricsLogger(phase_dir, stage.index, resume_step), *self.callbacks],
+            processing_class=tokenizer,
+            callbacks=[MetricsLogger(phase_dir, stage.index, resume_step,
+                                     self.metrics_dir / f"phase-{stage.index}.csv" if self.metrics_dir else None),
+                       *self.callbacks],
             dynamic_sampling_rounds=cfg.dynamic_sampling_rounds,
         )
         log.info("phase %d (%s): %d samples, prompts <= %d tokens, rollout %s, from %s%s", stage.index, stage.name,
