@@ -13,7 +13,7 @@ import numpy as np
 
 from datagen.corpus import Corpus
 from datagen.errors import LengthBudgetError, LongmillError, SourceTooSmallError
-from datagen.generators.fit import DocCounter, FitResult, parse_placement
+from datagen.generators.fit import DocCounter, FitResult, fit_prompt, parse_placement
 from datagen.lengths import parse_length
 from datagen.prompts import DOC_TEMPLATES
 from datagen.registry import Registry
@@ -117,6 +117,25 @@ class Generator:
 
     def build(self, index: int, triplet: Triplet, rng: np.random.Generator) -> Sample:
         raise NotImplementedError
+
+    def fit(self, triplet: Triplet, rng: np.random.Generator, head: str, tail: str, priority: list[Any],
+            pairs: list[str] | tuple[str, ...] = ()) -> FitResult:
+        """Fill ``head + documents + tail`` for ``triplet`` to the configured length (see :func:`fit_prompt`).
+
+        Args:
+            triplet: supplies the gold documents (excluded, with their titles, from the distractors).
+            rng: the sample's generator.
+            head: text before the documents.
+            tail: text after them.
+            priority: distractors to use before random documents of the source.
+            pairs: key-value pairs to insert after sentence ends.
+        """
+        c = self.config
+        gold_ids, gold_titles = {d.doc_id for d in triplet.gold_docs}, {d.title for d in triplet.gold_docs}
+        return fit_prompt(tokenizer=self.tokenizer, counter=self.counter, length=c.length, tolerance=c.tolerance,
+                          head=head, tail=tail, gold=triplet.gold_docs,
+                          candidates=self.corpus.distractors(rng, gold_ids, gold_titles, priority), rng=rng,
+                          placement=c.placement, pairs=pairs, system_prompt=c.system_prompt)
 
     # -- driver ------------------------------------------------------------------------------------
     def triplet_for(self, index: int, attempt: int = 0) -> Triplet:

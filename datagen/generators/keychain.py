@@ -15,7 +15,7 @@ import numpy as np
 
 from datagen.errors import LongmillError, SourceTooSmallError
 from datagen.generators.base import GENERATORS, GenConfig, Generator
-from datagen.generators.fit import fit_prompt, inline_pair, loose_pair
+from datagen.generators.fit import inline_pair, loose_pair
 from datagen.prompts import keychain_pieces
 from datagen.rng import rng_uuid
 from datagen.schema import Chain, Sample, Triplet
@@ -145,20 +145,6 @@ class KeyChain(Generator):
                 priority.extend(self.corpus.triplets[self.corpus.question_triplet[q]].gold_docs)
             priority = [priority[i] for i in rng.permutation(len(priority))]
         head, tail = keychain_pieces(chains[0].keys[0])
-        fit = fit_prompt(
-            tokenizer=self.tokenizer,
-            counter=self.counter,
-            length=c.length,
-            tolerance=c.tolerance,
-            head=head,
-            tail=tail,
-            gold=triplet.gold_docs,
-            candidates=self.corpus.distractors(rng, {d.doc_id for d in triplet.gold_docs},
-                                               {d.title for d in triplet.gold_docs}, priority),
-            rng=rng,
-            placement=c.placement,
-            pairs=pairs,
-            system_prompt=c.system_prompt,
-        )
+        fit = self.fit(triplet, rng, head, tail, priority, pairs)
         return self.make_sample(index, triplet, fit, num_chains=n_chains, chain_hops=hops,
                                 chain_head=chains[0].keys[0], chains=chains)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from datagen.generators.base import GENERATORS, GenConfig, Generator
-from datagen.generators.fit import fit_prompt
 from datagen.prompts import longqa_pieces
 from datagen.schema import Sample, Triplet
 
@@ -22,18 +21,5 @@ class LongQA(Generator):
         head, tail = longqa_pieces(triplet.question)
         priority = [triplet.distractor_docs[i] for i in rng.permutation(len(triplet.distractor_docs))] \
             if self.config.hard_distractors else []
-        fit = fit_prompt(
-            tokenizer=self.tokenizer,
-            counter=self.counter,
-            length=self.config.length,
-            tolerance=self.config.tolerance,
-            head=head,
-            tail=tail,
-            gold=triplet.gold_docs,
-            candidates=self.corpus.distractors(rng, {d.doc_id for d in triplet.gold_docs},
-                                               {d.title for d in triplet.gold_docs}, priority),
-            rng=rng,
-            placement=self.config.placement,
-            system_prompt=self.config.system_prompt,
-        )
+        fit = self.fit(triplet, rng, head, tail, priority)
         return self.make_sample(index, triplet, fit)
