@@ -19,6 +19,7 @@ from datagen.rng import sample_rng
 from datagen.schema import Triplet
 from datagen.shards import atomic_write_json
 from datagen.sources import get_source
+from train.callbacks import MetricsLogger
 from train.config import SFTConfig
 from train.rewards import HybridQAReward
 
@@ -107,9 +108,7 @@ def run_sft(data: str | Path, out: str | Path, config: SFTConfig, metrics_dir: s
                         max_steps=config.max_steps, per_device_train_batch_size=config.per_device_train_batch_size,
                         gradient_accumulation_steps=config.gradient_accumulation_steps, max_length=config.max_length,
                         seed=config.seed, logging_steps=config.logging_steps, report_to=config.report_to,
-                        gradient_checkpointing=config.gradient_checkpointing, bf16=config.bf16, save_strategy="no",
-                        disable_tqdm=True)
-    from train.callbacks import MetricsLogger
+                        gradient_checkpointing=config.gradient_checkpointing, bf16=config.bf16, save_strategy="no")
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
                          callbacks=[MetricsLogger(out, phase=0, csv_copy=Path(metrics_dir) / "sft.csv" if metrics_dir else None)])

@@ -141,3 +141,18 @@ def test_short_budgets_fill_the_last_few_tokens(length):
     for i in range(24):
         s = gen.sample(i, Counter())
         assert math.ceil(length * 0.99) <= independent_count("qwen2.5", s.prompt) <= length
+
+
+def test_an_hf_tokenizer_by_path_counts_like_qwen25_and_fits(toy_corpus, tiny_qwen2):
+    """`hf:<folder>` uses that tokenizer and its own chat template (here the Qwen2.5 vocabulary converted to
+    a Hugging Face tokenizer), through the non-additive code path that re-measures."""
+    from datagen.tokenizers import get_tokenizer
+
+    hf, ref = get_tokenizer(f"hf:{tiny_qwen2}"), get_tokenizer("qwen2.5")
+    msgs = [{"role": "user", "content": "Velora Quint was born in Tassbury. {\"0123456789abcdef\": \"Who?\"}."}]
+    assert hf.render(msgs) == ref.render(msgs) and hf.count_messages(msgs) == ref.count_messages(msgs)
+    gen = make("keychain", toy_corpus, length=4000, tokenizer=f"hf:{tiny_qwen2}", num_chains=2)
+    for i in range(3):
+        s = gen.sample(i, Counter())
+        assert 3960 <= s.prompt_tokens <= 4000 and s.tokenizer == f"hf:{tiny_qwen2}"
+        assert s.prompt_tokens == ref.count_messages(s.prompt)

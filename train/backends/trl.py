@@ -58,7 +58,7 @@ def grpo_args(cfg: GRPOPhaseConfig, phase_dir: Path, stage: StageSpec, rollout: 
         mask_truncated_completions=cfg.mask_truncated_completions, logging_steps=cfg.logging_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
         report_to=cfg.report_to, gradient_checkpointing=cfg.gradient_checkpointing, bf16=cfg.bf16,
-        remove_unused_columns=False, disable_tqdm=True,
+        remove_unused_columns=False,
         # TRL before 0.25 truncated prompts to this; newer versions keep prompts whole (ours fit by construction).
         max_prompt_length=stage.max_prompt_length,
         use_vllm=rollout.startswith("vllm"),
