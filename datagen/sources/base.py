@@ -114,6 +114,23 @@ class Source:
         assert self.input is not None
         return resolve_inputs(self.input, self.extensions)
 
+    def json_records(self) -> Iterator[tuple[Path, str, int, Any]]:
+        """``(file, split, index, record)`` over the input JSON / JSONL files.
+
+        The split is the ``split`` option, else guessed from the file name; lines that are not JSON are
+        counted as skipped records (or raised under ``strict``).
+        """
+        for path in self.files():
+            split = guess_split(path, self.options.get("split"))
+            n = 0
+            for index, record in iter_json_records(path):
+                if isinstance(record, RecordError):
+                    skip_record(self.skips, record)
+                    continue
+                n += 1
+                yield path, split, index, record
+            log.info("%s: %d records (split %s)", path, n, split)
+
     def iter_triplets(self) -> Iterator[Triplet]:
         """Yield triplets, in a deterministic order, honouring ``limit``."""
         n = 0
@@ -128,6 +145,23 @@ class Source:
 
 
 SOURCES: Registry[type[Source]] = Registry("source")
+
+
+def guess_split(path: Path, option: Any = None) -> str:
+    """The split named by ``option``, else guessed from the file name (train, test, else dev).
+
+    Args:
+        path: the input file.
+        option: the user's ``split`` option, if any.
+    """
+    if option:
+        return str(option)
+    name = path.name.lower()
+    if "train" in name:
+        return "train"
+    if "test" in name:
+        return "test"
+    return "dev"
 
 
 def resolve_inputs(input: str, extensions: tuple[str, ...]) -> list[Path]:

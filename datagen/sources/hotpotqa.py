@@ -8,7 +8,7 @@ The published files (``hotpot_dev_distractor_v1.json``, ``hotpot_dev_fullwiki_v1
 
 This module also holds the helpers that 2WikiMultihopQA (same layout) and the hub layout of
 ``hotpotqa/hotpot_qa`` reuse: :func:`parse_wiki_layout`, :func:`join_sentences`, :func:`answer_list`,
-:func:`guess_split`.
+:func:`datagen.sources.base.guess_split`.
 """
 
 from __future__ import annotations
@@ -27,30 +27,12 @@ from datagen.sources.base import (
     Source,
     bad_type,
     clean_text,
-    iter_json_records,
     make_doc,
     require,
     skip_record,
 )
 
 log = logging.getLogger(__name__)
-
-def guess_split(path: Path, option: Any = None) -> str:
-    """The split named by ``option``, else guessed from the file name (train, test, else dev).
-
-    Args:
-        path: the input file.
-        option: the user's ``split`` option, if any.
-    """
-    if option:
-        return str(option)
-    name = path.name.lower()
-    if "train" in name:
-        return "train"
-    if "test" in name:
-        return "test"
-    return "dev"
-
 
 def join_sentences(sentences: Iterable[str]) -> str:
     """Join a paragraph's sentences into single-line text that keeps a space after each sentence end.
@@ -283,17 +265,9 @@ class HotpotQA(Source):
             raise LongmillError(f"source 'hotpotqa': option setting={setting!r}; use 'distractor' or 'fullwiki'")
 
     def _iter(self) -> Iterator[Triplet]:
-        for path in self.files():
-            split = guess_split(path, self.options.get("split"))
-            setting = self.options.get("setting")
+        setting = self.options.get("setting")
+        for path, split, index, record in self.json_records():
             fullwiki = setting == "fullwiki" if setting else "fullwiki" in path.name.lower()
-            n = 0
-            for index, record in iter_json_records(path):
-                if isinstance(record, RecordError):
-                    skip_record(self.skips, record)
-                    continue
-                t = hotpotqa_triplet(record, path, index, split=split, fullwiki=fullwiki, skips=self.skips)
-                if t is not None:
-                    n += 1
-                    yield t
-            log.info("%s: %d triplets (split %s, %s)", path, n, split, "fullwiki" if fullwiki else "distractor")
+            t = hotpotqa_triplet(record, path, index, split=split, fullwiki=fullwiki, skips=self.skips)
+            if t is not None:
+                yield t

@@ -22,12 +22,11 @@ from datagen.sources.base import (
     Source,
     bad_type,
     clean_text,
-    iter_json_records,
     make_doc,
     require,
     skip_record,
 )
-from datagen.sources.hotpotqa import answer_list, guess_split
+from datagen.sources.hotpotqa import answer_list
 
 log = logging.getLogger(__name__)
 
@@ -172,15 +171,7 @@ class MuSiQue(Source):
     option_names = ("split",)
 
     def _iter(self) -> Iterator[Triplet]:
-        for path in self.files():
-            split = guess_split(path, self.options.get("split"))
-            n = 0
-            for index, record in iter_json_records(path):
-                if isinstance(record, RecordError):
-                    skip_record(self.skips, record)
-                    continue
-                t = musique_triplet(record, path, index, split, self)
-                if t is not None:
-                    n += 1
-                    yield t
-            log.info("%s: %d triplets (split %s)", path, n, split)
+        for path, split, index, record in self.json_records():
+            t = musique_triplet(record, path, index, split, self)
+            if t is not None:
+                yield t

@@ -22,7 +22,7 @@ from typing import Any
 from datagen.errors import LongmillError, RecordError
 from datagen.schema import Triplet
 from datagen.sources.base import SOURCES, Source, clean_text, iter_json_records, skip_record
-from datagen.sources.hotpotqa import guess_split, hotpotqa_triplet
+from datagen.sources.hotpotqa import hotpotqa_triplet
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +54,14 @@ class TwoWikiMQA(Source):
 
     def _iter(self) -> Iterator[Triplet]:
         aliases = self._load_aliases()
-        for path in self.files():
-            split = guess_split(path, self.options.get("split"))
-            n = 0
-            for index, record in iter_json_records(path):
-                if isinstance(record, RecordError):
-                    skip_record(self.skips, record)
-                    continue
-                t = hotpotqa_triplet(record, path, index, split=split, fullwiki=False, skips=self.skips,
-                                     source=self.name)
-                if t is None:
-                    continue
-                if aliases:
-                    extra = [clean_text(a) for a in answer_aliases(record, t.answers[0], aliases)]
-                    t.answers += [a for a in dict.fromkeys(extra) if a and a not in t.answers]
-                n += 1
-                yield t
-            log.info("%s: %d triplets (split %s)", path, n, split)
+        for path, split, index, record in self.json_records():
+            t = hotpotqa_triplet(record, path, index, split=split, fullwiki=False, skips=self.skips, source=self.name)
+            if t is None:
+                continue
+            if aliases:
+                extra = [clean_text(a) for a in answer_aliases(record, t.answers[0], aliases)]
+                t.answers += [a for a in dict.fromkeys(extra) if a and a not in t.answers]
+            yield t
 
     def _load_aliases(self) -> dict[str, list[str]]:
         """``{Q_id: aliases + demonyms}`` from the ``aliases`` option (empty without it)."""

@@ -57,3 +57,12 @@ def test_teacher_traces_kept_only_when_the_reward_accepts_them(tmp_path, small_t
     assert counts == {"teacher_accepted": 3, "template_target": 3}
     kept = [e for e in examples if e["completion"][0]["content"].startswith("Looking at the documents")]
     assert len(kept) == 3 and all(e["question"] in right for e in kept)
+
+
+def test_sft_on_something_that_is_not_triplets_says_so(tmp_path, small_curriculum):
+    from datagen.errors import LongmillError
+
+    with pytest.raises(LongmillError, match="is not a triplet shard"):
+        build_sft_examples(small_curriculum / "stage-1", SFTConfig())
+    with pytest.raises(LongmillError, match="no such folder"):
+        build_sft_examples(tmp_path / "missing", SFTConfig())
