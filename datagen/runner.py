@@ -8,7 +8,6 @@ have done-markers: a re-run skips them, and ``stats.json`` appears once all part
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -244,61 +243,54 @@ def finalize(writer: PartWriter, run: RunConfig, meta: dict[str, Any]) -> dict[s
 
 # -- triplet conversion -----------------------------------------------------------------------------
 
-def run_triplets(source: Source, out: Path, rows_per_part: int = 1000, overwrite: bool = False,
+def run_triplets(source: Source, out: Path, rows_per_part: int = 1000,
                  progress: Progress | None = None) -> dict[str, Any]:
     """Convert a source into triplet shards (``datagen triplets``).
 
-    The source is read once, in order; parts hold ``rows_per_part`` triplets each.
+    The source is read once, in order, and each part is written as soon as it fills, so memory holds one
+    part at a time. The folder is rewritten from scratch (reading the source is the expensive part, and a
+    re-run writes the same bytes).
     """
     out = Path(out)
-    rows: list[dict] = []
     hops: Counter[int] = Counter()
     qtypes: Counter[str] = Counter()
-    batches: list[list[dict]] = []
+    fingerprint = stable_id(source.name, source.input, sorted(source.options.items()), SCHEMA_VERSION)
+    writer = PartWriter(out, fingerprint, num_parts=0, overwrite=True)
+    rows: list[dict] = []
+    parts = written = 0
+
+    def flush() -> None:
+        nonlocal rows, parts
+        writer.write(parts, to_table(rows, TRIPLET_SCHEMA), {"written": len(rows)}, f"triplets {source.name}")
+        parts += 1
+        rows = []
+
     for t in source.iter_triplets():
-        row = t.to_row()
-        rows.append(row)
+        rows.append(t.to_row())
         hops[t.hops] += 1
         qtypes[t.question_type or "none"] += 1
+        written += 1
         if len(rows) == rows_per_part:
-            batches.append(rows)
-            rows = []
+            flush()
         if progress:
             progress(1)
     if rows:
-        batches.append(rows)
-    if not batches:
+        flush()
+    if not written:
         raise LongmillError(
             f"source '{source.name}' produced no triplets from {source.input}; skipped: {source.skips.as_dict()}"
         )
-    fingerprint = stable_id(source.name, source.input, sorted(source.options.items()), SCHEMA_VERSION,
-                            [r["id"] for b in batches for r in b])
-    run = RunConfig(out=out, num_samples=sum(len(b) for b in batches), rows_per_part=rows_per_part, overwrite=True)
-    writer = PartWriter(out, fingerprint, len(batches), overwrite=True)
-    for i, b in enumerate(batches):
-        writer.write(i, to_table(b, TRIPLET_SCHEMA), {"written": len(b)}, f"triplets {source.name}")
-    # Parts of an older, longer conversion would otherwise linger.
     stats = {
         "artifact": "triplets",
         "source": source.name,
         "input": source.input,
         "options": {k: str(v) for k, v in sorted(source.options.items())},
-        "triplets": run.num_samples,
+        "triplets": written,
         "skipped": source.skips.as_dict(),
         "hops": {str(k): v for k, v in sorted(hops.items())},
         "question_types": dict(sorted(qtypes.items())),
-        "parts": len(batches),
+        "parts": parts,
         "longmill_version": __version__,
     }
     writer.write_stats(stats)
     return stats
-
-
-def config_from_options(generator: str, options: dict[str, Any]) -> GenConfig:
-    """Build a generator's config from a flat dict (CLI flags or params.yaml); unknown keys are errors."""
-    cls = GENERATORS.get(generator).config_cls
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise LongmillError(f"unknown option(s) for generator '{generator}': {unknown}; valid: {sorted(names)}")
-    return cls(**options)
