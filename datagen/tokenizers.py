@@ -18,7 +18,6 @@ Tokenizers are loaded on first use, never at import time, and cached per process
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import unicodedata
@@ -127,10 +126,6 @@ class Tokenizer:
             cut = cut[:space]
         return cut.rstrip()
 
-    def fingerprint(self) -> str:
-        """A short hash that changes when the vocabulary or the template changes (for caches)."""
-        return hashlib.blake2b(f"{self.name}|{self.chat_template}".encode(), digest_size=6).hexdigest()
-
 
 class TiktokenTokenizer(Tokenizer):
     """A tiktoken encoding plus a Jinja chat template.
@@ -215,10 +210,6 @@ class HFTokenizer(Tokenizer):
         return self.tok.apply_chat_template(
             list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
         )
-
-    def fingerprint(self) -> str:
-        blob = f"{self.name}|{self.tok.chat_template}|{len(self.tok)}"
-        return hashlib.blake2b(blob.encode(), digest_size=6).hexdigest()
 
 
 def qwen_tiktoken_file() -> Path:

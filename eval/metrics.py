@@ -6,7 +6,6 @@ Every metric is scored against every accepted answer and the best score is kept.
 
 from __future__ import annotations
 
-import math
 import re
 import string
 from collections import Counter
@@ -199,8 +198,3 @@ def score_prediction(prediction: str | None, answers: Sequence[str]) -> dict[str
     """Every registered rule metric for one prediction."""
     return {name: METRICS.get(name).fn(prediction, answers) for name in METRICS.names()}
 
-
-def aggregate(values: Sequence[float | None]) -> dict[str, float | int | None]:
-    """Mean over known values, with how many were known and unknown (judge failures)."""
-    known = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return {"mean": (sum(known) / len(known)) if known else None, "n": len(known), "unknown": len(values) - len(known)}

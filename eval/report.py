@@ -6,7 +6,6 @@ metric names that encode lengths.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -43,10 +42,10 @@ def _agg(df: pl.DataFrame, names: list[str], by: list[str] | None) -> list[dict[
     return [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in out.to_dicts()]
 
 
-def build_metrics(scored: Scored, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The content of metrics.json."""
+def build_metrics(scored: Scored, config: dict[str, Any] | None = None, df: pl.DataFrame | None = None) -> dict[str, Any]:
+    """The content of metrics.json (``df``: the per-sample table, when the caller already built it)."""
     names = scored.metric_names
-    df = _table(scored)
+    df = _table(scored) if df is None else df
     overall = _agg(df, names, None)[0] if len(df) else {"n": 0}
     meta = {name: {"higher_is_better": METRICS.get(name).higher_is_better, "aggregation": METRICS.get(name).aggregation}
             for name in METRICS.names()}
@@ -72,9 +71,9 @@ def write_report(scored: Scored, out: str | Path, config: dict[str, Any] | None 
     """Write metrics.json, samples.parquet, plots/ and report.md into ``out``; returns the metrics."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = build_metrics(scored, config)
-    atomic_write_json(out / "metrics.json", metrics)
     df = _table(scored)
+    metrics = build_metrics(scored, config, df)
+    atomic_write_json(out / "metrics.json", metrics)
     tmp = out / ".samples.parquet.tmp"
     df.write_parquet(tmp)
     tmp.replace(out / "samples.parquet")
@@ -210,6 +209,3 @@ def render_markdown(metrics: dict[str, Any]) -> str:
 def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
-
-def load_metrics(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())

@@ -9,7 +9,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError
 from datagen.shards import atomic_write_json
 from eval.judge import JudgeConfig
 from eval.models import load_causal_lm
@@ -155,9 +154,3 @@ class TRLBackend:
 
 TRAINER_BACKENDS.add("trl", TRLBackend)
 
-
-def require_phase_done(phase_dir: Path) -> dict[str, Any]:
-    marker = phase_dir / "phase.json"
-    if not marker.exists():
-        raise LongmillError(f"{phase_dir} has no phase.json: the phase did not finish")
-    return json.loads(marker.read_text())
