@@ -143,7 +143,18 @@ def resolve_model(name_or_path: str, cache_dir: str | Path | None = None) -> str
     """A preset name becomes its materialised folder; paths and hub ids pass through."""
     if name_or_path in PRESETS:
         return str(materialize_preset(name_or_path, cache_dir=cache_dir))
+    from eval.pretrained import PRETRAINED, materialize_pretrained
+
+    if name_or_path in PRETRAINED:
+        return str(materialize_pretrained(name_or_path, cache_dir=cache_dir or DEFAULT_CACHE))
     return name_or_path
+
+
+def all_preset_names() -> list[str]:
+    """Every name ``--model`` accepts besides folders and hub ids: random presets and pretrained ones."""
+    from eval.pretrained import PRETRAINED
+
+    return sorted([*PRESETS.names(), *PRETRAINED.names()])
 
 
 def set_rope(config: Any, params: dict[str, Any]) -> None:
@@ -216,7 +227,7 @@ def load_causal_lm(
     except OSError as e:
         raise LongmillError(
             f"cannot load model '{name_or_path}': {e}. Give a local folder, a hub id while online, or a preset "
-            f"({', '.join(PRESETS.names())})"
+            f"({', '.join(all_preset_names())})"
         ) from e
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
