@@ -861,7 +861,7 @@ def _side_chains(target: str, depth: int) -> list[tuple[Step, ...]]:
     return out
 
 
-_BRIDGE_CHAINS = {h: _bridge_chains(h) for h in (2, 3, 4)}
+_BRIDGE_CHAINS = {h: _bridge_chains(h) for h in (1, 2, 3, 4)}
 _SIDE_CHAINS = {(k, dep): _side_chains(k, dep) for k in KINDS for dep in (0, 1, 2)}
 
 
@@ -1047,8 +1047,9 @@ class SyntheticConfig:
     Args:
         num_triplets: how many triplets.
         seed: the world seed (ids are ``synthetic:<seed>-<i>``).
-        min_hops: the fewest gold documents per question (2-4).
-        max_hops: the most gold documents per question (2-4, >= ``min_hops``).
+        min_hops: the fewest gold documents per question (1-4; 1 gives single-document lookups, an
+            easy option for small models: the default world asks 2-4 hop questions).
+        max_hops: the most gold documents per question (1-4, >= ``min_hops``).
         comparison_share: the share of comparison questions (the rest are bridge questions).
         per_region: triplets drawn from each region of about 200 entities (1-500); triplet ``i`` lives
             in region ``i // per_region``.
@@ -1077,9 +1078,9 @@ class SyntheticConfig:
             setattr(self, name, _coerce(name, getattr(self, name), float))
         if self.num_triplets < 0:
             raise LongmillError(f"synthetic: num_triplets must be >= 0, got {self.num_triplets}")
-        if not 2 <= self.min_hops <= self.max_hops <= 4:
+        if not 1 <= self.min_hops <= self.max_hops <= 4:
             raise LongmillError(
-                f"synthetic: need 2 <= min_hops <= max_hops <= 4, got min_hops={self.min_hops}, "
+                f"synthetic: need 1 <= min_hops <= max_hops <= 4, got min_hops={self.min_hops}, "
                 f"max_hops={self.max_hops}"
             )
         if not 0.0 <= self.comparison_share <= 1.0:
@@ -1159,6 +1160,7 @@ def _triplet(world: SyntheticWorld, cfg: SyntheticConfig, i: int, seen: set[str]
     for attempt in range(600):
         if attempt % 150 == 0:  # family and hops are kept across retries, so their shares hold
             comparison, hops = d.chance(cfg.comparison_share), d.randint(cfg.min_hops, cfg.max_hops)
+            comparison = comparison and hops >= 2  # a comparison needs two sides: 1-hop questions are lookups
         draft = _comparison(region, d, hops) if comparison else _bridge(region, d, hops)
         if draft is None:
             continue

@@ -318,3 +318,17 @@ def test_questions_never_repeat_a_word_back_to_back():
 
     doubled = [t.question for t in generate_triplets(4000, seed=3) if re.search(r"\b(\w+) \1\b", t.question)]
     assert doubled == []
+
+
+def test_one_hop_lookups_are_an_option_that_leaves_the_default_world_alone():
+    """min_hops=1 gives single-document lookups (for small models); the default draws stay as they were."""
+    ones = generate_triplets(60, seed=0, min_hops=1, max_hops=1, comparison_share=0.5)
+    assert {t.hops for t in ones} == {1} and {t.question_type for t in ones} == {"bridge"}
+    for t in ones:
+        (fact,) = t.supporting_facts
+        assert fact.title == t.gold_docs[0].title and fact.text in t.gold_docs[0].text
+        assert any(a.lower() in fact.text.lower() for a in t.answers), (t.question, t.answers, fact.text)
+    mixed = generate_triplets(60, seed=0, min_hops=1, max_hops=3)
+    assert {t.hops for t in mixed} == {1, 2, 3}
+    default = generate_triplets(40, seed=0)
+    assert min(t.hops for t in default) >= 2
