@@ -291,6 +291,19 @@ def conform_samples(table: pa.Table) -> pa.Table:
     return table.select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA)
 
 
+def schema_core(schema: pa.Schema) -> pa.Schema:
+    """``schema`` without its metadata and without the columns and extra_info fields added since schema
+    version 1, so that an older shard and a newer one compare equal (and anything else does not)."""
+    fields = []
+    for f in schema.remove_metadata():
+        if f.name in OPTIONAL_COLUMNS:
+            continue
+        if f.name == "extra_info" and pa.types.is_struct(f.type):
+            f = f.with_type(pa.struct([c for c in f.type if c.name not in EXTRA_INFO_OPTIONAL]))
+        fields.append(f.with_nullable(True))  # what a writer declared nullable is not a schema difference
+    return pa.schema(fields)
+
+
 def schema_kind(schema: pa.Schema) -> str | None:
     """'sample', 'triplet' or None, from the schema metadata written by longmill."""
     meta = schema.metadata or {}
