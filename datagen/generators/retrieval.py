@@ -298,10 +298,14 @@ class VarTrack(_Retrieval):
         question = (f"Find all variables that are assigned the value {values[0]} in the text above, directly or "
                     "through other variables. List them in the order of their assignment chain, separated by "
                     "spaces.")
-        answers = [" ".join(chains[0])]
-        item = self.item(triplet, question, answers, gold, c.chain_length, "vartrack")
         head, tail = longqa_pieces(question)
         fit = self.fit_needles(index, rng, head, tail, gold, [others[int(i)] for i in rng.permutation(len(others))])
+        # The chain's order is the answer; the order in which its assignments appear in the text (which
+        # differs, as they are placed independently) is accepted too.
+        where = {d.doc_id: i for i, d in enumerate(fit.docs)}
+        seen = [v for _, v in sorted(zip((where[d.doc_id] for d in gold), chains[0], strict=True))]
+        answers = list(dict.fromkeys([" ".join(chains[0]), " ".join(seen)]))
+        item = self.item(triplet, question, answers, gold, c.chain_length, "vartrack")
         data = {"value": values[0], "num_chains": c.num_chains, "chain_length": c.chain_length,
                 "placement": c.placement_for(index)}
         return self.make_sample(index, item, fit, task_data=data)
@@ -333,4 +337,6 @@ class VarTrack(_Retrieval):
             order.append(copies[order[-1]])
         if set(order) != holders:
             return problems + [("vartrack", f"the variables holding {value} do not form one chain")]
+        if any(sorted(a.split()) != sorted(holders) for a in row["reward_model"]["ground_truth"]):
+            problems.append(("vartrack", f"an accepted answer is not exactly the variables holding {value}"))
         return problems + cls.compare("vartrack", row, " ".join(order))

@@ -62,6 +62,8 @@ def test_vartrack_structure_and_answer(toy_corpus):
         holders = [n for n, v in resolved.items() if v == value]
         assert len(holders) == 5 and set(s.answers[0].split()) == set(holders)
         assert s.answers[0].split()[0] == next(n for n, num, _ in found if num == value)  # chain order
+        appearance = [n for n, _, _ in found if n in holders]
+        assert " ".join(appearance) in s.answers  # the order of the text is accepted too
         assert len(set(resolved.values())) == 4 and s.task == "vartrack"
         assert LENGTH * 0.99 <= s.prompt_tokens <= LENGTH and check_row(s.to_row()) == []
 
@@ -110,6 +112,10 @@ def test_vartrack_verify_catches_tampering(toy_corpus):
     row = s.to_row()
     row["answers"] = row["reward_model"]["ground_truth"] = [" ".join(reversed(chain))]
     assert any("ground truth" in m for m in _problems(row, "vartrack"))
+
+    row = s.to_row()  # an accepted alternative (the order of appearance) that is not the chain's variables
+    row["answers"] = row["reward_model"]["ground_truth"] = [s.answers[0], " ".join(chain[:-1])]
+    assert any("accepted answer" in m for m in _problems(row, "vartrack"))
 
     row = s.to_row()  # one more variable copies the end of the chain: the answer is now incomplete
     user = row["prompt"][-1]["content"]
