@@ -99,13 +99,13 @@ def test_exact_length_and_verify_passes(samples):
 
 
 def test_same_seed_same_bytes(tmp_path):
-    def run(out, seed=7):
+    def run(out, seed=7, workers=1):
         src = get_source("synthetic", None, options={"num_triplets": "60"})
         run_generator("aggregation", AggregationConfig(length=2500, seed=seed), src,
-                      RunConfig(out=out, num_samples=6, rows_per_part=3))
+                      RunConfig(out=out, num_samples=6, rows_per_part=3, workers=workers))
         return {p.name: p.read_bytes() for p in sorted(out.glob("part-*.parquet"))}
 
-    a, b = run(tmp_path / "a"), run(tmp_path / "b")
+    a, b = run(tmp_path / "a"), run(tmp_path / "b", workers=2)
     assert a == b and len(a) == 2
     assert run(tmp_path / "c", seed=8) != a
     report = verify(tmp_path / "a")
@@ -181,9 +181,10 @@ def test_options_are_checked():
 
 
 def test_cli_lists_the_new_families_and_makes_verified_shards(tmp_path):
-    from .test_cli import datagen, rows
+    from .test_cli import rows
+    from .test_retrieval import datagen
 
-    listed = datagen("list").stdout
+    listed = datagen("list")
     gens = next(line for line in listed.splitlines() if line.startswith("generators:"))
     assert {"aggregation", "needles", "vartrack", "keychain", "longqa"} <= set(gens.split(": ")[1].split(", "))
     datagen("aggregation", "--length", "3k", "--num-samples", "4", "--num-items", "6", "--ops", "count,select",
@@ -191,4 +192,4 @@ def test_cli_lists_the_new_families_and_makes_verified_shards(tmp_path):
     rs = rows(tmp_path / "a")
     assert len(rs) == 4 and {r["question_type"] for r in rs} <= {"count", "select"}
     assert all(r["task"] == "aggregation" and r["hops"] == 6 for r in rs)
-    assert "OK: 4 rows" in datagen("verify", str(tmp_path / "a")).stdout
+    assert "OK: 4 rows" in datagen("verify", str(tmp_path / "a"))

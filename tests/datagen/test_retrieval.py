@@ -19,6 +19,17 @@ ASSIGN = re.compile(r"VAR ([A-Z]{5}) = (?:(\d+)|VAR ([A-Z]{5}))\.")
 LENGTH = 3000
 
 
+def datagen(*args: str) -> str:
+    """Run the datagen CLI in-process (the subprocess form is covered by test_cli.py)."""
+    from click.testing import CliRunner
+
+    from datagen.cli import main
+
+    res = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
 def make(name, corpus, n=6, **kw):
     gen = GENERATORS.get(name)(GENERATORS.get(name).config_cls(length=LENGTH, **kw), corpus)
     return [gen.sample(i, Counter()) for i in range(n)]
@@ -151,7 +162,7 @@ def test_too_many_needles_for_the_length_is_a_clear_error(tmp_path, toy_source):
 
 
 def test_cli_grid_over_length_and_depth(tmp_path):
-    from .test_cli import datagen, rows
+    from .test_cli import rows
 
     for length in ("2k", "4k"):
         datagen("needles", "--length", length, "--num-samples", "4", "--num-queries", "2", "--depths", "0,1",
@@ -160,4 +171,4 @@ def test_cli_grid_over_length_and_depth(tmp_path):
                 "--out", str(tmp_path / f"v-{length}"))
     rs = rows(tmp_path / "n-4k")
     assert [round(r["gold_doc_depths"][0]) for r in rs] == [0, 1, 0, 1] and all(r["length_target"] == 4000 for r in rs)
-    assert "OK: 12 rows" in datagen("verify", str(tmp_path)).stdout
+    assert "OK: 12 rows" in datagen("verify", str(tmp_path))
