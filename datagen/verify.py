@@ -84,14 +84,14 @@ def _check_offsets(row: dict[str, Any], user: str, text_pairs: list[tuple[str, s
 
 
 def generator_checks(row: dict[str, Any]) -> list[tuple[str, str]]:
-    """The row's generator's own checks (:meth:`Generator.check_row`); none for an unknown generator."""
+    """The row's generator's own checks (:meth:`Generator.check_row`); an unknown generator is a violation."""
     from datagen.generators import GENERATORS
 
     if row["generator"] not in GENERATORS:
         return [("generator", f"unknown generator {row['generator']!r}; valid: {', '.join(GENERATORS.names())}")]
     try:
         return GENERATORS.get(row["generator"]).check_row(row)
-    except Exception as e:  # a malformed row must be reported as a violation, not crash the whole verify
+    except (KeyError, IndexError, TypeError, ValueError) as e:  # a malformed row is a violation, not a crash
         return [(row["generator"], f"the generator's check failed on this row: {type(e).__name__}: {e}")]
 
 

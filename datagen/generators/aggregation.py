@@ -139,6 +139,10 @@ def fact_number(sentence: str) -> int:
     return int(nums[0].replace(",", ""))
 
 
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
 def _article(word: str) -> str:
     return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
 
@@ -407,9 +411,11 @@ class Aggregation(Generator):
                 except ValueError as e:
                     problems.append((name, str(e)))
             else:
-                rest = it["fact"].replace(it["ref"], "\0")
+                # A sentence that starts with a reference capitalises it ("The Ostra River flows through ...").
+                rest = it["fact"].replace(it["ref"], "\0").replace(_cap(it["ref"]), "\0")
                 v = it["value"]
-                if not isinstance(v, str) or not re.search(r"(?<!\w)" + re.escape(v) + r"(?!\w)", rest):
+                if not isinstance(v, str) or not re.search(
+                        r"(?<!\w)(?:" + re.escape(v) + "|" + re.escape(_cap(v)) + r")(?!\w)", rest):
                     problems.append((name, f"the fact about {it['name']!r} does not say {v!r}: {it['fact']!r}"))
                 values.append(v)
         if problems:

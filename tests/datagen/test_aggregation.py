@@ -193,3 +193,16 @@ def test_cli_lists_the_new_families_and_makes_verified_shards(tmp_path):
     assert len(rs) == 4 and {r["question_type"] for r in rs} <= {"count", "select"}
     assert all(r["task"] == "aggregation" and r["hops"] == 6 for r in rs)
     assert "OK: 4 rows" in datagen("verify", str(tmp_path / "a"))
+
+
+def test_facts_that_start_with_the_value_still_verify(corpus):
+    """'The Ostra River flows through X.': a reference capitalised at the start of its sentence."""
+    gen = GENERATORS.get("aggregation")(AggregationConfig(length=2000, seed=2, num_items=4, ops="select,count"), corpus)
+    capitalised = 0
+    for i in range(0, 240, 3):
+        s = gen.sample(i, Counter())
+        assert check_row(s.to_row()) == [], s.question
+        d = data(s)
+        capitalised += sum(isinstance(it["value"], str) and it["value"][:1].islower() and
+                           it["fact"].startswith(it["value"][:1].upper() + it["value"][1:]) for it in d["items"])
+    assert capitalised > 0
