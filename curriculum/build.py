@@ -32,7 +32,7 @@ from datagen import __version__
 from datagen.errors import LongmillError
 from datagen.lengths import format_length, parse_lengths
 from datagen.rng import sample_rng, stable_hash
-from datagen.schema import SAMPLE_SCHEMA, schema_kind
+from datagen.schema import SAMPLE_SCHEMA, conform_samples, schema_core, schema_kind
 from datagen.shards import (
     MARKER_DIR,
     atomic_write_json,
@@ -71,6 +71,8 @@ class CurriculumConfig:
         difficulty_device: auto, cpu or cuda (hf).
         correct_if: the rule that marks a rollout correct (a metric of eval.metrics, e.g. sub_em, em).
         rows_per_part: samples per Parquet part.
+        task_balance: give every task (the task column: keychain, longqa, aggregation, ...) an equal share of
+            each stage's own samples, by drawing each task down to the smallest task's count in that stage.
     """
 
     bins: list[int] = field(default_factory=lambda: [20_000, 40_000, 60_000], metadata={"parse": parse_lengths})
@@ -89,6 +91,7 @@ class CurriculumConfig:
     difficulty_device: str = "auto"
     correct_if: str = "sub_em"
     rows_per_part: int = 256
+    task_balance: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.bins, str):
@@ -120,11 +123,11 @@ def read_inputs(inputs: list[str | Path]) -> tuple[pa.Table, list[dict[str, Any]
                                     f"{', '.join(schema.names[:8])}...")
             if first is None:
                 first = (p, schema)
-            elif not schema.remove_metadata().equals(first[1].remove_metadata()):
+            elif not schema_core(schema).equals(schema_core(first[1])):
                 diff = sorted(set(map(str, schema)) ^ set(map(str, first[1])))
                 raise LongmillError(f"{p} and {first[0]} have different schemas ({'; '.join(diff[:4])}); "
                                     "regenerate the older shards with one longmill version")
-            t = pq.read_table(p)
+            t = conform_samples(pq.read_table(p))  # shards written before the task column get it
             rows += t.num_rows
             tables.append(t)
         info.append({"path": str(inp), "parts": len(parts), "rows": rows})
@@ -166,6 +169,29 @@ def retro_draw(candidates: np.ndarray, weights: np.ndarray, own: int, share: flo
     return np.sort(usable[chosen]), target
 
 
+def balance_tasks(idx: np.ndarray, tasks: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """An equal share per task: each task among ``idx`` is drawn down (seeded, without replacement) to the
+    count of the smallest one. Returns the kept indices, sorted, and how many were cut.
+
+    Example:
+        >>> t = np.array(["a", "a", "a", "b", "b"], dtype=object)
+        >>> kept, cut = balance_tasks(np.arange(5), t, np.random.default_rng(0))
+        >>> sorted(t[kept]), cut
+        (['a', 'a', 'b', 'b'], 1)
+    """
+    groups: dict[str, list[int]] = {}
+    for i in idx:
+        groups.setdefault(str(tasks[i]), []).append(int(i))
+    if len(groups) < 2:
+        return idx, 0
+    n = min(len(g) for g in groups.values())
+    kept: list[int] = []
+    for name in sorted(groups):
+        g = np.asarray(groups[name], dtype=np.int64)
+        kept.extend(g[rng.choice(len(g), size=n, replace=False)] if len(g) > n else g)
+    return np.sort(np.asarray(kept, dtype=np.int64)), len(idx) - len(kept)
+
+
 def histogram(values: np.ndarray, edges: list[float]) -> dict[str, Any]:
     counts, _ = np.histogram(values, bins=edges)
     return {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]}
@@ -198,7 +224,8 @@ def build_curriculum(inputs: list[str | Path], out: str | Path, config: Curricul
     table, inputs_info = read_inputs(inputs)
     if table.num_rows == 0:
         raise LongmillError(f"the inputs hold no samples: {[str(i) for i in inputs]}")
-    meta = table.select(["uid", "source_id", "data_source", "prompt_tokens", "length_target"]).to_pydict()
+    meta = table.select(["uid", "source_id", "data_source", "prompt_tokens", "length_target", "task"]).to_pydict()
+    tasks = np.array(meta["task"], dtype=object)
     tokens = np.asarray(meta["prompt_tokens"], dtype=np.int64)
     bins = assign_bins(tokens, c.bins)
     held = eval_mask(meta["source_id"], c.eval_share, c.seed)
@@ -257,6 +284,9 @@ def build_curriculum(inputs: list[str | Path], out: str | Path, config: Curricul
     stages = []
     for k, edge in enumerate(c.bins):
         own = np.flatnonzero(keep & (bins == k))
+        if c.task_balance:
+            own, cut = balance_tasks(own, tasks, sample_rng(c.seed, "curriculum/task-balance", k))
+            dropped["task_balance"] += cut
         earlier = np.flatnonzero(keep & (bins >= 0) & (bins < k) & hard)
         rng = sample_rng(c.seed, "curriculum/retro", k)
         retro, target = retro_draw(earlier, difficulty[earlier], len(own), c.retro_share, rng) if k else (np.array([], dtype=np.int64), 0)
@@ -279,6 +309,7 @@ def build_curriculum(inputs: list[str | Path], out: str | Path, config: Curricul
             "retro_share": round(len(retro) / len(idx), 6) if len(idx) else 0.0,
             "retro_uids": [meta["uid"][i] for i in retro],
             "by_source": dict(sorted(by_source.items())),
+            "by_task": dict(sorted(Counter(tasks[i] for i in idx).items())),
             "length_hist": histogram(tokens[idx], list(np.linspace(0, edge, 11))),
             "difficulty_hist": histogram(difficulty[idx], list(np.linspace(0, 1, 11))),
             "difficulty_mean": round(float(difficulty[idx].mean()), 6),
@@ -310,7 +341,8 @@ def build_curriculum(inputs: list[str | Path], out: str | Path, config: Curricul
     atomic_write_json(out / "manifest.json", manifest)
     stats = {
         "stages": {s["name"]: {"rows": s["rows"], "own": s["own"], "retro": s["retro"], "retro_share": s["retro_share"],
-                               "difficulty_mean": s["difficulty_mean"], "max_prompt_length": s["max_prompt_length"]}
+                               "difficulty_mean": s["difficulty_mean"], "max_prompt_length": s["max_prompt_length"],
+                               "by_task": s["by_task"]}
                    for s in stages},
         "eval_rows": int(len(ev)),
         "train_rows": int(sum(s["own"] for s in stages)),

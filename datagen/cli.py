@@ -136,6 +136,12 @@ def _generator_command(name: str) -> click.Command:
                     "--input data/triplets/musique --length 64ki --num-shards 8 --shard-index 3 --out data/kc-64ki",
         "longqa": "datagen longqa --source musique --input musique_ans_v1.0_dev.jsonl --length 40k --placement middle "
                   "--out data/qa-40k\n  datagen longqa --source synthetic --length 20k --tokenizer cl100k --out data/qa-20k",
+        "aggregation": "datagen aggregation --length 20k --num-items 12 --out data/agg-20k\n  datagen aggregation "
+                       "--length 8k --ops count,sum --world-seed 3 --out data/agg-8k",
+        "needles": "datagen needles --length 32k --num-needles 16 --num-queries 2 --depths 0,0.25,0.5,0.75,1 "
+                   "--out data/needles-32k\n  (one command per length gives the length x depth grid)",
+        "vartrack": "datagen vartrack --length 16k --num-chains 4 --chain-length 5 --depths 0,0.5,1 "
+                    "--out data/vt-16k",
     }.get(name, "")
     help_text = (f"{doc}\n\nEvery sample's rendered prompt (chat template and generation prompt included) has between "
                  "L*(1-tolerance) and L tokens. Lengths: 60k = 60,000, 64ki = 65,536. Re-running with the same "

@@ -37,8 +37,12 @@ EXTRA_INFO_TYPE = pa.struct(
         ("question", pa.string()),
         ("answers", pa.list_(pa.string())),
         ("length_target", pa.int64()),
+        ("task", pa.string()),
+        ("task_data", pa.string()),
     ]
 )
+#: extra_info fields added after schema version 1 shipped; older shards lack them (read as null).
+EXTRA_INFO_OPTIONAL = ("task", "task_data")
 
 
 def _f(name: str, type_: pa.DataType, doc: str, nullable: bool = False) -> pa.Field:
@@ -169,6 +173,8 @@ SAMPLE_SCHEMA = pa.schema(
         _f("chain_head", pa.string(), "the head key named in the instructions", nullable=True),
         _f("chains", pa.list_(CHAIN_TYPE), "every chain: its keys in order, its target, whether true"),
         _f("params", pa.string(), "generator parameters as canonical JSON"),
+        _f("task", pa.string(), "task family (keychain, longqa, aggregation, needles, vartrack, ...); null in "
+           "shards written before the column existed, where the generator name stands for it", nullable=True),
     ],
     metadata={"longmill.schema": "sample", "longmill.schema_version": SCHEMA_VERSION},
 )
@@ -220,13 +226,15 @@ class Sample:
     chain_head: str | None
     chains: list[Chain]
     params: str
+    task: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Sample:
-        kw = {f.name: row[f.name] for f in dataclasses.fields(cls)}
+        kw = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.name not in OPTIONAL_COLUMNS}
+        kw.update({name: row.get(name) for name in OPTIONAL_COLUMNS})
         kw["gold_docs"] = [Document(**d) for d in row["gold_docs"]]
         kw["chains"] = [Chain(keys=list(c["keys"]), target=c["target"], is_true=bool(c["is_true"])) for c in row["chains"]]
         kw["prompt"] = [dict(m) for m in row["prompt"]]
@@ -237,7 +245,8 @@ class Sample:
         kw["doc_offsets"] = [int(x) for x in row["doc_offsets"]]
         kw["reward_model"] = {"style": row["reward_model"]["style"],
                               "ground_truth": list(row["reward_model"]["ground_truth"])}
-        kw["extra_info"] = {**row["extra_info"], "answers": list(row["extra_info"]["answers"])}
+        kw["extra_info"] = {**{k: None for k in EXTRA_INFO_OPTIONAL}, **row["extra_info"],
+                            "answers": list(row["extra_info"]["answers"])}
         return cls(**kw)
 
     @property
@@ -248,6 +257,51 @@ class Sample:
     def user_text(self) -> str:
         """The content of the last user message (where the long context lives)."""
         return next(m["content"] for m in reversed(self.prompt) if m["role"] == "user")
+
+
+#: Columns added after schema version 1 shipped: older shards lack them and still read (see :func:`conform_samples`).
+OPTIONAL_COLUMNS = ("task",)
+
+
+def task_of(row: dict[str, Any]) -> str:
+    """A row's task family; shards written before the ``task`` column existed fall back to the generator."""
+    return row.get("task") or row["generator"]
+
+
+def conform_samples(table: pa.Table) -> pa.Table:
+    """``table`` in today's :data:`SAMPLE_SCHEMA`: columns and extra_info fields added since its shard was
+    written are filled in (``task`` from ``generator``, the rest null), so older shards still read.
+
+    Raises:
+        ValueError: a column that is neither in the schema's current nor in an older form is missing.
+    """
+    names = set(table.schema.names)
+    if "task" not in names and "generator" in names:
+        table = table.append_column("task", table.column("generator"))
+    if "extra_info" in names:
+        ei = table.column("extra_info").combine_chunks()
+        have = {ei.type.field(i).name for i in range(ei.type.num_fields)}
+        if not set(EXTRA_INFO_OPTIONAL) <= have:
+            arrays = {f.name: ei.field(f.name) if f.name in have else pa.nulls(len(ei), f.type) for f in EXTRA_INFO_TYPE}
+            fixed = pa.StructArray.from_arrays(list(arrays.values()), fields=list(EXTRA_INFO_TYPE), mask=ei.is_null())
+            table = table.set_column(table.schema.get_field_index("extra_info"), "extra_info", fixed)
+    missing = set(SAMPLE_SCHEMA.names) - set(table.schema.names)
+    if missing:
+        raise ValueError(f"not a longmill sample table: columns {sorted(missing)} are missing")
+    return table.select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA)
+
+
+def schema_core(schema: pa.Schema) -> pa.Schema:
+    """``schema`` without its metadata and without the columns and extra_info fields added since schema
+    version 1, so that an older shard and a newer one compare equal (and anything else does not)."""
+    fields = []
+    for f in schema.remove_metadata():
+        if f.name in OPTIONAL_COLUMNS:
+            continue
+        if f.name == "extra_info" and pa.types.is_struct(f.type):
+            f = f.with_type(pa.struct([c for c in f.type if c.name not in EXTRA_INFO_OPTIONAL]))
+        fields.append(f.with_nullable(True))  # what a writer declared nullable is not a schema difference
+    return pa.schema(fields)
 
 
 def schema_kind(schema: pa.Schema) -> str | None:

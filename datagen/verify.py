@@ -18,7 +18,7 @@ from typing import Any
 from datagen.generators.fit import lower_bound
 from datagen.generators.keychain import KEY_PATTERN, parse_pairs, strip_pairs
 from datagen.prompts import HEAD_KEY_PHRASE
-from datagen.schema import SAMPLE_SCHEMA, schema_kind
+from datagen.schema import OPTIONAL_COLUMNS, SAMPLE_SCHEMA, schema_kind
 from datagen.shards import iter_rows, list_parts, read_schema
 from datagen.tokenizers import get_tokenizer
 
@@ -83,6 +83,18 @@ def _check_offsets(row: dict[str, Any], user: str, text_pairs: list[tuple[str, s
     return out
 
 
+def generator_checks(row: dict[str, Any]) -> list[tuple[str, str]]:
+    """The row's generator's own checks (:meth:`Generator.check_row`); an unknown generator is a violation."""
+    from datagen.generators import GENERATORS
+
+    if row["generator"] not in GENERATORS:
+        return [("generator", f"unknown generator {row['generator']!r}; valid: {', '.join(GENERATORS.names())}")]
+    try:
+        return GENERATORS.get(row["generator"]).check_row(row)
+    except (KeyError, IndexError, TypeError, ValueError) as e:  # a malformed row is a violation, not a crash
+        return [(row["generator"], f"the generator's check failed on this row: {type(e).__name__}: {e}")]
+
+
 def check_row(row: dict[str, Any]) -> list[tuple[str, str]]:
     """All problems with one sample row, as (check, message) pairs."""
     problems: list[tuple[str, str]] = []
@@ -109,6 +121,7 @@ def check_row(row: dict[str, Any]) -> list[tuple[str, str]]:
     if len(row["doc_ids"]) != row["num_docs"]:
         problems.append(("structure", f"num_docs {row['num_docs']} != {len(row['doc_ids'])} doc_ids"))
     problems += _check_offsets(row, user, text_pairs)
+    problems += generator_checks(row)
 
     if row["num_chains"] == 0:
         if text_pairs:
@@ -163,7 +176,9 @@ def verify(folder: str | Path, progress: Callable[[int], None] | None = None, ma
     uids: dict[str, str] = {}
     for p in parts:
         schema = read_schema(p)
-        if schema_kind(schema) != "sample" or set(schema.names) != set(SAMPLE_SCHEMA.names):
+        if schema_kind(schema) != "sample" or \
+                set(SAMPLE_SCHEMA.names) - set(OPTIONAL_COLUMNS) - set(schema.names) or \
+                set(schema.names) - set(SAMPLE_SCHEMA.names):
             report.violations.append(Violation(str(p), -1, "-", "schema",
                                                "not a sample shard in longmill's schema (datagen keychain/longqa make them)"))
             continue

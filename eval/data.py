@@ -17,7 +17,7 @@ from datagen.errors import LongmillError, RecordError
 from datagen.lengths import format_length
 from datagen.prompts import longqa_pieces
 from datagen.rng import stable_id
-from datagen.schema import SAMPLE_SCHEMA, schema_kind
+from datagen.schema import OPTIONAL_COLUMNS, SAMPLE_SCHEMA, schema_kind, task_of
 from datagen.shards import iter_rows, list_parts, read_schema
 from datagen.sources.base import SkipCounter
 
@@ -41,6 +41,8 @@ class EvalItem:
         prompt_tokens: rendered prompt length, when known.
         length_target: the generation budget L, when the input is a longmill shard.
         gold_depth: mean relative depth of the gold documents, when known.
+        task: the task family (the sample's task column; the dataset for LongBench files), for per-task
+            metrics.
     """
 
     uid: str
@@ -52,6 +54,7 @@ class EvalItem:
     length_target: int | None = None
     gold_depth: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
 
     def length_bin(self, edges: tuple[int, ...] = DEFAULT_LENGTH_EDGES) -> int | None:
         """The bin's upper edge in tokens: the length target, else the smallest edge >= prompt_tokens."""
@@ -90,13 +93,15 @@ def load_items(data: str | Path, *, tokenizer: str = "qwen2.5", limit: int | Non
 
 def _load_shards(path: Path, limit: int | None) -> list[EvalItem]:
     parts = list_parts(path)
+    have_task = True
     for part in parts:
         schema = read_schema(part)
-        if schema_kind(schema) != "sample" or not set(SAMPLE_SCHEMA.names) <= set(schema.names):
+        have_task &= "task" in schema.names  # shards written before the task column lack it
+        if schema_kind(schema) != "sample" or not set(SAMPLE_SCHEMA.names) - set(OPTIONAL_COLUMNS) <= set(schema.names):
             raise LongmillError(f"{part} is not a longmill sample shard; pass a folder written by datagen or "
                                 "curriculum, or a LongBench-style .jsonl file")
     cols = ["uid", "data_source", "prompt", "question", "answers", "prompt_tokens", "length_target", "gold_doc_depths",
-            "source_id", "difficulty"]
+            "source_id", "difficulty", "generator"] + (["task"] if have_task else [])
     items: list[EvalItem] = []
     seen: set[str] = set()
     for _, _, row in iter_rows(parts, columns=cols):
@@ -108,7 +113,7 @@ def _load_shards(path: Path, limit: int | None) -> list[EvalItem]:
             uid=row["uid"], data_source=row["data_source"], prompt=[dict(m) for m in row["prompt"]],
             question=row["question"], answers=list(row["answers"]), prompt_tokens=row["prompt_tokens"],
             length_target=row["length_target"], gold_depth=(sum(depths) / len(depths)) if depths else None,
-            meta={"source_id": row["source_id"], "difficulty": row["difficulty"]}))
+            meta={"source_id": row["source_id"], "difficulty": row["difficulty"]}, task=task_of(row)))
         if limit is not None and len(items) >= limit:
             break
     return items
@@ -151,7 +156,7 @@ def _load_longbench(path: Path, tokenizer: str, limit: int | None, strict: bool)
             items.append(EvalItem(
                 uid=str(rec.get("_id") or stable_id("longbench", dataset, i)), data_source=f"longbench/{dataset}",
                 prompt=prompt, question=rec["input"].strip(), answers=answers,
-                prompt_tokens=tok.count_messages(prompt), meta={"length_words": rec.get("length")}))
+                prompt_tokens=tok.count_messages(prompt), meta={"length_words": rec.get("length")}, task=dataset))
             if limit is not None and len(items) >= limit:
                 break
     if not items:

@@ -18,7 +18,7 @@ from eval.scoring import Scored
 
 log = logging.getLogger(__name__)
 
-GROUP_KEYS = ("data_source", "length_bin", "depth_bin")
+GROUP_KEYS = ("data_source", "task", "length_bin", "depth_bin")
 
 
 def primary_metric(scored: Scored) -> str:
@@ -61,6 +61,8 @@ def build_metrics(scored: Scored, config: dict[str, Any] | None = None, df: pl.D
         "groups": _agg(df, names, list(GROUP_KEYS)) if len(df) else [],
         "by_length": _agg(df, names, ["length_bin"]) if len(df) else [],
         "by_source": _agg(df, names, ["data_source"]) if len(df) else [],
+        "by_task": _agg(df, names, ["task"]) if len(df) else [],
+        "by_task_length": _agg(df, names, ["task", "length_bin"]) if len(df) else [],
         "by_length_depth": _agg(df, names, ["length_bin", "depth_bin"]) if len(df) else [],
         "length_tokens": (df.group_by("length_bin").agg(pl.col("length_tokens").min()).to_dicts() if len(df) else []),
         "config": config or {},
@@ -202,6 +204,9 @@ def render_markdown(metrics: dict[str, Any]) -> str:
     lines += ["", "## By source", "", "| source | n | " + " | ".join(show) + " |", "|---" * (len(show) + 2) + "|"]
     for r in metrics["by_source"]:
         lines.append(f"| {r['data_source']} | {r['n']} | " + " | ".join(_fmt(r.get(k)) for k in show) + " |")
+    lines += ["", "## By task", "", "| task | n | " + " | ".join(show) + " |", "|---" * (len(show) + 2) + "|"]
+    for r in metrics.get("by_task", []):
+        lines.append(f"| {r['task']} | {r['n']} | " + " | ".join(_fmt(r.get(k)) for k in show) + " |")
     lines += ["", "Plots: `plots/accuracy_vs_length.png`, `plots/length_depth_heatmap.png`.", ""]
     return "\n".join(lines)
 

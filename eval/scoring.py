@@ -136,7 +136,7 @@ def score(items: Sequence[EvalItem], predictions: dict[str, list[str] | None], j
     rows = []
     for k, (it, answers, rules) in enumerate(per_item):
         row: dict[str, Any] = {
-            "uid": it.uid, "data_source": it.data_source, "length_bin": length_label(it.length_bin()),
+            "uid": it.uid, "data_source": it.data_source, "task": it.task or "n/a", "length_bin": length_label(it.length_bin()),
             "length_tokens": it.length_bin(), "depth_bin": it.depth_bin(), "prompt_tokens": it.prompt_tokens,
             "n": len(answers), "prediction": answers[0],
         }

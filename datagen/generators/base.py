@@ -89,6 +89,8 @@ class Generator:
     version: ClassVar[str] = "1"
     config_cls: ClassVar[type[GenConfig]] = GenConfig
     ability: ClassVar[str] = "long_context_qa"
+    #: the ``task`` column (task family, for task-balanced sampling and per-task metrics); None: the name
+    task: ClassVar[str | None] = None
 
     def __init__(self, config: GenConfig, corpus: Corpus):
         self.config = config
@@ -103,6 +105,11 @@ class Generator:
                                  sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     # -- hooks -------------------------------------------------------------------------------------
+    @classmethod
+    def check_row(cls, row: dict) -> list[tuple[str, str]]:
+        """Checks of this generator's own structure: (check name, message) per violation; [] when fine."""
+        return []
+
     def preflight(self) -> None:
         """Fail fast, before any work, on options the source cannot satisfy.
 
@@ -161,9 +168,17 @@ class Generator:
         raise SkipSample("no_triplet_fits", f"sample {index}: no triplet fits the budget; last error: {last}")
 
     def make_sample(self, index: int, triplet: Triplet, fit: FitResult, *, num_chains: int = 0,
-                    chain_hops: int = 0, chain_head: str | None = None, chains: list[Any] | None = None) -> Sample:
-        """Assemble a :class:`Sample` from a triplet and a fitted prompt."""
+                    chain_hops: int = 0, chain_head: str | None = None, chains: list[Any] | None = None,
+                    task_data: dict[str, Any] | None = None) -> Sample:
+        """Assemble a :class:`Sample` from a triplet and a fitted prompt.
+
+        ``task_data`` is what the generator's :meth:`check_row` needs to re-derive the answer; it is
+        stored as canonical JSON in ``extra_info.task_data``.
+        """
         c = self.config
+        task = self.task or self.name
+        task_json = (json.dumps(task_data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+                     if task_data is not None else None)
         uid = stable_id(triplet.id, self.name, self.params, index)
         data_source = f"{self.name}/{triplet.source}"
         answers = list(triplet.answers)
@@ -177,7 +192,7 @@ class Generator:
             reward_model={"style": "rule", "ground_truth": answers},
             extra_info={"split": triplet.split, "index": index, "uid": uid, "source_id": triplet.id,
                         "data_source": data_source, "question": triplet.question, "answers": answers,
-                        "length_target": c.length},
+                        "length_target": c.length, "task": task, "task_data": task_json},
             length_target=c.length,
             prompt_tokens=fit.prompt_tokens,
             tokenizer=self.tokenizer.name,
@@ -203,6 +218,7 @@ class Generator:
             chain_head=chain_head,
             chains=list(chains or []),
             params=self.params,
+            task=task,
         )
 
 

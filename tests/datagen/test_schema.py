@@ -10,7 +10,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from datagen.generators import GENERATORS
-from datagen.schema import SAMPLE_SCHEMA, TRIPLET_SCHEMA, Sample, Triplet, schema_kind, to_table
+from datagen.schema import (
+    SAMPLE_SCHEMA,
+    TRIPLET_SCHEMA,
+    Sample,
+    Triplet,
+    conform_samples,
+    schema_kind,
+    task_of,
+    to_table,
+)
 from datagen.shards import write_table_atomic
 
 from .conftest import toy_triplets
@@ -22,7 +31,8 @@ PINNED_SAMPLE_COLUMNS = [
     ("answers", "list<item: string>"),
     ("reward_model", "struct<style: string, ground_truth: list<item: string>>"),
     ("extra_info", "struct<split: string, index: int64, uid: string, source_id: string, data_source: string, "
-                   "question: string, answers: list<item: string>, length_target: int64>"),
+                   "question: string, answers: list<item: string>, length_target: int64, task: string, "
+                   "task_data: string>"),
     ("length_target", "int64"), ("prompt_tokens", "int64"), ("tokenizer", "string"), ("chat_template", "string"),
     ("num_docs", "int32"), ("gold_doc_depths", "list<item: double>"), ("num_chains", "int32"),
     ("chain_hops", "int32"), ("hops", "int32"), ("difficulty", "double"), ("difficulty_source", "string"),
@@ -33,7 +43,7 @@ PINNED_SAMPLE_COLUMNS = [
     ("doc_offsets", "list<item: int64>"),
     ("chain_head", "string"),
     ("chains", "list<item: struct<keys: list<item: string>, target: string, is_true: bool>>"),
-    ("params", "string"),
+    ("params", "string"), ("task", "string"),
 ]  # fmt: skip
 
 
@@ -47,7 +57,8 @@ def test_sample_schema_is_pinned_and_matches_the_dataclass():
 @pytest.fixture(scope="module")
 def samples(toy_corpus):
     out = []
-    for name, kw in (("keychain", {"num_chains": 3}), ("longqa", {})):
+    for name, kw in (("keychain", {"num_chains": 3}), ("longqa", {}), ("aggregation", {}), ("needles", {}),
+                     ("vartrack", {})):
         gen = GENERATORS.get(name)(GENERATORS.get(name).config_cls(length=4000, **kw), toy_corpus)
         out += [gen.sample(i, Counter()) for i in range(3)]
     return out
@@ -97,3 +108,49 @@ def test_rows_that_do_not_match_are_rejected(samples):
     row["extra"] = 1
     with pytest.raises(ValueError, match=r"missing \['uid'\], unexpected \['extra'\]"):
         to_table([row], SAMPLE_SCHEMA)
+
+
+def test_every_row_records_its_task(samples):
+    assert [s.task for s in samples] == ["keychain"] * 3 + ["longqa"] * 3 + ["aggregation"] * 3 + ["needles"] * 3 + \
+        ["vartrack"] * 3
+    assert all(s.extra_info["task"] == s.task for s in samples)
+    # the task's own structure rides in extra_info (verl hands extra_info to the reward), as JSON
+    assert all(s.extra_info["task_data"] is None for s in samples[:6])
+    assert all(isinstance(s.extra_info["task_data"], str) for s in samples[6:])
+
+
+def _old_shard(tmp_path, samples):
+    """A shard as written before the task column and extra_info.task/task_data existed."""
+    import pyarrow as pa
+
+    table = to_table([s.to_row() for s in samples], SAMPLE_SCHEMA).drop_columns(["task"])
+    ei = table.column("extra_info").combine_chunks()
+    keep = [f for f in ei.type if f.name not in ("task", "task_data")]
+    old_ei = pa.StructArray.from_arrays([ei.field(f.name) for f in keep], fields=keep)
+    table = table.set_column(table.schema.get_field_index("extra_info"), "extra_info", old_ei)
+    path = tmp_path / "old" / "part-00000.parquet"
+    write_table_atomic(table, path)
+    return path
+
+
+def test_older_shards_without_the_task_column_still_read(tmp_path, samples):
+    path = _old_shard(tmp_path, samples[:6])
+    raw = pq.read_table(path)
+    assert "task" not in raw.schema.names
+    table = conform_samples(raw)
+    assert table.schema.equals(SAMPLE_SCHEMA, check_metadata=False)
+    assert table.column("task").to_pylist() == ["keychain"] * 3 + ["longqa"] * 3  # the generator stands for it
+    rows = raw.to_pylist()
+    back = [Sample.from_row(r) for r in rows]
+    assert [b.uid for b in back] == [s.uid for s in samples[:6]] and all(b.task is None for b in back)
+    assert [task_of(r) for r in rows] == ["keychain"] * 3 + ["longqa"] * 3
+    assert all(b.extra_info["task_data"] is None for b in back)
+
+
+def test_verify_accepts_older_shards(tmp_path, samples):
+    from datagen.verify import verify
+
+    path = _old_shard(tmp_path, samples[:6])
+    report = verify(path.parent)
+    assert report.ok, report.violations[:3]
+    assert report.rows == 6
