@@ -3,29 +3,33 @@
 The checks do not trust the generator's bookkeeping: chains are parsed out of the prompt text, the head
 key is read from the instructions, and lengths are measured again with the tokenizer named in the row.
 The carried structure (``chains``, ``gold_docs``) is then compared with what the text says.
+
+The checks every sample shares (length, template, gold documents, document offsets, uids) live here;
+each generator checks its own structure in its :meth:`Generator.check_row` hook, which :func:`check_row`
+calls for the generator named in the row, so a new generator brings its checks with it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datagen.errors import UnknownNameError
+from datagen.generators import GENERATORS
+from datagen.generators.base import user_message
 from datagen.generators.fit import lower_bound
-from datagen.generators.keychain import KEY_PATTERN, parse_pairs, strip_pairs
-from datagen.prompts import HEAD_KEY_PHRASE
+from datagen.generators.keychain import follow_chain, parse_pairs, strip_pairs
 from datagen.schema import SAMPLE_SCHEMA, schema_kind
 from datagen.shards import iter_rows, list_parts, read_schema
 from datagen.tokenizers import get_tokenizer
 
 log = logging.getLogger(__name__)
 
-_HEAD = re.compile(re.escape(HEAD_KEY_PHRASE) + r' "(' + KEY_PATTERN + r')"')
-_KEY_RE = re.compile(r"^" + KEY_PATTERN + r"$")
+__all__ = ["VerifyReport", "Violation", "check_row", "follow_chain", "verify"]
 
 
 @dataclass
@@ -53,20 +57,6 @@ class VerifyReport:
         return not self.violations
 
 
-def follow_chain(pairs: list[tuple[str, str]], head: str, max_steps: int = 10_000) -> tuple[list[str], str]:
-    """Follow ``head`` through ``pairs``; returns (keys visited, the value that is not a key)."""
-    table = dict(pairs)
-    keys, cur = [], head
-    while cur in table:
-        if cur in keys or len(keys) > max_steps:
-            raise ValueError(f"the chain from {head} loops at {cur}")
-        keys.append(cur)
-        cur = table[cur]
-    if not keys:
-        raise ValueError(f"the head key {head} is not a key of any pair in the text")
-    return keys, cur
-
-
 def _check_offsets(row: dict[str, Any], user: str, text_pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """doc_offsets are increasing, inside the message, and each gold document lies in its own span."""
     off = list(row["doc_offsets"])
@@ -84,7 +74,8 @@ def _check_offsets(row: dict[str, Any], user: str, text_pairs: list[tuple[str, s
 
 
 def check_row(row: dict[str, Any]) -> list[tuple[str, str]]:
-    """All problems with one sample row, as (check, message) pairs."""
+    """All problems with one sample row, as (check, message) pairs: the generic checks, then the
+    checks of the row's own generator (:meth:`Generator.check_row`)."""
     problems: list[tuple[str, str]] = []
     params = json.loads(row["params"])
     tok = get_tokenizer(row["tokenizer"])
@@ -100,7 +91,7 @@ def check_row(row: dict[str, Any]) -> list[tuple[str, str]]:
     if not lo <= measured <= length:
         problems.append(("length", f"{measured} tokens is outside [{lo}, {length}]"))
 
-    user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    user = user_message(row)
     text_pairs = parse_pairs(user)
     clean = strip_pairs(user, text_pairs)
     for g in row["gold_docs"]:
@@ -110,43 +101,11 @@ def check_row(row: dict[str, Any]) -> list[tuple[str, str]]:
         problems.append(("structure", f"num_docs {row['num_docs']} != {len(row['doc_ids'])} doc_ids"))
     problems += _check_offsets(row, user, text_pairs)
 
-    if row["num_chains"] == 0:
-        if text_pairs:
-            problems.append(("chain", f"a sample without chains has {len(text_pairs)} key-value pairs in its text"))
-        return problems
-
-    # KeyChain: everything below comes from the text, then is compared with the carried data.
-    keys = [k for k, _ in text_pairs]
-    if len(set(keys)) != len(keys):
-        dup = sorted({k for k in keys if keys.count(k) > 1})
-        problems.append(("chain", f"keys appear more than once: {dup[:3]}"))
-    heads = _HEAD.findall(user)
-    if not heads:
-        return problems + [("chain", "the instructions name no head key")]
-    head = heads[-1]
-    if head != row["chain_head"]:
-        problems.append(("chain", f"instructions name head {head} but chain_head is {row['chain_head']}"))
     try:
-        visited, end = follow_chain(text_pairs, head)
-    except ValueError as e:
-        return problems + [("chain", str(e))]
-    if end != row["question"]:
-        problems.append(("chain", f"the chain from {head} ends at {end!r}, not at the question {row['question']!r}"))
-    if len(visited) != row["chain_hops"]:
-        problems.append(("chain", f"the true chain has {len(visited)} keys, chain_hops is {row['chain_hops']}"))
-    targets = [v for _, v in text_pairs if not _KEY_RE.match(v)]
-    if targets.count(row["question"]) != 1:
-        problems.append(("chain", f"the question is the end of {targets.count(row['question'])} chains, not exactly 1"))
-    if len(set(targets)) != len(targets):
-        problems.append(("chain", "two chains end at the same question"))
-    if len(targets) != row["num_chains"]:
-        problems.append(("chain", f"the text has {len(targets)} chain ends, num_chains is {row['num_chains']}"))
-    carried = {(k, (c["keys"][i + 1] if i + 1 < len(c["keys"]) else c["target"]))
-               for c in row["chains"] for i, k in enumerate(c["keys"])}
-    if carried != set(text_pairs):
-        problems.append(("chain", f"the pairs in the text differ from the carried chains "
-                                  f"({len(set(text_pairs) - carried)} extra, {len(carried - set(text_pairs))} missing)"))
-    return problems
+        gen_cls = GENERATORS.get(str(row["generator"]))
+    except UnknownNameError as e:
+        return problems + [("generator", str(e))]
+    return problems + gen_cls.check_row(row)
 
 
 def verify(folder: str | Path, progress: Callable[[int], None] | None = None, max_violations: int = 1000) -> VerifyReport:

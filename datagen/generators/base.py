@@ -103,6 +103,11 @@ class Generator:
                                  sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     # -- hooks -------------------------------------------------------------------------------------
+    @classmethod
+    def check_row(cls, row: dict) -> list[tuple[str, str]]:
+        """Checks of this generator's own structure: (check name, message) per violation; [] when fine."""
+        return []
+
     def preflight(self) -> None:
         """Fail fast, before any work, on options the source cannot satisfy.
 
@@ -204,6 +209,11 @@ class Generator:
             chains=list(chains or []),
             params=self.params,
         )
+
+
+def user_message(row: dict) -> str:
+    """The content of the last user message of a sample row ("" when it has none)."""
+    return next((m["content"] for m in reversed(list(row["prompt"])) if m["role"] == "user"), "")
 
 
 GENERATORS: Registry[type[Generator]] = Registry("generator")

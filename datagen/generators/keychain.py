@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from datagen.errors import LongmillError, SourceTooSmallError
-from datagen.generators.base import GENERATORS, GenConfig, Generator
+from datagen.generators.base import GENERATORS, GenConfig, Generator, user_message
 from datagen.generators.fit import inline_pair, loose_pair
-from datagen.prompts import keychain_pieces
+from datagen.prompts import HEAD_KEY_PHRASE, keychain_pieces
 from datagen.rng import rng_uuid
 from datagen.schema import Chain, Sample, Triplet
 
@@ -38,6 +38,7 @@ KEY_PATTERN = r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|
 _PAIR_START = re.compile(r'\{"(' + KEY_PATTERN + r')": ')
 _KEY_ONLY = re.compile(r"^" + KEY_PATTERN + r"$")
 _DECODER = json.JSONDecoder()
+_HEAD = re.compile(re.escape(HEAD_KEY_PHRASE) + r' "(' + KEY_PATTERN + r')"')
 
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
@@ -66,6 +67,20 @@ def strip_pairs(text: str, pairs: list[tuple[str, str]] | None = None) -> str:
         p = pair_text(k, v)
         text = text.replace(inline_pair(p), "").replace(loose_pair(p), "")
     return text
+
+
+def follow_chain(pairs: list[tuple[str, str]], head: str, max_steps: int = 10_000) -> tuple[list[str], str]:
+    """Follow ``head`` through ``pairs``; returns (keys visited, the value that is not a key)."""
+    table = dict(pairs)
+    keys, cur = [], head
+    while cur in table:
+        if cur in keys or len(keys) > max_steps:
+            raise ValueError(f"the chain from {head} loops at {cur}")
+        keys.append(cur)
+        cur = table[cur]
+    if not keys:
+        raise ValueError(f"the head key {head} is not a key of any pair in the text")
+    return keys, cur
 
 
 @dataclass
@@ -148,3 +163,41 @@ class KeyChain(Generator):
         fit = self.fit(triplet, rng, head, tail, priority, pairs)
         return self.make_sample(index, triplet, fit, num_chains=n_chains, chain_hops=hops,
                                 chain_head=chains[0].keys[0], chains=chains)
+
+    @classmethod
+    def check_row(cls, row: dict) -> list[tuple[str, str]]:
+        """Re-derive the chains from the text alone, then compare them with the carried ``chains``."""
+        problems: list[tuple[str, str]] = []
+        user = user_message(row)
+        text_pairs = parse_pairs(user)
+        keys = [k for k, _ in text_pairs]
+        if len(set(keys)) != len(keys):
+            dup = sorted({k for k in keys if keys.count(k) > 1})
+            problems.append(("chain", f"keys appear more than once: {dup[:3]}"))
+        heads = _HEAD.findall(user)
+        if not heads:
+            return problems + [("chain", "the instructions name no head key")]
+        head = heads[-1]
+        if head != row["chain_head"]:
+            problems.append(("chain", f"instructions name head {head} but chain_head is {row['chain_head']}"))
+        try:
+            visited, end = follow_chain(text_pairs, head)
+        except ValueError as e:
+            return problems + [("chain", str(e))]
+        if end != row["question"]:
+            problems.append(("chain", f"the chain from {head} ends at {end!r}, not at the question {row['question']!r}"))
+        if len(visited) != row["chain_hops"]:
+            problems.append(("chain", f"the true chain has {len(visited)} keys, chain_hops is {row['chain_hops']}"))
+        targets = [v for _, v in text_pairs if not _KEY_ONLY.match(v)]
+        if targets.count(row["question"]) != 1:
+            problems.append(("chain", f"the question is the end of {targets.count(row['question'])} chains, not exactly 1"))
+        if len(set(targets)) != len(targets):
+            problems.append(("chain", "two chains end at the same question"))
+        if len(targets) != row["num_chains"]:
+            problems.append(("chain", f"the text has {len(targets)} chain ends, num_chains is {row['num_chains']}"))
+        carried = {(k, (c["keys"][i + 1] if i + 1 < len(c["keys"]) else c["target"]))
+                   for c in row["chains"] for i, k in enumerate(c["keys"])}
+        if carried != set(text_pairs):
+            problems.append(("chain", f"the pairs in the text differ from the carried chains "
+                                      f"({len(set(text_pairs) - carried)} extra, {len(carried - set(text_pairs))} missing)"))
+        return problems

@@ -91,3 +91,29 @@ def test_not_a_sample_shard(tmp_path):
     pq.write_table(pa.table({"x": [1]}), tmp_path / "part-00000.parquet")
     r = verify(tmp_path)
     assert not r.ok and r.violations[0].check == "schema"
+
+
+def test_each_generator_checks_its_own_structure(good, monkeypatch):
+    """verify calls the hook of the generator named in the row, so a new generator brings its checks."""
+    from datagen.generators import GENERATORS
+    from datagen.generators.keychain import KeyChain
+
+    seen = []
+
+    class Strict(KeyChain):
+        @classmethod
+        def check_row(cls, row):
+            seen.append(row["uid"])
+            return [("mine", "rejected by the generator's own hook")]
+
+    monkeypatch.setitem(GENERATORS._items, "keychain", Strict)
+    r = verify(good)
+    assert len(seen) == 6 and r.checks == {"mine": 6}
+
+
+def test_unknown_generator_is_a_violation(good):
+    def f(rows):
+        rows[0]["generator"] = "keychian"
+    rewrite(good, f)
+    r = verify(good)
+    assert r.checks == {"generator": 1} and "did you mean 'keychain'" in r.violations[0].message
