@@ -178,6 +178,15 @@ class KeyChain(Generator):
         if not heads:
             return problems + [("chain", "the instructions name no head key")]
         head = heads[-1]
+        if len(set(heads)) > 1:
+            problems.append(("chain", f"the instructions name {len(set(heads))} different head keys: "
+                                      f"{sorted(set(heads))[:3]}"))
+        head_text, tail = keychain_pieces(head)
+        if not user.endswith(tail):
+            problems.append(("chain", "the instructions after the text are not the ones naming head "
+                                      f"{head} (another head key or question was written into them)"))
+        if not user.startswith(head_text):
+            problems.append(("structure", "the user message does not start with the KeyChain instructions"))
         if head != row["chain_head"]:
             problems.append(("chain", f"instructions name head {head} but chain_head is {row['chain_head']}"))
         try:
