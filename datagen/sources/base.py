@@ -7,6 +7,7 @@ drop reasons.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import logging
@@ -25,6 +26,53 @@ log = logging.getLogger(__name__)
 
 _WS = re.compile(r"\s+")
 _ROOT_FIELD = re.compile(r"[\[.]")
+#: Text shaped like a KeyChain pair: a brace, then a quoted hex key (8+ hex digits, dashes allowed, any
+#: case) and a colon. Broader than the keys KeyChain writes, so that no source text can pass for a pair.
+_PAIR_SHAPED = re.compile(r'\{(\s*)"([0-9A-Fa-f][0-9A-Fa-f-]{6,}[0-9A-Fa-f])"(\s*):')
+
+
+def neutralise_pairs(text: str) -> tuple[str, int]:
+    """``text`` with pair-shaped JSON (``{"<hex key>": ...``) defused, and how many were.
+
+    KeyChain hides its chain as ``{"<key>": "<value>"}`` objects and ``datagen verify`` re-reads every
+    such object from the text; a source document that already holds one would add a pair that belongs
+    to no chain. The key's quotes are dropped (``{"1f2e3d4c": "x"}`` becomes ``{1f2e3d4c: "x"}``), so the
+    text stays readable but is no longer a JSON object.
+
+    Example:
+        >>> neutralise_pairs('See {"0123456789abcdef": "Who won?"} here.')
+        ('See {0123456789abcdef: "Who won?"} here.', 1)
+    """
+    if "{" not in text:  # the common case, without a regex pass
+        return text, 0
+    return _PAIR_SHAPED.subn(r"{\1\2\3:", text)
+
+
+def neutralise_triplet(t: Triplet) -> tuple[Triplet, int]:
+    """``t`` with pair-shaped text defused in every text that reaches a prompt; returns (triplet, count)."""
+    n = 0
+
+    def fix(text: str) -> str:
+        nonlocal n
+        out, k = neutralise_pairs(text)
+        n += k
+        return out
+
+    def fix_docs(docs: list[Document]) -> list[Document]:
+        out = []
+        for d in docs:
+            title, text = fix(d.title), fix(d.text)
+            out.append(d if (title, text) == (d.title, d.text) else Document.make(title, text))
+        return out
+
+    question = fix(t.question)
+    gold, distractors = fix_docs(t.gold_docs), fix_docs(t.distractor_docs)
+    facts = [f if "{" not in f.text + f.title else dataclasses.replace(f, title=fix(f.title), text=fix(f.text))
+             for f in t.supporting_facts]
+    if not n:
+        return t, 0
+    return dataclasses.replace(t, question=question, gold_docs=gold, distractor_docs=distractors,
+                               supporting_facts=facts), n
 
 
 def clean_text(text: str) -> str:
@@ -96,6 +144,8 @@ class Source:
             raise LongmillError(f"source '{self.name}' needs --input (a file, a directory or a glob)")
         self.input = str(input) if input is not None else None
         self.skips = SkipCounter(strict=strict)
+        #: texts changed while reading, by kind (``pair_text_neutralised``), for stats.json
+        self.cleaned: Counter[str] = Counter()
         self.limit = limit
         self.options = dict(options or {})
         self._check_options()
@@ -132,11 +182,21 @@ class Source:
             log.info("%s: %d records (split %s)", path, n, split)
 
     def iter_triplets(self) -> Iterator[Triplet]:
-        """Yield triplets, in a deterministic order, honouring ``limit``."""
+        """Yield triplets, in a deterministic order, honouring ``limit``.
+
+        Every reader's triplets pass through here, so pair-shaped text (see :func:`neutralise_pairs`)
+        is defused once for all sources, and counted in :attr:`cleaned`.
+        """
         n = 0
         for t in self._iter():
             if self.limit is not None and n >= self.limit:
                 return
+            t, k = neutralise_triplet(t)
+            if k:
+                if not self.cleaned:
+                    log.info("%s: defusing text shaped like KeyChain pairs ({\"<hex>\": ...}) in record %s",
+                             self.name, t.id)
+                self.cleaned["pair_text_neutralised"] += k
             yield t
             n += 1
 

@@ -115,3 +115,36 @@ def test_doc_offsets_delimit_each_document(toy_corpus):
     for i in range(s.num_docs):
         assert text[off[i]:off[i + 1]].startswith(f"Document {i + 1}:\nTitle: ")
     assert text[off[-1]:].startswith("</text>")
+
+
+def test_pair_shaped_source_text_never_breaks_verify(tmp_path):
+    """Issue #9 point 14: sources that already hold ``{"<hex>": "..."}`` text still give samples that
+    pass verify; the text is defused when read, and counted in stats.json."""
+    import dataclasses
+
+    from datagen.generators.keychain import KeyChainConfig
+    from datagen.runner import RunConfig, run_generator
+    from datagen.schema import Document
+    from datagen.verify import verify
+    from tests.datagen.conftest import ListSource, toy_triplets
+
+    shaped = ('The config was {"0123456789abcdef": "Who founded the museum?"}. Also {"deadbeef-0000-4000-8000-'
+              '0123456789ab": "0123456789abcdef"} and { "cafebabe" : "x"} appeared. ')
+    triplets = []
+    for t in toy_triplets(40):
+        gold = [Document.make(d.title, shaped + d.text) for d in t.gold_docs]
+        dis = [Document.make(d.title, d.text + " " + shaped.strip()) for d in t.distractor_docs[:3]] + t.distractor_docs[3:]
+        triplets.append(dataclasses.replace(t, gold_docs=gold, distractor_docs=dis,
+                                            question=t.question + ' {"abcdef0123456789": "y"}'))
+    out = tmp_path / "kc"
+    stats = run_generator("keychain", KeyChainConfig(length=4000, num_chains=3, seed=1), ListSource(triplets),
+                          RunConfig(out=out, num_samples=6, rows_per_part=6))
+    report = verify(out)
+    assert report.ok, [str(v) for v in report.violations[:5]]
+    assert stats["source_cleaned"]["pair_text_neutralised"] == 40 * (2 * 3 + 3 * 3 + 1)
+    assert json.loads((out / "stats.json").read_text())["source_cleaned"] == stats["source_cleaned"]
+
+    lq = tmp_path / "lq"
+    run_generator("longqa", GENERATORS.get("longqa").config_cls(length=3000, seed=1), ListSource(triplets),
+                  RunConfig(out=lq, num_samples=4, rows_per_part=4))
+    assert verify(lq).ok

@@ -567,3 +567,16 @@ def test_all_published_readers_are_registered():
     from datagen.sources import SOURCES
 
     assert {"hotpotqa", "musique", "2wikimqa", "jsonl", "parquet", "hf"} <= set(SOURCES.names())
+
+
+def test_pair_shaped_text_is_neutralised():
+    from datagen.generators.keychain import parse_pairs
+    from datagen.sources.base import neutralise_pairs
+
+    text = ('a {"0123456789abcdef": "Who?"} b {"01234567-89ab-4cde-8f01-23456789abcd": "0123456789abcdef"} '
+            'c {"DEADBEEF":"x"} d { "cafebabe" : 1} e {"name": "not a key"} f {"12ab": "too short"}')
+    out, n = neutralise_pairs(text)
+    assert n == 4 and parse_pairs(out) == []
+    assert '{"name": "not a key"}' in out and '{"12ab": "too short"}' in out and '{0123456789abcdef: "Who?"}' in out
+    assert neutralise_pairs(out) == (out, 0)  # idempotent
+    assert neutralise_pairs("no braces at all") == ("no braces at all", 0)
