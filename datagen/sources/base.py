@@ -168,7 +168,8 @@ class Source:
         """``(file, split, index, record)`` over the input JSON / JSONL files.
 
         The split is the ``split`` option, else guessed from the file name; lines that are not JSON are
-        counted as skipped records (or raised under ``strict``).
+        counted as skipped records (or raised under ``strict``). A file whose first record is in another
+        reader's layout is an error that names that reader ("this looks like MuSiQue").
         """
         for path in self.files():
             split = guess_split(path, self.options.get("split"))
@@ -177,6 +178,8 @@ class Source:
                 if isinstance(record, RecordError):
                     skip_record(self.skips, record)
                     continue
+                if n == 0 and (hint := format_hint(record, self.name)):
+                    raise LongmillError(f"{path}: {hint}")
                 n += 1
                 yield path, split, index, record
             log.info("%s: %d records (split %s)", path, n, split)
@@ -240,29 +243,128 @@ def resolve_inputs(input: str, extensions: tuple[str, ...]) -> list[Path]:
     raise LongmillError(f"{input}: no such file, directory or glob match")
 
 
-def iter_json_records(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield ``(index, record)`` from a JSON list or a JSON-lines file.
+_BOM = b"\xef\xbb\xbf"
 
-    A JSONL line that does not parse is yielded as a :class:`RecordError` in place of the record, so
-    the caller can count it and carry on.
+
+def iter_json_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(index, record)`` from a JSON list or a JSON-lines file (UTF-8, with or without a BOM).
+
+    A JSONL line that does not parse, or is not valid UTF-8, is yielded as a :class:`RecordError` in
+    place of the record, so the caller can count it and carry on. A file that is one JSON object (not a
+    list, nor one object per line) is an error that says so.
     """
-    with open(path, encoding="utf-8") as f:
-        head = f.read(4096).lstrip()
+    with open(path, "rb") as f:
+        head = f.read(4096)
         f.seek(0)
-        if head.startswith("["):
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise LongmillError(f"{path}: not valid JSON ({e}); expected a JSON list of records") from e
-            yield from enumerate(data)
+        start = head[len(_BOM):] if head.startswith(_BOM) else head
+        start = start.lstrip()
+        if start.startswith(b"["):
+            yield from enumerate(_load_json(path, f.read(), "a JSON list of records"))
             return
-        for i, line in enumerate(f):
-            if not line.strip():
+        first = True
+        for i, raw in enumerate(f):
+            if i == 0 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            if not raw.strip():
                 continue
             try:
-                yield i, json.loads(line)
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield i, RecordError(str(path), i, "<line>", f"not valid UTF-8 (byte {e.start} of the line: {e.reason}); "
+                                                             "re-encode the file as UTF-8")
+                first = False
+                continue
+            try:
+                record = json.loads(line)
             except json.JSONDecodeError as e:
+                if first and start.startswith(b"{"):
+                    f.seek(0)
+                    whole = _load_json(path, f.read(), None)
+                    if whole is not None:
+                        raise LongmillError(_object_message(path, whole)) from None
                 yield i, RecordError(str(path), i, "<line>", f"invalid JSON: {e.msg} at column {e.colno}")
+                first = False
+                continue
+            if first and isinstance(record, dict) and records_inside(record) is not None:
+                raise LongmillError(_object_message(path, record))
+            first = False
+            yield i, record
+
+
+def _load_json(path: Path, data: bytes, expected: str | None) -> Any:
+    """The whole file as JSON; with ``expected`` None, None when it is not JSON (instead of an error)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        if expected is None:
+            return None
+        line = data.count(b"\n", 0, e.start) + 1
+        raise LongmillError(f"{path}: not valid UTF-8 at byte {e.start} (line {line}: {e.reason}); "
+                            "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        if expected is None:
+            return None
+        raise LongmillError(f"{path}: not valid JSON ({e}); expected {expected}") from None
+
+
+def records_inside(obj: dict[str, Any]) -> str | None:
+    """The key of ``obj`` that holds a list of records (JSON objects), if ``obj`` wraps them."""
+    if _looks_like_record(obj):
+        return None
+    for k, v in obj.items():
+        if isinstance(v, list) and v and all(isinstance(x, dict) and _looks_like_record(x) for x in v[:10]):
+            return str(k)
+    return None
+
+
+def _looks_like_record(obj: dict[str, Any]) -> bool:
+    return "question" in obj or looks_like(obj) is not None
+
+
+def _object_message(path: Path, obj: Any) -> str:
+    keys = ", ".join(repr(k) for k in list(obj)[:6]) if isinstance(obj, dict) else ""
+    inner = records_inside(obj) if isinstance(obj, dict) else None
+    hint = f"; the records seem to be its {inner!r} list: write that list out (e.g. jq '.{inner}')" if inner else ""
+    return (f"{path}: expected a JSON list of records (or one JSON object per line), but the file is one JSON "
+            f"object (keys {keys}){hint}")
+
+
+#: The published layouts a reader can recognise, by the keys only that layout has.
+FORMAT_NAMES = {"hotpotqa": "HotpotQA", "2wikimqa": "2WikiMultihopQA", "musique": "MuSiQue",
+                "hf": "the Hugging Face hub layout of HotpotQA"}
+_TWOWIKI_TYPES = {"compositional", "inference", "bridge_comparison"}
+
+
+def looks_like(record: Any) -> str | None:
+    """The source whose published layout ``record`` has (``musique``, ``hotpotqa``, ...), else None.
+
+    Example:
+        >>> looks_like({"id": "2hop__1", "paragraphs": [], "question_decomposition": [], "question": "?"})
+        'musique'
+    """
+    if not isinstance(record, dict):
+        return None
+    keys = set(record)
+    if {"paragraphs", "question_decomposition"} <= keys:
+        return "musique"
+    if {"context", "supporting_facts"} <= keys:
+        if isinstance(record["context"], dict):
+            return "hf"
+        if "evidences" in keys or record.get("type") in _TWOWIKI_TYPES:
+            return "2wikimqa"
+        if "_id" in keys:
+            return "hotpotqa"
+    return None
+
+
+def format_hint(record: Any, reader: str) -> str | None:
+    """"this looks like MuSiQue; use --source musique" when ``record`` is in another reader's layout."""
+    other = looks_like(record)
+    if other is None or other == reader or {other, reader} == {"hotpotqa", "2wikimqa"}:
+        return None  # HotpotQA and 2Wiki share one layout: either reader reads the other's files
+    return f"this looks like {FORMAT_NAMES[other]}, not {FORMAT_NAMES.get(reader, reader)}; use --source {other}"
 
 
 def make_doc(title: str, text: str) -> Document:
