@@ -7,6 +7,8 @@ sentence ends, in random places, and the instructions name the head key of the t
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import re
 from dataclasses import dataclass
@@ -15,12 +17,27 @@ import numpy as np
 
 from datagen.errors import LongmillError, SourceTooSmallError
 from datagen.generators.base import GENERATORS, GenConfig, Generator, user_message
-from datagen.generators.fit import inline_pair, loose_pair
+from datagen.generators.fit import (
+    FitResult,
+    ends_sentence,
+    fit_prompt,
+    inline_pair,
+    loose_pair,
+    parse_placement,
+)
 from datagen.prompts import HEAD_KEY_PHRASE, keychain_pieces
 from datagen.rng import rng_uuid
 from datagen.schema import Chain, Sample, Triplet
 
-UUID_FORMATS = ("full", "short")
+UUID_FORMATS = ("full", "short", "hex8")
+#: Presets: ``loongrl`` reproduces the task of LoongRL's KeyChain generator (see docs/design-notes.md).
+PRESETS = ("loongrl",)
+#: LoongRL: 4 chains per 1,024 tokens of budget, of 4 keys each.
+LOONGRL_CHAINS_PER_1024 = 4
+#: The share of pairs put on their own line between documents under the ``loongrl`` preset.
+LOONGRL_PAIRS_BETWEEN = 0.5
+#: The standard deviation of the core block's depth around the middle under the ``loongrl`` preset.
+LOONGRL_CORE_SIGMA = 0.1
 
 
 def default_num_chains(length: int) -> int:
@@ -28,13 +45,18 @@ def default_num_chains(length: int) -> int:
     return max(2, min(16, round(length / 6000)))
 
 
+def loongrl_num_chains(length: int) -> int:
+    """LoongRL's count: ``4 * length // 1024`` (234 at 60k, 78 at 20k), at least 2."""
+    return max(2, LOONGRL_CHAINS_PER_1024 * length // 1024)
+
+
 def pair_text(key: str, value: str) -> str:
     """One key-value pair as a JSON object; JSON escaping keeps quotes in questions unambiguous."""
     return json.dumps({key: value}, ensure_ascii=False)
 
 
-#: A key as this generator writes it: a full UUID or 16 hex digits.
-KEY_PATTERN = r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{16})"
+#: A key as this generator writes it: a full UUID, 16 hex digits or 8 hex digits.
+KEY_PATTERN = r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{16}|[0-9a-f]{8})"
 _PAIR_START = re.compile(r'\{"(' + KEY_PATTERN + r')": ')
 _KEY_ONLY = re.compile(r"^" + KEY_PATTERN + r"$")
 _DECODER = json.JSONDecoder()
@@ -83,6 +105,26 @@ def follow_chain(pairs: list[tuple[str, str]], head: str, max_steps: int = 10_00
     return keys, cur
 
 
+_CLOSERS = "\"')]\u201d\u2019"
+
+
+def _after_abbreviation(text: str, pairs: list[tuple[str, str]]) -> list[str]:
+    """The inline pairs of ``text`` that follow an initial or abbreviation ("James P. {..}. Comer")."""
+    out = []
+    for k, v in pairs:
+        s = inline_pair(pair_text(k, v))
+        i = text.find(s)
+        if i <= 0:
+            continue  # a pair on its own line between documents
+        rest = text[:i] + text[i + len(s):]  # the text as it was before the pair went in
+        j = i
+        while j > 0 and rest[j - 1] in _CLOSERS:
+            j -= 1
+        if j > 0 and rest[j - 1] in ".!?" and not ends_sentence(rest, j - 1, i):
+            out.append(rest[max(0, j - 20):i + 12])
+    return out
+
+
 @dataclass
 class KeyChainConfig(GenConfig):
     """KeyChain options, on top of :class:`GenConfig`.
@@ -90,14 +132,35 @@ class KeyChainConfig(GenConfig):
     Args:
         hops: keys per chain (the true chain has ``hops`` pairs, the last pointing at the question).
         num_chains: chains in total (1 true + decoys); default scales with the length.
-        uuid_format: ``full`` (36-character UUIDs) or ``short`` (16 hex digits).
+        uuid_format: ``full`` (36-character UUIDs), ``short`` (16 hex digits) or ``hex8`` (8 hex digits).
+        pairs_between: the share of pairs written on their own line between documents rather than
+            after a sentence end (0 to 1).
+        preset: ``loongrl`` for LoongRL's task: 4 chains per 1,024 tokens, ``hex8`` keys, ``passage``
+            documents, half the pairs between documents, and the source record's whole paragraph set
+            kept together as a core block around the middle (options left at their defaults take the
+            preset's values; docs/design-notes.md says how it differs from the default).
     """
 
     hops: int = 4
     num_chains: int | None = None
     uuid_format: str = "full"
+    pairs_between: float = 0.0
+    preset: str | None = None
 
     def __post_init__(self) -> None:
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                close = difflib.get_close_matches(self.preset, PRESETS, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise LongmillError(f"unknown preset {self.preset!r}{hint} Valid presets: {', '.join(PRESETS)}")
+            if self.num_chains is None:
+                self.num_chains = loongrl_num_chains(self.length)
+            if self.uuid_format == "full":
+                self.uuid_format = "hex8"
+            if self.doc_template == "default":
+                self.doc_template = "passage"
+            if self.pairs_between == 0.0:
+                self.pairs_between = LOONGRL_PAIRS_BETWEEN
         super().__post_init__()
         if self.hops < 1:
             raise LongmillError(f"hops must be >= 1, got {self.hops}")
@@ -107,6 +170,8 @@ class KeyChainConfig(GenConfig):
             raise LongmillError(f"num_chains must be >= 1, got {self.num_chains}")
         if self.uuid_format not in UUID_FORMATS:
             raise LongmillError(f"uuid_format must be one of {', '.join(UUID_FORMATS)}, got {self.uuid_format!r}")
+        if not 0.0 <= self.pairs_between <= 1.0:
+            raise LongmillError(f"pairs_between must be in [0, 1], got {self.pairs_between}")
 
 
 @GENERATORS.register("keychain")
@@ -114,7 +179,7 @@ class KeyChain(Generator):
     """Multi-hop QA buried in distractors, its question hidden behind a UUID chain."""
 
     name = "keychain"
-    version = "1"
+    version = "2"  # 2: no pairs after initials or abbreviations; 8-hex keys, pairs between documents
     config_cls = KeyChainConfig
     config: KeyChainConfig
 
@@ -129,11 +194,11 @@ class KeyChain(Generator):
         super().preflight()
 
     def _keys(self, rng: np.random.Generator, n: int) -> list[str]:
-        short = self.config.uuid_format == "short"
+        fmt = self.config.uuid_format
         keys: list[str] = []
         seen: set[str] = set()
         while len(keys) < n:
-            k = rng_uuid(rng, short=short)
+            k = rng.bytes(4).hex() if fmt == "hex8" else rng_uuid(rng, short=fmt == "short")
             if k not in seen:  # collisions are astronomically rare, but keys must be unique
                 seen.add(k)
                 keys.append(k)
@@ -151,18 +216,44 @@ class KeyChain(Generator):
         pairs = [pair_text(ch.keys[i], ch.keys[i + 1] if i + 1 < hops else ch.target)
                  for ch in chains for i in range(hops)]
 
-        priority = []
+        between = [bool(x) for x in rng.random(len(pairs)) < c.pairs_between] if c.pairs_between > 0 else []
+        head, tail = keychain_pieces(chains[0].keys[0])
+        if c.preset == "loongrl":
+            fit = self._fit_core(triplet, rng, head, tail, decoys, pairs, between)
+        else:
+            priority = []
+            if c.hard_distractors:
+                # The record's own distractors, then the decoy questions' gold documents: a decoy question
+                # that is answerable from the context is what makes following the chain necessary.
+                priority = list(triplet.distractor_docs)
+                for q in decoys:
+                    priority.extend(self.corpus.triplets[self.corpus.question_triplet[q]].gold_docs)
+                priority = [priority[i] for i in rng.permutation(len(priority))]
+            fit = self.fit(triplet, rng, head, tail, priority, pairs, between)
+        return self.make_sample(index, triplet, fit, num_chains=n_chains, chain_hops=hops,
+                                chain_head=chains[0].keys[0], chains=chains)
+
+    def _fit_core(self, triplet: Triplet, rng: np.random.Generator, head: str, tail: str, decoys: list[int],
+                  pairs: list[str], between: list[bool]) -> FitResult:
+        """LoongRL's layout: the record's whole paragraph set (gold and its own distractors) stays
+        together as one core block, at a depth drawn around the middle; other documents fill the rest."""
+        c = self.config
+        core = list(triplet.gold_docs) + list(triplet.distractor_docs)
+        depth = parse_placement(c.placement)
+        if depth is None:  # the default placement means LoongRL's: Gaussian around the middle
+            depth = float(np.clip(rng.normal(0.5, LOONGRL_CORE_SIGMA), 0.0, 1.0))
+        priority: list = []
         if c.hard_distractors:
-            # The record's own distractors, then the decoy questions' gold documents: a decoy question
-            # that is answerable from the context is what makes following the chain necessary.
-            priority = list(triplet.distractor_docs)
             for q in decoys:
                 priority.extend(self.corpus.triplets[self.corpus.question_triplet[q]].gold_docs)
             priority = [priority[i] for i in rng.permutation(len(priority))]
-        head, tail = keychain_pieces(chains[0].keys[0])
-        fit = self.fit(triplet, rng, head, tail, priority, pairs)
-        return self.make_sample(index, triplet, fit, num_chains=n_chains, chain_hops=hops,
-                                chain_head=chains[0].keys[0], chains=chains)
+        ids, titles = {d.doc_id for d in core}, {d.title for d in core}
+        fit = fit_prompt(tokenizer=self.tokenizer, counter=self.counter, length=c.length, tolerance=c.tolerance,
+                         head=head, tail=tail, gold=core, candidates=self.corpus.distractors(rng, ids, titles, priority),
+                         rng=rng, placement=f"depth:{depth}", pairs=pairs, system_prompt=c.system_prompt,
+                         between=between)
+        g = len(triplet.gold_docs)  # the core's first documents are the gold ones
+        return dataclasses.replace(fit, gold_positions=fit.gold_positions[:g], gold_depths=fit.gold_depths[:g])
 
     @classmethod
     def check_row(cls, row: dict) -> list[tuple[str, str]]:
@@ -204,6 +295,10 @@ class KeyChain(Generator):
             problems.append(("chain", "two chains end at the same question"))
         if len(targets) != row["num_chains"]:
             problems.append(("chain", f"the text has {len(targets)} chain ends, num_chains is {row['num_chains']}"))
+        misplaced = _after_abbreviation(user, text_pairs)
+        if misplaced:
+            problems.append(("placement", f"{len(misplaced)} pair(s) sit after an initial or abbreviation, not a "
+                                          f"sentence end, e.g. {misplaced[0]!r}"))
         carried = {(k, (c["keys"][i + 1] if i + 1 < len(c["keys"]) else c["target"]))
                    for c in row["chains"] for i, k in enumerate(c["keys"])}
         if carried != set(text_pairs):
