@@ -146,6 +146,9 @@ class _Run:
     stats: dict[str, Any] | None = None
     params: dict[str, Any] | None = None  # the run's params: stats.json's, else the first row's
     rows: int = 0
+    #: a folder written by one generator run (stats.json or done-markers); others (a curriculum stage,
+    #: a hand-assembled folder) may hold rows of many runs, each judged by its own parameters
+    one_run: bool = False
 
 
 _PART_NUMBER = re.compile(r"^part-(\d+)\.parquet$")
@@ -160,6 +163,7 @@ def _runs(parts: list[Path], single_file: bool) -> list[_Run]:
         return out
     for r in out:
         stats_path = r.folder / STATS_FILE
+        r.one_run = stats_path.exists() or any((r.folder / MARKER_DIR).glob("*.json"))
         if stats_path.exists():
             try:
                 r.stats = json.loads(stats_path.read_text(encoding="utf-8"))
@@ -284,12 +288,15 @@ def _verify_row(run: _Run, path: Path, i: int, row: dict[str, Any], uids: dict[s
         own = json.loads(row["params"])
         if not isinstance(own, dict):
             raise ValueError("params is not a JSON object")
-        if run.params is None:
-            run.params = own
-        elif own != run.params:
-            problems.append(("run", f"made with other settings than the run (differs in: "
-                                    f"{', '.join(_differs(own, run.params))}); the folder mixes runs"))
-        problems += check_row(row, run.params)
+        if not run.one_run:
+            problems += check_row(row)
+        else:
+            if run.params is None:
+                run.params = own
+            elif own != run.params:
+                problems.append(("run", f"made with other settings than the run (differs in: "
+                                        f"{', '.join(_differs(own, run.params))}); the folder mixes runs"))
+            problems += check_row(row, run.params)
     except _MALFORMED as e:
         problems.append(("malformed", f"the row cannot be checked ({type(e).__name__}: {e}); regenerate it"))
     if uid in uids:

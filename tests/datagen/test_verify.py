@@ -243,3 +243,15 @@ def test_unreadable_part_is_a_violation(good):
     (good / "part-00001.parquet").write_bytes(b"not parquet at all")
     r = verify(good)
     assert not r.ok and r.violations[0].check == "schema" and "part-00001.parquet" in str(r.violations[0])
+
+
+def test_a_folder_of_several_runs_without_run_files_judges_each_row_by_its_own(tmp_path, good, good_longqa):
+    """A folder assembled from several runs (as a curriculum stage is) is not a mixed run."""
+    import shutil
+
+    mixed = tmp_path / "stage"
+    mixed.mkdir()
+    shutil.copy(good / "part-00000.parquet", mixed / "part-00000.parquet")
+    shutil.copy(good_longqa / "part-00000.parquet", mixed / "part-00001.parquet")
+    r = verify(mixed)
+    assert r.ok and r.rows == 5, [str(v) for v in r.violations]
