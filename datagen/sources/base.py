@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import itertools
 import json
 import logging
 import re
@@ -50,6 +51,9 @@ def neutralise_pairs(text: str) -> tuple[str, int]:
 
 def neutralise_triplet(t: Triplet) -> tuple[Triplet, int]:
     """``t`` with pair-shaped text defused in every text that reaches a prompt; returns (triplet, count)."""
+    if "{" not in t.question and not any("{" in d.text or "{" in d.title
+                                         for d in itertools.chain(t.gold_docs, t.distractor_docs)):
+        return t, 0  # the common case: one scan, no copies
     n = 0
 
     def fix(text: str) -> str:
@@ -67,7 +71,7 @@ def neutralise_triplet(t: Triplet) -> tuple[Triplet, int]:
 
     question = fix(t.question)
     gold, distractors = fix_docs(t.gold_docs), fix_docs(t.distractor_docs)
-    facts = [f if "{" not in f.text + f.title else dataclasses.replace(f, title=fix(f.title), text=fix(f.text))
+    facts = [f if "{" not in f.text and "{" not in f.title else dataclasses.replace(f, title=fix(f.title), text=fix(f.text))
              for f in t.supporting_facts]
     if not n:
         return t, 0
