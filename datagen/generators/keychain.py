@@ -21,8 +21,6 @@ from datagen.generators.fit import (
     FitResult,
     ends_sentence,
     fit_prompt,
-    inline_pair,
-    loose_pair,
     parse_placement,
 )
 from datagen.prompts import HEAD_KEY_PHRASE, keychain_pieces
@@ -63,6 +61,21 @@ _DECODER = json.JSONDecoder()
 _HEAD = re.compile(re.escape(HEAD_KEY_PHRASE) + r' "(' + KEY_PATTERN + r')"')
 
 
+def pair_spans(text: str) -> list[tuple[int, int, str, str]]:
+    """``(start, end, key, value)`` of every ``{"<key>": "<value>"}`` JSON object in ``text``, in order."""
+    out = []
+    for m in _PAIR_START.finditer(text):
+        try:
+            obj, end = _DECODER.raw_decode(text, m.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and len(obj) == 1:
+            (k, v), = obj.items()
+            if isinstance(v, str) and _KEY_ONLY.match(k):
+                out.append((m.start(), end, k, v))
+    return out
+
+
 def parse_pairs(text: str) -> list[tuple[str, str]]:
     """Every ``{"<key>": "<value>"}`` JSON object in ``text``, in order of appearance.
 
@@ -70,25 +83,35 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
         >>> parse_pairs('Text. {"0123456789abcdef": "Who won?"}. More.')
         [('0123456789abcdef', 'Who won?')]
     """
-    out = []
-    for m in _PAIR_START.finditer(text):
-        try:
-            obj, _ = _DECODER.raw_decode(text, m.start())
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict) and len(obj) == 1:
-            (k, v), = obj.items()
-            if isinstance(v, str) and _KEY_ONLY.match(k):
-                out.append((k, v))
-    return out
+    return [(k, v) for _, _, k, v in pair_spans(text)]
+
+
+def _inserted(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """The span of the pair at ``[start, end)`` with what was inserted around it (inline or own line)."""
+    if start > 0 and text[start - 1] == " " and text.startswith(".", end):
+        return start - 1, end + 1  # inline_pair: ' {..}.'
+    if text.startswith(".\n\n", end):
+        return start, end + 3  # loose_pair: '{..}.\n\n'
+    return None
 
 
 def strip_pairs(text: str, pairs: list[tuple[str, str]] | None = None) -> str:
-    """``text`` with the key-value pairs taken out again (as they were inserted)."""
-    for k, v in parse_pairs(text) if pairs is None else pairs:
-        p = pair_text(k, v)
-        text = text.replace(inline_pair(p), "").replace(loose_pair(p), "")
-    return text
+    """``text`` with the key-value pairs (all, or those in ``pairs``) taken out again as they were inserted.
+
+    One pass over the text, so the cost does not grow with the number of pairs times the text.
+    """
+    wanted = None if pairs is None else set(pairs)
+    pieces, pos = [], 0
+    for a, b, k, v in pair_spans(text):
+        if (wanted is not None and (k, v) not in wanted) or a < pos:
+            continue
+        span = _inserted(text, a, b)
+        if span is None:
+            continue
+        pieces.append(text[pos:span[0]])
+        pos = span[1]
+    pieces.append(text[pos:])
+    return "".join(pieces)
 
 
 def follow_chain(pairs: list[tuple[str, str]], head: str, max_steps: int = 10_000) -> tuple[list[str], str]:
@@ -108,20 +131,21 @@ def follow_chain(pairs: list[tuple[str, str]], head: str, max_steps: int = 10_00
 _CLOSERS = "\"')]\u201d\u2019"
 
 
-def _after_abbreviation(text: str, pairs: list[tuple[str, str]]) -> list[str]:
+def _after_abbreviation(text: str, spans: list[tuple[int, int, str, str]]) -> list[str]:
     """The inline pairs of ``text`` that follow an initial or abbreviation ("James P. {..}. Comer")."""
     out = []
-    for k, v in pairs:
-        s = inline_pair(pair_text(k, v))
-        i = text.find(s)
-        if i <= 0:
+    for a, b, _, _ in spans:
+        span = _inserted(text, a, b)
+        if span is None or span[0] != a - 1:
             continue  # a pair on its own line between documents
-        rest = text[:i] + text[i + len(s):]  # the text as it was before the pair went in
-        j = i
-        while j > 0 and rest[j - 1] in _CLOSERS:
+        # The text around the slot as it was before the pair went in: up to the slot, then what follows.
+        before = text[max(0, a - 41):a - 1]
+        window = before + text[b + 1:b + 3]
+        j = len(before)
+        while j > 0 and window[j - 1] in _CLOSERS:
             j -= 1
-        if j > 0 and rest[j - 1] in ".!?" and not ends_sentence(rest, j - 1, i):
-            out.append(rest[max(0, j - 20):i + 12])
+        if j > 0 and window[j - 1] in ".!?" and not ends_sentence(window, j - 1, len(before)):
+            out.append(text[max(0, a - 21):b + 12])
     return out
 
 
@@ -260,7 +284,8 @@ class KeyChain(Generator):
         """Re-derive the chains from the text alone, then compare them with the carried ``chains``."""
         problems: list[tuple[str, str]] = []
         user = user_message(row)
-        text_pairs = parse_pairs(user)
+        spans = pair_spans(user)
+        text_pairs = [(k, v) for _, _, k, v in spans]
         keys = [k for k, _ in text_pairs]
         if len(set(keys)) != len(keys):
             dup = sorted({k for k in keys if keys.count(k) > 1})
@@ -295,7 +320,7 @@ class KeyChain(Generator):
             problems.append(("chain", "two chains end at the same question"))
         if len(targets) != row["num_chains"]:
             problems.append(("chain", f"the text has {len(targets)} chain ends, num_chains is {row['num_chains']}"))
-        misplaced = _after_abbreviation(user, text_pairs)
+        misplaced = _after_abbreviation(user, spans)
         if misplaced:
             problems.append(("placement", f"{len(misplaced)} pair(s) sit after an initial or abbreviation, not a "
                                           f"sentence end, e.g. {misplaced[0]!r}"))
