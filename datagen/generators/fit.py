@@ -38,8 +38,8 @@ SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*(?= \S)")
 ABBREVIATIONS = frozenset("""
 mr mrs ms mx dr prof rev hon sr jr st mt ft gen col lt sgt capt cmdr adm maj cpl pvt gov sen rep pres
 fr sra srta mme mlle messrs esq inc ltd co corp bros plc llc dept univ assn est approx ca cf vs etc al
-no nos vol vols pp ed eds trans op ch fig figs art sec jan feb mar apr jun jul aug sep sept oct nov dec
-mon tue wed thu fri sat sun ave blvd rd hwy sq
+no nos vol vols pp ed eds trans op ch fig figs sec jan feb mar apr jun jul aug sep sept oct nov dec
+ave blvd rd hwy sq
 """.split())
 _LAST_WORD = re.compile(r"[\w.'’-]+$")
 
