@@ -290,7 +290,11 @@ class KeyChain(Generator):
         if len(set(keys)) != len(keys):
             dup = sorted({k for k in keys if keys.count(k) > 1})
             problems.append(("chain", f"keys appear more than once: {dup[:3]}"))
-        heads = _HEAD.findall(user)
+        off = list(row["doc_offsets"] or [])
+        # The head is read from the instructions only (before the first and after the last document), so
+        # a document that happens to quote the phrase cannot pass for a second instruction.
+        instructions = user[:off[0]] + "\n" + user[off[-1]:] if off and 0 <= off[0] <= off[-1] <= len(user) else user
+        heads = _HEAD.findall(instructions)
         if not heads:
             return problems + [("chain", "the instructions name no head key")]
         head = heads[-1]
