@@ -260,6 +260,9 @@ def iter_json_records(path: Path) -> Iterator[tuple[int, Any]]:
     with open(path, "rb") as f:
         head = f.read(4096)
         f.seek(0)
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise LongmillError(f"{path}: the file is UTF-16; re-encode it as UTF-8 "
+                                f"(e.g. iconv -f utf-16 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix})")
         start = head[len(_BOM):] if head.startswith(_BOM) else head
         start = start.lstrip()
         if start.startswith(b"["):

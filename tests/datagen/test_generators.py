@@ -251,3 +251,20 @@ def test_loongrl_preset_is_deterministic_and_verifies(tmp_path, toy_source):
     report = verify(outs[0])
     assert report.ok, [str(v) for v in report.violations[:3]]
     assert json.loads((outs[0] / "stats.json").read_text())["params"]["preset"] == "loongrl"
+
+
+def test_loongrl_preset_from_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from datagen.cli import main
+
+    out = tmp_path / "kc"
+    r = CliRunner().invoke(main, ["keychain", "--length", "8k", "--preset", "loongrl", "--num-samples", "2",
+                                  "--source-opt", "num_triplets=300", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    params = json.loads((out / "stats.json").read_text())["params"]
+    assert (params["preset"], params["num_chains"], params["uuid_format"]) == ("loongrl", 31, "hex8")
+    v = CliRunner().invoke(main, ["verify", str(out)])
+    assert v.exit_code == 0 and "OK: 2 rows" in v.output, v.output
+    bad = CliRunner().invoke(main, ["keychain", "--length", "8k", "--preset", "loong", "--out", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "did you mean 'loongrl'" in bad.output

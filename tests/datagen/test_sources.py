@@ -608,6 +608,13 @@ def test_utf8_bom_is_accepted(tmp_path):
         assert len(triplets) == 3 and src.skips.total == 0, name
 
 
+def test_utf16_file_says_so(tmp_path):
+    path = tmp_path / "musique_ans_v1.0_dev.jsonl"
+    path.write_bytes(write_musique(tmp_path / "m.jsonl", make_qa_records(2, seed=1)).read_text().encode("utf-16"))
+    with pytest.raises(LongmillError, match="UTF-16; re-encode it as UTF-8"):
+        read("musique", path)
+
+
 def test_json_list_that_is_not_utf8_names_the_byte(tmp_path):
     hp = write_hotpotqa(tmp_path / "hotpot_dev_distractor_v1.json", make_qa_records(2, seed=2))
     data = hp.read_bytes()
