@@ -168,7 +168,7 @@ def run_generator(
         progress(done_before)
     if done_before:
         log.info("%d part(s) already done in %s; resuming", len(run.my_parts()) - len(todo), run.out)
-    extra = {"source_skipped": source.skips.as_dict()}
+    extra = {"source_skipped": source.skips.as_dict(), "source_cleaned": dict(sorted(source.cleaned.items()))}
 
     def write(part: int, rows: list[dict], stats: dict) -> None:
         writer.write(part, to_table(rows, SAMPLE_SCHEMA), {**stats, **extra}, summary)
@@ -227,6 +227,7 @@ def finalize(writer: PartWriter, run: RunConfig, meta: dict[str, Any]) -> dict[s
         "written": sum(s["written"] for s in parts),
         "skipped": dict(sorted(skipped.items())),
         "source_skipped": parts[0].get("source_skipped", {}) if parts else {},
+        "source_cleaned": parts[0].get("source_cleaned", {}) if parts else {},
         "prompt_tokens": summarize(lengths),
         "num_docs": summarize(docs),
         "data_sources": dict(sorted(data_sources.items())),
@@ -287,6 +288,7 @@ def run_triplets(source: Source, out: Path, rows_per_part: int = 1000,
         "options": {k: str(v) for k, v in sorted(source.options.items())},
         "triplets": written,
         "skipped": source.skips.as_dict(),
+        "cleaned": dict(sorted(source.cleaned.items())),
         "hops": {str(k): v for k, v in sorted(hops.items())},
         "question_types": dict(sorted(qtypes.items())),
         "parts": parts,

@@ -3,6 +3,10 @@
 The checks do not trust the generator's bookkeeping: chains are parsed out of the prompt text, the head
 key is read from the instructions, and lengths are measured again with the tokenizer named in the row.
 The carried structure (``chains``, ``gold_docs``) is then compared with what the text says.
+
+The checks every sample shares (length, template, gold documents, document offsets, uids) live here;
+each generator checks its own structure in its :meth:`Generator.check_row` hook, which :func:`check_row`
+calls for the generator named in the row, so a new generator brings its checks with it.
 """
 
 from __future__ import annotations
@@ -15,17 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datagen.errors import LongmillError, UnknownNameError
+from datagen.generators import GENERATORS
+from datagen.generators.base import user_message
 from datagen.generators.fit import lower_bound
-from datagen.generators.keychain import KEY_PATTERN, parse_pairs, strip_pairs
-from datagen.prompts import HEAD_KEY_PHRASE
+from datagen.generators.keychain import follow_chain, parse_pairs, strip_pairs
 from datagen.schema import OPTIONAL_COLUMNS, SAMPLE_SCHEMA, schema_kind
-from datagen.shards import iter_rows, list_parts, read_schema
+from datagen.shards import MARKER_DIR, STATS_FILE, iter_rows, list_parts, read_schema
 from datagen.tokenizers import get_tokenizer
 
 log = logging.getLogger(__name__)
 
-_HEAD = re.compile(re.escape(HEAD_KEY_PHRASE) + r' "(' + KEY_PATTERN + r')"')
-_KEY_RE = re.compile(r"^" + KEY_PATTERN + r"$")
+__all__ = ["VerifyReport", "Violation", "check_row", "follow_chain", "verify"]
 
 
 @dataclass
@@ -53,20 +58,6 @@ class VerifyReport:
         return not self.violations
 
 
-def follow_chain(pairs: list[tuple[str, str]], head: str, max_steps: int = 10_000) -> tuple[list[str], str]:
-    """Follow ``head`` through ``pairs``; returns (keys visited, the value that is not a key)."""
-    table = dict(pairs)
-    keys, cur = [], head
-    while cur in table:
-        if cur in keys or len(keys) > max_steps:
-            raise ValueError(f"the chain from {head} loops at {cur}")
-        keys.append(cur)
-        cur = table[cur]
-    if not keys:
-        raise ValueError(f"the head key {head} is not a key of any pair in the text")
-    return keys, cur
-
-
 def _check_offsets(row: dict[str, Any], user: str, text_pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """doc_offsets are increasing, inside the message, and each gold document lies in its own span."""
     off = list(row["doc_offsets"])
@@ -83,36 +74,53 @@ def _check_offsets(row: dict[str, Any], user: str, text_pairs: list[tuple[str, s
     return out
 
 
-def generator_checks(row: dict[str, Any]) -> list[tuple[str, str]]:
-    """The row's generator's own checks (:meth:`Generator.check_row`); an unknown generator is a violation."""
-    from datagen.generators import GENERATORS
+def _answer_checks(row: dict[str, Any]) -> list[tuple[str, str]]:
+    """The reward's copies of the question and answers agree with the columns (verl reads the copies)."""
+    problems = []
+    answers = list(row["answers"])
+    if not answers or any(not isinstance(a, str) or not a.strip() for a in answers):
+        problems.append(("answers", f"answers must be non-empty strings, got {answers!r}"))
+    truth = list((row["reward_model"] or {}).get("ground_truth") or [])
+    if truth != answers:
+        problems.append(("answers", f"reward_model.ground_truth {truth!r} differs from answers {answers!r}"))
+    extra = row["extra_info"] or {}
+    if list(extra.get("answers") or []) != answers:
+        problems.append(("answers", f"extra_info.answers {extra.get('answers')!r} differs from answers {answers!r}"))
+    if extra.get("question") != row["question"]:
+        problems.append(("question", f"extra_info.question {extra.get('question')!r} differs from the question column"))
+    if extra.get("uid") != row["uid"]:
+        problems.append(("structure", f"extra_info.uid {extra.get('uid')!r} differs from uid {row['uid']!r}"))
+    return problems
 
-    if row["generator"] not in GENERATORS:
-        return [("generator", f"unknown generator {row['generator']!r}; valid: {', '.join(GENERATORS.names())}")]
-    try:
-        return GENERATORS.get(row["generator"]).check_row(row)
-    except (KeyError, IndexError, TypeError, ValueError) as e:  # a malformed row is a violation, not a crash
-        return [(row["generator"], f"the generator's check failed on this row: {type(e).__name__}: {e}")]
 
+def check_row(row: dict[str, Any], run: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+    """All problems with one sample row, as (check, message) pairs: the generic checks, then the
+    checks of the row's own generator (:meth:`Generator.check_row`).
 
-def check_row(row: dict[str, Any]) -> list[tuple[str, str]]:
-    """All problems with one sample row, as (check, message) pairs."""
+    Args:
+        row: a sample row.
+        run: the run's parameters (``stats.json``'s ``params``); the length target and tolerance come
+            from here, so a row cannot widen its own tolerance. Without it, the row's own ``params``.
+    """
     problems: list[tuple[str, str]] = []
-    params = json.loads(row["params"])
+    params = run if run is not None else json.loads(row["params"])
     tok = get_tokenizer(row["tokenizer"])
     if tok.chat_template != row["chat_template"]:
         problems.append(("template", f"row says chat template {row['chat_template']!r}, tokenizer "
                                      f"{row['tokenizer']!r} renders with {tok.chat_template!r}"))
     messages = [dict(m) for m in row["prompt"]]
     measured = tok.count_messages(messages)
-    length = int(row["length_target"])
+    length = int(params.get("length", row["length_target"]))
+    if int(row["length_target"]) != length:
+        problems.append(("run", f"length_target {row['length_target']} but the run's length is {length}"))
     lo = lower_bound(length, float(params.get("tolerance", 0.01)))
     if measured != row["prompt_tokens"]:
         problems.append(("length", f"stored prompt_tokens {row['prompt_tokens']} but the rendered prompt has {measured}"))
     if not lo <= measured <= length:
         problems.append(("length", f"{measured} tokens is outside [{lo}, {length}]"))
+    problems += _answer_checks(row)
 
-    user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    user = user_message(row)
     text_pairs = parse_pairs(user)
     clean = strip_pairs(user, text_pairs)
     for g in row["gold_docs"]:
@@ -121,80 +129,183 @@ def check_row(row: dict[str, Any]) -> list[tuple[str, str]]:
     if len(row["doc_ids"]) != row["num_docs"]:
         problems.append(("structure", f"num_docs {row['num_docs']} != {len(row['doc_ids'])} doc_ids"))
     problems += _check_offsets(row, user, text_pairs)
-    problems += generator_checks(row)
 
-    if row["num_chains"] == 0:
-        if text_pairs:
-            problems.append(("chain", f"a sample without chains has {len(text_pairs)} key-value pairs in its text"))
-        return problems
-
-    # KeyChain: everything below comes from the text, then is compared with the carried data.
-    keys = [k for k, _ in text_pairs]
-    if len(set(keys)) != len(keys):
-        dup = sorted({k for k in keys if keys.count(k) > 1})
-        problems.append(("chain", f"keys appear more than once: {dup[:3]}"))
-    heads = _HEAD.findall(user)
-    if not heads:
-        return problems + [("chain", "the instructions name no head key")]
-    head = heads[-1]
-    if head != row["chain_head"]:
-        problems.append(("chain", f"instructions name head {head} but chain_head is {row['chain_head']}"))
     try:
-        visited, end = follow_chain(text_pairs, head)
-    except ValueError as e:
-        return problems + [("chain", str(e))]
-    if end != row["question"]:
-        problems.append(("chain", f"the chain from {head} ends at {end!r}, not at the question {row['question']!r}"))
-    if len(visited) != row["chain_hops"]:
-        problems.append(("chain", f"the true chain has {len(visited)} keys, chain_hops is {row['chain_hops']}"))
-    targets = [v for _, v in text_pairs if not _KEY_RE.match(v)]
-    if targets.count(row["question"]) != 1:
-        problems.append(("chain", f"the question is the end of {targets.count(row['question'])} chains, not exactly 1"))
-    if len(set(targets)) != len(targets):
-        problems.append(("chain", "two chains end at the same question"))
-    if len(targets) != row["num_chains"]:
-        problems.append(("chain", f"the text has {len(targets)} chain ends, num_chains is {row['num_chains']}"))
-    carried = {(k, (c["keys"][i + 1] if i + 1 < len(c["keys"]) else c["target"]))
-               for c in row["chains"] for i, k in enumerate(c["keys"])}
-    if carried != set(text_pairs):
-        problems.append(("chain", f"the pairs in the text differ from the carried chains "
-                                  f"({len(set(text_pairs) - carried)} extra, {len(carried - set(text_pairs))} missing)"))
+        gen_cls = GENERATORS.get(str(row["generator"]))
+    except UnknownNameError as e:
+        return problems + [("generator", str(e))]
+    try:
+        return problems + gen_cls.check_row(row)
+    except (KeyError, IndexError, TypeError, ValueError) as e:  # a malformed row is a violation, not a crash
+        return problems + [("malformed", f"the {row['generator']} checks failed on this row: {type(e).__name__}: {e}")]
+
+
+@dataclass
+class _Run:
+    """One artifact folder of the input: its parts and what its stats.json says about the run."""
+
+    folder: Path
+    parts: list[Path]
+    stats: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None  # the run's params: stats.json's, else the first row's
+    rows: int = 0
+    #: a folder written by one generator run (stats.json or done-markers); others (a curriculum stage,
+    #: a hand-assembled folder) may hold rows of many runs, each judged by its own parameters
+    one_run: bool = False
+
+
+_PART_NUMBER = re.compile(r"^part-(\d+)\.parquet$")
+
+
+def _runs(parts: list[Path], single_file: bool) -> list[_Run]:
+    runs: dict[Path, _Run] = {}
+    for p in parts:
+        runs.setdefault(p.parent, _Run(p.parent, [])).parts.append(p)
+    out = list(runs.values())
+    if single_file:
+        return out
+    for r in out:
+        stats_path = r.folder / STATS_FILE
+        r.one_run = stats_path.exists() or any((r.folder / MARKER_DIR).glob("*.json"))
+        if stats_path.exists():
+            try:
+                r.stats = json.loads(stats_path.read_text(encoding="utf-8"))
+                if not isinstance(r.stats, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as e:
+                r.stats = {"_unreadable": str(e)}
+            if isinstance(r.stats.get("params"), dict):
+                r.params = r.stats["params"]
+    return out
+
+
+def _run_problems(run: _Run) -> list[tuple[str, str]]:
+    """Folder-level checks: every part is there, all parts come from one run, stats.json is complete."""
+    problems: list[tuple[str, str]] = []
+    if run.stats is not None and "_unreadable" in run.stats:
+        return [("run", f"{STATS_FILE} is not readable JSON ({run.stats['_unreadable']}); regenerate the folder")]
+    numbers = sorted(int(m.group(1)) for p in run.parts if (m := _PART_NUMBER.match(p.name)))
+    expected = run.stats.get("parts") if run.stats else None
+    if isinstance(expected, int):
+        want = set(range(expected))
+    else:
+        want = set(range(max(numbers) + 1)) if numbers else set()
+    missing = sorted(want - set(numbers))
+    if missing:
+        names = ", ".join(f"part-{i:05d}.parquet" for i in missing[:5])
+        src = f"{STATS_FILE} says {expected} parts" if isinstance(expected, int) else "the parts are numbered with gaps"
+        problems.append(("run", f"{len(missing)} part(s) missing ({names}); {src}; re-run the command that made "
+                                f"the folder to rewrite them"))
+    extra = sorted(set(numbers) - want)
+    if extra and isinstance(expected, int):
+        problems.append(("run", f"part(s) beyond the run's {expected}: "
+                                + ", ".join(f"part-{i:05d}.parquet" for i in extra[:5])))
+    fingerprints: dict[str, list[str]] = {}
+    markers = sorted((run.folder / MARKER_DIR).glob("*.json"))
+    for m in markers:
+        try:
+            fp = str(json.loads(m.read_text(encoding="utf-8")).get("fingerprint"))
+        except (ValueError, AttributeError):
+            fp = "unreadable"
+        fingerprints.setdefault(fp, []).append(m.stem)
+    if len(fingerprints) > 1:
+        desc = "; ".join(f"{fp}: {', '.join(v[:3])}" for fp, v in sorted(fingerprints.items()))
+        problems.append(("run", f"the parts come from {len(fingerprints)} different runs (done-marker "
+                                f"fingerprints {desc}); regenerate the folder with one command"))
+    if run.stats is None and markers:
+        problems.append(("run", f"the run is not complete: no {STATS_FILE} ({len(markers)} part(s) have "
+                                f"done-markers); re-run the command that made the folder to finish it"))
     return problems
 
 
+def _count_problems(run: _Run) -> list[tuple[str, str]]:
+    if not run.stats or "written" not in run.stats:
+        return []
+    if run.stats["written"] != run.rows:
+        return [("run", f"{STATS_FILE} says {run.stats['written']} rows were written, the parts hold {run.rows}")]
+    return []
+
+
+def _differs(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def verify(folder: str | Path, progress: Callable[[int], None] | None = None, max_violations: int = 1000) -> VerifyReport:
-    """Check every row of every part in ``folder``.
+    """Check every row of every part in ``folder``, and the folder as a whole.
 
     Args:
-        folder: a folder of sample shards (or one Parquet file).
+        folder: a folder of sample shards (or one Parquet file, or a folder of such folders).
         progress: called with 1 after each row.
-        max_violations: stop collecting after this many (the count of rows still completes).
+        max_violations: stop collecting after this many (the counts still complete).
     """
     report = VerifyReport()
     parts = list_parts(folder)
     report.files = len(parts)
-    uids: dict[str, str] = {}
+
+    def add(path: Path | str, row: int, uid: str, check: str, msg: str) -> None:
+        report.checks[check] = report.checks.get(check, 0) + 1
+        if len(report.violations) < max_violations:
+            report.violations.append(Violation(str(path), row, uid, check, msg))
+
     for p in parts:
-        schema = read_schema(p)
-        if schema_kind(schema) != "sample" or \
-                set(SAMPLE_SCHEMA.names) - set(OPTIONAL_COLUMNS) - set(schema.names) or \
-                set(schema.names) - set(SAMPLE_SCHEMA.names):
-            report.violations.append(Violation(str(p), -1, "-", "schema",
-                                               "not a sample shard in longmill's schema (datagen keychain/longqa make them)"))
+        try:
+            schema = read_schema(p)
+        except LongmillError as e:
+            add(p, -1, "-", "schema", str(e))
             continue
+        names = set(schema.names)
+        if schema_kind(schema) != "sample" or set(SAMPLE_SCHEMA.names) - set(OPTIONAL_COLUMNS) - names \
+                or names - set(SAMPLE_SCHEMA.names):
+            add(p, -1, "-", "schema", "not a sample shard in longmill's schema (datagen keychain/longqa make them)")
     if report.violations:
         return report
-    for path, i, row in iter_rows(parts):
-        report.rows += 1
-        report.keychain_rows += int(row["num_chains"] > 0)
-        problems = check_row(row)
-        if row["uid"] in uids:
-            problems.append(("uid", f"uid also used at {uids[row['uid']]}"))
-        uids[row["uid"]] = f"{path.name} row {i}"
-        for check, msg in problems:
-            report.checks[check] = report.checks.get(check, 0) + 1
-            if len(report.violations) < max_violations:
-                report.violations.append(Violation(str(path), i, row["uid"], check, msg))
-        if progress:
-            progress(1)
+    runs = _runs(parts, single_file=Path(folder).is_file())
+    uids: dict[str, str] = {}
+    for run in runs:
+        for check, msg in _run_problems(run):
+            add(run.folder, -1, "-", check, msg)
+        for path in run.parts:
+            try:
+                rows = iter_rows([path])
+                for _, i, row in rows:
+                    _verify_row(run, path, i, row, uids, add, report)
+                    if progress:
+                        progress(1)
+            except LongmillError as e:
+                add(path, -1, "-", "schema", str(e))
+        for check, msg in _count_problems(run):
+            add(run.folder, -1, "-", check, msg)
     return report
+
+
+#: What a malformed row raises inside the checks (a missing field, a null, a wrong type, bad JSON).
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, LongmillError)
+
+
+def _verify_row(run: _Run, path: Path, i: int, row: dict[str, Any], uids: dict[str, str],
+                add: Callable[..., None], report: VerifyReport) -> None:
+    report.rows += 1
+    run.rows += 1
+    uid = str(row.get("uid"))
+    problems: list[tuple[str, str]] = []
+    try:
+        report.keychain_rows += int((row["num_chains"] or 0) > 0)
+        own = json.loads(row["params"])
+        if not isinstance(own, dict):
+            raise ValueError("params is not a JSON object")
+        if not run.one_run:
+            problems += check_row(row)
+        else:
+            if run.params is None:
+                run.params = own
+            elif own != run.params:
+                problems.append(("run", f"made with other settings than the run (differs in: "
+                                        f"{', '.join(_differs(own, run.params))}); the folder mixes runs"))
+            problems += check_row(row, run.params)
+    except _MALFORMED as e:
+        problems.append(("malformed", f"the row cannot be checked ({type(e).__name__}: {e}); regenerate it"))
+    if uid in uids:
+        problems.append(("uid", f"uid also used at {uids[uid]}"))
+    uids[uid] = f"{path.name} row {i}"
+    for check, msg in problems:
+        add(path, i, uid, check, msg)

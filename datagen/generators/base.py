@@ -126,7 +126,7 @@ class Generator:
         raise NotImplementedError
 
     def fit(self, triplet: Triplet, rng: np.random.Generator, head: str, tail: str, priority: list[Any],
-            pairs: list[str] | tuple[str, ...] = ()) -> FitResult:
+            pairs: list[str] | tuple[str, ...] = (), between: list[bool] | tuple[bool, ...] = ()) -> FitResult:
         """Fill ``head + documents + tail`` for ``triplet`` to the configured length (see :func:`fit_prompt`).
 
         Args:
@@ -136,13 +136,14 @@ class Generator:
             tail: text after them.
             priority: distractors to use before random documents of the source.
             pairs: key-value pairs to insert after sentence ends.
+            between: per pair, True to put it on its own line between documents instead.
         """
         c = self.config
         gold_ids, gold_titles = {d.doc_id for d in triplet.gold_docs}, {d.title for d in triplet.gold_docs}
         return fit_prompt(tokenizer=self.tokenizer, counter=self.counter, length=c.length, tolerance=c.tolerance,
                           head=head, tail=tail, gold=triplet.gold_docs,
                           candidates=self.corpus.distractors(rng, gold_ids, gold_titles, priority), rng=rng,
-                          placement=c.placement, pairs=pairs, system_prompt=c.system_prompt)
+                          placement=c.placement, pairs=pairs, system_prompt=c.system_prompt, between=between)
 
     # -- driver ------------------------------------------------------------------------------------
     def triplet_for(self, index: int, attempt: int = 0) -> Triplet:
@@ -220,6 +221,11 @@ class Generator:
             params=self.params,
             task=task,
         )
+
+
+def user_message(row: dict) -> str:
+    """The content of the last user message of a sample row ("" when it has none)."""
+    return next((m["content"] for m in reversed(list(row["prompt"])) if m["role"] == "user"), "")
 
 
 GENERATORS: Registry[type[Generator]] = Registry("generator")

@@ -34,9 +34,46 @@ MAX_MISSES = 24
 SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*(?= \S)")
 
 
+#: Words that end in a period without ending the sentence ("Dr. Smith", "Smith Inc. said").
+ABBREVIATIONS = frozenset("""
+mr mrs ms mx dr prof rev hon sr jr st mt ft gen col lt sgt capt cmdr adm maj cpl pvt gov sen rep pres
+fr sra srta mme mlle messrs esq inc ltd co corp bros plc llc dept univ assn est approx ca cf vs etc al
+no nos vol vols pp ed eds trans op ch fig figs sec jan feb mar apr jun jul aug sep sept oct nov dec
+ave blvd rd hwy sq
+""".split())
+_LAST_WORD = re.compile(r"[\w.'’-]+$")
+
+
+def ends_sentence(text: str, stop: int, after: int) -> bool:
+    """Whether the punctuation at ``stop`` ends a sentence, rather than an initial or abbreviation.
+
+    A period after a single letter ("James P. Comer"), after a dotted abbreviation ("U.S.", "e.g."),
+    or after a known abbreviation ("Dr.", "Inc.") is not a sentence end, nor is any period that a
+    lowercase word follows ("approx. three").
+    """
+    if text[stop] != ".":
+        return True
+    nxt = text[after + 1:after + 2]
+    if nxt.islower():
+        return False
+    m = _LAST_WORD.search(text, max(0, stop - 24), stop)
+    word = m.group(0).lstrip("'’-") if m else ""
+    if not word:
+        return True
+    if "." in word:  # U.S, e.g, Ph.D: a dotted abbreviation
+        return False
+    if len(word) == 1 and word.isalpha():  # an initial
+        return False
+    return word.casefold() not in ABBREVIATIONS
+
+
 def sentence_slots(text: str) -> list[int]:
-    """Character offsets inside ``text`` right after a sentence end that is followed by a space."""
-    return [m.end() for m in SENTENCE_END.finditer(text)]
+    """Character offsets inside ``text`` right after a sentence end that is followed by a space.
+
+    Initials and abbreviations are not sentence ends (see :func:`ends_sentence`), so a pair never
+    splits "James P. Comer" or "Dr. Smith".
+    """
+    return [m.end() for m in SENTENCE_END.finditer(text) if ends_sentence(text, m.start(), m.end())]
 
 
 def inline_pair(pair: str) -> str:
@@ -214,6 +251,7 @@ def fit_prompt(
     placement: str = "uniform",
     pairs: Sequence[str] = (),
     system_prompt: str | None = None,
+    between: Sequence[bool] = (),
 ) -> FitResult:
     """Fill ``head + documents + tail`` to ``L*(1-tolerance) <= tokens <= L`` of the rendered prompt.
 
@@ -230,6 +268,8 @@ def fit_prompt(
         placement: ``uniform``, ``middle`` or ``depth:<0..1>`` for the gold documents.
         pairs: strings (``{"k": "v"}``) to insert after sentence ends, in random places.
         system_prompt: a system message; None lets the template add its default one.
+        between: per pair, True to put it on its own line between two documents rather than after a
+            sentence end (empty: every pair after a sentence end while there are enough of them).
 
     Returns:
         A :class:`FitResult` whose ``prompt_tokens`` was measured on the final rendered prompt.
@@ -254,8 +294,14 @@ def fit_prompt(
     else:
         fixed = tokenizer.count_messages(messages_for(head + tail))
     # Inline pairs meet each other at '}. {' seams, which split cleanly: one encode gives their total.
-    pair_total = (tokenizer.count("".join(inline_pair(p) for p in pairs)) if tokenizer.additive
-                  else sum(tokenizer.count_batch([inline_pair(p) for p in pairs]))) if pairs else 0
+    between = list(between) or [False] * len(pairs)
+    if len(between) != len(pairs):
+        raise ValueError(f"between has {len(between)} flags for {len(pairs)} pairs")
+    inline = [p for p, b in zip(pairs, between, strict=True) if not b]
+    pair_total = (tokenizer.count("".join(inline_pair(p) for p in inline)) if tokenizer.additive
+                  else sum(tokenizer.count_batch([inline_pair(p) for p in inline]))) if inline else 0
+    if len(inline) < len(pairs):
+        pair_total += sum(tokenizer.count_batch([loose_pair(p) for p, b in zip(pairs, between, strict=True) if b]))
     budget = length - fixed - pair_total
     plan = _Plan(counter, gold)
     if plan.cost > budget:
@@ -266,7 +312,7 @@ def fit_prompt(
         )
     _fill(plan, candidates, budget, lo - fixed - pair_total, tokenizer)
     docs, gold_pos = _order(plan, rng, depth)
-    places = _place_pairs(docs, len(pairs), rng, counter)
+    places = _place_pairs(docs, len(pairs), rng, counter, between)
 
     corrections = 0
     while True:
@@ -275,7 +321,7 @@ def fit_prompt(
         measured = tokenizer.count_messages(messages)  # the one measurement of the final text
         if tokenizer.additive:
             loose = [tokenizer.count(loose_pair(pairs[i])) - tokenizer.count(inline_pair(pairs[i]))
-                     for i, p in enumerate(places) if p[1] < 0]
+                     for i, p in enumerate(places) if p[1] < 0 and not between[i]]
             predicted = fixed + pair_total + sum(loose) + docs_cost
             if measured != predicted:
                 log.debug("additive prediction %d != measured %d (%s)", predicted, measured, tokenizer.name)
@@ -293,7 +339,7 @@ def fit_prompt(
         target = length - margin if measured > length else lo + margin
         _correct(plan, target - measured, candidates, tokenizer)
         docs, gold_pos = _order(plan, rng, depth)
-        places = _place_pairs(docs, len(pairs), rng, counter)
+        places = _place_pairs(docs, len(pairs), rng, counter, between)
 
 
 def _fill(plan: _Plan, candidates: Iterator[Document], budget: int, low: int, tokenizer: Tokenizer) -> None:
@@ -421,8 +467,20 @@ def _order(plan: _Plan, rng: np.random.Generator, depth: float | None) -> tuple[
 
 
 def _place_pairs(docs: Sequence[Document], n_pairs: int, rng: np.random.Generator,
-                 counter: DocCounter) -> list[tuple[int, int]]:
-    """A place for each pair: distinct random sentence ends, or own lines when sentence ends run out."""
+                 counter: DocCounter, between: Sequence[bool] = ()) -> list[tuple[int, int]]:
+    """A place for each pair: distinct random sentence ends, or own lines when sentence ends run out.
+
+    Pairs flagged in ``between`` go on their own line after a random document instead.
+    """
+    if any(between):
+        inner = [i for i, b in enumerate(between) if not b]
+        outer = [i for i, b in enumerate(between) if b]
+        out: list[tuple[int, int]] = [(0, -1)] * n_pairs
+        for i, place in zip(inner, _place_pairs(docs, len(inner), rng, counter), strict=True):
+            out[i] = place
+        for i, d in zip(outer, rng.integers(0, len(docs), size=len(outer)), strict=True):
+            out[i] = (int(d), -1)
+        return out
     if n_pairs == 0:
         return []
     per_doc = [counter.slots(d) for d in docs]

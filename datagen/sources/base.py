@@ -7,7 +7,9 @@ drop reasons.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
+import itertools
 import json
 import logging
 import re
@@ -25,6 +27,56 @@ log = logging.getLogger(__name__)
 
 _WS = re.compile(r"\s+")
 _ROOT_FIELD = re.compile(r"[\[.]")
+#: Text shaped like a KeyChain pair: a brace, then a quoted hex key (8+ hex digits, dashes allowed, any
+#: case) and a colon. Broader than the keys KeyChain writes, so that no source text can pass for a pair.
+_PAIR_SHAPED = re.compile(r'\{(\s*)"([0-9A-Fa-f][0-9A-Fa-f-]{6,}[0-9A-Fa-f])"(\s*):')
+
+
+def neutralise_pairs(text: str) -> tuple[str, int]:
+    """``text`` with pair-shaped JSON (``{"<hex key>": ...``) defused, and how many were.
+
+    KeyChain hides its chain as ``{"<key>": "<value>"}`` objects and ``datagen verify`` re-reads every
+    such object from the text; a source document that already holds one would add a pair that belongs
+    to no chain. The key's quotes are dropped (``{"1f2e3d4c": "x"}`` becomes ``{1f2e3d4c: "x"}``), so the
+    text stays readable but is no longer a JSON object.
+
+    Example:
+        >>> neutralise_pairs('See {"0123456789abcdef": "Who won?"} here.')
+        ('See {0123456789abcdef: "Who won?"} here.', 1)
+    """
+    if "{" not in text:  # the common case, without a regex pass
+        return text, 0
+    return _PAIR_SHAPED.subn(r"{\1\2\3:", text)
+
+
+def neutralise_triplet(t: Triplet) -> tuple[Triplet, int]:
+    """``t`` with pair-shaped text defused in every text that reaches a prompt; returns (triplet, count)."""
+    if "{" not in t.question and not any("{" in d.text or "{" in d.title
+                                         for d in itertools.chain(t.gold_docs, t.distractor_docs)):
+        return t, 0  # the common case: one scan, no copies
+    n = 0
+
+    def fix(text: str) -> str:
+        nonlocal n
+        out, k = neutralise_pairs(text)
+        n += k
+        return out
+
+    def fix_docs(docs: list[Document]) -> list[Document]:
+        out = []
+        for d in docs:
+            title, text = fix(d.title), fix(d.text)
+            out.append(d if (title, text) == (d.title, d.text) else Document.make(title, text))
+        return out
+
+    question = fix(t.question)
+    gold, distractors = fix_docs(t.gold_docs), fix_docs(t.distractor_docs)
+    facts = [f if "{" not in f.text and "{" not in f.title else dataclasses.replace(f, title=fix(f.title), text=fix(f.text))
+             for f in t.supporting_facts]
+    if not n:
+        return t, 0
+    return dataclasses.replace(t, question=question, gold_docs=gold, distractor_docs=distractors,
+                               supporting_facts=facts), n
 
 
 def clean_text(text: str) -> str:
@@ -96,6 +148,8 @@ class Source:
             raise LongmillError(f"source '{self.name}' needs --input (a file, a directory or a glob)")
         self.input = str(input) if input is not None else None
         self.skips = SkipCounter(strict=strict)
+        #: texts changed while reading, by kind (``pair_text_neutralised``), for stats.json
+        self.cleaned: Counter[str] = Counter()
         self.limit = limit
         self.options = dict(options or {})
         self._check_options()
@@ -118,7 +172,8 @@ class Source:
         """``(file, split, index, record)`` over the input JSON / JSONL files.
 
         The split is the ``split`` option, else guessed from the file name; lines that are not JSON are
-        counted as skipped records (or raised under ``strict``).
+        counted as skipped records (or raised under ``strict``). A file whose first record is in another
+        reader's layout is an error that names that reader ("this looks like MuSiQue").
         """
         for path in self.files():
             split = guess_split(path, self.options.get("split"))
@@ -127,16 +182,28 @@ class Source:
                 if isinstance(record, RecordError):
                     skip_record(self.skips, record)
                     continue
+                if n == 0 and (hint := format_hint(record, self.name)):
+                    raise LongmillError(f"{path}: {hint}")
                 n += 1
                 yield path, split, index, record
             log.info("%s: %d records (split %s)", path, n, split)
 
     def iter_triplets(self) -> Iterator[Triplet]:
-        """Yield triplets, in a deterministic order, honouring ``limit``."""
+        """Yield triplets, in a deterministic order, honouring ``limit``.
+
+        Every reader's triplets pass through here, so pair-shaped text (see :func:`neutralise_pairs`)
+        is defused once for all sources, and counted in :attr:`cleaned`.
+        """
         n = 0
         for t in self._iter():
             if self.limit is not None and n >= self.limit:
                 return
+            t, k = neutralise_triplet(t)
+            if k:
+                if not self.cleaned:
+                    log.info("%s: defusing text shaped like KeyChain pairs ({\"<hex>\": ...}) in record %s",
+                             self.name, t.id)
+                self.cleaned["pair_text_neutralised"] += k
             yield t
             n += 1
 
@@ -180,29 +247,131 @@ def resolve_inputs(input: str, extensions: tuple[str, ...]) -> list[Path]:
     raise LongmillError(f"{input}: no such file, directory or glob match")
 
 
-def iter_json_records(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield ``(index, record)`` from a JSON list or a JSON-lines file.
+_BOM = b"\xef\xbb\xbf"
 
-    A JSONL line that does not parse is yielded as a :class:`RecordError` in place of the record, so
-    the caller can count it and carry on.
+
+def iter_json_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(index, record)`` from a JSON list or a JSON-lines file (UTF-8, with or without a BOM).
+
+    A JSONL line that does not parse, or is not valid UTF-8, is yielded as a :class:`RecordError` in
+    place of the record, so the caller can count it and carry on. A file that is one JSON object (not a
+    list, nor one object per line) is an error that says so.
     """
-    with open(path, encoding="utf-8") as f:
-        head = f.read(4096).lstrip()
+    with open(path, "rb") as f:
+        head = f.read(4096)
         f.seek(0)
-        if head.startswith("["):
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise LongmillError(f"{path}: not valid JSON ({e}); expected a JSON list of records") from e
-            yield from enumerate(data)
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise LongmillError(f"{path}: the file is UTF-16; re-encode it as UTF-8 "
+                                f"(e.g. iconv -f utf-16 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix})")
+        start = head[len(_BOM):] if head.startswith(_BOM) else head
+        start = start.lstrip()
+        if start.startswith(b"["):
+            yield from enumerate(_load_json(path, f.read(), "a JSON list of records"))
             return
-        for i, line in enumerate(f):
-            if not line.strip():
+        first = True
+        for i, raw in enumerate(f):
+            if i == 0 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            if not raw.strip():
                 continue
             try:
-                yield i, json.loads(line)
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield i, RecordError(str(path), i, "<line>", f"not valid UTF-8 (byte {e.start} of the line: {e.reason}); "
+                                                             "re-encode the file as UTF-8")
+                first = False
+                continue
+            try:
+                record = json.loads(line)
             except json.JSONDecodeError as e:
+                if first and start.startswith(b"{"):
+                    f.seek(0)
+                    whole = _load_json(path, f.read(), None)
+                    if whole is not None:
+                        raise LongmillError(_object_message(path, whole)) from None
                 yield i, RecordError(str(path), i, "<line>", f"invalid JSON: {e.msg} at column {e.colno}")
+                first = False
+                continue
+            if first and isinstance(record, dict) and records_inside(record) is not None:
+                raise LongmillError(_object_message(path, record))
+            first = False
+            yield i, record
+
+
+def _load_json(path: Path, data: bytes, expected: str | None) -> Any:
+    """The whole file as JSON; with ``expected`` None, None when it is not JSON (instead of an error)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        if expected is None:
+            return None
+        line = data.count(b"\n", 0, e.start) + 1
+        raise LongmillError(f"{path}: not valid UTF-8 at byte {e.start} (line {line}: {e.reason}); "
+                            "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        if expected is None:
+            return None
+        raise LongmillError(f"{path}: not valid JSON ({e}); expected {expected}") from None
+
+
+def records_inside(obj: dict[str, Any]) -> str | None:
+    """The key of ``obj`` that holds a list of records (JSON objects), if ``obj`` wraps them."""
+    if _looks_like_record(obj):
+        return None
+    for k, v in obj.items():
+        if isinstance(v, list) and v and all(isinstance(x, dict) and _looks_like_record(x) for x in v[:10]):
+            return str(k)
+    return None
+
+
+def _looks_like_record(obj: dict[str, Any]) -> bool:
+    return "question" in obj or looks_like(obj) is not None
+
+
+def _object_message(path: Path, obj: Any) -> str:
+    keys = ", ".join(repr(k) for k in list(obj)[:6]) if isinstance(obj, dict) else ""
+    inner = records_inside(obj) if isinstance(obj, dict) else None
+    hint = f"; the records seem to be its {inner!r} list: write that list out (e.g. jq '.{inner}')" if inner else ""
+    return (f"{path}: expected a JSON list of records (or one JSON object per line), but the file is one JSON "
+            f"object (keys {keys}){hint}")
+
+
+#: The published layouts a reader can recognise, by the keys only that layout has.
+FORMAT_NAMES = {"hotpotqa": "HotpotQA", "2wikimqa": "2WikiMultihopQA", "musique": "MuSiQue",
+                "hf": "the Hugging Face hub layout of HotpotQA"}
+_TWOWIKI_TYPES = {"compositional", "inference", "bridge_comparison"}
+
+
+def looks_like(record: Any) -> str | None:
+    """The source whose published layout ``record`` has (``musique``, ``hotpotqa``, ...), else None.
+
+    Example:
+        >>> looks_like({"id": "2hop__1", "paragraphs": [], "question_decomposition": [], "question": "?"})
+        'musique'
+    """
+    if not isinstance(record, dict):
+        return None
+    keys = set(record)
+    if {"paragraphs", "question_decomposition"} <= keys:
+        return "musique"
+    if {"context", "supporting_facts"} <= keys:
+        if isinstance(record["context"], dict):
+            return "hf"
+        if "evidences" in keys or record.get("type") in _TWOWIKI_TYPES:
+            return "2wikimqa"
+        if "_id" in keys:
+            return "hotpotqa"
+    return None
+
+
+def format_hint(record: Any, reader: str) -> str | None:
+    """"this looks like MuSiQue; use --source musique" when ``record`` is in another reader's layout."""
+    other = looks_like(record)
+    if other is None or other == reader or {other, reader} == {"hotpotqa", "2wikimqa"}:
+        return None  # HotpotQA and 2Wiki share one layout: either reader reads the other's files
+    return f"this looks like {FORMAT_NAMES[other]}, not {FORMAT_NAMES.get(reader, reader)}; use --source {other}"
 
 
 def make_doc(title: str, text: str) -> Document:

@@ -26,11 +26,13 @@ from datagen.errors import LongmillError, RecordError
 from datagen.schema import Document, SupportingFact, Triplet
 from datagen.shards import iter_rows, read_schema
 from datagen.sources.base import (
+    FORMAT_NAMES,
     SOURCES,
     Source,
     bad_type,
     clean_text,
     iter_json_records,
+    looks_like,
     make_doc,
     skip_record,
 )
@@ -232,10 +234,17 @@ class JsonlSource(_Mapped):
     def _iter(self) -> Iterator[Triplet]:
         files = self.files()
         for path in files:
+            first = True
             for index, record in iter_json_records(path):
                 if isinstance(record, RecordError):
                     skip_record(self.skips, record)
                     continue
+                if first and not self.options.get("map") and (other := looks_like(record)):
+                    # Without a mapping, a published layout would be read column by column and lose its
+                    # documents; its own reader understands it.
+                    raise LongmillError(f"{path}: this looks like {FORMAT_NAMES[other]}; use --source {other} "
+                                        "(or map its fields with the source option map={...})")
+                first = False
                 t = self._emit(record, path, index, len(files) > 1)
                 if t is not None:
                     yield t

@@ -163,7 +163,7 @@ def test_verify_fails_on_a_tampered_shard(tmp_path):
     path = out / "part-00000.parquet"
     rows = pq.read_table(path).to_pylist()
     assert all(r["question_type"] == "sum" for r in rows)
-    rows[1]["answers"] = rows[1]["reward_model"]["ground_truth"] = ["1,000"]
+    rows[1]["answers"] = rows[1]["reward_model"]["ground_truth"] = rows[1]["extra_info"]["answers"] = ["1,000"]
     write_table_atomic(to_table(rows, SAMPLE_SCHEMA), path)
     report = verify(out)
     assert not report.ok and report.checks == {"aggregation": 1} and report.violations[0].row == 1

@@ -567,3 +567,85 @@ def test_all_published_readers_are_registered():
     from datagen.sources import SOURCES
 
     assert {"hotpotqa", "musique", "2wikimqa", "jsonl", "parquet", "hf"} <= set(SOURCES.names())
+
+
+def test_pair_shaped_text_is_neutralised():
+    from datagen.generators.keychain import parse_pairs
+    from datagen.sources.base import neutralise_pairs
+
+    text = ('a {"0123456789abcdef": "Who?"} b {"01234567-89ab-4cde-8f01-23456789abcd": "0123456789abcdef"} '
+            'c {"DEADBEEF":"x"} d { "cafebabe" : 1} e {"name": "not a key"} f {"12ab": "too short"}')
+    out, n = neutralise_pairs(text)
+    assert n == 4 and parse_pairs(out) == []
+    assert '{"name": "not a key"}' in out and '{"12ab": "too short"}' in out and '{0123456789abcdef: "Who?"}' in out
+    assert neutralise_pairs(out) == (out, 0)  # idempotent
+    assert neutralise_pairs("no braces at all") == ("no braces at all", 0)
+
+
+# -- input encoding and layout (issue #9, point 10) -------------------------------------------------
+
+def test_jsonl_line_that_is_not_utf8_is_a_skipped_record(tmp_path):
+    path = write_musique(tmp_path / "musique_ans_v1.0_dev.jsonl", make_qa_records(3, seed=1))
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b'"question": "', b'"question": "caf\xe9 ', 1)  # Latin-1, not UTF-8
+    path.write_bytes(b"".join(lines))
+    triplets, src = read("musique", path)
+    assert len(triplets) == 2 and src.skips.as_dict() == {"malformed:<line>": 1}
+    assert "line" in src.skips.examples[0] and "not valid UTF-8" in src.skips.examples[0]
+    assert str(path) in src.skips.examples[0]
+    with pytest.raises(RecordError, match="not valid UTF-8"):
+        read("musique", path, strict=True)
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    recs = make_qa_records(3, seed=2)
+    hp = write_hotpotqa(tmp_path / "hotpot_dev_distractor_v1.json", recs)
+    hp.write_bytes(b"\xef\xbb\xbf" + hp.read_bytes())
+    ms = write_musique(tmp_path / "musique_ans_v1.0_dev.jsonl", recs)
+    ms.write_bytes(b"\xef\xbb\xbf" + ms.read_bytes())
+    for name, path in (("hotpotqa", hp), ("musique", ms)):
+        triplets, src = read(name, path)
+        assert len(triplets) == 3 and src.skips.total == 0, name
+
+
+def test_utf16_file_says_so(tmp_path):
+    path = tmp_path / "musique_ans_v1.0_dev.jsonl"
+    path.write_bytes(write_musique(tmp_path / "m.jsonl", make_qa_records(2, seed=1)).read_text().encode("utf-16"))
+    with pytest.raises(LongmillError, match="UTF-16; re-encode it as UTF-8"):
+        read("musique", path)
+
+
+def test_json_list_that_is_not_utf8_names_the_byte(tmp_path):
+    hp = write_hotpotqa(tmp_path / "hotpot_dev_distractor_v1.json", make_qa_records(2, seed=2))
+    data = hp.read_bytes()
+    hp.write_bytes(data[:50] + b"\xff" + data[50:])
+    with pytest.raises(LongmillError, match=r"not valid UTF-8 at byte 50 \(line 1"):
+        read("hotpotqa", hp)
+
+
+def test_top_level_object_says_expected_a_list(tmp_path):
+    recs = [r for r in json.loads(write_hotpotqa(tmp_path / "h.json", make_qa_records(2, seed=3)).read_text())]
+    pretty = tmp_path / "hotpot_pretty.json"
+    pretty.write_text(json.dumps({"version": "1", "data": recs}, indent=2))
+    with pytest.raises(LongmillError, match=r"expected a JSON list.*'data' list"):
+        read("hotpotqa", pretty)
+    one_line = tmp_path / "hotpot_one_line.json"
+    one_line.write_text(json.dumps({"data": recs}))
+    with pytest.raises(LongmillError, match="expected a JSON list"):
+        read("hotpotqa", one_line)
+    with pytest.raises(LongmillError, match="expected a JSON list"):
+        read("jsonl", one_line)
+
+
+def test_file_in_another_supported_format_gets_a_hint(tmp_path):
+    recs = make_qa_records(3, seed=4)
+    ms = write_musique(tmp_path / "musique_ans_v1.0_dev.jsonl", recs)
+    hp = write_hotpotqa(tmp_path / "hotpot_dev_distractor_v1.json", recs)
+    with pytest.raises(LongmillError, match="this looks like MuSiQue, not HotpotQA; use --source musique"):
+        read("hotpotqa", ms)
+    with pytest.raises(LongmillError, match="this looks like HotpotQA, not MuSiQue; use --source hotpotqa"):
+        read("musique", hp)
+    with pytest.raises(LongmillError, match="this looks like MuSiQue; use --source musique"):
+        read("jsonl", ms)
+    # 2Wiki and HotpotQA share one layout: each reader reads the other's files without a complaint.
+    assert len(read("2wikimqa", hp)[0]) == 3
