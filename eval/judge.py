@@ -85,6 +85,8 @@ def build_judge_messages(question: str, prediction: str, golds: Sequence[str]) -
 
 
 _VERDICT = re.compile(r"^[\W_]*(?:verdict[\W_]*)?(yes|no)[\W_]*$", re.IGNORECASE)
+#: QwenLong-L1's judge style: free text with the verdict in double brackets ("... [[YES]]").
+_BRACKETED = re.compile(r"\[\[\s*(yes|no)\s*\]\]", re.IGNORECASE)
 _THINK_END = "</think>"
 
 
@@ -92,7 +94,9 @@ def parse_verdict(text: str | None) -> bool | None:
     """Read the judge's one-word reply: True for YES, False for NO, None for anything else.
 
     Surrounding whitespace, punctuation and markdown are ignored, as is a ``Verdict:`` label and any
-    reasoning up to ``</think>``. A reply that says more, says both, or says nothing is None.
+    reasoning up to ``</think>``. A verdict in double brackets anywhere in the reply (QwenLong-L1's judge
+    style, "They are equivalent. [[YES]]") is read too. A reply that says more, says both, or says
+    nothing is None.
 
     Args:
         text: the judge model's reply.
@@ -100,11 +104,16 @@ def parse_verdict(text: str | None) -> bool | None:
     Example:
         >>> [parse_verdict(t) for t in ["YES", " no. ", "**Yes**", "Verdict: NO", "yes no", "maybe", ""]]
         [True, False, True, False, None, None, None]
+        >>> [parse_verdict(t) for t in ["They are equivalent. [[YES]]", "[[NO]]", "[[YES]] or [[NO]]"]]
+        [True, False, None]
     """
     if not text:
         return None
     if _THINK_END in text:
         text = text.rsplit(_THINK_END, 1)[1]
+    bracketed = {v.lower() for v in _BRACKETED.findall(text)}
+    if bracketed:
+        return bracketed == {"yes"} if len(bracketed) == 1 else None
     m = _VERDICT.match(text.strip())
     if m is None:
         return None

@@ -47,6 +47,9 @@ def judge_config(server: FakeServer, **overrides) -> JudgeConfig:
     ("", None), (None, None), ("   ", None), ("YES NO", None), ("yes, no", None), ("Yes it is", None),
     ("Nope", None), ("Yesterday", None), ("maybe", None), ("The answer is YES", None), ("N O", None),
     ("}{#@!", None), ("Verdict:", None),
+    # QwenLong-L1's judge style: the verdict in double brackets after free text
+    ("They are equivalent. [[YES]]", True), ("[[NO]]", False), ("Different entities.\n[[ no ]]", False),
+    ("<think>compare</think>Both name Paris, so [[Yes]].", True), ("[[YES]] hmm, [[NO]]", None), ("[[MAYBE]]", None),
 ])
 def test_parse_verdict(text, expected):
     assert parse_verdict(text) is expected
