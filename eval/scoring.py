@@ -1,8 +1,11 @@
 """Scoring predictions: extraction, rule metrics per completion, the judge where EM misses, pass@k.
 
 A completion whose answer cannot be extracted is wrong (score 0), not unknown. A completion whose judge
-call failed is *unknown* for the judge metrics: it is counted, and left out of their means, never
-scored 0. A prompt whose generation failed is not scored at all and is counted separately.
+call failed keeps its rule score (EM) in every judge metric and every mean: the judge is only asked where
+EM missed, so dropping failed calls from a mean would drop only wrong answers and flatter the model.
+Failed calls are counted (``judge_failed``, per sample and per group), and ``max_em_judge_bound`` says
+how high ``max_em_judge`` could be had every failed call been a YES. A prompt whose generation failed
+is not scored at all and is counted separately.
 """
 
 from __future__ import annotations
@@ -140,22 +143,26 @@ def score(items: Sequence[EvalItem], predictions: dict[str, list[str] | None], j
             "length_tokens": it.length_bin(), "depth_bin": it.depth_bin(), "prompt_tokens": it.prompt_tokens,
             "n": len(answers), "prediction": answers[0],
         }
-        per_comp: list[dict[str, float | None]] = []
+        per_comp: list[dict[str, float]] = []
+        failed = 0
         for j, r in enumerate(rules):
-            c: dict[str, float | None] = dict(r)
+            c: dict[str, float] = dict(r)
             if judge is not None:
                 jv = 1.0 if r["em"] >= 1.0 else (0.0 if answers[j] is None else verdicts.get((k, j)))
-                c["judge"] = jv
+                failed += jv is None
+                c["judge"] = r["em"] if jv is None else jv  # a failed call keeps the rule's score
                 c["max_em_judge"] = max_em_judge(r["em"], jv)
+                c["max_em_judge_bound"] = 1.0 if jv is None else c["max_em_judge"]
             per_comp.append(c)
         for name in per_comp[0]:
-            vals = [c[name] for c in per_comp if c[name] is not None]
-            row[name] = sum(vals) / len(vals) if vals else None
-        known = [c[pass_metric] for c in per_comp if c[pass_metric] is not None]
-        correct = sum(v >= 1.0 for v in known)
+            row[name] = sum(c[name] for c in per_comp) / len(per_comp)
+        if judge is not None:
+            row["judge_failed"] = failed
+        correct = sum(c[pass_metric] >= 1.0 for c in per_comp)
         for kk in ks:
-            row[f"pass@{kk}"] = pass_at_k(len(known), correct, kk) if len(known) >= kk else None
+            row[f"pass@{kk}"] = pass_at_k(len(per_comp), correct, kk) if len(per_comp) >= kk else None
         rows.append(row)
-    names = RULE_METRICS + (["judge", "max_em_judge"] if judge is not None else []) + [f"pass@{k}" for k in ks]
+    judge_names = ["judge", "max_em_judge", "max_em_judge_bound"] if judge is not None else []
+    names = RULE_METRICS + judge_names + [f"pass@{k}" for k in ks]
     counts["pass_metric"] = pass_metric
     return Scored(rows=rows, counts=counts, ks=ks, judged=judge is not None, metric_names=names)
