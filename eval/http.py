@@ -281,7 +281,8 @@ class ChatClient:
     Args:
         config: the endpoint, retry and breaker settings.
         clock: the breaker's clock (tests pass a fake one).
-        http_client: an ``httpx2.Client`` for the SDK (tests, proxies); the default is the SDK's own.
+        http_client: an HTTP client for the SDK (``openai.DefaultHttpxClient(...)``, e.g. for a proxy);
+            its request hooks get an attempt counter added.
 
     ``stats`` counts ``requests`` (calls to :meth:`chat`), ``attempts`` (HTTP requests sent, retries
     included), ``retries``, ``succeeded``, ``failures``, ``failures_by_reason`` and ``short_circuited``
@@ -291,7 +292,6 @@ class ChatClient:
     def __init__(self, config: EndpointConfig, *, clock: Callable[[], float] = time.monotonic,
                  http_client: Any = None):
         try:
-            import httpx2
             import openai
         except ImportError as e:  # pragma: no cover - a declared dependency
             raise LongmillError("the OpenAI-compatible client needs the openai package: pip install openai") from e
@@ -300,9 +300,9 @@ class ChatClient:
         self._endpoint = f"{self.url}/chat/completions"
         self._omit_auth = None if config.api_key else {"Authorization": openai.Omit()}
         if http_client is None:
-            http_client = httpx2.Client(
-                timeout=config.timeout, event_hooks={"request": [self._on_attempt]},
-                limits=httpx2.Limits(max_connections=None, max_keepalive_connections=config.concurrency))
+            # The SDK's own client class (its HTTP library differs between SDK versions), counting attempts.
+            http_client = openai.DefaultHttpxClient(timeout=config.timeout,
+                                                    event_hooks={"request": [self._on_attempt], "response": []})
         else:
             http_client.event_hooks["request"].append(self._on_attempt)
         # The SDK needs some key; with none, the Authorization header is omitted on every request.
