@@ -89,6 +89,13 @@ def write_report(scored: Scored, out: str | Path, config: dict[str, Any] | None 
     return metrics
 
 
+def write_summary(metrics: dict[str, Any], out: str | Path) -> None:
+    """Rewrite metrics.json and report.md from ``metrics`` (after problems were added to it)."""
+    out = Path(out)
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_bytes(out / "report.md", render_markdown(metrics).encode())
+
+
 def _write_plot_data(metrics: dict[str, Any], plots: Path) -> None:
     """CSV series for `dvc plots`: accuracy (the primary metric) against length, per source."""
     m = metrics["primary_metric"]
@@ -190,8 +197,11 @@ def render_markdown(metrics: dict[str, Any]) -> str:
     c = metrics["counts"]
     show = [k for k in ("em", "sub_em", "f1", "judge", "max_em_judge", "max_em_judge_bound") if k in o] + \
         [k for k in o if k.startswith("pass@")]
-    lines = ["# Evaluation report", "", f"Primary metric: **{m}** = {_fmt(o.get(m))} over {o.get('n', 0)} samples.", "",
-             "| metric | value |", "|---|---|"]
+    lines = ["# Evaluation report", ""]
+    if metrics.get("problems"):
+        lines += ["## Problems", ""] + [f"- **{p}**" for p in metrics["problems"]] + [""]
+    lines += [f"Primary metric: **{m}** = {_fmt(o.get(m))} over {o.get('n', 0)} samples.", "",
+              "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(o.get(k))} |" for k in show]
     lines += ["", "Counts: " + ", ".join(f"{k} {v}" for k, v in c.items() if isinstance(v, int | str)), ""]
     if c.get("judge_failed"):

@@ -49,16 +49,17 @@ def default_ks(n: int) -> list[int]:
     return ks
 
 
-def read_predictions(path: str | Path) -> dict[str, list[str] | None]:
-    """``{uid: completions}`` from a predictions.jsonl; a torn last line (a killed run) is ignored.
+def read_prediction_records(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` for every line of a predictions.jsonl, validated.
 
-    Each line is ``{"uid": ..., "completions": [k strings]}``; ``"completions": null`` with an
-    ``"error"`` marks a prompt whose generation failed.
+    A torn last line (a killed run) is skipped with a warning. A uid that appears twice is an error:
+    which line to believe is not ours to guess (a file concatenated twice, or two runs into one file).
     """
     path = Path(path)
     if not path.exists():
         raise LongmillError(f"{path}: no such predictions file")
-    out: dict[str, list[str] | None] = {}
+    out: list[tuple[int, dict[str, Any]]] = []
+    first_line: dict[str, int] = {}
     lines = path.read_text(encoding="utf-8").splitlines()
     for i, line in enumerate(lines):
         if not line.strip():
@@ -76,8 +77,26 @@ def read_predictions(path: str | Path) -> dict[str, list[str] | None]:
         comps = rec["completions"]
         if comps is not None and (not isinstance(comps, list) or not all(isinstance(c, str) for c in comps)):
             raise LongmillError(f"{path}: line {i + 1}: field 'completions' must be a list of strings or null")
-        out[str(rec["uid"])] = comps
+        uid = str(rec["uid"])
+        if uid in first_line:
+            raise LongmillError(f"{path}: line {i + 1}: uid {uid!r} already has predictions on line "
+                                f"{first_line[uid]}; each prompt needs exactly one line. Remove the duplicates "
+                                "(two runs appended into one file?) and score again")
+        first_line[uid] = i + 1
+        rec["uid"] = uid
+        out.append((i + 1, rec))
+    if not out:
+        log.warning("%s: the predictions file is empty", path)
     return out
+
+
+def read_predictions(path: str | Path) -> dict[str, list[str] | None]:
+    """``{uid: completions}`` from a predictions.jsonl (see :func:`read_prediction_records`).
+
+    Each line is ``{"uid": ..., "completions": [k strings]}``; ``"completions": null`` (with an
+    ``"error"``) marks a prompt whose generation failed. A duplicate uid is an error.
+    """
+    return {rec["uid"]: rec["completions"] for _, rec in read_prediction_records(path)}
 
 
 def score(items: Sequence[EvalItem], predictions: dict[str, list[str] | None], judge: Judge | None = None,
@@ -98,11 +117,19 @@ def score(items: Sequence[EvalItem], predictions: dict[str, list[str] | None], j
     if pass_metric in ("judge", "max_em_judge") and judge is None:
         raise LongmillError(f"pass metric {pass_metric} needs a judge (--judge-url or --judge-backend hf)")
     missing = [it.uid for it in items if it.uid not in predictions]
-    counts: dict[str, Any] = {"samples": len(items), "missing_predictions": len(missing), "generation_failed": 0,
-                              "completions": 0, "no_answer_extracted": 0}
+    known = {it.uid for it in items}
+    unknown = [u for u in predictions if u not in known]
+    counts: dict[str, Any] = {"samples": len(items), "predictions": len(predictions),
+                              "missing_predictions": len(missing), "unknown_uids": len(unknown),
+                              "generation_failed": 0, "completions": 0, "no_answer_extracted": 0}
     if missing:
         log.warning("%d of %d items have no prediction (first: %s); they are not scored", len(missing), len(items),
                     missing[0])
+    if unknown:
+        counts["unknown_uids_first"] = unknown[:5]
+        log.warning("%d prediction(s) answer uids that are not among the %d items (first: %s); they are ignored. "
+                    "Are --data and --predictions from the same run (and --limit the same)?", len(unknown),
+                    len(items), ", ".join(unknown[:3]))
     per_item: list[tuple[EvalItem, list[str | None], list[dict[str, float]]]] = []
     judge_queue: list[tuple[int, int, tuple[str, str, list[str]]]] = []
     for it in items:
