@@ -90,7 +90,10 @@ class _Secrets(logging.Filter):
 
 
 SECRETS = _Secrets()
-for _name in (__name__, "eval", "openai", "httpx", "httpx2", "httpcore"):
+# A logger's filters apply only to records logged through that very logger, so every one that may
+# mention an endpoint gets it: this client's users, the SDK's and the HTTP libraries' (which log URLs).
+for _name in (__name__, "eval.judge", "eval.run", "eval.backends.openai", "openai", "openai._base_client",
+              "httpx", "httpx2"):
     logging.getLogger(_name).addFilter(SECRETS)
 
 

@@ -209,6 +209,7 @@ def test_credentials_never_reach_errors_or_logs(server, caplog, monkeypatch):
             with pytest.raises(EndpointError) as info:
                 client.chat(MSG)
             logging.getLogger("eval.http").warning("calling %s with %s", creds_url, "sk-verysecret123")
+            logging.getLogger("eval.judge").warning("judge at %s", creds_url)
     assert server.requests[0].headers["Authorization"].startswith("Basic ")  # the URL's credentials were sent...
     text = str(info.value) + info.value.url + "\n".join(r.getMessage() for r in caplog.records)
     assert "pa55word" not in text and "sk-verysecret123" not in text  # ...and appears nowhere else
