@@ -244,23 +244,32 @@ class CircuitBreaker:
         self.opened_at: float | None = None
         self.probing = False
         self.opened = 0
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
 
-    def acquire(self) -> str:
-        """``pass`` (closed), ``probe`` (the one trial call after the cooldown) or ``reject``."""
-        with self._lock:
+    def acquire(self, wait: float = 0.0) -> str:
+        """``pass`` (closed), ``probe`` (the one trial call after the cooldown) or ``reject``.
+
+        Args:
+            wait: while a probe is in flight, wait up to this many seconds for its outcome rather than
+                rejecting at once (so the calls of a recovered endpoint's first batch are not lost).
+        """
+        with self._cond:
             if self.opened_at is None:
                 return "pass"
             if not self.probing and self.clock() - self.opened_at >= self.cooldown:
                 self.probing = True
                 return "probe"
+            if self.probing and wait > 0:
+                self._cond.wait_for(lambda: not self.probing, timeout=wait)
+                return "pass" if self.opened_at is None else "reject"
             return "reject"
 
     def record(self, ok: bool, *, probe: bool = False) -> None:
         """The outcome of a call that was let through."""
-        with self._lock:
+        with self._cond:
             if probe:
                 self.probing = False
+                self._cond.notify_all()
             if ok:
                 self.failures, self.opened_at = 0, None
                 return
@@ -274,7 +283,7 @@ class CircuitBreaker:
 
     @property
     def is_open(self) -> bool:
-        with self._lock:
+        with self._cond:
             return self.opened_at is not None
 
 
@@ -369,6 +378,8 @@ class ChatClient:
             why = f"{attempts} attempt(s), giving up" if retryable else "not retryable"
             raise self._error(reason, f"HTTP {status}: {_snippet(str(e.message))!r}; {why}",
                               attempts=attempts if retryable else 1, status=status) from e
+        except openai.OpenAIError as e:  # anything else the SDK raises about the exchange
+            raise self._error("transport", f"{type(e).__name__}: {e}", attempts=attempts) from e
         response = raw.http_response
         try:
             body = response.json()
@@ -412,7 +423,8 @@ class ChatClient:
         if stop:
             payload["stop"] = list(stop)
         self._count("requests")
-        gate = self.breaker.acquire()
+        # A call that finds a probe in flight waits for it (one attempt's timeout) instead of failing.
+        gate = self.breaker.acquire(wait=self.config.timeout + 1.0)
         if gate == "reject":
             self._count("short_circuited")
             self._count("failures", "circuit_open")
@@ -426,6 +438,10 @@ class ChatClient:
                 self.breaker.record(False, probe=gate == "probe")
             elif gate == "probe":
                 self.breaker.record(True, probe=True)  # it answered: the endpoint is up
+            raise
+        except BaseException:
+            if gate == "probe":  # never leave the breaker waiting on a probe that will not report
+                self.breaker.record(False, probe=True)
             raise
         self.breaker.record(True, probe=gate == "probe")
         self._count("succeeded")

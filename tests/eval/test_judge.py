@@ -229,25 +229,30 @@ def test_openai_engine_can_take_an_injected_client(server):
     assert server.count() == 2
 
 
-def test_a_down_judge_fails_fast_through_the_breaker_and_recovers(server, monkeypatch):
+def test_a_down_judge_fails_fast_through_the_breaker_and_recovers(server):
     """Issue 10 §6: a hanging judge must not stall training; calls fail (None) quickly while it is down."""
     server.default = Action.hang(30)
+    now = [0.0]
     items = [(f"q{i}", f"p{i}", ["g"]) for i in range(40)]
-    with make_judge(judge_config(server, timeout=0.2, max_retries=0, concurrency=4, breaker_failures=4,
-                                 breaker_cooldown=60)) as judge:
+    config = EndpointConfig(url=server.url, model="m", timeout=0.2, max_retries=0, concurrency=4, breaker_failures=4,
+                            breaker_cooldown=60, api_key_env=None)
+    with Judge(OpenAIJudgeEngine(ChatClient(config, clock=lambda: now[0])), model="m") as judge:
         start = time.monotonic()
         results = judge.judge_many(items)
         first = time.monotonic() - start
         start = time.monotonic()
         again = judge.judge_many(items[:8])
         second = time.monotonic() - start
-        stats = judge.stats
+        assert all(r.failed and r.verdict is None for r in results + again)
+        assert first < 3 and second < 0.5  # one round of timeouts, then the breaker answers at once
         client = judge.engine.client
-    assert all(r.failed and r.verdict is None for r in results + again)
-    assert first < 3 and second < 0.5  # one round of timeouts, then the breaker answers at once
-    assert server.count() <= 8 and client.stats["short_circuited"] >= 32
-    assert stats["failures_by_reason"] == {"endpoint": 48}
-    assert "circuit" in again[0].error
+        assert server.count() <= 8 and client.stats["short_circuited"] >= 32
+        assert judge.stats["failures_by_reason"] == {"endpoint": 48}
+        assert "circuit" in again[0].error
+        server.default = Action.ok()  # the judge is back; after the cooldown one probe closes the breaker
+        now[0] = 61.0
+        back = judge.judge_many([("Capital of France?", "paris", ["Paris"]), ("Who?", "Bob", ["Alice"])])
+        assert [r.verdict for r in back] == [True, False]
 
 
 def test_max_wait_bounds_a_judge_batch(server):
