@@ -345,7 +345,7 @@ def run_eval(data: str, out: str | Path, gen: GenerateConfig, judge: JudgeConfig
         bar.close()
     config = {"data": str(data), "generation": gen.summary(), "judge": _judge_summary(judge),
               "input_skipped": skips.as_dict(), "generation_counts": gen_counts}
-    preds = read_predictions(predictions) if predictions.exists() else {}
+    preds = read_predictions(predictions) if predictions.exists() and predictions.stat().st_size else {}
     for it in items:  # not written: failed in this run (the next run retries them)
         preds.setdefault(it.uid, None)
     return score_run(items, preds, out, judge, config, progress_factory, pass_metric,
