@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -26,10 +27,22 @@ def _summary(metrics: dict, out: Path) -> str:
     m = metrics["primary_metric"]
     o = metrics["overall"]
     c = metrics["counts"]
-    extra = f", judge failed {c['judge_failed']}" if c.get("judge_failed") else ""
+    extra = ""
+    if c.get("judge_failed"):
+        extra = (f", judge failed {c['judge_failed']} of {c.get('judge_calls')} calls: counted at their rule score, "
+                 f"at most {o.get('max_em_judge_bound', 0):.3f} had they been YES")
     val = o.get(m)
     return (f"{m} = {'n/a' if val is None else f'{val:.3f}'} over {o.get('n', 0)} samples "
             f"(generation failed {c['generation_failed']}{extra}); wrote {out}/metrics.json, report.md, plots/")
+
+
+def _finish(metrics: dict, out: Path) -> None:
+    """Print the summary; exit with status 1 when the run has problems (judge failures, failed prompts)."""
+    click.echo(_summary(metrics, out))
+    for problem in metrics.get("problems", []):
+        click.secho(f"error: {problem}", fg="red", err=True)
+    if metrics.get("problems"):
+        sys.exit(1)
 
 
 @click.group(cls=FlexibleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -53,21 +66,41 @@ def main(verbose: int) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option("--limit", type=int, default=None, help="Evaluate at most this many items.")
 @click.option("--tokenizer", default="qwen2.5", show_default=True, help="Measures LongBench prompt lengths for length bins.")
+@click.option("--regenerate", is_flag=True, help="If OUT/predictions.jsonl was made with another model, backend, "
+              "sampling or data, move it aside (to predictions.jsonl.old) and generate anew instead of refusing.")
 @dataclass_options(GenerateConfig)
 @dataclass_options(JudgeFlags)
 @friendly_errors
-def run(data, out, limit, tokenizer, **kw):
+def run(data, out, limit, tokenizer, regenerate, **kw):
     """Generate predictions with a model, then score them and write the report.
 
-    Writes OUT/predictions.jsonl (one line per prompt: {"uid", "completions": [k strings]}), OUT/metrics.json
-    (overall, and every metric grouped by data_source x length bin x gold depth bin), OUT/samples.parquet,
-    OUT/plots/ and OUT/report.md. Re-running resumes: prompts already in predictions.jsonl are skipped.
+    Writes OUT/predictions.jsonl (one line per prompt: {"uid", "completions": [k strings], "prompt_sha"}),
+    OUT/predictions.meta.json (what produced them), OUT/metrics.json (overall, and every metric grouped by
+    data_source x length bin x gold depth bin), OUT/samples.parquet, OUT/plots/ and OUT/report.md.
+
+    Re-running resumes: prompts already answered with the same model, backend, sampling and prompts are
+    skipped, and prompts that failed to generate are retried. Predictions made otherwise are refused
+    (--regenerate moves them aside). A failed judge call keeps the rule's score; the run exits with status
+    1 when prompts failed to generate or more than --max-judge-failures of the judge calls failed.
+
+    \b
+    Examples:
+      python -m eval run --model tiny-qwen2 --backend hf --data data/curriculum/eval --n 2 \\
+          --temperature 0.7 --max-tokens 32 --device cpu --out runs/eval
+      vllm serve Qwen/Qwen2.5-1.5B-Instruct --port 8001 &    # the judge
+      export JUDGE_KEY=...                                  # only if the judge server wants one
+      python -m eval run --model Qwen/Qwen2.5-7B-Instruct --backend vllm --data data/curriculum/eval \\
+          --n 8 --temperature 0.7 --max-tokens 4096 --judge-url http://127.0.0.1:8001/v1 \\
+          --judge-api-key-env JUDGE_KEY --judge-timeout 30 --max-judge-failures 0.02 --out runs/eval-7b
+      python -m eval run --model qwen --backend openai --url http://127.0.0.1:8000/v1 \\
+          --data LongBench/2wikimqa.jsonl --out runs/lb --regenerate
     """
     gen = GenerateConfig(**fields_of(GenerateConfig, kw))
     flags = JudgeFlags(**fields_of(JudgeFlags, kw))
     metrics = run_eval(data, out, gen, flags.judge_config(), limit=limit, tokenizer=tokenizer, progress_factory=_bar,
-                       pass_metric=flags.pass_metric)
-    click.echo(_summary(metrics, out))
+                       pass_metric=flags.pass_metric, regenerate=regenerate,
+                       max_judge_failures=flags.max_judge_failures)
+    _finish(metrics, out)
 
 
 @main.command()
@@ -82,7 +115,17 @@ def score(data, predictions, out, limit, tokenizer, **kw):
     """Score existing predictions (e.g. from another tool) and write the report.
 
     Each line of --predictions is {"uid": ..., "completions": [k strings]}; "completions": null marks a prompt
-    whose generation failed (counted, not scored). Judge failures are counted and reported as unknown.
+    whose generation failed (counted, not scored). A uid given twice, or an empty file, is an error;
+    predictions for uids that are not in --data are counted (unknown_uids) and ignored. A failed judge call
+    keeps the rule's score, and the report gives the bound had every failed call been a YES; more than
+    --max-judge-failures of failed calls makes the command exit with status 1 (after writing the report).
+
+    \b
+    Examples:
+      python -m eval score --data data/curriculum/eval --predictions runs/eval/predictions.jsonl --out runs/rescored
+      python -m eval score --data LongBench/hotpotqa.jsonl --predictions preds.jsonl --out runs/lb-judged \\
+          --judge-url http://127.0.0.1:8001/v1 --judge-cache runs/judge_cache.jsonl --judge-timeout 20 \\
+          --judge-max-retries 3 --max-judge-failures 0.01
     """
     from eval.data import load_items
 
@@ -90,9 +133,10 @@ def score(data, predictions, out, limit, tokenizer, **kw):
     flags = JudgeFlags(**kw)
     judge = flags.judge_config()
     config = {"data": str(data), "predictions": str(predictions), "input_skipped": skips.as_dict(),
-              "judge": None if judge is None else {"backend": judge.backend, "model": judge.model, "url": judge.url}}
-    metrics = score_run(items, predictions, out, judge, config, _bar, flags.pass_metric)
-    click.echo(_summary(metrics, out))
+              "judge": None if judge is None else judge.summary()}
+    metrics = score_run(items, predictions, out, judge, config, _bar, flags.pass_metric,
+                        max_judge_failures=flags.max_judge_failures)
+    _finish(metrics, out)
 
 
 @main.command(name="show")

@@ -1,10 +1,18 @@
-"""A small, robust client for OpenAI-compatible chat endpoints (``vllm serve``, SGLang, TGI, OpenAI).
+"""A thin layer over the ``openai`` SDK for OpenAI-compatible chat endpoints (``vllm serve``, SGLang, OpenAI).
 
-Both the LLM judge and the ``openai`` generation backend go through :class:`ChatClient`. It retries what
-is worth retrying (connect errors, timeouts, 408/409/429 and 5xx, and a 200 whose body is unusable) with
-capped exponential backoff plus jitter, honours ``Retry-After``, and never retries other 4xx answers, which
-are the caller's to fix. A request that still fails raises :class:`EndpointError`; :meth:`ChatClient.chat_many`
-returns that error in the request's slot instead of raising, so one bad request never sinks a batch.
+Both the LLM judge and the ``openai`` generation backend go through :class:`ChatClient`. Retries are the
+SDK's own (``max_retries``: connect errors, timeouts, 408/409/429 and 5xx, with exponential backoff and
+``Retry-After``); ``timeout`` bounds each attempt. This module adds what the SDK does not have:
+
+- :meth:`ChatClient.chat_many`: many requests at a bounded concurrency, in order, each failure returned
+  in its slot as an :class:`EndpointError`, and an optional ``max_wait`` after which the requests still
+  running count as failed, so a hanging server cannot stall a run or a training step for long;
+- a circuit breaker: after ``breaker_failures`` consecutive failures of the endpoint (timeouts, refused
+  connections, 5xx, 429), calls fail at once for ``breaker_cooldown`` seconds; then one probe request
+  (no retries) decides whether the endpoint is back;
+- credentials kept out of outputs: the API key and any ``user:pass@`` in the URL are redacted from
+  errors and from log records of this client, the SDK and httpx; a key can come from an environment
+  variable (``api_key_env``, ``OPENAI_API_KEY`` by default) rather than the command line.
 
 Example (against a running ``vllm serve Qwen/Qwen2.5-1.5B-Instruct``)::
 
@@ -17,18 +25,15 @@ Example (against a running ``vllm serve Qwen/Qwen2.5-1.5B-Instruct``)::
 
 from __future__ import annotations
 
-import email.utils
-import json
 import logging
-import random
+import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
-
-import httpx
 
 from datagen.errors import LongmillError
 
@@ -37,19 +42,91 @@ log = logging.getLogger(__name__)
 Messages = list[dict[str, str]]
 Progress = Callable[[int], None]
 
-#: Statuses worth another try: the server is busy, restarting or briefly out of capacity.
-RETRY_STATUSES = frozenset({408, 409, 429})
+#: Failure reasons that say the endpoint itself is unwell (they count towards opening the breaker).
+ENDPOINT_DOWN = ("timeout", "connect", "transport", "http_408", "http_409", "http_429")
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact_url(url: str | None) -> str | None:
+    """The URL with any ``user:pass@`` replaced by ``***@``.
+
+    Example:
+        >>> redact_url("http://alice:s3cret@judge.local:8000/v1")
+        'http://***@judge.local:8000/v1'
+        >>> redact_url("http://127.0.0.1:8000/v1")
+        'http://127.0.0.1:8000/v1'
+    """
+    return None if url is None else _USERINFO.sub("***@", url)
+
+
+class _Secrets(logging.Filter):
+    """Redacts registered secrets (API keys, URL credentials) from log records that pass through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, *values: str | None) -> None:
+        with self._lock:
+            self.values.update(v for v in values if v and len(v) >= 3)
+
+    def redact(self, text: str) -> str:
+        text = _USERINFO.sub("***@", text)
+        for secret in sorted(self.values, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.values or "@" in str(record.msg):
+            try:
+                message = record.getMessage()
+            except Exception:  # a malformed record is logging's problem, not ours
+                return True
+            clean = self.redact(message)
+            if clean != message:
+                record.msg, record.args = clean, ()
+        return True
+
+
+SECRETS = _Secrets()
+# A logger's filters apply only to records logged through that very logger, so every one that may
+# mention an endpoint gets it: this client's users, the SDK's and the HTTP libraries' (which log URLs).
+for _name in (__name__, "eval.judge", "eval.run", "eval.backends.openai", "openai", "openai._base_client",
+              "httpx", "httpx2"):
+    logging.getLogger(_name).addFilter(SECRETS)
+
+
+def resolve_api_key(api_key: str | None, api_key_env: str | None, what: str = "endpoint") -> str | None:
+    """The key to send: ``api_key`` if given, else the environment variable ``api_key_env``, else none.
+
+    Args:
+        api_key: a key given directly (visible in the process list; prefer the environment).
+        api_key_env: the name of an environment variable holding the key. ``OPENAI_API_KEY`` (the
+            default) may be unset; any other name that is unset is an error.
+        what: names the option in the error.
+    """
+    if api_key:
+        return api_key
+    if not api_key_env:
+        return None
+    value = os.environ.get(api_key_env)
+    if not value and api_key_env != "OPENAI_API_KEY":
+        raise LongmillError(f"{what} api_key_env names ${api_key_env}, which is not set; export it or pass "
+                            "no key")
+    return value or None
 
 
 class EndpointError(LongmillError):
-    """A chat request failed for good (after its retries, or at once for a non-retryable 4xx).
+    """A chat request failed for good (after its retries, at once for a non-retryable 4xx, or because the
+    circuit breaker is open or the batch ran out of time).
 
     Args:
-        message: the full explanation (URL, status or exception, attempts).
-        url: the endpoint URL that was called.
-        reason: a short category: ``timeout``, ``connect``, ``transport``, ``http_<status>`` or
-            ``bad_response``.
-        attempts: how many attempts were made.
+        message: the full explanation (URL, status or exception), credentials redacted.
+        url: the endpoint URL that was called (redacted).
+        reason: ``timeout``, ``connect``, ``transport``, ``http_<status>``, ``bad_response``,
+            ``circuit_open`` or ``deadline``.
+        attempts: how many attempts were allowed (the SDK retries internally).
         status: the last HTTP status, when there was one.
     """
 
@@ -70,35 +147,39 @@ class EndpointConfig:
     """Where an OpenAI-compatible endpoint is and how hard to try it.
 
     Args:
-        url: the base URL including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``; ``/chat/completions``
-            is appended.
+        url: the base URL including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``.
         model: the model name the server serves (``vllm serve <model>`` uses the path or hub id).
         api_key: sent as ``Authorization: Bearer <api_key>`` when set (``vllm serve --api-key``).
-        timeout: seconds allowed for one attempt (connect, write, read), not for all retries together.
-        max_retries: further attempts after the first one fails with a retryable error.
-        backoff_base: the first retry waits about this many seconds; each later one waits twice as long.
-        backoff_cap: no wait is longer than this, ``Retry-After`` included.
+        api_key_env: an environment variable to read the key from when ``api_key`` is not given.
+        timeout: seconds allowed for one attempt.
+        max_retries: further attempts after the first fails with a retryable error (the SDK's policy).
         concurrency: the most requests in flight at once from this client.
+        max_wait: seconds one :meth:`ChatClient.chat_many` call may take; requests still running then
+            count as failed (``deadline``). None: no limit beyond each request's own timeouts.
+        breaker_failures: consecutive endpoint failures that open the circuit breaker (0 disables it).
+        breaker_cooldown: seconds the open breaker fails calls at once before it lets a probe through.
     """
 
     url: str
     model: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    api_key_env: str | None = "OPENAI_API_KEY"
     timeout: float = 60.0
-    max_retries: int = 4
-    backoff_base: float = 0.5
-    backoff_cap: float = 8.0
+    max_retries: int = 2
     concurrency: int = 8
+    max_wait: float | None = None
+    breaker_failures: int = 5
+    breaker_cooldown: float = 30.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or not self.url.startswith(("http://", "https://")):
             raise LongmillError(
-                f"endpoint url must start with http:// or https://, got {self.url!r}; "
+                f"endpoint url must start with http:// or https://, got {redact_url(str(self.url))!r}; "
                 "pass the base URL including /v1, e.g. http://127.0.0.1:8000/v1")
         self.url = self.url.rstrip("/")
         if self.url.endswith("/chat/completions"):
-            raise LongmillError(f"endpoint url {self.url!r} already names /chat/completions; pass the base "
-                                "URL ending in /v1 and the client appends the route")
+            raise LongmillError(f"endpoint url {redact_url(self.url)!r} already names /chat/completions; pass "
+                                "the base URL ending in /v1 and the client appends the route")
         if not self.model:
             raise LongmillError("endpoint model is empty; pass the name the server serves "
                                 "(the argument of `vllm serve`)")
@@ -106,14 +187,15 @@ class EndpointConfig:
             raise LongmillError(f"endpoint timeout must be > 0 seconds, got {self.timeout}")
         if self.max_retries < 0:
             raise LongmillError(f"endpoint max_retries must be >= 0, got {self.max_retries}")
-        if self.backoff_base < 0 or self.backoff_cap < 0:
-            raise LongmillError(f"endpoint backoff_base and backoff_cap must be >= 0, got "
-                                f"{self.backoff_base} and {self.backoff_cap}")
-        if self.backoff_cap < self.backoff_base:
-            raise LongmillError(f"endpoint backoff_cap ({self.backoff_cap}) must be >= backoff_base "
-                                f"({self.backoff_base})")
         if self.concurrency < 1:
             raise LongmillError(f"endpoint concurrency must be >= 1, got {self.concurrency}")
+        if self.max_wait is not None and self.max_wait <= 0:
+            raise LongmillError(f"endpoint max_wait must be > 0 seconds or None, got {self.max_wait}")
+        if self.breaker_failures < 0 or self.breaker_cooldown < 0:
+            raise LongmillError(f"endpoint breaker_failures and breaker_cooldown must be >= 0, got "
+                                f"{self.breaker_failures} and {self.breaker_cooldown}")
+        self.api_key = resolve_api_key(self.api_key, self.api_key_env)
+        SECRETS.add(self.api_key, *_USERINFO.findall(self.url))
 
 
 @dataclass
@@ -137,89 +219,115 @@ class ChatRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class _Failure(Exception):
-    """One failed attempt (internal): why, whether to retry, and a server-requested delay."""
+class CircuitBreaker:
+    """Fails calls at once while an endpoint is down, and lets one probe through after a cooldown.
 
-    def __init__(self, reason: str, detail: str, *, retry: bool, status: int | None = None,
-                 retry_after: float | None = None):
-        super().__init__(detail)
-        self.reason, self.detail, self.retry, self.status, self.retry_after = (
-            reason, detail, retry, status, retry_after)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if unusable.
+    Args:
+        threshold: consecutive failures that open it (0 never opens).
+        cooldown: seconds it stays open before a probe is allowed.
+        clock: a monotonic clock (tests pass a fake one).
 
     Example:
-        >>> parse_retry_after("2"), parse_retry_after("1.5"), parse_retry_after("soon")
-        (2.0, 1.5, None)
+        >>> now = [0.0]
+        >>> b = CircuitBreaker(2, 10.0, clock=lambda: now[0])
+        >>> b.record(False); b.record(False); b.acquire()
+        'reject'
+        >>> now[0] = 11.0; b.acquire(), b.acquire()
+        ('probe', 'reject')
+        >>> b.record(True, probe=True); b.acquire()
+        'pass'
     """
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
 
+    def __init__(self, threshold: int, cooldown: float, clock: Callable[[], float] = time.monotonic):
+        self.threshold, self.cooldown, self.clock = threshold, cooldown, clock
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.probing = False
+        self.opened = 0
+        self._cond = threading.Condition()
 
-def _contents(body: Any) -> list[str]:
-    """The message contents of a chat completion body, in choice order; raises _Failure if unusable."""
-    choices = body.get("choices") if isinstance(body, dict) else None
-    if not isinstance(choices, list) or not choices:
-        raise _Failure("bad_response", "response has no 'choices' list", retry=True)
-    indexed = []
-    for pos, choice in enumerate(choices):
-        message = choice.get("message") if isinstance(choice, dict) else None
-        content = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(content, str):
-            raise _Failure("bad_response", f"choices[{pos}].message.content is missing or not a string",
-                           retry=True)
-        index = choice.get("index", pos)
-        indexed.append((index if isinstance(index, int) else pos, pos, content))
-    return [content for _, _, content in sorted(indexed)]
+    def acquire(self, wait: float = 0.0) -> str:
+        """``pass`` (closed), ``probe`` (the one trial call after the cooldown) or ``reject``.
+
+        Args:
+            wait: while a probe is in flight, wait up to this many seconds for its outcome rather than
+                rejecting at once (so the calls of a recovered endpoint's first batch are not lost).
+        """
+        with self._cond:
+            if self.opened_at is None:
+                return "pass"
+            if not self.probing and self.clock() - self.opened_at >= self.cooldown:
+                self.probing = True
+                return "probe"
+            if self.probing and wait > 0:
+                self._cond.wait_for(lambda: not self.probing, timeout=wait)
+                return "pass" if self.opened_at is None else "reject"
+            return "reject"
+
+    def record(self, ok: bool, *, probe: bool = False) -> None:
+        """The outcome of a call that was let through."""
+        with self._cond:
+            if probe:
+                self.probing = False
+                self._cond.notify_all()
+            if ok:
+                self.failures, self.opened_at = 0, None
+                return
+            self.failures += 1
+            if probe or (self.opened_at is None and self.threshold and self.failures >= self.threshold):
+                if self.opened_at is None:
+                    self.opened += 1
+                    log.warning("circuit breaker open after %d consecutive endpoint failures; calls fail at "
+                                "once for %.0fs, then one probe decides", self.failures, self.cooldown)
+                self.opened_at = self.clock()
+
+    @property
+    def is_open(self) -> bool:
+        with self._cond:
+            return self.opened_at is not None
 
 
 class ChatClient:
-    """A thread-safe client for ``POST {url}/chat/completions`` with retries and a concurrency bound.
+    """A thread-safe chat client on the ``openai`` SDK, with a concurrency bound and a circuit breaker.
 
     Args:
-        config: the endpoint and retry settings.
-        sleep: how to wait between attempts (tests pass a recorder so they run fast).
-        rng: the jitter source (a seeded ``random.Random`` makes backoff reproducible).
-        transport: an ``httpx`` transport, for tests or proxies; the default is a plain connection pool.
+        config: the endpoint, retry and breaker settings.
+        clock: the breaker's clock (tests pass a fake one).
+        http_client: an HTTP client for the SDK (``openai.DefaultHttpxClient(...)``, e.g. for a proxy);
+            its request hooks get an attempt counter added.
 
-    ``stats`` counts ``requests`` (calls to :meth:`chat`), ``attempts``, ``retries``, ``succeeded``,
-    ``failures`` and the failed attempts by reason (``attempt_errors``).
+    ``stats`` counts ``requests`` (calls to :meth:`chat`), ``attempts`` (HTTP requests sent, retries
+    included), ``retries``, ``succeeded``, ``failures``, ``failures_by_reason`` and ``short_circuited``
+    (calls failed at once by the open breaker).
     """
 
-    def __init__(self, config: EndpointConfig, *, sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None, transport: httpx.BaseTransport | None = None):
+    def __init__(self, config: EndpointConfig, *, clock: Callable[[], float] = time.monotonic,
+                 http_client: Any = None):
+        try:
+            import openai
+        except ImportError as e:  # pragma: no cover - a declared dependency
+            raise LongmillError("the OpenAI-compatible client needs the openai package: pip install openai") from e
         self.config = config
-        self._sleep = sleep
-        self._rng = rng or random.Random()
-        self._endpoint = f"{config.url}/chat/completions"
-        headers = {"Content-Type": "application/json"}
-        if config.api_key:
-            headers["Authorization"] = f"Bearer {config.api_key}"
-        # The semaphore, not the pool, bounds concurrency, so direct chat() calls from many threads obey
-        # it too; the pool only keeps enough connections alive for that many requests.
-        self._client = httpx.Client(
-            headers=headers, timeout=httpx.Timeout(config.timeout), transport=transport,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=config.concurrency))
+        self.url = redact_url(config.url) or ""
+        self._endpoint = f"{self.url}/chat/completions"
+        self._omit_auth = None if config.api_key else {"Authorization": openai.Omit()}
+        if http_client is None:
+            # The SDK's own client class (its HTTP library differs between SDK versions), counting attempts.
+            http_client = openai.DefaultHttpxClient(timeout=config.timeout,
+                                                    event_hooks={"request": [self._on_attempt], "response": []})
+        else:
+            http_client.event_hooks["request"].append(self._on_attempt)
+        # The SDK needs some key; with none, the Authorization header is omitted on every request.
+        self._sdk = openai.OpenAI(base_url=config.url, api_key=config.api_key or "unused", timeout=config.timeout,
+                                  max_retries=config.max_retries, http_client=http_client)
+        self._probe_sdk = self._sdk.with_options(max_retries=0)
+        self._openai = openai
+        # The semaphore bounds concurrency for direct chat() calls from many threads too.
         self._slots = threading.BoundedSemaphore(config.concurrency)
+        self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown, clock=clock)
         self._lock = threading.Lock()
-        self._stats: dict[str, Any] = {"requests": 0, "attempts": 0, "retries": 0, "succeeded": 0,
-                                       "failures": 0, "attempt_errors": {}}
+        self._stats: dict[str, Any] = {"requests": 0, "attempts": 0, "retries": 0, "succeeded": 0, "failures": 0,
+                                       "failures_by_reason": {}, "short_circuited": 0}
         self._closed = False
 
     # -- bookkeeping -------------------------------------------------------------------------------
@@ -228,56 +336,61 @@ class ChatClient:
         """A snapshot of the counters (safe to read while requests run)."""
         with self._lock:
             snap = dict(self._stats)
-            snap["attempt_errors"] = dict(self._stats["attempt_errors"])
+            snap["failures_by_reason"] = dict(self._stats["failures_by_reason"])
+            snap["retries"] = max(0, snap["attempts"] - snap["requests"] + snap["short_circuited"])
+            snap["breaker_opened"] = self.breaker.opened
             return snap
 
-    def _count(self, key: str) -> None:
+    def _on_attempt(self, request: Any) -> None:
+        with self._lock:
+            self._stats["attempts"] += 1
+
+    def _count(self, key: str, reason: str | None = None) -> None:
         with self._lock:
             self._stats[key] += 1
+            if reason is not None:
+                by = self._stats["failures_by_reason"]
+                by[reason] = by.get(reason, 0) + 1
 
-    def _count_error(self, reason: str) -> None:
-        with self._lock:
-            errors = self._stats["attempt_errors"]
-            errors[reason] = errors.get(reason, 0) + 1
+    def _error(self, reason: str, detail: str, *, attempts: int, status: int | None = None) -> EndpointError:
+        return EndpointError(SECRETS.redact(f"POST {self._endpoint} failed: {detail}. {_hint(reason)}"),
+                             url=self._endpoint, reason=reason, attempts=attempts, status=status)
 
-    def _backoff(self, retry_number: int, retry_after: float | None) -> float:
-        cfg = self.config
-        if retry_after is not None:
-            return min(cfg.backoff_cap, retry_after)
-        # Equal jitter: between half and all of the capped exponential delay, so synchronized clients
-        # spread out but nobody retries immediately.
-        delay = min(cfg.backoff_cap, cfg.backoff_base * (2 ** retry_number))
-        with self._lock:
-            return delay * (0.5 + 0.5 * self._rng.random())
-
-    # -- one attempt -------------------------------------------------------------------------------
-    def _attempt(self, payload: dict[str, Any]) -> list[str]:
+    # -- one request -------------------------------------------------------------------------------
+    def _send(self, payload: dict[str, Any], extra: dict[str, Any], probe: bool) -> list[str]:
+        openai = self._openai
+        sdk = self._probe_sdk if probe else self._sdk
+        attempts = 1 if probe else self.config.max_retries + 1
         try:
             with self._slots:
-                response = self._client.post(self._endpoint, json=payload)
-        except httpx.TimeoutException as e:
-            raise _Failure("timeout", f"timed out after {self.config.timeout}s ({type(e).__name__})",
-                           retry=True) from e
-        except httpx.ConnectError as e:
-            raise _Failure("connect", f"cannot connect ({e})", retry=True) from e
-        except httpx.TransportError as e:
-            raise _Failure("transport", f"{type(e).__name__}: {e}", retry=True) from e
-        status = response.status_code
-        if 200 <= status < 300:
-            try:
-                body = response.json()
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise _Failure("bad_response", f"HTTP {status} with a body that is not JSON "
-                               f"({_snippet(response.text)!r})", retry=True, status=status) from e
-            try:
-                return _contents(body)
-            except _Failure as f:
-                f.status = status
-                f.detail = f"HTTP {status} but {f.detail} ({_snippet(response.text)!r})"
-                raise
-        retry = status in RETRY_STATUSES or status >= 500
-        raise _Failure(f"http_{status}", f"HTTP {status}: {_snippet(response.text)!r}", retry=retry,
-                       status=status, retry_after=parse_retry_after(response.headers.get("Retry-After")))
+                raw = sdk.chat.completions.with_raw_response.create(
+                    **payload, extra_body=extra or None, extra_headers=self._omit_auth)
+        except openai.APITimeoutError as e:
+            raise self._error("timeout", f"timed out after {self.config.timeout}s per attempt, {attempts} "
+                              "attempt(s)", attempts=attempts) from e
+        except openai.APIConnectionError as e:
+            raise self._error("connect", f"cannot connect ({e.__cause__ or e}), {attempts} attempt(s)",
+                              attempts=attempts) from e
+        except openai.APIStatusError as e:
+            status = e.status_code
+            retryable = status in (408, 409, 429) or status >= 500
+            reason = f"http_{status}"
+            why = f"{attempts} attempt(s), giving up" if retryable else "not retryable"
+            raise self._error(reason, f"HTTP {status}: {_snippet(str(e.message))!r}; {why}",
+                              attempts=attempts if retryable else 1, status=status) from e
+        except openai.OpenAIError as e:  # anything else the SDK raises about the exchange
+            raise self._error("transport", f"{type(e).__name__}: {e}", attempts=attempts) from e
+        response = raw.http_response
+        try:
+            body = response.json()
+        except ValueError as e:
+            raise self._error("bad_response", f"HTTP {response.status_code} with a body that is not JSON "
+                              f"({_snippet(response.text)!r})", attempts=1, status=response.status_code) from e
+        try:
+            return _contents(body)
+        except ValueError as e:
+            raise self._error("bad_response", f"HTTP {response.status_code} but {e} ({_snippet(response.text)!r})",
+                              attempts=1, status=response.status_code) from e
 
     # -- public API --------------------------------------------------------------------------------
     def chat(self, messages: Messages, *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
@@ -296,10 +409,11 @@ class ChatClient:
             The contents, ordered by choice index.
 
         Raises:
-            EndpointError: after ``max_retries`` retries, or at once on a non-retryable 4xx.
+            EndpointError: after the SDK's retries, at once on a non-retryable 4xx, or at once while the
+                circuit breaker is open.
         """
         if self._closed:
-            raise LongmillError(f"ChatClient for {self.config.url} is closed")
+            raise LongmillError(f"ChatClient for {self.url} is closed")
         if n < 1:
             raise LongmillError(f"n must be >= 1, got {n}")
         payload: dict[str, Any] = {"model": self.config.model, "messages": list(messages), "n": n,
@@ -308,32 +422,30 @@ class ChatClient:
             payload["seed"] = seed
         if stop:
             payload["stop"] = list(stop)
-        payload.update(extra)
         self._count("requests")
-        attempts_allowed = self.config.max_retries + 1
-        attempt = 0
-        while True:
-            attempt += 1
-            self._count("attempts")
-            try:
-                contents = self._attempt(payload)
-            except _Failure as f:
-                self._count_error(f.reason)
-                if not f.retry or attempt >= attempts_allowed:
-                    self._count("failures")
-                    why = "not retryable" if not f.retry else "giving up"
-                    raise EndpointError(
-                        f"POST {self._endpoint} failed: {f.detail}; {attempt} attempt(s), {why}. "
-                        + _hint(f.reason), url=self._endpoint, reason=f.reason, attempts=attempt,
-                        status=f.status) from f.__cause__
-                delay = self._backoff(attempt - 1, f.retry_after)
-                self._count("retries")
-                log.debug("POST %s attempt %d failed (%s); retrying in %.2fs", self._endpoint, attempt,
-                          f.detail, delay)
-                self._sleep(delay)
-                continue
-            self._count("succeeded")
-            return contents
+        # A call that finds a probe in flight waits for it (one attempt's timeout) instead of failing.
+        gate = self.breaker.acquire(wait=self.config.timeout + 1.0)
+        if gate == "reject":
+            self._count("short_circuited")
+            self._count("failures", "circuit_open")
+            raise self._error("circuit_open", f"circuit breaker open: the endpoint failed {self.breaker.failures} times in a row; "
+                              f"calls fail at once for up to {self.config.breaker_cooldown:.0f}s", attempts=0)
+        try:
+            contents = self._send(payload, extra, probe=gate == "probe")
+        except EndpointError as e:
+            self._count("failures", e.reason)
+            if e.reason in ENDPOINT_DOWN or (e.status or 0) >= 500:
+                self.breaker.record(False, probe=gate == "probe")
+            elif gate == "probe":
+                self.breaker.record(True, probe=True)  # it answered: the endpoint is up
+            raise
+        except BaseException:
+            if gate == "probe":  # never leave the breaker waiting on a probe that will not report
+                self.breaker.record(False, probe=True)
+            raise
+        self.breaker.record(True, probe=gate == "probe")
+        self._count("succeeded")
+        return contents
 
     def chat_many(self, requests: Sequence[ChatRequest | Mapping[str, Any]], progress: Progress | None = None,
                   *, on_result: Callable[[int, list[str] | EndpointError], None] | None = None,
@@ -348,7 +460,8 @@ class ChatClient:
 
         Returns:
             One entry per request: the contents, or the :class:`EndpointError` it ended with. A failed
-            request never raises here.
+            request never raises here. With ``max_wait`` set, requests unfinished by then are errors
+            (``deadline``); their threads end on their own timeouts.
         """
         reqs = [r if isinstance(r, ChatRequest) else ChatRequest(**r) for r in requests]
         results: list[list[str] | EndpointError | None] = [None] * len(reqs)
@@ -362,29 +475,65 @@ class ChatClient:
             except EndpointError as e:
                 return e
 
-        workers = min(self.config.concurrency, len(reqs))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="longmill-http") as pool:
-            futures = {pool.submit(run, r): i for i, r in enumerate(reqs)}
-            for fut in as_completed(futures):
-                i = futures[fut]
-                results[i] = fut.result()
-                if on_result is not None:
-                    on_result(i, results[i])  # type: ignore[arg-type]
-                if progress is not None:
-                    progress(1)
+        def finish(i: int, res: list[str] | EndpointError) -> None:
+            results[i] = res
+            if on_result is not None:
+                on_result(i, res)
+            if progress is not None:
+                progress(1)
+
+        deadline = None if self.config.max_wait is None else time.monotonic() + self.config.max_wait
+        pool = ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(reqs)),
+                                  thread_name_prefix="longmill-http")
+        futures: dict[Future, int] = {pool.submit(run, r): i for i, r in enumerate(reqs)}
+        pending = set(futures)
+        try:
+            while pending:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                done, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    finish(futures[fut], fut.result())
+                if pending and deadline is not None and time.monotonic() >= deadline:
+                    for fut in sorted(pending, key=futures.get):
+                        fut.cancel()
+                        self._count("failures", "deadline")
+                        finish(futures[fut], self._error(
+                            "deadline", f"no answer within max_wait={self.config.max_wait}s for the batch",
+                            attempts=0))
+                    log.warning("%s: %d of %d requests unfinished after max_wait=%ss count as failed",
+                                self.url, len(pending), len(reqs), self.config.max_wait)
+                    pending = set()
+        finally:
+            pool.shutdown(wait=deadline is None, cancel_futures=True)
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
         """Close the connection pool; later calls raise."""
         if not self._closed:
             self._closed = True
-            self._client.close()
+            self._sdk.close()
 
     def __enter__(self) -> ChatClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _contents(body: Any) -> list[str]:
+    """The message contents of a chat completion body, in choice order; ValueError if unusable."""
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise ValueError("response has no 'choices' list")
+    indexed = []
+    for pos, choice in enumerate(choices):
+        message = choice.get("message") if isinstance(choice, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str):
+            raise ValueError(f"choices[{pos}].message.content is missing or not a string")
+        index = choice.get("index", pos)
+        indexed.append((index if isinstance(index, int) else pos, pos, content))
+    return [content for _, _, content in sorted(indexed)]
 
 
 def _snippet(text: str, limit: int = 200) -> str:
@@ -396,13 +545,17 @@ def _hint(reason: str) -> str:
     if reason == "connect":
         return "Is the server running at that URL (e.g. `vllm serve <model> --port 8000`)?"
     if reason == "timeout":
-        return "The server is overloaded or the request is too long; raise timeout or lower concurrency."
+        return "The server is overloaded or the request is too long; raise the timeout or lower concurrency."
     if reason in ("http_401", "http_403"):
-        return "Check api_key (vllm serve --api-key)."
+        return "Check the API key (vllm serve --api-key; pass it through an environment variable)."
     if reason == "http_404":
-        return "Check that url ends in /v1 and that model is the name the server serves."
+        return "Check that the url ends in /v1 and that model is the name the server serves."
     if reason == "http_400":
         return "The server rejected the request; check model, max_tokens and the prompt length."
     if reason == "bad_response":
         return "The server's answer is not an OpenAI chat completion."
+    if reason == "circuit_open":
+        return "The endpoint looks down; calls resume after the cooldown once a probe succeeds."
+    if reason == "deadline":
+        return "Raise max_wait, or check the server's load."
     return "Check the server's logs."

@@ -3,9 +3,11 @@
 QwenLong-L1's reward and metric use ``max(rule, judge)``: when exact matching misses, a compact instruct
 model (Qwen2.5-1.5B-Instruct behind ``vllm serve``, or an in-process Hugging Face model) is asked whether
 the prediction is equivalent to a gold answer. The judge answers with one word; anything else is
-*unparseable*. A judge that fails (endpoint down, unparseable reply) gives ``verdict=None, failed=True``,
-is counted in :attr:`Judge.stats`, and is never turned into a NO: a reward or metric must report it as
-unknown (see :func:`eval.metrics.max_em_judge`).
+*unparseable* (a verdict in double brackets, QwenLong-L1's style "... [[YES]]", is read too). A judge
+that fails (endpoint down, circuit breaker open, unparseable reply) gives ``verdict=None, failed=True``
+and is counted in :attr:`Judge.stats`. It is never turned into a NO and never into a YES: a training
+reward skips it (None), and evaluation keeps the completion at its rule score and reports the failure
+(see :func:`eval.metrics.max_em_judge`).
 
 Successful verdicts are cached in memory by ``(question, prediction, golds)`` and, when ``cache_path``
 is set, in a JSONL file that later runs load (one line per verdict, appended atomically).
@@ -29,13 +31,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datagen.errors import LongmillError, UnknownNameError
 from datagen.registry import Registry
-from eval.http import ChatClient, ChatRequest, EndpointConfig
+from eval.http import ChatClient, ChatRequest, EndpointConfig, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,8 @@ def build_judge_messages(question: str, prediction: str, golds: Sequence[str]) -
 
 
 _VERDICT = re.compile(r"^[\W_]*(?:verdict[\W_]*)?(yes|no)[\W_]*$", re.IGNORECASE)
+#: QwenLong-L1's judge style: free text with the verdict in double brackets ("... [[YES]]").
+_BRACKETED = re.compile(r"\[\[\s*(yes|no)\s*\]\]", re.IGNORECASE)
 _THINK_END = "</think>"
 
 
@@ -92,7 +96,9 @@ def parse_verdict(text: str | None) -> bool | None:
     """Read the judge's one-word reply: True for YES, False for NO, None for anything else.
 
     Surrounding whitespace, punctuation and markdown are ignored, as is a ``Verdict:`` label and any
-    reasoning up to ``</think>``. A reply that says more, says both, or says nothing is None.
+    reasoning up to ``</think>``. A verdict in double brackets anywhere in the reply (QwenLong-L1's judge
+    style, "They are equivalent. [[YES]]") is read too. A reply that says more, says both, or says
+    nothing is None.
 
     Args:
         text: the judge model's reply.
@@ -100,11 +106,16 @@ def parse_verdict(text: str | None) -> bool | None:
     Example:
         >>> [parse_verdict(t) for t in ["YES", " no. ", "**Yes**", "Verdict: NO", "yes no", "maybe", ""]]
         [True, False, True, False, None, None, None]
+        >>> [parse_verdict(t) for t in ["They are equivalent. [[YES]]", "[[NO]]", "[[YES]] or [[NO]]"]]
+        [True, False, None]
     """
     if not text:
         return None
     if _THINK_END in text:
         text = text.rsplit(_THINK_END, 1)[1]
+    bracketed = {v.lower() for v in _BRACKETED.findall(text)}
+    if bracketed:
+        return bracketed == {"yes"} if len(bracketed) == 1 else None
     m = _VERDICT.match(text.strip())
     if m is None:
         return None
@@ -120,12 +131,17 @@ class JudgeConfig:
             in-process transformers model).
         model: for ``openai`` the name the server serves; for ``hf`` a local path or hub id.
         url: for ``openai``, the base URL including ``/v1`` (e.g. ``http://127.0.0.1:8000/v1``).
-        api_key: for ``openai``, sent as a bearer token when set.
+        api_key: for ``openai``, sent as a bearer token when set (prefer ``api_key_env``).
+        api_key_env: for ``openai``, the environment variable holding the key (default ``OPENAI_API_KEY``,
+            which may be unset).
         timeout: for ``openai``, seconds per attempt.
-        max_retries: for ``openai``, retries of a failed request.
-        backoff_base: for ``openai``, the first retry's delay in seconds (doubles each retry).
-        backoff_cap: for ``openai``, the longest delay between retries.
+        max_retries: for ``openai``, retries of a failed request (the openai SDK's policy).
         concurrency: for ``openai``, requests in flight at once.
+        max_wait: for ``openai``, seconds one batch of judge calls may take; calls unfinished by then
+            fail (None: only each call's own timeouts bound it).
+        breaker_failures: for ``openai``, consecutive endpoint failures after which calls fail at once
+            (0 disables the circuit breaker).
+        breaker_cooldown: for ``openai``, seconds calls fail at once before one probe tries the endpoint.
         max_tokens: for ``openai``, the most tokens the reply may have (one word is enough).
         cache_path: a JSONL file of verdicts, loaded at start and appended to; None keeps the cache in
             memory only.
@@ -137,12 +153,14 @@ class JudgeConfig:
     backend: str = "openai"
     model: str = "Qwen/Qwen2.5-1.5B-Instruct"
     url: str | None = None
-    api_key: str | None = None
-    timeout: float = 60.0
-    max_retries: int = 4
-    backoff_base: float = 0.5
-    backoff_cap: float = 8.0
+    api_key: str | None = field(default=None, repr=False)
+    api_key_env: str | None = "OPENAI_API_KEY"
+    timeout: float = 30.0
+    max_retries: int = 2
     concurrency: int = 8
+    max_wait: float | None = None
+    breaker_failures: int = 5
+    breaker_cooldown: float = 30.0
     max_tokens: int = 8
     cache_path: str | None = None
     device: str = "cpu"
@@ -166,14 +184,19 @@ class JudgeConfig:
                     "the openai judge needs url: start a server, e.g. `vllm serve "
                     f"{self.model} --port 8000`, and pass url=http://127.0.0.1:8000/v1 "
                     "(or use backend='hf' to run the judge in-process)")
-            self.endpoint()  # validates timeout, retries, backoff and concurrency now, not at first call
+            self.endpoint()  # validates timeout, retries, concurrency and the key now, not at first call
 
     def endpoint(self) -> EndpointConfig:
         """The endpoint settings of the ``openai`` backend."""
         return EndpointConfig(url=self.url or "", model=self.model, api_key=self.api_key,
-                              timeout=self.timeout, max_retries=self.max_retries,
-                              backoff_base=self.backoff_base, backoff_cap=self.backoff_cap,
-                              concurrency=self.concurrency)
+                              api_key_env=self.api_key_env, timeout=self.timeout, max_retries=self.max_retries,
+                              concurrency=self.concurrency, max_wait=self.max_wait,
+                              breaker_failures=self.breaker_failures, breaker_cooldown=self.breaker_cooldown)
+
+    def summary(self) -> dict[str, Any]:
+        """What produced the verdicts, for reports: no key, and the URL without credentials."""
+        return {"backend": self.backend, "model": self.model, "url": redact_url(self.url),
+                "timeout": self.timeout, "max_retries": self.max_retries}
 
 
 @dataclass
@@ -182,7 +205,7 @@ class JudgeResult:
 
     Args:
         verdict: True (equivalent), False (not), or None when the judge failed.
-        failed: the judge could not give a verdict; score the item as unknown, never as wrong.
+        failed: the judge could not give a verdict; never score it as a judge YES or NO.
         error: why it failed (``unparseable: ...``, ``endpoint: ...``), else None.
         cached: the verdict came from the cache, without a model call.
         raw: the model's reply, when there was one.

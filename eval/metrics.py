@@ -130,16 +130,19 @@ def recall(prediction: str | None, answers: Sequence[str]) -> float:
     return _best(prediction, answers, lambda p, a: f1_precision_recall(p, a)[2])
 
 
-def max_em_judge(em: float, judge: float | None) -> float | None:
-    """max(EM, judge) as QwenLong-L1 reports it; None (unknown) when EM missed and the judge failed.
+def max_em_judge(em: float, judge: float | None) -> float:
+    """max(EM, judge) as QwenLong-L1 reports it; a failed judge call (None) leaves the rule's score.
+
+    A judge failure must never raise a metric: the judge is only asked where EM missed, so leaving
+    failed calls out of a mean would drop only wrong answers from it.
 
     Example:
         >>> max_em_judge(1.0, None), max_em_judge(0.0, 1.0), max_em_judge(0.0, None)
-        (1.0, 1.0, None)
+        (1.0, 1.0, 0.0)
     """
     if em >= 1.0:
         return 1.0
-    return None if judge is None else max(em, judge)
+    return em if judge is None else max(em, judge)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -189,9 +192,12 @@ for _m in (Metric("em", exact_match), Metric("sub_em", sub_exact_match), Metric(
            Metric("precision", precision), Metric("recall", recall)):
     METRICS.add(_m.name, _m)
 
-#: Metrics that need the judge; aggregated as means over the samples where they are known.
-JUDGE_METRICS = {"judge": "judge accuracy (1 when the judge says the prediction means a gold answer)",
-                 "max_em_judge": "max(EM, judge) per sample, as QwenLong-L1 reports"}
+#: Metrics that need the judge; means over every sample, a failed judge call counting at its rule score.
+JUDGE_METRICS = {"judge": "judge accuracy (1 when the judge says the prediction means a gold answer; a failed "
+                          "judge call counts at the rule's EM)",
+                 "max_em_judge": "max(EM, judge) per sample, as QwenLong-L1 reports (a failed judge call "
+                                 "counts at the rule's EM)",
+                 "max_em_judge_bound": "the most max_em_judge could be had every failed judge call been YES"}
 
 
 def score_prediction(prediction: str | None, answers: Sequence[str]) -> dict[str, float]:

@@ -32,8 +32,10 @@ def _table(scored: Scored) -> pl.DataFrame:
 
 
 def _agg(df: pl.DataFrame, names: list[str], by: list[str] | None) -> list[dict[str, Any]]:
-    exprs = [pl.len().alias("n")] + [pl.col(m).mean().alias(m) for m in names] + [
-        pl.col(m).is_null().sum().alias(f"{m}_unknown") for m in names if m in JUDGE_METRICS]
+    # n is the number of samples every mean is taken over (no metric leaves a sample out); the judge's
+    # failed calls are summed so that each group shows how much of it rests on rule scores.
+    exprs = [pl.len().alias("n")] + [pl.col(m).mean().alias(m) for m in names] + (
+        [pl.col("judge_failed").sum().alias("judge_failed")] if "judge_failed" in df.columns else [])
     out = (df.group_by(by, maintain_order=True).agg(exprs) if by else df.select(exprs))
     if by and "length_tokens" in df.columns and "length_bin" in by:
         order = df.group_by("length_bin").agg(pl.col("length_tokens").min().alias("_len"))
@@ -49,7 +51,7 @@ def build_metrics(scored: Scored, config: dict[str, Any] | None = None, df: pl.D
     overall = _agg(df, names, None)[0] if len(df) else {"n": 0}
     meta = {name: {"higher_is_better": METRICS.get(name).higher_is_better, "aggregation": METRICS.get(name).aggregation}
             for name in METRICS.names()}
-    meta.update({name: {"higher_is_better": True, "aggregation": "mean over known", "doc": doc}
+    meta.update({name: {"higher_is_better": True, "aggregation": "mean over all samples", "doc": doc}
                  for name, doc in JUDGE_METRICS.items() if scored.judged})
     meta.update({f"pass@{k}": {"higher_is_better": True, "aggregation": "mean of unbiased per-sample estimates",
                                "correct_if": scored.counts.get("pass_metric")} for k in scored.ks})
@@ -89,6 +91,13 @@ def write_report(scored: Scored, out: str | Path, config: dict[str, Any] | None 
     return metrics
 
 
+def write_summary(metrics: dict[str, Any], out: str | Path) -> None:
+    """Rewrite metrics.json and report.md from ``metrics`` (after problems were added to it)."""
+    out = Path(out)
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_bytes(out / "report.md", render_markdown(metrics).encode())
+
+
 def _write_plot_data(metrics: dict[str, Any], plots: Path) -> None:
     """CSV series for `dvc plots`: accuracy (the primary metric) against length, per source."""
     m = metrics["primary_metric"]
@@ -110,9 +119,8 @@ def _agg_source_length(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         a = acc.setdefault(key, {"n": 0, "sum": 0.0, "known": 0})
         a["n"] += g["n"]
         if g.get(m) is not None:
-            known = g["n"] - g.get(f"{m}_unknown", 0)
-            a["sum"] += g[m] * known
-            a["known"] += known
+            a["sum"] += g[m] * g["n"]
+            a["known"] += g["n"]
     return [{"data_source": s, "length_bin": lb, "n": a["n"], m: (a["sum"] / a["known"]) if a["known"] else None}
             for (s, lb), a in acc.items()]
 
@@ -189,15 +197,21 @@ def render_markdown(metrics: dict[str, Any]) -> str:
     m = metrics["primary_metric"]
     o = metrics["overall"]
     c = metrics["counts"]
-    show = [k for k in ("em", "sub_em", "f1", "judge", "max_em_judge") if k in o] + \
+    show = [k for k in ("em", "sub_em", "f1", "judge", "max_em_judge", "max_em_judge_bound") if k in o] + \
         [k for k in o if k.startswith("pass@")]
-    lines = ["# Evaluation report", "", f"Primary metric: **{m}** = {_fmt(o.get(m))} over {o.get('n', 0)} samples.", "",
-             "| metric | value |", "|---|---|"]
+    lines = ["# Evaluation report", ""]
+    if metrics.get("problems"):
+        lines += ["## Problems", ""] + [f"- **{p}**" for p in metrics["problems"]] + [""]
+    lines += [f"Primary metric: **{m}** = {_fmt(o.get(m))} over {o.get('n', 0)} samples.", "",
+              "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(o.get(k))} |" for k in show]
     lines += ["", "Counts: " + ", ".join(f"{k} {v}" for k, v in c.items() if isinstance(v, int | str)), ""]
     if c.get("judge_failed"):
-        lines += [f"**{c['judge_failed']} judge call(s) failed**; those completions are unknown for the judge "
-                  "metrics (left out of their means), not wrong.", ""]
+        share = c["judge_failed"] / c["judge_calls"] if c.get("judge_calls") else 0.0
+        lines += [f"**{c['judge_failed']} of {c.get('judge_calls', '?')} judge call(s) failed** ({share:.1%}); "
+                  "those completions keep their rule score (EM) in every mean. Had every failed call been a YES, "
+                  f"max_em_judge would be at most {_fmt(o.get('max_em_judge_bound'))} "
+                  f"(it is {_fmt(o.get('max_em_judge'))}).", ""]
     lines += ["## By length", "", "| length | n | " + " | ".join(show) + " |", "|---" * (len(show) + 2) + "|"]
     for r in metrics["by_length"]:
         lines.append(f"| {r['length_bin']} | {r['n']} | " + " | ".join(_fmt(r.get(k)) for k in show) + " |")

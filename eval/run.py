@@ -1,26 +1,33 @@
 """Evaluation runs: generate predictions with a backend, then score and report them.
 
-Predictions are appended to ``DIR/predictions.jsonl`` one prompt at a time, so an interrupted run
-resumes where it stopped (prompts already answered are skipped).
+Predictions are appended to ``DIR/predictions.jsonl`` as prompts finish, so an interrupted run resumes
+where it stopped. Resuming only reuses what matches: ``DIR/predictions.meta.json`` records what produced
+the predictions (model, backend, sampling, and a fingerprint of the data), every line records a digest of
+the prompt it answered, and a run with other settings or other data is refused (or, with
+``regenerate``, starts anew after moving the old file aside). A prompt whose generation failed is not
+written, so the next run retries it; a run that ends with failures says so (see :func:`health_problems`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datagen.errors import LongmillError
+from datagen.shards import atomic_write_bytes, atomic_write_json
 from eval.backends.base import SamplingParams, get_backend
 from eval.data import EvalItem, load_items
+from eval.http import redact_url
 from eval.judge import JudgeConfig, make_judge
-from eval.report import write_report
-from eval.scoring import read_predictions, score
+from eval.report import write_report, write_summary
+from eval.scoring import read_prediction_records, read_predictions, score
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
@@ -40,7 +47,10 @@ class GenerateConfig:
         seed: sampling seed.
         batch_size: prompts per call (hf) or per progress step (vllm, openai).
         url: for ``openai``, the base URL with /v1 (e.g. http://127.0.0.1:8000/v1).
-        api_key: for ``openai``, a bearer token.
+        api_key: for ``openai``, a bearer token (visible in the process list; prefer --api-key-env).
+        api_key_env: for ``openai``, the environment variable holding the key (OPENAI_API_KEY may be unset).
+        timeout: for ``openai``, seconds per request attempt.
+        max_retries: for ``openai``, retries of a failed request (connect errors, timeouts, 429, 5xx).
         device: for ``hf``: auto, cpu or cuda.
         dtype: for ``hf``/``vllm``: auto, bfloat16, float16 or float32.
         tensor_parallel_size: for ``vllm``: GPUs per model.
@@ -59,7 +69,10 @@ class GenerateConfig:
     seed: int = 0
     batch_size: int = 4
     url: str | None = None
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    api_key_env: str | None = "OPENAI_API_KEY"
+    timeout: float = 600.0
+    max_retries: int = 2
     device: str = "auto"
     dtype: str = "auto"
     tensor_parallel_size: int = 1
@@ -91,8 +104,59 @@ class GenerateConfig:
         if self.backend == "openai":
             if not self.url:
                 raise LongmillError("--backend openai needs --url, e.g. http://127.0.0.1:8000/v1 (`vllm serve MODEL`)")
-            return dict(url=self.url, api_key=self.api_key)
+            return dict(url=self.url, api_key=self.api_key, api_key_env=self.api_key_env, timeout=self.timeout,
+                        max_retries=self.max_retries)
         return {}
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the completions: a resumed run must match these exactly.
+
+        The model folder's files (names, sizes, modification times) are fingerprinted, so a retrained
+        model saved to the same path does not pass for the old one. Batch size, device, URL and
+        concurrency only change how the work is done, and are left out.
+        """
+        ident: dict[str, Any] = {name: getattr(self, name) for name in IDENTITY_FIELDS}
+        if self.yarn_factor is None:
+            ident.pop("yarn_original_max")
+        ident["model_files"] = model_fingerprint(self.model)
+        return ident
+
+    def summary(self) -> dict[str, Any]:
+        """Every setting, for reports: no key, and the URL without credentials."""
+        return dataclasses.asdict(self) | {"api_key": None, "url": redact_url(self.url)}
+
+
+#: The GenerateConfig fields that decide what a completion is (see :meth:`GenerateConfig.identity`).
+IDENTITY_FIELDS = ("model", "backend", "n", "temperature", "top_p", "max_tokens", "seed", "dtype", "max_model_len",
+                   "yarn_factor", "yarn_original_max")
+
+
+def model_fingerprint(model: str) -> str | None:
+    """A digest of a local model folder's file names, sizes and modification times; None for other names."""
+    path = Path(model)
+    if not path.is_dir():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def prompt_digest(prompt: list[dict[str, str]]) -> str:
+    """A short digest of a chat prompt; each prediction line carries the digest of the prompt it answers.
+
+    Example:
+        >>> prompt_digest([{"role": "user", "content": "hi"}])
+        '4e79873118cd9be7'
+    """
+    text = json.dumps(prompt, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def meta_path(predictions: Path) -> Path:
+    """Where the record of what produced ``predictions`` lives: ``X.jsonl`` -> ``X.meta.json``."""
+    return predictions.with_name(predictions.stem + ".meta.json")
 
 
 @dataclass
@@ -104,8 +168,16 @@ class JudgeFlags:
             `vllm serve Qwen/Qwen2.5-1.5B-Instruct --port 8001`; none disables the judge.
         judge_model: the judge model: the served name (openai) or a path, hub id or preset (hf).
         judge_backend: openai (the default when judge_url is given) or hf (in-process).
-        judge_api_key: a bearer token for the judge endpoint.
+        judge_api_key: a bearer token for the judge endpoint (visible in the process list; prefer
+            --judge-api-key-env).
+        judge_api_key_env: the environment variable holding the judge's key (OPENAI_API_KEY may be unset).
+        judge_timeout: seconds per judge request attempt.
+        judge_max_retries: retries of a failed judge request (connect errors, timeouts, 429, 5xx).
+        judge_max_wait: seconds all judge calls together may take; calls unfinished then count as failed
+            (none: only each call's own timeouts bound them).
         judge_cache: a JSONL file caching verdicts across runs.
+        max_judge_failures: the largest share of judge calls that may fail (0.05 = 5%); above it the run
+            exits with status 1 after writing its report. Failed calls keep their rule score.
         pass_metric: what counts as correct for pass@k: em, sub_em, max_em_judge, ... (default max_em_judge
             with a judge, else em).
     """
@@ -113,38 +185,92 @@ class JudgeFlags:
     judge_url: str | None = None
     judge_model: str | None = None
     judge_backend: str | None = None
-    judge_api_key: str | None = None
+    judge_api_key: str | None = field(default=None, repr=False)
+    judge_api_key_env: str | None = "OPENAI_API_KEY"
+    judge_timeout: float = 30.0
+    judge_max_retries: int = 2
+    judge_max_wait: float | None = None
     judge_cache: str | None = None
+    max_judge_failures: float = 0.05
     pass_metric: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_judge_failures <= 1.0:
+            raise LongmillError(f"--max-judge-failures is a share of judge calls in [0, 1], got "
+                                f"{self.max_judge_failures}")
 
     def judge_config(self) -> JudgeConfig | None:
         return judge_from_options(self.judge_backend, self.judge_url, self.judge_model, self.judge_api_key,
-                                  self.judge_cache)
+                                  self.judge_cache, api_key_env=self.judge_api_key_env, timeout=self.judge_timeout,
+                                  max_retries=self.judge_max_retries, max_wait=self.judge_max_wait)
 
 
 def judge_from_options(backend: str | None, url: str | None, model: str | None, api_key: str | None = None,
-                       cache: str | None = None, device: str = "cpu") -> JudgeConfig | None:
-    """A judge config from CLI flags, or None when no judge was asked for."""
+                       cache: str | None = None, device: str = "cpu", **endpoint: Any) -> JudgeConfig | None:
+    """A judge config from CLI flags, or None when no judge was asked for.
+
+    ``endpoint`` passes further :class:`JudgeConfig` fields (api_key_env, timeout, max_retries, max_wait).
+    """
     if not url and backend != "hf":
         if model:
             raise LongmillError("--judge-model needs --judge-url (an OpenAI-compatible server) or --judge-backend hf")
         return None
     kw: dict[str, Any] = {"backend": backend or "openai", "url": url, "api_key": api_key, "cache_path": cache,
-                          "device": device}
+                          "device": device, **{k: v for k, v in endpoint.items() if v is not None or k == "max_wait"}}
     if model:
         kw["model"] = model
     return JudgeConfig(**kw)
 
 
 def generate_predictions(items: list[EvalItem], gen: GenerateConfig, path: Path,
-                         progress: Progress | None = None) -> dict[str, Any]:
-    """Append completions for items not yet in ``path`` (resume); returns generation counts."""
+                         progress: Progress | None = None, *, regenerate: bool = False,
+                         data: str | None = None) -> dict[str, Any]:
+    """Append completions for items not yet in ``path`` (resume); returns generation counts.
+
+    Args:
+        items: the prompts.
+        gen: the model, backend and sampling.
+        path: the predictions file; ``path.with_suffix(".meta.json")`` records what produced it.
+        progress: called with the number of prompts finished.
+        regenerate: when the file was made with other settings or data, move it aside (to ``*.old``)
+            and start anew instead of refusing.
+        data: where the items came from, recorded in the meta file.
+
+    Raises:
+        LongmillError: the file holds predictions made with other settings or for other prompts (and
+            ``regenerate`` is off), or it holds a uid twice.
+
+    A prompt whose generation fails is not written, so the next run retries it; ``failed`` counts them.
+    """
+    path = Path(path)
+    ident = gen.identity()
+    digests = {it.uid: prompt_digest(it.prompt) for it in items}
+    if path.exists() and path.stat().st_size:
+        problem = _resume_problem(path, ident, digests)
+        if problem and not regenerate:
+            raise LongmillError(f"{problem}. Pass --regenerate to move the old predictions aside (to "
+                                f"{path.name}.old) and generate anew, or write into another --out")
+        if problem:
+            log.warning("%s; moving it to %s.old and generating anew (--regenerate)", problem, path.name)
+            for p in (path, meta_path(path)):
+                if p.exists():
+                    p.replace(p.with_name(p.name + ".old"))
     done: set[str] = set()
     if path.exists():
-        done = set(read_predictions(path))
         _drop_torn_tail(path)
+        records = read_prediction_records(path)
+        failed_before = [rec for _, rec in records if rec["completions"] is None]
+        if failed_before:  # written by an older longmill: retry those prompts now
+            keep = b"".join((json.dumps(rec, ensure_ascii=False) + "\n").encode() for _, rec in records
+                            if rec["completions"] is not None)
+            atomic_write_bytes(path, keep)
+            log.info("%s: %d prompt(s) recorded as failed are generated again", path, len(failed_before))
+        done = {rec["uid"] for _, rec in records if rec["completions"] is not None}
+    fingerprint = hashlib.sha256("".join(f"{u}:{d}\n" for u, d in sorted(digests.items())).encode()).hexdigest()[:16]
+    atomic_write_json(meta_path(path), {"format": 1, "generation": ident, "data": data,
+                                         "data_fingerprint": fingerprint, "items": len(items)})
     todo = [it for it in items if it.uid not in done]
-    if progress and done:
+    if progress and len(todo) < len(items):
         progress(len(items) - len(todo))
     counts = {"resumed": len(items) - len(todo), "generated": 0, "failed": 0}
     if not todo:
@@ -158,48 +284,94 @@ def generate_predictions(items: list[EvalItem], gen: GenerateConfig, path: Path,
                 outs = backend.generate([it.prompt for it in chunk], n=gen.n, sampling=gen.sampling(),
                                         progress=progress)
                 for it, comps in zip(chunk, outs, strict=True):
-                    rec: dict[str, Any] = {"uid": it.uid, "completions": comps}
-                    if comps is None:
-                        rec["error"] = "generation failed (see the log)"
+                    if comps is None:  # not written: the next run retries it
                         counts["failed"] += 1
-                    else:
-                        counts["generated"] += 1
+                        continue
+                    counts["generated"] += 1
+                    rec = {"uid": it.uid, "completions": comps, "prompt_sha": digests[it.uid]}
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
     finally:
         backend.close()
+    if counts["failed"]:
+        log.warning("%d of %d prompts failed to generate; they are not recorded, and running the same command "
+                    "again retries them", counts["failed"], len(todo))
     return counts
 
 
-def _drop_torn_tail(path: Path) -> None:
-    """Cut an incomplete last line (a killed run) so that appends start on a fresh line."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+def _resume_problem(path: Path, ident: dict[str, Any], digests: dict[str, str]) -> str | None:
+    """Why the predictions in ``path`` must not be reused for this run, or None when they may."""
+    meta_file = meta_path(path)
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        before = meta["generation"]
+        if not isinstance(before, dict):
+            raise TypeError("'generation' is not an object")
+    except FileNotFoundError:
+        return (f"{path} holds predictions but {meta_file.name} is missing, so nothing says what produced them "
+                "(an older longmill or another tool wrote it)")
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        return f"{meta_file} is unreadable ({e}), so nothing says what produced {path.name}"
+    diffs = [f"{k}: {before.get(k)!r} then, {ident.get(k)!r} now" for k in sorted(set(before) | set(ident))
+             if before.get(k) != ident.get(k)]
+    if diffs:
+        return f"{path} was generated with other settings ({'; '.join(diffs)})"
+    changed = [rec["uid"] for _, rec in read_prediction_records(path)
+               if rec["uid"] in digests and rec.get("prompt_sha") not in (None, digests[rec["uid"]])]
+    if changed:
+        return (f"{path} answers other prompts: {len(changed)} uid(s) now have a different prompt (first: "
+                f"{changed[0]}); the data changed since")
+    return None
 
 
 def run_eval(data: str, out: str | Path, gen: GenerateConfig, judge: JudgeConfig | None = None,
              limit: int | None = None, tokenizer: str = "qwen2.5", progress_factory: Callable[[int, str], Any] | None = None,
-             pass_metric: str | None = None) -> dict[str, Any]:
-    """``python -m eval run``: generate into ``out/predictions.jsonl``, then score and report."""
+             pass_metric: str | None = None, *, regenerate: bool = False,
+             max_judge_failures: float | None = None) -> dict[str, Any]:
+    """``python -m eval run``: generate into ``out/predictions.jsonl``, then score and report.
+
+    Prompts whose generation failed are reported as ``generation_failed`` (and listed in ``problems``);
+    the next run with the same settings retries them.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     items, skips = load_items(data, tokenizer=tokenizer, limit=limit)
     bar = progress_factory(len(items), "generate") if progress_factory else None
-    gen_counts = generate_predictions(items, gen, out / "predictions.jsonl", progress=bar.update if bar else None)
+    predictions = out / "predictions.jsonl"
+    gen_counts = generate_predictions(items, gen, predictions, progress=bar.update if bar else None,
+                                      regenerate=regenerate, data=str(data))
     if bar:
         bar.close()
-    config = {"data": str(data), "generation": dataclasses.asdict(gen) | {"api_key": None},
-              "judge": _judge_summary(judge), "input_skipped": skips.as_dict(), "generation_counts": gen_counts}
-    return score_run(items, out / "predictions.jsonl", out, judge, config, progress_factory, pass_metric)
+    config = {"data": str(data), "generation": gen.summary(), "judge": _judge_summary(judge),
+              "input_skipped": skips.as_dict(), "generation_counts": gen_counts}
+    preds = read_predictions(predictions) if predictions.exists() and predictions.stat().st_size else {}
+    for it in items:  # not written: failed in this run (the next run retries them)
+        preds.setdefault(it.uid, None)
+    return score_run(items, preds, out, judge, config, progress_factory, pass_metric,
+                     max_judge_failures=max_judge_failures)
 
 
-def score_run(items: list[EvalItem], predictions: str | Path, out: str | Path, judge: JudgeConfig | None,
-              config: dict[str, Any], progress_factory: Callable[[int, str], Any] | None = None,
-              pass_metric: str | None = None) -> dict[str, Any]:
-    """Score a predictions file against ``items`` and write the report into ``out``."""
-    preds = read_predictions(predictions)
+def score_run(items: list[EvalItem], predictions: str | Path | dict[str, list[str] | None], out: str | Path,
+              judge: JudgeConfig | None, config: dict[str, Any],
+              progress_factory: Callable[[int, str], Any] | None = None, pass_metric: str | None = None,
+              *, max_judge_failures: float | None = None) -> dict[str, Any]:
+    """Score predictions (a predictions.jsonl, or ``{uid: completions}``) and write the report into ``out``.
+
+    Args:
+        max_judge_failures: the largest share of judge calls allowed to fail; more is listed in the
+            metrics' ``problems`` (None: no limit). Failed calls keep their rule score either way.
+
+    Raises:
+        LongmillError: the predictions file is empty or holds a uid twice.
+    """
+    if isinstance(predictions, dict):
+        preds = predictions
+    else:
+        preds = read_predictions(predictions)
+        if not preds:
+            raise LongmillError(f"{predictions}: the predictions file is empty; nothing to score. Expected one "
+                                'line per prompt: {"uid": ..., "completions": [...]}')
     j = make_judge(judge) if judge else None
     try:
         bar = progress_factory(0, "judge") if (progress_factory and j) else None
@@ -209,10 +381,48 @@ def score_run(items: list[EvalItem], predictions: str | Path, out: str | Path, j
     finally:
         if j:
             j.close()
-    return write_report(scored, out, config)
+    config = dict(config) | {"max_judge_failures": max_judge_failures}
+    metrics = write_report(scored, out, config)
+    problems = health_problems(metrics, max_judge_failures)
+    if problems:
+        metrics["problems"] = problems
+        write_summary(metrics, out)
+    return metrics
+
+
+def health_problems(metrics: dict[str, Any], max_judge_failures: float | None = None) -> list[str]:
+    """What makes a run's numbers untrustworthy or incomplete; the CLI exits non-zero when any.
+
+    Example:
+        >>> health_problems({"counts": {"judge_calls": 10, "judge_failed": 2, "generation_failed": 0},
+        ...                  "overall": {"max_em_judge": 0.4, "max_em_judge_bound": 0.6}}, 0.05)[0][:38]
+        'the judge failed on 2 of 10 calls (20%'
+    """
+    c, o = metrics.get("counts", {}), metrics.get("overall", {})
+    problems = []
+    calls, failed = c.get("judge_calls", 0), c.get("judge_failed", 0)
+    if max_judge_failures is not None and calls and failed / calls > max_judge_failures:
+        problems.append(
+            f"the judge failed on {failed} of {calls} calls ({failed / calls:.0%}), more than "
+            f"--max-judge-failures {max_judge_failures:g}: max_em_judge = {_fmt(o.get('max_em_judge'))} counts "
+            f"those at their rule score; had they all been YES it would be {_fmt(o.get('max_em_judge_bound'))}. "
+            "Check the judge server and re-run (verdicts already given are cached with --judge-cache)")
+    if c.get("generation_failed"):
+        problems.append(f"{c['generation_failed']} prompt(s) failed to generate and are not scored; run the same "
+                        "command again to retry them")
+    return problems
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut an incomplete last line (a killed run) so that appends start on a fresh line."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
 def _judge_summary(judge: JudgeConfig | None) -> dict[str, Any] | None:
-    if judge is None:
-        return None
-    return {"backend": judge.backend, "model": judge.model, "url": judge.url}
+    return None if judge is None else judge.summary()

@@ -1,8 +1,11 @@
 """Scoring predictions: extraction, rule metrics per completion, the judge where EM misses, pass@k.
 
 A completion whose answer cannot be extracted is wrong (score 0), not unknown. A completion whose judge
-call failed is *unknown* for the judge metrics: it is counted, and left out of their means, never
-scored 0. A prompt whose generation failed is not scored at all and is counted separately.
+call failed keeps its rule score (EM) in every judge metric and every mean: the judge is only asked where
+EM missed, so dropping failed calls from a mean would drop only wrong answers and flatter the model.
+Failed calls are counted (``judge_failed``, per sample and per group), and ``max_em_judge_bound`` says
+how high ``max_em_judge`` could be had every failed call been a YES. A prompt whose generation failed
+is not scored at all and is counted separately.
 """
 
 from __future__ import annotations
@@ -46,16 +49,17 @@ def default_ks(n: int) -> list[int]:
     return ks
 
 
-def read_predictions(path: str | Path) -> dict[str, list[str] | None]:
-    """``{uid: completions}`` from a predictions.jsonl; a torn last line (a killed run) is ignored.
+def read_prediction_records(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` for every line of a predictions.jsonl, validated.
 
-    Each line is ``{"uid": ..., "completions": [k strings]}``; ``"completions": null`` with an
-    ``"error"`` marks a prompt whose generation failed.
+    A torn last line (a killed run) is skipped with a warning. A uid that appears twice is an error:
+    which line to believe is not ours to guess (a file concatenated twice, or two runs into one file).
     """
     path = Path(path)
     if not path.exists():
         raise LongmillError(f"{path}: no such predictions file")
-    out: dict[str, list[str] | None] = {}
+    out: list[tuple[int, dict[str, Any]]] = []
+    first_line: dict[str, int] = {}
     lines = path.read_text(encoding="utf-8").splitlines()
     for i, line in enumerate(lines):
         if not line.strip():
@@ -73,8 +77,26 @@ def read_predictions(path: str | Path) -> dict[str, list[str] | None]:
         comps = rec["completions"]
         if comps is not None and (not isinstance(comps, list) or not all(isinstance(c, str) for c in comps)):
             raise LongmillError(f"{path}: line {i + 1}: field 'completions' must be a list of strings or null")
-        out[str(rec["uid"])] = comps
+        uid = str(rec["uid"])
+        if uid in first_line:
+            raise LongmillError(f"{path}: line {i + 1}: uid {uid!r} already has predictions on line "
+                                f"{first_line[uid]}; each prompt needs exactly one line. Remove the duplicates "
+                                "(two runs appended into one file?) and score again")
+        first_line[uid] = i + 1
+        rec["uid"] = uid
+        out.append((i + 1, rec))
+    if not out:
+        log.warning("%s: the predictions file is empty", path)
     return out
+
+
+def read_predictions(path: str | Path) -> dict[str, list[str] | None]:
+    """``{uid: completions}`` from a predictions.jsonl (see :func:`read_prediction_records`).
+
+    Each line is ``{"uid": ..., "completions": [k strings]}``; ``"completions": null`` (with an
+    ``"error"``) marks a prompt whose generation failed. A duplicate uid is an error.
+    """
+    return {rec["uid"]: rec["completions"] for _, rec in read_prediction_records(path)}
 
 
 def score(items: Sequence[EvalItem], predictions: dict[str, list[str] | None], judge: Judge | None = None,
@@ -95,11 +117,19 @@ def score(items: Sequence[EvalItem], predictions: dict[str, list[str] | None], j
     if pass_metric in ("judge", "max_em_judge") and judge is None:
         raise LongmillError(f"pass metric {pass_metric} needs a judge (--judge-url or --judge-backend hf)")
     missing = [it.uid for it in items if it.uid not in predictions]
-    counts: dict[str, Any] = {"samples": len(items), "missing_predictions": len(missing), "generation_failed": 0,
-                              "completions": 0, "no_answer_extracted": 0}
+    known = {it.uid for it in items}
+    unknown = [u for u in predictions if u not in known]
+    counts: dict[str, Any] = {"samples": len(items), "predictions": len(predictions),
+                              "missing_predictions": len(missing), "unknown_uids": len(unknown),
+                              "generation_failed": 0, "completions": 0, "no_answer_extracted": 0}
     if missing:
         log.warning("%d of %d items have no prediction (first: %s); they are not scored", len(missing), len(items),
                     missing[0])
+    if unknown:
+        counts["unknown_uids_first"] = unknown[:5]
+        log.warning("%d prediction(s) answer uids that are not among the %d items (first: %s); they are ignored. "
+                    "Are --data and --predictions from the same run (and --limit the same)?", len(unknown),
+                    len(items), ", ".join(unknown[:3]))
     per_item: list[tuple[EvalItem, list[str | None], list[dict[str, float]]]] = []
     judge_queue: list[tuple[int, int, tuple[str, str, list[str]]]] = []
     for it in items:
@@ -140,22 +170,26 @@ def score(items: Sequence[EvalItem], predictions: dict[str, list[str] | None], j
             "length_tokens": it.length_bin(), "depth_bin": it.depth_bin(), "prompt_tokens": it.prompt_tokens,
             "n": len(answers), "prediction": answers[0],
         }
-        per_comp: list[dict[str, float | None]] = []
+        per_comp: list[dict[str, float]] = []
+        failed = 0
         for j, r in enumerate(rules):
-            c: dict[str, float | None] = dict(r)
+            c: dict[str, float] = dict(r)
             if judge is not None:
                 jv = 1.0 if r["em"] >= 1.0 else (0.0 if answers[j] is None else verdicts.get((k, j)))
-                c["judge"] = jv
+                failed += jv is None
+                c["judge"] = r["em"] if jv is None else jv  # a failed call keeps the rule's score
                 c["max_em_judge"] = max_em_judge(r["em"], jv)
+                c["max_em_judge_bound"] = 1.0 if jv is None else c["max_em_judge"]
             per_comp.append(c)
         for name in per_comp[0]:
-            vals = [c[name] for c in per_comp if c[name] is not None]
-            row[name] = sum(vals) / len(vals) if vals else None
-        known = [c[pass_metric] for c in per_comp if c[pass_metric] is not None]
-        correct = sum(v >= 1.0 for v in known)
+            row[name] = sum(c[name] for c in per_comp) / len(per_comp)
+        if judge is not None:
+            row["judge_failed"] = failed
+        correct = sum(c[pass_metric] >= 1.0 for c in per_comp)
         for kk in ks:
-            row[f"pass@{kk}"] = pass_at_k(len(known), correct, kk) if len(known) >= kk else None
+            row[f"pass@{kk}"] = pass_at_k(len(per_comp), correct, kk) if len(per_comp) >= kk else None
         rows.append(row)
-    names = RULE_METRICS + (["judge", "max_em_judge"] if judge is not None else []) + [f"pass@{k}" for k in ks]
+    judge_names = ["judge", "max_em_judge", "max_em_judge_bound"] if judge is not None else []
+    names = RULE_METRICS + judge_names + [f"pass@{k}" for k in ks]
     counts["pass_metric"] = pass_metric
     return Scored(rows=rows, counts=counts, ks=ks, judged=judge is not None, metric_names=names)

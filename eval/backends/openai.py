@@ -17,10 +17,8 @@ Example (against ``vllm serve Qwen/Qwen2.5-7B-Instruct --port 8000``)::
 from __future__ import annotations
 
 import logging
-import random
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from datagen.errors import LongmillError
@@ -36,16 +34,16 @@ class OpenAIBackend(GenerationBackend):
     Args:
         model: the name the server serves (the argument of ``vllm serve``).
         url: the base URL including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``.
-        api_key: sent as a bearer token when set.
+        api_key: sent as a bearer token when set (prefer ``api_key_env``).
+        api_key_env: the environment variable holding the key (``OPENAI_API_KEY`` by default, may be unset).
         timeout: seconds per attempt.
-        max_retries: retries of a failed request (connect errors, timeouts, 408/409/429, 5xx).
-        backoff_base: the first retry's delay in seconds (doubles each retry, with jitter).
-        backoff_cap: the longest delay between retries.
+        max_retries: retries of a failed request (the openai SDK's policy: connect errors, timeouts,
+            408/409/429, 5xx, with backoff and ``Retry-After``).
         concurrency: requests in flight at once.
         max_rounds: how many times a prompt may be asked for missing choices when the server returns
             fewer than ``n`` (None: up to ``n`` rounds, enough since every round yields at least one).
-        sleep: how to wait between retries (tests inject a recorder).
-        rng: the backoff jitter source.
+        breaker_failures: consecutive endpoint failures after which requests fail at once (0: never).
+        breaker_cooldown: seconds they fail at once before one probe tries the endpoint again.
 
     ``stats`` counts ``prompts``, ``failed_prompts``, ``requests`` and ``topup_requests`` (requests made
     because a server returned fewer than ``n`` choices).
@@ -54,19 +52,19 @@ class OpenAIBackend(GenerationBackend):
     name = "openai"
 
     def __init__(self, model: str, *, url: str | None = None, api_key: str | None = None,
-                 timeout: float = 60.0, max_retries: int = 4, backoff_base: float = 0.5,
-                 backoff_cap: float = 8.0, concurrency: int = 8, max_rounds: int | None = None,
-                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None):
+                 api_key_env: str | None = "OPENAI_API_KEY", timeout: float = 600.0, max_retries: int = 2,
+                 concurrency: int = 8, max_rounds: int | None = None, breaker_failures: int = 5,
+                 breaker_cooldown: float = 30.0):
         if not url:
             raise LongmillError(
                 "the openai backend needs url, the server's base URL including /v1: start one with e.g. "
                 f"`vllm serve {model or '<model>'} --port 8000` and pass url=http://127.0.0.1:8000/v1")
         if max_rounds is not None and max_rounds < 1:
             raise LongmillError(f"max_rounds must be >= 1 or None, got {max_rounds}")
-        self.config = EndpointConfig(url=url, model=model, api_key=api_key, timeout=timeout,
-                                     max_retries=max_retries, backoff_base=backoff_base,
-                                     backoff_cap=backoff_cap, concurrency=concurrency)
-        self.client = ChatClient(self.config, sleep=sleep, rng=rng)
+        self.config = EndpointConfig(url=url, model=model, api_key=api_key, api_key_env=api_key_env,
+                                     timeout=timeout, max_retries=max_retries, concurrency=concurrency,
+                                     breaker_failures=breaker_failures, breaker_cooldown=breaker_cooldown)
+        self.client = ChatClient(self.config)
         self.max_rounds = max_rounds
         self._lock = threading.Lock()
         self._stats = {"prompts": 0, "failed_prompts": 0, "requests": 0, "topup_requests": 0}
@@ -131,8 +129,8 @@ class OpenAIBackend(GenerationBackend):
                     return
                 else:
                     errors[i] = EndpointError(
-                        f"{self.client.config.url}: only {len(got[i]) + len(res)} of {n} choices after "
-                        f"{max_rounds} requests", url=self.config.url, reason="too_few_choices",
+                        f"{self.client.url}: only {len(got[i]) + len(res)} of {n} choices after "
+                        f"{max_rounds} requests", url=self.client.url, reason="too_few_choices",
                         attempts=max_rounds)
                 if progress is not None:
                     progress(1)

@@ -100,7 +100,7 @@ class Received:
     """One recorded request."""
 
     path: str
-    headers: dict[str, str]
+    headers: Any  # the request's headers; case-insensitive lookups (a missing one is None)
     body: Any
     action: str = ""
 
@@ -134,11 +134,11 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             body = None
         if self.path != ROUTE:
-            fake._record(Received(self.path, dict(self.headers), body, "not_found"))
+            fake._record(Received(self.path, self.headers, body, "not_found"))
             self._send(404, b'{"error": "not found"}')
             return
         action, serial = fake._next_action(body)
-        fake._record(Received(self.path, dict(self.headers), body, action.kind))
+        fake._record(Received(self.path, self.headers, body, action.kind))
         fake._enter()
         try:
             self._act(action, body or {}, serial)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import socket
-import threading
 import time
 
 import pytest
@@ -11,23 +11,11 @@ import pytest
 from datagen.errors import LongmillError
 from eval.backends.base import BACKENDS, SamplingParams
 from eval.backends.openai import OpenAIBackend
-from eval.http import ChatClient, ChatRequest, EndpointConfig, EndpointError, parse_retry_after
+from eval.http import ChatClient, ChatRequest, EndpointConfig, EndpointError
 
 from .fake_server import Action, FakeServer
 
 MSG = [{"role": "user", "content": "hello"}]
-
-
-class Sleeper:
-    """Records the delays the client asks for instead of sleeping (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, seconds: float) -> None:
-        with self._lock:
-            self.delays.append(seconds)
 
 
 @pytest.fixture
@@ -36,93 +24,95 @@ def server():
         yield s
 
 
-def make_client(server: FakeServer, sleeper: Sleeper | None = None, **overrides) -> ChatClient:
-    options = dict(url=server.url, model="tiny", timeout=0.3, max_retries=3, backoff_base=0.01,
-                   backoff_cap=0.05, concurrency=4)
+def make_client(server: FakeServer, **overrides) -> ChatClient:
+    options = dict(url=server.url, model="tiny", timeout=0.3, max_retries=3, concurrency=4, api_key_env=None)
     options.update(overrides)
-    return ChatClient(EndpointConfig(**options), sleep=sleeper or Sleeper())
+    return ChatClient(EndpointConfig(**options))
+
+
+def fast_error(status: int = 500) -> Action:
+    """An error whose Retry-After makes the SDK retry after 10 ms instead of its 0.5 s backoff."""
+    return Action.error(status, retry_after="0.01")
 
 
 def test_chat_sends_an_openai_body_and_returns_contents(server):
     server.script(Action.ok("hi there"))
     with make_client(server, api_key="sekret") as client:
-        out = client.chat(MSG, n=1, temperature=0.5, top_p=0.9, max_tokens=7, seed=3, stop=["\n"])
+        out = client.chat(MSG, n=1, temperature=0.5, top_p=0.9, max_tokens=7, seed=3, stop=["\n"], top_k=5)
+        stats = client.stats
     assert out == ["hi there"]
     rec = server.requests[0]
     assert rec.path == "/v1/chat/completions"
     assert rec.headers["Authorization"] == "Bearer sekret"
     assert rec.body == {"model": "tiny", "messages": MSG, "n": 1, "temperature": 0.5, "top_p": 0.9,
-                        "max_tokens": 7, "seed": 3, "stop": ["\n"]}
-    assert client.stats["attempts"] == 1 and client.stats["retries"] == 0
+                        "max_tokens": 7, "seed": 3, "stop": ["\n"], "top_k": 5}
+    assert stats["attempts"] == 1 and stats["retries"] == 0 and stats["succeeded"] == 1
 
 
-def test_retries_500_then_succeeds_with_capped_jittered_backoff(server):
-    server.script(Action.error(500), Action.error(503), Action.error(502), Action.ok("done"))
-    sleeper = Sleeper()
-    with make_client(server, sleeper, backoff_base=0.02, backoff_cap=0.05) as client:
+def test_the_key_comes_from_the_environment_or_is_not_sent(server, monkeypatch):
+    monkeypatch.setenv("LONGMILL_TEST_JUDGE_KEY", "from-env")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with make_client(server, api_key_env="LONGMILL_TEST_JUDGE_KEY") as client:
+        client.chat(MSG)
+    with make_client(server, api_key_env="OPENAI_API_KEY") as client:  # unset: no key, no header
+        client.chat(MSG)
+    monkeypatch.setenv("OPENAI_API_KEY", "openai-env")
+    with make_client(server, api_key_env="OPENAI_API_KEY") as client:
+        client.chat(MSG)
+    auth = [r.headers.get("Authorization") for r in server.requests]
+    assert auth == ["Bearer from-env", None, "Bearer openai-env"]
+    with pytest.raises(LongmillError, match=r"\$LONGMILL_NOT_SET, which is not set"):
+        EndpointConfig(url=server.url, model="m", api_key_env="LONGMILL_NOT_SET")
+
+
+def test_retries_5xx_then_succeeds_through_the_sdk(server):
+    server.script(fast_error(500), fast_error(503), fast_error(502), Action.ok("done"))
+    with make_client(server) as client:
         assert client.chat(MSG) == ["done"]
         stats = client.stats
     assert server.count() == 4
     assert stats["attempts"] == 4 and stats["retries"] == 3 and stats["failures"] == 0
-    assert stats["attempt_errors"] == {"http_500": 1, "http_503": 1, "http_502": 1}
-    # equal jitter: between half and all of min(cap, base * 2**k)
-    for k, d in enumerate(sleeper.delays):
-        full = min(0.05, 0.02 * 2 ** k)
-        assert full / 2 <= d <= full
+    assert [r.headers.get("x-stainless-retry-count") for r in server.requests] == ["0", "1", "2", "3"]
 
 
-def test_429_retry_after_is_honoured_and_capped(server):
-    server.script(Action.error(429, retry_after="0.03"), Action.error(429, retry_after="120"),
-                  Action.error(408), Action.ok("ok"))
-    sleeper = Sleeper()
-    with make_client(server, sleeper, backoff_base=0.001, backoff_cap=0.05) as client:
+def test_429_retry_after_is_honoured(server):
+    server.script(Action.error(429, retry_after="0.3"), Action.ok("ok"))
+    start = time.monotonic()
+    with make_client(server) as client:
         assert client.chat(MSG) == ["ok"]
-    assert sleeper.delays[:2] == [0.03, 0.05]  # the server's value, then the cap
-    assert sleeper.delays[2] <= 0.004  # no Retry-After: exponential backoff again
-
-
-def test_parse_retry_after_accepts_seconds_and_http_dates():
-    assert parse_retry_after("3") == 3.0
-    assert parse_retry_after(None) is None and parse_retry_after("later") is None
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
-    assert parse_retry_after("-5") == 0.0
+    assert 0.3 <= time.monotonic() - start < 2
 
 
 def test_hanging_server_times_out_is_counted_and_fails(server):
     server.default = Action.hang(10)
-    sleeper = Sleeper()
     start = time.monotonic()
-    with make_client(server, sleeper, timeout=0.3, max_retries=1) as client:
+    with make_client(server, timeout=0.3, max_retries=1) as client:
         with pytest.raises(EndpointError) as info:
             client.chat(MSG)
         stats = client.stats
     assert time.monotonic() - start < 3
     err = info.value
-    assert err.reason == "timeout" and err.attempts == 2
+    assert err.reason == "timeout" and err.attempts == 2 and server.count() == 2
     assert server.url in str(err) and "timed out" in str(err) and "2 attempt" in str(err)
-    assert stats["attempt_errors"] == {"timeout": 2} and stats["failures"] == 1 and stats["retries"] == 1
+    assert stats["failures_by_reason"] == {"timeout": 1} and stats["failures"] == 1 and stats["attempts"] == 2
 
 
 @pytest.mark.parametrize("garbage", [Action.not_json(), Action.no_choices(), Action.ok(choices=0)])
-def test_garbage_200_is_retried_then_fails(server, garbage):
-    server.script(garbage, Action.ok("recovered"))
-    with make_client(server) as client:
-        assert client.chat(MSG) == ["recovered"]
+def test_garbage_200_fails_without_retry(server, garbage):
     server.default = garbage
     with make_client(server, max_retries=2) as client:
         with pytest.raises(EndpointError) as info:
             client.chat(MSG)
-    assert info.value.reason == "bad_response" and info.value.attempts == 3
-    assert info.value.status == 200
+    assert info.value.reason == "bad_response" and info.value.status == 200
+    assert server.count() == 1  # the server answered; asking again would get the same
 
 
 def test_400_is_not_retried(server):
     server.default = Action.error(400)
-    sleeper = Sleeper()
-    with make_client(server, sleeper) as client:
+    with make_client(server) as client:
         with pytest.raises(EndpointError) as info:
             client.chat(MSG)
-    assert server.count() == 1 and sleeper.delays == []
+    assert server.count() == 1
     assert info.value.status == 400 and info.value.attempts == 1
     assert "HTTP 400" in str(info.value) and "not retryable" in str(info.value)
 
@@ -132,13 +122,12 @@ def test_connection_refused_is_retried_then_fails():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # nothing listens on the port any more
-    sleeper = Sleeper()
-    config = EndpointConfig(url=f"http://127.0.0.1:{port}/v1", model="m", timeout=0.3, max_retries=2,
-                            backoff_base=0.01, backoff_cap=0.02)
-    with ChatClient(config, sleep=sleeper) as client:
+    config = EndpointConfig(url=f"http://127.0.0.1:{port}/v1", model="m", timeout=0.3, max_retries=1)
+    with ChatClient(config) as client:
         with pytest.raises(EndpointError) as info:
             client.chat(MSG)
-    assert info.value.reason == "connect" and info.value.attempts == 3 and len(sleeper.delays) == 2
+        assert client.stats["attempts"] == 2
+    assert info.value.reason == "connect" and info.value.attempts == 2
     assert "vllm serve" in str(info.value)
 
 
@@ -156,7 +145,7 @@ def test_chat_many_bounds_concurrency_and_keeps_order(server):
 def test_chat_many_returns_errors_in_place_and_never_raises(server):
     def rule(body):
         text = body["messages"][-1]["content"]
-        return Action.error(400) if "bad" in text else (Action.error(500) if "flaky" in text else None)
+        return Action.error(400) if "bad" in text else (fast_error(500) if "flaky" in text else None)
 
     server.rule = rule
     reqs = [{"messages": [{"role": "user", "content": c}]} for c in ["a", "bad", "b", "flaky", "c"]]
@@ -170,6 +159,64 @@ def test_chat_many_returns_errors_in_place_and_never_raises(server):
     assert stats["requests"] == 5 and stats["failures"] == 2 and stats["succeeded"] == 3
 
 
+def test_a_hanging_server_cannot_stall_chat_many_past_max_wait(server):
+    server.default = Action.hang(30)
+    reqs = [ChatRequest(messages=[{"role": "user", "content": f"p{i}"}]) for i in range(6)]
+    start = time.monotonic()
+    with make_client(server, timeout=20, max_retries=3, max_wait=0.5, concurrency=2) as client:
+        out = client.chat_many(reqs)
+        stats = client.stats
+    assert time.monotonic() - start < 2.5
+    assert all(isinstance(o, EndpointError) and o.reason == "deadline" for o in out)
+    assert stats["failures_by_reason"]["deadline"] == 6
+
+
+def test_circuit_breaker_fails_fast_while_down_and_recovers(server):
+    now = [0.0]
+    down = [True]
+    server.rule = lambda body: fast_error(503) if down[0] else None
+    with ChatClient(EndpointConfig(url=server.url, model="m", timeout=0.3, max_retries=1, breaker_failures=2,
+                                   breaker_cooldown=10.0, api_key_env=None), clock=lambda: now[0]) as client:
+        for _ in range(2):
+            with pytest.raises(EndpointError, match="HTTP 503"):
+                client.chat(MSG)
+        sent = server.count()
+        start = time.monotonic()
+        out = client.chat_many([{"messages": MSG}] * 20)
+        assert time.monotonic() - start < 1 and server.count() == sent  # nothing reached the server
+        assert all(isinstance(o, EndpointError) and o.reason == "circuit_open" for o in out)
+        now[0] = 11.0  # the cooldown has passed: one probe, still down, without retries
+        with pytest.raises(EndpointError, match="HTTP 503"):
+            client.chat(MSG)
+        assert server.count() == sent + 1
+        with pytest.raises(EndpointError, match="circuit"):
+            client.chat(MSG)
+        down[0] = False
+        now[0] = 22.0  # the next probe succeeds and closes the breaker
+        assert client.chat(MSG)[0].startswith("hello|")
+        assert [len(o) for o in client.chat_many([{"messages": MSG}] * 3)] == [1, 1, 1]
+        stats = client.stats
+    assert stats["short_circuited"] == 21 and stats["breaker_opened"] == 1
+
+
+def test_credentials_never_reach_errors_or_logs(server, caplog, monkeypatch):
+    monkeypatch.setenv("LONGMILL_TEST_SECRET", "sk-verysecret123")
+    creds_url = server.url.replace("http://", "http://alice:pa55word@")
+    server.default = Action.error(401)
+    with caplog.at_level(logging.DEBUG):
+        with ChatClient(EndpointConfig(url=creds_url, model="m", api_key_env="LONGMILL_TEST_SECRET",
+                                       timeout=0.3, max_retries=0)) as client:
+            with pytest.raises(EndpointError) as info:
+                client.chat(MSG)
+            logging.getLogger("eval.http").warning("calling %s with %s", creds_url, "sk-verysecret123")
+            logging.getLogger("eval.judge").warning("judge at %s", creds_url)
+    assert server.requests[0].headers["Authorization"].startswith("Basic ")  # the URL's credentials were sent...
+    text = str(info.value) + info.value.url + "\n".join(r.getMessage() for r in caplog.records)
+    assert "pa55word" not in text and "sk-verysecret123" not in text  # ...and appears nowhere else
+    assert "***@" in str(info.value) and "API key" in str(info.value)
+    assert "pa55word" not in repr(EndpointConfig(url=creds_url, model="m")).replace(creds_url, "")
+
+
 def test_endpoint_config_rejects_bad_values():
     with pytest.raises(LongmillError, match="http://"):
         EndpointConfig(url="127.0.0.1:8000/v1", model="m")
@@ -177,9 +224,12 @@ def test_endpoint_config_rejects_bad_values():
         EndpointConfig(url="http://h/v1/chat/completions", model="m")
     with pytest.raises(LongmillError, match="concurrency"):
         EndpointConfig(url="http://h/v1", model="m", concurrency=0)
-    with pytest.raises(LongmillError, match="backoff_cap"):
-        EndpointConfig(url="http://h/v1", model="m", backoff_base=2, backoff_cap=1)
+    with pytest.raises(LongmillError, match="max_wait"):
+        EndpointConfig(url="http://h/v1", model="m", max_wait=0)
+    with pytest.raises(LongmillError, match="breaker"):
+        EndpointConfig(url="http://h/v1", model="m", breaker_failures=-1)
     assert EndpointConfig(url="http://h/v1/", model="m").url == "http://h/v1"
+    assert "secret" not in repr(EndpointConfig(url="http://h/v1", model="m", api_key="secret"))
 
 
 def test_closed_client_refuses(server):
@@ -192,8 +242,7 @@ def test_closed_client_refuses(server):
 # -- the openai generation backend -----------------------------------------------------------------
 
 def make_backend(server: FakeServer, **overrides) -> OpenAIBackend:
-    options = dict(url=server.url, timeout=0.3, max_retries=2, backoff_base=0.0, backoff_cap=0.0,
-                   concurrency=4, sleep=Sleeper())
+    options = dict(url=server.url, timeout=0.3, max_retries=2, concurrency=4, api_key_env=None)
     options.update(overrides)
     return OpenAIBackend("tiny", **options)
 
@@ -236,7 +285,7 @@ def test_backend_tops_up_when_the_server_returns_fewer_choices(server):
 
 
 def test_backend_returns_none_for_a_prompt_whose_requests_all_fail(server):
-    server.rule = lambda body: Action.error(500) if body["messages"][0]["content"] == "p1" else None
+    server.rule = lambda body: fast_error(500) if body["messages"][0]["content"] == "p1" else None
     ticks = []
     with make_backend(server, max_retries=2) as backend:
         out = backend.generate(prompts(3), n=2, progress=ticks.append)

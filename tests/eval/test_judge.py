@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 
@@ -33,7 +34,7 @@ def server():
 
 def judge_config(server: FakeServer, **overrides) -> JudgeConfig:
     options = dict(backend="openai", url=server.url, model="judge-tiny", timeout=0.3, max_retries=1,
-                   backoff_base=0.0, backoff_cap=0.0, concurrency=4)
+                   concurrency=4, api_key_env=None)
     options.update(overrides)
     return JudgeConfig(**options)
 
@@ -47,6 +48,9 @@ def judge_config(server: FakeServer, **overrides) -> JudgeConfig:
     ("", None), (None, None), ("   ", None), ("YES NO", None), ("yes, no", None), ("Yes it is", None),
     ("Nope", None), ("Yesterday", None), ("maybe", None), ("The answer is YES", None), ("N O", None),
     ("}{#@!", None), ("Verdict:", None),
+    # QwenLong-L1's judge style: the verdict in double brackets after free text
+    ("They are equivalent. [[YES]]", True), ("[[NO]]", False), ("Different entities.\n[[ no ]]", False),
+    ("<think>compare</think>Both name Paris, so [[Yes]].", True), ("[[YES]] hmm, [[NO]]", None), ("[[MAYBE]]", None),
 ])
 def test_parse_verdict(text, expected):
     assert parse_verdict(text) is expected
@@ -89,7 +93,7 @@ def test_flaky_server_failures_are_counted_and_never_false(server):
     def rule(body):
         user = body["messages"][-1]["content"]
         if "Prediction: down" in user:
-            return Action.error(500)
+            return Action.error(500, retry_after="0.01")
         if "Prediction: babble" in user:
             return Action.ok("I am not sure, it depends")
         if "Prediction: slow" in user:
@@ -111,11 +115,12 @@ def test_flaky_server_failures_are_counted_and_never_false(server):
     assert results[3].error.startswith("endpoint:") and "timed out" in results[3].error
     assert stats["failures"] == 3 and stats["failures_by_reason"] == {"endpoint": 2, "unparseable": 1}
     assert stats["verdicts"] == 2
-    assert client_stats["attempt_errors"] == {"http_500": 3, "timeout": 3}
+    assert client_stats["failures_by_reason"] == {"http_500": 1, "timeout": 1}
+    assert server.count() == 1 + 3 + 1 + 3 + 1  # two failing items, each tried 1 + 2 retries
 
 
 def test_retries_let_a_flaky_judge_recover(server):
-    server.script(Action.error(500), Action.error(429, retry_after="0"))
+    server.script(Action.error(500, retry_after="0.01"), Action.error(429, retry_after="0.01"))
     with make_judge(judge_config(server, max_retries=3, concurrency=1)) as judge:
         result = judge.judge("Capital of France?", "Paris", ["Paris"])
     assert result == JudgeResult(verdict=True, failed=False, error=None, cached=False, raw="YES")
@@ -142,7 +147,8 @@ def test_duplicates_in_one_batch_are_asked_once(server):
 
 def test_jsonl_cache_survives_a_new_judge_and_keeps_failures_out(server, tmp_path):
     cache = tmp_path / "cache" / "judge.jsonl"
-    server.rule = lambda body: Action.error(500) if "Prediction: down" in body["messages"][-1]["content"] else None
+    server.rule = lambda body: (Action.error(500, retry_after="0.01")
+                                if "Prediction: down" in body["messages"][-1]["content"] else None)
     items = ITEMS + [("q", "down", ["up"])]
     with make_judge(judge_config(server, cache_path=str(cache))) as judge:
         first = judge.judge_many(items)
@@ -215,13 +221,56 @@ def test_judge_with_a_custom_engine_counts_each_failure_reason():
 
 
 def test_openai_engine_can_take_an_injected_client(server):
-    server.script(Action.error(503, retry_after="7"))
-    delays = []
-    config = EndpointConfig(url=server.url, model="m", timeout=0.3, max_retries=1, backoff_cap=0.5)
-    judge = Judge(OpenAIJudgeEngine(ChatClient(config, sleep=delays.append)), model="m")
+    server.script(Action.error(503, retry_after="0.05"))
+    config = EndpointConfig(url=server.url, model="m", timeout=0.3, max_retries=1, api_key_env=None)
+    judge = Judge(OpenAIJudgeEngine(ChatClient(config)), model="m")
     with judge:
         assert judge.judge("Capital of France?", "Paris", ["Paris"]).verdict is True
-    assert delays == [0.5]
+    assert server.count() == 2
+
+
+def test_a_down_judge_fails_fast_through_the_breaker_and_recovers(server):
+    """Issue 10 §6: a hanging judge must not stall training; calls fail (None) quickly while it is down."""
+    server.default = Action.hang(30)
+    now = [0.0]
+    items = [(f"q{i}", f"p{i}", ["g"]) for i in range(40)]
+    config = EndpointConfig(url=server.url, model="m", timeout=0.2, max_retries=0, concurrency=4, breaker_failures=4,
+                            breaker_cooldown=60, api_key_env=None)
+    with Judge(OpenAIJudgeEngine(ChatClient(config, clock=lambda: now[0])), model="m") as judge:
+        start = time.monotonic()
+        results = judge.judge_many(items)
+        first = time.monotonic() - start
+        start = time.monotonic()
+        again = judge.judge_many(items[:8])
+        second = time.monotonic() - start
+        assert all(r.failed and r.verdict is None for r in results + again)
+        assert first < 3 and second < 0.5  # one round of timeouts, then the breaker answers at once
+        client = judge.engine.client
+        assert server.count() <= 8 and client.stats["short_circuited"] >= 32
+        assert judge.stats["failures_by_reason"] == {"endpoint": 48}
+        assert "circuit" in again[0].error
+        server.default = Action.ok()  # the judge is back; after the cooldown one probe closes the breaker
+        now[0] = 61.0
+        back = judge.judge_many([("Capital of France?", "paris", ["Paris"]), ("Who?", "Bob", ["Alice"])])
+        assert [r.verdict for r in back] == [True, False]
+
+
+def test_max_wait_bounds_a_judge_batch(server):
+    server.default = Action.hang(30)
+    with make_judge(judge_config(server, timeout=10, max_retries=2, max_wait=0.4, breaker_failures=0)) as judge:
+        start = time.monotonic()
+        results = judge.judge_many(ITEMS)
+    assert time.monotonic() - start < 2
+    assert all(r.failed and "max_wait" in r.error for r in results)
+
+
+def test_judge_config_keeps_secrets_out_of_reprs_and_summaries(server, monkeypatch):
+    monkeypatch.setenv("LONGMILL_JUDGE_KEY", "sk-judge-secret")
+    url = server.url.replace("http://", "http://bob:hunter22@")
+    cfg = JudgeConfig(url=url, api_key_env="LONGMILL_JUDGE_KEY")
+    assert cfg.endpoint().api_key == "sk-judge-secret"
+    text = repr(cfg) .replace(url, "") + json.dumps(cfg.summary())
+    assert "sk-judge-secret" not in text and "hunter22" not in text and "***@" in cfg.summary()["url"]
 
 
 # -- the in-process hf judge with a tiny random model ---------------------------------------------

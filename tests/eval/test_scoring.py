@@ -8,6 +8,7 @@ import re
 import polars as pl
 import pytest
 
+from datagen.errors import LongmillError
 from eval.data import EvalItem
 from eval.judge import JudgeConfig
 from eval.run import score_run
@@ -47,30 +48,51 @@ def test_flaky_judge_run_completes_and_counts_failures(tmp_path, flaky):
     preds = {
         "u0": ["Therefore, the answer is Paris."],                   # EM hit: the judge is not asked
         "u1": ["Therefore, the answer is velora  quint!"],          # EM hit after normalisation
-        "u2": ["Therefore, the answer is FLAKY"],                   # the judge fails (500s): unknown
-        "u3": ["Therefore, the answer is GARBLED"],                 # unparseable verdict: unknown
+        "u2": ["Therefore, the answer is FLAKY"],                   # the judge fails (500s): rule score
+        "u3": ["Therefore, the answer is GARBLED"],                 # unparseable verdict: rule score
         "u4": ["I do not know."],                                   # nothing extracted: wrong, judge not asked
     }
-    judge = JudgeConfig(url=flaky.url, model="judge", timeout=0.5, max_retries=1, backoff_base=0.01, backoff_cap=0.02)
-    m = score_run(items, write_preds(tmp_path / "p.jsonl", preds), tmp_path / "out", judge, {})
+    judge = JudgeConfig(url=flaky.url, model="judge", timeout=0.5, max_retries=1, api_key_env=None)
+    m = score_run(items, write_preds(tmp_path / "p.jsonl", preds), tmp_path / "out", judge, {},
+                  max_judge_failures=0.05)
     c = m["counts"]
     assert c["judge_calls"] == 2 and c["judge_failed"] == 2
     assert c["judge"]["failures_by_reason"] == {"endpoint": 1, "unparseable": 1}
     o = m["overall"]
-    assert o["em"] == pytest.approx(2 / 5)
-    # max(EM, judge) is known for u0, u1 (EM) and u4 (no answer: 0) and unknown for u2, u3.
-    assert o["max_em_judge"] == pytest.approx(2 / 3) and o["max_em_judge_unknown"] == 2
-    assert o["judge_unknown"] == 2
+    assert o["n"] == 5 and o["em"] == pytest.approx(2 / 5)
+    # A failed judge call keeps its rule score (0 here) in every mean: never 2/3 by dropping u2 and u3.
+    assert o["max_em_judge"] == pytest.approx(2 / 5) and o["judge"] == pytest.approx(2 / 5)
+    assert o["max_em_judge_bound"] == pytest.approx(4 / 5) and o["judge_failed"] == 2
+    assert not [k for k in o if k.endswith("_unknown")]
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert saved["counts"]["judge_failed"] == 2
+    assert saved["counts"]["judge_failed"] == 2 and saved["config"]["max_judge_failures"] == 0.05
+    assert saved["problems"] and "failed on 2 of 2 calls (100%)" in saved["problems"][0]
     # The group-by over data_source x length x depth, not metric names that encode lengths.
     groups = {(g["data_source"], g["length_bin"], g["depth_bin"]): g for g in saved["groups"]}
     assert groups[("keychain/toy", "40k", "0.6-0.8")]["n"] == 1
+    assert groups[("keychain/toy", "40k", "0.6-0.8")]["judge_failed"] == 0
+    assert groups[("keychain/toy", "40k", "0.4-0.6")]["judge_failed"] == 1
     assert not [k for k in saved["overall"] if re.search(r"\d{3,}|\dk", k)]
     table = pl.read_parquet(tmp_path / "out" / "samples.parquet")
-    assert table.filter(pl.col("uid") == "u2")["max_em_judge"].to_list() == [None]
+    assert table.filter(pl.col("uid") == "u2")["max_em_judge"].to_list() == [0.0]
+    assert table.filter(pl.col("uid") == "u2")["judge_failed"].to_list() == [1]
     assert (tmp_path / "out" / "plots" / "accuracy_vs_length.png").stat().st_size > 1000
-    assert "judge call(s) failed" in (tmp_path / "out" / "report.md").read_text()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "2 of 2 judge call(s) failed" in report and "at most 0.800" in report and "## Problems" in report
+
+
+def test_a_judge_that_is_down_never_raises_the_score(tmp_path):
+    """Issue 9.1: em 0.46 but max_em_judge 0.72 with the judge 100% down. Now they are equal."""
+    items = [item(i, [f"answer {i}"]) for i in range(10)]
+    preds = {f"u{i}": [f"Therefore, the answer is {'answer' if i < 4 else 'wrong'} {i}"] for i in range(10)}
+    with FakeServer(default=Action.error(503, retry_after="0.01")) as server:
+        judge = JudgeConfig(url=server.url, model="judge", timeout=0.5, max_retries=1, api_key_env=None)
+        m = score_run(items, write_preds(tmp_path / "p.jsonl", preds), tmp_path / "out", judge, {})
+    o = m["overall"]
+    assert o["em"] == pytest.approx(0.4) and o["max_em_judge"] == pytest.approx(0.4) and o["n"] == 10
+    assert o["max_em_judge_bound"] == pytest.approx(1.0) and m["counts"]["judge_failed"] == 6
+    assert m["overall"]["pass@1"] == pytest.approx(0.4)  # pass@k counts failed calls at the rule too
+    assert "problems" not in m  # no threshold given to score_run
 
 
 def test_judge_rescues_paraphrases_and_cache_is_reused(tmp_path):
@@ -114,3 +136,22 @@ def test_bad_predictions_file_names_the_line(tmp_path):
         read_predictions(p)
     p.write_text('{"uid": "u0", "completions": ["x"]}\n{"uid": "u1", "compl')  # a torn last line
     assert list(read_predictions(p)) == ["u0"]
+
+
+def test_duplicate_unknown_and_empty_predictions_are_reported(tmp_path):
+    items = [item(0, ["a"]), item(1, ["b"])]
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"uid": "u0", "completions": ["Answer: a"]}\n{"uid": "u1", "completions": ["Answer: b"]}\n'
+                   '{"uid": "u0", "completions": ["Answer: z"]}\n')
+    with pytest.raises(LongmillError, match="line 3: uid 'u0' already has predictions on line 1"):
+        score_run(items, dup, tmp_path / "o1", None, {})
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(LongmillError, match="empty"):
+        score_run(items, empty, tmp_path / "o2", None, {})
+    extra = write_preds(tmp_path / "extra.jsonl", {"u0": ["Answer: a"], "u1": ["Answer: x"], "zz": ["Answer: a"],
+                                                   "yy": ["Answer: b"]})
+    m = score_run(items, extra, tmp_path / "o3", None, {})
+    assert m["counts"]["unknown_uids"] == 2 and m["counts"]["unknown_uids_first"] == ["zz", "yy"]
+    assert m["counts"]["predictions"] == 4 and m["overall"]["n"] == 2 and m["overall"]["em"] == 0.5
+    assert "unknown_uids 2" in (tmp_path / "o3" / "report.md").read_text()

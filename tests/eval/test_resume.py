@@ -1,0 +1,170 @@
+"""`eval run` resumes only what matches, retries failed prompts, and exits non-zero on untrustworthy runs.
+
+In-process (click's CliRunner and run_eval) against the loopback OpenAI-compatible server, so no model
+is loaded and every test is fast.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from datagen.errors import LongmillError
+from eval.cli import main
+from eval.run import GenerateConfig, meta_path, run_eval
+
+from .fake_server import Action, FakeServer
+
+
+@pytest.fixture
+def server():
+    with FakeServer() as s:
+        yield s
+
+
+@pytest.fixture
+def longbench(tmp_path):
+    path = tmp_path / "hotpotqa.jsonl"
+    recs = [{"input": f"Who founded company {i}?", "context": f"Company {i} was founded by Ada {i}. " * 5,
+             "answers": [f"Ada {i}"], "dataset": "hotpotqa", "_id": f"lb{i}"} for i in range(4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+def gen(server: FakeServer, **overrides) -> GenerateConfig:
+    options = dict(model="served", backend="openai", url=server.url, n=1, max_tokens=8, max_retries=0,
+                   api_key_env=None)
+    options.update(overrides)
+    return GenerateConfig(**options)
+
+
+def lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_matching_predictions_are_reused_and_recorded(tmp_path, server, longbench):
+    out = tmp_path / "run"
+    run_eval(str(longbench), out, gen(server))
+    assert server.count() == 4
+    meta = json.loads(meta_path(out / "predictions.jsonl").read_text())
+    assert meta["generation"]["model"] == "served" and meta["generation"]["temperature"] == 0.0
+    assert meta["data"] == str(longbench) and meta["items"] == 4 and meta["data_fingerprint"]
+    assert all(len(rec["prompt_sha"]) == 16 for rec in lines(out / "predictions.jsonl"))
+    # Same settings (another batch size and URL do not matter): nothing is generated again.
+    run_eval(str(longbench), out, gen(server, batch_size=1))
+    assert server.count() == 4
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"model": "another-model"}, "model: 'served' then, 'another-model' now"),
+    ({"temperature": 0.7}, "temperature: 0.0 then, 0.7 now"),
+    ({"max_tokens": 99}, "max_tokens"),
+    ({"n": 2, "temperature": 0.7}, "n: 1 then, 2 now"),
+])
+def test_predictions_made_otherwise_are_refused_or_regenerated(tmp_path, server, longbench, change, field):
+    out = tmp_path / "run"
+    run_eval(str(longbench), out, gen(server))
+    before = (out / "predictions.jsonl").read_text()
+    with pytest.raises(LongmillError, match="--regenerate") as info:
+        run_eval(str(longbench), out, gen(server, **change))
+    assert field in str(info.value) and "other settings" in str(info.value)
+    assert (out / "predictions.jsonl").read_text() == before  # nothing touched
+    run_eval(str(longbench), out, gen(server, **change), regenerate=True)
+    assert (out / "predictions.jsonl.old").read_text() == before  # moved aside, not lost
+    assert json.loads(meta_path(out / "predictions.jsonl").read_text())["generation"] | change == \
+        json.loads(meta_path(out / "predictions.jsonl").read_text())["generation"]
+    assert server.count() == 8
+
+
+def test_changed_data_or_a_missing_record_is_refused(tmp_path, server, longbench):
+    out = tmp_path / "run"
+    run_eval(str(longbench), out, gen(server))
+    recs = [json.loads(x) for x in longbench.read_text().splitlines()]
+    recs[2]["context"] = "Company 2 was founded by Bea 2. " * 5  # same uid, another prompt
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    with pytest.raises(LongmillError, match=r"1 uid\(s\) now have a different prompt \(first: lb2\)"):
+        run_eval(str(changed), out, gen(server))
+    meta_path(out / "predictions.jsonl").unlink()  # e.g. written by an older longmill
+    with pytest.raises(LongmillError, match="predictions.meta.json is missing"):
+        run_eval(str(longbench), out, gen(server))
+
+
+def test_a_smaller_limit_reuses_the_matching_predictions(tmp_path, server, longbench):
+    out = tmp_path / "run"
+    run_eval(str(longbench), out, gen(server), limit=2)
+    m = run_eval(str(longbench), out, gen(server))
+    assert server.count() == 4 and m["counts"]["generation_failed"] == 0 and m["overall"]["n"] == 4
+
+
+def test_generation_failures_are_retried_and_the_run_exits_non_zero(tmp_path, server, longbench):
+    down = {"company 1?": True}
+    server.rule = lambda body: (Action.error(400) if down["company 1?"] and "company 1?" in
+                                body["messages"][-1]["content"] else None)
+    out = tmp_path / "run"
+    args = ["run", "--model", "served", "--backend", "openai", "--url", server.url, "--max-retries", "0",
+            "--max-tokens", "8", "--data", str(longbench), "--out", str(out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1, res.output
+    assert "1 prompt(s) failed to generate" in res.output and "run the same command again" in res.output
+    assert sorted(r["uid"] for r in lines(out / "predictions.jsonl")) == ["lb0", "lb2", "lb3"]  # not recorded
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["counts"]["generation_failed"] == 1 and m["counts"]["missing_predictions"] == 0
+    assert "failed to generate" in m["problems"][0] and "## Problems" in (out / "report.md").read_text()
+    sent = server.count()
+    down["company 1?"] = False
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert server.count() == sent + 1  # only the failed prompt was asked again
+    assert sorted(r["uid"] for r in lines(out / "predictions.jsonl")) == ["lb0", "lb1", "lb2", "lb3"]
+    assert "problems" not in json.loads((out / "metrics.json").read_text())
+
+
+def test_failed_records_of_an_older_run_are_generated_again(tmp_path, server, longbench):
+    out = tmp_path / "run"
+    run_eval(str(longbench), out, gen(server))
+    recs = lines(out / "predictions.jsonl")
+    recs[1] = {"uid": recs[1]["uid"], "completions": None, "error": "generation failed (see the log)"}
+    (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    m = run_eval(str(longbench), out, gen(server))
+    assert server.count() == 5 and m["counts"]["generation_failed"] == 0
+    assert all(r["completions"] for r in lines(out / "predictions.jsonl"))
+
+
+def test_eval_score_exits_non_zero_when_the_judge_fails_too_often(tmp_path, longbench):
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps({"uid": f"lb{i}", "completions": [f"Therefore, the answer is Ada {i % 2}"]})
+                             + "\n" for i in range(4)))
+    with FakeServer(default=Action.error(503, retry_after="0.01")) as judge:
+        base = ["score", "--data", str(longbench), "--predictions", str(preds), "--judge-url", judge.url,
+                "--judge-max-retries", "1", "--judge-timeout", "2", "--judge-api-key-env", "LONGMILL_NO_KEY"]
+        res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "a")], env={"LONGMILL_NO_KEY": "k-123456"})
+        assert res.exit_code == 1, res.output
+        assert "judge failed on 2 of 2 calls (100%)" in res.output and "--max-judge-failures 0.05" in res.output
+        m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+        assert m["overall"]["max_em_judge"] == m["overall"]["em"] == 0.5  # the report is written all the same
+        assert m["overall"]["max_em_judge_bound"] == 1.0
+        assert judge.requests[0].headers["Authorization"] == "Bearer k-123456"
+        assert "k-123456" not in (tmp_path / "a" / "metrics.json").read_text() + res.output
+        res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "b"), "--max-judge-failures", "1"],
+                                 env={"LONGMILL_NO_KEY": "k-123456"})
+        assert res.exit_code == 0, res.output
+        assert "judge failed 2 of 2 calls" in res.output and "at most 1.000" in res.output
+    res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "c"), "--max-judge-failures", "2"])
+    assert res.exit_code == 2 and "share of judge calls" in res.output
+
+
+def test_credentials_in_urls_stay_out_of_the_report(tmp_path, server, longbench):
+    url = server.url.replace("http://", "http://user:hunter22@")
+    out = tmp_path / "run"
+    run_eval(str(longbench), out, gen(server, url=url))
+    text = "".join(p.read_text() for p in out.glob("*.json*")) + (out / "report.md").read_text()
+    assert "hunter22" not in text and "***@" in (out / "metrics.json").read_text()
+
+
+def test_run_and_score_help_show_runnable_examples():
+    for cmd in ("run", "score"):
+        res = CliRunner().invoke(main, [cmd, "--help"])
+        assert res.exit_code == 0 and "Examples:" in res.output and f"python -m eval {cmd} --" in res.output
