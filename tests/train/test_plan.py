@@ -1,0 +1,179 @@
+"""The memory planner's arithmetic against hand-computed cases, its search, its check before `train grpo`,
+and the GPU profile fitting at 60K."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from datagen.errors import LongmillError
+from train.plan import (
+    GIB,
+    ModelShape,
+    PlanSettings,
+    batch_warnings,
+    check_plan,
+    estimate,
+    largest_fitting,
+    model_state_bytes,
+    plan_settings,
+    read_plan_yaml,
+    resolve_shape,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+# h=4, I=8, 2 layers, 2 heads of width 2, 1 KV head (kv_dim 2), vocabulary 10, untied, no biases.
+TOY = ModelShape("toy", hidden_size=4, intermediate_size=8, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, vocab_size=10, tie_word_embeddings=False, attention_bias=False)
+
+
+def test_parameter_counts_match_the_published_models():
+    # toy layer: q 16 + k,v 2*4*2 + o 16 + MLP 3*4*8 + norms 8 = 152; embeddings and head 2*40; final norm 4
+    assert TOY.layer_params == 152 and TOY.params == 80 + 2 * 152 + 4
+    # Qwen2.5-7B: 28 x 233,057,792 + 2 x 152,064 x 3,584 + 3,584 (HF lists 7.62B)
+    q7 = resolve_shape("Qwen/Qwen2.5-7B-Instruct")
+    assert q7.layer_params == 3584 * 3584 * 2 + 2 * 3584 * 512 + 3584 + 1024 + 3 * 3584 * 18944 + 2 * 3584 == 233_057_792
+    assert q7.params == 7_615_616_512
+    assert resolve_shape("qwen2.5-1.5b").params == 1_543_714_304  # tied embeddings; HF lists 1.54B
+    assert resolve_shape("qwen2.5-32b").params == 32_763_876_352  # HF lists 32.8B
+    assert q7.kv_bytes_per_token == 2 * 28 * 512 * 2
+
+
+def test_model_states_follow_zero_and_fsdp_formulas():
+    n, g = 1000, 8
+    assert model_state_bytes(n, "ddp", g) == (2000, 2000, 12000)
+    assert model_state_bytes(n, "zero1", g) == (2000, 2000, 1500)
+    assert model_state_bytes(n, "zero2", g) == (2000, 250, 1500)
+    assert model_state_bytes(n, "zero3", g) == (250, 250, 1500)
+    assert model_state_bytes(n, "fsdp", g) == (500, 500, 1000)
+
+
+def test_toy_activation_and_logits_arithmetic():
+    s = PlanSettings(prompt_length=6, completion_length=4, num_gpus=2, sharding="zero3", gpu_memory_gib=1,
+                     rollout="vllm-server")
+    e = estimate(TOY, s)
+    T = 10
+    assert e.activation_checkpoints == 2 * 1 * T * 4 * 2 == 160
+    assert e.recompute == T * (28 * 4 + 8 * 2 + 12 * 8) == 2240
+    assert e.logits == 4096 * 10 * 10 + 10 * 4 * 4 + 4 * 4 * 6
+    assert (e.weights, e.gradients, e.optimizer) == (2 * 388 / 2, 2 * 388 / 2, 12 * 388 / 2)
+    assert e.gathered_params == 2 * 2 * 152
+    assert e.vllm_training == e.vllm_generation == 0  # vLLM on other GPUs
+    assert e.training_peak == 388 + 388 + 2328 + 608 + 160 + 2240 + e.logits + 2 * GIB
+    no_ckpt = estimate(TOY, PlanSettings(6, 4, num_gpus=2, gradient_checkpointing=False, rollout="vllm-server"))
+    assert no_ckpt.activation_checkpoints == 2 * 2240 and no_ckpt.recompute == 0
+    padded_sdpa = estimate(TOY, PlanSettings(6, 4, per_device_train_batch_size=2, attn_implementation="sdpa",
+                                             rollout="vllm-server"))
+    assert padded_sdpa.attention == 2 * T * T  # SDPA's boolean mask once a batch has padding
+    assert estimate(TOY, PlanSettings(6, 4, attn_implementation="eager", rollout="vllm-server")).attention == 10 * 2 * T * T
+
+
+def test_gpu_profile_fits_at_60k_and_the_old_one_does_not():
+    q7 = resolve_shape("qwen2.5-7b-instruct")
+    e = estimate(q7, PlanSettings(prompt_length=60_000, completion_length=10_000, per_device_train_batch_size=1,
+                                  num_gpus=8, sharding="zero3", gpu_memory_gib=80, vllm_gpu_memory_utilization=0.35,
+                                  vllm_enable_sleep_mode=True))
+    # by hand, in bytes: states 16 x 7,615,616,512 / 8; the LM head gathered twice over (2 x 2 x V x h);
+    # checkpoints 28 x 70,000 x 3,584 x 2; one layer 70,000 x (28 x 3,584 + 8 x 512 + 12 x 18,944);
+    # logits 4096 x 32768 x 10 + V x h x 4 + 10,000 x 3,584 x 6; runtime 2 GiB; vLLM asleep 1 GiB
+    expected = (15_231_233_024 + 2_179_989_504 + 14_049_280_000 + 23_224_320_000 + 1_342_177_280 + 2_179_989_504
+                + 215_040_000 + 2 * GIB + GIB)
+    assert e.training_peak == expected and round(expected / GIB, 2) == 57.41
+    assert e.generation_peak == 15_231_233_024 + 2 * GIB + 0.35 * 80 * GIB
+    assert e.peak == e.training_peak and e.fits
+    assert int(e.vllm_kv_capacity_tokens) == (int(0.35 * 80 * GIB) - 15_231_233_024 - GIB) // 57_344 == 239_951
+    old = estimate(q7, PlanSettings(60_000, 10_000, per_device_train_batch_size=8, vllm_enable_sleep_mode=False))
+    assert not old.fits and old.vllm_training == 0.35 * 80 * GIB
+
+
+def test_largest_fitting_is_the_edge():
+    q7 = resolve_shape("qwen2.5-7b")
+    s = PlanSettings(60_000, 10_000)
+    best = largest_fitting(q7, s, "prompt_length", lo=1000, hi=4_000_000, step=1000)
+    assert best is not None and best % 1000 == 0
+    assert estimate(q7, PlanSettings(best, 10_000)).fits and not estimate(q7, PlanSettings(best + 1000, 10_000)).fits
+    assert largest_fitting(q7, s, "per_device_train_batch_size", hi=64) == 1
+    assert largest_fitting(q7, PlanSettings(60_000, 10_000, gpu_memory_gib=16), "prompt_length", lo=1000) is None
+
+
+def test_vllm_share_too_small_for_one_sequence_is_reported():
+    e = estimate(resolve_shape("qwen2.5-7b"), PlanSettings(60_000, 10_000, vllm_gpu_memory_utilization=0.2))
+    assert any("less than one sequence of 70,000" in n for n in e.notes)
+
+
+def test_batch_warnings_name_whole_groups_and_clip_higher():
+    assert any("clip-higher never acts" in w for w in
+               batch_warnings(PlanSettings(1, 1, per_device_train_batch_size=8, gradient_accumulation_steps=4)))
+    assert batch_warnings(PlanSettings(1, 1, gradient_accumulation_steps=8, steps_per_generation=32)) == []
+    ws = batch_warnings(PlanSettings(1, 1, num_gpus=3, gradient_accumulation_steps=1, steps_per_generation=2))
+    assert any("not a multiple of num_generations" in w for w in ws) and any("whole groups" in w for w in ws)
+
+
+def test_shapes_from_folders_and_presets(tmp_path):
+    cfg = {"model_type": "qwen2", "hidden_size": 4, "intermediate_size": 8, "num_hidden_layers": 2,
+           "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 10, "tie_word_embeddings": False}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert resolve_shape(str(tmp_path)).layer_params == 152 + 4 + 2 * 2  # Qwen2's q, k, v biases
+    assert resolve_shape("tiny-qwen2").hidden_size == 64
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{}")
+    with pytest.raises(LongmillError, match="has no 'hidden_size'"):
+        resolve_shape(str(tmp_path / "bad"))
+    with pytest.raises(LongmillError, match="qwen2.5-7b-instruct"):
+        resolve_shape("no/such-model")
+
+
+@pytest.mark.parametrize("path,section", [("train/configs/grpo-gpu-qwen2.5-7b.yaml", None),
+                                          ("profiles/gpu-qwen2.5-7b.yaml", "rl")])
+def test_shipped_gpu_configs_fit_every_stage_on_8x80gb(tmp_path, path, section):
+    file = ROOT / path
+    if section:
+        file = tmp_path / "rl.yaml"
+        file.write_text(yaml.safe_dump(yaml.safe_load((ROOT / path).read_text())[section]))
+    values = read_plan_yaml(file)
+    assert values["vllm_enable_sleep_mode"] is True and values["per_device_train_batch_size"] == 1
+    q7 = resolve_shape("qwen2.5-7b-instruct")
+    for length in (20_000, 40_000, 60_000):
+        s = plan_settings(length, values, num_gpus=8, sharding="zero3", gpu_memory_gib=80)
+        assert s.completion_length == 10_000 and estimate(q7, s).fits, length
+        assert batch_warnings(s) == []
+
+
+def test_check_plan_warns_before_a_launch_that_cannot_fit(small_curriculum):
+    old = SimpleNamespace(model="Qwen/Qwen2.5-7B-Instruct", rollout="vllm-colocate", per_device_train_batch_size=8,
+                          gradient_accumulation_steps=4, num_generations=8, max_completion_length=10_000,
+                          gradient_checkpointing=True, attn_implementation="flash_attention_2",
+                          vllm_gpu_memory_utilization=0.35, beta=0.0)
+    ws = check_plan(old, [20_000, 60_000], gpu_memory_gib=80, num_gpus=8, sharding="zero3")
+    assert any("prompts of 60,000 tokens" in w and "per GPU" in w for w in ws)
+    assert any("clip-higher never acts" in w for w in ws)
+    new = SimpleNamespace(**{**vars(old), "per_device_train_batch_size": 1, "gradient_accumulation_steps": 8,
+                             "steps_per_generation": 32, "vllm_enable_sleep_mode": True})
+    assert check_plan(new, [20_000, 40_000, 60_000], gpu_memory_gib=80, num_gpus=8, sharding="zero3") == []
+    # prompt lengths from the curriculum's manifest (300 and 400 tokens): nothing to warn about
+    assert check_plan(new, curriculum=small_curriculum, gpu_memory_gib=80, num_gpus=8, sharding="zero3") == []
+    # unknown model: planning is skipped, never an error
+    assert check_plan(SimpleNamespace(**{**vars(new), "model": "org/unknown"}), [60_000], gpu_memory_gib=80) == []
+
+
+def test_plan_cli_prints_components_and_json():
+    from train.cli import main
+
+    r = CliRunner().invoke(main, ["plan", "--model", "qwen2.5-7b-instruct", "--prompt-length", "60k",
+                                  "--completion-length", "10000", "--num-gpus", "8", "--sharding", "zero3"])
+    assert r.exit_code == 0, r.output
+    for needle in ("activation checkpoints", "recompute (one layer)", "logits (TRL chunked head)", "vLLM while training",
+                   "57.41 GiB of 80.00: fits", "largest prompt that fits"):
+        assert needle in r.output, needle
+    r = CliRunner().invoke(main, ["plan", "--config", str(ROOT / "train/configs/grpo-gpu-qwen2.5-7b.yaml"),
+                                  "--prompt-length", "20k,60k", "--per-device-train-batch-size", "8", "--json"])
+    reports = json.loads(r.output)
+    assert [x["settings"]["prompt_length"] for x in reports] == [20_000, 60_000]
+    assert reports[1]["settings"]["per_device_train_batch_size"] == 8 and not reports[1]["fits"]
+    r = CliRunner().invoke(main, ["plan", "--model", "nope/nope"])
+    assert r.exit_code != 0 and "cannot plan" in r.output
