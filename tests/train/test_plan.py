@@ -177,3 +177,52 @@ def test_plan_cli_prints_components_and_json():
     assert reports[1]["settings"]["per_device_train_batch_size"] == 8 and not reports[1]["fits"]
     r = CliRunner().invoke(main, ["plan", "--model", "nope/nope"])
     assert r.exit_code != 0 and "cannot plan" in r.output
+
+
+# -- the GPU install (constraints/gpu.txt) ------------------------------------------------------------------
+
+def _check_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_gpu_install", ROOT / "benchmarks" / "check_gpu_install.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_constraints_agree_with_trl_and_the_cpu_pins():
+    import importlib.metadata as md
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    pins = _check_module().constraints(ROOT / "constraints" / "gpu.txt")
+    cpu = _check_module().constraints(ROOT / "constraints" / "cpu.txt")
+    assert pins["torch"] == cpu["torch"]  # one torch for the CPU tests and the GPU install
+    assert pins["trl"] == md.version("trl")  # the TRL the code is tested against
+    trl_vllm = next(Requirement(r) for r in md.requires("trl") if r.startswith("vllm"))
+    assert trl_vllm.specifier.contains(Version(pins["vllm"]))  # TRL supports this vLLM
+    gpu_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    assert not any(Requirement(r).name == "flash-attn" for r in gpu_extra)  # a source build: a separate step
+    assert all(Requirement(r).specifier.contains(Version(pins[Requirement(r).name])) for r in gpu_extra)
+
+
+def test_install_check_finds_disagreements():
+    check = _check_module().check
+
+    def meta(name, version, *requires):
+        return {"metadata": {"name": name, "version": version, "requires_dist": list(requires)}}
+
+    good = {"install": [meta("torch", "2.13.0+cu130"), meta("transformers", "5.24.0"),
+                        meta("vllm", "0.30.0", "torch==2.13.0", "transformers>=5.10.4"),
+                        meta("trl", "1.16.0", "transformers>=4.56.2", 'vllm<=0.31.0,>=0.22.0; extra == "vllm"')]}
+    pins = {"torch": "2.13.0", "vllm": "0.30.0", "transformers": "5.24.0", "trl": "1.16.0"}
+    assert check(good, pins) == []
+    bad = {"install": [meta("torch", "2.12.0"), meta("transformers", "5.24.0"),
+                       meta("vllm", "0.33.0", "torch==2.13.0", "transformers<5.18"), meta("flash-attn", "2.8.0"),
+                       meta("trl", "1.16.0", 'vllm<=0.31.0,>=0.22.0; extra == "vllm"')]}
+    problems = "\n".join(check(bad, pins))
+    for needle in ("torch: would install 2.12.0", "vllm requires torch==2.13.0", "vllm requires transformers<5.18",
+                   "TRL supports vllm<=0.31.0,>=0.22.0", "flash-attn is in the resolution"):
+        assert needle in problems, needle
