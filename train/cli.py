@@ -135,6 +135,8 @@ def verl_config(curriculum: str, out: Path, config_file: str | None, n_gpus_per_
               show_default=True, help="DeepSpeed ZeRO stage, FSDP2, or plain DDP.")
 @click.option("--gpu-memory-gib", type=float, default=80.0, show_default=True, help="Memory of one GPU.")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="[on]")
+@click.option("--activation-offload/--no-activation-offload", default=None,
+              help="Checkpointed activations in host memory (gradient_checkpointing_kwargs offload) [off].")
 @click.option("--attn-implementation", default=None, help="flash_attention_2 [default], sdpa or eager.")
 @click.option("--rollout", type=click.Choice(["vllm-colocate", "vllm-server", "hf"]), default=None,
               help="Where rollouts run [vllm-colocate].")

@@ -178,6 +178,8 @@ class PlanSettings:
         sharding: zero3, zero2, zero1 (DeepSpeed), fsdp (FSDP2 with bf16 compute, fp32 shards) or ddp.
         gpu_memory_gib: memory of one GPU.
         gradient_checkpointing: keep only each layer's input and recompute the rest in backward.
+        activation_offload: keep those layer inputs in pinned host memory instead (transformers >= 5's
+            ``activation_checkpointing_kwargs={"offload": True}``, set in TRL as ``gradient_checkpointing_kwargs``).
         attn_implementation: flash_attention_2, sdpa or eager.
         rollout: vllm-colocate, vllm-server (vLLM on other GPUs) or hf.
         vllm_gpu_memory_utilization: colocated vLLM's share of each GPU.
@@ -197,6 +199,7 @@ class PlanSettings:
     sharding: str = "zero3"
     gpu_memory_gib: float = 80.0
     gradient_checkpointing: bool = True
+    activation_offload: bool = False
     attn_implementation: str = "flash_attention_2"
     rollout: str = "vllm-colocate"
     vllm_gpu_memory_utilization: float = 0.35
@@ -274,12 +277,12 @@ def estimate(shape: ModelShape, s: PlanSettings) -> Estimate:
     - model states: :func:`model_state_bytes`; with beta > 0 a bf16 reference model sharded like the weights;
     - gathered parameters (ZeRO-3, FSDP): the bf16 parameters of the layer being computed and the one
       prefetched, 2 x 2 x max(layer, embedding) parameters (the LM head is gathered whole for TRL's fused head);
-    - activation checkpoints: with gradient checkpointing, each layer's bf16 input: L x b x T x h x 2;
-      without, every layer's full working set (below) is kept instead;
+    - activation checkpoints: with gradient checkpointing, each layer's bf16 input: L x b x T x h x 2 (0 on the
+      GPU when offloaded to host memory); without, every layer's full working set (below) is kept instead;
     - recompute: one layer's working set, b x T x (28 h + 8 kv + 12 I) bytes (see ACT_H, ACT_KV, ACT_I);
     - attention: flash attention stores no score matrix; SDPA builds a boolean b x T x T mask when a batch is
       padded (b > 1); eager attention keeps fp32 scores and probabilities, 10 x heads x b x T^2 bytes per layer;
-    - logits: TRL's chunked log-prob head: one 4096 x min(32768, V) tile (10 bytes an element), the fp32
+    - logits: TRL's chunked log-prob head: one min(4096, b x C) x min(32768, V) tile (10 bytes an element), the fp32
       gradient of the LM head (V x h x 4) and the fp32 and bf16 gradients of the completion's hidden states
       (b x C x h x 6); the (tokens x vocab) logits are never materialised;
     - vLLM while training: ~1 GiB asleep (level 2), else its whole share;
@@ -299,7 +302,7 @@ def estimate(shape: ModelShape, s: PlanSettings) -> Estimate:
     gathered = 2 * 2 * max(shape.layer_params, shape.embedding_params) if s.sharding in ("zero3", "fsdp") else 0.0
     layer_act = b * T * (ACT_H * h + ACT_KV * kv + ACT_I * inter)
     if s.gradient_checkpointing:
-        checkpoints = L * b * T * h * 2
+        checkpoints = 0.0 if s.activation_offload else L * b * T * h * 2
         recompute = layer_act
     else:
         checkpoints = L * layer_act
@@ -309,7 +312,8 @@ def estimate(shape: ModelShape, s: PlanSettings) -> Estimate:
         attention = 10 * shape.num_attention_heads * b * T * T * (1 if s.gradient_checkpointing else L)
     elif s.attn_implementation == "sdpa" and b > 1:
         attention = b * T * T
-    logits = TRL_TOKEN_TILE * min(TRL_VOCAB_TILE, shape.vocab_size) * TILE_BYTES + shape.vocab_size * h * 4 + b * C * h * 6
+    logits = (min(TRL_TOKEN_TILE, b * C) * min(TRL_VOCAB_TILE, shape.vocab_size) * TILE_BYTES
+              + shape.vocab_size * h * 4 + b * C * h * 6)
     runtime = RUNTIME_GIB * GIB
     states = weights + grads + optim + ref
     mem = s.gpu_memory_gib * GIB
@@ -431,8 +435,10 @@ def settings_from_config(config: Any, prompt_length: int, *, num_gpus: int | Non
             if get("use_vllm", rollout == "auto" and _cuda_memory_gib() is not None) else "hf"
     attn = get("attn_implementation", None) or (getattr(config, "model_init_kwargs", None) or {}).get(
         "attn_implementation") or "sdpa"
+    ckpt_kwargs = get("activation_checkpointing_kwargs", None) or get("gradient_checkpointing_kwargs", None) or {}
     return PlanSettings(
         prompt_length=prompt_length, completion_length=int(get("max_completion_length", 256)),
+        activation_offload=bool(isinstance(ckpt_kwargs, dict) and ckpt_kwargs.get("offload", False)),
         per_device_train_batch_size=int(get("per_device_train_batch_size", 8)),
         gradient_accumulation_steps=int(get("gradient_accumulation_steps", 1)),
         num_generations=int(get("num_generations", 8)),
@@ -497,7 +503,7 @@ def check_plan(config: Any, prompt_lengths: list[int] | None = None, *, curricul
 
 PLAN_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "num_generations", "steps_per_generation",
              "num_iterations", "gradient_checkpointing", "attn_implementation", "rollout", "vllm_gpu_memory_utilization",
-             "vllm_enable_sleep_mode", "vllm_tensor_parallel_size", "beta")
+             "vllm_enable_sleep_mode", "vllm_tensor_parallel_size", "beta", "activation_offload")
 
 
 def read_plan_yaml(path: str | Path | None) -> dict[str, Any]:
@@ -523,6 +529,9 @@ def read_plan_yaml(path: str | Path | None) -> dict[str, Any]:
                          ("gradient_checkpointing", False), ("vllm_enable_sleep_mode", False),
                          ("vllm_gpu_memory_utilization", 0.3), ("attn_implementation", "sdpa")):
         data.setdefault(key, default)
+    ckpt_kwargs = data.get("activation_checkpointing_kwargs") or data.get("gradient_checkpointing_kwargs") or {}
+    if isinstance(ckpt_kwargs, dict) and ckpt_kwargs.get("offload"):
+        data.setdefault("activation_offload", True)
     return {k: v for k, v in data.items() if k in (*PLAN_KEYS, "model", "max_completion_length") and v is not None}
 
 

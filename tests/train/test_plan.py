@@ -60,13 +60,15 @@ def test_toy_activation_and_logits_arithmetic():
     T = 10
     assert e.activation_checkpoints == 2 * 1 * T * 4 * 2 == 160
     assert e.recompute == T * (28 * 4 + 8 * 2 + 12 * 8) == 2240
-    assert e.logits == 4096 * 10 * 10 + 10 * 4 * 4 + 4 * 4 * 6
+    assert e.logits == 4 * 10 * 10 + 10 * 4 * 4 + 4 * 4 * 6  # a 4-token x 10-entry tile; the head's fp32 gradient
     assert (e.weights, e.gradients, e.optimizer) == (2 * 388 / 2, 2 * 388 / 2, 12 * 388 / 2)
     assert e.gathered_params == 2 * 2 * 152
     assert e.vllm_training == e.vllm_generation == 0  # vLLM on other GPUs
     assert e.training_peak == 388 + 388 + 2328 + 608 + 160 + 2240 + e.logits + 2 * GIB
     no_ckpt = estimate(TOY, PlanSettings(6, 4, num_gpus=2, gradient_checkpointing=False, rollout="vllm-server"))
     assert no_ckpt.activation_checkpoints == 2 * 2240 and no_ckpt.recompute == 0
+    offload = estimate(TOY, PlanSettings(6, 4, activation_offload=True, rollout="vllm-server"))
+    assert offload.activation_checkpoints == 0 and offload.recompute == 2240
     padded_sdpa = estimate(TOY, PlanSettings(6, 4, per_device_train_batch_size=2, attn_implementation="sdpa",
                                              rollout="vllm-server"))
     assert padded_sdpa.attention == 2 * T * T  # SDPA's boolean mask once a batch has padding
@@ -175,6 +177,8 @@ def test_plan_cli_prints_components_and_json():
     reports = json.loads(r.output)
     assert [x["settings"]["prompt_length"] for x in reports] == [20_000, 60_000]
     assert reports[1]["settings"]["per_device_train_batch_size"] == 8 and not reports[1]["fits"]
+    r = CliRunner().invoke(main, ["plan", "--prompt-length", "60k", "--activation-offload", "--json"])
+    assert json.loads(r.output)[0]["gib"]["activation_checkpoints"] == 0
     r = CliRunner().invoke(main, ["plan", "--model", "nope/nope"])
     assert r.exit_code != 0 and "cannot plan" in r.output
 
