@@ -137,7 +137,7 @@ def verl_config(curriculum: str, out: Path, config_file: str | None, n_gpus_per_
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="[on]")
 @click.option("--activation-offload/--no-activation-offload", default=None,
               help="Checkpointed activations in host memory (gradient_checkpointing_kwargs offload) [off].")
-@click.option("--attn-implementation", default=None, help="flash_attention_2 [default], sdpa or eager.")
+@click.option("--attn-implementation", default=None, help="sdpa [default], flash_attention_2 or eager.")
 @click.option("--rollout", type=click.Choice(["vllm-colocate", "vllm-server", "hf"]), default=None,
               help="Where rollouts run [vllm-colocate].")
 @click.option("--vllm-gpu-memory-utilization", type=float, default=None, help="Colocated vLLM's share [0.35].")

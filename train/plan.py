@@ -200,7 +200,7 @@ class PlanSettings:
     gpu_memory_gib: float = 80.0
     gradient_checkpointing: bool = True
     activation_offload: bool = False
-    attn_implementation: str = "flash_attention_2"
+    attn_implementation: str = "sdpa"
     rollout: str = "vllm-colocate"
     vllm_gpu_memory_utilization: float = 0.35
     vllm_enable_sleep_mode: bool = True
