@@ -239,3 +239,23 @@ def test_every_override_composes_against_verl_091(verl_out):
         manager = resolve_reward_manager_cls(cfg)(cfg, tokenizer=None, compute_score=fn)  # DAPO's, with its checks
         assert type(manager).__name__ == "DAPORewardManager" and manager.max_resp_len == 4096
         assert manager.overlong_buffer_cfg.enable and manager.overlong_buffer_cfg.len == 1024
+
+
+def test_readme_verl_snippet_composes_against_verl_091():
+    import re
+    import shlex
+
+    config_dir = verl_config_dir()
+    if config_dir is None or importlib.util.find_spec("hydra") is None:
+        pytest.skip("verl is not installed (pip install --no-deps verl==0.9.1)")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", readme, re.DOTALL) if "verl.trainer.main_ppo" in b)
+    words = shlex.split(block.replace("\\\n", " ").replace("$PWD", str(ROOT)))
+    overrides = words[words.index("verl.trainer.main_ppo") + 1:]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        cfg = compose(config_name="ppo_trainer", overrides=overrides)
+    assert cfg.reward.custom_reward_function.path == str(ROOT / "train/backends/verl_reward.py")
