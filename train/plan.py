@@ -430,6 +430,8 @@ def settings_from_config(config: Any, prompt_length: int, *, num_gpus: int | Non
         return default if v is None else v
 
     rollout = get("rollout", None)
+    if rollout == "auto" and callable(getattr(config, "resolved_rollout", None)):
+        rollout = config.resolved_rollout()
     if rollout in (None, "auto"):
         rollout = ("vllm-server" if get("vllm_mode", "colocate") == "server" else "vllm-colocate") \
             if get("use_vllm", rollout == "auto" and _cuda_memory_gib() is not None) else "hf"
@@ -446,7 +448,8 @@ def settings_from_config(config: Any, prompt_length: int, *, num_gpus: int | Non
         num_iterations=int(get("num_iterations", 1)),
         num_gpus=num_gpus or int(os.environ.get("WORLD_SIZE", "1")),
         sharding=sharding or _launch_sharding(), gpu_memory_gib=gpu_memory_gib,
-        gradient_checkpointing=bool(get("gradient_checkpointing", False)), attn_implementation=str(attn),
+        gradient_checkpointing=bool(get("activation_checkpointing", False) or get("gradient_checkpointing", False)),
+        attn_implementation=str(attn),
         rollout=rollout, vllm_gpu_memory_utilization=float(get("vllm_gpu_memory_utilization", 0.3)),
         vllm_enable_sleep_mode=bool(get("vllm_enable_sleep_mode", False)),
         vllm_tensor_parallel_size=int(get("vllm_tensor_parallel_size", 1)), beta=float(get("beta", 0.0)),
@@ -491,8 +494,10 @@ def check_plan(config: Any, prompt_lengths: list[int] | None = None, *, curricul
             warnings.append(
                 f"memory plan: prompts of {length:,} tokens + {s.completion_length:,} completion tokens need about "
                 f"{est.peak / GIB:.1f} GiB per GPU (training {est.training_peak / GIB:.1f}, generation "
-                f"{est.generation_peak / GIB:.1f}) but a GPU has {memory:.1f} GiB; the longest prompt that fits with "
-                f"these settings is {best or 0:,} tokens. See `python -m train plan` for the breakdown "
+                f"{est.generation_peak / GIB:.1f}) but a GPU has {memory:.1f} GiB; "
+                + (f"the longest prompt that fits with these settings is {best:,} tokens" if best else
+                   "not even 1,000-token prompts fit with these settings")
+                + ". See `python -m train plan` for the breakdown "
                 f"(per_device_train_batch_size 1, gradient_checkpointing, vllm_enable_sleep_mode, ZeRO-3/FSDP).")
         warnings += [f"memory plan at {length:,} tokens: {n}" for n in est.notes]
     if prompt_lengths:
