@@ -498,7 +498,7 @@ def check_plan(config: Any, prompt_lengths: list[int] | None = None, *, curricul
                 + (f"the longest prompt that fits with these settings is {best:,} tokens" if best else
                    "not even 1,000-token prompts fit with these settings")
                 + ". See `python -m train plan` for the breakdown "
-                f"(per_device_train_batch_size 1, gradient_checkpointing, vllm_enable_sleep_mode, ZeRO-3/FSDP).")
+                "(per_device_train_batch_size 1, gradient_checkpointing, vllm_enable_sleep_mode, ZeRO-3/FSDP).")
         warnings += [f"memory plan at {length:,} tokens: {n}" for n in est.notes]
     if prompt_lengths:
         s = settings_from_config(config, max(prompt_lengths), num_gpus=num_gpus, sharding=sharding, gpu_memory_gib=memory)
