@@ -230,3 +230,21 @@ def test_install_check_finds_disagreements():
     for needle in ("torch: would install 2.12.0", "vllm requires torch==2.13.0", "vllm requires transformers<5.18",
                    "TRL supports vllm<=0.31.0,>=0.22.0", "flash-attn is in the resolution"):
         assert needle in problems, needle
+
+
+def test_train_grpo_warns_before_launching_a_plan_that_cannot_fit(tmp_path, small_curriculum, monkeypatch):
+    import train.plan
+    from train.cli import main
+
+    model = tmp_path / "qwen7b-shape"  # a 7B config.json and no weights: the plan runs, the launch then fails
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+        "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064, "tie_word_embeddings": False}))
+    monkeypatch.setattr(train.plan, "_cuda_memory_gib", lambda: 80.0)  # as on an 80 GB GPU
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = CliRunner().invoke(main, ["grpo", "--curriculum", str(small_curriculum), "--out", str(tmp_path / "rl"),
+                                  "--model", str(model), "--per-device-train-batch-size", "4096", "--rollout", "hf",
+                                  "--max-steps", "1"])
+    assert "warning: memory plan: prompts of 300 tokens" in r.output and "per GPU" in r.output
+    assert r.output.index("warning: memory plan") < r.output.index("cannot load model")
