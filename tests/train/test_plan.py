@@ -248,3 +248,17 @@ def test_train_grpo_warns_before_launching_a_plan_that_cannot_fit(tmp_path, smal
                                   "--max-steps", "1"])
     assert "warning: memory plan: prompts of 300 tokens" in r.output and "per GPU" in r.output
     assert r.output.index("warning: memory plan") < r.output.index("cannot load model")
+
+
+@pytest.mark.slow
+def test_grpo_step_bench_cpu_check_runs():
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grpo_step_bench.py"), "--cpu-check"],
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| 256 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "288" and float(cells[2]) > 0 and float(cells[3]) > 0 and float(cells[7]) > 0
