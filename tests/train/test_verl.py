@@ -259,3 +259,30 @@ def test_readme_verl_snippet_composes_against_verl_091():
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
         cfg = compose(config_name="ppo_trainer", overrides=overrides)
     assert cfg.reward.custom_reward_function.path == str(ROOT / "train/backends/verl_reward.py")
+
+
+def test_the_shipped_gpu_config_gives_a_command_verl_accepts(curriculum_with_eval, tmp_path):
+    import dataclasses
+
+    from train.cli import main
+    from train.config import GRPOPhaseConfig
+
+    if "steps_per_generation" not in {f.name for f in dataclasses.fields(GRPOPhaseConfig)}:
+        pytest.skip("needs the GRPO config built on TRL's GRPOConfig (steps_per_generation and the other TRL keys)")
+    r = CliRunner().invoke(main, ["verl-config", "--curriculum", str(curriculum_with_eval), "--config",
+                                  str(ROOT / "train/configs/grpo-gpu-qwen2.5-7b.yaml"), "--out", str(tmp_path / "v")])
+    assert r.exit_code == 0, r.output  # also on a machine without a GPU (a login node)
+    (cfg1, _) = stage_configs(tmp_path / "v")
+    o = cfg1["overrides"]
+    assert "data.train_batch_size=32" in o and "actor_rollout_ref.actor.ppo_mini_batch_size=8" in o
+    assert "+reward.reward_kwargs.max_resp_len=10000" in o and "+reward.reward_kwargs.overlong_buffer_cfg.len=2000" in o
+    config_dir = verl_config_dir()
+    if config_dir is None:
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        cfg = compose(config_name="ppo_trainer", overrides=o)
+    assert cfg.data.train_batch_size == 32 and cfg.actor_rollout_ref.rollout.n == 8
