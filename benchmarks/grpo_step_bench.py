@@ -1,126 +1,157 @@
-"""Benchmark: GRPO step time and peak GPU memory at long prompt lengths.
+"""Benchmark: the GPU profile's GRPO training micro-step at 20K / 40K / 60K-token prompts, against the planner.
 
-A randomly initialised Qwen2.5-0.5B-shaped policy (preset ``qwen2.5-0.5b-random``), HF rollouts,
-gradient checkpointing, KeyChain prompts at each length from the synthetic source. For each length it
-prints the mean GRPO step time (generation + scoring + loss + backward, TRL's ``step_time``), the peak
-GPU memory, and beside them a baseline measured in the same run on the same sequences: one forward and
-backward pass of the policy, so the ratio shows what generation and GRPO bookkeeping add.
+The shape is the profile's (train/configs/grpo-gpu-qwen2.5-7b.yaml): a Qwen2.5-7B-shaped policy with random
+weights (built from the config numbers, nothing downloaded), one sequence per GPU of prompt + a 10,000-token
+completion, bf16, gradient checkpointing, SDPA attention, and TRL 1.16's fused LM head (log-probs in tiles;
+the (tokens x vocab) logits are never materialised). For each prompt length it measures:
 
-    python benchmarks/grpo_step_bench.py                          # 20k, 40k, 60k on a GPU
-    python benchmarks/grpo_step_bench.py --write-results          # also append to benchmarks/RESULTS.md
-    python benchmarks/grpo_step_bench.py --cpu-check              # tiny model, 1k tokens: checks the script on CPU
+- **GRPO step**: what TRL does per micro-step when a generation batch is reused (steps_per_generation >
+  gradient_accumulation_steps): a no-grad forward for the old log-probs, then the DAPO loss (token-level,
+  clip-higher with epsilon 0.2 / 0.28, advantages +-1) forward and backward;
+- **baseline**: one forward and backward of the plain NLL of the completion through the same fused head (an
+  SFT step on the same tokens), measured in the same run, so the ratio shows what GRPO adds;
+- **peak memory** (``torch.cuda.max_memory_allocated``) beside the planner's estimate for the same
+  single-GPU setting (bf16 weights and gradients, no optimiser states: a 7B AdamW state needs sharding).
+
+Rollouts (vLLM) are not part of it: they run in their own engine and the planner budgets them separately.
+
+    python benchmarks/grpo_step_bench.py                     # 20k, 40k, 60k on one CUDA GPU (80 GB or more)
+    python benchmarks/grpo_step_bench.py --write-results     # also append the table to benchmarks/RESULTS.md
+    python benchmarks/grpo_step_bench.py --cpu-check         # tiny-qwen2 shape, 256 + 32 tokens: checks the script on CPU
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import statistics
-import tempfile
 import time
 from pathlib import Path
 
 
-def make_prompts(length: int, n: int):
-    from collections import Counter
-
-    from datagen.corpus import Corpus
-    from datagen.generators import GENERATORS
-    from datagen.sources import get_source
-
-    corpus = Corpus.from_source(get_source("synthetic", options={"num_triplets": 500}))
-    gen = GENERATORS.get("keychain")(GENERATORS.get("keychain").config_cls(length=length, seed=0), corpus)
-    return [gen.sample(i, Counter()) for i in range(n)]
-
-
-def bench_length(model_path: str, length: int, args) -> dict:
+def build_model(shape_name: str, device: str, dtype, attn: str):
     import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import GRPOConfig
+    from transformers import AutoModelForCausalLM, Qwen2Config
+    from trl.trainer.utils import add_fused_lm_head
 
-    from train.dapo import DynamicSamplingGRPOTrainer
+    from train.plan import resolve_shape
 
-    samples = make_prompts(length, max(2, args.steps))  # one prompt (a group of completions) per step
-    ds = Dataset.from_list([{"prompt": s.prompt, "answers": s.answers} for s in samples])
-    tok = AutoTokenizer.from_pretrained(model_path)
-    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, attn_implementation=args.attn)
+    s = resolve_shape(shape_name)
+    config = Qwen2Config(hidden_size=s.hidden_size, intermediate_size=s.intermediate_size,
+                         num_hidden_layers=s.num_hidden_layers, num_attention_heads=s.num_attention_heads,
+                         num_key_value_heads=s.num_key_value_heads, vocab_size=s.vocab_size,
+                         tie_word_embeddings=s.tie_word_embeddings, max_position_embeddings=131_072,
+                         rope_theta=1_000_000.0, attn_implementation=attn, use_cache=False)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    model.train()
+    add_fused_lm_head(model, temperature=1.0, outputs=("log_probs",))
+    return model, s
 
-    class LengthReward:
-        __name__ = "length"
 
-        def __call__(self, completions, completion_ids, **kw):
-            return [len(c) / 1000 for c in completion_ids]
+def _sync(device: str) -> None:
+    import torch
 
-    with tempfile.TemporaryDirectory() as out:
-        cfg = GRPOConfig(output_dir=out, per_device_train_batch_size=args.num_generations,
-                         num_generations=args.num_generations, max_completion_length=args.max_completion_length,
-                         max_steps=args.steps, logging_steps=1, report_to="none", save_strategy="no",
-                         gradient_checkpointing=True, bf16=args.device == "cuda", beta=0.0, loss_type="dapo",
-                         use_cpu=args.device == "cpu", disable_tqdm=True)
-        if args.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        trainer = DynamicSamplingGRPOTrainer(model=model, reward_funcs=[LengthReward()], args=cfg, train_dataset=ds,
-                                             processing_class=tok, dynamic_sampling_rounds=0)
-        trainer.train()
-        steps = [h["step_time"] for h in trainer.state.log_history if "step_time" in h]
-        peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
+    if device == "cuda":
+        torch.cuda.synchronize()
 
-        # Baseline: one forward + backward over the same number of full sequences.
-        ids = tok.apply_chat_template(samples[0].prompt, add_generation_prompt=True, return_tensors="pt")
-        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
-        ids = torch.cat([ids, ids[:, : args.max_completion_length]], dim=1).repeat(args.num_generations, 1)
-        ids = ids.to(trainer.model.device)
-        trainer.model.train()
+
+def grpo_step(model, ids, labels, completion: int, eps: float = 0.2, eps_high: float = 0.28) -> float:
+    """TRL's DAPO micro-step on one sequence: old log-probs (no grad), then the clipped token-level loss."""
+    import torch
+
+    with torch.no_grad():
+        old = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs[:, -completion:]
+    logps = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs[:, -completion:]
+    adv = torch.where(torch.arange(completion, device=ids.device) % 2 == 0, 1.0, -1.0).unsqueeze(0)
+    ratio = torch.exp(logps - old)
+    per_token = -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps_high) * adv)
+    loss = per_token.mean()
+    loss.backward()
+    return float(loss.detach())
+
+
+def baseline_step(model, ids, labels) -> float:
+    loss = model(input_ids=ids, labels=labels, fused_lm_head=True).loss
+    loss.backward()
+    return float(loss.detach())
+
+
+def bench_length(model, shape, prompt: int, args) -> dict:
+    import torch
+
+    from train.plan import GIB, PlanSettings, estimate
+
+    total = prompt + args.completion_length
+    g = torch.Generator().manual_seed(prompt)
+    ids = torch.randint(0, shape.vocab_size, (1, total), generator=g).to(args.device)
+    labels = ids.clone()
+    labels[:, :prompt] = -100  # only the completion is scored, as in TRL
+    out = {"prompt": prompt, "tokens": total}
+    for name, fn in (("baseline", lambda: baseline_step(model, ids, labels)),
+                     ("grpo", lambda: grpo_step(model, ids, labels, args.completion_length))):
         times = []
-        for _ in range(2):
+        for i in range(args.repeats + 1):  # the first run warms up kernels and the allocator
+            model.zero_grad(set_to_none=False)
             if args.device == "cuda":
-                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            _sync(args.device)
             t0 = time.perf_counter()
-            loss = trainer.model(input_ids=ids, labels=ids).loss
-            loss.backward()
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-            trainer.model.zero_grad(set_to_none=True)
-    return {"length": length, "prompt_tokens": samples[0].prompt_tokens, "step_s": statistics.mean(steps[1:] or steps),
-            "peak_gib": peak, "fwd_bwd_s": min(times)}
+            fn()
+            _sync(args.device)
+            if i:
+                times.append(time.perf_counter() - t0)
+        out[f"{name}_s"] = min(times)
+        out[f"{name}_peak_gib"] = torch.cuda.max_memory_allocated() / GIB if args.device == "cuda" else float("nan")
+    est = estimate(shape, PlanSettings(prompt_length=prompt, completion_length=args.completion_length,
+                                       per_device_train_batch_size=1, num_gpus=1, sharding="ddp",
+                                       gradient_checkpointing=True, attn_implementation=args.attn,
+                                       rollout="vllm-server"))
+    out["plan_gib"] = (est.weights + est.gradients + est.activation_checkpoints + est.recompute + est.attention
+                       + est.logits) / GIB
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="qwen2.5-0.5b-random")
-    ap.add_argument("--lengths", default="20k,40k,60k")
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--num-generations", type=int, default=4)
-    ap.add_argument("--max-completion-length", type=int, default=256)
+    ap.add_argument("--model-shape", default="qwen2.5-7b", help="a planner preset (train/plan.py PLAN_PRESETS)")
+    ap.add_argument("--lengths", default="20k,40k,60k", help="prompt lengths")
+    ap.add_argument("--completion-length", type=int, default=10_000)
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs per length (after one warm-up)")
     ap.add_argument("--attn", default="sdpa", help="sdpa, or flash_attention_2 (needs flash-attn)")
-    ap.add_argument("--cpu-check", action="store_true", help="tiny-qwen2 at 1k tokens on CPU (a check of the script)")
+    ap.add_argument("--cpu-check", action="store_true", help="tiny-qwen2 shape, 256 + 32 tokens on CPU")
     ap.add_argument("--write-results", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = ap.parse_args()
 
     import torch
 
     from datagen.lengths import format_length, parse_lengths
-    from eval.models import materialize_preset
 
     if args.cpu_check:
-        args.preset, args.lengths, args.steps, args.max_completion_length = "tiny-qwen2", "1k", 2, 16
+        args.model_shape, args.lengths, args.completion_length = "tiny-qwen2", "256", 32
     args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cpu" and not args.cpu_check:
         raise SystemExit("no CUDA GPU: this benchmark measures GPU step time and memory; use --cpu-check to check "
                          "the script on CPU")
-    model_path = str(materialize_preset(args.preset))
+    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+    model, shape = build_model(args.model_shape, args.device, dtype, args.attn)
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU"
-    rows = [bench_length(model_path, n, args) for n in parse_lengths(args.lengths)]
-    lines = [f"GRPO step, {args.preset}, HF rollouts, gradient checkpointing, {args.num_generations} completions "
-             f"x {args.max_completion_length} tokens, device: {device_name}", "",
-             "| length | prompt tokens | GRPO step (s) | peak memory (GiB) | fwd+bwd baseline (s) | step / baseline |",
-             "|---|---|---|---|---|---|"]
+    rows = [bench_length(model, shape, n, args) for n in parse_lengths(args.lengths)]
+    lines = [f"GRPO micro-step, {args.model_shape} shape ({shape.params / 1e9:.2f}B, random {str(dtype).removeprefix('torch.')} weights), 1 sequence "
+             f"of prompt + {args.completion_length:,} completion tokens, gradient checkpointing, {args.attn}, TRL "
+             f"fused LM head, no optimiser states; device: {device_name}", "",
+             "| prompt | tokens | GRPO step (s) | baseline fwd+bwd (s) | step / baseline | GRPO peak (GiB) | "
+             "baseline peak (GiB) | planner (GiB) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {format_length(r['length'])} | {r['prompt_tokens']} | {r['step_s']:.2f} | {r['peak_gib']:.1f} | "
-                     f"{r['fwd_bwd_s']:.2f} | {r['step_s'] / r['fwd_bwd_s']:.1f} |")
+        lines.append(f"| {format_length(r['prompt'])} | {r['tokens']:,} | {r['grpo_s']:.2f} | {r['baseline_s']:.2f} | "
+                     f"{r['grpo_s'] / r['baseline_s']:.2f} | {r['grpo_peak_gib']:.1f} | {r['baseline_peak_gib']:.1f} | "
+                     f"{r['plan_gib']:.1f} |")
     print("\n".join(lines))
     if args.write_results:
         path = Path(__file__).parent / "RESULTS.md"

@@ -88,6 +88,11 @@ def grpo(curriculum: str, out: Path, config_file: str | None, resume: bool, back
     config = load_yaml_config(GRPOPhaseConfig, config_file, explicit_options(fields_of(GRPOPhaseConfig, kw)))
     only = [int(x) for x in phases.split(",")] if phases else None
     extra = {"metrics_dir": metrics_dir} if metrics_dir and backend == "trl" else {}
+    if backend == "trl":
+        from train.plan import check_plan
+
+        for warning in check_plan(config, curriculum=curriculum):
+            click.echo(f"warning: {warning}", err=True)
     summary = run_phases(curriculum, out, config, backend=backend, resume=resume, phases=only, **extra)
     for p in summary["phases"]:
         click.echo(f"phase {p['phase']} ({p.get('stage')}): {p.get('steps', '-')} steps -> {p['checkpoint']}")
@@ -110,3 +115,55 @@ def verl_config(curriculum: str, out: Path, config_file: str | None, n_gpus_per_
     summary = run_phases(curriculum, out, config, backend="verl", n_gpus_per_node=n_gpus_per_node, nnodes=nnodes)
     click.echo(json.dumps({"run_all": summary["run_all"], "stages": [p["checkpoint"] for p in summary["phases"]]},
                           indent=2))
+
+
+@main.command()
+@click.option("--model", default=None,
+              help="A folder with config.json, or a preset: qwen2.5-{0.5b,1.5b,7b,14b,32b}[-instruct], tiny-qwen2 "
+                   "[the config's model, else qwen2.5-7b-instruct].")
+@click.option("--prompt-length", default="20k,40k,60k", show_default=True, help="Longest prompt per stage (list).")
+@click.option("--completion-length", default=None, help="max_completion_length [the config's, else 10000].")
+@click.option("--config", "config_file", default=None,
+              help="A GRPO YAML (train/configs/*.yaml); its batch, vLLM and checkpointing keys are read, flags override.")
+@click.option("--per-device-train-batch-size", type=int, default=None, help="Sequences per GPU per micro-step [1].")
+@click.option("--gradient-accumulation-steps", type=int, default=None, help="Micro-steps per optimiser step [8].")
+@click.option("--num-generations", type=int, default=None, help="The GRPO group size [8].")
+@click.option("--steps-per-generation", type=int, default=None, help="Micro-steps per generation batch.")
+@click.option("--num-iterations", type=int, default=None, help="Passes over each generation batch [1].")
+@click.option("--num-gpus", type=int, default=8, show_default=True, help="Training processes, one GPU each.")
+@click.option("--sharding", type=click.Choice(["zero3", "zero2", "zero1", "fsdp", "ddp"]), default="zero3",
+              show_default=True, help="DeepSpeed ZeRO stage, FSDP2, or plain DDP.")
+@click.option("--gpu-memory-gib", type=float, default=80.0, show_default=True, help="Memory of one GPU.")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="[on]")
+@click.option("--activation-offload/--no-activation-offload", default=None,
+              help="Checkpointed activations in host memory (gradient_checkpointing_kwargs offload) [off].")
+@click.option("--attn-implementation", default=None, help="sdpa [default], flash_attention_2 or eager.")
+@click.option("--rollout", type=click.Choice(["vllm-colocate", "vllm-server", "hf"]), default=None,
+              help="Where rollouts run [vllm-colocate].")
+@click.option("--vllm-gpu-memory-utilization", type=float, default=None, help="Colocated vLLM's share [0.35].")
+@click.option("--vllm-enable-sleep-mode/--no-vllm-enable-sleep-mode", default=None, help="[on]")
+@click.option("--vllm-tensor-parallel-size", type=int, default=None, help="GPUs per colocated vLLM [1].")
+@click.option("--beta", type=float, default=None, help="KL coefficient (> 0 adds a reference model) [0].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@friendly_errors
+def plan(model: str | None, prompt_length: str, completion_length: str | None, config_file: str | None, num_gpus: int, sharding: str,
+         gpu_memory_gib: float, as_json: bool, **kw) -> None:
+    """Expected peak GPU memory of a GRPO run, by component, and the largest prompt and batch that fit.
+
+    \b
+    Example:
+      python -m train plan --model qwen2.5-7b-instruct --prompt-length 20k,40k,60k --completion-length 10000 \\
+          --config train/configs/grpo-gpu-qwen2.5-7b.yaml --num-gpus 8 --sharding zero3 --gpu-memory-gib 80
+    """
+    from datagen.lengths import parse_length, parse_lengths
+    from train.plan import format_report, plan_report, plan_settings, read_plan_yaml, resolve_shape
+
+    values = read_plan_yaml(config_file)
+    values.update({k: v for k, v in kw.items() if v is not None})
+    if completion_length is not None:
+        values["max_completion_length"] = parse_length(completion_length)
+    shape = resolve_shape(model or values.get("model") or "qwen2.5-7b-instruct")
+    reports = [plan_report(shape, plan_settings(n, values, num_gpus=num_gpus, sharding=sharding,
+                                                gpu_memory_gib=gpu_memory_gib))
+               for n in parse_lengths(prompt_length)]
+    click.echo(json.dumps(reports, indent=2) if as_json else "\n\n".join(format_report(r) for r in reports))

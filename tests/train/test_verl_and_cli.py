@@ -24,11 +24,11 @@ def test_verl_config_writes_a_runnable_command_per_stage(tmp_path, small_curricu
         "--config", str(cfg), "--num-generations", "8")
     s1 = (out / "stage-1" / "run.sh").read_text()
     s2 = json.loads((out / "stage-2" / "config.json").read_text())
-    for needle in ("recipe.dapo.main_dapo", "actor_rollout_ref.actor.clip_ratio_high=0.28", "algorithm.adv_estimator=grpo",
+    for needle in ("verl.trainer.main_ppo", "actor_rollout_ref.actor.clip_ratio_high=0.28", "algorithm.adv_estimator=grpo",
                    "actor_rollout_ref.actor.loss_agg_mode=token-mean", "actor_rollout_ref.actor.use_kl_loss=False",
-                   "custom_reward_function.name=compute_score", "train/rewards.py", "data.max_prompt_length=300",
+                   "reward.custom_reward_function.name=compute_score", "longmill_reward.py", "data.max_prompt_length=300",
                    "actor_rollout_ref.rollout.n=8", "data.max_response_length=4096", "judge_url=http://j:8001/v1",
-                   "reward_model.overlong_buffer.len=1024", "algorithm.filter_groups.enable=True",
+                   "+reward.reward_kwargs.overlong_buffer_cfg.len=1024", "algorithm.filter_groups.enable=True",
                    "actor_rollout_ref.model.path=Qwen/Qwen2.5-7B-Instruct", "stage-1/part-00000.parquet"):
         assert needle in s1, needle
     # stage 2 starts from stage 1's merged Hugging Face folder

@@ -1,8 +1,21 @@
-"""The verl backend: writes, per stage, a ready-to-run verl DAPO command with settings equivalent to ours.
+"""The verl backend: writes, per stage, a ready-to-run verl 0.9.1 DAPO command with settings equivalent to ours.
 
-It does not run verl (that happens on a Ray cluster). Each ``stage-K/run.sh`` trains on the stage's Parquet
-files with longmill's reward (``custom_reward_function`` -> :func:`train.rewards.compute_score`), then
-merges the last FSDP checkpoint into a Hugging Face folder that the next stage starts from.
+It does not run verl (that happens on a Ray cluster). What it writes, under ``--out``:
+
+- ``longmill_reward.py``: longmill's reward as one stdlib-only file (:mod:`train.backends.verl_reward`), so
+  verl's workers load it by path without longmill installed in verl's environment;
+- ``stage-K/val.parquet``: the held-out rows whose prompts fit stage K (verl would silently drop longer ones);
+- ``stage-K/run.sh`` and ``stage-K/config.json``: ``python3 -m verl.trainer.main_ppo`` (the entry point of
+  the pip-installed verl; DAPO's pieces are built into it: the ``dapo`` reward manager with its overlong
+  buffer, ``algorithm.filter_groups``, asymmetric clipping), then a merge of the last FSDP checkpoint into a
+  Hugging Face folder that the next stage starts from;
+- ``run_all.sh``: the stages in order.
+
+Every override is checked against verl 0.9.1's own Hydra config by ``tests/train/test_verl.py`` (where verl
+is installed). The names follow verl 0.9.1's ``trainer/config/ppo_trainer.yaml``: the reward lives under
+``reward.*`` (``reward.custom_reward_function``, ``reward.reward_manager``, ``reward.reward_kwargs`` for the
+DAPO manager), not the legacy top-level ``custom_reward_function``/``reward_model`` keys, which
+``main_ppo`` no longer reads.
 """
 
 from __future__ import annotations
@@ -12,80 +25,162 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import train.rewards
-from datagen.shards import atomic_write_bytes, atomic_write_json
+import train.backends.verl_reward as verl_reward
+from datagen.errors import LongmillError
+from datagen.shards import atomic_write_bytes, atomic_write_json, write_table_atomic
 from train.backends.base import TRAINER_BACKENDS, StageSpec
-from train.config import GRPOPhaseConfig
 
 log = logging.getLogger(__name__)
 
+VERL_VERSION = "0.9.1"
+ENTRYPOINT = "verl.trainer.main_ppo"
+REWARD_FILE = "longmill_reward.py"
 
-def verl_overrides(cfg: GRPOPhaseConfig, stage: StageSpec, init_checkpoint: str, ckpt_dir: Path,
-                   n_gpus_per_node: int = 8, nnodes: int = 1) -> list[str]:
-    """Hydra overrides for ``recipe.dapo.main_dapo``: our GRPO/DAPO settings in verl's names."""
+
+def _get(cfg: Any, name: str, default: Any) -> Any:
+    v = getattr(cfg, name, default)
+    return default if v is None else v
+
+
+def verl_batch_sizes(cfg: Any, n_gpus: int) -> tuple[int, int]:
+    """(data.train_batch_size, actor.ppo_mini_batch_size), in prompts, equivalent to TRL's batches.
+
+    TRL generates ``per_device_train_batch_size x steps_per_generation x GPUs`` completions at a time and takes
+    an optimiser step every ``per_device_train_batch_size x gradient_accumulation_steps x GPUs`` completions;
+    verl counts prompts (each with ``rollout.n`` completions) for both.
+    """
+    n = int(_get(cfg, "num_generations", 8))
+    per_device = int(_get(cfg, "per_device_train_batch_size", 1))
+    accum = int(_get(cfg, "gradient_accumulation_steps", 1))
+    spg = int(_get(cfg, "steps_per_generation", accum))
+    mini = max(1, per_device * accum * n_gpus // n)
+    train = max(mini, per_device * spg * n_gpus // n)
+    return train - train % mini, mini
+
+
+def verl_overrides(cfg: Any, stage: StageSpec, init_checkpoint: str, ckpt_dir: Path, val_files: list[Path],
+                   reward_path: Path, n_gpus_per_node: int = 8, nnodes: int = 1) -> list[str]:
+    """Hydra overrides for ``python -m verl.trainer.main_ppo`` (verl 0.9.1): our GRPO/DAPO settings in verl's names.
+
+    Args:
+        cfg: the phase settings (longmill's GRPOPhaseConfig; read by attribute).
+        stage: the curriculum stage.
+        init_checkpoint: the model this stage starts from.
+        ckpt_dir: verl's ``trainer.default_local_dir``.
+        val_files: this stage's validation Parquet (rows that fit the stage); empty disables validation.
+        reward_path: the copy of :mod:`train.backends.verl_reward` verl loads.
+        n_gpus_per_node, nnodes: the cluster.
+    """
+    rule = str(_get(cfg, "reward_rule", "em"))
+    if rule not in verl_reward.RULES:
+        raise LongmillError(f"reward_rule {rule!r} has no verl implementation; verl-config supports "
+                            f"{', '.join(verl_reward.RULES)}")
     files = "[" + ",".join(str(f.resolve()) for f in stage.files) + "]"
-    val = "[" + ",".join(str(f.resolve()) for f in stage.eval_files) + "]" if stage.eval_files else files
-    prompt_bsz = max(1, cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * n_gpus_per_node * nnodes
-                     // cfg.num_generations)
-    max_len = stage.max_prompt_length + cfg.max_completion_length
+    val = "[" + ",".join(str(f.resolve()) for f in (val_files or stage.files)) + "]"
+    completion = int(_get(cfg, "max_completion_length", 1024))
+    train_bsz, mini_bsz = verl_batch_sizes(cfg, n_gpus_per_node * nnodes)
+    max_len = stage.max_prompt_length + completion
+    beta = float(_get(cfg, "beta", 0.0))
+    rounds = int(_get(cfg, "dynamic_sampling_rounds", 0))
+    buffer = int(getattr(cfg, "overlong_cache", completion // 4) or 0)
+    loss_type = str(_get(cfg, "loss_type", "dapo"))
     o = [
         f"data.train_files={files}",
         f"data.val_files={val}",
         "data.prompt_key=prompt",
         f"data.max_prompt_length={stage.max_prompt_length}",
-        f"data.max_response_length={cfg.max_completion_length}",
+        f"data.max_response_length={completion}",
         "data.filter_overlong_prompts=True",
         "data.truncation=error",
-        f"data.train_batch_size={prompt_bsz}",
-        f"data.gen_batch_size={prompt_bsz * (1 + max(cfg.dynamic_sampling_rounds, 0))}",
+        f"data.train_batch_size={train_bsz}",
         "algorithm.adv_estimator=grpo",
-        f"algorithm.use_kl_in_reward={cfg.beta > 0}",
-        f"actor_rollout_ref.actor.use_kl_loss={cfg.beta > 0}",
-        f"actor_rollout_ref.actor.kl_loss_coef={cfg.beta}",
-        f"actor_rollout_ref.actor.clip_ratio_low={cfg.epsilon}",
-        f"actor_rollout_ref.actor.clip_ratio_high={cfg.epsilon_high}",
-        "actor_rollout_ref.actor.loss_agg_mode=" + ("token-mean" if cfg.loss_type in ("dapo", "bnpo") else "seq-mean-token-mean"),
-        f"algorithm.filter_groups.enable={cfg.dynamic_sampling_rounds > 0}",
-        "algorithm.filter_groups.metric=score",
-        f"algorithm.filter_groups.max_num_gen_batches={max(cfg.dynamic_sampling_rounds, 0) + 1}",
+        f"algorithm.norm_adv_by_std_in_grpo={_get(cfg, 'scale_rewards', 'group') != 'none'}",
+        "algorithm.use_kl_in_reward=False",
+        f"algorithm.filter_groups.enable={rounds > 0}",
+        "algorithm.filter_groups.metric=acc",  # correctness, not the shaped score (see verl_reward.compute_score)
         f"actor_rollout_ref.model.path={init_checkpoint}",
-        f"actor_rollout_ref.model.enable_gradient_checkpointing={cfg.gradient_checkpointing}",
+        f"actor_rollout_ref.model.enable_gradient_checkpointing={bool(_get(cfg, 'gradient_checkpointing', True))}",
         "actor_rollout_ref.model.use_remove_padding=True",
-        f"actor_rollout_ref.actor.optim.lr={cfg.learning_rate}",
-        f"actor_rollout_ref.actor.ppo_mini_batch_size={prompt_bsz}",
+        f"actor_rollout_ref.actor.optim.lr={_get(cfg, 'learning_rate', 1e-6)}",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={mini_bsz}",
+        f"actor_rollout_ref.actor.ppo_epochs={int(_get(cfg, 'num_iterations', 1))}",
         "actor_rollout_ref.actor.use_dynamic_bsz=True",
         f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={max_len}",
+        f"actor_rollout_ref.actor.use_kl_loss={beta > 0}",
+        f"actor_rollout_ref.actor.kl_loss_coef={beta}",
+        f"actor_rollout_ref.actor.clip_ratio_low={_get(cfg, 'epsilon', 0.2)}",
+        f"actor_rollout_ref.actor.clip_ratio_high={_get(cfg, 'epsilon_high', 0.28)}",
+        "actor_rollout_ref.actor.loss_agg_mode=" + ("token-mean" if loss_type in ("dapo", "bnpo") else "seq-mean-token-mean"),
+        "actor_rollout_ref.ref.log_prob_use_dynamic_bsz=True",
         f"actor_rollout_ref.ref.log_prob_max_token_len_per_gpu={max_len}",
-        f"actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu={max_len}",
         "actor_rollout_ref.rollout.name=vllm",
-        f"actor_rollout_ref.rollout.n={cfg.num_generations}",
-        f"actor_rollout_ref.rollout.temperature={cfg.temperature}",
-        f"actor_rollout_ref.rollout.top_p={cfg.top_p}",
+        f"actor_rollout_ref.rollout.n={int(_get(cfg, 'num_generations', 8))}",
+        f"actor_rollout_ref.rollout.temperature={_get(cfg, 'temperature', 1.0)}",
+        f"actor_rollout_ref.rollout.top_p={_get(cfg, 'top_p', 1.0)}",
+        f"actor_rollout_ref.rollout.max_model_len={max_len}",
         f"actor_rollout_ref.rollout.max_num_batched_tokens={max_len}",
-        f"actor_rollout_ref.rollout.gpu_memory_utilization={max(cfg.vllm_gpu_memory_utilization, 0.6)}",
-        "reward_model.reward_manager=dapo",
-        f"reward_model.overlong_buffer.enable={bool(cfg.overlong_cache)}",
-        f"reward_model.overlong_buffer.len={cfg.overlong_cache}",
-        f"reward_model.overlong_buffer.penalty_factor={cfg.overlong_penalty}",
-        f"custom_reward_function.path={Path(train.rewards.__file__).resolve()}",
-        "custom_reward_function.name=compute_score",
-        f"+custom_reward_function.reward_kwargs.rule={cfg.reward_rule}",
+        f"actor_rollout_ref.rollout.gpu_memory_utilization={max(float(_get(cfg, 'vllm_gpu_memory_utilization', 0.3)), 0.6)}",
+        f"actor_rollout_ref.rollout.tensor_model_parallel_size={int(_get(cfg, 'vllm_tensor_parallel_size', 1))}",
+        "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=True",
+        f"actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu={max_len}",
+        "reward.reward_manager.name=dapo",
+        f"reward.custom_reward_function.path={reward_path}",
+        "reward.custom_reward_function.name=compute_score",
+        f"+reward.custom_reward_function.reward_kwargs.rule={rule}",
+        f"+reward.custom_reward_function.reward_kwargs.max_extra_tokens={int(_get(cfg, 'reward_max_extra_tokens', 2))}",
+        f"+reward.reward_kwargs.max_resp_len={completion}",
+        f"+reward.reward_kwargs.overlong_buffer_cfg.enable={buffer > 0}",
+        f"+reward.reward_kwargs.overlong_buffer_cfg.len={max(buffer, 1)}",
+        f"+reward.reward_kwargs.overlong_buffer_cfg.penalty_factor={_get(cfg, 'overlong_penalty', 1.0)}",
+        "+reward.reward_kwargs.overlong_buffer_cfg.log=True",
         f"trainer.default_local_dir={ckpt_dir}",
         f"trainer.n_gpus_per_node={n_gpus_per_node}",
         f"trainer.nnodes={nnodes}",
         "trainer.total_epochs=1",
-        f"trainer.save_freq={cfg.save_steps}",
+        f"trainer.save_freq={int(_get(cfg, 'save_steps', 50))}",
         "trainer.resume_mode=auto",
-        "trainer.logger=['console']",
+        "trainer.logger=[console]",
+        "trainer.project_name=longmill",
         f"trainer.experiment_name=longmill-{stage.name}",
+        f"trainer.val_before_train={bool(val_files)}",
+        f"trainer.test_freq={int(_get(cfg, 'save_steps', 50)) if val_files else -1}",
     ]
-    if cfg.judge_url:
-        o.append(f"+custom_reward_function.reward_kwargs.judge_url={cfg.judge_url}")
-        if cfg.judge_model:
-            o.append(f"+custom_reward_function.reward_kwargs.judge_model={cfg.judge_model}")
-    if cfg.max_steps > 0:
-        o.append(f"trainer.total_training_steps={cfg.max_steps}")
+    judge_url = _get(cfg, "judge_url", None)
+    if judge_url:
+        o.append(f"+reward.custom_reward_function.reward_kwargs.judge_url={judge_url}")
+        if _get(cfg, "judge_model", None):
+            o.append(f"+reward.custom_reward_function.reward_kwargs.judge_model={cfg.judge_model}")
+    max_steps = int(_get(cfg, "max_steps", -1))
+    if max_steps > 0:
+        o.append(f"trainer.total_training_steps={max_steps}")
     return o
+
+
+def write_stage_eval(stage: StageSpec, out: Path) -> Path | None:
+    """The held-out rows whose prompt fits ``stage`` (``prompt_tokens <= max_prompt_length``), as one Parquet file.
+
+    Returns None when no row fits (the stage then runs without validation).
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    tables = []
+    for f in stage.eval_files:
+        table = pq.read_table(f)
+        if "prompt_tokens" not in table.column_names:
+            raise LongmillError(f"{f}: eval shard has no prompt_tokens column; rebuild the curriculum")
+        tables.append(table.filter(pc.less_equal(table["prompt_tokens"], stage.max_prompt_length)))
+    rows = sum(t.num_rows for t in tables)
+    if not rows:
+        log.warning("%s: no held-out row fits %d prompt tokens; the stage runs without validation",
+                    stage.name, stage.max_prompt_length)
+        return None
+    import pyarrow as pa
+
+    path = out / "val.parquet"
+    write_table_atomic(pa.concat_tables(tables, promote_options="default"), path)
+    log.info("%s: %d held-out rows fit %d prompt tokens -> %s", stage.name, rows, stage.max_prompt_length, path)
+    return path
 
 
 class VerlBackend:
@@ -100,23 +195,30 @@ class VerlBackend:
 
     name = "verl"
 
-    def __init__(self, config: GRPOPhaseConfig, out: str | Path, n_gpus_per_node: int = 8, nnodes: int = 1, **_: Any):
+    def __init__(self, config: Any, out: str | Path, n_gpus_per_node: int = 8, nnodes: int = 1, **_: Any):
         self.config = config
         self.out = Path(out)
         self.n_gpus_per_node = n_gpus_per_node
         self.nnodes = nnodes
         self.scripts: list[Path] = []
+        self.reward_path = (self.out / REWARD_FILE).resolve()
+        atomic_write_bytes(self.reward_path, Path(verl_reward.__file__).read_bytes())
 
     def run_phase(self, stage: StageSpec, init_checkpoint: str) -> str:
         folder = self.out / stage.name
         ckpts = (folder / "checkpoints").resolve()
         merged = (folder / "hf").resolve()
-        overrides = verl_overrides(self.config, stage, init_checkpoint, ckpts, self.n_gpus_per_node, self.nnodes)
+        val = write_stage_eval(stage, folder)
+        val_files = [val.resolve()] if val else []
+        overrides = verl_overrides(self.config, stage, init_checkpoint, ckpts, val_files, self.reward_path,
+                                   self.n_gpus_per_node, self.nnodes)
         lines = ["#!/usr/bin/env bash",
                  f"# longmill phase {stage.index}: {stage.name}, {stage.rows} samples, prompts <= {stage.max_prompt_length} tokens.",
-                 "# Run from a verl checkout (python -m recipe.dapo.main_dapo), on the Ray cluster's head node.",
+                 f"# Needs verl=={VERL_VERSION} (pip install verl=={VERL_VERSION} vllm ...; see the README), on the Ray",
+                 "# cluster's head node. longmill itself need not be installed there: the reward is "
+                 f"{REWARD_FILE}.",
                  "set -euo pipefail",
-                 "python3 -m recipe.dapo.main_dapo \\"]
+                 f"python3 -m {ENTRYPOINT} \\"]
         lines += [f"    {shlex.quote(o)} \\" for o in overrides[:-1]] + [f"    {shlex.quote(overrides[-1])}"]
         lines += ["# Merge the last FSDP checkpoint into a Hugging Face folder for the next stage.",
                   f'last=$(ls -d {shlex.quote(str(ckpts))}/global_step_* | sort -V | tail -n 1)',
@@ -125,9 +227,10 @@ class VerlBackend:
         script = folder / "run.sh"
         atomic_write_bytes(script, "\n".join(lines).encode())
         script.chmod(0o755)
-        atomic_write_json(folder / "config.json", {"stage": stage.name, "entrypoint": "recipe.dapo.main_dapo",
-                                                   "overrides": overrides, "init_checkpoint": init_checkpoint,
-                                                   "next_checkpoint": str(merged)})
+        atomic_write_json(folder / "config.json", {
+            "stage": stage.name, "verl_version": VERL_VERSION, "entrypoint": ENTRYPOINT, "overrides": overrides,
+            "init_checkpoint": init_checkpoint, "next_checkpoint": str(merged), "reward_file": str(self.reward_path),
+            "val_files": [str(v) for v in val_files]})
         self.scripts.append(script)
         return str(merged)
 

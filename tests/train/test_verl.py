@@ -1,0 +1,288 @@
+"""verl 0.9.1 commands: every generated override composed against verl's real Hydra config (where verl is
+installed), per-stage eval sets that fit, and a reward file that verl loads without longmill."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import train.backends.verl_reward as vr
+from curriculum.build import CurriculumConfig, build_curriculum
+from datagen.generators.base import GenConfig
+from datagen.runner import RunConfig, run_generator
+from datagen.sources import get_source
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def curriculum_with_eval(tmp_path_factory):
+    """Two stages (300 and 400 tokens) and held-out rows of both lengths."""
+    root = tmp_path_factory.mktemp("verl-data")
+    src = get_source("synthetic", options={"num_triplets": 60})
+    ins = []
+    for length in (300, 400):
+        run_generator("longqa", GenConfig(length=length, seed=3), src, RunConfig(out=root / f"qa-{length}", num_samples=16))
+        ins.append(root / f"qa-{length}")
+    build_curriculum(ins, root / "curriculum", CurriculumConfig(bins=[300, 400], eval_share=0.3, seed=1))
+    return root / "curriculum"
+
+
+@pytest.fixture(scope="module")
+def verl_out(curriculum_with_eval, tmp_path_factory):
+    from train.cli import main
+
+    out = tmp_path_factory.mktemp("verl-out")
+    cfg = out / "gpu.yaml"
+    cfg.write_text("num_generations: 8\nmax_completion_length: 4096\noverlong_buffer: 1024\n"
+                   "per_device_train_batch_size: 1\ngradient_accumulation_steps: 8\n"
+                   "judge_url: http://127.0.0.1:8001/v1\njudge_model: Qwen/Qwen2.5-1.5B-Instruct\n")
+    r = CliRunner().invoke(main, ["verl-config", "--curriculum", str(curriculum_with_eval), "--model",
+                                  "Qwen/Qwen2.5-7B-Instruct", "--out", str(out / "verl"), "--config", str(cfg)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return out / "verl"
+
+
+def stage_configs(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("stage-*/config.json"))]
+
+
+def test_commands_use_verl_091_names(verl_out):
+    s1, s2 = stage_configs(verl_out)
+    o = s1["overrides"]
+    assert s1["entrypoint"] == "verl.trainer.main_ppo" and "python3 -m verl.trainer.main_ppo" in (verl_out / "stage-1" / "run.sh").read_text()
+    # the reward lives under reward.* (main_ppo ignores the legacy top-level keys)
+    assert not any(x.startswith(("custom_reward_function.", "reward_model.", "+custom_reward_function")) for x in o)
+    assert f"reward.custom_reward_function.path={verl_out.resolve() / 'longmill_reward.py'}" in o
+    for needle in ("reward.reward_manager.name=dapo", "+reward.reward_kwargs.max_resp_len=4096",
+                   "+reward.reward_kwargs.overlong_buffer_cfg.enable=True", "+reward.reward_kwargs.overlong_buffer_cfg.len=1024",
+                   "algorithm.filter_groups.metric=acc", "actor_rollout_ref.actor.clip_ratio_high=0.28",
+                   "actor_rollout_ref.rollout.n=8", "data.max_prompt_length=300", "data.train_batch_size=8",
+                   "actor_rollout_ref.actor.ppo_mini_batch_size=8",
+                   "+reward.custom_reward_function.reward_kwargs.judge_url=http://127.0.0.1:8001/v1"):
+        assert needle in o, needle
+    assert s2["init_checkpoint"].endswith("stage-1/hf") and "data.max_prompt_length=400" in s2["overrides"]
+    for k in (1, 2):
+        assert subprocess.run(["bash", "-n", str(verl_out / f"stage-{k}" / "run.sh")]).returncode == 0
+    assert (verl_out / "longmill_reward.py").read_bytes() == Path(vr.__file__).read_bytes()
+
+
+def test_batch_sizes_count_prompts_as_trl_does():
+    from types import SimpleNamespace
+
+    from train.backends.verl import verl_batch_sizes
+
+    # the GPU profile: 1 x 8 GPUs x 32 micro-steps = 256 completions = 32 prompts per generation; an optimiser
+    # step every 1 x 8 x 8 = 64 completions = 8 prompts: four updates per rollout, as QwenLong-L1 trains
+    profile = SimpleNamespace(num_generations=8, per_device_train_batch_size=1, gradient_accumulation_steps=8,
+                              steps_per_generation=32)
+    assert verl_batch_sizes(profile, 8) == (32, 8)
+    assert verl_batch_sizes(SimpleNamespace(num_generations=8, per_device_train_batch_size=8,
+                                            gradient_accumulation_steps=1, steps_per_generation=None), 2) == (2, 2)
+
+
+def test_each_stage_validates_on_rows_that_fit_it(verl_out, curriculum_with_eval):
+    all_eval = pq.read_table(curriculum_with_eval / "eval").column("prompt_tokens").to_pylist()
+    assert max(all_eval) > 300  # some held-out rows are too long for stage 1
+    for cfg, limit in zip(stage_configs(verl_out), (300, 400), strict=True):
+        (val,) = cfg["val_files"]
+        lengths = pq.read_table(val).column("prompt_tokens").to_pylist()
+        assert lengths and max(lengths) <= limit
+        assert len(lengths) == sum(n <= limit for n in all_eval)
+        assert f"data.val_files=[{val}]" in cfg["overrides"]
+
+
+def test_reward_file_runs_without_longmill(verl_out):
+    code = ("import importlib.util, sys; s = importlib.util.spec_from_file_location('r', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
+            "print(m.compute_score('keychain/x', 'Therefore, the answer is Ed Wood.', ['Ed Wood'], {'question': 'q'})); "
+            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('datagen', 'eval', 'train', 'numpy')))")
+    # -I -S: no site-packages, no PYTHONPATH, no current directory: the standard library only
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(verl_out / "longmill_reward.py")],
+                          capture_output=True, text=True, timeout=60, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["{'score': 1.0, 'acc': 1.0, 'rule': 1.0, 'judge_failed': 0.0}", "[]"]
+
+
+COMPLETIONS = [
+    "<think>it is Paris? no</think>So... Therefore, the answer is **Lyon**.", "Answer: 1912\n",
+    "The answer is \\boxed{42}.", "I am not sure.", "Therefore, the answer is Ed Wood, Tim Burton, Johnny Depp.",
+    "the final answer is: \"The Beatles\".", "**Answer:** _Marie Curie_", "Therefore, the answer is (insert answer here)",
+    "Therefore, the answer is yes. Actually the answer is no", "The answer is \\text{Ed Wood}.", "", "answer: no",
+    "Therefore, the answer is Ed Wood or Tim Burton", "Therefore the answer is the U.S.A.!", "The answer is Café au lait",
+]
+GOLDS = [["Lyon"], ["1912"], ["42"], ["x"], ["Ed Wood"], ["Beatles"], ["Marie Curie"], ["x"], ["no"], ["Edward Wood", "Ed Wood"],
+         ["x"], ["nobody"], ["Ed Wood"], ["usa"], ["café au lait"]]
+
+
+def test_reward_file_agrees_with_longmill():
+    from datagen.prompts import ANSWER_PREFIX
+    from eval.extract import extract_answer
+    from eval.judge import JUDGE_SYSTEM_PROMPT, build_judge_messages, parse_verdict
+    from eval.metrics import exact_match, sub_exact_match
+
+    assert vr.ANSWER_PREFIX == ANSWER_PREFIX and vr.JUDGE_SYSTEM_PROMPT == JUDGE_SYSTEM_PROMPT
+    for text, golds in zip(COMPLETIONS, GOLDS, strict=True):
+        pred = extract_answer(text)
+        assert vr.extract_answer(text) == pred, text
+        assert vr.rule_score("em", pred, golds) == exact_match(pred, golds), text
+        assert vr.rule_score("sub_em", pred, golds) == sub_exact_match(pred, golds), text
+        assert vr.build_judge_messages("Who?  x", pred or "", golds) == build_judge_messages("Who?  x", pred or "", golds)
+    for reply in ["YES", " no. ", "**Yes**", "Verdict: NO", "yes no", "maybe", "", "<think>no</think>yes"]:
+        assert vr.parse_verdict(reply) == parse_verdict(reply)
+    rewards = importlib.import_module("train.rewards")
+    if hasattr(rewards, "bounded_sub_exact_match"):  # the listing-resistant rule, where train.rewards has it
+        assert set(vr.RULES) == set(rewards.RULES)
+        for text, golds in zip(COMPLETIONS, GOLDS, strict=True):
+            pred = extract_answer(text)
+            assert vr.rule_score("bounded_sub_em", pred, golds) == rewards.bounded_sub_exact_match(pred, golds), text
+    with pytest.raises(ValueError, match="unknown reward rule"):
+        vr.rule_score("sub-em", "a", ["a"])
+
+
+class _Judge(BaseHTTPRequestHandler):
+    replies: list[int] = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).replies.append(1)
+        if self.server.fail:  # type: ignore[attr-defined]
+            self.send_response(500)
+            self.end_headers()
+            return
+        verdict = "YES" if "Edward" in body["messages"][1]["content"] else "NO"
+        data = json.dumps({"choices": [{"message": {"content": verdict}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_judge_over_http_with_bounded_failures():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
+    server.fail = False  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        kw = {"judge_url": url, "judge_timeout": 5, "judge_max_retries": 0}
+        assert vr.compute_score("s", "Therefore, the answer is Ed Wood.", ["Edward Wood"], {"question": "q"}, **kw) == \
+            {"score": 1.0, "acc": 1.0, "rule": 0.0, "judge_failed": 0.0}
+        assert vr.compute_score("s", "Therefore, the answer is Tim Burton.", ["Ed Wood"], {"question": "q"}, **kw)["score"] == 0.0
+        server.fail = True  # type: ignore[attr-defined]
+        _Judge.replies.clear()
+        kw |= {"judge_breaker_failures": 2, "judge_breaker_cooldown": 60}
+        results = [vr.compute_score("s", "Therefore, the answer is Ed Wood.", ["Edward Wood"], {"question": "q"}, **kw)
+                   for _ in range(5)]
+        assert all(r["judge_failed"] == 1.0 and r["score"] == 0.0 for r in results)
+        assert len(_Judge.replies) == 2  # the breaker opened after two failures: no more waits on a dead judge
+    finally:
+        server.shutdown()
+        vr._BREAKERS.clear()
+
+
+# -- composition against verl's real config -----------------------------------------------------------------
+
+def verl_config_dir() -> Path | None:
+    spec = importlib.util.find_spec("verl")  # finds the package without importing it (no ray needed)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "trainer" / "config"
+    return path if (path / "ppo_trainer.yaml").exists() else None
+
+
+def test_every_override_composes_against_verl_091(verl_out):
+    config_dir = verl_config_dir()
+    if config_dir is None or importlib.util.find_spec("hydra") is None:
+        pytest.skip("verl is not installed (pip install --no-deps verl==0.9.1; hydra-core comes with dvc)")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        with pytest.raises(Exception, match="overlong_buffer"):  # the keys the old command used are refused
+            compose(config_name="ppo_trainer", overrides=["reward_model.overlong_buffer.len=1024"])
+    for stage_cfg in stage_configs(verl_out):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+            cfg = compose(config_name="ppo_trainer", overrides=stage_cfg["overrides"])
+        assert cfg.reward.custom_reward_function.path == str(verl_out.resolve() / "longmill_reward.py")
+        assert cfg.reward.reward_manager.name == "dapo"
+        assert cfg.reward.reward_kwargs.max_resp_len == cfg.data.max_response_length == 4096
+        assert cfg.reward.reward_kwargs.overlong_buffer_cfg.len == 1024
+        assert cfg.actor_rollout_ref.rollout.prompt_length == cfg.data.max_prompt_length  # interpolated
+        assert cfg.algorithm.filter_groups.enable and cfg.algorithm.filter_groups.metric == "acc"
+        assert list(cfg.data.val_files) == stage_cfg["val_files"]
+        try:  # verl's own checks and reward loading need verl importable (ray, tensordict, ...)
+            from verl.trainer.ppo.reward import get_custom_reward_fn, resolve_reward_manager_cls
+            from verl.utils.config import validate_config
+        except ImportError as e:
+            pytest.skip(f"verl's config composes; its validation needs verl's runtime deps: {e}")
+        validate_config(config=cfg, use_reference_policy=False, use_critic=False)
+        fn = get_custom_reward_fn(cfg)  # verl loads the file by path and binds reward_kwargs
+        assert fn(data_source="keychain/x", solution_str="Therefore, the answer is Ed Wood.", ground_truth=["Ed Wood"],
+                  extra_info={"question": "q"})["acc"] == 1.0
+        manager = resolve_reward_manager_cls(cfg)(cfg, tokenizer=None, compute_score=fn)  # DAPO's, with its checks
+        assert type(manager).__name__ == "DAPORewardManager" and manager.max_resp_len == 4096
+        assert manager.overlong_buffer_cfg.enable and manager.overlong_buffer_cfg.len == 1024
+
+
+def test_readme_verl_snippet_composes_against_verl_091():
+    import re
+    import shlex
+
+    config_dir = verl_config_dir()
+    if config_dir is None or importlib.util.find_spec("hydra") is None:
+        pytest.skip("verl is not installed (pip install --no-deps verl==0.9.1)")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", readme, re.DOTALL) if "verl.trainer.main_ppo" in b)
+    words = shlex.split(block.replace("\\\n", " ").replace("$PWD", str(ROOT)))
+    overrides = words[words.index("verl.trainer.main_ppo") + 1:]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        cfg = compose(config_name="ppo_trainer", overrides=overrides)
+    assert cfg.reward.custom_reward_function.path == str(ROOT / "train/backends/verl_reward.py")
+
+
+def test_the_shipped_gpu_config_gives_a_command_verl_accepts(curriculum_with_eval, tmp_path):
+    import dataclasses
+
+    from train.cli import main
+    from train.config import GRPOPhaseConfig
+
+    if "steps_per_generation" not in {f.name for f in dataclasses.fields(GRPOPhaseConfig)}:
+        pytest.skip("needs the GRPO config built on TRL's GRPOConfig (steps_per_generation and the other TRL keys)")
+    r = CliRunner().invoke(main, ["verl-config", "--curriculum", str(curriculum_with_eval), "--config",
+                                  str(ROOT / "train/configs/grpo-gpu-qwen2.5-7b.yaml"), "--out", str(tmp_path / "v")])
+    assert r.exit_code == 0, r.output  # also on a machine without a GPU (a login node)
+    (cfg1, _) = stage_configs(tmp_path / "v")
+    o = cfg1["overrides"]
+    assert "data.train_batch_size=32" in o and "actor_rollout_ref.actor.ppo_mini_batch_size=8" in o
+    assert "+reward.reward_kwargs.max_resp_len=10000" in o and "+reward.reward_kwargs.overlong_buffer_cfg.len=2000" in o
+    config_dir = verl_config_dir()
+    if config_dir is None:
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        cfg = compose(config_name="ppo_trainer", overrides=o)
+    assert cfg.data.train_batch_size == 32 and cfg.actor_rollout_ref.rollout.n == 8

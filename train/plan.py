@@ -1,0 +1,586 @@
+"""Memory planning for GRPO on GPUs: the expected peak per GPU, by component, before anything is launched.
+
+``python -m train plan`` and :func:`check_plan` (called by ``train grpo``) use one estimate, written out in
+:func:`estimate` and documented with its sources in ``docs/design-notes.md`` ("Memory planning"). It
+models what TRL 1.16's GRPOTrainer holds on one GPU in its two phases:
+
+- **training** (one micro-step: forward, backward, optimiser step): the sharded model states (weights,
+  gradients, AdamW), the gradient-checkpoint inputs of every layer, the recompute working set of one
+  layer, TRL's chunked log-prob head (TRL never materialises the ``(tokens, vocab)`` logits), what vLLM
+  keeps while asleep, and the CUDA/NCCL runtime;
+- **generation** (colocated vLLM): the model states plus vLLM's whole share
+  (``vllm_gpu_memory_utilization`` x GPU memory), and during the weight sync, vLLM's weights plus one
+  gathered parameter.
+
+The estimate is arithmetic on the model's shape (no model is loaded), so it is exact about what it counts
+and approximate about the rest (allocator fragmentation, kernels' workspaces): plan with headroom. It was
+NOT checked against measured GPU peaks yet (see benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from datagen.errors import LongmillError
+
+log = logging.getLogger(__name__)
+
+GIB = 2**30
+SHARDINGS = ("zero3", "zero2", "zero1", "fsdp", "ddp")
+ROLLOUTS = ("vllm-colocate", "vllm-server", "hf")
+
+# TRL 1.16's fused LM head (trl/trainer/utils.py add_fused_lm_head -> trl/kernels/chunked_logprob.py) projects
+# tiles of TOKEN_CHUNK_SIZE tokens x _CHUNKED_LOGPROB_CHUNK_SIZE vocabulary entries at a time.
+TRL_TOKEN_TILE = 4096
+TRL_VOCAB_TILE = 32768
+# Bytes per tile element: the bf16 matmul buffer plus two fp32 temporaries of the tile transform.
+TILE_BYTES = 10
+# Activation bytes per token of one Qwen2/Llama decoder layer in bf16 with flash/SDPA attention, read off
+# transformers' modeling_qwen2 forward: two RMSNorms (fp32 upcast, normalised product, bf16 output: 10 h each),
+# q after RoPE and its rotate_half (4 h) and the attention output (2 h) and q itself (2 h): 28 h; k and v with
+# RoPE: 8 kv; SwiGLU gate, silu(gate), up, product (8 I) plus the transient gradients of gate and up (4 I).
+ACT_H, ACT_KV, ACT_I = 28, 8, 12
+# CUDA context, NCCL buffers and the allocator's slack: a flat assumption per GPU.
+RUNTIME_GIB = 2.0
+# What colocated vLLM still holds on a GPU after ``sleep(level=2)`` (CUDA graphs, its own context).
+VLLM_ASLEEP_GIB = 1.0
+# vLLM's own activations for a prefill chunk (TRL sets max_num_batched_tokens=4096) and its sampler.
+VLLM_WORKSPACE_GIB = 1.0
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The numbers of a decoder-only config.json that memory depends on.
+
+    Args:
+        name: a label.
+        hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads,
+            vocab_size: as in config.json.
+        tie_word_embeddings: the LM head shares the embedding matrix.
+        max_position_embeddings: the native context window.
+        head_dim: per-head width (default hidden_size // num_attention_heads).
+        attention_bias: q, k and v projections have biases (Qwen2 does).
+    """
+
+    name: str
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int
+    tie_word_embeddings: bool = False
+    max_position_embeddings: int = 32768
+    head_dim: int | None = None
+    attention_bias: bool = True
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_key_value_heads * (self.head_dim or self.hidden_size // self.num_attention_heads)
+
+    @property
+    def q_dim(self) -> int:
+        return self.num_attention_heads * (self.head_dim or self.hidden_size // self.num_attention_heads)
+
+    @property
+    def layer_params(self) -> int:
+        h, kv, q = self.hidden_size, self.kv_dim, self.q_dim
+        attn = h * q + 2 * h * kv + q * h + ((q + 2 * kv) if self.attention_bias else 0)
+        return attn + 3 * h * self.intermediate_size + 2 * h
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    @property
+    def params(self) -> int:
+        """Every parameter: embeddings, layers, final norm, and the LM head unless tied."""
+        head = 0 if self.tie_word_embeddings else self.embedding_params
+        return self.embedding_params + head + self.num_hidden_layers * self.layer_params + self.hidden_size
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """bf16 K and V of every layer for one token (vLLM's KV cache)."""
+        return 2 * self.num_hidden_layers * self.kv_dim * 2
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], name: str = "model") -> ModelShape:
+        cfg = cfg.get("text_config", cfg)
+        try:
+            return cls(name=name, hidden_size=int(cfg["hidden_size"]), intermediate_size=int(cfg["intermediate_size"]),
+                       num_hidden_layers=int(cfg["num_hidden_layers"]),
+                       num_attention_heads=int(cfg["num_attention_heads"]),
+                       num_key_value_heads=int(cfg.get("num_key_value_heads") or cfg["num_attention_heads"]),
+                       vocab_size=int(cfg["vocab_size"]), tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+                       max_position_embeddings=int(cfg.get("max_position_embeddings", 32768)),
+                       head_dim=cfg.get("head_dim"),
+                       attention_bias=bool(cfg.get("attention_bias", cfg.get("model_type") == "qwen2")))
+        except KeyError as e:
+            raise LongmillError(f"{name}: config.json has no {e.args[0]!r}; the planner needs a decoder-only "
+                                f"transformer config (hidden_size, intermediate_size, num_hidden_layers, ...)") from e
+
+
+def _qwen25(name: str, h: int, i: int, layers: int, heads: int, kv: int, vocab: int, tie: bool) -> ModelShape:
+    return ModelShape(name, h, i, layers, heads, kv, vocab, tie, 32768)
+
+
+# The published config.json numbers of the Qwen2.5 family (huggingface.co/Qwen/<name>/blob/main/config.json),
+# embedded so that planning needs no download. Instruct models share their base model's shape.
+PLAN_PRESETS: dict[str, ModelShape] = {
+    "qwen2.5-0.5b": _qwen25("qwen2.5-0.5b", 896, 4864, 24, 14, 2, 151936, True),
+    "qwen2.5-1.5b": _qwen25("qwen2.5-1.5b", 1536, 8960, 28, 12, 2, 151936, True),
+    "qwen2.5-7b": _qwen25("qwen2.5-7b", 3584, 18944, 28, 28, 4, 152064, False),
+    "qwen2.5-14b": _qwen25("qwen2.5-14b", 5120, 13824, 48, 40, 8, 152064, False),
+    "qwen2.5-32b": _qwen25("qwen2.5-32b", 5120, 27648, 64, 40, 8, 152064, False),
+}
+for _base in list(PLAN_PRESETS):
+    PLAN_PRESETS[_base + "-instruct"] = replace(PLAN_PRESETS[_base], name=_base + "-instruct")
+
+
+def resolve_shape(model: str) -> ModelShape:
+    """A model's shape from a folder with config.json, a planner preset, a hub id of a preset, or a longmill preset.
+
+    Raises:
+        LongmillError: none of these; the message lists the presets.
+    """
+    path = Path(model)
+    if (path / "config.json").exists():
+        return ModelShape.from_config(json.loads((path / "config.json").read_text()), name=str(path))
+    key = model.lower().rsplit("/", 1)[-1]
+    if key in PLAN_PRESETS:
+        return PLAN_PRESETS[key]
+    from eval.models import PRESETS
+
+    if model in PRESETS:
+        return ModelShape.from_config({**PRESETS.get(model).config, "model_type": "qwen2"}, name=model)
+    raise LongmillError(f"cannot plan for model {model!r}: give a folder with a config.json or one of "
+                        f"{', '.join(sorted(PLAN_PRESETS))}, {', '.join(PRESETS.names())}")
+
+
+@dataclass
+class PlanSettings:
+    """What a GRPO run puts on each GPU.
+
+    Args:
+        prompt_length: tokens of the longest prompt (the stage's bin edge).
+        completion_length: max_completion_length.
+        per_device_train_batch_size: sequences per GPU per micro-step.
+        gradient_accumulation_steps: micro-steps per optimiser step (no memory effect; checked for whole groups).
+        num_generations: the GRPO group size.
+        steps_per_generation: micro-steps per generation batch (TRL's default: gradient_accumulation_steps).
+        num_iterations: optimisation passes over each generation batch.
+        num_gpus: training processes (one GPU each).
+        sharding: zero3, zero2, zero1 (DeepSpeed), fsdp (FSDP2 with bf16 compute, fp32 shards) or ddp.
+        gpu_memory_gib: memory of one GPU.
+        gradient_checkpointing: keep only each layer's input and recompute the rest in backward.
+        activation_offload: keep those layer inputs in pinned host memory instead (transformers >= 5's
+            ``activation_checkpointing_kwargs={"offload": True}``, set in TRL as ``gradient_checkpointing_kwargs``).
+        attn_implementation: flash_attention_2, sdpa or eager.
+        rollout: vllm-colocate, vllm-server (vLLM on other GPUs) or hf.
+        vllm_gpu_memory_utilization: colocated vLLM's share of each GPU.
+        vllm_enable_sleep_mode: vLLM frees its weights and KV cache while the policy trains.
+        vllm_tensor_parallel_size: GPUs one colocated vLLM instance spans.
+        beta: the KL coefficient; above 0 TRL keeps a reference model (sharded like the policy).
+    """
+
+    prompt_length: int
+    completion_length: int
+    per_device_train_batch_size: int = 1
+    gradient_accumulation_steps: int = 8
+    num_generations: int = 8
+    steps_per_generation: int | None = None
+    num_iterations: int = 1
+    num_gpus: int = 8
+    sharding: str = "zero3"
+    gpu_memory_gib: float = 80.0
+    gradient_checkpointing: bool = True
+    activation_offload: bool = False
+    attn_implementation: str = "sdpa"
+    rollout: str = "vllm-colocate"
+    vllm_gpu_memory_utilization: float = 0.35
+    vllm_enable_sleep_mode: bool = True
+    vllm_tensor_parallel_size: int = 1
+    beta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.sharding not in SHARDINGS:
+            raise LongmillError(f"unknown sharding {self.sharding!r}; valid: {', '.join(SHARDINGS)}")
+        if self.rollout not in ROLLOUTS:
+            raise LongmillError(f"unknown rollout {self.rollout!r} for planning; valid: {', '.join(ROLLOUTS)}")
+        if min(self.prompt_length, self.completion_length, self.per_device_train_batch_size, self.num_gpus) < 1:
+            raise LongmillError("prompt_length, completion_length, per_device_train_batch_size and num_gpus must be >= 1")
+
+
+@dataclass
+class Estimate:
+    """Bytes per GPU by component, and the two phases' peaks (see :func:`estimate`)."""
+
+    weights: float
+    gradients: float
+    optimizer: float
+    reference_model: float
+    gathered_params: float
+    activation_checkpoints: float
+    recompute: float
+    attention: float
+    logits: float
+    runtime: float
+    vllm_training: float
+    vllm_generation: float
+    weight_sync: float
+    training_peak: float
+    generation_peak: float
+    peak: float
+    gpu_memory: float
+    vllm_kv_capacity_tokens: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        return self.peak <= self.gpu_memory
+
+    def components_gib(self) -> dict[str, float]:
+        keys = ("weights", "gradients", "optimizer", "reference_model", "gathered_params", "activation_checkpoints",
+                "recompute", "attention", "logits", "runtime", "vllm_training", "vllm_generation", "weight_sync",
+                "training_peak", "generation_peak", "peak", "gpu_memory")
+        return {k: getattr(self, k) / GIB for k in keys}
+
+
+def model_state_bytes(n: int, sharding: str, num_gpus: int) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer) bytes per GPU for ``n`` parameters trained with AdamW in mixed precision.
+
+    DeepSpeed ZeRO (Rajbhandari et al. 2020, section 3): bf16 weights 2n, bf16 gradients 2n, and fp32 master
+    weights, momentum and variance 12n; stage 1 shards the 12n, stage 2 also the gradients, stage 3 also the
+    weights. FSDP2 with bf16 compute keeps fp32 parameter shards (4n), fp32 gradient shards (4n) and AdamW's two
+    fp32 moments (8n), all sharded. DDP holds all 16n on every GPU.
+    """
+    g = num_gpus
+    return {
+        "ddp": (2 * n, 2 * n, 12 * n),
+        "zero1": (2 * n, 2 * n, 12 * n / g),
+        "zero2": (2 * n, 2 * n / g, 12 * n / g),
+        "zero3": (2 * n / g, 2 * n / g, 12 * n / g),
+        "fsdp": (4 * n / g, 4 * n / g, 8 * n / g),
+    }[sharding]
+
+
+def estimate(shape: ModelShape, s: PlanSettings) -> Estimate:
+    """The expected peak memory per GPU of a GRPO run (TRL 1.16, colocated or server vLLM), by component.
+
+    Training phase, one micro-step of b = per_device_train_batch_size sequences of T = prompt + completion tokens:
+
+    - model states: :func:`model_state_bytes`; with beta > 0 a bf16 reference model sharded like the weights;
+    - gathered parameters (ZeRO-3, FSDP): the bf16 parameters of the layer being computed and the one
+      prefetched, 2 x 2 x max(layer, embedding) parameters (the LM head is gathered whole for TRL's fused head);
+    - activation checkpoints: with gradient checkpointing, each layer's bf16 input: L x b x T x h x 2 (0 on the
+      GPU when offloaded to host memory); without, every layer's full working set (below) is kept instead;
+    - recompute: one layer's working set, b x T x (28 h + 8 kv + 12 I) bytes (see ACT_H, ACT_KV, ACT_I);
+    - attention: flash attention stores no score matrix; SDPA builds a boolean b x T x T mask when a batch is
+      padded (b > 1); eager attention keeps fp32 scores and probabilities, 10 x heads x b x T^2 bytes per layer;
+    - logits: TRL's chunked log-prob head: one min(4096, b x C) x min(32768, V) tile (10 bytes an element), the fp32
+      gradient of the LM head (V x h x 4) and the fp32 and bf16 gradients of the completion's hidden states
+      (b x C x h x 6); the (tokens x vocab) logits are never materialised;
+    - vLLM while training: ~1 GiB asleep (level 2), else its whole share;
+    - runtime: 2 GiB (CUDA context, NCCL, allocator slack).
+
+    Generation phase (vllm-colocate): model states + runtime + vLLM's share (utilization x GPU memory); during the
+    weight sync (sleep mode: weights awake, KV cache not yet), model states + vLLM's bf16 weights (2 n / TP) +
+    one gathered parameter.
+    """
+    n = shape.params
+    h, kv, inter = shape.hidden_size, shape.kv_dim, shape.intermediate_size
+    b, T, C, L = s.per_device_train_batch_size, s.prompt_length + s.completion_length, s.completion_length, shape.num_hidden_layers
+    weights, grads, optim = model_state_bytes(n, s.sharding, s.num_gpus)
+    ref = 0.0
+    if s.beta > 0:
+        ref = 2 * n / s.num_gpus if s.sharding in ("zero3", "fsdp") else 2 * n
+    gathered = 2 * 2 * max(shape.layer_params, shape.embedding_params) if s.sharding in ("zero3", "fsdp") else 0.0
+    layer_act = b * T * (ACT_H * h + ACT_KV * kv + ACT_I * inter)
+    if s.gradient_checkpointing:
+        checkpoints = 0.0 if s.activation_offload else L * b * T * h * 2
+        recompute = layer_act
+    else:
+        checkpoints = L * layer_act
+        recompute = 0.0
+    attention = 0.0
+    if s.attn_implementation == "eager":
+        attention = 10 * shape.num_attention_heads * b * T * T * (1 if s.gradient_checkpointing else L)
+    elif s.attn_implementation == "sdpa" and b > 1:
+        attention = b * T * T
+    logits = (min(TRL_TOKEN_TILE, b * C) * min(TRL_VOCAB_TILE, shape.vocab_size) * TILE_BYTES
+              + shape.vocab_size * h * 4 + b * C * h * 6)
+    runtime = RUNTIME_GIB * GIB
+    states = weights + grads + optim + ref
+    mem = s.gpu_memory_gib * GIB
+    vllm_share = s.vllm_gpu_memory_utilization * mem if s.rollout == "vllm-colocate" else 0.0
+    if s.rollout != "vllm-colocate":
+        vllm_training = 0.0
+    elif s.vllm_enable_sleep_mode:
+        vllm_training = VLLM_ASLEEP_GIB * GIB
+    else:
+        vllm_training = vllm_share
+    training_peak = states + gathered + checkpoints + recompute + attention + logits + runtime + vllm_training
+    notes: list[str] = []
+    kv_capacity = 0.0
+    if s.rollout == "vllm-colocate":
+        vllm_weights = 2 * n / s.vllm_tensor_parallel_size
+        one_param = 2 * max(shape.embedding_params, h * inter)
+        weight_sync = states + runtime + (vllm_weights if s.vllm_enable_sleep_mode else vllm_share) + one_param
+        generation_peak = max(states + runtime + vllm_share, weight_sync)
+        kv_room = vllm_share - vllm_weights - VLLM_WORKSPACE_GIB * GIB
+        kv_capacity = max(kv_room, 0.0) * s.vllm_tensor_parallel_size / shape.kv_bytes_per_token
+        if kv_capacity < T:
+            notes.append(f"vLLM's share ({s.vllm_gpu_memory_utilization:.2f} x {s.gpu_memory_gib:g} GiB) leaves KV cache "
+                         f"for {int(kv_capacity):,} tokens, less than one sequence of {T:,}: raise "
+                         f"vllm_gpu_memory_utilization or vllm_tensor_parallel_size")
+    else:
+        weight_sync = 0.0
+        generation_peak = states + runtime
+        if s.rollout == "hf":
+            notes.append("hf rollouts: HF generate's KV cache is not modelled; use vLLM on GPUs")
+    if not s.gradient_checkpointing and T >= 8192:
+        notes.append("gradient_checkpointing is off: every layer's activations stay in memory")
+    if s.attn_implementation == "eager":
+        notes.append("eager attention materialises T x T scores; use flash_attention_2 (or sdpa)")
+    peak = max(training_peak, generation_peak)
+    return Estimate(weights, grads, optim, ref, gathered, checkpoints, recompute, attention, logits, runtime,
+                    vllm_training, vllm_share, weight_sync, training_peak, generation_peak, peak, mem, kv_capacity, notes)
+
+
+def largest_fitting(shape: ModelShape, s: PlanSettings, name: str, lo: int = 1, hi: int = 1 << 24,
+                    step: int = 1) -> int | None:
+    """The largest value of setting ``name`` (an int, multiple of ``step``) that fits; None if even ``lo`` does not."""
+    def fits(v: int) -> bool:
+        return estimate(shape, replace(s, **{name: v * step})).fits
+
+    lo_units, hi_units = max(1, lo // step), hi // step
+    if not fits(lo_units):
+        return None
+    while lo_units < hi_units:  # memory grows with each of these settings, so bisection finds the edge
+        mid = (lo_units + hi_units + 1) // 2
+        if fits(mid):
+            lo_units = mid
+        else:
+            hi_units = mid - 1
+    return lo_units * step
+
+
+def batch_warnings(s: PlanSettings) -> list[str]:
+    """TRL's batch rules and what clip-higher needs, as warnings."""
+    out = []
+    spg = s.steps_per_generation or s.gradient_accumulation_steps
+    gen_batch = s.per_device_train_batch_size * s.num_gpus * spg
+    if gen_batch % s.num_generations:
+        out.append(f"the generation batch ({s.per_device_train_batch_size} x {s.num_gpus} GPUs x steps_per_generation "
+                   f"{spg} = {gen_batch}) is not a multiple of num_generations ({s.num_generations}); TRL refuses it")
+    step_batch = s.per_device_train_batch_size * s.num_gpus * s.gradient_accumulation_steps
+    if step_batch % s.num_generations:
+        out.append(f"an optimiser step holds {step_batch} completions, not whole groups of {s.num_generations}")
+    if spg <= s.gradient_accumulation_steps and s.num_iterations <= 1:
+        out.append("one optimiser step per generation batch (steps_per_generation <= gradient_accumulation_steps, "
+                   "num_iterations 1): the importance ratio stays 1 and clip-higher never acts")
+    return out
+
+
+def plan_report(shape: ModelShape, s: PlanSettings) -> dict[str, Any]:
+    """The estimate, the largest prompt length and batch that fit, and the warnings, as one JSON-able dict."""
+    est = estimate(shape, s)
+    return {
+        "model": shape.name, "params": shape.params, "settings": asdict(s),
+        "gib": {k: round(v, 2) for k, v in est.components_gib().items()}, "fits": est.fits,
+        "largest_prompt_length": largest_fitting(shape, s, "prompt_length", lo=1000, hi=4_000_000, step=1000),
+        "largest_per_device_train_batch_size": largest_fitting(shape, s, "per_device_train_batch_size", hi=4096),
+        "vllm_kv_capacity_tokens": int(est.vllm_kv_capacity_tokens),
+        "warnings": est.notes + batch_warnings(s),
+    }
+
+
+# -- the check before launching ----------------------------------------------------------------------------
+
+def _launch_sharding() -> str:
+    """The sharding ``accelerate launch`` set up for this process (its environment variables), else ddp."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        return {"1": "zero1", "2": "zero2", "3": "zero3"}.get(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3"), "ddp")
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        return "fsdp"
+    return "ddp"
+
+
+def _cuda_memory_gib() -> float | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_properties(0).total_memory / GIB
+    except Exception:  # noqa: BLE001 - planning must never stop a run
+        return None
+    return None
+
+
+def settings_from_config(config: Any, prompt_length: int, *, num_gpus: int | None = None, sharding: str | None = None,
+                         gpu_memory_gib: float = 80.0) -> PlanSettings:
+    """PlanSettings from a GRPO config object (longmill's, or TRL's GRPOConfig): read by attribute name."""
+    def get(name: str, default: Any) -> Any:
+        v = getattr(config, name, default)
+        return default if v is None else v
+
+    rollout = get("rollout", None)
+    if rollout == "auto" and callable(getattr(config, "resolved_rollout", None)):
+        rollout = config.resolved_rollout()
+    if rollout in (None, "auto"):
+        rollout = ("vllm-server" if get("vllm_mode", "colocate") == "server" else "vllm-colocate") \
+            if get("use_vllm", rollout == "auto" and _cuda_memory_gib() is not None) else "hf"
+    attn = get("attn_implementation", None) or (getattr(config, "model_init_kwargs", None) or {}).get(
+        "attn_implementation") or "sdpa"
+    ckpt_kwargs = get("activation_checkpointing_kwargs", None) or get("gradient_checkpointing_kwargs", None) or {}
+    return PlanSettings(
+        prompt_length=prompt_length, completion_length=int(get("max_completion_length", 256)),
+        activation_offload=bool(isinstance(ckpt_kwargs, dict) and ckpt_kwargs.get("offload", False)),
+        per_device_train_batch_size=int(get("per_device_train_batch_size", 8)),
+        gradient_accumulation_steps=int(get("gradient_accumulation_steps", 1)),
+        num_generations=int(get("num_generations", 8)),
+        steps_per_generation=getattr(config, "steps_per_generation", None),
+        num_iterations=int(get("num_iterations", 1)),
+        num_gpus=num_gpus or int(os.environ.get("WORLD_SIZE", "1")),
+        sharding=sharding or _launch_sharding(), gpu_memory_gib=gpu_memory_gib,
+        gradient_checkpointing=bool(get("activation_checkpointing", False) or get("gradient_checkpointing", False)),
+        attn_implementation=str(attn),
+        rollout=rollout, vllm_gpu_memory_utilization=float(get("vllm_gpu_memory_utilization", 0.3)),
+        vllm_enable_sleep_mode=bool(get("vllm_enable_sleep_mode", False)),
+        vllm_tensor_parallel_size=int(get("vllm_tensor_parallel_size", 1)), beta=float(get("beta", 0.0)),
+    )
+
+
+def check_plan(config: Any, prompt_lengths: list[int] | None = None, *, curriculum: str | Path | None = None,
+               gpu_memory_gib: float | None = None, num_gpus: int | None = None,
+               sharding: str | None = None) -> list[str]:
+    """Warnings for a GRPO run that is not expected to fit its GPUs (empty when it fits or cannot be planned).
+
+    Called by ``python -m train grpo`` before it launches. GPU memory, the number of processes and the sharding
+    come from the running process (CUDA, ``WORLD_SIZE``, ``accelerate launch``'s environment) unless given;
+    without a CUDA GPU and no ``gpu_memory_gib`` there is nothing to check. Prompt lengths come from
+    ``prompt_lengths`` or the curriculum's manifest (each stage's ``max_prompt_length``).
+
+    Args:
+        config: a GRPO config (longmill's GRPOPhaseConfig or TRL's GRPOConfig).
+        prompt_lengths: the stages' longest prompts.
+        curriculum: a curriculum folder, read when ``prompt_lengths`` is None.
+        gpu_memory_gib, num_gpus, sharding: override what is detected.
+    """
+    memory = gpu_memory_gib or _cuda_memory_gib()
+    if memory is None:
+        return []
+    if prompt_lengths is None and curriculum is not None:
+        from train.backends.base import load_manifest
+
+        prompt_lengths = [int(st["max_prompt_length"]) for st in load_manifest(curriculum)["stages"]]
+    model = str(getattr(config, "model", None) or getattr(config, "model_name_or_path", "") or "")
+    try:
+        shape = resolve_shape(model)
+    except LongmillError as e:
+        log.info("memory plan skipped: %s", e)
+        return []
+    warnings: list[str] = []
+    for length in sorted(set(prompt_lengths or [])):
+        s = settings_from_config(config, length, num_gpus=num_gpus, sharding=sharding, gpu_memory_gib=memory)
+        est = estimate(shape, s)
+        if not est.fits:
+            best = largest_fitting(shape, s, "prompt_length", lo=1000, hi=4_000_000, step=1000)
+            warnings.append(
+                f"memory plan: prompts of {length:,} tokens + {s.completion_length:,} completion tokens need about "
+                f"{est.peak / GIB:.1f} GiB per GPU (training {est.training_peak / GIB:.1f}, generation "
+                f"{est.generation_peak / GIB:.1f}) but a GPU has {memory:.1f} GiB; "
+                + (f"the longest prompt that fits with these settings is {best:,} tokens" if best else
+                   "not even 1,000-token prompts fit with these settings")
+                + ". See `python -m train plan` for the breakdown "
+                "(per_device_train_batch_size 1, gradient_checkpointing, vllm_enable_sleep_mode, ZeRO-3/FSDP).")
+        warnings += [f"memory plan at {length:,} tokens: {n}" for n in est.notes]
+    if prompt_lengths:
+        s = settings_from_config(config, max(prompt_lengths), num_gpus=num_gpus, sharding=sharding, gpu_memory_gib=memory)
+        warnings += [f"batch plan: {w}" for w in batch_warnings(s)]
+    return warnings
+
+
+PLAN_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "num_generations", "steps_per_generation",
+             "num_iterations", "gradient_checkpointing", "attn_implementation", "rollout", "vllm_gpu_memory_utilization",
+             "vllm_enable_sleep_mode", "vllm_tensor_parallel_size", "beta", "activation_offload")
+
+
+def read_plan_yaml(path: str | Path | None) -> dict[str, Any]:
+    """The keys of a GRPO YAML config that the plan uses (others are ignored here; ``train grpo`` checks them)."""
+    if not path:
+        return {}
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise LongmillError(f"{p}: no such config file")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise LongmillError(f"{p}: a config file must be a YAML mapping of option: value")
+    if data.get("use_vllm") is False:
+        data.setdefault("rollout", "hf")
+    elif data.get("vllm_mode") in ("server", "colocate"):
+        data.setdefault("rollout", f"vllm-{data['vllm_mode']}")
+    if data.get("rollout") == "auto":
+        data["rollout"] = "vllm-colocate"
+    # Keys the file leaves out take longmill's and TRL's defaults, not the planner's (the GPU profile's).
+    for key, default in (("per_device_train_batch_size", 8), ("gradient_accumulation_steps", 1),
+                         ("gradient_checkpointing", False), ("vllm_enable_sleep_mode", False),
+                         ("vllm_gpu_memory_utilization", 0.3), ("attn_implementation", "sdpa")):
+        data.setdefault(key, default)
+    ckpt_kwargs = data.get("activation_checkpointing_kwargs") or data.get("gradient_checkpointing_kwargs") or {}
+    if isinstance(ckpt_kwargs, dict) and ckpt_kwargs.get("offload"):
+        data.setdefault("activation_offload", True)
+    return {k: v for k, v in data.items() if k in (*PLAN_KEYS, "model", "max_completion_length") and v is not None}
+
+
+def plan_settings(prompt_length: int, values: dict[str, Any], *, num_gpus: int = 8, sharding: str = "zero3",
+                  gpu_memory_gib: float = 80.0) -> PlanSettings:
+    """PlanSettings from config keys (:data:`PLAN_KEYS` and ``max_completion_length``); missing keys keep the
+    GPU profile's defaults (one sequence per GPU, checkpointing, colocated vLLM asleep while training)."""
+    kw = {k: values[k] for k in PLAN_KEYS if values.get(k) is not None}
+    return PlanSettings(prompt_length=prompt_length, completion_length=int(values.get("max_completion_length") or 10000),
+                        num_gpus=num_gpus, sharding=sharding, gpu_memory_gib=gpu_memory_gib, **kw)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A plain-text table of one :func:`plan_report` (for the CLI)."""
+    g, s = report["gib"], report["settings"]
+    rows = [("weights", g["weights"]), ("gradients", g["gradients"]), ("optimizer (AdamW fp32)", g["optimizer"]),
+            ("reference model", g["reference_model"]), ("gathered parameters", g["gathered_params"]),
+            ("activation checkpoints", g["activation_checkpoints"]), ("recompute (one layer)", g["recompute"]),
+            ("attention scores/mask", g["attention"]), ("logits (TRL chunked head)", g["logits"]),
+            ("runtime (CUDA, NCCL)", g["runtime"]), ("vLLM while training", g["vllm_training"])]
+    lines = [f"{report['model']} ({report['params'] / 1e9:.2f}B parameters), prompt {s['prompt_length']:,} + "
+             f"completion {s['completion_length']:,} tokens, {s['per_device_train_batch_size']} per GPU, "
+             f"{s['num_gpus']} GPUs, {s['sharding']}, {s['rollout']}"
+             + (f" (utilization {s['vllm_gpu_memory_utilization']}, sleep {'on' if s['vllm_enable_sleep_mode'] else 'off'})"
+                if s["rollout"] == "vllm-colocate" else "")]
+    lines += [f"  {k:<28} {v:8.2f} GiB" for k, v in rows]
+    lines += [f"  {'= training peak':<28} {g['training_peak']:8.2f} GiB",
+              f"  {'generation peak':<28} {g['generation_peak']:8.2f} GiB  (vLLM share {g['vllm_generation']:.2f}, "
+              f"weight sync {g['weight_sync']:.2f})",
+              f"  {'PEAK per GPU':<28} {g['peak']:8.2f} GiB of {g['gpu_memory']:.2f}: "
+              + ("fits" if report["fits"] else "DOES NOT FIT"),
+              f"  largest prompt that fits: {report['largest_prompt_length'] or 0:,} tokens; largest "
+              f"per_device_train_batch_size at this length: {report['largest_per_device_train_batch_size'] or 0}"]
+    if report["settings"]["rollout"] == "vllm-colocate":
+        lines.append(f"  vLLM KV cache room: {report['vllm_kv_capacity_tokens']:,} tokens")
+    lines += [f"  warning: {w}" for w in report["warnings"]]
+    return "\n".join(lines)
+
+
+def gib(x: float) -> float:
+    """Bytes to GiB (for tests and reports)."""
+    return x / GIB
+
+
+__all__ = ["PLAN_PRESETS", "Estimate", "ModelShape", "PlanSettings", "batch_warnings", "check_plan", "estimate",
+           "format_report", "largest_fitting", "plan_settings", "read_plan_yaml", "model_state_bytes", "plan_report", "resolve_shape",
+           "settings_from_config"]
