@@ -122,13 +122,12 @@ def _generator_command(name: str) -> click.Command:
     @friendly_errors
     def command(source, input_, source_opts, mapping, limit, stats_out, out, **kw):
         length = str(raw_value("length", kw["length"])).strip()
-        if out is None:
-            out = Path("data") / f"{name}-{length}"
-            click.echo(f"no --out given: writing to {out}", err=True)
-        run = RunConfig(out=out, **fields_of(RunConfig, kw))
+        run = RunConfig(out=out or Path("data") / f"{name}-{length}", **fields_of(RunConfig, kw))
         config = cfg_cls(**fields_of(cfg_cls, kw))
         check_seed(config.seed)
         src = make_source(source, input_, source_opts, mapping, limit, run.strict)
+        if out is None:
+            click.echo(f"no --out given: writing to {run.out}", err=True)
         total = sum(len(run.part_range(p)) for p in run.my_parts())
         with progress_bar(total, f"{name} {length}") as bar:
             stats = run_generator(name, config, src, run, progress=bar.update)

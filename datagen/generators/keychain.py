@@ -17,6 +17,7 @@ from datagen.errors import LongmillError, SourceTooSmallError
 from datagen.generators.base import GENERATORS, GenConfig, Generator
 from datagen.generators.fit import inline_pair, loose_pair
 from datagen.prompts import keychain_pieces
+from datagen.registry import did_you_mean
 from datagen.rng import rng_uuid
 from datagen.schema import Chain, Sample, Triplet
 
@@ -91,7 +92,8 @@ class KeyChainConfig(GenConfig):
         if self.num_chains < 1:
             raise LongmillError(f"num_chains must be >= 1, got {self.num_chains}")
         if self.uuid_format not in UUID_FORMATS:
-            raise LongmillError(f"uuid_format must be one of {', '.join(UUID_FORMATS)}, got {self.uuid_format!r}")
+            raise LongmillError(f"uuid_format must be one of {', '.join(UUID_FORMATS)}, got {self.uuid_format!r}"
+                                f"{did_you_mean(self.uuid_format, list(UUID_FORMATS))}")
 
 
 @GENERATORS.register("keychain")
