@@ -243,7 +243,11 @@ def friendly_errors(fn: Callable) -> Callable:
             if not isinstance(e, yaml.YAMLError):
                 raise
             mark = getattr(e, "problem_mark", None)
-            where = f"{mark.name}, line {mark.line + 1}" if mark is not None else "a YAML file"
+            name = getattr(mark, "name", "") or ""
+            if name.startswith("<"):  # parsed from a string: name the --config file the command was given
+                ctx = click.get_current_context(silent=True)
+                name = str((ctx.params.get("config_file") or ctx.params.get("config")) if ctx else "") or "the YAML file"
+            where = f"{name}, line {mark.line + 1}" if mark is not None else name or "the YAML file"
             message = f"{where}: not valid YAML ({getattr(e, 'problem', None) or e}); fix the file's syntax"
         click.secho(f"error: {message}", fg="red", err=True)
         sys.exit(2)
