@@ -61,6 +61,11 @@ def make_source(source: str, input_: str | None, source_opts: tuple[str, ...], m
     if limit is not None and limit < 1:
         raise LongmillError(f"--limit must be a positive number of triplets, got {limit}; leave it out to read all")
     options: dict[str, Any] = parse_kv(source_opts, "--source-opt")
+    if "seed" in options:  # a source's own seed (synthetic) must be checked before it reaches numpy
+        try:
+            check_seed(int(options["seed"]), "--source-opt seed")
+        except ValueError:
+            raise LongmillError(f"--source-opt seed must be a whole number >= 0, got {options['seed']!r}") from None
     if mapping:
         options["map"] = parse_kv(mapping, "--map")
     return get_source(source, input_, strict=strict, limit=limit, options=options)

@@ -67,7 +67,9 @@ class RunConfig:
             raise LongmillError(f"--num-samples must be positive, got {self.num_samples}")
         if self.rows_per_part <= 0:
             raise LongmillError(f"--rows-per-part must be positive, got {self.rows_per_part}")
-        if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
+        if self.num_shards < 1:
+            raise LongmillError(f"--num-shards must be >= 1, got {self.num_shards}")
+        if not 0 <= self.shard_index < self.num_shards:
             raise LongmillError(
                 f"--shard-index must be in [0, {self.num_shards}) with --num-shards {self.num_shards}, "
                 f"got {self.shard_index}"

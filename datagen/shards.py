@@ -257,7 +257,8 @@ def check_not_own_input(out: str | Path, inputs: Iterable[str | Path | None]) ->
             continue
         for p in _input_paths(inp):
             i = p.resolve()
-            if o == i or o in i.parents or (i in o.parents and i.is_dir()):
+            # Inside an input folder only as its direct child: readers take a folder of artifact folders.
+            if o == i or o in i.parents or (o.parent == i and i.is_dir()):
                 how = "is" if o == i else "contains" if o in i.parents else "lies inside"
                 raise LongmillError(
                     f"--out {out} {how} the input {inp}; writing into one's own input would destroy or mix it; "

@@ -295,11 +295,20 @@ def fit_prompt(
         target = length - margin if measured > length else lo + margin
         try:
             _correct(plan, target - measured, candidates, tokenizer)
-        except _NothingToRemove as e:
-            raise LengthBudgetError(
-                f"length {length} is too small with tokenizer {tokenizer.name} and its chat template: with no "
-                f"distractor left to remove the prompt is still {e.over} tokens over; use a larger --length (at "
-                f"least {length + e.over + margin})"
+        except _NothingToRemove:
+            # Measure what cannot shrink (instructions, pairs, gold documents, the template) to say what works.
+            docs, gold_pos = _order(plan, rng, depth)
+            places = _place_pairs(docs, len(pairs), rng, counter)
+            floor = tokenizer.count_messages(messages_for(
+                _render(head, tail, docs, gold_pos, pairs, places, counter)[0]))
+            if floor > length:
+                raise LengthBudgetError(
+                    f"length {length} is too small with tokenizer {tokenizer.name} and its chat template: with no "
+                    f"distractor left the prompt still takes {floor} tokens; use a larger --length (at least {floor})"
+                ) from None
+            raise LengthFitError(
+                f"could not fit the prompt into [{lo}, {length}] tokens with tokenizer {tokenizer.name}: its counts "
+                f"do not add up over the pieces (measured {measured}); try a larger --tolerance"
             ) from None
         docs, gold_pos = _order(plan, rng, depth)
         places = _place_pairs(docs, len(pairs), rng, counter)
@@ -378,8 +387,7 @@ def _add_filler(plan: _Plan, doc: Document, budget: int, tokenizer: Tokenizer) -
 
 
 class _NothingToRemove(Exception):
-    def __init__(self, over: int):
-        self.over = over
+    """The prompt is still over budget with every distractor removed (``fit_prompt`` says what length works)."""
 
 
 def _correct(plan: _Plan, delta: int, candidates: Iterator[Document], tokenizer: Tokenizer) -> None:
@@ -388,7 +396,7 @@ def _correct(plan: _Plan, delta: int, candidates: Iterator[Document], tokenizer:
         need = -delta
         while need > 0:
             if not plan.extra:  # the caller turns this into the length that works
-                raise _NothingToRemove(need)
+                raise _NothingToRemove
             doc, c = plan.pop()
             if c > need:  # put back a shorter version of what was removed
                 _add_filler(plan, doc, plan.cost + c - need, tokenizer)

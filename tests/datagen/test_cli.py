@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
@@ -250,10 +249,41 @@ def test_a_full_disk_during_the_run_is_a_one_line_error(tmp_path):
 
 
 def test_no_distractor_left_to_remove_names_the_length_that_works():
-    from datagen.errors import LengthBudgetError
-    from datagen.generators import fit
+    """A chat template that costs more than the fitter predicts (here it echoes the user message) at a small
+    length: the error says the smallest length the prompt could take, not only that nothing is left to remove."""
+    import re
 
-    with pytest.raises(fit._NothingToRemove) as e:
-        fit._correct(SimpleNamespace(extra=[]), -40, iter(()), None)
-    assert e.value.over == 40
-    assert issubclass(LengthBudgetError, Exception)
+    import numpy as np
+
+    from datagen.errors import LengthBudgetError
+    from datagen.generators.fit import DocCounter, fit_prompt
+    from datagen.prompts import DOC_TEMPLATES
+    from datagen.tokenizers import Tokenizer, get_tokenizer
+
+    from .conftest import toy_triplets
+
+    class EchoTemplate(Tokenizer):
+        name, chat_template, additive = "echo", "echo", False
+
+        def __init__(self):
+            self.inner = get_tokenizer("qwen2.5")
+
+        def encode(self, text):
+            return self.inner.encode(text)
+
+        def decode(self, ids):
+            return self.inner.decode(ids)
+
+        def render(self, messages, add_generation_prompt=True):
+            return self.inner.render(messages, add_generation_prompt) + messages[-1]["content"]
+
+    tok, t = EchoTemplate(), toy_triplets(20)
+    with pytest.raises(LengthBudgetError, match="no distractor left") as e:
+        fit_prompt(tokenizer=tok, counter=DocCounter(tok, DOC_TEMPLATES.get("default")), length=300, tolerance=0.01,
+                   head="Read.\n", tail="Q?", gold=t[0].gold_docs,
+                   candidates=iter([d for x in t[1:] for d in x.distractor_docs]), rng=np.random.default_rng(0))
+    floor = int(re.search(r"use a larger --length \(at least (\d+)\)", str(e.value)).group(1))
+    gold_only = tok.count_messages([{"role": "user", "content": "Read.\n" + "".join(
+        DOC_TEMPLATES.get("default").render_header(i + 1) + DOC_TEMPLATES.get("default").render_body(d.title, d.text)
+        for i, d in enumerate(t[0].gold_docs)) + "Q?"}])
+    assert 300 < floor and abs(floor - gold_only) <= 4
