@@ -130,7 +130,6 @@ def _die_with_parent(parent: int) -> None:
     Linux delivers SIGTERM at the parent's death (``PR_SET_PDEATHSIG``); elsewhere a daemon thread
     watches the parent pid.
     """
-    import os
     import signal
     import threading
 
