@@ -361,3 +361,12 @@ def test_cli_help_has_examples_and_library_debug_logging_stays_quiet(inputs, tmp
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         assert "Building index" not in proc.stderr and "DEBUG" not in proc.stderr
+
+
+def test_a_second_build_into_a_locked_curriculum_fails_clearly(inputs, tmp_path):
+    from datagen.shards import OutputLock
+
+    with OutputLock(tmp_path / "c"):
+        with pytest.raises(LongmillError, match="being written by another run"):
+            build_curriculum(inputs[:1], tmp_path / "c", CurriculumConfig(bins=[1500]))
+    assert not (tmp_path / "c").exists()

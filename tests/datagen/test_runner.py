@@ -316,3 +316,37 @@ def test_workers_end_with_their_parent(tmp_path):
     while time.time() < deadline and any(shards._pid_alive(w) for w in workers):
         time.sleep(0.2)
     assert not any(shards._pid_alive(w) for w in workers)
+
+
+def test_a_failed_triplets_rerun_keeps_the_previous_triplets(tmp_path):
+    t = tmp_path / "t"
+    run_triplets(ListSource(toy_triplets(30)), t, rows_per_part=10)
+    before = files(t)
+
+    class Broken(ListSource):
+        def _iter(self):
+            yield from toy_triplets(15)
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        run_triplets(Broken([]), t, rows_per_part=10)
+    assert files(t) == before and len(list((t / ".parts").glob("*.json"))) == 3
+    assert not shards.staging_path(t).exists()
+    stats = run_triplets(ListSource(toy_triplets(12)), t, rows_per_part=10)
+    assert stats["triplets"] == 12 and sorted(p.name for p in t.glob("part-*")) == ["part-00000.parquet",
+                                                                                    "part-00001.parquet"]
+
+
+def test_overwrite_is_refused_for_the_ranks_of_a_sharded_run(tmp_path):
+    run(tmp_path / "x")
+    with pytest.raises(LongmillError, match="ranks of a sharded run cannot replace it together"):
+        run_generator("keychain", KeyChainConfig(**{**CFG, "seed": 10}), ListSource(toy_triplets()),
+                      RunConfig(out=tmp_path / "x", num_samples=10, rows_per_part=4, overwrite=True, num_shards=2))
+
+
+def test_an_unwritable_output_folder_fails_before_any_work(tmp_path, monkeypatch):
+    """Root ignores permission bits, so the permission answer is simulated here; see also the test above."""
+    real = os.access
+    monkeypatch.setattr(shards.os, "access", lambda p, mode: False if Path(p) == tmp_path else real(p, mode))
+    with pytest.raises(LongmillError, match=f"{tmp_path} is not writable by this user"):
+        run(tmp_path / "x")
