@@ -18,7 +18,7 @@ from datagen.errors import LongmillError
 from datagen.prompts import ANSWER_PREFIX, DOC_TEMPLATES, longqa_pieces
 from datagen.rng import sample_rng
 from datagen.schema import Triplet
-from datagen.shards import atomic_write_json
+from datagen.shards import atomic_write_json, check_complete
 from datagen.sources import get_source
 from train.callbacks import MetricsLogger
 from train.config import SFTConfig
@@ -57,6 +57,7 @@ def build_sft_examples(data: str | Path, config: SFTConfig, heldout: str | Path 
         config: the SFT settings.
         heldout: the curriculum's ``heldout.json``: triplets whose id or question it lists are left out.
     """
+    check_complete(data)
     ids, questions = load_heldout(heldout) if heldout else (set(), set())
     src = get_source("triplets", str(data), limit=None if heldout else config.max_examples)
     kept = (t for t in src.iter_triplets() if t.id not in ids and normalize_question(t.question) not in questions)

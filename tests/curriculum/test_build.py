@@ -370,3 +370,14 @@ def test_a_second_build_into_a_locked_curriculum_fails_clearly(inputs, tmp_path)
         with pytest.raises(LongmillError, match="being written by another run"):
             build_curriculum(inputs[:1], tmp_path / "c", CurriculumConfig(bins=[1500]))
     assert not (tmp_path / "c").exists()
+
+
+def test_the_warm_up_sft_refuses_triplets_of_an_unfinished_run(tmp_path):
+    from train.config import SFTConfig
+    from train.sft import build_sft_examples
+
+    trip = tmp_path / "t"
+    run_triplets(get_source("synthetic", options={"num_triplets": 10}), trip)
+    (trip / "stats.json").unlink()
+    with pytest.raises(LongmillError, match="incomplete: it has no stats.json"):
+        build_sft_examples(trip, SFTConfig(max_examples=None))
