@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,16 +29,22 @@ import pyarrow.parquet as pq
 
 from curriculum.difficulty import FEATURES_VERSION, feature_difficulty, pass_rates
 from curriculum.features import features
+from curriculum.manifest import HELDOUT, MANIFEST, normalize_question
 from datagen import __version__
 from datagen.errors import LongmillError
 from datagen.lengths import format_length, parse_lengths
-from datagen.rng import sample_rng, stable_hash
+from datagen.rng import check_seed, sample_rng, stable_hash
 from datagen.schema import SAMPLE_SCHEMA, conform_samples, schema_core, schema_kind
 from datagen.shards import (
-    MARKER_DIR,
+    OutputLock,
     atomic_write_json,
+    check_complete,
+    check_output_path,
+    finish_promote,
+    fresh_staging,
     list_parts,
     part_name,
+    promote,
     read_schema,
     write_table_atomic,
 )
@@ -153,6 +160,45 @@ def eval_mask(source_ids: list[str], share: float, seed: int) -> np.ndarray:
     return u < share
 
 
+def hold_out(table: pa.Table, held: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Close the eval split over questions, so no training row carries a held-out question in any form.
+
+    Args:
+        table: the sample rows.
+        held: the rows the source-id hash holds out.
+
+    Returns:
+        ``(held, decoy, heldout)``: ``held`` extended to every row whose true question (normalised text)
+        is a held-out question under another source id; ``decoy``, the other rows that name a held-out
+        question in a decoy chain (they must not train, and their true question is a training question,
+        so they cannot be evaluated either: they are dropped); and ``heldout``, the content of
+        ``heldout.json`` (source ids and questions for the SFT stage, plus a report).
+
+    Documents are not held out: a held-out question's gold documents may still fill other samples'
+    contexts as distractors (counted in the report; see docs/design-notes.md).
+    """
+    cols = table.select(["question", "source_id", "chains", "doc_ids", "gold_docs"]).to_pydict()
+    q = [normalize_question(x) for x in cols["question"]]
+    held_q = {q[i] for i in np.flatnonzero(held)}
+    same = np.array([x in held_q for x in q], dtype=bool) & ~held
+    held = held | same
+    decoy = np.array([any(not ch["is_true"] and normalize_question(ch["target"]) in held_q for ch in chains or [])
+                      for chains in cols["chains"]], dtype=bool) & ~held
+    held_gold = {d["doc_id"] for i in np.flatnonzero(held) for d in cols["gold_docs"][i]}
+    gold_as_distractor = 0
+    for i in np.flatnonzero(~held & ~decoy):
+        own = {d["doc_id"] for d in cols["gold_docs"][i]}
+        gold_as_distractor += bool((set(cols["doc_ids"][i] or []) - own) & held_gold)
+    heldout = {
+        "source_ids": sorted({cols["source_id"][i] for i in np.flatnonzero(held)}),
+        "questions": sorted(held_q),
+        "report": {"rows": int(held.sum()), "same_question_other_id": int(same.sum()),
+                   "decoy_rows_dropped": int(decoy.sum()),
+                   "train_rows_with_heldout_gold_as_distractor": int(gold_as_distractor)},
+    }
+    return held, decoy, heldout
+
+
 def retro_draw(candidates: np.ndarray, weights: np.ndarray, own: int, share: float,
                rng: np.random.Generator) -> tuple[np.ndarray, int]:
     """Indices of hard earlier samples for a stage with ``own`` samples, and the target count.
@@ -199,9 +245,9 @@ def histogram(values: np.ndarray, edges: list[float]) -> dict[str, Any]:
 
 def write_stage(table: pa.Table, folder: Path, rows_per_part: int) -> list[dict[str, Any]]:
     """Write ``table`` as parts in ``folder`` (replacing what was there); returns the shard list."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in list(folder.glob("part-*.parquet")) + list((folder / MARKER_DIR).glob("*.json")):
-        old.unlink()
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
     shards = []
     n_parts = max(1, math.ceil(table.num_rows / rows_per_part))
     for i in range(n_parts):
@@ -212,14 +258,45 @@ def write_stage(table: pa.Table, folder: Path, rows_per_part: int) -> list[dict[
     return shards
 
 
+#: What a curriculum folder holds; a rebuild replaces exactly these and keeps anything else.
+def is_curriculum_entry(name: str) -> bool:
+    return (name.startswith("stage-") or name in ("eval", "difficulty", MANIFEST, "stats.json", HELDOUT)
+            or (name.startswith(".") and name.endswith(".tmp")))
+
+
 def build_curriculum(inputs: list[str | Path], out: str | Path, config: CurriculumConfig,
                      progress_factory: Callable[[int, str], Any] | None = None) -> dict[str, Any]:
-    """``python -m curriculum build``: write ``stage-1/`` .. ``stage-K/``, ``eval/``, manifest and stats.
+    """``python -m curriculum build``: write ``stage-1/`` .. ``stage-K/``, ``eval/``, ``heldout.json``,
+    the manifest and stats.
+
+    The build writes to a staging folder next to ``out`` and replaces ``out``'s curriculum (every
+    ``stage-*`` folder included, so no stage of an older build with more bins survives) only when it has
+    finished; a failed rebuild leaves the previous curriculum as it was.
 
     Returns:
         The manifest.
     """
     out = Path(out)
+    check_seed(config.seed, "--seed")
+    check_output_path(out, inputs)
+    for inp in inputs:
+        check_complete(inp)
+    with OutputLock(out):
+        finish_promote(out, is_curriculum_entry, MANIFEST)
+        staging = fresh_staging(out)
+        if (out / "difficulty").is_dir():  # the pass-rate rollouts: a cache that a rebuild resumes from
+            shutil.copytree(out / "difficulty", staging / "difficulty")
+        try:
+            manifest = _build(inputs, staging, config, progress_factory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        promote(staging, out, is_curriculum_entry, MANIFEST)
+        return manifest
+
+
+def _build(inputs: list[str | Path], out: Path, config: CurriculumConfig,
+           progress_factory: Callable[[int, str], Any] | None) -> dict[str, Any]:
     c = config
     table, inputs_info = read_inputs(inputs)
     if table.num_rows == 0:
@@ -228,8 +305,12 @@ def build_curriculum(inputs: list[str | Path], out: str | Path, config: Curricul
     tasks = np.array(meta["task"], dtype=object)
     tokens = np.asarray(meta["prompt_tokens"], dtype=np.int64)
     bins = assign_bins(tokens, c.bins)
-    held = eval_mask(meta["source_id"], c.eval_share, c.seed)
+    held, decoy, heldout = hold_out(table, eval_mask(meta["source_id"], c.eval_share, c.seed))
     dropped: Counter[str] = Counter({"above_last_bin": int((bins < 0).sum())})
+    if heldout["report"]["decoy_rows_dropped"]:
+        dropped["heldout_decoy"] = int((decoy & (bins >= 0)).sum())
+        log.warning("%d training samples name a held-out question in a decoy chain and are left out",
+                    heldout["report"]["decoy_rows_dropped"])
     if dropped["above_last_bin"]:
         log.warning("%d samples are longer than the last bin (%s tokens) and are left out", dropped["above_last_bin"],
                     c.bins[-1])
@@ -248,14 +329,14 @@ def build_curriculum(inputs: list[str | Path], out: str | Path, config: Curricul
     source = np.array([FEATURES_VERSION] * table.num_rows, dtype=object)
     pass_rate = np.full(table.num_rows, np.nan)
     if c.difficulty_model:
-        rates = _model_pass_rates(table, (~held) & (bins >= 0), c, out, progress_factory)
+        rates = _model_pass_rates(table, (~held) & ~decoy & (bins >= 0), c, out, progress_factory)
         label = f"pass_rate:{c.difficulty_model}:k={c.k}:{c.correct_if}"
         for i, uid in enumerate(meta["uid"]):
             if uid in rates:
                 pass_rate[i] = rates[uid]
                 difficulty[i] = round(1.0 - rates[uid], 6)
                 source[i] = label
-    keep = (bins >= 0) & ~held
+    keep = (bins >= 0) & ~held & ~decoy
     if c.difficulty_model and c.filter_extremes:
         solved, unsolved = keep & (pass_rate == 1.0), keep & (pass_rate == 0.0)
         dropped["solved"], dropped["unsolved"] = int(solved.sum()), int(unsolved.sum())
@@ -338,7 +419,11 @@ def build_curriculum(inputs: list[str | Path], out: str | Path, config: Curricul
         "dropped": dict(sorted(dropped.items())),
         "features": {"mean": {k: round(float(v), 6) for k, v in fdf.select(pl.exclude("uid")).mean().row(0, named=True).items()}},
     }
-    atomic_write_json(out / "manifest.json", manifest)
+    atomic_write_json(out / HELDOUT, heldout)
+    manifest["heldout"] = {"file": HELDOUT, "sha256": hashlib.sha256((out / HELDOUT).read_bytes()).hexdigest(),
+                           "source_ids": len(heldout["source_ids"]), "questions": len(heldout["questions"]),
+                           **heldout["report"]}
+    atomic_write_json(out / MANIFEST, manifest)
     stats = {
         "stages": {s["name"]: {"rows": s["rows"], "own": s["own"], "retro": s["retro"], "retro_share": s["retro_share"],
                                "difficulty_mean": s["difficulty_mean"], "max_prompt_length": s["max_prompt_length"],

@@ -42,20 +42,35 @@ def main(verbose: int) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option("--stats-out", type=click.Path(path_type=Path), default=None,
               help="Also write stats.json to this path (for `dvc metrics`, which wants metrics outside outputs).")
+@click.option("--heldout-out", type=click.Path(path_type=Path), default=None,
+              help="Also write heldout.json (the held-out source ids and questions) to this path, for the SFT "
+                   "stage (`python -m train sft --heldout PATH`).")
 @dataclass_options(CurriculumConfig)
 @friendly_errors
-def build(inputs, more_inputs, out, stats_out, **kw):
+def build(inputs, more_inputs, out, stats_out, heldout_out, **kw):
     """Bin samples by measured length, score difficulty, filter, add retrospective samples, hold out eval.
 
     Writes OUT/stage-1 .. OUT/stage-K (one per bin, Parquet shards in the sample schema with difficulty
-    filled), OUT/eval (held-out source questions), OUT/manifest.json (counts, histograms, retrospective
-    shares and uids, seeds, the sha256 of every shard) and OUT/stats.json (figures for `dvc metrics`).
+    filled), OUT/eval (held-out source questions), OUT/heldout.json (their source ids and questions, which
+    no training stage may use), OUT/manifest.json (counts, histograms, retrospective shares and uids, seeds,
+    the sha256 of every shard) and OUT/stats.json (figures for `dvc metrics`). A rebuild replaces OUT's
+    curriculum only once it has succeeded.
+
+    \b
+    Examples:
+      python -m curriculum build --input data/kc-20k data/kc-40k data/kc-60k --out data/curriculum
+      python -m curriculum build --input data/synth --out data/curriculum --bins 20k,40k,60k --eval-share 0.05
+      python -m curriculum build --input data/kc-* data/qa-* --out data/curriculum --retro-share 0.25 \\
+          --difficulty-model Qwen/Qwen2.5-7B-Instruct --difficulty-backend vllm --k 8
+      python -m curriculum build --input data/synth --out data/curriculum --heldout-out data/heldout.json
     """
     config = CurriculumConfig(**fields_of(CurriculumConfig, kw))
     manifest = build_curriculum([*inputs, *more_inputs], out, config,
                                 progress_factory=lambda n, d: progress_bar(n or None, d))
     if stats_out:
         atomic_write_json(stats_out, json.loads((Path(out) / "stats.json").read_text()))
+    if heldout_out:
+        atomic_write_json(heldout_out, json.loads((Path(out) / "heldout.json").read_text()))
     for s in manifest["stages"]:
         click.echo(f"{s['name']}: {s['rows']} samples ({s['own']} in {s['bin'][0]}<tokens<={s['bin'][1]}, "
                    f"{s['retro']} retrospective = {s['retro_share']:.1%}), mean difficulty {s['difficulty_mean']:.3f}")
@@ -67,10 +82,15 @@ def build(inputs, more_inputs, out, stats_out, **kw):
 @click.argument("folder", type=click.Path(exists=True, path_type=Path))
 @friendly_errors
 def show(folder: Path) -> None:
-    """Summarise a built curriculum's manifest."""
-    from curriculum.build import load_manifest
+    """Summarise a built curriculum's manifest (after checking its shards' hashes).
 
-    m = load_manifest(folder)
+    \b
+    Example:
+      python -m curriculum show data/curriculum
+    """
+    from curriculum.manifest import check
+
+    m = check(folder)
     click.echo(json.dumps({"bins": m["bins"], "difficulty_source": m["difficulty_source"], "dropped": m["dropped"],
                            "stages": [{k: s[k] for k in ("name", "rows", "own", "retro", "retro_share",
                                                           "max_prompt_length", "difficulty_mean")} for s in m["stages"]],

@@ -21,10 +21,12 @@ from datagen.cliutil import (
     friendly_errors,
     parse_kv,
     progress_bar,
+    raw_value,
     setup_logging,
 )
 from datagen.errors import LongmillError
 from datagen.generators import GENERATORS
+from datagen.rng import check_seed
 from datagen.runner import RunConfig, run_generator, run_triplets
 from datagen.shards import atomic_write_json
 from datagen.sources import SOURCES, get_source
@@ -56,7 +58,14 @@ def source_options(fn):
 
 def make_source(source: str, input_: str | None, source_opts: tuple[str, ...], mapping: tuple[str, ...],
                 limit: int | None, strict: bool):
+    if limit is not None and limit < 1:
+        raise LongmillError(f"--limit must be a positive number of triplets, got {limit}; leave it out to read all")
     options: dict[str, Any] = parse_kv(source_opts, "--source-opt")
+    if "seed" in options:  # a source's own seed (synthetic) must be checked before it reaches numpy
+        try:
+            check_seed(int(options["seed"]), "--source-opt seed")
+        except ValueError:
+            raise LongmillError(f"--source-opt seed must be a whole number >= 0, got {options['seed']!r}") from None
     if mapping:
         options["map"] = parse_kv(mapping, "--map")
     return get_source(source, input_, strict=strict, limit=limit, options=options)
@@ -111,15 +120,21 @@ def _generator_command(name: str) -> click.Command:
 
     @source_options
     @dataclass_options(cfg_cls)
-    @dataclass_options(RunConfig)
+    @click.option("--out", type=click.Path(path_type=Path), default=None,
+                  help=f"Output folder for the shards; default: data/{name}-LENGTH (LENGTH as typed, e.g. "
+                       f"data/{name}-60k).")
+    @dataclass_options(RunConfig, exclude=("out",))
     @friendly_errors
-    def command(source, input_, source_opts, mapping, limit, stats_out, **kw):
-        run = RunConfig(**fields_of(RunConfig, kw))
+    def command(source, input_, source_opts, mapping, limit, stats_out, out, **kw):
+        length = str(raw_value("length", kw["length"])).strip()
+        run = RunConfig(out=out or Path("data") / f"{name}-{length}", **fields_of(RunConfig, kw))
         config = cfg_cls(**fields_of(cfg_cls, kw))
+        check_seed(config.seed)
         src = make_source(source, input_, source_opts, mapping, limit, run.strict)
+        if out is None:
+            click.echo(f"no --out given: writing to {run.out}", err=True)
         total = sum(len(run.part_range(p)) for p in run.my_parts())
-        with progress_bar(total, f"{name} {config.length // 1000 if config.length >= 1000 else config.length}"
-                          f"{'k' if config.length >= 1000 else ''}") as bar:
+        with progress_bar(total, f"{name} {length}") as bar:
             stats = run_generator(name, config, src, run, progress=bar.update)
         if stats_out and stats["parts_done"] == stats["parts"]:
             atomic_write_json(stats_out, stats)

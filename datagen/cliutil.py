@@ -8,6 +8,7 @@ entry of the dataclass docstring.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import inspect
 import logging
@@ -89,24 +90,28 @@ def dataclass_options(cls: type, exclude: tuple[str, ...] = (), defaults: dict[s
                 default = None
             if isinstance(default, list | tuple):  # shown and parsed as the CLI spells it: 20000,40000
                 default = ",".join(map(str, default))
-            help_ = helps.get(f.name, "")
+            required = not has_default and f.name not in defaults
+            # A required option gets no default at all: click (8.2+) does not enforce `required` on an
+            # option whose default is given, even as None, and the command would then run with None.
+            kw: dict[str, Any] = {"help": helps.get(f.name, "")}
+            if not required:
+                kw["default"] = default
             parse = f.metadata.get("parse")
             if tp is bool:
                 opt = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name,
-                                   default=None if default is None else bool(default),
-                                   show_default="auto" if default is None else True, help=help_)
+                                   **{**kw, "default": None if default is None else bool(default)},
+                                   show_default="auto" if default is None else True)
             elif parse is not None or optional:
                 # Parsed in a callback: lengths like 60k, and "None"/"null" for optional values (what `dvc`
                 # writes when it unpacks a params dict with a null into flags).
                 convert = parse or {int: int, float: float, Path: Path}.get(tp, str)
-                opt = click.option(flag, f.name, type=click.STRING, default=default, show_default=default is not None,
-                                   required=not has_default and f.name not in defaults,
-                                   callback=lambda ctx, p, v, _c=convert, _o=optional: _convert(_c, v, p, _o),
-                                   help=help_)
+                opt = click.option(flag, f.name, type=click.STRING, show_default=default is not None,
+                                   required=required,
+                                   callback=lambda ctx, p, v, _c=convert, _o=optional: _convert(_c, v, p, _o, ctx),
+                                   **kw)
             else:
                 ctype = {int: click.INT, float: click.FLOAT, str: click.STRING, Path: click.Path(path_type=Path)}.get(tp, click.STRING)
-                opt = click.option(flag, f.name, type=ctype, default=default, show_default=default is not None,
-                                   required=not has_default and f.name not in defaults, help=help_)
+                opt = click.option(flag, f.name, type=ctype, show_default=default is not None, required=required, **kw)
             fn = opt(fn)
         return fn
 
@@ -116,7 +121,10 @@ def dataclass_options(cls: type, exclude: tuple[str, ...] = (), defaults: dict[s
 NULLS = ("None", "none", "null", "~")
 
 
-def _convert(parse: Callable[[str], Any], value: Any, param: click.Parameter, optional: bool = False) -> Any:
+def _convert(parse: Callable[[str], Any], value: Any, param: click.Parameter, optional: bool = False,
+             ctx: click.Context | None = None) -> Any:
+    if ctx is not None and param.name:  # the value as the user typed it (a length shown as "60k")
+        ctx.meta[f"longmill.raw.{param.name}"] = value
     if value is None or (optional and isinstance(value, str) and value in NULLS):
         return None
     if not isinstance(value, str):
@@ -172,28 +180,77 @@ def parse_kv(values: tuple[str, ...] | list[str], what: str) -> dict[str, str]:
     return out
 
 
+class _QuietLibraries(logging.Filter):
+    """Drops records of chatty libraries below WARNING.
+
+    A filter on the handler, not a level on their loggers: bm25s sets its logger to DEBUG when it is
+    imported, which happens after logging is set up (it is imported lazily).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.split(".", 1)[0] not in NOISY_LOGGERS
+
+
 def setup_logging(verbose: int) -> None:
-    """Log to stderr through rich; ``-v`` shows INFO, ``-vv`` DEBUG (WARNING by default)."""
+    """Log to stderr through rich; ``-v`` shows INFO, ``-vv`` DEBUG (WARNING by default).
+
+    Libraries' own INFO and DEBUG records (bm25s, httpx, ...) appear only with ``-vvv``.
+    """
     from rich.logging import RichHandler
 
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(show_path=False, rich_tracebacks=False, markup=False)], force=True)
-    # Libraries that set their own loggers to DEBUG (bm25s) or chat at INFO; -vvv shows them too.
+    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+    if verbose < 3:
+        handler.addFilter(_QuietLibraries())
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 3 else max(level, logging.WARNING))
 
 
+def raw_value(name: str, default: Any = None) -> Any:
+    """The value of option ``name`` as the user typed it (before a parse callback converted it)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(f"longmill.raw.{name}", default) if ctx is not None else default
+
+
+#: OS errors that come from the user's paths or machine (not from a bug): reported in one line.
+USER_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR,
+                  errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG)
+
+
 def friendly_errors(fn: Callable) -> Callable:
-    """Turn :class:`LongmillError` into a one-line message and exit status 2 (no traceback)."""
+    """Turn user mistakes into a one-line message and exit status 2 (no traceback).
+
+    :class:`LongmillError`, a path the OS refuses (missing, read-only, disk full) and a broken YAML file
+    are the user's to fix; anything else is a bug and keeps its traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except LongmillError as e:
-            click.secho(f"error: {e}", fg="red", err=True)
-            sys.exit(2)
+            message = str(e)
+        except OSError as e:
+            if e.errno not in USER_OS_ERRORS:
+                raise
+            what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}.get(
+                e.errno, e.strerror or str(e))
+            message = f"{e.filename}: {what}" if e.filename else what
+        except Exception as e:
+            import yaml
+
+            if not isinstance(e, yaml.YAMLError):
+                raise
+            mark = getattr(e, "problem_mark", None)
+            name = getattr(mark, "name", "") or ""
+            if name.startswith("<"):  # parsed from a string: name the --config file the command was given
+                ctx = click.get_current_context(silent=True)
+                name = str((ctx.params.get("config_file") or ctx.params.get("config")) if ctx else "") or "the YAML file"
+            where = f"{name}, line {mark.line + 1}" if mark is not None else name or "the YAML file"
+            message = f"{where}: not valid YAML ({getattr(e, 'problem', None) or e}); fix the file's syntax"
+        click.secho(f"error: {message}", fg="red", err=True)
+        sys.exit(2)
 
     return wrapper
 

@@ -29,7 +29,14 @@ def load_row(path: str | Path, index: int) -> dict[str, Any]:
 
     if index < 0:
         raise LongmillError(f"--row must be >= 0, got {index}")
-    for n, (_, _, row) in enumerate(iter_rows(list_parts(path))):
+    for n, (part, _, row) in enumerate(iter_rows(list_parts(path))):
+        if "prompt" not in row or "chains" not in row:
+            what = "a triplet shard (made by datagen triplets)" if "distractor_docs" in row else "not a sample shard"
+            raise LongmillError(
+                f"{part} is {what}; inspect shows samples made by datagen keychain or longqa, e.g. "
+                f"`datagen keychain --source triplets --input {Path(part).parent} --length 8k --out DIR`, "
+                "then `datagen inspect DIR`"
+            )
         if n == index:
             return row
     raise LongmillError(f"{path}: has fewer rows than requested (row index out of range)")

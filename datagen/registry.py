@@ -15,6 +15,17 @@ from datagen.errors import UnknownNameError
 T = TypeVar("T")
 
 
+def did_you_mean(value: str, choices: list[str] | tuple[str, ...]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices``, or ``""``.
+
+    Example:
+        >>> did_you_mean("midle", ["uniform", "middle"])
+        "; did you mean 'middle'?"
+    """
+    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 class Registry(Generic[T]):
     """A name -> object map whose misses say "did you mean ...?".
 
@@ -55,8 +66,7 @@ class Registry(Generic[T]):
 
     def unknown_message(self, name: str) -> str:
         names = sorted(self._items)
-        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(name, names)
         return f"unknown {self.kind} '{name}'{hint} Valid {self.kind}s: {', '.join(names)}"
 
     def names(self) -> list[str]:

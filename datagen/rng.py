@@ -36,3 +36,12 @@ def rng_uuid(rng: np.random.Generator, short: bool = False) -> str:
     """A version-4 UUID drawn from ``rng``; ``short`` gives its first 16 hex digits."""
     u = uuid.UUID(bytes=rng.bytes(16), version=4)
     return u.hex[:16] if short else str(u)
+
+
+def check_seed(seed: Any, what: str = "--seed") -> int:
+    """``seed`` as an int, or a :class:`~datagen.errors.LongmillError` saying what a seed must be."""
+    from datagen.errors import LongmillError
+
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise LongmillError(f"{what} must be a whole number >= 0, got {seed!r}")
+    return int(seed)

@@ -12,6 +12,8 @@ import json
 import logging
 import math
 import multiprocessing as mp
+import os
+import shutil
 import statistics
 import time
 from collections import Counter
@@ -25,9 +27,9 @@ from datagen import __version__
 from datagen.corpus import Corpus
 from datagen.errors import LongmillError
 from datagen.generators import GENERATORS, GenConfig, Generator, SkipSample
-from datagen.rng import stable_id
+from datagen.rng import check_seed, stable_id
 from datagen.schema import SAMPLE_SCHEMA, SCHEMA_VERSION, TRIPLET_SCHEMA, to_table
-from datagen.shards import PartWriter
+from datagen.shards import OutputLock, PartWriter, check_complete, check_output_path
 from datagen.sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,9 @@ class RunConfig:
             raise LongmillError(f"--num-samples must be positive, got {self.num_samples}")
         if self.rows_per_part <= 0:
             raise LongmillError(f"--rows-per-part must be positive, got {self.rows_per_part}")
-        if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
+        if self.num_shards < 1:
+            raise LongmillError(f"--num-shards must be >= 1, got {self.num_shards}")
+        if not 0 <= self.shard_index < self.num_shards:
             raise LongmillError(
                 f"--shard-index must be in [0, {self.num_shards}) with --num-shards {self.num_shards}, "
                 f"got {self.shard_index}"
@@ -120,6 +124,33 @@ def _make_part(gen: Generator, run: RunConfig, part: int, tick: Callable[[], Non
     return rows, stats
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: a worker ends when the process that started it does (even when it is killed).
+
+    Linux delivers SIGTERM at the parent's death (``PR_SET_PDEATHSIG``); elsewhere a daemon thread
+    watches the parent pid.
+    """
+    import signal
+    import threading
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="longmill-parent-watch").start()
+
+
 def _worker_part(part: int) -> tuple[int, list[dict], dict]:
     gen, run, counter = _WORKER["gen"], _WORKER["run"], _WORKER["counter"]
 
@@ -152,6 +183,21 @@ def run_generator(
     Returns:
         The run summary: ``stats.json``'s content when all parts are done, else a partial summary.
     """
+    check_seed(config.seed)
+    check_output_path(run.out, [source.input])
+    if source.input:
+        check_complete(source.input)
+    with OutputLock(run.out, _lock_tag(run)):
+        return _run_generator(generator, config, source, run, progress, corpus)
+
+
+def _lock_tag(run: RunConfig) -> str:
+    """Ranks of a sharded run write disjoint parts of one folder, so each holds its own lock."""
+    return f"shard-{run.shard_index}-of-{run.num_shards}" if run.num_shards > 1 else ""
+
+
+def _run_generator(generator: str, config: GenConfig, source: Source, run: RunConfig, progress: Progress | None,
+                   corpus: Corpus | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     corpus = corpus if corpus is not None else Corpus.from_source(source)
     log.info("corpus: %d triplets, %d documents, %d distinct questions (%.1fs)", len(corpus), len(corpus.docs),
@@ -161,7 +207,7 @@ def run_generator(
     gen.preflight()
     fingerprint = stable_id(gen.params, corpus.fingerprint(), run.num_samples, run.rows_per_part, SCHEMA_VERSION)
     summary = f"{generator} {source.name} length={config.length} seed={config.seed} n={run.num_samples}"
-    writer = PartWriter(run.out, fingerprint, run.num_parts, overwrite=run.overwrite)
+    writer = PartWriter(run.out, fingerprint, run.num_parts, overwrite=run.overwrite, sharded=run.num_shards > 1)
     todo = [p for p in run.my_parts() if not writer.is_done(p)]
     done_before = sum(len(run.part_range(p)) for p in run.my_parts() if p not in todo)
     if done_before and progress:
@@ -194,7 +240,8 @@ def _run_pool(gen: Generator, run: RunConfig, todo: list[int], write: Callable, 
     _WORKER.update(gen=gen, run=run, counter=counter)
     seen = 0
     try:
-        with ProcessPoolExecutor(max_workers=min(run.workers, len(todo)), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=min(run.workers, len(todo)), mp_context=ctx,
+                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             pending = {pool.submit(_worker_part, p) for p in todo}
             while pending:
                 finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
@@ -236,7 +283,7 @@ def finalize(writer: PartWriter, run: RunConfig, meta: dict[str, Any]) -> dict[s
     }
     if writer.all_done():
         writer.write_stats(stats)
-        log.info("wrote %s", writer.folder / "stats.json")
+        log.info("wrote %s", writer.out / "stats.json")
     else:
         log.info("%d/%d parts done; stats.json is written when the last part is", len(parts), run.num_parts)
     return stats
@@ -250,13 +297,29 @@ def run_triplets(source: Source, out: Path, rows_per_part: int = 1000,
 
     The source is read once, in order, and each part is written as soon as it fills, so memory holds one
     part at a time. The folder is rewritten from scratch (reading the source is the expensive part, and a
-    re-run writes the same bytes).
+    re-run writes the same bytes), in a staging folder that replaces ``out`` only once the run succeeded.
     """
     out = Path(out)
+    check_output_path(out, [source.input])
+    if source.input:
+        check_complete(source.input)
+    with OutputLock(out):
+        return _run_triplets(source, out, rows_per_part, progress)
+
+
+def _run_triplets(source: Source, out: Path, rows_per_part: int, progress: Progress | None) -> dict[str, Any]:
+    fingerprint = stable_id(source.name, source.input, sorted(source.options.items()), SCHEMA_VERSION)
+    writer = PartWriter(out, fingerprint, num_parts=0, fresh=True)
+    try:
+        return _convert(source, writer, rows_per_part, progress)
+    except BaseException:
+        shutil.rmtree(writer.folder, ignore_errors=True)  # the staging folder; ``out`` is untouched
+        raise
+
+
+def _convert(source: Source, writer: PartWriter, rows_per_part: int, progress: Progress | None) -> dict[str, Any]:
     hops: Counter[int] = Counter()
     qtypes: Counter[str] = Counter()
-    fingerprint = stable_id(source.name, source.input, sorted(source.options.items()), SCHEMA_VERSION)
-    writer = PartWriter(out, fingerprint, num_parts=0, overwrite=True)
     rows: list[dict] = []
     parts = written = 0
 

@@ -53,14 +53,16 @@ def init_model(preset: str, out: Path, seed: int) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder (the model goes to OUT/final).")
 @click.option("--config", "config_file", default=None, help="YAML file with these options (flags override it).")
 @click.option("--metrics-dir", default=None, help="Also write the training log CSV here (for `dvc plots`).")
+@click.option("--heldout", default=None,
+              help="The curriculum's heldout.json (or its folder): triplets with held-out ids or questions are left out.")
 @dataclass_options(SFTConfig)
 @friendly_errors
-def sft(data: str, out: Path, config_file: str | None, metrics_dir: str | None, **kw) -> None:
+def sft(data: str, out: Path, config_file: str | None, metrics_dir: str | None, heldout: str | None, **kw) -> None:
     """Warm-up SFT on short triplets: targets cite the supporting evidence and end in the answer format."""
     from train.sft import run_sft
 
     config = load_yaml_config(SFTConfig, config_file, explicit_options(fields_of(SFTConfig, kw)))
-    summary = run_sft(data, out, config, metrics_dir=metrics_dir)
+    summary = run_sft(data, out, config, metrics_dir=metrics_dir, heldout=heldout)
     click.echo(f"SFT: {summary['examples']} examples, {summary['steps']} steps, loss {summary['train_loss']:.4f}; "
                f"model in {summary['checkpoint']}")
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from curriculum.manifest import check as check_manifest
 from datagen.errors import LongmillError
 from datagen.shards import atomic_write_bytes, atomic_write_json
 from eval.models import resolve_model
@@ -36,6 +37,7 @@ def run_phases(curriculum: str | Path, out: str | Path, config: GRPOPhaseConfig,
         The summary: each phase's checkpoint and figures. ``OUT/final`` links to the last phase's model.
     """
     curriculum, out = Path(curriculum), Path(out)
+    check_manifest(curriculum)  # the shards are the ones the manifest describes (hashes, no stale stages)
     manifest = load_manifest(curriculum)
     stages = StageSpec.from_manifest(curriculum, manifest)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,11 +13,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from curriculum.manifest import load_heldout, normalize_question
 from datagen.errors import LongmillError
 from datagen.prompts import ANSWER_PREFIX, DOC_TEMPLATES, longqa_pieces
 from datagen.rng import sample_rng
 from datagen.schema import Triplet
-from datagen.shards import atomic_write_json
+from datagen.shards import atomic_write_json, check_complete
 from datagen.sources import get_source
 from train.callbacks import MetricsLogger
 from train.config import SFTConfig
@@ -48,12 +49,25 @@ def sft_example(t: Triplet, index: int, seed: int, distractors: int = 3) -> dict
             "answers": list(t.answers), "question": t.question, "source_id": t.id}
 
 
-def build_sft_examples(data: str | Path, config: SFTConfig) -> list[dict[str, Any]]:
-    """Examples from triplet shards (``datagen triplets`` output)."""
-    src = get_source("triplets", str(data), limit=config.max_examples)
-    examples = [sft_example(t, i, config.seed, config.distractors) for i, t in enumerate(src.iter_triplets())]
+def build_sft_examples(data: str | Path, config: SFTConfig, heldout: str | Path | None = None) -> list[dict[str, Any]]:
+    """Examples from triplet shards (``datagen triplets`` output).
+
+    Args:
+        data: triplet shards.
+        config: the SFT settings.
+        heldout: the curriculum's ``heldout.json``: triplets whose id or question it lists are left out.
+    """
+    check_complete(data)
+    ids, questions = load_heldout(heldout) if heldout else (set(), set())
+    src = get_source("triplets", str(data), limit=None if heldout else config.max_examples)
+    kept = (t for t in src.iter_triplets() if t.id not in ids and normalize_question(t.question) not in questions)
+    examples = []
+    for i, t in enumerate(kept):
+        if config.max_examples is not None and i >= config.max_examples:
+            break
+        examples.append(sft_example(t, i, config.seed, config.distractors))
     if not examples:
-        raise LongmillError(f"{data}: no triplets to fine-tune on")
+        raise LongmillError(f"{data}: no triplets to fine-tune on" + (f" outside the held-out set {heldout}" if heldout else ""))
     return examples
 
 
@@ -83,7 +97,8 @@ def apply_teacher(examples: list[dict[str, Any]], config: SFTConfig, out: Path) 
     return counts
 
 
-def run_sft(data: str | Path, out: str | Path, config: SFTConfig, metrics_dir: str | Path | None = None) -> dict[str, Any]:
+def run_sft(data: str | Path, out: str | Path, config: SFTConfig, metrics_dir: str | Path | None = None,
+            heldout: str | Path | None = None) -> dict[str, Any]:
     """``python -m train sft``: fine-tune ``config.model`` and save it to ``out/final``.
 
     Args:
@@ -91,6 +106,7 @@ def run_sft(data: str | Path, out: str | Path, config: SFTConfig, metrics_dir: s
         out: the run folder.
         config: the SFT settings.
         metrics_dir: also write the training log CSV here as sft.csv (for `dvc plots`).
+        heldout: the curriculum's held-out file; its questions are not trained on.
     """
     from datasets import Dataset
     from trl import SFTConfig as TRLSFTConfig
@@ -100,7 +116,7 @@ def run_sft(data: str | Path, out: str | Path, config: SFTConfig, metrics_dir: s
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    examples = build_sft_examples(data, config)
+    examples = build_sft_examples(data, config, heldout)
     counts = apply_teacher(examples, config, out) if config.teacher_model else Counter(template_target=len(examples))
     model, tokenizer = load_causal_lm(config.model, dtype="bfloat16" if config.bf16 else "float32", device="cpu")
     ds = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])

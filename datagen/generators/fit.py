@@ -22,6 +22,7 @@ import numpy as np
 
 from datagen.errors import LengthBudgetError, LengthFitError, SourceTooSmallError
 from datagen.prompts import DocTemplate
+from datagen.registry import did_you_mean
 from datagen.schema import Document
 from datagen.tokenizers import Tokenizer
 
@@ -194,7 +195,8 @@ def parse_placement(placement: str) -> float | None:
             d = -1.0
         if 0.0 <= d <= 1.0:
             return d
-    raise ValueError(f"invalid placement {placement!r}: use uniform, middle or depth:<0..1> (e.g. depth:0.25)")
+    hint = did_you_mean(placement, ["uniform", "middle", "depth:0.5"] if ":" in placement else ["uniform", "middle"])
+    raise ValueError(f"invalid placement {placement!r}: use uniform, middle or depth:<0..1> (e.g. depth:0.25){hint}")
 
 
 def lower_bound(length: int, tolerance: float) -> int:
@@ -337,7 +339,23 @@ def fit_prompt(
         # their pieces interact at the seams, so aim inside the range rather than at its edge.
         margin = 0 if tokenizer.additive else max(1, (length - lo) // 4)
         target = length - margin if measured > length else lo + margin
-        _correct(plan, target - measured, candidates, tokenizer)
+        try:
+            _correct(plan, target - measured, candidates, tokenizer)
+        except _NothingToRemove:
+            # Measure what cannot shrink (instructions, pairs, gold documents, the template) to say what works.
+            docs, gold_pos = _order(plan, rng, depth)
+            places = _place_pairs(docs, len(pairs), rng, counter)
+            floor = tokenizer.count_messages(messages_for(
+                _render(head, tail, docs, gold_pos, pairs, places, counter)[0]))
+            if floor > length:
+                raise LengthBudgetError(
+                    f"length {length} is too small with tokenizer {tokenizer.name} and its chat template: with no "
+                    f"distractor left the prompt still takes {floor} tokens; use a larger --length (at least {floor})"
+                ) from None
+            raise LengthFitError(
+                f"could not fit the prompt into [{lo}, {length}] tokens with tokenizer {tokenizer.name}: its counts "
+                f"do not add up over the pieces (measured {measured}); try a larger --tolerance"
+            ) from None
         docs, gold_pos = _order(plan, rng, depth)
         places = _place_pairs(docs, len(pairs), rng, counter, between)
 
@@ -414,13 +432,17 @@ def _add_filler(plan: _Plan, doc: Document, budget: int, tokenizer: Tokenizer) -
         frame += cost - room  # the seam cost more than expected: cut that much more
 
 
+class _NothingToRemove(Exception):
+    """The prompt is still over budget with every distractor removed (``fit_prompt`` says what length works)."""
+
+
 def _correct(plan: _Plan, delta: int, candidates: Iterator[Document], tokenizer: Tokenizer) -> None:
     """Change the documents' cost by about ``delta`` tokens (negative: shrink)."""
     if delta < 0:
         need = -delta
         while need > 0:
-            if not plan.extra:
-                raise LengthFitError("the prompt is over budget and no distractor is left to remove")
+            if not plan.extra:  # the caller turns this into the length that works
+                raise _NothingToRemove
             doc, c = plan.pop()
             if c > need:  # put back a shorter version of what was removed
                 _add_filler(plan, doc, plan.cost + c - need, tokenizer)

@@ -24,6 +24,7 @@ from datagen.generators.fit import (
     parse_placement,
 )
 from datagen.prompts import HEAD_KEY_PHRASE, keychain_pieces
+from datagen.registry import did_you_mean
 from datagen.rng import rng_uuid
 from datagen.schema import Chain, Sample, Triplet
 
@@ -193,7 +194,8 @@ class KeyChainConfig(GenConfig):
         if self.num_chains < 1:
             raise LongmillError(f"num_chains must be >= 1, got {self.num_chains}")
         if self.uuid_format not in UUID_FORMATS:
-            raise LongmillError(f"uuid_format must be one of {', '.join(UUID_FORMATS)}, got {self.uuid_format!r}")
+            raise LongmillError(f"uuid_format must be one of {', '.join(UUID_FORMATS)}, got {self.uuid_format!r}"
+                                f"{did_you_mean(self.uuid_format, list(UUID_FORMATS))}")
         if not 0.0 <= self.pairs_between <= 1.0:
             raise LongmillError(f"pairs_between must be in [0, 1], got {self.pairs_between}")
 

@@ -191,3 +191,193 @@ def test_cli(inputs, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "curriculum", "build", "--input", str(tmp_path / "nope"), "--out",
                            str(tmp_path / "d")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no such folder" in proc.stderr
+
+
+# -- issue 9: rebuilds, the manifest check, held-out means held out -------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+import yaml  # noqa: E402
+
+from curriculum.manifest import check, load_heldout, normalize_question  # noqa: E402
+from datagen.runner import run_triplets  # noqa: E402
+
+ROOT = Path(__file__).parents[2]
+
+
+def tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_rebuild_with_fewer_bins_leaves_no_stale_stage(inputs, tmp_path):
+    out = tmp_path / "c"
+    build_curriculum(inputs, out, CurriculumConfig(bins=BINS, eval_share=0.15, seed=3))
+    (out / "notes.txt").write_text("mine")  # not the curriculum's: kept
+    m = build_curriculum(inputs, out, CurriculumConfig(bins=BINS[:2], eval_share=0.15, seed=3))
+    assert sorted(d.name for d in out.glob("stage-*")) == ["stage-1", "stage-2"] == [s["name"] for s in m["stages"]]
+    assert check(out)["bins"] == BINS[:2] and (out / "notes.txt").read_text() == "mine"
+    assert not list(tmp_path.glob(".c.*"))  # no staging folder or lock left behind
+
+
+def test_a_failed_rebuild_leaves_the_previous_curriculum_intact(inputs, tmp_path, monkeypatch):
+    out = tmp_path / "c"
+    build_curriculum(inputs, out, CurriculumConfig(bins=BINS, eval_share=0.15, seed=3))
+    before = tree(out)
+    real = build_mod.write_stage
+
+    def fail_on_eval(table, folder, rows_per_part):
+        if folder.name == "eval":
+            raise OSError(28, "No space left on device", str(folder))
+        return real(table, folder, rows_per_part)
+
+    monkeypatch.setattr(build_mod, "write_stage", fail_on_eval)
+    with pytest.raises(OSError):
+        build_curriculum(inputs, out, CurriculumConfig(bins=BINS, eval_share=0.15, seed=4))
+    assert tree(out) == before
+    check(out)
+
+
+def test_the_manifest_check_catches_changed_extra_and_stale_shards(built, tmp_path):
+    import shutil
+
+    src, _ = built
+    c = tmp_path / "c"
+    shutil.copytree(src, c)
+    check(c)
+    part = c / "stage-2" / "part-00000.parquet"
+    good = part.read_bytes()
+    part.write_bytes(good + b"x")
+    with pytest.raises(LongmillError, match=r"stage-2/part-00000.parquet does not match the sha256"):
+        check(c)
+    part.write_bytes(good)
+    (c / "stage-2" / "part-00099.parquet").write_bytes(good)
+    with pytest.raises(LongmillError, match="shards the manifest does not list"):
+        check(c)
+    (c / "stage-2" / "part-00099.parquet").unlink()
+    shutil.copytree(c / "stage-1", c / "stage-9")
+    with pytest.raises(LongmillError, match=r"stage folders the manifest does not list \(stage-9\)"):
+        check(c)
+    shutil.rmtree(c / "stage-9")
+    (c / "heldout.json").write_text("{}")
+    with pytest.raises(LongmillError, match="heldout.json is missing or does not match"):
+        check(c)
+
+
+def test_training_checks_the_manifest_before_it_starts(built, tmp_path):
+    import shutil
+
+    from train.config import GRPOPhaseConfig
+    from train.phases import run_phases
+
+    src, _ = built
+    c = tmp_path / "c"
+    shutil.copytree(src, c)
+    part = c / "stage-1" / "part-00000.parquet"
+    part.write_bytes(part.read_bytes()[:-10])
+    with pytest.raises(LongmillError, match="does not match the sha256"):
+        run_phases(c, tmp_path / "rl", GRPOPhaseConfig(model="tiny-qwen2"))
+    assert not (tmp_path / "rl").exists()
+
+
+def _train_rows(out, m):
+    return [r for s in m["stages"] for r in rows(out / s["name"])]
+
+
+def test_held_out_questions_reach_training_neither_as_question_nor_as_decoy(built):
+    out, m = built
+    ev = rows(out / "eval")
+    held_q = {normalize_question(r["question"]) for r in ev}
+    ids, questions = load_heldout(out / "heldout.json")
+    assert held_q <= questions and {r["source_id"] for r in ev} <= ids
+    train = _train_rows(out, m)
+    assert not {normalize_question(r["question"]) for r in train} & questions
+    decoys = {normalize_question(c["target"]) for r in train for c in r["chains"] if not c["is_true"]}
+    assert decoys and not decoys & questions
+    assert m["dropped"]["heldout_decoy"] > 0 and m["heldout"]["decoy_rows_dropped"] >= m["dropped"]["heldout_decoy"]
+    assert "train_rows_with_heldout_gold_as_distractor" in m["heldout"]
+
+
+def test_a_held_out_question_under_another_source_id_is_held_out_too(inputs, tmp_path):
+    """The same question text from a second source (another id) must not train while the first is evaluated."""
+    dup = tmp_path / "dup"
+    dup.mkdir()
+    t = pq.read_table(next(inputs[1].glob("part-*.parquet")))
+    d = t.to_pydict()
+    d["source_id"] = [f"other:{s}" for s in d["source_id"]]
+    d["uid"] = [f"{u}-dup" for u in d["uid"]]
+    pq.write_table(pa.table(d, schema=t.schema), dup / "part-00000.parquet")
+    m = build_curriculum([*inputs, dup], tmp_path / "c", CurriculumConfig(bins=BINS, eval_share=0.15, seed=3))
+    questions = {normalize_question(r["question"]) for r in rows(tmp_path / "c" / "eval")}
+    train = _train_rows(tmp_path / "c", m)
+    assert questions and not {normalize_question(r["question"]) for r in train} & questions
+    assert m["heldout"]["same_question_other_id"] > 0
+
+
+def test_the_warm_up_sft_leaves_out_the_held_out_questions(built, tmp_path):
+    from train.config import SFTConfig
+    from train.sft import build_sft_examples
+
+    out, m = built
+    trip = tmp_path / "t"
+    run_triplets(get_source("synthetic", options={"num_triplets": 50}), trip)
+    ids, questions = load_heldout(out / "heldout.json")
+    everything = build_sft_examples(trip, SFTConfig(max_examples=None))
+    assert {e["source_id"] for e in everything} & ids  # the triplets do hold the eval questions
+    kept = build_sft_examples(trip, SFTConfig(max_examples=None), heldout=out / "heldout.json")
+    assert kept and not {e["source_id"] for e in kept} & ids
+    assert not {normalize_question(e["question"]) for e in kept} & questions
+    assert len(kept) == len(everything) - len({e["source_id"] for e in everything} & ids)
+    assert len(build_sft_examples(trip, SFTConfig(max_examples=5), heldout=out / "heldout.json")) == 5
+
+
+def test_dvc_passes_the_held_out_file_from_curriculum_to_sft():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert "--heldout-out data/heldout.json" in stages["curriculum"]["cmd"]
+    assert "data/heldout.json" in stages["curriculum"]["outs"]
+    assert "--heldout data/heldout.json" in stages["sft"]["cmd"] and "data/heldout.json" in stages["sft"]["deps"]
+
+
+def test_an_incomplete_input_or_writing_into_the_input_is_refused(inputs, tmp_path):
+    import shutil
+
+    part = tmp_path / "kc"
+    shutil.copytree(inputs[0], part)
+    (part / "stats.json").unlink()
+    with pytest.raises(LongmillError, match="incomplete: it has no stats.json"):
+        build_curriculum([part], tmp_path / "c", CurriculumConfig(bins=[1500]))
+    with pytest.raises(LongmillError, match="own input"):
+        build_curriculum([inputs[0]], inputs[0].parent, CurriculumConfig(bins=[1500]))
+    with pytest.raises(LongmillError, match="--seed must be a whole number"):
+        build_curriculum([inputs[0]], tmp_path / "c", CurriculumConfig(bins=[1500], seed=-2))
+
+
+def test_cli_help_has_examples_and_library_debug_logging_stays_quiet(inputs, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "curriculum", "build", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert "Examples:" in proc.stdout and "python -m curriculum build --input" in proc.stdout
+    for flags in ([], ["-v"]):
+        proc = subprocess.run([sys.executable, "-m", "curriculum", *flags, "build", "--input", str(inputs[0]),
+                               "--out", str(tmp_path / "c"), "--bins", "1500", "--eval-share", "0"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert "Building index" not in proc.stderr and "DEBUG" not in proc.stderr
+
+
+def test_a_second_build_into_a_locked_curriculum_fails_clearly(inputs, tmp_path):
+    from datagen.shards import OutputLock
+
+    with OutputLock(tmp_path / "c"):
+        with pytest.raises(LongmillError, match="being written by another run"):
+            build_curriculum(inputs[:1], tmp_path / "c", CurriculumConfig(bins=[1500]))
+    assert not (tmp_path / "c").exists()
+
+
+def test_the_warm_up_sft_refuses_triplets_of_an_unfinished_run(tmp_path):
+    from train.config import SFTConfig
+    from train.sft import build_sft_examples
+
+    trip = tmp_path / "t"
+    run_triplets(get_source("synthetic", options={"num_triplets": 10}), trip)
+    (trip / "stats.json").unlink()
+    with pytest.raises(LongmillError, match="incomplete: it has no stats.json"):
+        build_sft_examples(trip, SFTConfig(max_examples=None))

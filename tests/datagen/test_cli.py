@@ -17,8 +17,9 @@ import pytest
 from . import formats
 
 
-def datagen(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "datagen", *args], capture_output=True, text=True, timeout=600)
+def datagen(*args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "datagen", *args], capture_output=True, text=True, timeout=600,
+                          cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"datagen {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -171,3 +172,118 @@ def test_help_teaches(tmp_path):
                    "--workers", "60k = 60,000"):
         assert needle in out
     assert "datagen verify" in datagen("--help").stdout
+
+
+# -- issue 9 -------------------------------------------------------------------------------------------
+
+def test_the_headline_command_as_typed(tmp_path):
+    """`datagen keychain --length 60k`: synthetic source, 100 samples, data/keychain-60k, named in the output."""
+    proc = datagen("keychain", "--length", "60k", cwd=tmp_path)
+    out = tmp_path / "data" / "keychain-60k"
+    assert "data/keychain-60k" in proc.stderr and "to data/keychain-60k" in proc.stdout
+    rs = rows(out)
+    assert len(rs) == 100 and {r["data_source"] for r in rs} == {"keychain/synthetic"}
+    assert all(59_400 <= r["prompt_tokens"] <= 60_000 for r in rs)
+    assert "keychain 60k" in proc.stderr  # the progress label
+
+
+def test_a_missing_required_option_is_a_usage_error_not_a_traceback(tmp_path):
+    proc = datagen("keychain", "--num-samples", "2", check=False, cwd=tmp_path)
+    assert proc.returncode == 2 and "Missing option '--length'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_progress_label_shows_the_length_as_typed(tmp_path):
+    proc = datagen("longqa", "--length", "5.5k", "--num-samples", "2", cwd=tmp_path)
+    assert "longqa 5.5k" in proc.stderr and (tmp_path / "data" / "longqa-5.5k" / "stats.json").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--seed", "-1"], "--seed must be a whole number >= 0, got -1"),
+    (["--limit", "-1"], "--limit must be a positive number of triplets, got -1"),
+    (["--out", "FILE"], "exists and is not a folder"),
+    (["--out", "FILE/sub"], "is a file, so the folder cannot be created"),
+    (["--doc-template", "pasage"], "did you mean 'passage'?"),
+    (["--placement", "midle"], "did you mean 'middle'?"),
+    (["--uuid-format", "shrt"], "did you mean 'short'?"),
+])
+def test_user_mistakes_are_one_line_errors_before_any_work(tmp_path, args, message):
+    (tmp_path / "file").write_text("x")
+    args = [str(tmp_path / a.replace("FILE", "file")) if a.startswith("FILE") else a for a in args]
+    proc = datagen("keychain", "--length", "5k", "--num-samples", "2", *args, check=False, cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "data").exists()
+
+
+def test_inspect_on_a_triplet_shard_says_what_it_is(tmp_path):
+    datagen("triplets", "--source", "synthetic", "--source-opt", "num_triplets=20", "--out", str(tmp_path / "t"))
+    proc = datagen("inspect", str(tmp_path / "t" / "part-00000.parquet"), check=False)
+    assert proc.returncode == 2 and "is a triplet shard (made by datagen triplets)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_broken_yaml_config_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_steps: [1, 2\nlearning_rate: x\n")
+    proc = subprocess.run([sys.executable, "-m", "train", "sft", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+                           "--config", str(bad)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and f"{bad}, line" in proc.stderr and "not valid YAML" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_full_disk_during_the_run_is_a_one_line_error(tmp_path):
+    script = (
+        "import errno, sys\n"
+        "import datagen.shards as s\n"
+        "def full(*a, **k): raise OSError(errno.ENOSPC, 'No space left on device', 'part-00000.parquet')\n"
+        "s.write_table_atomic = full\n"
+        "import datagen.runner as r\n"
+        "r.PartWriter.write = lambda self, *a, **k: full()\n"
+        "from datagen.cli import main\n"
+        "main(prog_name='datagen')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, "keychain", "--length", "5k", "--num-samples", "2", "--out",
+                           str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "part-00000.parquet: the disk is full" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_no_distractor_left_to_remove_names_the_length_that_works():
+    """A chat template that costs more than the fitter predicts (here it echoes the user message) at a small
+    length: the error says the smallest length the prompt could take, not only that nothing is left to remove."""
+    import re
+
+    import numpy as np
+
+    from datagen.errors import LengthBudgetError
+    from datagen.generators.fit import DocCounter, fit_prompt
+    from datagen.prompts import DOC_TEMPLATES
+    from datagen.tokenizers import Tokenizer, get_tokenizer
+
+    from .conftest import toy_triplets
+
+    class EchoTemplate(Tokenizer):
+        name, chat_template, additive = "echo", "echo", False
+
+        def __init__(self):
+            self.inner = get_tokenizer("qwen2.5")
+
+        def encode(self, text):
+            return self.inner.encode(text)
+
+        def decode(self, ids):
+            return self.inner.decode(ids)
+
+        def render(self, messages, add_generation_prompt=True):
+            return self.inner.render(messages, add_generation_prompt) + messages[-1]["content"]
+
+    tok, t = EchoTemplate(), toy_triplets(20)
+    with pytest.raises(LengthBudgetError, match="no distractor left") as e:
+        fit_prompt(tokenizer=tok, counter=DocCounter(tok, DOC_TEMPLATES.get("default")), length=300, tolerance=0.01,
+                   head="Read.\n", tail="Q?", gold=t[0].gold_docs,
+                   candidates=iter([d for x in t[1:] for d in x.distractor_docs]), rng=np.random.default_rng(0))
+    floor = int(re.search(r"use a larger --length \(at least (\d+)\)", str(e.value)).group(1))
+    gold_only = tok.count_messages([{"role": "user", "content": "Read.\n" + "".join(
+        DOC_TEMPLATES.get("default").render_header(i + 1) + DOC_TEMPLATES.get("default").render_body(d.title, d.text)
+        for i, d in enumerate(t[0].gold_docs)) + "Q?"}])
+    assert 300 < floor and abs(floor - gold_only) <= 4
