@@ -129,4 +129,6 @@ _COERCE: dict[type, Callable[[str, Any], Any]] = {int: _as_int, float: _as_float
 #: each field's type (resolved once: the annotations are strings under ``from __future__ import annotations``)
 _TYPES: dict[str, type] = typing.get_type_hints(SyntheticConfig)
 
-SyntheticConfig.__doc__ = f"{inspect.cleandoc(SyntheticConfig.__doc__ or '')}\n\nArgs:\n{SyntheticConfig.options_doc()}\n"
+SyntheticConfig.__doc__ = (
+    f"{inspect.cleandoc(SyntheticConfig.__doc__ or '')}\n\nArgs:\n{SyntheticConfig.options_doc()}\n"
+)

@@ -106,13 +106,7 @@ def draw_parts(d: Draw, kind: str, used: set[str]) -> Parts:
     return p
 
 
-def _plain(p: Parts) -> Rendered:
-    s = p["stem"]
-    return s, s, (s,)
-
-
-def _person(p: Parts) -> Rendered:
-    name = f"{p['given']} {p['stem']}"
+def _one(name: str) -> Rendered:
     return name, name, (name,)
 
 
@@ -136,25 +130,21 @@ def _university(p: Parts) -> Rendered:
     return suffix, suffix, (suffix, of)
 
 
-def _company(p: Parts) -> Rendered:
-    name = f"{p['stem']} {p['sector']}"
-    return name, name, (name,)
-
-
-def _film(p: Parts) -> Rendered:
-    name = p["pattern"].format(w=p["stem"], n=p["noun"])
-    return name, name, (name,)
-
-
 #: how each kind renders its parts (cities use the bare stem)
 _RENDER: dict[str, Callable[[Parts], Rendered]] = {
-    PERSON: _person, COUNTRY: _country, RIVER: _river, UNIVERSITY: _university, COMPANY: _company, FILM: _film,
-}  # fmt: skip
+    PERSON: lambda p: _one(f"{p['given']} {p['stem']}"),
+    COUNTRY: _country,
+    RIVER: _river,
+    UNIVERSITY: _university,
+    COMPANY: lambda p: _one(f"{p['stem']} {p['sector']}"),
+    FILM: lambda p: _one(p["pattern"].format(w=p["stem"], n=p["noun"])),
+}
 
 
 def render(kind: str, p: Parts) -> Rendered:
     """(name, ref, aliases) of an entity of ``kind`` with parts ``p``."""
-    return _RENDER.get(kind, _plain)(p)
+    render_kind = _RENDER.get(kind)
+    return render_kind(p) if render_kind else _one(p["stem"])
 
 
 def mutate(d: Draw, w: str, used: set[str]) -> str | None:

@@ -218,7 +218,9 @@ def _matching_side(
     want_yes: bool,
 ) -> _Side | None:
     """A side whose value equals side ``a``'s (``want_yes``) or differs from it: the answer is drawn first."""
-    targets = [t for t in region.by_kind[kind] if t != a.target and t in values and (values[t] == a.value) == want_yes]
+    targets = [
+        t for t in region.by_kind[kind] if t != a.target and t in values and (values[t] == a.value) == want_yes
+    ]
     for chain in d.shuffled(chains):
         starts = _backward(region, targets, chain)
         if starts:
@@ -255,6 +257,7 @@ def _same_question(
 
 
 def _comparison_once(region: Region, d: Draw, hops: int, numeric: bool, want_yes: bool) -> Draft | None:
+    """One try at a comparison of the drawn family (and answer); None where a side or value is missing."""
     key, kind = d.pick(list(NUMERIC_COMPARISONS if numeric else SAME_COMPARISONS))
     da, db = _split_depths(hops, d)
     chains_a, chains_b = _SIDE_CHAINS[(kind, da)], _SIDE_CHAINS[(kind, db)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -44,17 +45,17 @@ def _distractors(region: Region, d: Draw, gold: list[int], path: list[int], n: i
     return d.shuffled(chosen)
 
 
-def _gold(region: Region, draft: Draft, seen: set[str]) -> list[int] | None:
-    """The gold documents of ``draft``, or None where it is rejected (``seen`` gets its question)."""
+def _gold(region: Region, draft: Draft, seen: set[str]) -> list[int] | str:
+    """The gold documents of ``draft``, or why it is rejected; an accepted question joins ``seen``."""
     gold = list(dict.fromkeys(e for e, _ in draft.facts))
     if len(gold) != len(draft.facts):
-        return None  # a document would support two facts
+        return "document used twice"
     twins = [region.entities[g].twin for g in gold]
     if not any(t is not None and t not in gold for t in twins):
-        return None  # every triplet gets at least one look-alike of a gold document
+        return "no look-alike"  # every triplet gets at least one look-alike of a gold document
     norm = norm_question(draft.question)
     if norm in seen:
-        return None
+        return "repeated question"
     seen.add(norm)
     return gold
 
@@ -62,15 +63,18 @@ def _gold(region: Region, draft: Draft, seen: set[str]) -> list[int] | None:
 def _triplet(world: SyntheticWorld, cfg: SyntheticConfig, i: int, seen: set[str]) -> Triplet:
     region = world.region(i // cfg.per_region)
     d = Draw(sample_rng(cfg.seed, "synthetic", i), chunk=256)
+    rejected: Counter[str] = Counter()
     for attempt in range(600):
         if attempt % 150 == 0:  # family and hops are kept across retries, so their shares hold
             is_comparison, hops = d.chance(cfg.comparison_share), d.randint(cfg.min_hops, cfg.max_hops)
-            is_comparison = is_comparison and hops >= 2  # a comparison needs two sides: 1-hop questions are lookups
+            is_comparison = is_comparison and hops >= 2  # a comparison needs two sides; 1 hop is a lookup
         draft = comparison(region, d, hops) if is_comparison else bridge(region, d, hops)
         if draft is None:
+            rejected["no well-posed draft"] += 1
             continue
         gold = _gold(region, draft, seen)
-        if gold is None:
+        if isinstance(gold, str):
+            rejected[gold] += 1
             continue
         n_distractors = d.randint(cfg.min_distractors, cfg.max_distractors)
         distractors = _distractors(region, d, gold, draft.path, n_distractors)
@@ -88,7 +92,8 @@ def _triplet(world: SyntheticWorld, cfg: SyntheticConfig, i: int, seen: set[str]
         )
     raise LongmillError(
         f"synthetic: could not draw a new question for triplet {i} (region {i // cfg.per_region}); "
-        f"lower per_region (now {cfg.per_region}) or widen min_hops/max_hops"
+        f"lower per_region (now {cfg.per_region}) or widen min_hops/max_hops (600 attempts rejected: "
+        f"{', '.join(f'{n} {why}' for why, n in rejected.most_common())})"
     )
 
 
@@ -158,4 +163,6 @@ class SyntheticSource(Source):
         yield from iter_synthetic_triplets(self.config)
 
 
-SyntheticSource.__doc__ = f"{inspect.cleandoc(SyntheticSource.__doc__ or '')}\n\nOptions:\n{SyntheticConfig.options_doc()}\n"
+SyntheticSource.__doc__ = (
+    f"{inspect.cleandoc(SyntheticSource.__doc__ or '')}\n\nOptions:\n{SyntheticConfig.options_doc()}\n"
+)
