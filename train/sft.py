@@ -69,7 +69,7 @@ def apply_teacher(examples: list[dict[str, Any]], config: SFTConfig, out: Path) 
                       answers=e["answers"]) for i, e in enumerate(examples)]
     generate_predictions(items, gen, out / "teacher.jsonl")
     preds = read_predictions(out / "teacher.jsonl")
-    reward = HybridQAReward("sub_em")
+    reward = HybridQAReward("em")  # sub-EM would accept listed candidates as targets
     counts: Counter[str] = Counter()
     for item, ex in zip(items, examples, strict=True):
         comps = preds.get(item.uid) or []
