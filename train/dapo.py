@@ -311,8 +311,11 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None:
-            return
+        if checkpoint is not None:
+            self.load_refill_state(checkpoint)
+
+    def load_refill_state(self, checkpoint: str) -> None:
+        """Restore this rank's refill sampler from ``checkpoint`` (done on resume)."""
         path = os.path.join(checkpoint, self.STATE_FILE.format(rank=self.accelerator.process_index))
         if os.path.exists(path):
             with open(path) as f:
