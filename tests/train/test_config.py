@@ -101,3 +101,41 @@ def test_help_shows_runnable_examples():
         res = CliRunner().invoke(main, [cmd, "--help"])
         assert res.exit_code == 0 and "Examples:" in res.output and needle in res.output, res.output
     assert "--steps-per-generation" in CliRunner().invoke(main, ["grpo", "--help"]).output
+
+
+def dvc_flags(section: dict) -> list[str]:
+    """A params.yaml section as DVC unpacks it (`parsing.bool = boolean_optional`, `parsing.list = append`)."""
+    out = []
+    for k, v in section.items():
+        if isinstance(v, bool):
+            out.append(f"--{k}" if v else f"--no-{k}")
+        elif isinstance(v, list):
+            for x in v:
+                out += [f"--{k}", str(x)]
+        else:
+            out += [f"--{k}", str(v)]
+    return out
+
+
+@pytest.mark.parametrize("profile", ["params.yaml", "profiles/gpu-qwen2.5-7b.yaml"])
+def test_params_sections_reach_the_commands_as_dvc_writes_them(profile, captured, monkeypatch):
+    from pathlib import Path
+
+    import torch
+
+    import train.sft
+
+    root = Path(__file__).resolve().parents[2]
+    params = yaml.safe_load((root / profile).read_text())
+    on_cpu = [] if torch.cuda.is_available() else ["--use_cpu"]  # the GPU profile asks for bf16
+    res = grpo(*dvc_flags(params["rl"]), *on_cpu)
+    assert res.exit_code == 0, res.output
+    c = captured["config"]
+    for k, v in params["rl"].items():
+        assert getattr(c, k) == v or str(getattr(c, k).value if hasattr(getattr(c, k), "value") else getattr(c, k)) == str(v), k
+    seen = {}
+    monkeypatch.setattr(train.sft, "run_sft", lambda data, out, config, metrics_dir=None: seen.setdefault("c", config)
+                        and {"examples": 0, "steps": 0, "train_loss": 0.0, "checkpoint": "x"})
+    res = CliRunner().invoke(main, ["sft", "--data", "d", "--out", "o", *dvc_flags(params["sft"]), *on_cpu])
+    assert res.exit_code == 0, res.output
+    assert all(getattr(seen["c"], k) == v for k, v in params["sft"].items())

@@ -83,8 +83,11 @@ def test_refill_weights_give_retrospective_rows_their_share_by_difficulty(small_
     assert retro, "the fixture's second stage has retrospective samples"
     is_retro = [u in retro for u in ds["uid"]]
     assert sum(w) == pytest.approx(1.0)
-    assert sum(x for x, r in zip(w, is_retro) if r) == pytest.approx(len(retro) / len(ds))
-    diff = {u: d for f in stage.files for u, d in zip(*pq.read_table(f, columns=["uid", "difficulty"]).to_pydict().values())}
-    ratios = {round(x / diff[u], 9) for x, u, r in zip(w, ds["uid"], is_retro) if r}
+    assert sum(x for x, r in zip(w, is_retro, strict=True) if r) == pytest.approx(len(retro) / len(ds))
+    diff = {}
+    for f in stage.files:
+        t = pq.read_table(f, columns=["uid", "difficulty"]).to_pydict()
+        diff.update(zip(t["uid"], t["difficulty"], strict=True))
+    ratios = {round(x / diff[u], 9) for x, u, r in zip(w, ds["uid"], is_retro, strict=True) if r}
     assert len(ratios) == 1  # retrospective rows weigh in proportion to their difficulty
-    assert len({x for x, r in zip(w, is_retro) if not r}) == 1  # the stage's own rows: uniform
+    assert len({x for x, r in zip(w, is_retro, strict=True) if not r}) == 1  # the stage's own rows: uniform
