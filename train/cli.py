@@ -26,6 +26,16 @@ EVERY_TRL_FIELD = ("Every other field of TRL's {cls} and of transformers' Traini
                    "or YAML key under its own name (hidden here), e.g. --{example}.")
 
 
+def export_only(values: dict, backend: str) -> dict:
+    """Commands for another cluster are written on any host: TRL's check that this host has a bf16 GPU is
+    the training host's business, so a GPU profile (bf16: true) still composes verl commands on a CPU node."""
+    import torch
+
+    if backend != "trl" and not torch.cuda.is_available():
+        return {"use_cpu": True, **values}
+    return values
+
+
 @click.group(cls=FlexibleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("-v", "--verbose", count=True, help="-v for progress messages, -vv for debugging.")
 def main(verbose: int) -> None:
@@ -120,7 +130,7 @@ def grpo(curriculum: str, out: Path, config_file: str | None, resume: bool, back
     """
     from train.phases import run_phases
 
-    config = load_yaml_config(GRPOPhaseConfig, config_file, typed_options(GRPOPhaseConfig, kw))
+    config = load_yaml_config(GRPOPhaseConfig, config_file, export_only(typed_options(GRPOPhaseConfig, kw), backend))
     only = [int(x) for x in phases.split(",")] if phases else None
     extra = {"metrics_dir": metrics_dir} if metrics_dir and backend == "trl" else {}
     summary = run_phases(curriculum, out, config, backend=backend, resume=resume, phases=only, **extra)
@@ -141,7 +151,7 @@ def verl_config(curriculum: str, out: Path, config_file: str | None, n_gpus_per_
     """Write, per stage, a ready-to-run verl DAPO command with settings equivalent to longmill's GRPO."""
     from train.phases import run_phases
 
-    config = load_yaml_config(GRPOPhaseConfig, config_file, typed_options(GRPOPhaseConfig, kw))
+    config = load_yaml_config(GRPOPhaseConfig, config_file, export_only(typed_options(GRPOPhaseConfig, kw), "verl"))
     summary = run_phases(curriculum, out, config, backend="verl", n_gpus_per_node=n_gpus_per_node, nnodes=nnodes)
     click.echo(json.dumps({"run_all": summary["run_all"], "stages": [p["checkpoint"] for p in summary["phases"]]},
                           indent=2))

@@ -139,3 +139,15 @@ def test_params_sections_reach_the_commands_as_dvc_writes_them(profile, captured
     res = CliRunner().invoke(main, ["sft", "--data", "d", "--out", "o", *dvc_flags(params["sft"]), *on_cpu])
     assert res.exit_code == 0, res.output
     assert all(getattr(seen["c"], k) == v for k, v in params["sft"].items())
+
+
+def test_verl_commands_from_the_gpu_yaml_compose_on_a_cpu_host(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    seen = {}
+    monkeypatch.setattr(train.phases, "run_phases",
+                        lambda *a, **kw: seen.setdefault("c", a[2]) and {"run_all": "x", "phases": []})
+    gpu_yaml = Path(__file__).resolve().parents[2] / "train" / "configs" / "grpo-gpu-qwen2.5-7b.yaml"
+    res = CliRunner().invoke(main, ["verl-config", "--curriculum", "c", "--out", str(tmp_path), "--config", str(gpu_yaml)])
+    assert res.exit_code == 0, res.output
+    assert seen["c"].bf16 is True
