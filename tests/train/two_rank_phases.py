@@ -17,7 +17,7 @@ class SmallIdsReward:
 
 if __name__ == "__main__":
     curriculum, model, out = sys.argv[1:4]
-    config = GRPOPhaseConfig(model=model, max_steps=2, per_device_train_batch_size=4, num_generations=4,
+    config = GRPOPhaseConfig(model=model, max_steps=1, per_device_train_batch_size=4, num_generations=4,
                              steps_per_generation=1, max_completion_length=8, learning_rate=1e-3, save_steps=1,
                              dynamic_sampling_rounds=1, dynamic_sampling_metric="reward", rollout="hf", seed=0,
                              mask_truncated_completions=False, gradient_checkpointing=False, disable_tqdm=True,
