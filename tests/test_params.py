@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from curriculum.build import CurriculumConfig
@@ -59,12 +60,14 @@ def test_configs_build_from_each_section(profile):
     CurriculumConfig(**p["curriculum"])
     KeyChainConfig(length=p["lengths"][0], **{k: v for k, v in p["keychain"].items() if k in names(KeyChainConfig)})
     GenConfig(length=p["lengths"][0], **{k: v for k, v in p["longqa"].items() if k in names(GenConfig)})
-    SFTConfig(**p["sft"])
+    # The GPU profile asks for bf16; TRL checks the hardware, so on a CPU host say that it is one.
+    on_cpu = {} if torch.cuda.is_available() else {"use_cpu": True}
+    SFTConfig(**p["sft"], **on_cpu)
     GenerateConfig(**{k: v for k, v in p["eval"].items() if k in names(GenerateConfig)})
     rl = dict(p["rl"])
     if rl.get("rollout") == "vllm-server":
-        rl["vllm_server_url"] = "http://x"
-    GRPOPhaseConfig(**rl)
+        rl["vllm_server_base_url"] = "http://x"
+    GRPOPhaseConfig(**rl, **on_cpu)
     assert CurriculumConfig(**p["curriculum"]).bins == sorted(p["lengths"])  # one bin per synthesized length
 
 

@@ -16,10 +16,14 @@ from datagen.shards import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 #: The columns of metrics.csv (TRL's names; missing ones stay empty).
-CSV_COLUMNS = ("step", "reward", "reward_std", "frac_reward_zero_std", "rewards/hybrid_qa/mean", "entropy",
-               "clip_ratio/region_mean", "clip_ratio/low_mean", "clip_ratio/high_mean", "completions/mean_length",
-               "completions/clipped_ratio", "dynamic_sampling/filtered_share", "dynamic_sampling/replaced_share",
-               "hybrid_qa/judge_failed", "loss", "learning_rate", "step_time")
+CSV_COLUMNS = ("step", "reward", "reward_std", "frac_reward_zero_std", "rewards/hybrid_qa/mean", "hybrid_qa/accuracy",
+               "entropy", "clip_ratio/region_mean", "clip_ratio/low_mean", "clip_ratio/high_mean",
+               "completions/mean_length", "completions/clipped_ratio", "dynamic_sampling/filtered_share",
+               "dynamic_sampling/replaced_share", "dynamic_sampling/remaining_share", "dynamic_sampling/rounds",
+               "hybrid_qa/judge_failed", "sampling/importance_sampling_ratio/min",
+               "sampling/importance_sampling_ratio/mean", "sampling/importance_sampling_ratio/max",
+               "sampling/sampling_logp_difference/mean", "sampling/sampling_logp_difference/max", "loss",
+               "learning_rate", "step_time")
 
 
 class MetricsLogger(TrainerCallback):
@@ -31,10 +35,17 @@ class MetricsLogger(TrainerCallback):
         resume_step: on resume, records after this step (written before the kill, after the last
             checkpoint) are dropped so that each step appears once.
         csv_copy: also write the CSV here (e.g. a `dvc plots` folder outside the run's outputs).
+        is_main: whether this process writes (only the main process of a multi-GPU run does); default:
+            accelerate's view of this process.
     """
 
     def __init__(self, folder: str | Path, phase: int, resume_step: int | None = None,
-                 csv_copy: str | Path | None = None):
+                 csv_copy: str | Path | None = None, is_main: bool | None = None):
+        if is_main is None:
+            from accelerate import PartialState
+
+            is_main = PartialState().is_main_process
+        self.is_main = is_main
         self.jsonl = Path(folder) / "metrics.jsonl"
         self.csv = Path(folder) / "metrics.csv"
         self.csv_copy = Path(csv_copy) if csv_copy else None
@@ -48,7 +59,8 @@ class MetricsLogger(TrainerCallback):
                     continue  # a torn last line from a kill
                 if resume_step is not None and rec.get("step", 0) <= resume_step:
                     self.records.append(rec)
-        self._rewrite()
+        if self.is_main:
+            self._rewrite()
 
     def _rewrite(self) -> None:
         self.jsonl.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +76,7 @@ class MetricsLogger(TrainerCallback):
             atomic_write_bytes(self.csv_copy, buf.getvalue().encode())
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D401 - transformers' hook
-        if not logs or not state.is_world_process_zero:
+        if not logs or not state.is_world_process_zero or not self.is_main:
             return
         rec = {"phase": self.phase, "step": int(state.global_step), **{k: v for k, v in logs.items()
                                                                        if isinstance(v, int | float)}}

@@ -7,15 +7,33 @@ from pathlib import Path
 
 import click
 
-from datagen.cliutil import (
-    FlexibleGroup,
-    dataclass_options,
-    explicit_options,
-    fields_of,
-    friendly_errors,
-    setup_logging,
-)
-from train.config import GRPOPhaseConfig, SFTConfig, load_yaml_config
+from datagen.cliutil import FlexibleGroup, friendly_errors, setup_logging
+from train.config import GRPOPhaseConfig, SFTConfig, config_options, load_yaml_config, typed_options
+
+#: TRL options listed in `grpo --help` (every other GRPOConfig/TrainingArguments field is accepted too).
+GRPO_SHOWN = ("learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "per_device_train_batch_size",
+              "gradient_accumulation_steps", "steps_per_generation", "num_iterations", "num_generations",
+              "max_completion_length", "temperature", "top_p", "max_steps", "num_train_epochs", "loss_type",
+              "epsilon", "epsilon_high", "beta", "scale_rewards", "mask_truncated_completions",
+              "vllm_server_base_url", "vllm_gpu_memory_utilization", "vllm_enable_sleep_mode",
+              "vllm_tensor_parallel_size", "vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
+              "vllm_importance_sampling_clip_max", "vllm_importance_sampling_clip_min", "gradient_checkpointing",
+              "bf16", "seed", "logging_steps", "save_steps", "save_total_limit", "report_to")
+SFT_SHOWN = ("learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "num_train_epochs", "max_steps",
+             "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "packing",
+             "gradient_checkpointing", "bf16", "seed", "logging_steps", "report_to")
+EVERY_TRL_FIELD = ("Every other field of TRL's {cls} and of transformers' TrainingArguments is accepted as a flag "
+                   "or YAML key under its own name (hidden here), e.g. --{example}.")
+
+
+def export_only(values: dict, backend: str) -> dict:
+    """Commands for another cluster are written on any host: TRL's check that this host has a bf16 GPU is
+    the training host's business, so a GPU profile (bf16: true) still composes verl commands on a CPU node."""
+    import torch
+
+    if backend != "trl" and not torch.cuda.is_available():
+        return {"use_cpu": True, **values}
+    return values
 
 
 @click.group(cls=FlexibleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -28,7 +46,7 @@ def main(verbose: int) -> None:
       python -m train init-model --preset tiny-qwen2 --out models/tiny-qwen2
       python -m train sft --data data/triplets/synthetic --model tiny-qwen2 --out runs/sft --max-steps 20
       python -m train grpo --curriculum data/curriculum --model runs/sft/final --out runs/rl --max-steps 10
-      python -m train grpo --curriculum data/curriculum --config train/configs/gpu-qwen2.5-7b.yaml --out runs/rl
+      python -m train grpo --curriculum data/curriculum --config train/configs/grpo-gpu-qwen2.5-7b.yaml --out runs/rl
       accelerate launch --config_file train/configs/accelerate/zero3.yaml -m train grpo --curriculum ... --out ...
       python -m train verl-config --curriculum data/curriculum --model Qwen/Qwen2.5-7B-Instruct --out runs/verl
     """
@@ -41,33 +59,48 @@ def main(verbose: int) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Initialisation seed.")
 @friendly_errors
 def init_model(preset: str, out: Path, seed: int) -> None:
-    """Write a randomly initialised preset (Qwen2 shape, Qwen2.5 vocabulary and chat template), offline."""
+    """Write a randomly initialised preset (Qwen2 shape, Qwen2.5 vocabulary and chat template), offline.
+
+    \b
+    Examples:
+      python -m train init-model --preset tiny-qwen2 --out models/tiny-qwen2
+      python -m train init-model --preset qwen2.5-0.5b-random --out models/qwen2.5-0.5b-random --seed 1
+      python -m train sft --data data/triplets/synthetic --model models/tiny-qwen2 --out runs/sft --max-steps 5
+    """
     from eval.models import materialize_preset
 
     path = materialize_preset(preset, out_dir=out, seed=seed)
     click.echo(f"wrote {preset} to {path}")
 
 
-@main.command()
+@main.command(epilog=EVERY_TRL_FIELD.format(cls="SFTConfig", example="weight-decay 0.01"))
 @click.option("--data", required=True, help="Triplet shards (datagen triplets --out).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder (the model goes to OUT/final).")
 @click.option("--config", "config_file", default=None, help="YAML file with these options (flags override it).")
 @click.option("--metrics-dir", default=None, help="Also write the training log CSV here (for `dvc plots`).")
 @click.option("--heldout", default=None,
               help="The curriculum's heldout.json (or its folder): triplets with held-out ids or questions are left out.")
-@dataclass_options(SFTConfig)
+@config_options(SFTConfig, shown=SFT_SHOWN)
 @friendly_errors
 def sft(data: str, out: Path, config_file: str | None, metrics_dir: str | None, heldout: str | None, **kw) -> None:
-    """Warm-up SFT on short triplets: targets cite the supporting evidence and end in the answer format."""
+    """Warm-up SFT on short triplets: targets cite the supporting evidence and end in the answer format.
+
+    \b
+    Examples:
+      python -m train init-model --preset tiny-qwen2 --out models/tiny-qwen2
+      python -m train sft --data data/triplets/synthetic --model models/tiny-qwen2 --out runs/sft --max-steps 20
+      python -m train sft --data data/triplets --model Qwen/Qwen2.5-7B-Instruct --out runs/sft \\
+          --max-length 8192 --gradient-accumulation-steps 8 --lr-scheduler-type cosine --warmup-ratio 0.05
+    """
     from train.sft import run_sft
 
-    config = load_yaml_config(SFTConfig, config_file, explicit_options(fields_of(SFTConfig, kw)))
+    config = load_yaml_config(SFTConfig, config_file, typed_options(SFTConfig, kw))
     summary = run_sft(data, out, config, metrics_dir=metrics_dir, heldout=heldout)
     click.echo(f"SFT: {summary['examples']} examples, {summary['steps']} steps, loss {summary['train_loss']:.4f}; "
                f"model in {summary['checkpoint']}")
 
 
-@main.command()
+@main.command(epilog=EVERY_TRL_FIELD.format(cls="GRPOConfig", example="vllm-model-impl transformers"))
 @click.option("--curriculum", required=True, help="A curriculum folder (python -m curriculum build --out).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder: OUT/phase-K per phase.")
 @click.option("--config", "config_file", default=None, help="YAML file with these options (flags override it).")
@@ -75,19 +108,31 @@ def sft(data: str, out: Path, config_file: str | None, metrics_dir: str | None, 
 @click.option("--backend", default="trl", show_default=True, help="trl (train here) or verl (write verl commands).")
 @click.option("--phases", default=None, help="Run only these phases, e.g. 1 or 1,2 (earlier ones must be done).")
 @click.option("--metrics-dir", default=None, help="Also write each phase's metrics.csv here as phase-K.csv (for `dvc plots`).")
-@dataclass_options(GRPOPhaseConfig)
+@config_options(GRPOPhaseConfig, shown=GRPO_SHOWN)
 @friendly_errors
 def grpo(curriculum: str, out: Path, config_file: str | None, resume: bool, backend: str, phases: str | None,
          metrics_dir: str | None, **kw) -> None:
     """Phased GRPO with DAPO defaults: one phase per curriculum stage, each from the previous checkpoint.
 
-    DAPO defaults: token-level loss (loss_type dapo), clip-higher (epsilon_high 0.28), no KL (beta 0),
-    truncated completions masked, soft overlong punishment, and online dynamic sampling (groups with
-    equal rewards are replaced by fresh ones). Logs: OUT/phase-K/metrics.jsonl and metrics.csv.
+    DAPO defaults: token-level loss (loss_type dapo), clip-higher (epsilon_high 0.28; it acts only when a
+    generation batch feeds several optimiser steps: steps_per_generation > gradient_accumulation_steps, or
+    num_iterations > 1), no KL (beta 0), truncated completions masked, soft overlong punishment, a constant
+    learning rate, and online dynamic sampling (groups whose answers are all right or all wrong are
+    replaced by fresh ones). Logs: OUT/phase-K/metrics.jsonl and metrics.csv.
+
+    \b
+    Examples:
+      python -m train grpo --curriculum data/curriculum --model runs/sft/final --out runs/rl --max-steps 10 \\
+          --rollout hf --per-device-train-batch-size 4 --num-generations 4 --steps-per-generation 2
+      python -m train grpo --curriculum data/curriculum --config train/configs/grpo-gpu-qwen2.5-7b.yaml --out runs/rl
+      python -m train grpo --curriculum data/curriculum --config train/configs/grpo-gpu-qwen2.5-7b.yaml \\
+          --out runs/rl --resume --warmup-steps 10 --vllm-importance-sampling-mode token_truncate
+      accelerate launch --config_file train/configs/accelerate/zero3.yaml -m train grpo \\
+          --curriculum data/curriculum --config train/configs/grpo-gpu-qwen2.5-7b.yaml --out runs/rl
     """
     from train.phases import run_phases
 
-    config = load_yaml_config(GRPOPhaseConfig, config_file, explicit_options(fields_of(GRPOPhaseConfig, kw)))
+    config = load_yaml_config(GRPOPhaseConfig, config_file, export_only(typed_options(GRPOPhaseConfig, kw), backend))
     only = [int(x) for x in phases.split(",")] if phases else None
     extra = {"metrics_dir": metrics_dir} if metrics_dir and backend == "trl" else {}
     if backend == "trl":
@@ -107,13 +152,13 @@ def grpo(curriculum: str, out: Path, config_file: str | None, resume: bool, back
 @click.option("--config", "config_file", default=None, help="YAML file with the GRPO options (flags override it).")
 @click.option("--n-gpus-per-node", type=int, default=8, show_default=True, help="GPUs per node of the verl cluster.")
 @click.option("--nnodes", type=int, default=1, show_default=True, help="Nodes of the verl cluster.")
-@dataclass_options(GRPOPhaseConfig)
+@config_options(GRPOPhaseConfig, shown=GRPO_SHOWN)
 @friendly_errors
 def verl_config(curriculum: str, out: Path, config_file: str | None, n_gpus_per_node: int, nnodes: int, **kw) -> None:
     """Write, per stage, a ready-to-run verl DAPO command with settings equivalent to longmill's GRPO."""
     from train.phases import run_phases
 
-    config = load_yaml_config(GRPOPhaseConfig, config_file, explicit_options(fields_of(GRPOPhaseConfig, kw)))
+    config = load_yaml_config(GRPOPhaseConfig, config_file, export_only(typed_options(GRPOPhaseConfig, kw), "verl"))
     summary = run_phases(curriculum, out, config, backend="verl", n_gpus_per_node=n_gpus_per_node, nnodes=nnodes)
     click.echo(json.dumps({"run_all": summary["run_all"], "stages": [p["checkpoint"] for p in summary["phases"]]},
                           indent=2))

@@ -1,7 +1,15 @@
-"""Training configs: dataclasses whose fields are the YAML keys and the CLI flags, with the same names.
+"""Training configs: TRL's own ``GRPOConfig`` and ``SFTConfig``, extended with longmill's fields.
 
-A YAML file (``--config``) sets values; flags given on the command line override it; an unknown key is
-an error that suggests the closest field (TRL's convention).
+:class:`GRPOPhaseConfig` subclasses :class:`trl.GRPOConfig` and :class:`SFTConfig` subclasses
+:class:`trl.SFTConfig` (as TRL's ``GRPOWithReplayBufferConfig`` adds one field to ``GRPOConfig``), so
+every TRL and ``transformers.TrainingArguments`` option (scheduler, warm-up, ``steps_per_generation``,
+``num_iterations``, vLLM sleep mode and tensor parallelism, the importance-sampling correction,
+``report_to``...) is a YAML key, a command-line flag and a params.yaml key, under TRL's own name.
+
+A YAML file (``--config``) sets values; flags typed on the command line override it; an unknown key is
+an error that suggests the closest field (TRL's convention). Only the values a user gave are kept
+(:attr:`GRPOPhaseConfig.given`): each phase builds its own TRL config from them, with its output folder
+and its stage's lengths.
 """
 
 from __future__ import annotations
@@ -9,15 +17,27 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from trl import GRPOConfig as TRLGRPOConfig
+from trl import SFTConfig as TRLSFTConfig
 
 from datagen.errors import LongmillError
 
 ROLLOUTS = ("auto", "hf", "vllm-colocate", "vllm-server")
+DYNAMIC_SAMPLING_METRICS = ("accuracy", "reward")
+
+#: GRPOConfig fields whose loss of meaning would silently turn DAPO into something else. If the installed TRL
+#: lacks one (renamed or removed), declaring it here would create a field TRL never reads: refuse instead.
+DAPO_CRITICAL_FIELDS = ("epsilon", "epsilon_high", "beta", "loss_type", "mask_truncated_completions",
+                        "scale_rewards", "steps_per_generation", "num_iterations", "num_generations",
+                        "max_completion_length", "vllm_importance_sampling_correction",
+                        "vllm_importance_sampling_mode", "vllm_importance_sampling_clip_max",
+                        "vllm_importance_sampling_clip_min")
 
 
 def gpu_has_bf16() -> bool:
@@ -26,107 +46,158 @@ def gpu_has_bf16() -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
+def check_trl_fields(base: type, names: tuple[str, ...] = DAPO_CRITICAL_FIELDS) -> None:
+    """Raise when the installed TRL's ``base`` config lacks one of ``names``.
+
+    Raises:
+        LongmillError: naming the missing fields and the TRL range longmill supports.
+    """
+    have = {f.name for f in dataclasses.fields(base)}
+    missing = [n for n in names if n not in have]
+    if missing:
+        from importlib.metadata import version
+
+        raise LongmillError(f"the installed TRL ({version('trl')}) has no {', '.join(missing)} in {base.__name__}; "
+                            "DAPO would silently lose these settings. Install a supported TRL: "
+                            "pip install 'trl>=1.6,<1.17'")
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+class _GivenMixin:
+    """Remembers the values that differ from the class defaults, before TRL's ``__post_init__`` derives others."""
+
+    def _snapshot_given(self) -> None:
+        defaults = _defaults(type(self))
+        given = {}
+        for f in dataclasses.fields(self):
+            if not f.init:
+                continue
+            v = getattr(self, f.name)
+            if f.name not in defaults or v != defaults[f.name]:
+                given[f.name] = v
+        self._given = given
+
+    @property
+    def given(self) -> dict[str, Any]:
+        """The fields set away from their defaults (what ``--config`` needs to rebuild this config)."""
+        return dict(self._given)
+
+    def derive(self, **overrides: Any) -> Any:
+        """A new config of the same class from :attr:`given` with ``overrides`` on top (re-validated)."""
+        return type(self)(**{**self._given, **overrides})
+
+
 @dataclass
-class GRPOPhaseConfig:
-    """Phased GRPO with DAPO defaults.
+class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
+    """Phased GRPO with DAPO defaults: TRL's ``GRPOConfig`` plus longmill's own fields.
+
+    Every ``GRPOConfig``/``TrainingArguments`` field is accepted under TRL's name (see TRL's docs); the
+    defaults that differ from TRL's are DAPO's (``epsilon_high`` 0.28, truncated completions masked, a
+    constant learning rate with optional warm-up) and longmill's logging (every step, bounded checkpoints).
+    ``output_dir`` is set per phase (``OUT/phase-K``).
 
     Args:
         model: the starting policy: a preset (tiny-qwen2), a folder (e.g. the SFT output) or a hub id.
         rollout: auto (vLLM colocated when vLLM is importable and a GPU is present, else hf), hf,
-            vllm-colocate, or vllm-server (a `trl vllm-serve` process on other GPUs).
-        vllm_server_url: the base URL of `trl vllm-serve` for rollout=vllm-server.
-        vllm_gpu_memory_utilization: the GPU memory share vLLM may take when colocated.
-        learning_rate: the policy's learning rate.
-        per_device_train_batch_size: completions per device per optimiser micro-step.
-        gradient_accumulation_steps: micro-steps per optimiser step.
-        num_generations: completions per prompt (the GRPO group size).
-        max_completion_length: the most tokens per completion.
-        temperature: rollout sampling temperature.
-        top_p: rollout nucleus sampling mass.
-        max_steps: optimiser steps per phase (-1: one pass over the stage).
-        num_train_epochs: passes over each stage when max_steps is -1.
-        loss_type: TRL's loss aggregation; dapo is token-level over the whole batch.
-        epsilon: the lower clip range.
-        epsilon_high: the upper clip range (DAPO's clip-higher).
-        beta: the KL coefficient (DAPO uses none).
-        scale_rewards: group, batch or none.
-        mask_truncated_completions: keep truncated completions out of the loss.
+            vllm-colocate, or vllm-server (a `trl vllm-serve` process on other GPUs, at vllm_server_base_url).
         overlong_buffer: L_cache of the soft overlong punishment (default max_completion_length/4; 0 disables).
         overlong_penalty: the overlong punishment's scale.
-        dynamic_sampling_rounds: extra generation rounds to replace zero-variance groups (0 disables).
-        reward_rule: the rule half of the reward: sub_em or em.
+        dynamic_sampling_rounds: extra generation rounds per generation batch to replace groups without
+            signal (0 disables).
+        dynamic_sampling_metric: what a group must vary in to be kept: accuracy (the rule/judge correctness,
+            as DAPO and QwenLong-L1 filter) or reward (the shaped reward).
+        reward_rule: the rule half of the reward: em (exact match on the extracted answer), bounded_sub_em
+            (sub-EM with at most reward_max_extra_tokens extra words) or sub_em (lenient; listing hacks it).
+        reward_max_extra_tokens: for bounded_sub_em, how many words beyond the gold answer are tolerated.
         judge_url: an OpenAI-compatible judge endpoint (the judge half of the reward); none disables.
         judge_model: the judge's served model name.
         judge_backend: openai or hf.
         judge_cache: a JSONL verdict cache.
-        yarn_factor: YaRN rope scaling for contexts beyond the model's native window.
+        yarn_factor: YaRN rope scaling for contexts beyond the model's native window; written into the
+            model folder every consumer loads.
+        yarn_original_max_position_embeddings: the native window YaRN scales from (Qwen2.5: 32768).
+        yarn_within_native_window: also use YaRN for stages whose prompts and completions fit the native
+            window (default true: one position encoding for every phase; see docs/design-notes.md).
         attn_implementation: e.g. sdpa or flash_attention_2.
-        gradient_checkpointing: trade compute for memory on long prompts.
-        bf16: train in bfloat16; default: when a CUDA GPU with bf16 support is present.
-        seed: seeds sampling, dropout and data order.
-        logging_steps: log every this many steps.
-        save_steps: checkpoint every this many steps (resume points).
-        save_total_limit: checkpoints kept per phase.
-        report_to: none, wandb, tensorboard, ...
     """
 
+    # Defaults that differ from TRL's (DAPO and longmill's logging).
+    output_dir: str | None = field(default=None, metadata={"help": "Set per phase by `train grpo` (OUT/phase-K)."})
+    epsilon_high: float | None = field(default=0.28, metadata={"help": "Upper clip range (DAPO's clip-higher)."})
+    mask_truncated_completions: bool = field(default=True, metadata={"help": "Keep truncated completions out of the loss."})
+    max_completion_length: int | None = field(default=1024, metadata={"help": "The most tokens per completion."})
+    lr_scheduler_type: str = field(default="constant_with_warmup",
+                                   metadata={"help": "Learning-rate schedule; DAPO and QwenLong-L1 keep it constant "
+                                             "(set warmup_steps or warmup_ratio for a warm-up)."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every this many steps."})
+    save_steps: float = field(default=50, metadata={"help": "Checkpoint every this many steps (resume points)."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept per phase."})
+    bf16: bool | None = field(default=None, metadata={"help": "bfloat16; default: when a CUDA GPU supports it."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over each stage when max_steps is -1."})
+    vllm_importance_sampling_mode: str = field(
+        default="token_truncate",
+        metadata={"help": "How the vLLM/trainer mismatch is corrected: token_truncate (default here; truncated "
+                  "importance sampling per token), token_mask, sequence_truncate or sequence_mask (TRL's default, "
+                  "which masks most sequences of several thousand tokens)."})
+
+    # longmill's own fields.
     model: str = "tiny-qwen2"
     rollout: str = "auto"
-    vllm_server_url: str | None = None
-    vllm_gpu_memory_utilization: float = 0.3
-    learning_rate: float = 1e-6
-    per_device_train_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    num_generations: int = 8
-    max_completion_length: int = 1024
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_steps: int = -1
-    num_train_epochs: float = 1.0
-    loss_type: str = "dapo"
-    epsilon: float = 0.2
-    epsilon_high: float = 0.28
-    beta: float = 0.0
-    scale_rewards: str = "group"
-    mask_truncated_completions: bool = True
     overlong_buffer: int | None = None
     overlong_penalty: float = 1.0
     dynamic_sampling_rounds: int = 2
-    reward_rule: str = "sub_em"
+    dynamic_sampling_metric: str = "accuracy"
+    reward_rule: str = "em"
+    reward_max_extra_tokens: int = 2
     judge_url: str | None = None
     judge_model: str | None = None
     judge_backend: str | None = None
     judge_cache: str | None = None
     yarn_factor: float | None = None
+    yarn_original_max_position_embeddings: int = 32_768
+    yarn_within_native_window: bool = True
     attn_implementation: str | None = None
-    gradient_checkpointing: bool = False
-    bf16: bool | None = None
-    seed: int = 0
-    logging_steps: int = 1
-    save_steps: int = 50
-    save_total_limit: int = 2
-    report_to: str = "none"
 
     def __post_init__(self) -> None:
+        check_trl_fields(TRLGRPOConfig)
+        self._snapshot_given()
         if self.rollout not in ROLLOUTS:
             close = difflib.get_close_matches(self.rollout, ROLLOUTS, n=1)
             raise LongmillError(f"unknown rollout {self.rollout!r}"
                                 f"{f'; did you mean {close[0]!r}?' if close else ''} Valid: {', '.join(ROLLOUTS)}")
-        if self.rollout == "vllm-server" and not self.vllm_server_url:
-            raise LongmillError("rollout=vllm-server needs vllm_server_url, e.g. http://10.0.0.2:8000 from "
+        if self.rollout == "vllm-server" and not self.vllm_server_base_url:
+            raise LongmillError("rollout=vllm-server needs vllm_server_base_url, e.g. http://10.0.0.2:8000 from "
                                 "`trl vllm-serve --model MODEL` on other GPUs")
-        if self.num_generations < 2:
+        if self.num_generations is not None and self.num_generations < 2:
             raise LongmillError(f"num_generations must be >= 2 (GRPO compares completions within a group), "
                                 f"got {self.num_generations}")
         if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
             raise LongmillError(f"epsilon_high ({self.epsilon_high}) must be >= epsilon ({self.epsilon}) for clip-higher")
-        if self.overlong_buffer is not None and self.overlong_buffer >= self.max_completion_length:
+        if self.overlong_buffer is not None and self.overlong_buffer >= (self.max_completion_length or 0):
             raise LongmillError(f"overlong_buffer ({self.overlong_buffer}) must be smaller than max_completion_length "
                                 f"({self.max_completion_length})")
         if self.dynamic_sampling_rounds < 0:
             raise LongmillError("dynamic_sampling_rounds must be >= 0")
+        if self.dynamic_sampling_metric not in DYNAMIC_SAMPLING_METRICS:
+            raise LongmillError(f"dynamic_sampling_metric must be one of {', '.join(DYNAMIC_SAMPLING_METRICS)}, "
+                                f"got {self.dynamic_sampling_metric!r}")
+        if self.yarn_factor is not None and self.yarn_factor <= 1.0:
+            raise LongmillError(f"yarn_factor must be > 1 (or unset), got {self.yarn_factor}")
         if self.bf16 is None:
             self.bf16 = gpu_has_bf16()
+        try:
+            super().__post_init__()
+        except ValueError as e:  # TRL's and transformers' own checks, as one-line errors
+            raise LongmillError(f"invalid GRPO settings: {e}") from e
 
     def resolved_rollout(self) -> str:
         """``auto`` resolved: vllm-colocate when vLLM is importable and CUDA is available, else hf."""
@@ -139,21 +210,19 @@ class GRPOPhaseConfig:
 
     @property
     def overlong_cache(self) -> int:
-        return self.max_completion_length // 4 if self.overlong_buffer is None else self.overlong_buffer
+        n = self.max_completion_length or 0
+        return n // 4 if self.overlong_buffer is None else self.overlong_buffer
 
 
 @dataclass
-class SFTConfig:
-    """Warm-up SFT on short triplets.
+class SFTConfig(_GivenMixin, TRLSFTConfig):
+    """Warm-up SFT on short triplets: TRL's ``SFTConfig`` plus longmill's own fields.
+
+    Every ``SFTConfig``/``TrainingArguments`` field is accepted under TRL's name (``max_length``,
+    ``learning_rate``, ``lr_scheduler_type``...). ``output_dir`` is the command's ``--out``.
 
     Args:
         model: the model to fine-tune: a preset, a folder or a hub id.
-        learning_rate: the learning rate.
-        num_train_epochs: passes over the data.
-        max_steps: a cap on optimiser steps (-1: none).
-        per_device_train_batch_size: examples per device per step.
-        gradient_accumulation_steps: micro-steps per optimiser step.
-        max_length: truncate examples to this many tokens.
         max_examples: use at most this many triplets.
         distractors: how many of a triplet's own distractor documents go into its prompt.
         teacher_model: generate targets with this model and keep those the reward accepts (rejection sampling).
@@ -161,20 +230,16 @@ class SFTConfig:
         teacher_url: the server for the openai teacher backend.
         teacher_k: completions sampled per triplet from the teacher.
         teacher_max_tokens: the most tokens per teacher completion.
-        gradient_checkpointing: trade compute for memory.
-        bf16: train in bfloat16; default: when a CUDA GPU with bf16 support is present.
-        seed: seeds document order and training.
-        logging_steps: log every this many steps.
-        report_to: none, wandb, tensorboard, ...
     """
 
+    output_dir: str | None = field(default=None, metadata={"help": "Set by `train sft --out`."})
+    max_length: int | None = field(default=4096, metadata={"help": "Truncate examples to this many tokens."})
+    logging_steps: float = field(default=5, metadata={"help": "Log every this many steps."})
+    save_strategy: str = field(default="no", metadata={"help": "The final model is saved to OUT/final."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data."})
+    bf16: bool | None = field(default=None, metadata={"help": "bfloat16; default: when a CUDA GPU supports it."})
+
     model: str = "tiny-qwen2"
-    learning_rate: float = 1e-5
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    max_length: int = 4096
     max_examples: int | None = None
     distractors: int = 3
     teacher_model: str | None = None
@@ -182,15 +247,32 @@ class SFTConfig:
     teacher_url: str | None = None
     teacher_k: int = 4
     teacher_max_tokens: int = 512
-    gradient_checkpointing: bool = False
-    bf16: bool | None = None
-    seed: int = 0
-    logging_steps: int = 5
-    report_to: str = "none"
 
     def __post_init__(self) -> None:
+        self._snapshot_given()
         if self.bf16 is None:
             self.bf16 = gpu_has_bf16()
+        try:
+            super().__post_init__()
+        except ValueError as e:
+            raise LongmillError(f"invalid SFT settings: {e}") from e
+
+
+# -- parsing: YAML defaults, flags on top -----------------------------------------------------------
+
+#: Fields a command sets itself (not flags).
+NOT_FLAGS = ("output_dir",)
+
+
+def config_keys(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.init and f.name not in NOT_FLAGS]
+
+
+def unknown_key_error(key: str, names: list[str], where: str) -> LongmillError:
+    close = difflib.get_close_matches(key, names, n=1)
+    return LongmillError(f"{where}: unknown key {key!r}{f'; did you mean {close[0]!r}?' if close else ''} "
+                         f"(keys are the command's flag names with underscores: longmill's fields and every field "
+                         f"of TRL's config)")
 
 
 def load_yaml_config(cls: type, path: str | Path | None, overrides: dict[str, Any]) -> Any:
@@ -200,7 +282,7 @@ def load_yaml_config(cls: type, path: str | Path | None, overrides: dict[str, An
         LongmillError: the file is missing or not a mapping, or has a key that is not a field.
     """
     values: dict[str, Any] = {}
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = config_keys(cls)
     if path:
         p = Path(path)
         if not p.exists():
@@ -210,9 +292,115 @@ def load_yaml_config(cls: type, path: str | Path | None, overrides: dict[str, An
             raise LongmillError(f"{p}: a config file must be a YAML mapping of option: value")
         for key in data:
             if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                raise LongmillError(f"{p}: unknown key {key!r}{f'; did you mean {close[0]!r}?' if close else ''} "
-                                    f"(keys are the command's flag names with underscores)")
+                raise unknown_key_error(key, names, str(p))
         values.update(data)
+    for key in overrides:
+        if key not in names:
+            raise unknown_key_error(key, names, "options")
     values.update(overrides)
     return cls(**values)
+
+
+# -- click options for every field ------------------------------------------------------------------
+
+_NULLS = ("None", "none", "null", "~")
+
+
+def _field_kind(tp: Any) -> tuple[str, Any]:
+    """(kind, element type) of a field's annotation: bool, int, float, str, list, json or skip."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (typing.Union, type(int | None)) else [tp]
+    if bool in args and len(args) == 1:
+        return "bool", bool
+    for a in args:
+        if typing.get_origin(a) is list:
+            inner = (typing.get_args(a) or (str,))[0]
+            return "list", inner if inner in (int, float) else str
+    if any(a is dict or typing.get_origin(a) is dict for a in args):
+        return "json", None
+    for simple in (int, float):
+        if args == [simple]:
+            return simple.__name__, simple
+    if args == [int, str] or args == [str, int]:
+        return "intstr", None
+    if all(isinstance(a, type) and (a is str or issubclass(a, str)) for a in args if a is not bool):
+        return "str", str
+    return "skip", None
+
+
+def _parse_value(kind: str, inner: Any, value: Any) -> Any:
+    import json
+
+    import click
+
+    if value is None:
+        return None
+    if kind == "list":
+        items = [x for v in value for x in str(v).split(",") if x != ""]
+        return [inner(x) for x in items] if items else None
+    if isinstance(value, str) and value in _NULLS:
+        return None
+    try:
+        if kind == "json":
+            return json.loads(value) if value.strip().startswith(("{", "[")) else value
+        if kind == "intstr":
+            return int(value) if value.lstrip("-").isdigit() else value
+        if kind in ("int", "float"):
+            return inner(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
+def config_options(cls: type, shown: tuple[str, ...] | None = None) -> Any:
+    """A click decorator with one option per field of ``cls`` (longmill's and TRL's).
+
+    Options named in ``shown`` (and every longmill field) appear in ``--help``; the other TRL fields are
+    hidden but accepted, so ``--help`` stays readable while every option stays reachable. Flags accept
+    ``--name_with_underscores`` too (what DVC writes from params.yaml), ``None`` for optional values, and
+    lists as ``a,b`` or a repeated flag.
+    """
+    import click
+
+    from datagen.cliutil import docstring_args
+
+    hints = typing.get_type_hints(cls)
+    own = set(docstring_args(cls))
+    helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)} | docstring_args(cls)
+    defaults = _defaults(cls)
+
+    def deco(fn: Any) -> Any:
+        for f in reversed(dataclasses.fields(cls)):
+            if not f.init or f.name in NOT_FLAGS:
+                continue
+            kind, inner = _field_kind(hints[f.name])
+            if kind == "skip":
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            hidden = not (f.name in own or (shown is not None and f.name in shown))
+            default = defaults.get(f.name)
+            help_ = " ".join(str(helps.get(f.name, "")).split()).replace("%%", "%")
+            if default is not None and not isinstance(default, dict | list):
+                help_ += f"  [default: {default}]"
+            if kind == "bool":
+                opt = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None, hidden=hidden,
+                                   help=help_)
+            else:
+                metavar = {"int": "INTEGER", "float": "FLOAT", "list": "A,B", "json": "JSON"}.get(kind, "TEXT")
+                opt = click.option(flag, f.name, type=click.STRING, default=None, hidden=hidden, help=help_,
+                                   multiple=kind == "list", metavar=metavar,
+                                   callback=lambda ctx, p, v, _k=kind, _i=inner: _parse_value(_k, _i, v))
+            fn = opt(fn)
+        return fn
+
+    return deco
+
+
+def typed_options(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The options the user typed on the command line (by click's parameter source), for ``cls``'s fields."""
+    import click
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    names = set(config_keys(cls))
+    return {k: v for k, v in values.items() if k in names
+            and ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}

@@ -1,20 +1,34 @@
 """DAPO's dynamic sampling, online, as a small extension of TRL's GRPOTrainer.
 
-TRL computes group-relative advantages; a group whose rewards are all equal (all right, all wrong)
-has zero advantage and teaches nothing. :class:`DynamicSamplingGRPOTrainer` replaces such groups with
-groups generated from fresh prompts, for up to ``dynamic_sampling_rounds`` extra generation rounds per
-generation batch, and logs the share it filtered. Everything else (clip-higher, token-level loss, no
-KL, masking truncated completions) is TRL's own, set through GRPOConfig.
+A group whose completions are all right or all wrong teaches nothing. :class:`DynamicSamplingGRPOTrainer`
+finds such groups by **correctness** (the reward's accuracy, as DAPO's ``filter_groups.metric=acc`` and
+QwenLong-L1 filter; the shaped reward would count a group as informative when only the overlong penalty
+varies), and replaces them with groups generated from fresh prompts for up to ``dynamic_sampling_rounds``
+extra generation rounds per generation batch:
 
-Ranks generate in lockstep: every rank runs the same number of extra rounds (the most any rank needs),
-so the collective operations inside generation stay matched on multi-GPU runs.
+- refills are drawn by :class:`RefillSampler` from the stage's rows with the stage's weights (retrospective
+  samples by difficulty), seeded per rank, from a per-rank share of the rows, and never a prompt already in
+  this generation batch or drawn before in it;
+- groups still without signal after the last round are left out of the loss and of its token normaliser
+  (their advantages are zeroed and their tokens not counted), as DAPO drops them;
+- TRL's metrics are logged once per generation batch (those of the batch as sampled), beside
+  ``dynamic_sampling/*`` shares;
+- the sampler's state is saved with every checkpoint and restored on resume.
+
+Everything else (clip-higher, token-level loss, no KL, masking truncated completions, vLLM importance
+sampling) is TRL's own, set through GRPOConfig. Ranks generate in lockstep: every rank runs the same number
+of extra rounds (the most any rank needs), so the collectives inside generation stay matched.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from trl import GRPOTrainer
 
@@ -39,6 +53,82 @@ def _pad_to(t: torch.Tensor, width: int, side: str, value: float) -> torch.Tenso
 def zero_variance_groups(advantages: torch.Tensor, group_size: int) -> torch.Tensor:
     """A bool per group: True when every advantage in the group is zero (equal rewards, or unscorable)."""
     return (advantages.view(-1, group_size).abs() < 1e-6).all(dim=1)
+
+
+def no_signal_groups(values: torch.Tensor, group_size: int) -> torch.Tensor:
+    """A bool per group: True when the group's known values (NaN = unknown) are all equal, or fewer than two.
+
+    Example:
+        >>> no_signal_groups(torch.tensor([1., 1., 0., 1., float("nan"), 0., float("nan"), float("nan")]), 2).tolist()
+        [True, False, True, True]
+    """
+    v = values.view(-1, group_size).float()
+    known = ~torch.isnan(v)
+    hi = torch.where(known, v, torch.full_like(v, -float("inf"))).max(dim=1).values
+    lo = torch.where(known, v, torch.full_like(v, float("inf"))).min(dim=1).values
+    return (known.sum(dim=1) < 2) | ((hi - lo).abs() < 1e-6)
+
+
+class RefillSampler:
+    """Draws refill prompts for dynamic sampling: weighted, seeded per rank, without repeats within a batch.
+
+    Rank ``r`` of ``world`` draws only rows ``i`` with ``i % world == r``, so no two ranks refill with the
+    same prompt, and its generator is seeded by ``(seed, rank)``, so ranks draw different sequences.
+
+    Args:
+        weights: one non-negative weight per dataset row (the stage's mix; see
+            :func:`train.backends.trl.refill_weights`).
+        seed: the run's seed.
+        rank: this process's index.
+        world: the number of processes.
+    """
+
+    def __init__(self, weights: Sequence[float], seed: int, rank: int = 0, world: int = 1):
+        w = np.asarray(weights, dtype=np.float64)
+        if w.ndim != 1 or (w < 0).any() or not np.isfinite(w).all():
+            raise ValueError("refill weights must be one finite, non-negative number per row")
+        self.weights = w
+        self.rank, self.world = int(rank), int(world)
+        self.rng = np.random.default_rng([int(seed), 7919, self.rank])
+        self.draws = 0
+        own = np.arange(len(w)) % self.world == self.rank
+        self.pool = np.flatnonzero(own) if own.any() else np.arange(len(w))
+
+    def draw(self, n: int, exclude: set[int]) -> list[int]:
+        """Up to ``n`` distinct row indices, none in ``exclude``, with probability proportional to weight."""
+        cand = np.array([i for i in self.pool if i not in exclude], dtype=np.int64)
+        if n <= 0 or cand.size == 0:
+            return []
+        w = self.weights[cand]
+        if w.sum() <= 0:
+            w = np.ones_like(w)
+        positive = int((w > 0).sum())
+        k = min(n, positive)
+        picked = self.rng.choice(cand, size=k, replace=False, p=w / w.sum())
+        self.draws += k
+        return [int(i) for i in picked]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "draws": self.draws, "rank": self.rank, "world": self.world}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.draws = int(state.get("draws", 0))
+
+
+class _ShortNoneRewardWarning(logging.Filter):
+    """TRL logs every column of a row whose rewards are all None (a 60K-token prompt included): keep it short."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg.startswith("All reward functions returned None"):
+            record.msg = ("All reward functions returned None for a completion (e.g. the judge failed); it gets no "
+                          "advantage. Row contents omitted (%d characters).")
+            record.args = (len(msg),)
+        return True
+
+
+_NONE_FILTER = _ShortNoneRewardWarning()
 
 
 def replace_groups(out: dict[str, Any], new: dict[str, Any], dst: list[int], src: list[int], group_size: int,
@@ -70,24 +160,89 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
     """GRPOTrainer with DAPO's dynamic sampling (online group filtering and replacement).
 
     Args:
-        dynamic_sampling_rounds: extra generation rounds per generation batch to replace zero-variance
-            groups (0 disables; DAPO's ``max_num_gen_batches`` plays this role in verl).
+        dynamic_sampling_rounds: extra generation rounds per generation batch to replace groups without
+            signal (0 disables; DAPO's ``max_num_gen_batches`` plays this role in verl).
+        dynamic_sampling_metric: ``accuracy`` (the reward functions' ``last_accuracy``, falling back to the
+            reward when none reports it) or ``reward``.
+        refill_weights: one weight per training row for refills; default uniform.
         *args, **kwargs: as for :class:`trl.GRPOTrainer`.
     """
 
-    def __init__(self, *args: Any, dynamic_sampling_rounds: int = 2, **kwargs: Any):
+    STATE_FILE = "dynamic_sampling_rank{rank}.json"
+
+    def __init__(self, *args: Any, dynamic_sampling_rounds: int = 2, dynamic_sampling_metric: str = "accuracy",
+                 refill_weights: Sequence[float] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.dynamic_sampling_rounds = int(dynamic_sampling_rounds)
-        self._refill_generator = torch.Generator().manual_seed(int(self.args.seed) + 7919)
+        self.dynamic_sampling_metric = dynamic_sampling_metric
+        n = len(self.train_dataset) if self.train_dataset is not None else 0
+        weights = list(refill_weights) if refill_weights is not None else [1.0] * n
+        if len(weights) != n:
+            raise ValueError(f"refill_weights has {len(weights)} entries for {n} training rows")
+        self.refill_sampler = RefillSampler(weights, int(self.args.seed), self.accelerator.process_index,
+                                            self.accelerator.num_processes)
+        cols = self.train_dataset.column_names if n else []
+        self._uid_index = {u: i for i, u in enumerate(self.train_dataset["uid"])} if "uid" in cols else {}
+        self._signal: torch.Tensor | None = None
+        self._warned_fallback = False
+        logging.getLogger("trl.trainer.grpo_trainer").addFilter(_NONE_FILTER)
 
-    def _fresh_prompts(self, n_groups: int) -> list[dict[str, Any]]:
-        """``n_groups`` random training rows, each repeated ``num_generations`` times (as TRL batches them)."""
-        idx = torch.randint(len(self.train_dataset), (n_groups,), generator=self._refill_generator).tolist()
-        rows = [self.train_dataset[i] for i in idx]
-        return [dict(r) for r in rows for _ in range(self.num_generations)]
+    # -- the per-completion value groups are filtered on -------------------------------------------------
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        n = len(prompts)
+        local = rewards_per_func[self.accelerator.process_index * n:(self.accelerator.process_index + 1) * n]
+        signal = None
+        if self.dynamic_sampling_metric == "accuracy":
+            for f in self.reward_funcs:
+                acc = getattr(f, "last_accuracy", None)
+                if acc is not None and len(acc) == n:
+                    signal = torch.tensor([float("nan") if a is None else float(a) for a in acc],
+                                          dtype=torch.float32, device=local.device)
+                    break
+            if signal is None and not self._warned_fallback:
+                log.warning("no reward function reports last_accuracy; dynamic sampling filters on the reward")
+                self._warned_fallback = True
+        if signal is None:
+            w = self.reward_weights.to(local.device)
+            signal = (local * w.unsqueeze(0)).nansum(dim=1)
+            signal[torch.isnan(local).all(dim=1)] = float("nan")
+        self._signal = signal
+        return rewards_per_func
+
+    def _score(self, inputs: list[dict[str, Any]]) -> tuple[dict[str, Any], torch.Tensor]:
+        out = super()._generate_and_score_completions(inputs)
+        return out, self._signal
+
+    # -- refills -------------------------------------------------------------------------------------------
+
+    def _batch_rows(self, inputs: list[dict[str, Any]]) -> set[int]:
+        """Dataset rows of this generation batch on every rank (refills must not repeat them)."""
+        from accelerate.utils import gather_object
+
+        uids = sorted({x.get("uid") for x in inputs if x.get("uid") is not None})
+        if self.accelerator.num_processes > 1:
+            uids = gather_object(uids)
+        return {self._uid_index[u] for u in uids if u in self._uid_index}
+
+    def _fresh_prompts(self, n_groups: int, exclude: set[int]) -> tuple[list[dict[str, Any]], list[int]]:
+        """Rows for ``n_groups`` refill groups, each repeated ``num_generations`` times (as TRL batches them).
+
+        When this rank's share of the stage runs out, already-seen rows fill the rest (a rare, logged case).
+        """
+        idx = self.refill_sampler.draw(n_groups, exclude)
+        if len(idx) < n_groups:
+            log.warning("dynamic sampling: only %d unused prompts left for %d refill groups; repeating some",
+                        len(idx), n_groups)
+            idx += self.refill_sampler.draw(n_groups - len(idx), set(idx))
+            while len(idx) < n_groups:
+                idx.append(idx[len(idx) % max(len(idx), 1)] if idx else 0)
+        rows = [dict(self.train_dataset[i]) for i in idx]
+        return [r for r in rows for _ in range(self.num_generations)], idx
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        out = super()._generate_and_score_completions(inputs)
+        out, signal = self._score(inputs)
         if not self.model.training or self.dynamic_sampling_rounds <= 0:
             return out
         g = self.num_generations
@@ -95,32 +250,76 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
             raise ValueError(f"dynamic sampling needs whole groups on each process: {len(inputs)} rows per process is "
                              f"not a multiple of num_generations={g}; adjust per_device_train_batch_size or "
                              "steps_per_generation")
-        zero = zero_variance_groups(out["advantages"], g)
-        n_groups = zero.numel()
-        filtered = int(zero.sum())
+        metrics = self._metrics["train"]
+        kept_lengths = {k: len(v) for k, v in metrics.items()}
+        empty = no_signal_groups(signal, g)
+        n_groups = empty.numel()
+        filtered = int(empty.sum())
         replaced = rounds = 0
         device = out["advantages"].device
+        exclude = self._batch_rows(inputs)
         while rounds < self.dynamic_sampling_rounds:
-            need = torch.tensor([int(zero.sum())], device=device)
+            need = torch.tensor([int(empty.sum())], device=device)
             most = int(self.accelerator.gather(need).max())
             if most == 0:
                 break
             rounds += 1
-            fresh = super()._generate_and_score_completions(self._fresh_prompts(most))
-            usable = [i for i, z in enumerate(zero_variance_groups(fresh["advantages"], g).tolist()) if not z]
-            holes = [i for i, z in enumerate(zero.tolist()) if z]
+            prompts, drawn = self._fresh_prompts(most, exclude)
+            exclude.update(drawn)
+            fresh, fresh_signal = self._score(prompts)
+            usable = [i for i, z in enumerate(no_signal_groups(fresh_signal, g).tolist()) if not z]
+            holes = [i for i, z in enumerate(empty.tolist()) if z]
             k = min(len(usable), len(holes))
             if k:
                 out = replace_groups(out, fresh, holes[:k], usable[:k], g, self.processing_class.pad_token_id)
-                zero[torch.tensor(holes[:k], device=zero.device)] = False
+                empty[torch.tensor(holes[:k], device=empty.device)] = False
                 replaced += k
-        if rounds:
+        # TRL's metrics once per generation batch: drop what the refill rounds appended.
+        for key in list(metrics):
+            if key not in kept_lengths:
+                del metrics[key]
+            else:
+                del metrics[key][kept_lengths[key]:]
+        remaining = int(empty.sum())
+        rows_out = empty.repeat_interleave(g).to(device)
+        if remaining:  # DAPO drops them: no advantage, and their tokens leave the normaliser
+            out["advantages"] = out["advantages"].masked_fill(rows_out, 0.0)
+        if rounds or remaining:
             loss_mask = out["completion_mask"] if out.get("tool_mask") is None else out["completion_mask"] * out["tool_mask"]
+            loss_mask = loss_mask * (~rows_out).unsqueeze(1).to(loss_mask.dtype)
             out["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
-        stats = torch.tensor([filtered, replaced, n_groups, rounds], dtype=torch.float32, device=device)
-        total = self.accelerator.gather(stats).view(-1, 4).sum(dim=0).tolist()
-        metrics = self._metrics["train"]
+        stats = torch.tensor([filtered, replaced, n_groups, rounds, remaining], dtype=torch.float32, device=device)
+        total = self.accelerator.gather(stats).view(-1, 5).sum(dim=0).tolist()
         metrics["dynamic_sampling/filtered_share"].append(total[0] / max(total[2], 1))
         metrics["dynamic_sampling/replaced_share"].append(total[1] / max(total[2], 1))
+        metrics["dynamic_sampling/remaining_share"].append(total[4] / max(total[2], 1))
         metrics["dynamic_sampling/rounds"].append(total[3] / self.accelerator.num_processes)
         return out
+
+    # -- checkpointing the sampler ----------------------------------------------------------------------------
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        os.makedirs(folder, exist_ok=True)  # each rank writes its own file (as transformers' RNG states)
+        from datagen.shards import atomic_write_json
+
+        atomic_write_json(os.path.join(folder, self.STATE_FILE.format(rank=self.accelerator.process_index)),
+                          self.refill_sampler.state_dict())
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            self.load_refill_state(checkpoint)
+
+    def load_refill_state(self, checkpoint: str) -> None:
+        """Restore this rank's refill sampler from ``checkpoint`` (done on resume)."""
+        path = os.path.join(checkpoint, self.STATE_FILE.format(rank=self.accelerator.process_index))
+        if os.path.exists(path):
+            with open(path) as f:
+                self.refill_sampler.load_state_dict(json.load(f))
+        else:
+            log.warning("%s: no dynamic sampling state for rank %d; refills restart from the seed", checkpoint,
+                        self.accelerator.process_index)

@@ -2,8 +2,8 @@
 
 Pass this file as OpenRLHF's ``--remote_rm_url`` (OpenRLHF loads ``reward_func`` from a local ``.py``
 path), with ``--input_key prompt --label_key answers --apply_chat_template``. Each query is the prompt
-followed by the response; the reward is longmill's rule (sub-EM on the extracted answer against every
-accepted answer).
+followed by the response; the reward is longmill's default rule (exact match of the extracted answer
+against every accepted answer; sub-EM would reward listing candidates).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from eval.extract import extract_answer
-from eval.metrics import sub_exact_match
+from eval.metrics import exact_match
 
 
 def _answers(label: Any) -> list[str]:
@@ -41,6 +41,6 @@ def reward_func(queries: list[str], prompts: list[str], labels: list[Any], **kwa
     scores = []
     for q, p, label in zip(queries, prompts, labels, strict=True):
         response = q[len(p):] if q.startswith(p) else q
-        scores.append(sub_exact_match(extract_answer(response), _answers(label)))
+        scores.append(exact_match(extract_answer(response), _answers(label)))
     t = torch.tensor(scores, dtype=torch.float32)
     return {"rewards": t, "scores": t, "extra_logs": {"accuracy": t.mean().unsqueeze(0)}}

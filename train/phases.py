@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,9 @@ def run_phases(curriculum: str | Path, out: str | Path, config: GRPOPhaseConfig,
     Returns:
         The summary: each phase's checkpoint and figures. ``OUT/final`` links to the last phase's model.
     """
+    from accelerate import PartialState
+
+    state = PartialState()  # one process, or every rank of a torchrun/accelerate launch
     curriculum, out = Path(curriculum), Path(out)
     check_manifest(curriculum)  # the shards are the ones the manifest describes (hashes, no stale stages)
     manifest = load_manifest(curriculum)
@@ -45,7 +48,9 @@ def run_phases(curriculum: str | Path, out: str | Path, config: GRPOPhaseConfig,
     if done and not resume and backend == "trl":
         raise LongmillError(f"{out} already holds finished phases ({', '.join(p.parent.name for p in done)}); "
                             "pass --resume to continue that run, or choose another --out")
-    atomic_write_bytes(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(config), sort_keys=True).encode())
+    state.wait_for_everyone()  # every rank has checked the folder before the main process writes to it
+    if state.is_main_process:
+        atomic_write_bytes(out / "config.yaml", yaml.safe_dump(plain(config.given), sort_keys=True).encode())
     runner = TRAINER_BACKENDS.get(backend)(config, out, resume=resume, **backend_options)
     init = resolve_model(config.model)
     summary: dict[str, Any] = {"curriculum": str(curriculum), "backend": backend, "phases": []}
@@ -72,11 +77,29 @@ def run_phases(curriculum: str | Path, out: str | Path, config: GRPOPhaseConfig,
     if hasattr(runner, "finish"):
         summary["run_all"] = str(runner.finish())
     summary["final_checkpoint"] = str(init)
-    if backend == "trl":
-        # OUT/final always names the last phase's model, whatever the number of phases.
-        link = out / "final"
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(Path(init).resolve().relative_to(out.resolve()), target_is_directory=True)
-    atomic_write_json(out / "summary.json", summary)
+    if state.is_main_process:
+        if backend == "trl":
+            # OUT/final always names the last phase's model, whatever the number of phases; replaced atomically.
+            link = out / "final"
+            tmp = out / f".final.{os.getpid()}"
+            tmp.symlink_to(Path(init).resolve().relative_to(out.resolve()), target_is_directory=True)
+            os.replace(tmp, link)
+        atomic_write_json(out / "summary.json", summary)
+    state.wait_for_everyone()
     return summary
+
+
+def plain(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with enums as their values and tuples as lists (what yaml.safe_dump accepts)."""
+    import enum
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, enum.Enum):
+            return v.value
+        if isinstance(v, list | tuple):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return {k: conv(v) for k, v in values.items()}

@@ -1,7 +1,9 @@
 """Rewards for long-context QA, built on eval's extraction, rules and judge.
 
 ``hybrid_qa`` = max(rule, judge) (QwenLong-L1): the rule accepts an extracted answer that matches an
-accepted answer (sub-EM by default); the LLM judge is asked only when the rule misses, concurrently and
+accepted answer (exact match by default: sub-EM accepts "Ed Wood, Tim Burton, Johnny Depp" for "Ed Wood",
+an easy hack when decoy answers sit in the context; ``bounded_sub_em`` tolerates a few extra words but no
+hedging, and ``sub_em`` stays available); the LLM judge is asked only when the rule misses, concurrently and
 through a cache. A judge outage makes the reward ``None`` for that completion, so TRL skips it (its
 advantage is zero); it is counted and logged as a metric, never scored 0. DAPO's soft overlong
 punishment (TRL's implementation) is added to every reward that exists.
@@ -24,9 +26,61 @@ from typing import Any
 from datagen.errors import LongmillError
 from eval.extract import extract_answer
 from eval.judge import Judge, JudgeConfig, make_judge
-from eval.metrics import METRICS
+from eval.metrics import exact_match, normalize_answer, sub_exact_match
 
 log = logging.getLogger(__name__)
+
+#: Words that join alternatives: an answer that adds them hedges between candidates.
+HEDGES = frozenset({"or", "and", "either", "both", "maybe", "possibly", "perhaps", "nor"})
+
+
+def bounded_sub_exact_match(prediction: str | None, answers: Sequence[str], max_extra_tokens: int = 2) -> float:
+    """1.0 when the prediction contains an accepted answer (whole normalised words) and adds at most
+    ``max_extra_tokens`` other words, none of which hedges ("or", "and", "either", ...).
+
+    Example:
+        >>> bounded_sub_exact_match("Ed Wood (the director)", ["Ed Wood"])
+        1.0
+        >>> bounded_sub_exact_match("Ed Wood, Tim Burton, Johnny Depp", ["Ed Wood"])
+        0.0
+        >>> bounded_sub_exact_match("Ed Wood or Burton", ["Ed Wood"])
+        0.0
+    """
+    if prediction is None:
+        return 0.0
+    words = normalize_answer(prediction).split()
+    for a in answers:
+        gold = normalize_answer(a).split()
+        n = len(gold)
+        for i in range(len(words) - n + 1 if n else 0):
+            if words[i:i + n] == gold:
+                extra = words[:i] + words[i + n:]
+                if len(extra) <= max_extra_tokens and not HEDGES.intersection(extra):
+                    return 1.0
+    return 0.0
+
+
+#: The rule half of the reward, by name: binary scorers ``(prediction, answers) -> 0.0 | 1.0``.
+RULES = ("em", "bounded_sub_em", "sub_em")
+
+
+def rule_scorer(rule: str, max_extra_tokens: int = 2) -> Callable[[str | None, Sequence[str]], float]:
+    """The scorer of ``rule`` (see :data:`RULES`).
+
+    Raises:
+        LongmillError: an unknown rule, with the closest valid name.
+    """
+    if rule == "em":
+        return exact_match
+    if rule == "sub_em":
+        return sub_exact_match
+    if rule == "bounded_sub_em":
+        return lambda p, a: bounded_sub_exact_match(p, a, max_extra_tokens)
+    import difflib
+
+    close = difflib.get_close_matches(rule, RULES, n=1)
+    raise LongmillError(f"unknown reward rule {rule!r}{f'; did you mean {close[0]!r}?' if close else ''} "
+                        f"Valid: {', '.join(RULES)}")
 
 
 def completion_text(completion: Any) -> str:
@@ -51,12 +105,17 @@ class HybridQAReward:
     """max(rule, judge) on the extracted answer, plus DAPO's soft overlong punishment.
 
     Args:
-        rule: the metric that accepts an answer (``sub_em``, ``em``, ...; see :data:`eval.metrics.METRICS`).
+        rule: what accepts an answer: ``em`` (default), ``bounded_sub_em`` or ``sub_em`` (see :data:`RULES`).
         judge: a judge config; None scores with the rule alone.
         max_completion_length: enables the soft overlong punishment (L_max), with ``overlong_buffer``.
         overlong_buffer: the soft punishment's cache length L_cache (DAPO uses 4096 of 20480).
         overlong_penalty: the penalty's scale (DAPO's penalty_factor).
         judge_factory: builds the judge from ``judge`` (tests inject fakes); default :func:`make_judge`.
+        max_extra_tokens: for ``bounded_sub_em``, the extra words tolerated beside the answer.
+
+    After each call, :attr:`last_accuracy` holds the unshaped correctness of each completion (1.0, 0.0, or
+    None where the judge failed): dynamic sampling filters on it, and it is logged as ``hybrid_qa/accuracy``
+    apart from the shaped reward.
 
     Example:
         >>> reward = HybridQAReward()
@@ -67,11 +126,14 @@ class HybridQAReward:
 
     __name__ = "hybrid_qa"
 
-    def __init__(self, rule: str = "sub_em", judge: JudgeConfig | None = None, *,
+    def __init__(self, rule: str = "em", judge: JudgeConfig | None = None, *,
                  max_completion_length: int | None = None, overlong_buffer: int | None = None,
-                 overlong_penalty: float = 1.0, judge_factory: Callable[[JudgeConfig], Judge] | None = None):
+                 overlong_penalty: float = 1.0, judge_factory: Callable[[JudgeConfig], Judge] | None = None,
+                 max_extra_tokens: int = 2):
         self.rule = rule
-        self._metric = METRICS.get(rule)
+        self.max_extra_tokens = max_extra_tokens
+        self._metric = rule_scorer(rule, max_extra_tokens)
+        self.last_accuracy: list[float | None] = []
         self.judge_config = judge
         self.judge_factory = judge_factory
         self.max_completion_length = max_completion_length
@@ -96,7 +158,7 @@ class HybridQAReward:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
-        self._metric = METRICS.get(self.rule)
+        self._metric = rule_scorer(self.rule, self.__dict__.get("max_extra_tokens", 2))
 
     @property
     def judge(self) -> Judge | None:
@@ -124,7 +186,7 @@ class HybridQAReward:
         n = len(completions)
         preds = [extract_answer(completion_text(c)) for c in completions]
         golds = [as_answer_list(a) for a in answers]
-        rewards: list[float | None] = [float(self._metric.fn(p, g) >= 1.0) for p, g in zip(preds, golds, strict=True)]
+        rewards: list[float | None] = [float(self._metric(p, g) >= 1.0) for p, g in zip(preds, golds, strict=True)]
         ask = [i for i in range(n) if rewards[i] == 0.0 and preds[i] is not None]
         failed = yes = 0
         judge = self.judge if ask else None
@@ -139,6 +201,7 @@ class HybridQAReward:
                 elif r.verdict:
                     rewards[i] = 1.0
                     yes += 1
+        self.last_accuracy = list(rewards)
         shaped = [None if r is None else r + p for r, p in zip(rewards, self._overlong(completion_ids, n), strict=True)]
         self.stats["completions"] += n
         self.stats["rule_hits"] += sum(r == 1.0 for r in rewards) - yes
@@ -151,6 +214,9 @@ class HybridQAReward:
                         failed, n)
         if log_metric is not None:
             log_metric("hybrid_qa/no_answer_rate", sum(p is None for p in preds) / max(n, 1))
+            scored = [r for r in rewards if r is not None]
+            if scored:
+                log_metric("hybrid_qa/accuracy", sum(scored) / len(scored))
             if judge is not None:
                 log_metric("hybrid_qa/judge_calls", float(len(ask)))
                 log_metric("hybrid_qa/judge_yes", float(yes))
@@ -164,7 +230,7 @@ _VERL_JUDGES: dict[tuple[str, str, float, int], Judge] = {}
 
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
-                  rule: str = "sub_em", judge_url: str | None = None, judge_model: str | None = None,
+                  rule: str = "em", judge_url: str | None = None, judge_model: str | None = None,
                   judge_timeout: float = 60.0, judge_max_retries: int = 4, **_: Any) -> dict[str, float]:
     """verl's ``custom_reward_function``: max(rule, judge) for one response.
 
@@ -182,7 +248,7 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
     """
     golds = as_answer_list(ground_truth)
     pred = extract_answer(solution_str)
-    rule_score = float(METRICS.get(rule).fn(pred, golds) >= 1.0)
+    rule_score = float(rule_scorer(rule)(pred, golds) >= 1.0)
     out = {"score": rule_score, "rule": rule_score, "judge_failed": 0.0}
     if rule_score == 1.0 or pred is None or not judge_url:
         return out

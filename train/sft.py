@@ -83,7 +83,7 @@ def apply_teacher(examples: list[dict[str, Any]], config: SFTConfig, out: Path) 
                       answers=e["answers"]) for i, e in enumerate(examples)]
     generate_predictions(items, gen, out / "teacher.jsonl")
     preds = read_predictions(out / "teacher.jsonl")
-    reward = HybridQAReward("sub_em")
+    reward = HybridQAReward("em")  # sub-EM would accept listed candidates as targets
     counts: Counter[str] = Counter()
     for item, ex in zip(items, examples, strict=True):
         comps = preds.get(item.uid) or []
@@ -108,8 +108,8 @@ def run_sft(data: str | Path, out: str | Path, config: SFTConfig, metrics_dir: s
         metrics_dir: also write the training log CSV here as sft.csv (for `dvc plots`).
         heldout: the curriculum's held-out file; its questions are not trained on.
     """
+    from accelerate import PartialState
     from datasets import Dataset
-    from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
     from eval.models import load_causal_lm
@@ -120,19 +120,19 @@ def run_sft(data: str | Path, out: str | Path, config: SFTConfig, metrics_dir: s
     counts = apply_teacher(examples, config, out) if config.teacher_model else Counter(template_target=len(examples))
     model, tokenizer = load_causal_lm(config.model, dtype="bfloat16" if config.bf16 else "float32", device="cpu")
     ds = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
-    args = TRLSFTConfig(output_dir=str(out), learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
-                        max_steps=config.max_steps, per_device_train_batch_size=config.per_device_train_batch_size,
-                        gradient_accumulation_steps=config.gradient_accumulation_steps, max_length=config.max_length,
-                        seed=config.seed, logging_steps=config.logging_steps, report_to=config.report_to,
-                        gradient_checkpointing=config.gradient_checkpointing, bf16=config.bf16, save_strategy="no")
+    args = config.derive(output_dir=str(out))  # the user's TRL settings, writing into OUT
+    state = PartialState()
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
-                         callbacks=[MetricsLogger(out, phase=0, csv_copy=Path(metrics_dir) / "sft.csv" if metrics_dir else None)])
+                         callbacks=[MetricsLogger(out, phase=0, csv_copy=Path(metrics_dir) / "sft.csv" if metrics_dir else None,
+                                                  is_main=state.is_main_process)])
     result = trainer.train()
     final = out / "final"
-    trainer.save_model(str(final))
-    tokenizer.save_pretrained(str(final))
+    trainer.save_model(str(final))  # every rank (sharded states are gathered collectively)
     summary = {"examples": len(examples), "targets": dict(counts), "steps": int(trainer.state.global_step),
                "train_loss": float(result.training_loss), "checkpoint": str(final), "model": config.model}
-    atomic_write_json(out / "summary.json", summary)
+    if state.is_main_process:
+        tokenizer.save_pretrained(str(final))
+        atomic_write_json(out / "summary.json", summary)
+    state.wait_for_everyone()
     return summary

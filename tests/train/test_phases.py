@@ -81,7 +81,7 @@ def test_config_errors_say_how_to_fix(tmp_path):
 
     with pytest.raises(LongmillError, match="did you mean 'vllm-server'"):
         GRPOPhaseConfig(rollout="vllm-srever")
-    with pytest.raises(LongmillError, match="vllm_server_url"):
+    with pytest.raises(LongmillError, match="vllm_server_base_url"):
         GRPOPhaseConfig(rollout="vllm-server")
     with pytest.raises(LongmillError, match="clip-higher"):
         GRPOPhaseConfig(epsilon=0.3, epsilon_high=0.2)

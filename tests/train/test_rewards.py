@@ -109,3 +109,42 @@ def test_verl_compute_score_with_a_judge_reports_failures():
         bad = compute_score("x", "Therefore, the answer is Lutetia", ["Paris"], {"question": "Capital?"},
                             judge_url=server.url, judge_model="j2", judge_max_retries=0)
     assert bad == {"score": 0.0, "rule": 0.0, "judge_failed": 1.0}
+
+
+@pytest.mark.parametrize(("rule", "completion", "expected"), [
+    ("em", "Therefore, the answer is Ed Wood, Tim Burton, Johnny Depp.", 0.0),   # listing decoys
+    ("em", "Therefore, the answer is Ed Wood or Tim Burton.", 0.0),              # hedging
+    ("em", "Therefore, the answer is Ed Wood.", 1.0),
+    ("bounded_sub_em", "Therefore, the answer is Ed Wood, Tim Burton, Johnny Depp.", 0.0),
+    ("bounded_sub_em", "Therefore, the answer is Ed Wood or Burton.", 0.0),
+    ("bounded_sub_em", "Therefore, the answer is Ed Wood (director).", 1.0),     # a little extra is fine
+    ("sub_em", "Therefore, the answer is Ed Wood, Tim Burton, Johnny Depp.", 1.0),  # the lenient option, kept
+])
+def test_default_rules_resist_listing_and_hedging(rule, completion, expected):
+    assert HybridQAReward(rule)([completion], answers=[["Ed Wood"]], question=["Who?"]) == [expected]
+
+
+def test_default_rule_is_exact_match_and_accuracy_is_logged_apart_from_the_shaped_reward():
+    r = HybridQAReward(max_completion_length=100, overlong_buffer=20)
+    assert r.rule == "em" and compute_score("x", "Therefore, the answer is Ed Wood, Tim Burton.", ["Ed Wood"])["score"] == 0.0
+    metrics = {}
+    out = r(["Therefore, the answer is Paris.", "Therefore, the answer is Lyon."], answers=[["Paris"]] * 2,
+            question=["q"] * 2, completion_ids=[[1] * 90, [1] * 10], log_metric=metrics.__setitem__)
+    assert out == [0.5, 0.0] and r.last_accuracy == [1.0, 0.0]  # shaped vs correct
+    assert metrics["hybrid_qa/accuracy"] == 0.5
+    with pytest.raises(Exception, match="did you mean 'bounded_sub_em'"):
+        HybridQAReward("bounded_subem")
+
+
+def test_a_row_without_rewards_is_logged_without_its_prompt(caplog):
+    import logging
+
+    from train.dapo import _NONE_FILTER
+
+    logger = logging.getLogger("trl.trainer.grpo_trainer")
+    logger.addFilter(_NONE_FILTER)
+    huge = "x" * 200_000
+    with caplog.at_level(logging.WARNING, logger="trl.trainer.grpo_trainer"):
+        logger.warning(f"All reward functions returned None for the following kwargs:\n{{'prompt': '{huge}'}}\n")
+    assert caplog.records and len(caplog.records[-1].getMessage()) < 300
+    assert "omitted" in caplog.records[-1].getMessage()

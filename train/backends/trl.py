@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from datagen.errors import LongmillError
 from datagen.shards import atomic_write_json
 from eval.judge import JudgeConfig
 from eval.models import load_causal_lm
 from train.backends.base import TRAINER_BACKENDS, StageSpec
 from train.callbacks import MetricsLogger
 from train.config import GRPOPhaseConfig
+from train.model_folder import phase_scaling, prepare_model_folder
 from train.rewards import HybridQAReward
 
 log = logging.getLogger(__name__)
@@ -23,15 +24,22 @@ log = logging.getLogger(__name__)
 REWARD_COLUMNS = ("prompt", "answers", "question", "uid", "data_source")
 
 
-def weights_digest(model: Any) -> str:
-    """A hash of every parameter (name, dtype, shape, bytes): equal digests mean equal weights."""
-    import torch
+def files_digest(folder: str | Path) -> str:
+    """A hash of a saved model's weight files (names and bytes): equal digests mean equal saved weights.
 
+    Hashing the files (on the main process, after saving) works the same under DDP, FSDP2 (whose parameters
+    are DTensors) and ZeRO-3 (whose ranks hold empty partitions), where hashing parameters does not.
+    """
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+    if not files:
+        raise LongmillError(f"{folder}: no weight files (*.safetensors, *.bin) to hash")
     h = hashlib.blake2b(digest_size=16)
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool else t.numpy().tobytes())
+    for p in files:
+        h.update(p.name.encode() + b"\0")
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 24), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -43,36 +51,15 @@ def load_stage_dataset(files: list[Path]) -> Any:
     return ds.select_columns([c for c in REWARD_COLUMNS if c in ds.column_names])
 
 
-def grpo_args(cfg: GRPOPhaseConfig, phase_dir: Path, stage: StageSpec, rollout: str) -> Any:
-    """TRL's GRPOConfig for one phase (fields this TRL version lacks are left out, with a log line)."""
-    from trl import GRPOConfig
-
-    kw: dict[str, Any] = dict(
-        output_dir=str(phase_dir), learning_rate=cfg.learning_rate, seed=cfg.seed,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, num_generations=cfg.num_generations,
-        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_p=cfg.top_p,
-        max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs, loss_type=cfg.loss_type,
-        epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta, scale_rewards=cfg.scale_rewards,
-        mask_truncated_completions=cfg.mask_truncated_completions, logging_steps=cfg.logging_steps,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
-        report_to=cfg.report_to, gradient_checkpointing=cfg.gradient_checkpointing, bf16=cfg.bf16,
-        remove_unused_columns=False,
-        # TRL before 0.25 truncated prompts to this; newer versions keep prompts whole (ours fit by construction).
-        max_prompt_length=stage.max_prompt_length,
-        use_vllm=rollout.startswith("vllm"),
-    )
+def grpo_args(cfg: GRPOPhaseConfig, phase_dir: Path, stage: StageSpec, rollout: str) -> GRPOPhaseConfig:
+    """The phase's TRL config: the user's settings with the phase's output folder, rollout and lengths."""
+    kw: dict[str, Any] = {"output_dir": str(phase_dir), "use_vllm": rollout.startswith("vllm"),
+                          "remove_unused_columns": False}
     if rollout.startswith("vllm"):
-        kw.update(vllm_mode="server" if rollout == "vllm-server" else "colocate",
-                  vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-                  vllm_max_model_length=stage.max_prompt_length + cfg.max_completion_length)
-        if rollout == "vllm-server":
-            kw["vllm_server_base_url"] = cfg.vllm_server_url
-    fields = {f.name for f in dataclasses.fields(GRPOConfig)}
-    dropped = sorted(k for k in kw if k not in fields)
-    if dropped:
-        log.debug("this TRL version has no %s; left out", dropped)
-    return GRPOConfig(**{k: v for k, v in kw.items() if k in fields})
+        kw["vllm_mode"] = "server" if rollout == "vllm-server" else "colocate"
+        if "vllm_max_model_length" not in cfg.given:  # prompts fit the stage's edge by construction
+            kw["vllm_max_model_length"] = stage.max_prompt_length + (cfg.max_completion_length or 0)
+    return cfg.derive(**kw)
 
 
 def make_reward(cfg: GRPOPhaseConfig) -> HybridQAReward:
@@ -83,11 +70,60 @@ def make_reward(cfg: GRPOPhaseConfig) -> HybridQAReward:
             kw["model"] = cfg.judge_model
         judge = JudgeConfig(**kw)
     return HybridQAReward(cfg.reward_rule, judge, max_completion_length=cfg.max_completion_length if cfg.overlong_cache else None,
-                          overlong_buffer=cfg.overlong_cache or None, overlong_penalty=cfg.overlong_penalty)
+                          overlong_buffer=cfg.overlong_cache or None, overlong_penalty=cfg.overlong_penalty,
+                          max_extra_tokens=cfg.reward_max_extra_tokens)
+
+
+def refill_weights(stage: StageSpec, dataset: Any) -> list[float]:
+    """Per-row weights for dynamic sampling's refills: the stage's own mix, retrospective weights included.
+
+    The stage's own rows share ``1 - retro_share`` of the mass uniformly; its retrospective rows (the hard
+    samples of earlier bins, listed in the manifest) share ``retro_share`` in proportion to their difficulty,
+    as the curriculum drew them (QwenLong-L1's retrospective sampling).
+    """
+    n = len(dataset)
+    manifest_path = Path(stage.files[0]).parent.parent / "manifest.json" if stage.files else None
+    retro: set[str] = set()
+    if manifest_path is not None and manifest_path.exists():
+        for s in json.loads(manifest_path.read_text()).get("stages", []):
+            if s.get("name") == stage.name:
+                retro = set(s.get("retro_uids") or [])
+    uids = dataset["uid"] if "uid" in dataset.column_names else [None] * n
+    is_retro = [u in retro for u in uids]
+    n_retro = sum(is_retro)
+    if not n_retro or n_retro == n:
+        return [1.0] * n
+    difficulty = _stage_difficulty(stage.files, uids)
+    retro_mass = n_retro / n
+    d_sum = sum(d for d, r in zip(difficulty, is_retro, strict=True) if r)
+    return [retro_mass * d / d_sum if r else (1 - retro_mass) / (n - n_retro)
+            for d, r in zip(difficulty, is_retro, strict=True)]
+
+
+def _stage_difficulty(files: list[Path], uids: list[Any]) -> list[float]:
+    import pyarrow.parquet as pq
+
+    by_uid: dict[Any, float] = {}
+    for f in files:
+        t = pq.read_table(f, columns=[c for c in ("uid", "difficulty") if c in pq.read_schema(f).names])
+        if "difficulty" not in t.column_names:
+            return [1.0] * len(uids)
+        for u, d in zip(t.column("uid").to_pylist(), t.column("difficulty").to_pylist(), strict=True):
+            by_uid[u] = float(d) if d is not None else 1.0
+    return [max(by_uid.get(u, 1.0), 1e-6) for u in uids]
+
+
+def _state() -> Any:
+    from accelerate import PartialState
+
+    return PartialState()
 
 
 class TRLBackend:
     """Runs a phase with :class:`train.dapo.DynamicSamplingGRPOTrainer`.
+
+    Every rank runs every phase; only the main process writes files (the phase's model folder, tokenizer,
+    ``phase.json``), and the ranks wait for each other after each write.
 
     Args:
         config: the phase settings.
@@ -110,12 +146,30 @@ class TRLBackend:
         self.callbacks = list(callbacks or [])
         self.metrics_dir = Path(metrics_dir) if metrics_dir else None
 
+    def model_folder(self, stage: StageSpec, init_checkpoint: str, phase_dir: Path) -> str:
+        """The folder this phase loads (and hands to vLLM): YaRN written into its config.json where asked."""
+        cfg = self.config
+        if not cfg.yarn_factor:
+            return init_checkpoint
+        state = _state()
+        native = cfg.yarn_original_max_position_embeddings
+        needed = stage.max_prompt_length + (cfg.max_completion_length or 0)
+        scaling = phase_scaling(cfg.yarn_factor, native, needed, cfg.yarn_within_native_window)
+        chosen = [prepare_model_folder(init_checkpoint, phase_dir / "init-model", scaling, native)
+                  if state.is_main_process else None]
+        if state.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(chosen, from_process=0)  # also the barrier: the folder is written
+        return chosen[0]
+
     def run_phase(self, stage: StageSpec, init_checkpoint: str) -> str:
         from transformers.trainer_utils import get_last_checkpoint
 
         from train.dapo import DynamicSamplingGRPOTrainer
 
         cfg = self.config
+        state = _state()
         phase_dir = self.out / f"phase-{stage.index}"
         phase_dir.mkdir(parents=True, exist_ok=True)
         rollout = cfg.resolved_rollout()
@@ -124,33 +178,38 @@ class TRLBackend:
         if last:
             resume_step = json.loads((Path(last) / "trainer_state.json").read_text())["global_step"]
         dtype = "bfloat16" if cfg.bf16 else "float32"
-        model, tokenizer = load_causal_lm(init_checkpoint, dtype=dtype, device="cpu",
-                                          attn_implementation=cfg.attn_implementation, yarn_factor=cfg.yarn_factor)
-        init_digest = weights_digest(model)
+        folder = self.model_folder(stage, init_checkpoint, phase_dir)
+        model, tokenizer = load_causal_lm(folder, dtype=dtype, device="cpu", attn_implementation=cfg.attn_implementation)
         dataset = load_stage_dataset(stage.files)
         args = grpo_args(cfg, phase_dir, stage, rollout)
         trainer = DynamicSamplingGRPOTrainer(
             model=model, reward_funcs=self.reward_funcs or [make_reward(cfg)], args=args, train_dataset=dataset,
             processing_class=tokenizer,
             callbacks=[MetricsLogger(phase_dir, stage.index, resume_step,
-                                     self.metrics_dir / f"phase-{stage.index}.csv" if self.metrics_dir else None),
+                                     self.metrics_dir / f"phase-{stage.index}.csv" if self.metrics_dir else None,
+                                     is_main=state.is_main_process),
                        *self.callbacks],
             dynamic_sampling_rounds=cfg.dynamic_sampling_rounds,
+            dynamic_sampling_metric=cfg.dynamic_sampling_metric,
+            refill_weights=refill_weights(stage, dataset),
         )
         log.info("phase %d (%s): %d samples, prompts <= %d tokens, rollout %s, from %s%s", stage.index, stage.name,
-                 stage.rows, stage.max_prompt_length, rollout, init_checkpoint, f", resuming {last}" if last else "")
+                 stage.rows, stage.max_prompt_length, rollout, folder, f", resuming {last}" if last else "")
         result = trainer.train(resume_from_checkpoint=last)
         final = phase_dir / "final"
-        trainer.save_model(str(final))
-        tokenizer.save_pretrained(str(final))
-        atomic_write_json(phase_dir / "phase.json", {
-            "phase": stage.index, "stage": stage.name, "rows": stage.rows, "max_prompt_length": stage.max_prompt_length,
-            "init_checkpoint": str(init_checkpoint), "checkpoint": str(final), "init_weights": init_digest,
-            "final_weights": weights_digest(trainer.model), "steps": int(trainer.state.global_step),
-            "resumed_from": last, "rollout": rollout, "train_loss": float(result.training_loss),
-        })
+        trainer.save_model(str(final))  # every rank: ZeRO-3 and FSDP gather the weights collectively
+        if state.is_main_process:
+            tokenizer.save_pretrained(str(final))
+            atomic_write_json(phase_dir / "phase.json", {
+                "phase": stage.index, "stage": stage.name, "rows": stage.rows,
+                "max_prompt_length": stage.max_prompt_length, "init_checkpoint": str(init_checkpoint),
+                "model_folder": str(folder), "checkpoint": str(final),
+                "init_weights": files_digest(folder) if Path(folder).is_dir() else None, "final_weights": files_digest(final),
+                "steps": int(trainer.state.global_step), "resumed_from": last, "rollout": rollout,
+                "train_loss": float(result.training_loss),
+            })
+        state.wait_for_everyone()
         return str(final)
 
 
 TRAINER_BACKENDS.add("trl", TRLBackend)
-
