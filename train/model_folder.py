@@ -5,6 +5,10 @@ eval and verl all read ``config.json`` from the folder they are given. Setting Y
 config would leave vLLM sampling from a plain-RoPE model while a YaRN model is trained, so the scaling goes
 into the folder: a phase's starting folder gets a ``config.json`` with the rope scaling and the matching
 ``max_position_embeddings``; its weights are symbolic links to the source folder (no copy).
+
+The module needs only the standard library (and ``huggingface_hub`` for a hub id), so that ``train
+verl-config`` can copy it next to verl's stage scripts, which run it on the cluster to write each stage's
+folder before verl loads it (``python3 longmill_model_folder.py SRC DST --yarn-factor 4 --needed N``).
 """
 
 from __future__ import annotations
@@ -13,11 +17,17 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError
+try:
+    from datagen.errors import LongmillError
+except ImportError:  # run as a standalone script beside verl's stage scripts, where longmill is not installed
+
+    class LongmillError(Exception):  # type: ignore[no-redef]
+        """What longmill raises for user-facing errors."""
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +101,9 @@ def prepare_model_folder(src: str, dst: str | Path, scaling: dict[str, Any] | No
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the folder is read by other processes and users
     try:
         for item in folder.iterdir():
             if item.name != "config.json" and not item.name.startswith("."):
@@ -130,3 +143,39 @@ def phase_scaling(factor: float | None, native: int, needed: int, within_native:
         raise LongmillError(f"prompts plus completions need {needed} positions, beyond YaRN x{factor} over {native} "
                             f"({int(native * factor)}); raise yarn_factor")
     return yarn_scaling(factor, native)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write a stage's model folder and print the folder to load (used by verl's stage scripts)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write the rope scaling a stage needs into its model folder; "
+                                                 "prints the folder to load.")
+    parser.add_argument("src", help="the model folder or hub id the stage starts from")
+    parser.add_argument("dst", help="where to write the adjusted folder (links to SRC's files)")
+    parser.add_argument("--yarn-factor", type=float, default=None, help="YaRN factor; omit for plain RoPE")
+    parser.add_argument("--native", type=int, default=32_768, help="the model's native window")
+    parser.add_argument("--needed", type=int, required=True, help="prompt plus completion positions of the stage")
+    parser.add_argument("--no-yarn-within-native-window", action="store_true",
+                        help="plain RoPE for stages that fit the native window")
+    args = parser.parse_args(argv)
+    try:
+        scaling = phase_scaling(args.yarn_factor, args.native, args.needed, not args.no_yarn_within_native_window)
+        chosen = prepare_model_folder(args.src, args.dst, scaling, args.native)
+    except LongmillError as e:
+        parser.exit(2, f"error: {e}\n")
+    dst = Path(args.dst)
+    if chosen != str(dst):  # the source already has the rope wanted: DST links to it, so DST is always the path
+        link = dst.with_name(f".{dst.name}.link")
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink(local_folder(chosen).resolve(), link, target_is_directory=True)
+        if dst.is_dir() and not dst.is_symlink():
+            shutil.rmtree(dst)
+        os.replace(link, dst)
+    sys.stdout.write(f"{dst}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

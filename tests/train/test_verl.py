@@ -312,3 +312,45 @@ def test_the_shipped_gpu_config_gives_a_command_verl_accepts(curriculum_with_eva
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
         cfg = compose(config_name="ppo_trainer", overrides=o)
     assert cfg.data.train_batch_size == 32 and cfg.actor_rollout_ref.rollout.n == 8
+
+
+def test_yarn_goes_into_each_verl_stage_model_folder(curriculum_with_eval, tiny_qwen2, tmp_path):
+    """With a YaRN factor, each stage's run.sh first writes the stage's model folder (rope scaling in its
+    config.json) with a standalone copy of train/model_folder.py, and verl loads that folder."""
+    from train.cli import main
+
+    cfg = tmp_path / "yarn.yaml"
+    cfg.write_text("num_generations: 8\nmax_completion_length: 256\nyarn_factor: 4.0\n"
+                   "yarn_original_max_position_embeddings: 600\nyarn_within_native_window: false\n")
+    out = tmp_path / "verl"
+    r = CliRunner().invoke(main, ["verl-config", "--curriculum", str(curriculum_with_eval), "--model", str(tiny_qwen2),
+                                  "--out", str(out), "--config", str(cfg)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    s1, s2 = stage_configs(out)
+    script = out / "longmill_model_folder.py"
+    for stage, needed in ((s1, 300 + 256), (s2, 400 + 256)):
+        model = Path(stage["model_path"])
+        assert f"actor_rollout_ref.model.path={model}" in stage["overrides"]
+        run_sh = (out / stage["stage"] / "run.sh").read_text()
+        assert f"--needed {needed}" in run_sh and run_sh.index(str(script)) < run_sh.index("verl.trainer.main_ppo")
+    # stage 1 fits the 600-token native window: plain RoPE, the folder links to the source model
+    src = s1["init_checkpoint"]
+    cmd = [sys.executable, "-I", "-S", str(script), src, s1["model_path"], "--yarn-factor", "4.0", "--native", "600",
+           "--needed", "556", "--no-yarn-within-native-window"]
+    done = subprocess.run(cmd, capture_output=True, text=True)  # -I -S: the standard library only
+    assert done.returncode == 0, done.stderr
+    assert Path(s1["model_path"]).resolve() == Path(src).resolve()
+    # stage 2 needs 656 positions > 600: YaRN x4 written into its folder's config.json, weights linked
+    cmd = [sys.executable, "-I", "-S", str(script), src, s2["model_path"], "--yarn-factor", "4.0", "--native", "600",
+           "--needed", "656", "--no-yarn-within-native-window"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == s2["model_path"], done.stderr
+    config = json.loads((Path(s2["model_path"]) / "config.json").read_text())
+    assert config["rope_scaling"]["rope_type"] == "yarn" and config["rope_scaling"]["factor"] == 4.0
+    assert config["max_position_embeddings"] == 2400
+    assert Path(s2["model_path"]).stat().st_mode & 0o755 == 0o755  # readable by the cluster's other users
+    assert (Path(s2["model_path"]) / "model.safetensors").resolve() == (Path(src) / "model.safetensors").resolve()
+    # beyond what the factor reaches: a one-line error, exit 2
+    cmd[cmd.index("656")] = "4096"
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 2 and "raise yarn_factor" in done.stderr

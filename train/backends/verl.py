@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import train.backends.verl_reward as verl_reward
+import train.model_folder as model_folder
 from datagen.errors import LongmillError
 from datagen.shards import atomic_write_bytes, atomic_write_json, write_table_atomic
 from train.backends.base import TRAINER_BACKENDS, StageSpec
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 VERL_VERSION = "0.9.1"
 ENTRYPOINT = "verl.trainer.main_ppo"
 REWARD_FILE = "longmill_reward.py"
+MODEL_FOLDER_FILE = "longmill_model_folder.py"  # a copy of train/model_folder.py, run by each stage's run.sh
 
 
 def _get(cfg: Any, name: str, default: Any) -> Any:
@@ -203,6 +205,8 @@ class VerlBackend:
         self.scripts: list[Path] = []
         self.reward_path = (self.out / REWARD_FILE).resolve()
         atomic_write_bytes(self.reward_path, Path(verl_reward.__file__).read_bytes())
+        self.model_folder_path = (self.out / MODEL_FOLDER_FILE).resolve()
+        atomic_write_bytes(self.model_folder_path, Path(model_folder.__file__).read_bytes())
 
     def run_phase(self, stage: StageSpec, init_checkpoint: str) -> str:
         folder = self.out / stage.name
@@ -210,15 +214,19 @@ class VerlBackend:
         merged = (folder / "hf").resolve()
         val = write_stage_eval(stage, folder)
         val_files = [val.resolve()] if val else []
-        overrides = verl_overrides(self.config, stage, init_checkpoint, ckpts, val_files, self.reward_path,
+        prepare = self.model_folder_command(stage, init_checkpoint, folder)
+        model_path = str((folder / "model").resolve()) if prepare else init_checkpoint
+        overrides = verl_overrides(self.config, stage, model_path, ckpts, val_files, self.reward_path,
                                    self.n_gpus_per_node, self.nnodes)
         lines = ["#!/usr/bin/env bash",
                  f"# longmill phase {stage.index}: {stage.name}, {stage.rows} samples, prompts <= {stage.max_prompt_length} tokens.",
                  f"# Needs verl=={VERL_VERSION} (pip install verl=={VERL_VERSION} vllm ...; see the README), on the Ray",
                  "# cluster's head node. longmill itself need not be installed there: the reward is "
                  f"{REWARD_FILE}.",
-                 "set -euo pipefail",
-                 f"python3 -m {ENTRYPOINT} \\"]
+                 "set -euo pipefail"]
+        if prepare:
+            lines += ["# The stage's model folder, with the rope scaling (YaRN) that every consumer must load.", prepare]
+        lines += [f"python3 -m {ENTRYPOINT} \\"]
         lines += [f"    {shlex.quote(o)} \\" for o in overrides[:-1]] + [f"    {shlex.quote(overrides[-1])}"]
         lines += ["# Merge the last FSDP checkpoint into a Hugging Face folder for the next stage.",
                   f'last=$(ls -d {shlex.quote(str(ckpts))}/global_step_* | sort -V | tail -n 1)',
@@ -229,10 +237,28 @@ class VerlBackend:
         script.chmod(0o755)
         atomic_write_json(folder / "config.json", {
             "stage": stage.name, "verl_version": VERL_VERSION, "entrypoint": ENTRYPOINT, "overrides": overrides,
-            "init_checkpoint": init_checkpoint, "next_checkpoint": str(merged), "reward_file": str(self.reward_path),
+            "init_checkpoint": init_checkpoint, "model_path": model_path, "next_checkpoint": str(merged),
+            "reward_file": str(self.reward_path),
             "val_files": [str(v) for v in val_files]})
         self.scripts.append(script)
         return str(merged)
+
+    def model_folder_command(self, stage: StageSpec, init_checkpoint: str, folder: Path) -> str | None:
+        """The run.sh line that writes the stage's model folder with YaRN (None without a YaRN factor).
+
+        verl loads ``actor_rollout_ref.model.path`` for the actor and for vLLM, and its model merger copies
+        that folder's config into the next stage's checkpoint, so the rope scaling goes into the folder.
+        """
+        factor = _get(self.config, "yarn_factor", None)
+        if not factor:
+            return None
+        needed = stage.max_prompt_length + int(_get(self.config, "max_completion_length", 1024))
+        native = int(_get(self.config, "yarn_original_max_position_embeddings", 32_768))
+        args = [f"{self.model_folder_path}", init_checkpoint, str((folder / "model").resolve()),
+                "--yarn-factor", str(factor), "--native", str(native), "--needed", str(needed)]
+        if not _get(self.config, "yarn_within_native_window", True):
+            args.append("--no-yarn-within-native-window")
+        return "python3 " + " ".join(shlex.quote(a) for a in args) + " > /dev/null"
 
     def finish(self) -> Path:
         """Write ``run_all.sh``, which runs the stages in order."""
