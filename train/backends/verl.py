@@ -28,7 +28,7 @@ from typing import Any
 import train.backends.verl_reward as verl_reward
 from datagen.errors import LongmillError
 from datagen.shards import atomic_write_bytes, atomic_write_json, write_table_atomic
-from train.backends.base import TRAINER_BACKENDS, StageSpec
+from train.backends.base import TRAINER_BACKENDS, StageSpec, TrainerBackend
 
 log = logging.getLogger(__name__)
 
@@ -183,19 +183,31 @@ def write_stage_eval(stage: StageSpec, out: Path) -> Path | None:
     return path
 
 
-class VerlBackend:
+class VerlBackend(TrainerBackend):
     """Writes ``out/stage-K/run.sh`` and ``config.json`` per stage instead of training.
+
+    It trains nothing here (``trains_here`` is False) and keeps no phase records: running it again rewrites
+    the scripts. verl's own ``trainer.resume_mode=auto`` resumes the training they run.
 
     Args:
         config: the phase settings (translated into verl's names).
         out: where the scripts go.
         n_gpus_per_node: GPUs per node of the verl cluster.
         nnodes: nodes of the verl cluster.
+
+    Raises:
+        LongmillError: ``reward_funcs`` other than longmill's ``hybrid_qa`` (verl loads the reward as one file).
     """
 
     name = "verl"
+    trains_here = False
 
     def __init__(self, config: Any, out: str | Path, n_gpus_per_node: int = 8, nnodes: int = 1, **_: Any):
+        rewards = list(_get(config, "reward_funcs", ["hybrid_qa"]))
+        if rewards != ["hybrid_qa"]:
+            raise LongmillError(f"reward_funcs {rewards} cannot be exported to verl: its commands score with longmill's "
+                                f"hybrid_qa ({REWARD_FILE}, verl's custom_reward_function). Drop reward_funcs, or point "
+                                "reward.custom_reward_function.path in the written run.sh at your own file")
         self.config = config
         self.out = Path(out)
         self.n_gpus_per_node = n_gpus_per_node
@@ -204,7 +216,7 @@ class VerlBackend:
         self.reward_path = (self.out / REWARD_FILE).resolve()
         atomic_write_bytes(self.reward_path, Path(verl_reward.__file__).read_bytes())
 
-    def run_phase(self, stage: StageSpec, init_checkpoint: str) -> str:
+    def run_phase(self, stage: StageSpec, init_checkpoint: str) -> dict[str, Any]:
         folder = self.out / stage.name
         ckpts = (folder / "checkpoints").resolve()
         merged = (folder / "hf").resolve()
@@ -232,15 +244,15 @@ class VerlBackend:
             "init_checkpoint": init_checkpoint, "next_checkpoint": str(merged), "reward_file": str(self.reward_path),
             "val_files": [str(v) for v in val_files]})
         self.scripts.append(script)
-        return str(merged)
+        return {"phase": stage.index, "stage": stage.name, "checkpoint": str(merged), "script": str(script)}
 
-    def finish(self) -> Path:
-        """Write ``run_all.sh``, which runs the stages in order."""
+    def finish(self, final_checkpoint: str) -> dict[str, Any]:
+        """Write ``run_all.sh``, which runs the stages in order; the summary names it as ``run_all``."""
         path = self.out / "run_all.sh"
         body = ["#!/usr/bin/env bash", "set -euo pipefail"] + [f"bash {shlex.quote(str(s.resolve()))}" for s in self.scripts]
         atomic_write_bytes(path, ("\n".join(body) + "\n").encode())
         path.chmod(0o755)
-        return path
+        return {"run_all": str(path)}
 
 
 TRAINER_BACKENDS.add("verl", VerlBackend)
