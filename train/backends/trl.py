@@ -172,6 +172,10 @@ class TRLBackend(TrainerBackend):
             os.replace(tmp, link)
         return {}
 
+    def rewards(self) -> list[Any]:
+        """The phase's reward functions: those given to the constructor, else the config's ``reward_funcs``."""
+        return self.reward_funcs or build_rewards(self.config.reward_funcs, self.config)
+
     def model_folder(self, stage: StageSpec, init_checkpoint: str, phase_dir: Path) -> str:
         """The folder this phase loads (and hands to vLLM): YaRN written into its config.json where asked."""
         cfg = self.config
@@ -208,7 +212,7 @@ class TRLBackend(TrainerBackend):
         model, tokenizer = load_causal_lm(folder, dtype=dtype, device="cpu", attn_implementation=cfg.attn_implementation)
         dataset = load_stage_dataset(stage.files)
         args = grpo_args(cfg, phase_dir, stage, rollout)
-        rewards = self.reward_funcs or build_rewards(cfg.reward_funcs, cfg)
+        rewards = self.rewards()
         trainer = DynamicSamplingGRPOTrainer(
             model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
             processing_class=tokenizer,
