@@ -31,7 +31,9 @@ def export_only(values: dict, backend: str) -> dict:
     the training host's business, so a GPU profile (bf16: true) still composes verl commands on a CPU node."""
     import torch
 
-    if backend != "trl" and not torch.cuda.is_available():
+    from train.backends import TRAINER_BACKENDS
+
+    if not TRAINER_BACKENDS.get(backend).trains_here and not torch.cuda.is_available():
         return {"use_cpu": True, **values}
     return values
 
@@ -130,16 +132,14 @@ def grpo(curriculum: str, out: Path, config_file: str | None, resume: bool, back
       accelerate launch --config_file train/configs/accelerate/zero3.yaml -m train grpo \\
           --curriculum data/curriculum --config train/configs/grpo-gpu-qwen2.5-7b.yaml --out runs/rl
     """
+    from train.backends import TRAINER_BACKENDS
     from train.phases import run_phases
 
     config = load_yaml_config(GRPOPhaseConfig, config_file, export_only(typed_options(GRPOPhaseConfig, kw), backend))
     only = [int(x) for x in phases.split(",")] if phases else None
-    extra = {"metrics_dir": metrics_dir} if metrics_dir and backend == "trl" else {}
-    if backend == "trl":
-        from train.plan import check_plan
-
-        for warning in check_plan(config, curriculum=curriculum):
-            click.echo(f"warning: {warning}", err=True)
+    extra = {"metrics_dir": metrics_dir} if metrics_dir else {}
+    for warning in TRAINER_BACKENDS.get(backend).preflight(config, curriculum):
+        click.echo(f"warning: {warning}", err=True)
     summary = run_phases(curriculum, out, config, backend=backend, resume=resume, phases=only, **extra)
     for p in summary["phases"]:
         click.echo(f"phase {p['phase']} ({p.get('stage')}): {p.get('steps', '-')} steps -> {p['checkpoint']}")

@@ -115,6 +115,9 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
             signal (0 disables).
         dynamic_sampling_metric: what a group must vary in to be kept: accuracy (the rule/judge correctness,
             as DAPO and QwenLong-L1 filter) or reward (the shaped reward).
+        reward_funcs: the rewards, summed with reward_weights (TRL's): names registered in
+            train.rewards.REWARDS (hybrid_qa, the default, and format) or dotted import paths
+            (my_pkg.rewards:my_reward).
         reward_rule: the rule half of the reward: em (exact match on the extracted answer), bounded_sub_em
             (sub-EM with at most reward_max_extra_tokens extra words) or sub_em (lenient; listing hacks it).
         reward_max_extra_tokens: for bounded_sub_em, how many words beyond the gold answer are tolerated.
@@ -156,6 +159,7 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
     overlong_penalty: float = 1.0
     dynamic_sampling_rounds: int = 2
     dynamic_sampling_metric: str = "accuracy"
+    reward_funcs: list[str] = field(default_factory=lambda: ["hybrid_qa"])
     reward_rule: str = "em"
     reward_max_extra_tokens: int = 2
     judge_url: str | None = None
@@ -185,6 +189,11 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
         if self.overlong_buffer is not None and self.overlong_buffer >= (self.max_completion_length or 0):
             raise LongmillError(f"overlong_buffer ({self.overlong_buffer}) must be smaller than max_completion_length "
                                 f"({self.max_completion_length})")
+        from train.rewards import check_reward_names
+
+        if isinstance(self.reward_funcs, str):  # `reward_funcs: hybrid_qa` in YAML
+            self.reward_funcs = [self.reward_funcs]
+        check_reward_names(self.reward_funcs)
         if self.dynamic_sampling_rounds < 0:
             raise LongmillError("dynamic_sampling_rounds must be >= 0")
         if self.dynamic_sampling_metric not in DYNAMIC_SAMPLING_METRICS:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ from curriculum.manifest import check as check_manifest
 from datagen.errors import LongmillError
 from datagen.shards import atomic_write_bytes, atomic_write_json
 from eval.models import resolve_model
-from train.backends import TRAINER_BACKENDS, StageSpec, load_manifest
+from train.backends import TRAINER_BACKENDS, StageSpec, TrainerBackend, load_manifest
 from train.config import GRPOPhaseConfig
 
 log = logging.getLogger(__name__)
@@ -24,9 +22,12 @@ def run_phases(curriculum: str | Path, out: str | Path, config: GRPOPhaseConfig,
                resume: bool = False, phases: list[int] | None = None, **backend_options: Any) -> dict[str, Any]:
     """Train phase 1..K over ``curriculum``'s stages in order (``python -m train grpo``).
 
+    Nothing here depends on which backend runs: what differs (resumability, what a run leaves behind) is
+    the backend's to say (:class:`train.backends.TrainerBackend`).
+
     Args:
         curriculum: a folder built by ``python -m curriculum build``.
-        out: the run folder (``phase-K/`` per phase, ``summary.json``).
+        out: the run folder (the backend's per-phase folders, ``config.yaml``, ``summary.json``).
         config: the phase settings (shared by every phase).
         backend: a name in :data:`TRAINER_BACKENDS`.
         resume: finished phases are skipped and an unfinished one continues from its last checkpoint.
@@ -34,7 +35,11 @@ def run_phases(curriculum: str | Path, out: str | Path, config: GRPOPhaseConfig,
         backend_options: passed to the backend's constructor.
 
     Returns:
-        The summary: each phase's checkpoint and figures. ``OUT/final`` links to the last phase's model.
+        The summary: each phase's record, the final checkpoint, and what the backend's ``finish`` adds.
+
+    Raises:
+        LongmillError: a resumable backend's finished phases in ``out`` without ``resume``, or a finished
+            phase that started from another model than this run's.
     """
     from accelerate import PartialState
 
@@ -44,46 +49,37 @@ def run_phases(curriculum: str | Path, out: str | Path, config: GRPOPhaseConfig,
     manifest = load_manifest(curriculum)
     stages = StageSpec.from_manifest(curriculum, manifest)
     out.mkdir(parents=True, exist_ok=True)
-    done = [p for p in sorted(out.glob("phase-*/phase.json"))]
-    if done and not resume and backend == "trl":
-        raise LongmillError(f"{out} already holds finished phases ({', '.join(p.parent.name for p in done)}); "
+    runner: TrainerBackend = TRAINER_BACKENDS.get(backend)(config, out, resume=resume, **backend_options)
+    finished = {s.index: runner.finished_phase(s) for s in stages} if runner.resumable else {}
+    done = [f"phase-{k}" for k, info in finished.items() if info]
+    if done and not resume:
+        raise LongmillError(f"{out} already holds finished phases ({', '.join(done)}); "
                             "pass --resume to continue that run, or choose another --out")
     state.wait_for_everyone()  # every rank has checked the folder before the main process writes to it
     if state.is_main_process:
         atomic_write_bytes(out / "config.yaml", yaml.safe_dump(plain(config.given), sort_keys=True).encode())
-    runner = TRAINER_BACKENDS.get(backend)(config, out, resume=resume, **backend_options)
-    init = resolve_model(config.model)
+    init = str(resolve_model(config.model))
     summary: dict[str, Any] = {"curriculum": str(curriculum), "backend": backend, "phases": []}
     for stage in stages:
-        marker = out / f"phase-{stage.index}" / "phase.json"
-        if backend == "trl" and marker.exists():
-            info = json.loads(marker.read_text())
-            if info.get("init_checkpoint") != str(init):
-                raise LongmillError(f"{marker} started from {info.get('init_checkpoint')}, not {init}; the run's "
-                                    "settings changed: use another --out")
+        info = finished.get(stage.index)
+        if info:
+            if info.get("init_checkpoint") != init:
+                raise LongmillError(f"phase {stage.index} in {out} started from {info.get('init_checkpoint')}, not "
+                                    f"{init}; the run's settings changed: use another --out")
             log.info("phase %d already finished: %s", stage.index, info["checkpoint"])
             summary["phases"].append(info)
-            init = info["checkpoint"]
+            init = str(info["checkpoint"])
             continue
         if phases and stage.index not in phases:
             raise LongmillError(f"phase {stage.index} is not finished, so phase {min(phases)} cannot start yet")
-        checkpoint = runner.run_phase(stage, str(init))
-        info = json.loads(marker.read_text()) if marker.exists() else {"phase": stage.index, "stage": stage.name,
-                                                                       "checkpoint": checkpoint}
+        info = runner.run_phase(stage, init)
         summary["phases"].append(info)
-        init = checkpoint
+        init = str(info["checkpoint"])
         if phases and stage.index == max(phases):
             break
-    if hasattr(runner, "finish"):
-        summary["run_all"] = str(runner.finish())
-    summary["final_checkpoint"] = str(init)
+    summary.update(runner.finish(init))
+    summary["final_checkpoint"] = init
     if state.is_main_process:
-        if backend == "trl":
-            # OUT/final always names the last phase's model, whatever the number of phases; replaced atomically.
-            link = out / "final"
-            tmp = out / f".final.{os.getpid()}"
-            tmp.symlink_to(Path(init).resolve().relative_to(out.resolve()), target_is_directory=True)
-            os.replace(tmp, link)
         atomic_write_json(out / "summary.json", summary)
     state.wait_for_everyone()
     return summary

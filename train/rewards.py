@@ -14,6 +14,10 @@ Two entry points:
   picklable, with a ``__name__`` that names its logged metric.
 - :func:`compute_score`: verl's ``custom_reward_function`` signature
   ``(data_source, solution_str, ground_truth, extra_info) -> float | dict``.
+
+Which rewards a run uses is configuration (``reward_funcs``, as in TRL's scripts): names in
+:data:`REWARDS` (``hybrid_qa``, the default, and ``format``), or a dotted import path such as
+``my_pkg.rewards:my_reward`` (or TRL's ``my_pkg.rewards.my_reward``); see :func:`build_rewards`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from datagen.errors import LongmillError
+from datagen.errors import LongmillError, UnknownNameError
+from datagen.registry import Registry, did_you_mean
 from eval.extract import extract_answer
 from eval.judge import Judge, JudgeConfig, make_judge
 from eval.metrics import exact_match, normalize_answer, sub_exact_match
@@ -265,3 +270,132 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
     elif res.verdict:
         out["score"] = 1.0
     return out
+
+
+# -- the reward registry ----------------------------------------------------------------------------
+
+#: Rewards by name: each entry is a factory ``(config) -> reward``, where ``config`` is the phase settings
+#: (:class:`train.config.GRPOPhaseConfig`, read by attribute) and the reward is a TRL reward function.
+REWARDS: Registry[Callable[[Any], Any]] = Registry("reward")
+
+
+def register_reward(name: str) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
+    """Register a reward factory ``(config) -> reward`` under ``name`` (a decorator), e.g.::
+
+        @register_reward("brevity")
+        def brevity(cfg):
+            return BrevityReward(cfg.max_completion_length)
+
+    after which ``reward_funcs: [hybrid_qa, brevity]`` uses it.
+    """
+    return REWARDS.register(name)
+
+
+@register_reward("hybrid_qa")
+def make_reward(cfg: Any) -> HybridQAReward:
+    """longmill's default reward, configured from the phase settings (rule, judge, overlong shaping)."""
+    judge = None
+    if getattr(cfg, "judge_url", None) or getattr(cfg, "judge_backend", None) == "hf":
+        kw = {"backend": cfg.judge_backend or "openai", "url": cfg.judge_url, "cache_path": cfg.judge_cache}
+        if cfg.judge_model:
+            kw["model"] = cfg.judge_model
+        judge = JudgeConfig(**kw)
+    if cfg is None:
+        return HybridQAReward()
+    return HybridQAReward(cfg.reward_rule, judge,
+                          max_completion_length=cfg.max_completion_length if cfg.overlong_cache else None,
+                          overlong_buffer=cfg.overlong_cache or None, overlong_penalty=cfg.overlong_penalty,
+                          max_extra_tokens=cfg.reward_max_extra_tokens)
+
+
+class AnswerFormatReward:
+    """1.0 when the completion states a final answer that the reward can extract, else 0.0.
+
+    A shaping term to add beside ``hybrid_qa`` (``reward_funcs: [hybrid_qa, format]``, weighted with
+    ``reward_weights``): it rewards the answer format, not the answer.
+
+    Example:
+        >>> AnswerFormatReward()(["Therefore, the answer is Paris.", "Paris, I think."])
+        [1.0, 0.0]
+    """
+
+    __name__ = "format"
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        return [float(extract_answer(completion_text(c)) is not None) for c in completions]
+
+
+REWARDS.add("format", lambda cfg: AnswerFormatReward())
+
+
+def _import_reward(spec: str) -> Any:
+    """The object a dotted path names: ``pkg.module:attr`` or ``pkg.module.attr`` (TRL's form)."""
+    import importlib
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep:
+        module_name, _, attr = spec.rpartition(".")
+    if not module_name or not attr:
+        raise LongmillError(f"reward {spec!r}: a dotted path needs a module and a name, e.g. my_pkg.rewards:my_reward")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise LongmillError(f"reward {spec!r}: cannot import module {module_name!r} ({e}); install it or put it on "
+                            "PYTHONPATH") from e
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        public = [n for n in dir(module) if not n.startswith("_")]
+        raise LongmillError(f"reward {spec!r}: module {module_name!r} has no {attr!r}{did_you_mean(attr, public)}") from None
+
+
+def resolve_reward(spec: str, cfg: Any = None) -> Any:
+    """One reward function from its configured name.
+
+    Args:
+        spec: a name in :data:`REWARDS`, or a dotted path to a reward function (used as it is), a reward
+            class (instantiated without arguments) or an instance with a ``__name__``.
+        cfg: the phase settings, passed to registered factories.
+
+    Raises:
+        UnknownNameError: a plain name that is not registered, with the closest valid name.
+        LongmillError: a dotted path that does not import, or names something that is not a reward.
+    """
+    if spec in REWARDS:
+        return REWARDS.get(spec)(cfg)
+    if "." not in spec and ":" not in spec:
+        raise UnknownNameError(REWARDS.unknown_message(spec) + ", or a dotted path such as my_pkg.rewards:my_reward")
+    obj = _import_reward(spec)
+    if isinstance(obj, type):
+        obj = obj()
+    if not callable(obj):
+        raise LongmillError(f"reward {spec!r} is a {type(obj).__name__}, not a function "
+                            "(completions, **columns) -> list[float | None]")
+    if not isinstance(getattr(obj, "__name__", None), str):
+        raise LongmillError(f"reward {spec!r} has no __name__ (TRL names the reward's logged metric after it): "
+                            "give its class a __name__ attribute")
+    return obj
+
+
+def check_reward_names(specs: Sequence[str]) -> None:
+    """Fail early on an unknown registered name (dotted paths are imported only when a run starts).
+
+    Raises:
+        LongmillError: an empty list, or an unknown name, with the closest valid name.
+    """
+    if not specs:
+        raise LongmillError("reward_funcs is empty: name at least one reward, e.g. hybrid_qa")
+    for spec in specs:
+        if spec not in REWARDS and "." not in spec and ":" not in spec:
+            raise UnknownNameError(REWARDS.unknown_message(spec) + ", or a dotted path such as my_pkg.rewards:my_reward")
+
+
+def build_rewards(specs: Sequence[str], cfg: Any = None) -> list[Any]:
+    """The reward functions named in ``specs`` (``reward_funcs`` of the config), in order.
+
+    Example:
+        >>> [f.__name__ for f in build_rewards(["hybrid_qa", "format"])]
+        ['hybrid_qa', 'format']
+    """
+    check_reward_names(specs)
+    return [resolve_reward(s, cfg) for s in specs]

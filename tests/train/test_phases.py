@@ -87,4 +87,38 @@ def test_config_errors_say_how_to_fix(tmp_path):
         GRPOPhaseConfig(epsilon=0.3, epsilon_high=0.2)
     with pytest.raises(LongmillError, match="num_generations must be >= 2"):
         GRPOPhaseConfig(num_generations=1)
-    assert GRPOPhaseConfig(rollout="auto").resolved_rollout() in ("hf", "vllm-colocate")
+
+
+def fake_host(monkeypatch, vllm: bool, gpu: bool):
+    """This host as seen by the rollout choice: vLLM importable or not, a CUDA GPU or not."""
+    import importlib.util
+
+    import torch
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **kw: (real("json") if vllm else None) if name == "vllm" else real(name, *a, **kw))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+
+
+@pytest.mark.parametrize(("vllm", "gpu", "expected"), [
+    (False, False, "hf"), (True, False, "hf"), (False, True, "hf"), (True, True, "vllm-colocate"),
+])
+def test_auto_rollout_uses_vllm_only_with_vllm_and_a_gpu(monkeypatch, vllm, gpu, expected):
+    auto, hf = GRPOPhaseConfig(rollout="auto"), GRPOPhaseConfig(rollout="hf")  # built on the real (CPU) host
+    fake_host(monkeypatch, vllm=vllm, gpu=gpu)
+    assert auto.resolved_rollout() == expected
+    assert hf.resolved_rollout() == "hf"  # an explicit choice is kept
+
+
+@pytest.mark.parametrize("rollout", ["vllm-colocate", "vllm-server"])
+def test_asking_for_vllm_without_vllm_fails_with_the_install_command(tmp_path, small_curriculum, tiny_qwen2,
+                                                                     monkeypatch, rollout):
+    from datagen.errors import LongmillError
+
+    fake_host(monkeypatch, vllm=False, gpu=False)
+    config = cfg(tiny_qwen2, rollout=rollout,
+                 **({"vllm_server_base_url": "http://127.0.0.1:9"} if rollout == "vllm-server" else {}))
+    with pytest.raises(LongmillError, match=rf"rollout={rollout} needs vLLM.*pip install 'longmill\[gpu\]'"):
+        run_phases(small_curriculum, tmp_path / "rl", config)
+    assert not (tmp_path / "rl" / "phase-1").exists()  # refused before any phase started

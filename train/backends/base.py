@@ -1,11 +1,17 @@
-"""The trainer interface: one small method, ``run_phase(stage, init_checkpoint) -> checkpoint``."""
+"""The trainer-backend interface: what :func:`train.phases.run_phases` needs from a backend.
+
+A backend runs (or prepares) one phase at a time and says, through class attributes and small methods,
+whatever the phase loop would otherwise learn by testing its name: whether it trains on this host,
+whether finished phases can be skipped on resume, and what it leaves behind when the run ends.
+"""
 
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 from datagen.errors import LongmillError
 from datagen.registry import Registry
@@ -50,12 +56,47 @@ class StageSpec:
                 for i, s in enumerate(manifest["stages"])]
 
 
-class TrainerBackend(Protocol):
-    """Trains (or prepares) one phase from ``init_checkpoint`` and returns the phase's checkpoint."""
+class TrainerBackend(ABC):
+    """A trainer behind :func:`train.phases.run_phases`; register subclasses in :data:`TRAINER_BACKENDS`.
 
-    name: str
+    A subclass is constructed as ``Backend(config, out, resume=..., **options)`` with the phase settings,
+    the run folder and its own options (passed through ``run_phases``), and must accept options meant for
+    other backends (``**_``) or name every one it takes.
 
-    def run_phase(self, stage: StageSpec, init_checkpoint: str) -> str: ...
+    Class attributes:
+        name: the registry name (``--backend``).
+        trains_here: whether phases train on this host. Backends that only write commands for another
+            cluster set it to False, so this host's checks of the settings (TRL refuses bf16 without a
+            GPU) are left to the training host.
+        resumable: whether finished phases leave a record (:meth:`finished_phase`). A resumable run skips
+            them with ``resume=True`` and refuses to silently redo them without it.
+    """
+
+    name: ClassVar[str]
+    trains_here: ClassVar[bool] = True
+    resumable: ClassVar[bool] = False
+
+    @classmethod
+    def preflight(cls, config: Any, curriculum: str | Path) -> list[str]:
+        """Warnings about ``config`` over ``curriculum`` before anything runs (e.g. an expected memory shortfall)."""
+        return []
+
+    @abstractmethod
+    def run_phase(self, stage: StageSpec, init_checkpoint: str) -> dict[str, Any]:
+        """Train (or prepare) ``stage`` from ``init_checkpoint``.
+
+        Returns:
+            The phase's record: at least ``phase``, ``stage`` and ``checkpoint`` (what the next phase starts
+            from); a resumable backend also gives ``init_checkpoint``.
+        """
+
+    def finished_phase(self, stage: StageSpec) -> dict[str, Any] | None:
+        """The record of ``stage`` when an earlier run finished it (resumable backends), else None."""
+        return None
+
+    def finish(self, final_checkpoint: str) -> dict[str, Any]:
+        """Called once after the last phase; returns entries for the run's summary (e.g. a script to run)."""
+        return {}
 
 
-TRAINER_BACKENDS: Registry[type] = Registry("trainer backend")
+TRAINER_BACKENDS: Registry[type[TrainerBackend]] = Registry("trainer backend")

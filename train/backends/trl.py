@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from datagen.errors import LongmillError
 from datagen.shards import atomic_write_json
-from eval.judge import JudgeConfig
 from eval.models import load_causal_lm
-from train.backends.base import TRAINER_BACKENDS, StageSpec
+from train.backends.base import TRAINER_BACKENDS, StageSpec, TrainerBackend
 from train.callbacks import MetricsLogger
 from train.config import GRPOPhaseConfig
 from train.model_folder import phase_scaling, prepare_model_folder
-from train.rewards import HybridQAReward
+from train.rewards import build_rewards
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +63,15 @@ def grpo_args(cfg: GRPOPhaseConfig, phase_dir: Path, stage: StageSpec, rollout: 
     return cfg.derive(**kw)
 
 
-def make_reward(cfg: GRPOPhaseConfig) -> HybridQAReward:
-    judge = None
-    if cfg.judge_url or cfg.judge_backend == "hf":
-        kw = {"backend": cfg.judge_backend or "openai", "url": cfg.judge_url, "cache_path": cfg.judge_cache}
-        if cfg.judge_model:
-            kw["model"] = cfg.judge_model
-        judge = JudgeConfig(**kw)
-    return HybridQAReward(cfg.reward_rule, judge, max_completion_length=cfg.max_completion_length if cfg.overlong_cache else None,
-                          overlong_buffer=cfg.overlong_cache or None, overlong_penalty=cfg.overlong_penalty,
-                          max_extra_tokens=cfg.reward_max_extra_tokens)
+def check_rollout(rollout: str) -> None:
+    """Refuse a vLLM rollout where vLLM is not installed, with the command that installs it.
+
+    Raises:
+        LongmillError: ``rollout`` is vllm-colocate or vllm-server and ``vllm`` is not importable.
+    """
+    if rollout.startswith("vllm") and importlib.util.find_spec("vllm") is None:
+        raise LongmillError(f"rollout={rollout} needs vLLM, which is not installed here: pip install 'longmill[gpu]' "
+                            "(vllm>=0.22,<=0.31, on a CUDA host), or use --rollout hf (or auto)")
 
 
 def refill_weights(stage: StageSpec, dataset: Any) -> list[float]:
@@ -119,32 +119,62 @@ def _state() -> Any:
     return PartialState()
 
 
-class TRLBackend:
+class TRLBackend(TrainerBackend):
     """Runs a phase with :class:`train.dapo.DynamicSamplingGRPOTrainer`.
 
     Every rank runs every phase; only the main process writes files (the phase's model folder, tokenizer,
-    ``phase.json``), and the ranks wait for each other after each write.
+    ``phase.json``), and the ranks wait for each other after each write. A finished phase's
+    ``phase.json`` is its record, so runs resume; ``OUT/final`` links to the last phase's model.
 
     Args:
-        config: the phase settings.
+        config: the phase settings; its ``reward_funcs`` name the rewards.
         out: the run folder; phase k trains in ``out/phase-k``.
         resume: continue a phase from its last checkpoint when one exists.
-        reward_funcs: replace the default reward (tests use toy rewards).
+        reward_funcs: reward function objects that replace the configured ones (tests use toy rewards).
         callbacks: extra transformers callbacks.
         metrics_dir: also write each phase's metrics.csv here as phase-K.csv (for `dvc plots`).
+
+    Raises:
+        LongmillError: a vLLM rollout without vLLM installed (see :func:`check_rollout`).
     """
 
     name = "trl"
+    resumable = True
 
     def __init__(self, config: GRPOPhaseConfig, out: str | Path, resume: bool = False,
                  reward_funcs: list[Any] | None = None, callbacks: list[Any] | None = None,
                  metrics_dir: str | Path | None = None):
+        check_rollout(config.resolved_rollout())
         self.config = config
         self.out = Path(out)
         self.resume = resume
         self.reward_funcs = reward_funcs
         self.callbacks = list(callbacks or [])
         self.metrics_dir = Path(metrics_dir) if metrics_dir else None
+
+    @classmethod
+    def preflight(cls, config: GRPOPhaseConfig, curriculum: str | Path) -> list[str]:
+        """The memory plan's warnings (:func:`train.plan.check_plan`) for this config over ``curriculum``."""
+        from train.plan import check_plan
+
+        return check_plan(config, curriculum=curriculum)
+
+    def finished_phase(self, stage: StageSpec) -> dict[str, Any] | None:
+        marker = self.out / f"phase-{stage.index}" / "phase.json"
+        return json.loads(marker.read_text()) if marker.exists() else None
+
+    def finish(self, final_checkpoint: str) -> dict[str, Any]:
+        """Point ``OUT/final`` at the last phase's model (whatever the number of phases), atomically."""
+        if _state().is_main_process:
+            link = self.out / "final"
+            tmp = self.out / f".final.{os.getpid()}"
+            tmp.symlink_to(Path(final_checkpoint).resolve().relative_to(self.out.resolve()), target_is_directory=True)
+            os.replace(tmp, link)
+        return {}
+
+    def rewards(self) -> list[Any]:
+        """The phase's reward functions: those given to the constructor, else the config's ``reward_funcs``."""
+        return self.reward_funcs or build_rewards(self.config.reward_funcs, self.config)
 
     def model_folder(self, stage: StageSpec, init_checkpoint: str, phase_dir: Path) -> str:
         """The folder this phase loads (and hands to vLLM): YaRN written into its config.json where asked."""
@@ -163,7 +193,7 @@ class TRLBackend:
             broadcast_object_list(chosen, from_process=0)  # also the barrier: the folder is written
         return chosen[0]
 
-    def run_phase(self, stage: StageSpec, init_checkpoint: str) -> str:
+    def run_phase(self, stage: StageSpec, init_checkpoint: str) -> dict[str, Any]:
         from transformers.trainer_utils import get_last_checkpoint
 
         from train.dapo import DynamicSamplingGRPOTrainer
@@ -182,8 +212,9 @@ class TRLBackend:
         model, tokenizer = load_causal_lm(folder, dtype=dtype, device="cpu", attn_implementation=cfg.attn_implementation)
         dataset = load_stage_dataset(stage.files)
         args = grpo_args(cfg, phase_dir, stage, rollout)
+        rewards = self.rewards()
         trainer = DynamicSamplingGRPOTrainer(
-            model=model, reward_funcs=self.reward_funcs or [make_reward(cfg)], args=args, train_dataset=dataset,
+            model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
             processing_class=tokenizer,
             callbacks=[MetricsLogger(phase_dir, stage.index, resume_step,
                                      self.metrics_dir / f"phase-{stage.index}.csv" if self.metrics_dir else None,
@@ -198,18 +229,21 @@ class TRLBackend:
         result = trainer.train(resume_from_checkpoint=last)
         final = phase_dir / "final"
         trainer.save_model(str(final))  # every rank: ZeRO-3 and FSDP gather the weights collectively
+        record = {
+            "phase": stage.index, "stage": stage.name, "rows": stage.rows,
+            "max_prompt_length": stage.max_prompt_length, "init_checkpoint": str(init_checkpoint),
+            "model_folder": str(folder), "checkpoint": str(final),
+            "steps": int(trainer.state.global_step), "resumed_from": last, "rollout": rollout,
+            "rewards": [getattr(f, "__name__", type(f).__name__) for f in rewards],
+            "train_loss": float(result.training_loss),
+        }
         if state.is_main_process:
             tokenizer.save_pretrained(str(final))
-            atomic_write_json(phase_dir / "phase.json", {
-                "phase": stage.index, "stage": stage.name, "rows": stage.rows,
-                "max_prompt_length": stage.max_prompt_length, "init_checkpoint": str(init_checkpoint),
-                "model_folder": str(folder), "checkpoint": str(final),
-                "init_weights": files_digest(folder) if Path(folder).is_dir() else None, "final_weights": files_digest(final),
-                "steps": int(trainer.state.global_step), "resumed_from": last, "rollout": rollout,
-                "train_loss": float(result.training_loss),
-            })
+            record["init_weights"] = files_digest(folder) if Path(folder).is_dir() else None
+            record["final_weights"] = files_digest(final)
+            atomic_write_json(phase_dir / "phase.json", record)
         state.wait_for_everyone()
-        return str(final)
+        return self.finished_phase(stage) or record  # every rank returns the main process's record
 
 
 TRAINER_BACKENDS.add("trl", TRLBackend)

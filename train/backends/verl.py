@@ -29,7 +29,7 @@ import train.backends.verl_reward as verl_reward
 import train.model_folder as model_folder
 from datagen.errors import LongmillError
 from datagen.shards import atomic_write_bytes, atomic_write_json, write_table_atomic
-from train.backends.base import TRAINER_BACKENDS, StageSpec
+from train.backends.base import TRAINER_BACKENDS, StageSpec, TrainerBackend
 
 log = logging.getLogger(__name__)
 
@@ -185,19 +185,31 @@ def write_stage_eval(stage: StageSpec, out: Path) -> Path | None:
     return path
 
 
-class VerlBackend:
+class VerlBackend(TrainerBackend):
     """Writes ``out/stage-K/run.sh`` and ``config.json`` per stage instead of training.
+
+    It trains nothing here (``trains_here`` is False) and keeps no phase records: running it again rewrites
+    the scripts. verl's own ``trainer.resume_mode=auto`` resumes the training they run.
 
     Args:
         config: the phase settings (translated into verl's names).
         out: where the scripts go.
         n_gpus_per_node: GPUs per node of the verl cluster.
         nnodes: nodes of the verl cluster.
+
+    Raises:
+        LongmillError: ``reward_funcs`` other than longmill's ``hybrid_qa`` (verl loads the reward as one file).
     """
 
     name = "verl"
+    trains_here = False
 
     def __init__(self, config: Any, out: str | Path, n_gpus_per_node: int = 8, nnodes: int = 1, **_: Any):
+        rewards = list(_get(config, "reward_funcs", ["hybrid_qa"]))
+        if rewards != ["hybrid_qa"]:
+            raise LongmillError(f"reward_funcs {rewards} cannot be exported to verl: its commands score with longmill's "
+                                f"hybrid_qa ({REWARD_FILE}, verl's custom_reward_function). Drop reward_funcs, or point "
+                                "reward.custom_reward_function.path in the written run.sh at your own file")
         self.config = config
         self.out = Path(out)
         self.n_gpus_per_node = n_gpus_per_node
@@ -208,7 +220,7 @@ class VerlBackend:
         self.model_folder_path = (self.out / MODEL_FOLDER_FILE).resolve()
         atomic_write_bytes(self.model_folder_path, Path(model_folder.__file__).read_bytes())
 
-    def run_phase(self, stage: StageSpec, init_checkpoint: str) -> str:
+    def run_phase(self, stage: StageSpec, init_checkpoint: str) -> dict[str, Any]:
         folder = self.out / stage.name
         ckpts = (folder / "checkpoints").resolve()
         merged = (folder / "hf").resolve()
@@ -241,7 +253,7 @@ class VerlBackend:
             "reward_file": str(self.reward_path),
             "val_files": [str(v) for v in val_files]})
         self.scripts.append(script)
-        return str(merged)
+        return {"phase": stage.index, "stage": stage.name, "checkpoint": str(merged), "script": str(script)}
 
     def model_folder_command(self, stage: StageSpec, init_checkpoint: str, folder: Path) -> str | None:
         """The run.sh line that writes the stage's model folder with YaRN (None without a YaRN factor).
@@ -260,13 +272,13 @@ class VerlBackend:
             args.append("--no-yarn-within-native-window")
         return "python3 " + " ".join(shlex.quote(a) for a in args) + " > /dev/null"
 
-    def finish(self) -> Path:
-        """Write ``run_all.sh``, which runs the stages in order."""
+    def finish(self, final_checkpoint: str) -> dict[str, Any]:
+        """Write ``run_all.sh``, which runs the stages in order; the summary names it as ``run_all``."""
         path = self.out / "run_all.sh"
         body = ["#!/usr/bin/env bash", "set -euo pipefail"] + [f"bash {shlex.quote(str(s.resolve()))}" for s in self.scripts]
         atomic_write_bytes(path, ("\n".join(body) + "\n").encode())
         path.chmod(0o755)
-        return path
+        return {"run_all": str(path)}
 
 
 TRAINER_BACKENDS.add("verl", VerlBackend)
