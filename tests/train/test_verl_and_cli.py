@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import yaml
 
+from ..cli import run_cli
+
 
 def run(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "train", *args], capture_output=True, text=True, timeout=900)
+    """`python -m train ARGS`, run in-process (tests/cli.py)."""
+    from train.cli import main
+
+    proc = run_cli(main, *args, prog_name="python -m train")
     if check and proc.returncode != 0:
         raise AssertionError(proc.stderr)
     return proc
