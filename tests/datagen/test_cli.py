@@ -64,6 +64,7 @@ def real_format_files(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # two 60k runs, a verify and an independent recount
 def test_hotpotqa_60k_keychain_acceptance(tmp_path, real_format_files, hf_qwen_tokenizer):
     # End to end: `python -m datagen` in a subprocess, as a user runs it; the rerun goes in-process, so the
     # bytes compare a subprocess run with an in-process one.
@@ -80,6 +81,7 @@ def test_hotpotqa_60k_keychain_acceptance(tmp_path, real_format_files, hf_qwen_t
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # two 60k runs, a verify and an independent recount
 @pytest.mark.parametrize("source", ["musique", "2wikimqa"])
 def test_other_formats_60k_keychain(tmp_path, real_format_files, hf_qwen_tokenizer, source):
     args = ["keychain", "--source", source, "--input", str(real_format_files[source]), "--length", "60k",
