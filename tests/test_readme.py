@@ -64,6 +64,20 @@ def test_the_readme_install_commands_name_real_extras_and_constraints():
     assert Requirement(torch_range).specifier.contains(cpu_pins["torch"])
 
 
+def test_the_test_command_runs_every_package_s_doctests_under_a_timeout():
+    """`python -m pytest` (the README's and CI's command) also collects the packages, for their doctests."""
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    pytest_ini = pyproject["tool"]["pytest"]["ini_options"]
+    assert packages <= set(pytest_ini["testpaths"]) and "tests" in pytest_ini["testpaths"]
+    assert "--doctest-modules" in pytest_ini["addopts"].split()
+    assert 0 < int(pytest_ini["timeout"]) <= 900
+    deps = {re.match(r"[\w-]+", d).group(0) for d in pyproject["project"]["dependencies"]}
+    assert "click" in deps and "typer" not in deps  # every CLI is click
+
+
 def test_the_stages_in_the_readme_table_exist_in_dvc_yaml():
     import yaml
 
