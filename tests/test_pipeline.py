@@ -55,7 +55,9 @@ def project(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # three `dvc repro` runs (the first trains and evaluates), beyond pyproject's 600 s
 def test_repro_metrics_plots_and_partial_reruns(project):
+    # End to end: the real `dvc` command line in subprocesses, on a copy of the repository's pipeline.
     out = dvc(project, "repro").stdout
     for stage in ("triplets@synthetic", "keychain@synthetic-768", "longqa@synthetic-1024", "curriculum", "sft", "rl",
                   "eval"):

@@ -17,15 +17,88 @@ def blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", README, re.DOTALL)
 
 
-def test_ci_runs_the_readme_test_command():
-    setup = blocks("bash")[0].splitlines()
-    run_cmd = next(line for line in setup if "pytest" in line)
-    test_cmd = next(line for line in setup if "pytest" in line)
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert test_cmd in ci
-    main_cmd = next(line for line in setup if "dvc repro" in line)
-    assert main_cmd.startswith("python3 -m venv .venv") and "constraints/cpu.txt" in main_cmd
-    assert run_cmd == test_cmd
+def readme_commands() -> tuple[str, str]:
+    """The two commands of the README's first block: (run the pipeline, run the tests)."""
+    lines = [x for x in blocks("bash")[0].splitlines() if x.strip() and not x.lstrip().startswith("#")]
+    assert len(lines) == 2, f"the README's first block should hold exactly two commands, found {lines}"
+    pipeline, tests = lines
+    assert pipeline.endswith("&& dvc repro") and tests.endswith("&& python -m pytest")
+    return pipeline, tests
+
+
+def ci_commands() -> list[str]:
+    """The command lines of .ci/run: its lines that are not comments, the shebang, `set` or `cd`."""
+    return [x for x in (ROOT / ".ci" / "run").read_text().splitlines()
+            if x.strip() and not x.startswith("#") and not x.startswith(("set ", "cd "))]
+
+
+def test_ci_runs_the_readme_test_command_verbatim_then_lints():
+    first, *rest = ci_commands()
+    assert first == readme_commands()[1]
+    assert rest == ["ruff check ."]
+
+
+def test_the_readme_install_commands_name_real_extras_and_constraints():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    needs = {"dvc repro": "dvc", "python -m pytest": "pytest"}
+    for cmd in readme_commands():
+        words = shlex.split(cmd)
+        extra = re.fullmatch(r"\.\[([\w,-]+)\]", words[words.index("-e") + 1]).group(1)
+        for name in extra.split(","):
+            assert name in extras, f"README installs the extra {name!r}; pyproject.toml has {sorted(extras)}"
+        tool = next(v for k, v in needs.items() if cmd.endswith(k))
+        assert any(re.match(rf"{tool}\b", d) for name in extra.split(",") for d in extras[name]), (
+            f"the README's command runs {tool}, but the extras [{extra}] do not install it")
+        constraints = ROOT / words[words.index("-c") + 1]
+        assert constraints.is_file(), f"the README installs with -c {constraints.name}, which does not exist"
+        pins = dict(re.findall(r"^([\w.-]+)==(\S+)", constraints.read_text(), re.MULTILINE))
+        assert "torch" in pins, f"{constraints} must pin torch, or pip pulls the CUDA build"
+    # The pinned torch satisfies the range pyproject declares.
+    torch_range = next(d for d in project["dependencies"] if re.match(r"torch\b", d))
+    from packaging.requirements import Requirement
+
+    cpu_pins = dict(re.findall(r"^([\w.-]+)==(\S+)", (ROOT / "constraints/cpu.txt").read_text(), re.MULTILINE))
+    assert Requirement(torch_range).specifier.contains(cpu_pins["torch"])
+
+
+def test_the_test_command_runs_every_package_s_doctests_under_a_timeout():
+    """`python -m pytest` (the README's and CI's command) also collects the packages, for their doctests."""
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    pytest_ini = pyproject["tool"]["pytest"]["ini_options"]
+    assert packages <= set(pytest_ini["testpaths"]) and "tests" in pytest_ini["testpaths"]
+    assert "--doctest-modules" in pytest_ini["addopts"].split()
+    assert 0 < int(pytest_ini["timeout"]) <= 900
+    deps = {re.match(r"[\w-]+", d).group(0) for d in pyproject["project"]["dependencies"]}
+    assert "click" in deps and "typer" not in deps  # every CLI is click
+
+
+def test_the_stages_in_the_readme_table_exist_in_dvc_yaml():
+    import yaml
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    launcher = yaml.safe_load((ROOT / "params.yaml").read_text())["launcher"]
+    table = re.findall(r"^\| (`[^|]+`) \| (`[^|]+`) \| `([^`]+)`", README, re.MULTILINE)
+    assert len(table) >= 6
+    seen = set()
+    for names, commands, writes in table:
+        # A writes-column path such as data/triplets/<src>/ names the folder a stage outputs under.
+        folder = "/".join(writes.split("/")[:2])
+        for name in (n.split("@")[0] for n in re.findall(r"`([^`]+)`", names)):
+            assert name in stages, f"the README names the DVC stage {name!r}; dvc.yaml has {sorted(stages)}"
+            stage = stages[name].get("do", stages[name])
+            cmd = " ".join(stage["cmd"].split()).replace("${launcher}", launcher)
+            assert any(cmd.startswith(c) for c in re.findall(r"`([^`]+)`", commands)), (name, cmd)
+            outs = [next(iter(o)) if isinstance(o, dict) else o
+                    for key in ("outs", "metrics") for o in stage.get(key, [])]
+            assert any(o.startswith(folder) for o in outs), (name, folder, outs)
+            seen.add(name)
+    assert seen == set(stages), f"stages missing from the README's table: {sorted(set(stages) - seen)}"
 
 
 def test_commands_in_the_reference_exist():

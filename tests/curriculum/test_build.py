@@ -182,14 +182,23 @@ def test_bm25_and_overlap_features():
     assert answer_question_overlap(["no"], "Is it yes or no?") == 1.0
 
 
+def curriculum_cli(*args: str) -> subprocess.CompletedProcess:
+    """`python -m curriculum ARGS`, run in-process (tests/cli.py)."""
+    from curriculum.cli import main
+
+    from ..cli import run_cli
+
+    return run_cli(main, *args, prog_name="python -m curriculum")
+
+
 def test_cli(inputs, tmp_path):
+    # End to end: `python -m curriculum` in a real subprocess (the other CLI checks run in-process).
     proc = subprocess.run([sys.executable, "-m", "curriculum", "build", "--input", *map(str, inputs), "--out",
                            str(tmp_path / "c"), "--bins", "1500,3000,4500", "--retro-share", "0.2", "--eval-share", "0.1"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "stage-3:" in proc.stdout and (tmp_path / "c" / "manifest.json").exists()
-    proc = subprocess.run([sys.executable, "-m", "curriculum", "build", "--input", str(tmp_path / "nope"), "--out",
-                           str(tmp_path / "d")], capture_output=True, text=True, timeout=300)
+    proc = curriculum_cli("build", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "d"))
     assert proc.returncode == 2 and "no such folder" in proc.stderr
 
 
@@ -352,13 +361,11 @@ def test_an_incomplete_input_or_writing_into_the_input_is_refused(inputs, tmp_pa
 
 
 def test_cli_help_has_examples_and_library_debug_logging_stays_quiet(inputs, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "curriculum", "build", "--help"], capture_output=True, text=True,
-                          timeout=120)
+    proc = curriculum_cli("build", "--help")
     assert "Examples:" in proc.stdout and "python -m curriculum build --input" in proc.stdout
     for flags in ([], ["-v"]):
-        proc = subprocess.run([sys.executable, "-m", "curriculum", *flags, "build", "--input", str(inputs[0]),
-                               "--out", str(tmp_path / "c"), "--bins", "1500", "--eval-share", "0"],
-                              capture_output=True, text=True, timeout=300)
+        proc = curriculum_cli(*flags, "build", "--input", str(inputs[0]), "--out", str(tmp_path / "c"), "--bins",
+                              "1500", "--eval-share", "0")
         assert proc.returncode == 0, proc.stderr
         assert "Building index" not in proc.stderr and "DEBUG" not in proc.stderr
 

@@ -1,7 +1,9 @@
 """The datagen command line, end to end, as the datagen issue's acceptance criteria state them.
 
-Each run goes through ``python -m datagen`` in a subprocess; lengths are re-counted with an independent
-tokenizer (Hugging Face tokenizers and transformers' chat templating, not tiktoken and our renderer).
+Runs go through the CLI in-process (click's CliRunner, ``tests/cli.py``); the published-format acceptance
+test and the headline command also run ``python -m datagen`` in a real subprocess, end to end. Lengths are
+re-counted with an independent tokenizer (Hugging Face tokenizers and transformers' chat templating, not
+tiktoken and our renderer).
 """
 
 from __future__ import annotations
@@ -14,12 +16,20 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from ..cli import run_cli
 from . import formats
 
 
-def datagen(*args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "datagen", *args], capture_output=True, text=True, timeout=600,
-                          cwd=cwd)
+def datagen(*args: str, check: bool = True, cwd: Path | None = None,
+            subprocess_run: bool = False) -> subprocess.CompletedProcess:
+    """`datagen ARGS`, in-process; ``subprocess_run=True`` runs ``python -m datagen`` end to end instead."""
+    if subprocess_run:
+        proc = subprocess.run([sys.executable, "-m", "datagen", *args], capture_output=True, text=True, timeout=600,
+                              cwd=cwd)
+    else:
+        from datagen.cli import main
+
+        proc = run_cli(main, *args, prog_name="datagen", cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"datagen {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -54,20 +64,24 @@ def real_format_files(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # two 60k runs, a verify and an independent recount
 def test_hotpotqa_60k_keychain_acceptance(tmp_path, real_format_files, hf_qwen_tokenizer):
+    # End to end: `python -m datagen` in a subprocess, as a user runs it; the rerun goes in-process, so the
+    # bytes compare a subprocess run with an in-process one.
     src = str(real_format_files["hotpotqa"])
     args = ["keychain", "--source", "hotpotqa", "--input", src, "--length", "60k", "--num-samples", "50", "--seed", "1"]
-    datagen(*args, "--out", str(tmp_path / "a"))
+    datagen(*args, "--out", str(tmp_path / "a"), subprocess_run=True)
     rs = rows(tmp_path / "a")
     assert len(rs) == 50
     check_lengths(hf_qwen_tokenizer, rs, 60_000)
-    v = datagen("verify", str(tmp_path / "a"))
+    v = datagen("verify", str(tmp_path / "a"), subprocess_run=True)
     assert "OK: 50 rows" in v.stdout
     datagen(*args, "--out", str(tmp_path / "b"))
     assert parts_bytes(tmp_path / "a") == parts_bytes(tmp_path / "b")
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # two 60k runs, a verify and an independent recount
 @pytest.mark.parametrize("source", ["musique", "2wikimqa"])
 def test_other_formats_60k_keychain(tmp_path, real_format_files, hf_qwen_tokenizer, source):
     args = ["keychain", "--source", source, "--input", str(real_format_files[source]), "--length", "60k",
@@ -178,7 +192,8 @@ def test_help_teaches(tmp_path):
 
 def test_the_headline_command_as_typed(tmp_path):
     """`datagen keychain --length 60k`: synthetic source, 100 samples, data/keychain-60k, named in the output."""
-    proc = datagen("keychain", "--length", "60k", cwd=tmp_path)
+    # End to end: the headline command in a real subprocess, as typed.
+    proc = datagen("keychain", "--length", "60k", cwd=tmp_path, subprocess_run=True)
     out = tmp_path / "data" / "keychain-60k"
     assert "data/keychain-60k" in proc.stderr and "to data/keychain-60k" in proc.stdout
     rs = rows(out)
@@ -225,25 +240,26 @@ def test_inspect_on_a_triplet_shard_says_what_it_is(tmp_path):
 def test_a_broken_yaml_config_is_a_one_line_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("max_steps: [1, 2\nlearning_rate: x\n")
-    proc = subprocess.run([sys.executable, "-m", "train", "sft", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
-                           "--config", str(bad)], capture_output=True, text=True, timeout=300)
+    from train.cli import main
+
+    proc = run_cli(main, "sft", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(bad),
+                   prog_name="python -m train")
     assert proc.returncode == 2 and f"{bad}, line" in proc.stderr and "not valid YAML" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_a_full_disk_during_the_run_is_a_one_line_error(tmp_path):
-    script = (
-        "import errno, sys\n"
-        "import datagen.shards as s\n"
-        "def full(*a, **k): raise OSError(errno.ENOSPC, 'No space left on device', 'part-00000.parquet')\n"
-        "s.write_table_atomic = full\n"
-        "import datagen.runner as r\n"
-        "r.PartWriter.write = lambda self, *a, **k: full()\n"
-        "from datagen.cli import main\n"
-        "main(prog_name='datagen')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", script, "keychain", "--length", "5k", "--num-samples", "2", "--out",
-                           str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+def test_a_full_disk_during_the_run_is_a_one_line_error(tmp_path, monkeypatch):
+    import errno
+
+    import datagen.runner as r
+    import datagen.shards as s
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", "part-00000.parquet")
+
+    monkeypatch.setattr(s, "write_table_atomic", full)
+    monkeypatch.setattr(r.PartWriter, "write", lambda self, *a, **k: full())
+    proc = datagen("keychain", "--length", "5k", "--num-samples", "2", "--out", str(tmp_path / "o"), check=False)
     assert proc.returncode == 2 and "part-00000.parquet: the disk is full" in proc.stderr
     assert "Traceback" not in proc.stderr
 

@@ -20,14 +20,14 @@ LENGTH = 3000
 
 
 def datagen(*args: str) -> str:
-    """Run the datagen CLI in-process (the subprocess form is covered by test_cli.py)."""
-    from click.testing import CliRunner
-
+    """Run the datagen CLI in-process (tests/cli.py; the subprocess form is covered by test_cli.py)."""
     from datagen.cli import main
 
-    res = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    return res.output
+    from ..cli import run_cli
+
+    proc = run_cli(main, *args, prog_name="datagen")
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def make(name, corpus, n=6, **kw):

@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import pytest
-
 from eval.metrics import normalize_answer
 
 ROUTE = "/v1/chat/completions"
@@ -182,7 +180,8 @@ class _Server(ThreadingHTTPServer):
 
 @dataclass
 class FakeServer:
-    """The scriptable loopback server; use as a context manager (or the ``fake_server`` fixture).
+    """The scriptable loopback server; use as a context manager (or the ``server`` fixture of
+    tests/eval/conftest.py).
 
     Args:
         default: the action when no rule matches and the script is empty.
@@ -272,10 +271,3 @@ class FakeServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
-
-
-@pytest.fixture
-def fake_server():
-    """A started :class:`FakeServer`, stopped after the test."""
-    with FakeServer() as server:
-        yield server

@@ -18,12 +18,6 @@ from .fake_server import Action, FakeServer
 MSG = [{"role": "user", "content": "hello"}]
 
 
-@pytest.fixture
-def server():
-    with FakeServer() as s:
-        yield s
-
-
 def make_client(server: FakeServer, **overrides) -> ChatClient:
     options = dict(url=server.url, model="tiny", timeout=0.3, max_retries=3, concurrency=4, api_key_env=None)
     options.update(overrides)

@@ -19,12 +19,6 @@ from .fake_server import Action, FakeServer
 
 
 @pytest.fixture
-def server():
-    with FakeServer() as s:
-        yield s
-
-
-@pytest.fixture
 def longbench(tmp_path):
     path = tmp_path / "hotpotqa.jsonl"
     recs = [{"input": f"Who founded company {i}?", "context": f"Company {i} was founded by Ada {i}. " * 5,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -15,11 +13,15 @@ from datagen.runner import RunConfig, run_generator
 from datagen.sources import get_source
 from eval.run import GenerateConfig, run_eval
 
+from ..cli import run_cli
 from .fake_server import FakeServer
 
 
 def evalcli(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "eval", *args], capture_output=True, text=True, timeout=600)
+    """`python -m eval ARGS`, run in-process (tests/cli.py)."""
+    from eval.cli import main
+
+    proc = run_cli(main, *map(str, args), prog_name="python -m eval")
     if check and proc.returncode != 0:
         raise AssertionError(f"eval {args} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -8,8 +8,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,6 +19,8 @@ from curriculum.build import CurriculumConfig, build_curriculum
 from datagen.generators.base import GenConfig
 from datagen.runner import RunConfig, run_generator
 from datagen.sources import get_source
+
+from ..eval.fake_server import Action, FakeServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,48 +151,27 @@ def test_reward_file_agrees_with_longmill():
         vr.rule_score("sub-em", "a", ["a"])
 
 
-class _Judge(BaseHTTPRequestHandler):
-    replies: list[int] = []
-
-    def do_POST(self):  # noqa: N802 - http.server's name
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).replies.append(1)
-        if self.server.fail:  # type: ignore[attr-defined]
-            self.send_response(500)
-            self.end_headers()
-            return
-        verdict = "YES" if "Edward" in body["messages"][1]["content"] else "NO"
-        data = json.dumps({"choices": [{"message": {"content": verdict}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_judge_over_http_with_bounded_failures():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
-    server.fail = False  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    try:
-        kw = {"judge_url": url, "judge_timeout": 5, "judge_max_retries": 0}
-        assert vr.compute_score("s", "Therefore, the answer is Ed Wood.", ["Edward Wood"], {"question": "q"}, **kw) == \
-            {"score": 1.0, "acc": 1.0, "rule": 0.0, "judge_failed": 0.0}
-        assert vr.compute_score("s", "Therefore, the answer is Tim Burton.", ["Ed Wood"], {"question": "q"}, **kw)["score"] == 0.0
-        server.fail = True  # type: ignore[attr-defined]
-        _Judge.replies.clear()
-        kw |= {"judge_breaker_failures": 2, "judge_breaker_cooldown": 60}
-        results = [vr.compute_score("s", "Therefore, the answer is Ed Wood.", ["Edward Wood"], {"question": "q"}, **kw)
-                   for _ in range(5)]
-        assert all(r["judge_failed"] == 1.0 and r["score"] == 0.0 for r in results)
-        assert len(_Judge.replies) == 2  # the breaker opened after two failures: no more waits on a dead judge
-    finally:
-        server.shutdown()
-        vr._BREAKERS.clear()
+    def verdict(body):
+        return Action.ok("YES" if "Edward" in body["messages"][1]["content"] else "NO")
+
+    with FakeServer(rule=verdict) as server:
+        try:
+            kw = {"judge_url": server.url, "judge_timeout": 5, "judge_max_retries": 0}
+            assert vr.compute_score("s", "Therefore, the answer is Ed Wood.", ["Edward Wood"], {"question": "q"},
+                                    **kw) == {"score": 1.0, "acc": 1.0, "rule": 0.0, "judge_failed": 0.0}
+            assert vr.compute_score("s", "Therefore, the answer is Tim Burton.", ["Ed Wood"], {"question": "q"},
+                                    **kw)["score"] == 0.0
+            server.rule = lambda body: Action.error(500)
+            before = server.count()
+            kw |= {"judge_breaker_failures": 2, "judge_breaker_cooldown": 60}
+            results = [vr.compute_score("s", "Therefore, the answer is Ed Wood.", ["Edward Wood"], {"question": "q"},
+                                        **kw) for _ in range(5)]
+            assert all(r["judge_failed"] == 1.0 and r["score"] == 0.0 for r in results)
+            # the breaker opened after two failures: no more waits on a dead judge
+            assert server.count() - before == 2
+        finally:
+            vr._BREAKERS.clear()
 
 
 # -- composition against verl's real config -----------------------------------------------------------------

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
+import pytest
 import yaml
+
+from ..cli import run_cli
 
 
 def run(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "train", *args], capture_output=True, text=True, timeout=900)
+    """`python -m train ARGS`, run in-process (tests/cli.py)."""
+    from train.cli import main
+
+    proc = run_cli(main, *args, prog_name="python -m train")
     if check and proc.returncode != 0:
         raise AssertionError(proc.stderr)
     return proc
@@ -44,6 +49,7 @@ def test_yaml_config_with_unknown_key_is_refused(tmp_path, small_curriculum):
     assert proc.returncode == 2 and "unknown key 'num_generation'; did you mean 'num_generations'" in proc.stderr
 
 
+@pytest.mark.slow  # two GRPO phases on the tiny model: 40-125 s on 2 cores
 def test_grpo_cli_smoke_with_config_and_overrides(tmp_path, small_curriculum, tiny_qwen2):
     cfg = tmp_path / "smoke.yaml"
     cfg.write_text(yaml.safe_dump({"model": str(tiny_qwen2), "max_steps": 5, "per_device_train_batch_size": 4,
