@@ -294,6 +294,10 @@ def generate_predictions(items: list[EvalItem], gen: GenerateConfig, path: Path,
                 os.fsync(f.fileno())
     finally:
         backend.close()
+    # The backend's own counters (and its HTTP client's), for stats.json; backends without them add nothing.
+    for key, owner in (("backend", backend), ("http", getattr(backend, "client", None))):
+        if isinstance(getattr(owner, "stats", None), dict):
+            counts[key] = owner.stats
     if counts["failed"]:
         log.warning("%d of %d prompts failed to generate; they are not recorded, and running the same command "
                     "again retries them", counts["failed"], len(todo))
