@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import shutil
@@ -454,10 +453,3 @@ def _model_pass_rates(table: pa.Table, mask: np.ndarray, c: CurriculumConfig, ou
     finally:
         if bar:
             bar.close()
-
-
-def load_manifest(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / "manifest.json"
-    if not path.exists():
-        raise LongmillError(f"{folder}: no manifest.json; build it with `python -m curriculum build`")
-    return json.loads(path.read_text())

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from datagen.errors import LongmillError
 from datagen.registry import Registry
-
-
-def load_manifest(curriculum: str | Path) -> dict[str, Any]:
-    """A curriculum's manifest.json (the file contract between curriculum and train)."""
-    path = Path(curriculum) / "manifest.json"
-    if not path.exists():
-        raise LongmillError(f"{curriculum}: no manifest.json; build the curriculum with `python -m curriculum build`")
-    manifest = json.loads(path.read_text())
-    if not manifest.get("stages"):
-        raise LongmillError(f"{path}: the manifest lists no stages")
-    return manifest
 
 
 @dataclass
