@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from datagen.core.errors import LongmillError
 from datagen.core.manifest import MANIFEST, load_manifest
-from datagen.errors import LongmillError
 from datagen.shards import PART_GLOB
 
 HELDOUT = "heldout.json"

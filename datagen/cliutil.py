@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 
 log = logging.getLogger(__name__)
 

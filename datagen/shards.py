@@ -29,12 +29,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datagen.core.errors import LongmillError
 from datagen.core.io import (
     _file_mode,
     atomic_write_json,
     write_table_atomic,
 )
-from datagen.errors import LongmillError
 
 log = logging.getLogger(__name__)
 

@@ -35,13 +35,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from datagen.core.errors import LongmillError
 from datagen.core.stats import Stats
-from datagen.errors import LongmillError
+from datagen.core.types import Messages, Progress
 
 log = logging.getLogger(__name__)
 
-Messages = list[dict[str, str]]
-Progress = Callable[[int], None]
 
 #: Failure reasons that say the endpoint itself is unwell (they count towards opening the breaker).
 ENDPOINT_DOWN = ("timeout", "connect", "transport", "http_408", "http_409", "http_429")

@@ -35,15 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datagen.core.errors import LongmillError, UnknownNameError
+from datagen.core.registry import Registry
 from datagen.core.stats import Stats
-from datagen.errors import LongmillError, UnknownNameError
-from datagen.registry import Registry
+from datagen.core.types import Messages, Progress
 from eval.http import ChatClient, ChatRequest, EndpointConfig, redact_url
 
 log = logging.getLogger(__name__)
 
-Messages = list[dict[str, str]]
-Progress = Callable[[int], None]
 CacheKey = tuple[str, str, tuple[str, ...]]
 
 JUDGE_SYSTEM_PROMPT = (
@@ -545,7 +544,7 @@ def make_judge(config: JudgeConfig) -> Judge:
         >>> make_judge(JudgeConfig(backend="openai"))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        datagen.errors.LongmillError: the openai judge needs url: ...
+        datagen.core.errors.LongmillError: the openai judge needs url: ...
     """
     engine = JUDGE_BACKENDS.get(config.backend)(config)
     return Judge(engine, model=config.model, cache_path=config.cache_path)

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError
-from datagen.shards import atomic_write_bytes, atomic_write_json
+from datagen.core.errors import LongmillError
+from datagen.core.io import atomic_write_bytes, atomic_write_json
+from datagen.core.types import Progress
 from eval.backends.base import SamplingParams, get_backend
 from eval.data import EvalItem, load_items
 from eval.http import redact_url
@@ -30,7 +31,6 @@ from eval.report import write_report, write_summary
 from eval.scoring import read_prediction_records, read_predictions, score
 
 log = logging.getLogger(__name__)
-Progress = Callable[[int], None]
 
 
 @dataclass

@@ -23,8 +23,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from datagen.core.errors import LongmillError
 from datagen.core.stats import Stats
-from datagen.errors import LongmillError
 from eval.extract import extract_answer
 from eval.judge import Judge, JudgeConfig, make_judge
 from eval.metrics import exact_match, normalize_answer, sub_exact_match

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from curriculum.manifest import load_heldout, normalize_question
+from datagen.core.errors import LongmillError
+from datagen.core.io import atomic_write_json
+from datagen.core.rng import sample_rng
 from datagen.core.stats import Stats
-from datagen.errors import LongmillError
 from datagen.prompts import ANSWER_PREFIX, DOC_TEMPLATES, longqa_pieces
-from datagen.rng import sample_rng
 from datagen.schema import Triplet
-from datagen.shards import atomic_write_json, check_complete
+from datagen.shards import check_complete
 from datagen.sources import get_source
 from train.callbacks import MetricsLogger
 from train.config import SFTConfig

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 
 MANIFEST = "manifest.json"
 

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+from datagen.core.errors import LongmillError, RecordError
+from datagen.core.registry import Registry
 from datagen.core.stats import Stats
-from datagen.errors import LongmillError, RecordError
-from datagen.registry import Registry
 from datagen.schema import Document, Triplet
 from datagen.tokenizers import nfc
 

@@ -20,8 +20,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from datagen.core.errors import LongmillError
 from datagen.core.stats import Stats
-from datagen.errors import LongmillError
 from eval.backends.base import BACKENDS, GenerationBackend, Messages, Progress, SamplingParams
 from eval.http import ChatClient, ChatRequest, EndpointConfig, EndpointError
 

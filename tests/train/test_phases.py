@@ -77,7 +77,7 @@ def test_two_phases_hand_over_weights_and_a_killed_run_resumes(tmp_path, small_c
 
 
 def test_config_errors_say_how_to_fix(tmp_path):
-    from datagen.errors import LongmillError
+    from datagen.core.errors import LongmillError
 
     with pytest.raises(LongmillError, match="did you mean 'vllm-server'"):
         GRPOPhaseConfig(rollout="vllm-srever")

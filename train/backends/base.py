@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from datagen.registry import Registry
+from datagen.core.registry import Registry
 
 
 @dataclass

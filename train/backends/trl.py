@@ -8,8 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError
-from datagen.shards import atomic_write_json
+from datagen.core.errors import LongmillError
+from datagen.core.io import atomic_write_json
 from eval.judge import JudgeConfig
 from eval.models import load_causal_lm
 from train.backends.base import TRAINER_BACKENDS, StageSpec

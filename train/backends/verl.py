@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import train.backends.verl_reward as verl_reward
-from datagen.errors import LongmillError
-from datagen.shards import atomic_write_bytes, atomic_write_json, write_table_atomic
+from datagen.core.errors import LongmillError
+from datagen.core.io import atomic_write_bytes, atomic_write_json, write_table_atomic
 from train.backends.base import TRAINER_BACKENDS, StageSpec
 
 log = logging.getLogger(__name__)
