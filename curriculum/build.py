@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import shutil
@@ -30,14 +29,14 @@ import pyarrow.parquet as pq
 from curriculum.difficulty import FEATURES_VERSION, feature_difficulty, pass_rates
 from curriculum.features import features
 from curriculum.manifest import HELDOUT, MANIFEST, normalize_question
-from datagen import __version__
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
+from datagen.core.io import atomic_write_json, write_table_atomic
+from datagen.core.rng import check_seed, sample_rng, stable_hash
+from datagen.core.version import __version__
 from datagen.lengths import format_length, parse_lengths
-from datagen.rng import check_seed, sample_rng, stable_hash
 from datagen.schema import SAMPLE_SCHEMA, conform_samples, schema_core, schema_kind
 from datagen.shards import (
     OutputLock,
-    atomic_write_json,
     check_complete,
     check_output_path,
     finish_promote,
@@ -46,13 +45,11 @@ from datagen.shards import (
     part_name,
     promote,
     read_schema,
-    write_table_atomic,
 )
 from eval.data import EvalItem
 from eval.run import GenerateConfig
 
 log = logging.getLogger(__name__)
-Progress = Callable[[int], None]
 
 
 @dataclass
@@ -454,10 +451,3 @@ def _model_pass_rates(table: pa.Table, mask: np.ndarray, c: CurriculumConfig, ou
     finally:
         if bar:
             bar.close()
-
-
-def load_manifest(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / "manifest.json"
-    if not path.exists():
-        raise LongmillError(f"{folder}: no manifest.json; build it with `python -m curriculum build`")
-    return json.loads(path.read_text())

@@ -16,7 +16,7 @@ from datagen.cliutil import (
     progress_bar,
     setup_logging,
 )
-from datagen.shards import atomic_write_json
+from datagen.core.io import atomic_write_json
 
 
 @click.group(cls=FlexibleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

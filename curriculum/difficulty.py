@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 from eval.data import EvalItem
 from eval.extract import extract_answer
 from eval.metrics import METRICS

@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
+from datagen.core.manifest import MANIFEST, load_manifest
 from datagen.shards import PART_GLOB
 
-MANIFEST = "manifest.json"
 HELDOUT = "heldout.json"
 
 
@@ -50,12 +50,7 @@ def check(folder: str | Path) -> dict[str, Any]:
     """
     folder = Path(folder)
     path = folder / MANIFEST
-    if not path.exists():
-        raise LongmillError(f"{folder}: no {MANIFEST}; build the curriculum with `python -m curriculum build`")
-    try:
-        manifest = json.loads(path.read_text())
-    except ValueError as e:
-        raise LongmillError(f"{path}: not valid JSON ({e}); rebuild the curriculum") from None
+    manifest = load_manifest(folder, need_stages=False)
     rebuild = "rebuild it with `python -m curriculum build` (or `dvc repro curriculum`)"
     groups = [(s["name"], s["shards"]) for s in manifest.get("stages", [])]
     if manifest.get("eval"):

@@ -9,4 +9,6 @@ The public surface:
 - :mod:`datagen.shards`: atomic, resumable, deterministic Parquet shard writing.
 """
 
-__version__ = "0.1.0"
+from datagen.core.version import __version__
+
+__all__ = ["__version__"]

@@ -24,11 +24,11 @@ from datagen.cliutil import (
     raw_value,
     setup_logging,
 )
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
+from datagen.core.io import atomic_write_json
+from datagen.core.rng import check_seed
 from datagen.generators import GENERATORS
-from datagen.rng import check_seed
 from datagen.runner import RunConfig, run_generator, run_triplets
-from datagen.shards import atomic_write_json
 from datagen.sources import SOURCES, get_source
 
 SOURCE_HELP = (

@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +196,12 @@ def setup_logging(verbose: int) -> None:
 
     Libraries' own INFO and DEBUG records (bm25s, httpx, ...) appear only with ``-vvv``.
     """
+    from rich.console import Console
     from rich.logging import RichHandler
 
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+    # rich's default console is stdout; logs go to stderr so that a command's output (JSON, paths) stays clean
+    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False)
     if verbose < 3:
         handler.addFilter(_QuietLibraries())
     logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)

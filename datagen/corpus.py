@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from datagen.rng import stable_id
+from datagen.core.rng import stable_id
 from datagen.schema import Document, Triplet
 from datagen.sources.base import Source
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 from datagen.generators.keychain import pair_text
 from datagen.shards import iter_rows
 

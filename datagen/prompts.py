@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from datagen.registry import Registry
+from datagen.core.registry import Registry
 
 #: The phrase the model is asked to end with (QwenLong-L1's format). ``eval.extract`` keys on it.
 ANSWER_PREFIX = "Therefore, the answer is"

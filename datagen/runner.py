@@ -14,27 +14,25 @@ import math
 import multiprocessing as mp
 import os
 import shutil
-import statistics
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datagen import __version__
+from datagen.core.errors import LongmillError
+from datagen.core.rng import check_seed, stable_id
+from datagen.core.stats import Stats
+from datagen.core.types import Progress
+from datagen.core.version import __version__
 from datagen.corpus import Corpus
-from datagen.errors import LongmillError
 from datagen.generators import GENERATORS, GenConfig, Generator, SkipSample
-from datagen.rng import check_seed, stable_id
 from datagen.schema import SAMPLE_SCHEMA, SCHEMA_VERSION, TRIPLET_SCHEMA, to_table
 from datagen.shards import OutputLock, PartWriter, check_complete, check_output_path
 from datagen.sources.base import Source
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[int], None]
 
 
 @dataclass
@@ -88,21 +86,13 @@ class RunConfig:
         return [p for p in range(self.num_parts) if p % self.num_shards == self.shard_index]
 
 
-def summarize(values: Iterable[float]) -> dict[str, float] | None:
-    vals = list(values)
-    if not vals:
-        return None
-    return {"min": min(vals), "median": statistics.median(vals), "max": max(vals),
-            "mean": round(statistics.fmean(vals), 2)}
-
-
 # -- generator runs ---------------------------------------------------------------------------------
 
 _WORKER: dict[str, Any] = {}  # set in the parent before forking: the generator and a progress counter
 
 
 def _make_part(gen: Generator, run: RunConfig, part: int, tick: Callable[[], None]) -> tuple[list[dict], dict]:
-    skips: Counter[str] = Counter()
+    skips = Stats()
     rows: list[dict] = []
     for i in run.part_range(part):
         try:
@@ -110,18 +100,25 @@ def _make_part(gen: Generator, run: RunConfig, part: int, tick: Callable[[], Non
         except SkipSample as e:
             if run.strict:
                 raise
-            skips[e.kind] += 1
+            skips.add(e.kind)
             log.warning("skipped %s", e)
         tick()
     stats = {
         "written": len(rows),
         "requested": len(run.part_range(part)),
-        "skipped": dict(skips),
+        "skipped": skips.to_dict(),
         "prompt_tokens": [r["prompt_tokens"] for r in rows],
         "num_docs": [r["num_docs"] for r in rows],
-        "data_sources": dict(Counter(r["data_source"] for r in rows)),
+        "data_sources": _count_by(r["data_source"] for r in rows),
     }
     return rows, stats
+
+
+def _count_by(keys: Iterable[str]) -> dict[str, int]:
+    by = Stats()
+    for k in keys:
+        by.add(k)
+    return by.to_dict()
 
 
 def _die_with_parent(parent: int) -> None:
@@ -214,7 +211,7 @@ def _run_generator(generator: str, config: GenConfig, source: Source, run: RunCo
         progress(done_before)
     if done_before:
         log.info("%d part(s) already done in %s; resuming", len(run.my_parts()) - len(todo), run.out)
-    extra = {"source_skipped": source.skips.as_dict(), "source_cleaned": dict(sorted(source.cleaned.items()))}
+    extra = {"source_skipped": source.skips.as_dict(), "source_cleaned": source.cleaned.to_dict(sort=True)}
 
     def write(part: int, rows: list[dict], stats: dict) -> None:
         writer.write(part, to_table(rows, SAMPLE_SCHEMA), {**stats, **extra}, summary)
@@ -259,25 +256,21 @@ def _run_pool(gen: Generator, run: RunConfig, todo: list[int], write: Callable, 
 def finalize(writer: PartWriter, run: RunConfig, meta: dict[str, Any]) -> dict[str, Any]:
     """Aggregate the parts' stats into ``stats.json`` once every part of the run is done."""
     parts = writer.done_stats()
-    skipped: Counter[str] = Counter()
-    data_sources: Counter[str] = Counter()
-    lengths: list[int] = []
-    docs: list[int] = []
+    merged = Stats(skipped={}, data_sources={}, prompt_tokens=[], num_docs=[])
     for s in parts:
-        skipped.update(s.get("skipped", {}))
-        data_sources.update(s.get("data_sources", {}))
-        lengths += s.get("prompt_tokens", [])
-        docs += s.get("num_docs", [])
+        merged.merge({k: s.get(k, v) for k, v in (("skipped", {}), ("data_sources", {}), ("prompt_tokens", []),
+                                                   ("num_docs", []))})
+    agg = merged.to_dict(sort=True)
     stats = {
         **meta,
         "requested": run.num_samples,
         "written": sum(s["written"] for s in parts),
-        "skipped": dict(sorted(skipped.items())),
+        "skipped": agg["skipped"],
         "source_skipped": parts[0].get("source_skipped", {}) if parts else {},
         "source_cleaned": parts[0].get("source_cleaned", {}) if parts else {},
-        "prompt_tokens": summarize(lengths),
-        "num_docs": summarize(docs),
-        "data_sources": dict(sorted(data_sources.items())),
+        "prompt_tokens": agg["prompt_tokens"],
+        "num_docs": agg["num_docs"],
+        "data_sources": agg["data_sources"],
         "parts": run.num_parts,
         "parts_done": len(parts),
     }
@@ -318,8 +311,7 @@ def _run_triplets(source: Source, out: Path, rows_per_part: int, progress: Progr
 
 
 def _convert(source: Source, writer: PartWriter, rows_per_part: int, progress: Progress | None) -> dict[str, Any]:
-    hops: Counter[int] = Counter()
-    qtypes: Counter[str] = Counter()
+    hops, qtypes = Stats(), Stats()
     rows: list[dict] = []
     parts = written = 0
 
@@ -331,8 +323,8 @@ def _convert(source: Source, writer: PartWriter, rows_per_part: int, progress: P
 
     for t in source.iter_triplets():
         rows.append(t.to_row())
-        hops[t.hops] += 1
-        qtypes[t.question_type or "none"] += 1
+        hops.add(str(t.hops))
+        qtypes.add(t.question_type or "none")
         written += 1
         if len(rows) == rows_per_part:
             flush()
@@ -351,9 +343,9 @@ def _convert(source: Source, writer: PartWriter, rows_per_part: int, progress: P
         "options": {k: str(v) for k, v in sorted(source.options.items())},
         "triplets": written,
         "skipped": source.skips.as_dict(),
-        "cleaned": dict(sorted(source.cleaned.items())),
-        "hops": {str(k): v for k, v in sorted(hops.items())},
-        "question_types": dict(sorted(qtypes.items())),
+        "cleaned": source.cleaned.to_dict(sort=True),
+        "hops": dict(sorted(hops.to_dict().items(), key=lambda kv: int(kv[0]))),
+        "question_types": qtypes.to_dict(sort=True),
         "parts": parts,
         "longmill_version": __version__,
     }

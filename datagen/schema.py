@@ -59,7 +59,7 @@ class Document:
 
     @classmethod
     def make(cls, title: str, text: str) -> Document:
-        from datagen.rng import stable_id
+        from datagen.core.rng import stable_id
 
         return cls(doc_id=stable_id("doc", title, text), title=title, text=text)
 

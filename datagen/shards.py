@@ -21,7 +21,6 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -30,74 +29,24 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
+from datagen.core.io import (
+    _file_mode,
+    atomic_write_json,
+    write_table_atomic,
+)
 
 log = logging.getLogger(__name__)
 
 PART_GLOB = "part-*.parquet"
 MARKER_DIR = ".parts"
 STATS_FILE = "stats.json"
-#: zstd keeps long-context shards small; fixed settings keep the bytes reproducible.
-PARQUET_OPTIONS: dict[str, Any] = dict(compression="zstd", compression_level=3, use_dictionary=True,
-                                       write_statistics=True, row_group_size=256)
-
-
 #: A run refuses to start when the disk holding its output has less free space than this.
 MIN_FREE_BYTES = 16 * 1024 * 1024
-_UMASK: list[int] = []
 
 
 def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
-
-
-def _file_mode() -> int:
-    """The mode a plain ``open()`` would give a new file under the process umask (mkstemp gives 0600)."""
-    if not _UMASK:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        _UMASK.append(mask)
-    return 0o666 & ~_UMASK[0]
-
-
-def _mkstemp(path: Path) -> tuple[int, str]:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, _file_mode())
-    return fd, tmp
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _mkstemp(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
-
-
-def write_table_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` as Parquet at ``path`` atomically, with fixed settings (same input, same bytes)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _mkstemp(path)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, **PARQUET_OPTIONS)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def list_parts(folder: str | Path) -> list[Path]:

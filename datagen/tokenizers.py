@@ -26,8 +26,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError, UnknownNameError
-from datagen.registry import Registry
+from datagen.core.errors import LongmillError, UnknownNameError
+from datagen.core.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError, UnknownNameError
+from datagen.core.errors import LongmillError, UnknownNameError
 from datagen.generators import GENERATORS
 from datagen.generators.base import user_message
 from datagen.generators.fit import lower_bound

@@ -35,12 +35,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
+from datagen.core.stats import Stats
+from datagen.core.types import Messages, Progress
 
 log = logging.getLogger(__name__)
 
-Messages = list[dict[str, str]]
-Progress = Callable[[int], None]
 
 #: Failure reasons that say the endpoint itself is unwell (they count towards opening the breaker).
 ENDPOINT_DOWN = ("timeout", "connect", "transport", "http_408", "http_409", "http_429")
@@ -325,32 +325,26 @@ class ChatClient:
         # The semaphore bounds concurrency for direct chat() calls from many threads too.
         self._slots = threading.BoundedSemaphore(config.concurrency)
         self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown, clock=clock)
-        self._lock = threading.Lock()
-        self._stats: dict[str, Any] = {"requests": 0, "attempts": 0, "retries": 0, "succeeded": 0, "failures": 0,
-                                       "failures_by_reason": {}, "short_circuited": 0}
+        self._stats = Stats(requests=0, attempts=0, retries=0, succeeded=0, failures=0, failures_by_reason={},
+                            short_circuited=0)
         self._closed = False
 
     # -- bookkeeping -------------------------------------------------------------------------------
     @property
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters (safe to read while requests run)."""
-        with self._lock:
-            snap = dict(self._stats)
-            snap["failures_by_reason"] = dict(self._stats["failures_by_reason"])
-            snap["retries"] = max(0, snap["attempts"] - snap["requests"] + snap["short_circuited"])
-            snap["breaker_opened"] = self.breaker.opened
-            return snap
+        snap = self._stats.to_dict()
+        snap["retries"] = max(0, snap["attempts"] - snap["requests"] + snap["short_circuited"])
+        snap["breaker_opened"] = self.breaker.opened
+        return snap
 
     def _on_attempt(self, request: Any) -> None:
-        with self._lock:
-            self._stats["attempts"] += 1
+        self._stats.add("attempts")
 
     def _count(self, key: str, reason: str | None = None) -> None:
-        with self._lock:
-            self._stats[key] += 1
-            if reason is not None:
-                by = self._stats["failures_by_reason"]
-                by[reason] = by.get(reason, 0) + 1
+        self._stats.add(key)
+        if reason is not None:
+            self._stats.add_to("failures_by_reason", reason)
 
     def _error(self, reason: str, detail: str, *, attempts: int, status: int | None = None) -> EndpointError:
         return EndpointError(SECRETS.redact(f"POST {self._endpoint} failed: {detail}. {_hint(reason)}"),

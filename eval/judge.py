@@ -35,14 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError, UnknownNameError
-from datagen.registry import Registry
+from datagen.core.errors import LongmillError, UnknownNameError
+from datagen.core.registry import Registry
+from datagen.core.stats import Stats
+from datagen.core.types import Messages, Progress
 from eval.http import ChatClient, ChatRequest, EndpointConfig, redact_url
 
 log = logging.getLogger(__name__)
 
-Messages = list[dict[str, str]]
-Progress = Callable[[int], None]
 CacheKey = tuple[str, str, tuple[str, ...]]
 
 JUDGE_SYSTEM_PROMPT = (
@@ -372,18 +372,14 @@ class Judge:
         self._cache: dict[CacheKey, tuple[bool, str | None]] = {}
         self._lock = threading.Lock()
         self._warn = _RateLimitedLog()
-        self._stats: dict[str, Any] = {"items": 0, "cache_hits": 0, "calls": 0, "verdicts": 0, "failures": 0,
-                                       "failures_by_reason": {}}
+        self._stats = Stats(items=0, cache_hits=0, calls=0, verdicts=0, failures=0, failures_by_reason={})
         if self.cache_path is not None:
             self._load_cache(self.cache_path)
 
     @property
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters."""
-        with self._lock:
-            snap = dict(self._stats)
-            snap["failures_by_reason"] = dict(self._stats["failures_by_reason"])
-            return snap
+        return self._stats.to_dict()
 
     # -- cache -------------------------------------------------------------------------------------
     def _load_cache(self, path: Path) -> None:
@@ -427,10 +423,8 @@ class Judge:
 
     # -- judging -----------------------------------------------------------------------------------
     def _fail(self, reason: str, error: str, raw: str | None) -> JudgeResult:
-        with self._lock:
-            self._stats["failures"] += 1
-            by = self._stats["failures_by_reason"]
-            by[reason] = by.get(reason, 0) + 1
+        self._stats.add("failures")
+        self._stats.add_to("failures_by_reason", reason)
         self._warn.warning("judge failed (%s): %s", reason, error)
         return JudgeResult(verdict=None, failed=True, error=f"{reason}: {error}", cached=False, raw=raw,
                            reason=reason)
@@ -453,13 +447,13 @@ class Judge:
         keys = [_key(*_unpack(i, item)) for i, item in enumerate(items)]
         results: list[JudgeResult | None] = [None] * len(keys)
         todo: dict[CacheKey, list[int]] = {}
+        self._stats.add("items", len(keys))
         with self._lock:
-            self._stats["items"] += len(keys)
             for i, key in enumerate(keys):
                 hit = self._cache.get(key)
                 if hit is not None:
                     results[i] = JudgeResult(verdict=hit[0], failed=False, cached=True, raw=hit[1])
-                    self._stats["cache_hits"] += 1
+                    self._stats.add("cache_hits")
                 else:
                     todo.setdefault(key, []).append(i)
         hits = len(keys) - sum(len(v) for v in todo.values())
@@ -469,8 +463,7 @@ class Judge:
             return results  # type: ignore[return-value]
 
         unique = list(todo)
-        with self._lock:
-            self._stats["calls"] += len(unique)
+        self._stats.add("calls", len(unique))
         replies = self.engine.complete_many([build_judge_messages(q, p, g) for q, p, g in unique], progress=progress)
         if len(replies) != len(unique):
             raise LongmillError(f"judge engine {type(self.engine).__name__} returned {len(replies)} replies "
@@ -485,8 +478,8 @@ class Judge:
                     res = self._fail("unparseable", f"reply {reply[:80]!r} is not YES or NO", reply)
                 else:
                     res = JudgeResult(verdict=verdict, failed=False, cached=False, raw=reply)
+                    self._stats.add("verdicts")
                     with self._lock:
-                        self._stats["verdicts"] += 1
                         self._cache[key] = (verdict, reply)
                     new_records.append({"question": key[0], "prediction": key[1], "golds": list(key[2]),
                                         "verdict": verdict, "raw": reply, "model": self.model})
@@ -551,7 +544,7 @@ def make_judge(config: JudgeConfig) -> Judge:
         >>> make_judge(JudgeConfig(backend="openai"))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        datagen.errors.LongmillError: the openai judge needs url: ...
+        datagen.core.errors.LongmillError: the openai judge needs url: ...
     """
     engine = JUDGE_BACKENDS.get(config.backend)(config)
     return Judge(engine, model=config.model, cache_path=config.cache_path)

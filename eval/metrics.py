@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from datagen.registry import Registry
+from datagen.core.registry import Registry
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = frozenset(string.punctuation)  # ASCII only, as in the official HotpotQA/SQuAD scripts

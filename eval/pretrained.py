@@ -31,8 +31,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from datagen.errors import LongmillError
-from datagen.registry import Registry
+from datagen.core.errors import LongmillError
+from datagen.core.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from datagen.shards import atomic_write_bytes, atomic_write_json
+from datagen.core.io import atomic_write_bytes, atomic_write_json
 from eval.metrics import JUDGE_METRICS, METRICS
 from eval.scoring import Scored
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError
-from datagen.shards import atomic_write_bytes, atomic_write_json
+from datagen.core.errors import LongmillError
+from datagen.core.io import atomic_write_bytes, atomic_write_json
+from datagen.core.types import Progress
 from eval.backends.base import SamplingParams, get_backend
 from eval.data import EvalItem, load_items
 from eval.http import redact_url
@@ -30,7 +31,6 @@ from eval.report import write_report, write_summary
 from eval.scoring import read_prediction_records, read_predictions, score
 
 log = logging.getLogger(__name__)
-Progress = Callable[[int], None]
 
 
 @dataclass
@@ -294,6 +294,10 @@ def generate_predictions(items: list[EvalItem], gen: GenerateConfig, path: Path,
                 os.fsync(f.fileno())
     finally:
         backend.close()
+    # The backend's own counters (and its HTTP client's), for stats.json; backends without them add nothing.
+    for key, owner in (("backend", backend), ("http", getattr(backend, "client", None))):
+        if isinstance(getattr(owner, "stats", None), dict):
+            counts[key] = owner.stats
     if counts["failed"]:
         log.warning("%d of %d prompts failed to generate; they are not recorded, and running the same command "
                     "again retries them", counts["failed"], len(todo))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 from eval.data import EvalItem, length_label
 from eval.extract import extract_answer
 from eval.judge import Judge

@@ -26,7 +26,7 @@ import yaml
 from trl import GRPOConfig as TRLGRPOConfig
 from trl import SFTConfig as TRLSFTConfig
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 
 ROLLOUTS = ("auto", "hf", "vllm-colocate", "vllm-server")
 DYNAMIC_SAMPLING_METRICS = ("accuracy", "reward")

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 
 log = logging.getLogger(__name__)
 
@@ -476,7 +476,7 @@ def check_plan(config: Any, prompt_lengths: list[int] | None = None, *, curricul
     if memory is None:
         return []
     if prompt_lengths is None and curriculum is not None:
-        from train.backends.base import load_manifest
+        from datagen.core.manifest import load_manifest
 
         prompt_lengths = [int(st["max_prompt_length"]) for st in load_manifest(curriculum)["stages"]]
     model = str(getattr(config, "model", None) or getattr(config, "model_name_or_path", "") or "")

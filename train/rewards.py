@@ -27,8 +27,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from datagen.errors import LongmillError, UnknownNameError
-from datagen.registry import Registry, did_you_mean
+from datagen.core.errors import LongmillError, UnknownNameError
+from datagen.core.registry import Registry, did_you_mean
+from datagen.core.stats import Stats
 from eval.extract import extract_answer
 from eval.judge import Judge, JudgeConfig, make_judge
 from eval.metrics import exact_match, normalize_answer, sub_exact_match
@@ -149,8 +150,7 @@ class HybridQAReward:
                                 f"got {overlong_buffer}")
         self._judge: Judge | None = None
         self._lock = threading.Lock()
-        self.stats = {"completions": 0, "rule_hits": 0, "judge_calls": 0, "judge_yes": 0, "judge_failed": 0,
-                      "no_answer": 0}
+        self.stats = Stats(completions=0, rule_hits=0, judge_calls=0, judge_yes=0, judge_failed=0, no_answer=0)
 
     # Pickling (TRL may ship rewards to worker processes): the live judge client stays behind.
     def __getstate__(self) -> dict[str, Any]:
@@ -208,12 +208,10 @@ class HybridQAReward:
                     yes += 1
         self.last_accuracy = list(rewards)
         shaped = [None if r is None else r + p for r, p in zip(rewards, self._overlong(completion_ids, n), strict=True)]
-        self.stats["completions"] += n
-        self.stats["rule_hits"] += sum(r == 1.0 for r in rewards) - yes
-        self.stats["no_answer"] += sum(p is None for p in preds)
-        self.stats["judge_calls"] += len(ask) if judge is not None else 0
-        self.stats["judge_yes"] += yes
-        self.stats["judge_failed"] += failed
+        self.stats.update({"completions": n, "rule_hits": sum(r == 1.0 for r in rewards) - yes,
+                           "no_answer": sum(p is None for p in preds),
+                           "judge_calls": len(ask) if judge is not None else 0, "judge_yes": yes,
+                           "judge_failed": failed})
         if failed:
             log.warning("judge failed for %d of %d completions in this batch; their rewards are None (skipped)",
                         failed, n)

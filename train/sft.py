@@ -9,16 +9,17 @@ reward accepts them (rejection sampling).
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from curriculum.manifest import load_heldout, normalize_question
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
+from datagen.core.io import atomic_write_json
+from datagen.core.rng import sample_rng
+from datagen.core.stats import Stats
 from datagen.prompts import ANSWER_PREFIX, DOC_TEMPLATES, longqa_pieces
-from datagen.rng import sample_rng
 from datagen.schema import Triplet
-from datagen.shards import atomic_write_json, check_complete
+from datagen.shards import check_complete
 from datagen.sources import get_source
 from train.callbacks import MetricsLogger
 from train.config import SFTConfig
@@ -71,7 +72,7 @@ def build_sft_examples(data: str | Path, config: SFTConfig, heldout: str | Path 
     return examples
 
 
-def apply_teacher(examples: list[dict[str, Any]], config: SFTConfig, out: Path) -> Counter[str]:
+def apply_teacher(examples: list[dict[str, Any]], config: SFTConfig, out: Path) -> Stats:
     """Replace template targets with teacher completions the reward accepts; returns counts."""
     from eval.data import EvalItem
     from eval.run import GenerateConfig, generate_predictions
@@ -84,16 +85,16 @@ def apply_teacher(examples: list[dict[str, Any]], config: SFTConfig, out: Path) 
     generate_predictions(items, gen, out / "teacher.jsonl")
     preds = read_predictions(out / "teacher.jsonl")
     reward = HybridQAReward("em")  # sub-EM would accept listed candidates as targets
-    counts: Counter[str] = Counter()
+    counts = Stats()
     for item, ex in zip(items, examples, strict=True):
         comps = preds.get(item.uid) or []
         scores = reward(comps, answers=[ex["answers"]] * len(comps), question=[ex["question"]] * len(comps)) if comps else []
         accepted = [c for c, s in zip(comps, scores, strict=True) if s == 1.0]
         if accepted:
             ex["completion"] = [{"role": "assistant", "content": accepted[0]}]
-            counts["teacher_accepted"] += 1
+            counts.add("teacher_accepted")
         else:
-            counts["template_target"] += 1
+            counts.add("template_target")
     return counts
 
 
@@ -117,7 +118,7 @@ def run_sft(data: str | Path, out: str | Path, config: SFTConfig, metrics_dir: s
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     examples = build_sft_examples(data, config, heldout)
-    counts = apply_teacher(examples, config, out) if config.teacher_model else Counter(template_target=len(examples))
+    counts = apply_teacher(examples, config, out) if config.teacher_model else Stats(template_target=len(examples))
     model, tokenizer = load_causal_lm(config.model, dtype="bfloat16" if config.bf16 else "float32", device="cpu")
     ds = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
     args = config.derive(output_dir=str(out))  # the user's TRL settings, writing into OUT
@@ -129,7 +130,7 @@ def run_sft(data: str | Path, out: str | Path, config: SFTConfig, metrics_dir: s
     result = trainer.train()
     final = out / "final"
     trainer.save_model(str(final))  # every rank (sharded states are gathered collectively)
-    summary = {"examples": len(examples), "targets": dict(counts), "steps": int(trainer.state.global_step),
+    summary = {"examples": len(examples), "targets": counts.to_dict(), "steps": int(trainer.state.global_step),
                "train_loss": float(result.training_loss), "checkpoint": str(final), "model": config.model}
     if state.is_main_process:
         tokenizer.save_pretrained(str(final))

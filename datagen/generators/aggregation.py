@@ -27,10 +27,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
+from datagen.core.rng import stable_id
 from datagen.generators.base import GENERATORS, GenConfig, Generator
 from datagen.prompts import longqa_pieces
-from datagen.rng import stable_id
 from datagen.schema import Sample, SupportingFact, Triplet
 from datagen.sources.synthetic import (
     CITY,

@@ -11,13 +11,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from datagen.core.errors import LengthBudgetError, LongmillError, SourceTooSmallError
+from datagen.core.registry import Registry
+from datagen.core.rng import sample_rng, stable_id
 from datagen.corpus import Corpus
-from datagen.errors import LengthBudgetError, LongmillError, SourceTooSmallError
 from datagen.generators.fit import DocCounter, FitResult, fit_prompt, parse_placement
 from datagen.lengths import parse_length
 from datagen.prompts import DOC_TEMPLATES
-from datagen.registry import Registry
-from datagen.rng import sample_rng, stable_id
 from datagen.schema import Sample, Triplet
 from datagen.tokenizers import DEFAULT_TOKENIZER, get_tokenizer
 

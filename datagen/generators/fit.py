@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datagen.errors import LengthBudgetError, LengthFitError, SourceTooSmallError
+from datagen.core.errors import LengthBudgetError, LengthFitError, SourceTooSmallError
+from datagen.core.registry import did_you_mean
 from datagen.prompts import DocTemplate
-from datagen.registry import did_you_mean
 from datagen.schema import Document
 from datagen.tokenizers import Tokenizer
 

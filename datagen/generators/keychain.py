@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datagen.errors import LongmillError, SourceTooSmallError
+from datagen.core.errors import LongmillError, SourceTooSmallError
+from datagen.core.registry import did_you_mean
+from datagen.core.rng import rng_uuid
 from datagen.generators.base import GENERATORS, GenConfig, Generator, user_message
 from datagen.generators.fit import (
     FitResult,
@@ -24,8 +26,6 @@ from datagen.generators.fit import (
     parse_placement,
 )
 from datagen.prompts import HEAD_KEY_PHRASE, keychain_pieces
-from datagen.registry import did_you_mean
-from datagen.rng import rng_uuid
 from datagen.schema import Chain, Sample, Triplet
 
 UUID_FORMATS = ("full", "short", "hex8")

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datagen.errors import LengthBudgetError, LongmillError
+from datagen.core.errors import LengthBudgetError, LongmillError
+from datagen.core.rng import rng_uuid, stable_id
 from datagen.generators.base import GENERATORS, GenConfig, Generator
 from datagen.generators.fit import FitResult, fit_prompt, parse_placement
 from datagen.prompts import longqa_pieces
-from datagen.rng import rng_uuid, stable_id
 from datagen.schema import Document, Sample, SupportingFact, Triplet
 
 #: the title of every needle document: the same for all, so that titles give nothing away

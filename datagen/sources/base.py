@@ -13,13 +13,13 @@ import itertools
 import json
 import logging
 import re
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from datagen.errors import LongmillError, RecordError
-from datagen.registry import Registry
+from datagen.core.errors import LongmillError, RecordError
+from datagen.core.registry import Registry
+from datagen.core.stats import Stats
 from datagen.schema import Document, Triplet
 from datagen.tokenizers import nfc
 
@@ -84,8 +84,8 @@ def clean_text(text: str) -> str:
     return _WS.sub(" ", nfc(text)).strip()
 
 
-class SkipCounter:
-    """Counts skipped records by reason; under ``strict`` the first skip raises instead.
+class SkipCounter(Stats):
+    """Counts skipped records by reason (a :class:`Stats`); under ``strict`` the first skip raises instead.
 
     Args:
         strict: raise :class:`RecordError` on the first bad record.
@@ -93,9 +93,9 @@ class SkipCounter:
     """
 
     def __init__(self, strict: bool = False, max_logged: int = 20):
+        super().__init__()
         self.strict = strict
         self.max_logged = max_logged
-        self.counts: Counter[str] = Counter()
         self.examples: list[str] = []
 
     def skip(self, path: str | Path, record: int | str, field: str, reason: str, kind: str | None = None) -> None:
@@ -103,22 +103,17 @@ class SkipCounter:
         err = RecordError(str(path), record, field, reason)
         if self.strict:
             raise err
-        key = kind or f"malformed:{field}"
-        self.counts[key] += 1
+        self.add(kind or f"malformed:{field}")
         if len(self.examples) < self.max_logged:
             self.examples.append(str(err))
             log.warning("skipped: %s", err)
 
     def count(self, kind: str, n: int = 1) -> None:
         """Count an expected, non-error skip (e.g. MuSiQue's unanswerable questions)."""
-        self.counts[kind] += n
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
+        self.add(kind, n)
 
     def as_dict(self) -> dict[str, int]:
-        return dict(sorted(self.counts.items()))
+        return self.to_dict(sort=True)
 
 
 class Source:
@@ -149,7 +144,7 @@ class Source:
         self.input = str(input) if input is not None else None
         self.skips = SkipCounter(strict=strict)
         #: texts changed while reading, by kind (``pair_text_neutralised``), for stats.json
-        self.cleaned: Counter[str] = Counter()
+        self.cleaned = Stats()
         self.limit = limit
         self.options = dict(options or {})
         self._check_options()
@@ -203,7 +198,7 @@ class Source:
                 if not self.cleaned:
                     log.info("%s: defusing text shaped like KeyChain pairs ({\"<hex>\": ...}) in record %s",
                              self.name, t.id)
-                self.cleaned["pair_text_neutralised"] += k
+                self.cleaned.add("pair_text_neutralised", k)
             yield t
             n += 1
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from datagen.errors import LongmillError, RecordError
+from datagen.core.errors import LongmillError, RecordError
 from datagen.schema import Triplet
 from datagen.sources.base import SOURCES, Source, skip_record
 from datagen.sources.hotpotqa import hotpotqa_triplet

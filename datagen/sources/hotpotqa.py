@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError, RecordError
+from datagen.core.errors import LongmillError, RecordError
 from datagen.schema import Document, SupportingFact, Triplet
 from datagen.sources.base import (
     SOURCES,

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import RecordError
+from datagen.core.errors import RecordError
 from datagen.schema import Document, SupportingFact, Triplet
 from datagen.sources.base import (
     SOURCES,

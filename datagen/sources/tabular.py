@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError, RecordError
+from datagen.core.errors import LongmillError, RecordError
 from datagen.schema import Document, SupportingFact, Triplet
 from datagen.shards import iter_rows, read_schema
 from datagen.sources.base import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 from datagen.schema import TRIPLET_SCHEMA, Triplet, schema_kind
 from datagen.shards import iter_rows, list_parts, read_schema
 from datagen.sources.base import SOURCES, Source

@@ -6,11 +6,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from datagen.errors import LongmillError
-from datagen.registry import Registry
-
-Messages = list[dict[str, str]]
-Progress = Callable[[int], None]
+from datagen.core.errors import LongmillError
+from datagen.core.registry import Registry
+from datagen.core.types import Messages, Progress
 
 
 @dataclass

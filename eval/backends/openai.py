@@ -17,11 +17,11 @@ Example (against ``vllm serve Qwen/Qwen2.5-7B-Instruct --port 8000``)::
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from typing import Any
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
+from datagen.core.stats import Stats
 from eval.backends.base import BACKENDS, GenerationBackend, Messages, Progress, SamplingParams
 from eval.http import ChatClient, ChatRequest, EndpointConfig, EndpointError
 
@@ -66,18 +66,15 @@ class OpenAIBackend(GenerationBackend):
                                      breaker_failures=breaker_failures, breaker_cooldown=breaker_cooldown)
         self.client = ChatClient(self.config)
         self.max_rounds = max_rounds
-        self._lock = threading.Lock()
-        self._stats = {"prompts": 0, "failed_prompts": 0, "requests": 0, "topup_requests": 0}
+        self._stats = Stats(prompts=0, failed_prompts=0, requests=0, topup_requests=0)
 
     @property
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters (the HTTP client's own are in ``client.stats``)."""
-        with self._lock:
-            return dict(self._stats)
+        return self._stats.to_dict()
 
     def _add(self, key: str, k: int = 1) -> None:
-        with self._lock:
-            self._stats[key] += k
+        self._stats.add(key, k)
 
     def generate(self, prompts: Sequence[Messages], n: int = 1, sampling: SamplingParams | None = None,
                  progress: Progress | None = None) -> list[list[str] | None]:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 from eval.backends.base import BACKENDS, GenerationBackend, Messages, Progress, SamplingParams
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import pytest
 import curriculum.build as build_mod
 from curriculum.build import CurriculumConfig, build_curriculum, retro_draw
 from curriculum.features import answer_question_overlap, bm25_gold_ranks
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 from datagen.generators.base import GenConfig
 from datagen.generators.keychain import KeyChainConfig
 from datagen.runner import RunConfig, run_generator

@@ -8,10 +8,10 @@ import uuid
 import numpy as np
 import pytest
 
-from datagen.errors import LongmillError, UnknownNameError
+from datagen.core.errors import LongmillError, UnknownNameError
+from datagen.core.registry import Registry
+from datagen.core.rng import rng_uuid, sample_rng, stable_hash, stable_id
 from datagen.lengths import format_length, parse_length, parse_lengths
-from datagen.registry import Registry
-from datagen.rng import rng_uuid, sample_rng, stable_hash, stable_id
 from datagen.tokenizers import QWEN2_5_DEFAULT_SYSTEM, get_tokenizer
 
 

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
+from datagen.core.errors import LengthBudgetError, SourceTooSmallError
 from datagen.corpus import Corpus
-from datagen.errors import LengthBudgetError, SourceTooSmallError
 from datagen.generators import GENERATORS
 from datagen.generators.base import GenConfig
 from datagen.generators.keychain import KeyChainConfig, default_num_chains

@@ -143,7 +143,7 @@ def test_vartrack_verify_catches_tampering(toy_corpus):
 
 
 def test_options_are_checked():
-    from datagen.errors import LongmillError
+    from datagen.core.errors import LongmillError
 
     with pytest.raises(LongmillError, match="depths"):
         NeedlesConfig(length=3000, depths="0,1.5")
@@ -154,7 +154,7 @@ def test_options_are_checked():
 
 
 def test_too_many_needles_for_the_length_is_a_clear_error(tmp_path, toy_source):
-    from datagen.errors import LengthBudgetError
+    from datagen.core.errors import LengthBudgetError
 
     with pytest.raises(LengthBudgetError):
         run_generator("needles", NeedlesConfig(length=600, num_needles=60), toy_source,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 from datagen.generators import SkipSample
 from datagen.generators.keychain import KeyChain, KeyChainConfig
 from datagen.runner import RunConfig, run_generator

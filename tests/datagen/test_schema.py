@@ -9,6 +9,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
+from datagen.core.io import write_table_atomic
 from datagen.generators import GENERATORS
 from datagen.schema import (
     SAMPLE_SCHEMA,
@@ -20,7 +21,6 @@ from datagen.schema import (
     task_of,
     to_table,
 )
-from datagen.shards import write_table_atomic
 
 from .conftest import toy_triplets
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from datagen.errors import LongmillError, RecordError
+from datagen.core.errors import LongmillError, RecordError
 from datagen.schema import SupportingFact, Triplet
 from datagen.sources import get_source
 from tests.datagen.formats import (

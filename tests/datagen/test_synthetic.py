@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 from datagen.schema import Triplet
 from datagen.sources import SOURCES, get_source
 from datagen.sources.synthetic import (

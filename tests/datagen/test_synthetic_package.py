@@ -8,7 +8,7 @@ from dataclasses import fields
 import pytest
 
 import datagen.sources.synthetic as synthetic
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 from datagen.sources import get_source
 from datagen.sources.synthetic import SyntheticConfig, SyntheticSource, generate_triplets
 

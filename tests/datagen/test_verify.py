@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from datagen.core.io import write_table_atomic
 from datagen.generators.keychain import KeyChainConfig
 from datagen.runner import RunConfig, run_generator
 from datagen.schema import SAMPLE_SCHEMA, to_table
-from datagen.shards import write_table_atomic
 from datagen.verify import verify
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 from eval.backends.base import BACKENDS, SamplingParams
 from eval.backends.openai import OpenAIBackend
 from eval.http import ChatClient, ChatRequest, EndpointConfig, EndpointError

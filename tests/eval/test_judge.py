@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from datagen.errors import LongmillError, UnknownNameError
+from datagen.core.errors import LongmillError, UnknownNameError
 from eval.http import ChatClient, EndpointConfig
 from eval.judge import (
     Judge,

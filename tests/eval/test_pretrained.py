@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 from eval.pretrained import PRETRAINED, find_gguf, materialize_pretrained
 
 SPEC = PRETRAINED.get("smollm2-135m-instruct")

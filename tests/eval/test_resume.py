@@ -11,7 +11,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 from eval.cli import main
 from eval.run import GenerateConfig, meta_path, run_eval
 

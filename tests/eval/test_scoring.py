@@ -8,7 +8,7 @@ import re
 import polars as pl
 import pytest
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 from eval.data import EvalItem
 from eval.judge import JudgeConfig
 from eval.run import score_run

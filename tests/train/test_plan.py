@@ -11,7 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 from train.plan import (
     GIB,
     ModelShape,

@@ -7,25 +7,12 @@ whether finished phases can be skipped on resume, and what it leaves behind when
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from datagen.errors import LongmillError
-from datagen.registry import Registry
-
-
-def load_manifest(curriculum: str | Path) -> dict[str, Any]:
-    """A curriculum's manifest.json (the file contract between curriculum and train)."""
-    path = Path(curriculum) / "manifest.json"
-    if not path.exists():
-        raise LongmillError(f"{curriculum}: no manifest.json; build the curriculum with `python -m curriculum build`")
-    manifest = json.loads(path.read_text())
-    if not manifest.get("stages"):
-        raise LongmillError(f"{path}: the manifest lists no stages")
-    return manifest
+from datagen.core.registry import Registry
 
 
 @dataclass

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import LongmillError
-from datagen.shards import atomic_write_json
+from datagen.core.errors import LongmillError
+from datagen.core.io import atomic_write_json
 from eval.models import load_causal_lm
 from train.backends.base import TRAINER_BACKENDS, StageSpec, TrainerBackend
 from train.callbacks import MetricsLogger

@@ -27,8 +27,8 @@ from typing import Any
 
 import train.backends.verl_reward as verl_reward
 import train.model_folder as model_folder
-from datagen.errors import LongmillError
-from datagen.shards import atomic_write_bytes, atomic_write_json, write_table_atomic
+from datagen.core.errors import LongmillError
+from datagen.core.io import atomic_write_bytes, atomic_write_json, write_table_atomic
 from train.backends.base import TRAINER_BACKENDS, StageSpec, TrainerBackend
 
 log = logging.getLogger(__name__)

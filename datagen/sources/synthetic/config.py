@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from datagen.errors import LongmillError
+from datagen.core.errors import LongmillError
 
 
 def _option(default: Any, help: str) -> Any:

@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from datagen.errors import LongmillError
-from datagen.rng import sample_rng
+from datagen.core.errors import LongmillError
+from datagen.core.rng import sample_rng
 from datagen.schema import Triplet
 from datagen.sources.base import SOURCES, Source
 from datagen.sources.synthetic.config import SyntheticConfig

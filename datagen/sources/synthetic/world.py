@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from datagen.errors import LongmillError
-from datagen.rng import stable_hash
+from datagen.core.errors import LongmillError
+from datagen.core.rng import stable_hash
 from datagen.schema import Document, SupportingFact
 from datagen.sources.synthetic import names
 from datagen.sources.synthetic.draw import Draw
