@@ -33,6 +33,12 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 
 
+def _option_list(text: str | list[str] | None) -> list[str]:
+    """``"a=1,b=2"`` (or a list of such strings) -> ``["a=1", "b=2"]``."""
+    items = [text] if isinstance(text, str) else list(text or [])
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
 @dataclass
 class GenerateConfig:
     """What to generate with.
@@ -58,6 +64,9 @@ class GenerateConfig:
         max_model_len: for ``vllm``: the context window (prompt + completion).
         yarn_factor: YaRN rope scaling for contexts beyond the native window (hf, vllm).
         yarn_original_max: the native window YaRN scales from.
+        backend_option: any other option of the backend as KEY=VALUE, comma-separated or repeated
+            (e.g. enforce_eager=true,max_rounds=3); each backend declares its options (``Options``), and
+            an unknown key is an error that suggests the closest.
     """
 
     model: str = "tiny-qwen2"
@@ -80,8 +89,11 @@ class GenerateConfig:
     max_model_len: int | None = None
     yarn_factor: float | None = None
     yarn_original_max: int = 32_768
+    backend_option: list[str] = field(default_factory=list, metadata={"parse": _option_list})
 
     def __post_init__(self) -> None:
+        if isinstance(self.backend_option, str):
+            self.backend_option = _option_list(self.backend_option)
         if self.n < 1:
             raise LongmillError(f"--n must be >= 1, got {self.n}")
         if self.n > 1 and self.temperature == 0:
@@ -93,20 +105,15 @@ class GenerateConfig:
                               seed=self.seed)
 
     def backend_options(self) -> dict[str, Any]:
-        if self.backend == "hf":
-            return dict(device=self.device, dtype=self.dtype, batch_size=self.batch_size,
-                        yarn_factor=self.yarn_factor, yarn_original_max=self.yarn_original_max)
-        if self.backend == "vllm":
-            return dict(tensor_parallel_size=self.tensor_parallel_size, dtype=self.dtype, seed=self.seed,
-                        gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len,
-                        yarn_factor=self.yarn_factor, yarn_original_max=self.yarn_original_max,
-                        chunk=max(self.batch_size, 16))
-        if self.backend == "openai":
-            if not self.url:
-                raise LongmillError("--backend openai needs --url, e.g. http://127.0.0.1:8000/v1 (`vllm serve MODEL`)")
-            return dict(url=self.url, api_key=self.api_key, api_key_env=self.api_key_env, timeout=self.timeout,
-                        max_retries=self.max_retries)
-        return {}
+        """The backend's options: ``backend_option`` (KEY=VALUE), then this config's fields of the same names.
+
+        Which fields a backend takes is declared by the backend (its ``Options`` dataclass), not here.
+        """
+        from eval.backends.base import backend_options, parse_option_items
+
+        explicit = parse_option_items(self.backend, self.backend_option)
+        opts = backend_options(self.backend, explicit, defaults_from=self, what="--backend-option")
+        return {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)}
 
     def identity(self) -> dict[str, Any]:
         """What decides the completions: a resumed run must match these exactly.

@@ -10,14 +10,15 @@ import time
 import pytest
 
 from datagen.errors import LongmillError, UnknownNameError
+from eval.backends.openai import OpenAIBackend
 from eval.http import ChatClient, EndpointConfig
 from eval.judge import (
+    BackendJudgeEngine,
     Judge,
     JudgeConfig,
     JudgeEngine,
     JudgeEngineError,
     JudgeResult,
-    OpenAIJudgeEngine,
     build_judge_messages,
     make_judge,
     parse_verdict,
@@ -106,7 +107,7 @@ def test_flaky_server_failures_are_counted_and_never_false(server):
     with make_judge(judge_config(server, max_retries=2)) as judge:
         results = judge.judge_many(items)
         stats = judge.stats
-        client_stats = judge.engine.client.stats
+        client_stats = judge.engine.backend.client.stats
     assert [r.verdict for r in results] == [True, None, None, None, False]
     for r in results[1:4]:
         assert r.failed and r.verdict is None and r.verdict is not False and r.score is None
@@ -223,7 +224,7 @@ def test_judge_with_a_custom_engine_counts_each_failure_reason():
 def test_openai_engine_can_take_an_injected_client(server):
     server.script(Action.error(503, retry_after="0.05"))
     config = EndpointConfig(url=server.url, model="m", timeout=0.3, max_retries=1, api_key_env=None)
-    judge = Judge(OpenAIJudgeEngine(ChatClient(config)), model="m")
+    judge = Judge(BackendJudgeEngine(OpenAIBackend("m", client=ChatClient(config))), model="m")
     with judge:
         assert judge.judge("Capital of France?", "Paris", ["Paris"]).verdict is True
     assert server.count() == 2
@@ -236,7 +237,8 @@ def test_a_down_judge_fails_fast_through_the_breaker_and_recovers(server):
     items = [(f"q{i}", f"p{i}", ["g"]) for i in range(40)]
     config = EndpointConfig(url=server.url, model="m", timeout=0.2, max_retries=0, concurrency=4, breaker_failures=4,
                             breaker_cooldown=60, api_key_env=None)
-    with Judge(OpenAIJudgeEngine(ChatClient(config, clock=lambda: now[0])), model="m") as judge:
+    with Judge(BackendJudgeEngine(OpenAIBackend("m", client=ChatClient(config, clock=lambda: now[0]))),
+               model="m") as judge:
         start = time.monotonic()
         results = judge.judge_many(items)
         first = time.monotonic() - start
@@ -245,7 +247,7 @@ def test_a_down_judge_fails_fast_through_the_breaker_and_recovers(server):
         second = time.monotonic() - start
         assert all(r.failed and r.verdict is None for r in results + again)
         assert first < 3 and second < 0.5  # one round of timeouts, then the breaker answers at once
-        client = judge.engine.client
+        client = judge.engine.backend.client
         assert server.count() <= 8 and client.stats["short_circuited"] >= 32
         assert judge.stats["failures_by_reason"] == {"endpoint": 48}
         assert "circuit" in again[0].error
