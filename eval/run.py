@@ -22,7 +22,13 @@ from typing import Any
 
 from datagen.errors import LongmillError
 from datagen.shards import atomic_write_bytes, atomic_write_json
-from eval.backends.base import SamplingParams, get_backend
+from eval.backends.base import (
+    SamplingParams,
+    backend_options,
+    get_backend,
+    parse_option_items,
+    split_option_items,
+)
 from eval.data import EvalItem, load_items
 from eval.http import redact_url
 from eval.judge import JudgeConfig, make_judge
@@ -31,12 +37,6 @@ from eval.scoring import read_prediction_records, read_predictions, score
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
-
-
-def _option_list(text: str | list[str] | None) -> list[str]:
-    """``"a=1,b=2"`` (or a list of such strings) -> ``["a=1", "b=2"]``."""
-    items = [text] if isinstance(text, str) else list(text or [])
-    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
 
 @dataclass
@@ -64,7 +64,7 @@ class GenerateConfig:
         max_model_len: for ``vllm``: the context window (prompt + completion).
         yarn_factor: YaRN rope scaling for contexts beyond the native window (hf, vllm).
         yarn_original_max: the native window YaRN scales from.
-        backend_option: any other option of the backend as KEY=VALUE, comma-separated or repeated
+        backend_option: any other option of the backend as KEY=VALUE, comma-separated
             (e.g. enforce_eager=true,max_rounds=3); each backend declares its options (``Options``), and
             an unknown key is an error that suggests the closest.
     """
@@ -89,11 +89,11 @@ class GenerateConfig:
     max_model_len: int | None = None
     yarn_factor: float | None = None
     yarn_original_max: int = 32_768
-    backend_option: list[str] = field(default_factory=list, metadata={"parse": _option_list})
+    backend_option: list[str] = field(default_factory=list, metadata={"parse": split_option_items})
 
     def __post_init__(self) -> None:
-        if isinstance(self.backend_option, str):
-            self.backend_option = _option_list(self.backend_option)
+        self.backend_option = split_option_items(self.backend_option)
+        parse_option_items(self.backend, self.backend_option)  # an unknown backend or option: "did you mean"
         if self.n < 1:
             raise LongmillError(f"--n must be >= 1, got {self.n}")
         if self.n > 1 and self.temperature == 0:
@@ -109,8 +109,6 @@ class GenerateConfig:
 
         Which fields a backend takes is declared by the backend (its ``Options`` dataclass), not here.
         """
-        from eval.backends.base import backend_options, parse_option_items
-
         explicit = parse_option_items(self.backend, self.backend_option)
         opts = backend_options(self.backend, explicit, defaults_from=self, what="--backend-option")
         return {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)}

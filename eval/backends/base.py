@@ -155,6 +155,17 @@ def backend_options(name: str, values: Mapping[str, Any] | None = None, *, defau
     return cls(**values)
 
 
+def split_option_items(text: str | Sequence[str] | None) -> list[str]:
+    """``"a=1,b=2"`` (or a list of such strings) -> ``["a=1", "b=2"]``.
+
+    Example:
+        >>> split_option_items(["a=1,b=2", " c=3 "])
+        ['a=1', 'b=2', 'c=3']
+    """
+    items = [text] if isinstance(text, str) else list(text or [])
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
 def parse_option_items(name: str, items: Sequence[str] | str | None, what: str = "--backend-option") -> dict[str, Any]:
     """``["KEY=VALUE", ...]`` (or ``"K=V,K2=V2"``) as backend ``name``'s options, typed by its ``Options``.
 
@@ -162,8 +173,7 @@ def parse_option_items(name: str, items: Sequence[str] | str | None, what: str =
         >>> parse_option_items("vllm", ["gpu_memory_utilization=0.5", "enforce_eager=true", "max_model_len=None"])
         {'gpu_memory_utilization': 0.5, 'enforce_eager': True, 'max_model_len': None}
     """
-    if isinstance(items, str):
-        items = [i for i in items.split(",") if i.strip()]
+    items = split_option_items(items)
     cls = backend_class(name).Options
     hints = typing.get_type_hints(cls)
     out: dict[str, Any] = {}
@@ -199,3 +209,17 @@ def get_backend(name: str, model: str, **options: Any) -> GenerationBackend:
     """
     cls = backend_class(name)
     return cls.from_options(model, backend_options(name, options))
+
+
+def options_help() -> str:
+    """Each backend's option names, for a CLI's help (``hf: device, dtype, ...; openai: url, ...``)."""
+    import eval.backends  # noqa: F401  (registers the built-in backends)
+
+    return "; ".join(f"{name}: {', '.join(option_names(name))}" for name in BACKENDS.names())
+
+
+def add_options_help(command: Any, param_name: str) -> None:
+    """Append :func:`options_help` to the help of ``command``'s option ``param_name`` (a click command)."""
+    for param in command.params:
+        if param.name == param_name:
+            param.help = f"{param.help or ''} Options by backend: {options_help()}."
