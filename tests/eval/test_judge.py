@@ -3,6 +3,7 @@ with a tiny randomly initialised model built offline."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -10,6 +11,7 @@ import time
 import pytest
 
 from datagen.errors import LongmillError, UnknownNameError
+from eval.backends.base import BACKENDS, GenerationBackend
 from eval.backends.openai import OpenAIBackend
 from eval.http import ChatClient, EndpointConfig
 from eval.judge import (
@@ -305,3 +307,53 @@ def test_hf_judge_with_a_tiny_random_model_fails_cleanly(tiny_judge_model):
 def test_hf_judge_names_a_missing_model(tmp_path):
     with pytest.raises(LongmillError, match="cannot load model"):
         make_judge(JudgeConfig(backend="hf", model=str(tmp_path / "nope")))
+
+
+# -- the judge on eval's generation-backend registry ----------------------------------------------
+
+class _EchoBackend(GenerationBackend):
+    """A registered generation backend that says YES when the prediction is in the prompt's gold lines."""
+
+    name = "test-echo"
+    Options = dataclasses.make_dataclass("EchoOptions", [("verdict", str, "YES"), ("fail_on", str, "")])
+
+    def __init__(self, model, *, verdict="YES", fail_on=""):
+        self.model, self.verdict, self.fail_on = model, verdict, fail_on
+        self.calls, self.closed = [], False
+
+    def generate(self, prompts, n=1, sampling=None, progress=None):
+        self.calls.append((len(prompts), n, sampling))
+        return [None if self.fail_on and self.fail_on in p[-1]["content"] else [self.verdict] * n for p in prompts]
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def echo_backend():
+    BACKENDS.add(_EchoBackend.name, _EchoBackend)
+    try:
+        yield _EchoBackend
+    finally:
+        BACKENDS._items.pop(_EchoBackend.name)
+
+
+def test_the_judge_runs_on_any_registered_generation_backend(echo_backend):
+    cfg = JudgeConfig(backend="test-echo", model="m", max_tokens=3, backend_options={"fail_on": "Prediction: bad"})
+    with make_judge(cfg) as judge:
+        results = judge.judge_many([("q", "good", ["g"]), ("q", "bad", ["g"])])
+        backend = judge.engine.backend
+    assert isinstance(backend, echo_backend) and backend.closed
+    assert [(r.verdict, r.reason) for r in results] == [(True, None), (None, "generation")]
+    (count, n, sampling), = backend.calls
+    assert (count, n, sampling.temperature, sampling.max_tokens) == (2, 1, 0.0, 3)
+    assert judge.stats["failures_by_reason"] == {"generation": 1}
+
+
+def test_judge_backends_are_the_generation_backends_and_check_their_options():
+    JudgeConfig(backend="vllm", model="Qwen/Qwen2.5-1.5B-Instruct")  # no second registry: vllm is a judge too
+    JudgeConfig(backend="hf", model="tiny-qwen2", backend_options={"dtype": "float32"})
+    with pytest.raises(UnknownNameError, match="did you mean 'dtype'"):
+        JudgeConfig(backend="hf", model="tiny-qwen2", backend_options={"dtyp": "float32"})
+    with pytest.raises(UnknownNameError, match="did you mean 'gpu_memory_utilization'"):
+        JudgeConfig(backend="vllm", model="m", backend_options={"gpu_mem_utilization": 0.3})
