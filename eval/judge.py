@@ -1,8 +1,10 @@
 """The LLM judge: does a prediction mean the same as any gold answer? (YES / NO / unknown)
 
 QwenLong-L1's reward and metric use ``max(rule, judge)``: when exact matching misses, a compact instruct
-model (Qwen2.5-1.5B-Instruct behind ``vllm serve``, or an in-process Hugging Face model) is asked whether
-the prediction is equivalent to a gold answer. The judge answers with one word; anything else is
+model is asked whether the prediction is equivalent to a gold answer. The model runs on any of eval's
+generation backends (:data:`eval.backends.BACKENDS`: Qwen2.5-1.5B-Instruct behind ``vllm serve`` through
+``openai``, or in-process through ``hf`` or ``vllm``); the judge adds the prompt, parsing, caching and
+failure counts, and the backend's own options (timeouts, retries, circuit breaker) apply. The judge answers with one word; anything else is
 *unparseable* (a verdict in double brackets, QwenLong-L1's style "... [[YES]]", is read too). A judge
 that fails (endpoint down, circuit breaker open, unparseable reply) gives ``verdict=None, failed=True``
 and is counted in :attr:`Judge.stats`. It is never turned into a NO and never into a YES: a training

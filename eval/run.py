@@ -172,7 +172,8 @@ class JudgeFlags:
         judge_url: an OpenAI-compatible judge endpoint with /v1, e.g. http://127.0.0.1:8001/v1 from
             `vllm serve Qwen/Qwen2.5-1.5B-Instruct --port 8001`; none disables the judge.
         judge_model: the judge model: the served name (openai) or a path, hub id or preset (hf).
-        judge_backend: openai (the default when judge_url is given) or hf (in-process).
+        judge_backend: any generation backend: openai (the default when judge_url is given), hf or vllm
+            (in-process).
         judge_api_key: a bearer token for the judge endpoint (visible in the process list; prefer
             --judge-api-key-env).
         judge_api_key_env: the environment variable holding the judge's key (OPENAI_API_KEY may be unset).
@@ -216,9 +217,10 @@ def judge_from_options(backend: str | None, url: str | None, model: str | None, 
 
     ``endpoint`` passes further :class:`JudgeConfig` fields (api_key_env, timeout, max_retries, max_wait).
     """
-    if not url and backend != "hf":
+    if not url and backend in (None, "openai"):  # an in-process backend (hf, vllm, ...) needs no url
         if model:
-            raise LongmillError("--judge-model needs --judge-url (an OpenAI-compatible server) or --judge-backend hf")
+            raise LongmillError("--judge-model needs --judge-url (an OpenAI-compatible server) or an in-process "
+                                "--judge-backend (hf, vllm)")
         return None
     kw: dict[str, Any] = {"backend": backend or "openai", "url": url, "api_key": api_key, "cache_path": cache,
                           "device": device, **{k: v for k, v in endpoint.items() if v is not None or k == "max_wait"}}

@@ -78,3 +78,13 @@ def test_eval_run_lists_and_checks_backend_options():
                                "--backend-option", "enforce_eagre=true"])
     assert bad.exit_code != 0 and "did you mean 'enforce_eager'" in bad.output
     assert "hf: device" in options_help()
+
+
+def test_judge_flags_accept_any_in_process_backend():
+    from eval.run import JudgeFlags
+
+    cfg = JudgeFlags(judge_backend="vllm", judge_model="Qwen/Qwen2.5-1.5B-Instruct").judge_config()
+    assert cfg is not None and cfg.backend == "vllm" and cfg.url is None
+    assert JudgeFlags().judge_config() is None
+    with pytest.raises(LongmillError, match="needs --judge-url"):
+        JudgeFlags(judge_model="m").judge_config()
