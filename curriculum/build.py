@@ -46,6 +46,7 @@ from datagen.shards import (
     promote,
     read_schema,
 )
+from eval.backends.base import parse_option_items, split_option_items
 from eval.data import EvalItem
 from eval.run import GenerateConfig
 
@@ -73,6 +74,9 @@ class CurriculumConfig:
         difficulty_max_tokens: the most tokens per rollout.
         difficulty_batch_size: prompts per generation call.
         difficulty_device: auto, cpu or cuda (hf).
+        difficulty_backend_option: any other option of the difficulty backend as KEY=VALUE,
+            comma-separated (e.g. gpu_memory_utilization=0.5); each backend declares its options, and an
+            unknown key is an error that suggests the closest.
         correct_if: the rule that marks a rollout correct (a metric of eval.metrics, e.g. sub_em, em).
         rows_per_part: samples per Parquet part.
         task_balance: give every task (the task column: keychain, longqa, aggregation, ...) an equal share of
@@ -93,6 +97,7 @@ class CurriculumConfig:
     difficulty_max_tokens: int = 512
     difficulty_batch_size: int = 4
     difficulty_device: str = "auto"
+    difficulty_backend_option: list[str] = field(default_factory=list, metadata={"parse": split_option_items})
     correct_if: str = "sub_em"
     rows_per_part: int = 256
     task_balance: bool = False
@@ -109,6 +114,9 @@ class CurriculumConfig:
             raise LongmillError(f"retro_hard_quantile must be in [0, 1), got {self.retro_hard_quantile}")
         if not 0.0 <= self.eval_share < 1.0:
             raise LongmillError(f"eval_share must be in [0, 1), got {self.eval_share}")
+        self.difficulty_backend_option = split_option_items(self.difficulty_backend_option)
+        # An unknown backend or option fails here, before any rollout: "did you mean ...?"
+        parse_option_items(self.difficulty_backend, self.difficulty_backend_option, "--difficulty-backend-option")
         if self.difficulty_model and self.k < 2:
             raise LongmillError(f"k must be >= 2 to estimate a pass rate, got {self.k}")
 
@@ -292,147 +300,270 @@ def build_curriculum(inputs: list[str | Path], out: str | Path, config: Curricul
         return manifest
 
 
-def _build(inputs: list[str | Path], out: Path, config: CurriculumConfig,
-           progress_factory: Callable[[int, str], Any] | None) -> dict[str, Any]:
-    c = config
-    table, inputs_info = read_inputs(inputs)
-    if table.num_rows == 0:
-        raise LongmillError(f"the inputs hold no samples: {[str(i) for i in inputs]}")
-    meta = table.select(["uid", "source_id", "data_source", "prompt_tokens", "length_target", "task"]).to_pydict()
-    tasks = np.array(meta["task"], dtype=object)
-    tokens = np.asarray(meta["prompt_tokens"], dtype=np.int64)
-    bins = assign_bins(tokens, c.bins)
-    held, decoy, heldout = hold_out(table, eval_mask(meta["source_id"], c.eval_share, c.seed))
-    dropped: Counter[str] = Counter({"above_last_bin": int((bins < 0).sum())})
-    if heldout["report"]["decoy_rows_dropped"]:
-        dropped["heldout_decoy"] = int((decoy & (bins >= 0)).sum())
-        log.warning("%d training samples name a held-out question in a decoy chain and are left out",
-                    heldout["report"]["decoy_rows_dropped"])
-    if dropped["above_last_bin"]:
-        log.warning("%d samples are longer than the last bin (%s tokens) and are left out", dropped["above_last_bin"],
-                    c.bins[-1])
+@dataclass
+class _BuildState:
+    """What the build steps pass along: the rows, per-row arrays, and the drop counts each step adds to."""
 
-    # -- difficulty ---------------------------------------------------------------------------------
-    bar = progress_factory(table.num_rows, "features") if progress_factory else None
+    config: CurriculumConfig
+    out: Path
+    progress_factory: Callable[[int, str], Any] | None
+    table: pa.Table | None = None
+    inputs_info: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, list[Any]] = field(default_factory=dict)
+    tasks: np.ndarray | None = None
+    tokens: np.ndarray | None = None
+    bins: np.ndarray | None = None
+    held: np.ndarray | None = None
+    decoy: np.ndarray | None = None
+    heldout: dict[str, Any] = field(default_factory=dict)
+    dropped: Counter[str] = field(default_factory=Counter)
+    fdf: pl.DataFrame | None = None
+    difficulty: np.ndarray | None = None
+    source: np.ndarray | None = None
+    pass_rate: np.ndarray | None = None
+    keep: np.ndarray | None = None
+    hard: np.ndarray | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    ev: np.ndarray | None = None
+    eval_shards: list[dict[str, Any]] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def _step_bin(st: _BuildState) -> None:
+    """Length bins by measured ``prompt_tokens``; drops ``above_last_bin``."""
+    st.bins = assign_bins(st.tokens, st.config.bins)
+    st.dropped["above_last_bin"] = int((st.bins < 0).sum())
+
+
+def _step_hold_out(st: _BuildState) -> None:
+    """The eval split, closed over questions; drops ``heldout_decoy`` (training rows naming a held-out question)."""
+    c = st.config
+    st.held, st.decoy, st.heldout = hold_out(st.table, eval_mask(st.meta["source_id"], c.eval_share, c.seed))
+    if st.heldout["report"]["decoy_rows_dropped"]:
+        st.dropped["heldout_decoy"] = int((st.decoy & (st.bins >= 0)).sum())
+        log.warning("%d training samples name a held-out question in a decoy chain and are left out",
+                    st.heldout["report"]["decoy_rows_dropped"])
+    if st.dropped["above_last_bin"]:
+        log.warning("%d samples are longer than the last bin (%s tokens) and are left out",
+                    st.dropped["above_last_bin"], c.bins[-1])
+
+
+def _step_features(st: _BuildState) -> None:
+    """Cheap features of every row, and the feature difficulty."""
+    bar = st.progress_factory(st.table.num_rows, "features") if st.progress_factory else None
     feats = []
-    for row in table.to_pylist():
+    for row in st.table.to_pylist():
         feats.append(features(row))
         if bar:
             bar.update(1)
     if bar:
         bar.close()
-    fdf = pl.DataFrame(feats)
-    difficulty = np.array([feature_difficulty(f, c.bins[-1]) for f in feats])
-    source = np.array([FEATURES_VERSION] * table.num_rows, dtype=object)
-    pass_rate = np.full(table.num_rows, np.nan)
-    if c.difficulty_model:
-        rates = _model_pass_rates(table, (~held) & ~decoy & (bins >= 0), c, out, progress_factory)
-        label = f"pass_rate:{c.difficulty_model}:k={c.k}:{c.correct_if}"
-        for i, uid in enumerate(meta["uid"]):
-            if uid in rates:
-                pass_rate[i] = rates[uid]
-                difficulty[i] = round(1.0 - rates[uid], 6)
-                source[i] = label
-    keep = (bins >= 0) & ~held & ~decoy
-    if c.difficulty_model and c.filter_extremes:
-        solved, unsolved = keep & (pass_rate == 1.0), keep & (pass_rate == 0.0)
-        dropped["solved"], dropped["unsolved"] = int(solved.sum()), int(unsolved.sum())
-        keep &= ~(solved | unsolved)
-    table = table.set_column(table.schema.get_field_index("difficulty"), "difficulty",
-                             pa.array(difficulty, pa.float64()))
-    table = table.set_column(table.schema.get_field_index("difficulty_source"), "difficulty_source",
-                             pa.array(source.tolist(), pa.string()))
+    st.fdf = pl.DataFrame(feats)
+    st.difficulty = np.array([feature_difficulty(f, st.config.bins[-1]) for f in feats])
+    st.source = np.array([FEATURES_VERSION] * st.table.num_rows, dtype=object)
+    st.pass_rate = np.full(st.table.num_rows, np.nan)
 
+
+def _step_model_difficulty(st: _BuildState) -> None:
+    """With a difficulty model: difficulty = 1 - pass rate over k rollouts, for the rows that may train."""
+    c = st.config
+    if not c.difficulty_model:
+        return
+    rates = _model_pass_rates(st.table, (~st.held) & ~st.decoy & (st.bins >= 0), c, st.out, st.progress_factory)
+    label = f"pass_rate:{c.difficulty_model}:k={c.k}:{c.correct_if}"
+    for i, uid in enumerate(st.meta["uid"]):
+        if uid in rates:
+            st.pass_rate[i] = rates[uid]
+            st.difficulty[i] = round(1.0 - rates[uid], 6)
+            st.source[i] = label
+
+
+def _step_filter_extremes(st: _BuildState) -> None:
+    """The training rows; with model difficulty, drops ``solved`` (pass rate 1) and ``unsolved`` (0)."""
+    c = st.config
+    st.keep = (st.bins >= 0) & ~st.held & ~st.decoy
+    if c.difficulty_model and c.filter_extremes:
+        solved, unsolved = st.keep & (st.pass_rate == 1.0), st.keep & (st.pass_rate == 0.0)
+        st.dropped["solved"], st.dropped["unsolved"] = int(solved.sum()), int(unsolved.sum())
+        st.keep &= ~(solved | unsolved)
+
+
+def _step_set_difficulty(st: _BuildState) -> None:
+    """Fill the ``difficulty`` and ``difficulty_source`` columns."""
+    t = st.table
+    t = t.set_column(t.schema.get_field_index("difficulty"), "difficulty", pa.array(st.difficulty, pa.float64()))
+    t = t.set_column(t.schema.get_field_index("difficulty_source"), "difficulty_source",
+                     pa.array(st.source.tolist(), pa.string()))
+    st.table = t
+
+
+def _step_check_bins(st: _BuildState) -> None:
+    """Every bin must keep training rows; say how to get them otherwise."""
+    c = st.config
     for k, edge in enumerate(c.bins):
-        if not (keep & (bins == k)).any():
+        if not (st.keep & (st.bins == k)).any():
             lo = c.bins[k - 1] if k else 0
             raise LongmillError(
                 f"bin {k + 1} ({lo} < prompt_tokens <= {edge}) has no training samples"
-                f"{' after filtering' if dropped.get('solved') or dropped.get('unsolved') else ''}; generate data at "
-                f"that length (datagen keychain --length {format_length(edge)}) or change --bins"
+                f"{' after filtering' if st.dropped.get('solved') or st.dropped.get('unsolved') else ''}; generate "
+                f"data at that length (datagen keychain --length {format_length(edge)}) or change --bins"
             )
 
-    # -- stages ---------------------------------------------------------------------------------------
-    # "Hard" = at or above the bin's difficulty quantile: the candidates for retrospective sampling.
-    hard = np.zeros(table.num_rows, dtype=bool)
-    for k in range(len(c.bins)):
-        members = keep & (bins == k)
+
+def _step_hard(st: _BuildState) -> None:
+    """"Hard" = at or above the bin's difficulty quantile: the candidates for retrospective sampling."""
+    st.hard = np.zeros(st.table.num_rows, dtype=bool)
+    for k in range(len(st.config.bins)):
+        members = st.keep & (st.bins == k)
         if members.any():
-            hard |= members & (difficulty >= np.quantile(difficulty[members], c.retro_hard_quantile))
-    stages = []
-    for k, edge in enumerate(c.bins):
-        own = np.flatnonzero(keep & (bins == k))
-        if c.task_balance:
-            own, cut = balance_tasks(own, tasks, sample_rng(c.seed, "curriculum/task-balance", k))
-            dropped["task_balance"] += cut
-        earlier = np.flatnonzero(keep & (bins >= 0) & (bins < k) & hard)
-        rng = sample_rng(c.seed, "curriculum/retro", k)
-        retro, target = retro_draw(earlier, difficulty[earlier], len(own), c.retro_share, rng) if k else (np.array([], dtype=np.int64), 0)
+            st.hard |= members & (st.difficulty >= np.quantile(st.difficulty[members], st.config.retro_hard_quantile))
+
+
+def _stage_rows(st: _BuildState, k: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Stage k's own rows (task-balanced if asked; drops ``task_balance``) and its retrospective draw."""
+    c = st.config
+    own = np.flatnonzero(st.keep & (st.bins == k))
+    if c.task_balance:
+        own, cut = balance_tasks(own, st.tasks, sample_rng(c.seed, "curriculum/task-balance", k))
+        st.dropped["task_balance"] += cut
+    if not k:
+        return own, np.array([], dtype=np.int64), 0
+    earlier = np.flatnonzero(st.keep & (st.bins >= 0) & (st.bins < k) & st.hard)
+    rng = sample_rng(c.seed, "curriculum/retro", k)
+    retro, target = retro_draw(earlier, st.difficulty[earlier], len(own), c.retro_share, rng)
+    return own, retro, target
+
+
+def _stage_record(st: _BuildState, k: int, own: np.ndarray, retro: np.ndarray, target: int,
+                  idx: np.ndarray, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stage k's manifest entry."""
+    c, meta, tokens, difficulty = st.config, st.meta, st.tokens, st.difficulty
+    edge = c.bins[k]
+    lo = c.bins[k - 1] if k else 0
+    by_source = Counter(meta["data_source"][i] for i in idx)
+    return {
+        "name": f"stage-{k + 1}",
+        "bin": [lo, edge],
+        "max_prompt_length": edge,
+        "max_prompt_tokens": int(tokens[idx].max()),
+        "rows": int(len(idx)),
+        "own": int(len(own)),
+        "retro": int(len(retro)),
+        "retro_target": target,
+        "retro_share": round(len(retro) / len(idx), 6) if len(idx) else 0.0,
+        "retro_uids": [meta["uid"][i] for i in retro],
+        "by_source": dict(sorted(by_source.items())),
+        "by_task": dict(sorted(Counter(st.tasks[i] for i in idx).items())),
+        "length_hist": histogram(tokens[idx], list(np.linspace(0, edge, 11))),
+        "difficulty_hist": histogram(difficulty[idx], list(np.linspace(0, 1, 11))),
+        "difficulty_mean": round(float(difficulty[idx].mean()), 6),
+        "difficulty_mean_own": round(float(difficulty[own].mean()), 6),
+        "difficulty_mean_retro": round(float(difficulty[retro].mean()), 6) if len(retro) else None,
+        "shards": shards,
+    }
+
+
+def _step_stages(st: _BuildState) -> None:
+    """Write ``stage-1`` .. ``stage-K``: own rows plus retrospective ones, shuffled with the stage's seed."""
+    c = st.config
+    for k in range(len(c.bins)):
+        own, retro, target = _stage_rows(st, k)
         idx = np.concatenate([own, retro])
         order = sample_rng(c.seed, "curriculum/shuffle", k).permutation(len(idx))
-        stage_rows = table.take(pa.array(idx[order]))
         name = f"stage-{k + 1}"
-        shards = write_stage(stage_rows, out / name, c.rows_per_part)
-        lo = c.bins[k - 1] if k else 0
-        by_source = Counter(meta["data_source"][i] for i in idx)
-        stages.append({
-            "name": name,
-            "bin": [lo, edge],
-            "max_prompt_length": edge,
-            "max_prompt_tokens": int(tokens[idx].max()),
-            "rows": int(len(idx)),
-            "own": int(len(own)),
-            "retro": int(len(retro)),
-            "retro_target": target,
-            "retro_share": round(len(retro) / len(idx), 6) if len(idx) else 0.0,
-            "retro_uids": [meta["uid"][i] for i in retro],
-            "by_source": dict(sorted(by_source.items())),
-            "by_task": dict(sorted(Counter(tasks[i] for i in idx).items())),
-            "length_hist": histogram(tokens[idx], list(np.linspace(0, edge, 11))),
-            "difficulty_hist": histogram(difficulty[idx], list(np.linspace(0, 1, 11))),
-            "difficulty_mean": round(float(difficulty[idx].mean()), 6),
-            "difficulty_mean_own": round(float(difficulty[own].mean()), 6),
-            "difficulty_mean_retro": round(float(difficulty[retro].mean()), 6) if len(retro) else None,
-            "shards": shards,
-        })
+        shards = write_stage(st.table.take(pa.array(idx[order])), st.out / name, c.rows_per_part)
+        st.stages.append(_stage_record(st, k, own, retro, target, idx, shards))
         log.info("%s: %d samples (%d own, %d retrospective)", name, len(idx), len(own), len(retro))
 
-    ev = np.flatnonzero(held & (bins >= 0))
-    ev = ev[np.lexsort((np.array(meta["uid"], dtype=object)[ev], tokens[ev]))] if len(ev) else ev
-    eval_shards = write_stage(table.take(pa.array(ev, pa.int64())), out / "eval", c.rows_per_part)
+
+def _step_eval(st: _BuildState) -> None:
+    """Write ``eval/``: the held-out rows within the bins, by length then uid."""
+    ev = np.flatnonzero(st.held & (st.bins >= 0))
+    ev = ev[np.lexsort((np.array(st.meta["uid"], dtype=object)[ev], st.tokens[ev]))] if len(ev) else ev
+    st.ev = ev
+    st.eval_shards = write_stage(st.table.take(pa.array(ev, pa.int64())), st.out / "eval", st.config.rows_per_part)
+
+
+def _manifest_config(c: CurriculumConfig) -> dict[str, Any]:
+    config = dataclasses.asdict(c)
+    if not config["difficulty_backend_option"]:  # absent when unset: manifests of older builds stay the same
+        del config["difficulty_backend_option"]
+    return config
+
+
+def _step_manifest(st: _BuildState) -> None:
+    """Write ``heldout.json`` and ``manifest.json``."""
+    c, meta, ev = st.config, st.meta, st.ev
     manifest = {
         "longmill_version": __version__,
-        "config": dataclasses.asdict(c),
+        "config": _manifest_config(c),
         "seeds": {"split": c.seed, "retro": [f"(seed={c.seed}, curriculum/retro, {k})" for k in range(len(c.bins))]},
-        "inputs": inputs_info,
+        "inputs": st.inputs_info,
         "bins": c.bins,
         "difficulty_source": (f"pass_rate:{c.difficulty_model}:k={c.k}:{c.correct_if}" if c.difficulty_model
                               else FEATURES_VERSION),
-        "stages": stages,
+        "stages": st.stages,
         "eval": {"rows": int(len(ev)), "source_questions": len({meta["source_id"][i] for i in ev}),
                  "by_source": dict(sorted(Counter(meta["data_source"][i] for i in ev).items())),
-                 "length_hist": histogram(tokens[ev], list(np.linspace(0, c.bins[-1], 11))) if len(ev) else None,
-                 "shards": eval_shards},
-        "dropped": dict(sorted(dropped.items())),
-        "features": {"mean": {k: round(float(v), 6) for k, v in fdf.select(pl.exclude("uid")).mean().row(0, named=True).items()}},
+                 "length_hist": histogram(st.tokens[ev], list(np.linspace(0, c.bins[-1], 11))) if len(ev) else None,
+                 "shards": st.eval_shards},
+        "dropped": dict(sorted(st.dropped.items())),
+        "features": {"mean": {k: round(float(v), 6)
+                              for k, v in st.fdf.select(pl.exclude("uid")).mean().row(0, named=True).items()}},
     }
-    atomic_write_json(out / HELDOUT, heldout)
-    manifest["heldout"] = {"file": HELDOUT, "sha256": hashlib.sha256((out / HELDOUT).read_bytes()).hexdigest(),
-                           "source_ids": len(heldout["source_ids"]), "questions": len(heldout["questions"]),
-                           **heldout["report"]}
-    atomic_write_json(out / MANIFEST, manifest)
+    atomic_write_json(st.out / HELDOUT, st.heldout)
+    manifest["heldout"] = {"file": HELDOUT, "sha256": hashlib.sha256((st.out / HELDOUT).read_bytes()).hexdigest(),
+                           "source_ids": len(st.heldout["source_ids"]), "questions": len(st.heldout["questions"]),
+                           **st.heldout["report"]}
+    atomic_write_json(st.out / MANIFEST, manifest)
+    st.manifest = manifest
+
+
+def _step_stats(st: _BuildState) -> None:
+    """Write ``stats.json`` (figures for ``dvc metrics``)."""
     stats = {
         "stages": {s["name"]: {"rows": s["rows"], "own": s["own"], "retro": s["retro"], "retro_share": s["retro_share"],
                                "difficulty_mean": s["difficulty_mean"], "max_prompt_length": s["max_prompt_length"],
                                "by_task": s["by_task"]}
-                   for s in stages},
-        "eval_rows": int(len(ev)),
-        "train_rows": int(sum(s["own"] for s in stages)),
-        "dropped": dict(sorted(dropped.items())),
-        "difficulty_source": manifest["difficulty_source"],
+                   for s in st.stages},
+        "eval_rows": int(len(st.ev)),
+        "train_rows": int(sum(s["own"] for s in st.stages)),
+        "dropped": dict(sorted(st.dropped.items())),
+        "difficulty_source": st.manifest["difficulty_source"],
     }
-    atomic_write_json(out / "stats.json", stats)
-    return manifest
+    atomic_write_json(st.out / "stats.json", stats)
+
+
+#: The build, in order: each step reads and extends the state, and counts the rows it drops.
+BUILD_STEPS: list[tuple[str, Callable[[_BuildState], None]]] = [
+    ("bin", _step_bin),
+    ("hold_out", _step_hold_out),
+    ("features", _step_features),
+    ("model_difficulty", _step_model_difficulty),
+    ("filter_extremes", _step_filter_extremes),
+    ("set_difficulty", _step_set_difficulty),
+    ("check_bins", _step_check_bins),
+    ("hard", _step_hard),
+    ("stages", _step_stages),
+    ("eval", _step_eval),
+    ("manifest", _step_manifest),
+    ("stats", _step_stats),
+]
+
+
+def _build(inputs: list[str | Path], out: Path, config: CurriculumConfig,
+           progress_factory: Callable[[int, str], Any] | None) -> dict[str, Any]:
+    st = _BuildState(config=config, out=out, progress_factory=progress_factory)
+    st.table, st.inputs_info = read_inputs(inputs)
+    if st.table.num_rows == 0:
+        raise LongmillError(f"the inputs hold no samples: {[str(i) for i in inputs]}")
+    st.meta = st.table.select(["uid", "source_id", "data_source", "prompt_tokens", "length_target", "task"]).to_pydict()
+    st.tasks = np.array(st.meta["task"], dtype=object)
+    st.tokens = np.asarray(st.meta["prompt_tokens"], dtype=np.int64)
+    for name, step in BUILD_STEPS:
+        log.debug("curriculum build: %s", name)
+        step(st)
+    return st.manifest
 
 
 def _model_pass_rates(table: pa.Table, mask: np.ndarray, c: CurriculumConfig, out: Path,
@@ -443,7 +574,8 @@ def _model_pass_rates(table: pa.Table, mask: np.ndarray, c: CurriculumConfig, ou
              for r, m in zip(rows, mask, strict=True) if m]
     gen = GenerateConfig(model=c.difficulty_model or "", backend=c.difficulty_backend, n=c.k,
                          temperature=c.difficulty_temperature, max_tokens=c.difficulty_max_tokens, seed=c.seed,
-                         batch_size=c.difficulty_batch_size, url=c.difficulty_url, device=c.difficulty_device)
+                         batch_size=c.difficulty_batch_size, url=c.difficulty_url, device=c.difficulty_device,
+                         backend_option=c.difficulty_backend_option)
     bar = progress_factory(len(items), "difficulty rollouts") if progress_factory else None
     try:
         return pass_rates(items, gen, out / "difficulty" / "rollouts.jsonl", rule=c.correct_if,

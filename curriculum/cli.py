@@ -17,6 +17,7 @@ from datagen.cliutil import (
     setup_logging,
 )
 from datagen.core.io import atomic_write_json
+from eval.backends.base import add_options_help
 
 
 @click.group(cls=FlexibleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -76,6 +77,9 @@ def build(inputs, more_inputs, out, stats_out, heldout_out, **kw):
                    f"{s['retro']} retrospective = {s['retro_share']:.1%}), mean difficulty {s['difficulty_mean']:.3f}")
     click.echo(f"eval: {manifest['eval']['rows']} samples from {manifest['eval']['source_questions']} held-out "
                f"questions; dropped: {manifest['dropped']}; wrote {out}/manifest.json")
+
+
+add_options_help(build, "difficulty_backend_option")  # each backend declares its options; the help lists them
 
 
 @main.command()

@@ -16,6 +16,7 @@ from datagen.cliutil import (
     progress_bar,
     setup_logging,
 )
+from eval.backends.base import add_options_help
 from eval.run import GenerateConfig, JudgeFlags, run_eval, score_run
 
 
@@ -101,6 +102,9 @@ def run(data, out, limit, tokenizer, regenerate, **kw):
                        pass_metric=flags.pass_metric, regenerate=regenerate,
                        max_judge_failures=flags.max_judge_failures)
     _finish(metrics, out)
+
+
+add_options_help(run, "backend_option")  # each backend declares its options; the help lists them
 
 
 @main.command()

@@ -1,8 +1,10 @@
 """The LLM judge: does a prediction mean the same as any gold answer? (YES / NO / unknown)
 
 QwenLong-L1's reward and metric use ``max(rule, judge)``: when exact matching misses, a compact instruct
-model (Qwen2.5-1.5B-Instruct behind ``vllm serve``, or an in-process Hugging Face model) is asked whether
-the prediction is equivalent to a gold answer. The judge answers with one word; anything else is
+model is asked whether the prediction is equivalent to a gold answer. The model runs on any of eval's
+generation backends (:data:`eval.backends.BACKENDS`: Qwen2.5-1.5B-Instruct behind ``vllm serve`` through
+``openai``, or in-process through ``hf`` or ``vllm``); the judge adds the prompt, parsing, caching and
+failure counts, and the backend's own options (timeouts, retries, circuit breaker) apply. The judge answers with one word; anything else is
 *unparseable* (a verdict in double brackets, QwenLong-L1's style "... [[YES]]", is read too). A judge
 that fails (endpoint down, circuit breaker open, unparseable reply) gives ``verdict=None, failed=True``
 and is counted in :attr:`Judge.stats`. It is never turned into a NO and never into a YES: a training
@@ -35,11 +37,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError, UnknownNameError
-from datagen.core.registry import Registry
+from datagen.core.errors import LongmillError
 from datagen.core.stats import Stats
 from datagen.core.types import Messages, Progress
-from eval.http import ChatClient, ChatRequest, EndpointConfig, redact_url
+from eval.backends.base import (
+    GenerationBackend,
+    GenerationError,
+    SamplingParams,
+    backend_class,
+    backend_options,
+)
+from eval.http import EndpointConfig, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +134,14 @@ def parse_verdict(text: str | None) -> bool | None:
 class JudgeConfig:
     """Which judge model to ask, and how.
 
+    The judge runs on any generation backend of :data:`eval.backends.BACKENDS`; the fields below that
+    share a name with an option of the chosen backend (see its ``Options``) are passed to it, and
+    ``backend_options`` passes any other.
+
     Args:
-        backend: ``openai`` (an OpenAI-compatible endpoint such as ``vllm serve``) or ``hf`` (an
-            in-process transformers model).
-        model: for ``openai`` the name the server serves; for ``hf`` a local path or hub id.
+        backend: ``openai`` (an OpenAI-compatible endpoint such as ``vllm serve``), ``hf`` (an in-process
+            transformers model) or ``vllm`` (in-process vLLM on a GPU).
+        model: for ``openai`` the name the server serves; else a local path, hub id or preset.
         url: for ``openai``, the base URL including ``/v1`` (e.g. ``http://127.0.0.1:8000/v1``).
         api_key: for ``openai``, sent as a bearer token when set (prefer ``api_key_env``).
         api_key_env: for ``openai``, the environment variable holding the key (default ``OPENAI_API_KEY``,
@@ -142,12 +154,14 @@ class JudgeConfig:
         breaker_failures: for ``openai``, consecutive endpoint failures after which calls fail at once
             (0 disables the circuit breaker).
         breaker_cooldown: for ``openai``, seconds calls fail at once before one probe tries the endpoint.
-        max_tokens: for ``openai``, the most tokens the reply may have (one word is enough).
+        max_tokens: the most tokens the reply may have (one word is enough).
         cache_path: a JSONL file of verdicts, loaded at start and appended to; None keeps the cache in
             memory only.
         device: for ``hf``, the torch device (``cpu``, ``cuda``, ``cuda:1``).
-        max_new_tokens: for ``hf``, the most tokens generated per reply.
-        batch_size: for ``hf``, prompts generated together.
+        max_new_tokens: the older name of ``max_tokens`` for in-process backends; when set it wins.
+        batch_size: for ``hf`` and ``vllm``, prompts generated together.
+        backend_options: further options of the backend, e.g. ``{"gpu_memory_utilization": 0.3}`` for
+            ``vllm``; an unknown key is an error.
     """
 
     backend: str = "openai"
@@ -164,34 +178,32 @@ class JudgeConfig:
     max_tokens: int = 8
     cache_path: str | None = None
     device: str = "cpu"
-    max_new_tokens: int = 8
+    max_new_tokens: int | None = None
     batch_size: int = 8
+    backend_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.backend not in JUDGE_BACKENDS:
-            raise UnknownNameError(JUDGE_BACKENDS.unknown_message(self.backend))
+        backend_class(self.backend)  # an unknown name answers "did you mean"
         if not self.model:
             raise LongmillError("judge model is empty; name the served model (openai) or a local path or "
                                 "hub id (hf)")
-        if self.max_tokens < 1 or self.max_new_tokens < 1:
-            raise LongmillError(f"judge max_tokens and max_new_tokens must be >= 1, got {self.max_tokens} "
-                                f"and {self.max_new_tokens}")
+        if self.reply_tokens() < 1:
+            raise LongmillError(f"judge max_tokens must be >= 1, got {self.reply_tokens()}")
         if self.batch_size < 1:
             raise LongmillError(f"judge batch_size must be >= 1, got {self.batch_size}")
-        if self.backend == "openai":
-            if not self.url:
-                raise LongmillError(
-                    "the openai judge needs url: start a server, e.g. `vllm serve "
-                    f"{self.model} --port 8000`, and pass url=http://127.0.0.1:8000/v1 "
-                    "(or use backend='hf' to run the judge in-process)")
-            self.endpoint()  # validates timeout, retries, concurrency and the key now, not at first call
+        self.options()  # validates the backend's options (url, timeouts, concurrency, key) now
+
+    def reply_tokens(self) -> int:
+        """The judge's reply budget in tokens."""
+        return self.max_new_tokens if self.max_new_tokens is not None else self.max_tokens
+
+    def options(self) -> Any:
+        """The backend's ``Options``: its explicit ``backend_options``, then this config's fields of the same names."""
+        return backend_options(self.backend, self.backend_options, defaults_from=self, what="judge backend option")
 
     def endpoint(self) -> EndpointConfig:
         """The endpoint settings of the ``openai`` backend."""
-        return EndpointConfig(url=self.url or "", model=self.model, api_key=self.api_key,
-                              api_key_env=self.api_key_env, timeout=self.timeout, max_retries=self.max_retries,
-                              concurrency=self.concurrency, max_wait=self.max_wait,
-                              breaker_failures=self.breaker_failures, breaker_cooldown=self.breaker_cooldown)
+        return self.options().endpoint(self.model)
 
     def summary(self) -> dict[str, Any]:
         """What produced the verdicts, for reports: no key, and the URL without credentials."""
@@ -225,20 +237,8 @@ class JudgeResult:
         return None if self.verdict is None else float(self.verdict)
 
 
-class JudgeEngineError(LongmillError):
-    """One judge call produced no reply.
-
-    Args:
-        reason: a short category, counted in :attr:`Judge.stats` (``endpoint``, ``generation``).
-        message: the details.
-    """
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-
-    def __reduce__(self):
-        return (type(self), (self.reason, str(self)))
+#: One judge call produced no reply; ``reason`` (``endpoint``, ``generation``) is counted in :attr:`Judge.stats`.
+JudgeEngineError = GenerationError
 
 
 class JudgeEngine:
@@ -247,8 +247,6 @@ class JudgeEngine:
     ``complete_many`` returns one entry per prompt, in order: the reply text, or a
     :class:`JudgeEngineError` for that prompt. It should not raise for a single failed prompt.
     """
-
-    name = ""
 
     def complete_many(self, prompts: Sequence[Messages],
                       progress: Progress | None = None) -> list[str | JudgeEngineError]:
@@ -259,73 +257,26 @@ class JudgeEngine:
         """Release connections or model memory."""
 
 
-class OpenAIJudgeEngine(JudgeEngine):
-    """Asks an OpenAI-compatible endpoint, greedily, with a short reply budget.
+class BackendJudgeEngine(JudgeEngine):
+    """Asks any generation backend (``openai``, ``hf``, ``vllm``, ...) greedily, with a short reply budget.
 
     Args:
-        client: the chat client (its config names the endpoint and the model).
+        backend: the generation backend that runs the judge model.
         max_tokens: the most tokens a reply may have.
     """
 
-    name = "openai"
-
-    def __init__(self, client: ChatClient, *, max_tokens: int = 8):
-        self.client = client
-        self.max_tokens = max_tokens
-
-    @classmethod
-    def from_config(cls, config: JudgeConfig) -> OpenAIJudgeEngine:
-        return cls(ChatClient(config.endpoint()), max_tokens=config.max_tokens)
+    def __init__(self, backend: GenerationBackend, *, max_tokens: int = 8):
+        self.backend = backend
+        self.sampling = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=max_tokens, seed=0)
 
     def complete_many(self, prompts: Sequence[Messages],
                       progress: Progress | None = None) -> list[str | JudgeEngineError]:
-        requests = [ChatRequest(messages=p, n=1, temperature=0.0, top_p=1.0, max_tokens=self.max_tokens,
-                                seed=0) for p in prompts]
-        out: list[str | JudgeEngineError] = []
-        for res in self.client.chat_many(requests, progress=progress):
-            out.append(JudgeEngineError("endpoint", str(res)) if isinstance(res, Exception) else res[0])
-        return out
-
-    def close(self) -> None:
-        self.client.close()
-
-
-class HFJudgeEngine(JudgeEngine):
-    """Runs a transformers causal LM in-process (the ``hf`` generation backend, greedy, a few tokens).
-
-    Args:
-        model: a preset name, a local path or a hub id.
-        device: the torch device.
-        max_new_tokens: the most tokens generated per reply.
-        batch_size: prompts generated together (left-padded).
-    """
-
-    name = "hf"
-
-    def __init__(self, model: str, *, device: str = "cpu", max_new_tokens: int = 8, batch_size: int = 8):
-        from eval.backends.base import SamplingParams
-        from eval.backends.hf import HFBackend
-
-        self.backend = HFBackend(model, device=device, batch_size=batch_size)
-        if getattr(self.backend.tokenizer, "chat_template", None) is None:
-            raise LongmillError(f"the hf judge model {model!r} has no chat template; use an instruct model")
-        self.sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
-
-    def complete_many(self, prompts: Sequence[Messages],
-                      progress: Progress | None = None) -> list[str | JudgeEngineError]:
-        outs = self.backend.generate(prompts, n=1, sampling=self.sampling, progress=progress)
-        # A failed batch (e.g. out of memory on a long prompt) fails its items; the run goes on.
-        return [JudgeEngineError("generation", "the hf judge model failed on this prompt (see the log)")
-                if o is None else o[0] for o in outs]
+        outs = self.backend.generate_or_errors(prompts, n=1, sampling=self.sampling, progress=progress)
+        # A failed prompt (endpoint down, out of memory on a long batch) fails its item; the run goes on.
+        return [o if isinstance(o, GenerationError) else o[0] for o in outs]
 
     def close(self) -> None:
         self.backend.close()
-
-
-JUDGE_BACKENDS: Registry[Callable[[JudgeConfig], JudgeEngine]] = Registry("judge backend")
-JUDGE_BACKENDS.add("openai", OpenAIJudgeEngine.from_config)
-JUDGE_BACKENDS.add("hf", lambda c: HFJudgeEngine(c.model, device=c.device, max_new_tokens=c.max_new_tokens,
-                                                 batch_size=c.batch_size))
 
 
 class _RateLimitedLog:
@@ -356,7 +307,7 @@ class Judge:
     """Grades (question, prediction, golds) items with a judge model, with a cache and failure counts.
 
     Args:
-        engine: what produces the replies (:class:`OpenAIJudgeEngine`, :class:`HFJudgeEngine`, ...).
+        engine: what produces the replies (:class:`BackendJudgeEngine` over a generation backend, ...).
         model: the judge model's name, stored with each cached verdict; a JSONL cache only serves
             verdicts of the same model.
         cache_path: a JSONL verdict cache, loaded now and appended to; None keeps it in memory.
@@ -535,7 +486,7 @@ def _key(question: Any, prediction: Any, golds: Any) -> CacheKey:
 
 
 def make_judge(config: JudgeConfig) -> Judge:
-    """Build the judge that ``config`` describes (``openai`` endpoint or in-process ``hf`` model).
+    """Build the judge that ``config`` describes, on the generation backend it names.
 
     Args:
         config: the judge settings.
@@ -544,7 +495,13 @@ def make_judge(config: JudgeConfig) -> Judge:
         >>> make_judge(JudgeConfig(backend="openai"))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        datagen.core.errors.LongmillError: the openai judge needs url: ...
+        datagen.core.errors.LongmillError: the openai backend needs --url (url=), ...
     """
-    engine = JUDGE_BACKENDS.get(config.backend)(config)
+    backend = backend_class(config.backend).from_options(config.model, config.options())
+    tokenizer = getattr(backend, "tokenizer", None)
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None) is None:
+        backend.close()
+        raise LongmillError(f"the {config.backend} judge model {config.model!r} has no chat template; use an "
+                            "instruct model")
+    engine = BackendJudgeEngine(backend, max_tokens=config.reply_tokens())
     return Judge(engine, model=config.model, cache_path=config.cache_path)

@@ -23,7 +23,13 @@ from typing import Any
 from datagen.core.errors import LongmillError
 from datagen.core.io import atomic_write_bytes, atomic_write_json
 from datagen.core.types import Progress
-from eval.backends.base import SamplingParams, get_backend
+from eval.backends.base import (
+    SamplingParams,
+    backend_options,
+    get_backend,
+    parse_option_items,
+    split_option_items,
+)
 from eval.data import EvalItem, load_items
 from eval.http import redact_url
 from eval.judge import JudgeConfig, make_judge
@@ -58,6 +64,9 @@ class GenerateConfig:
         max_model_len: for ``vllm``: the context window (prompt + completion).
         yarn_factor: YaRN rope scaling for contexts beyond the native window (hf, vllm).
         yarn_original_max: the native window YaRN scales from.
+        backend_option: any other option of the backend as KEY=VALUE, comma-separated
+            (e.g. enforce_eager=true,max_rounds=3); each backend declares its options (``Options``), and
+            an unknown key is an error that suggests the closest.
     """
 
     model: str = "tiny-qwen2"
@@ -80,8 +89,11 @@ class GenerateConfig:
     max_model_len: int | None = None
     yarn_factor: float | None = None
     yarn_original_max: int = 32_768
+    backend_option: list[str] = field(default_factory=list, metadata={"parse": split_option_items})
 
     def __post_init__(self) -> None:
+        self.backend_option = split_option_items(self.backend_option)
+        parse_option_items(self.backend, self.backend_option)  # an unknown backend or option: "did you mean"
         if self.n < 1:
             raise LongmillError(f"--n must be >= 1, got {self.n}")
         if self.n > 1 and self.temperature == 0:
@@ -93,20 +105,13 @@ class GenerateConfig:
                               seed=self.seed)
 
     def backend_options(self) -> dict[str, Any]:
-        if self.backend == "hf":
-            return dict(device=self.device, dtype=self.dtype, batch_size=self.batch_size,
-                        yarn_factor=self.yarn_factor, yarn_original_max=self.yarn_original_max)
-        if self.backend == "vllm":
-            return dict(tensor_parallel_size=self.tensor_parallel_size, dtype=self.dtype, seed=self.seed,
-                        gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len,
-                        yarn_factor=self.yarn_factor, yarn_original_max=self.yarn_original_max,
-                        chunk=max(self.batch_size, 16))
-        if self.backend == "openai":
-            if not self.url:
-                raise LongmillError("--backend openai needs --url, e.g. http://127.0.0.1:8000/v1 (`vllm serve MODEL`)")
-            return dict(url=self.url, api_key=self.api_key, api_key_env=self.api_key_env, timeout=self.timeout,
-                        max_retries=self.max_retries)
-        return {}
+        """The backend's options: ``backend_option`` (KEY=VALUE), then this config's fields of the same names.
+
+        Which fields a backend takes is declared by the backend (its ``Options`` dataclass), not here.
+        """
+        explicit = parse_option_items(self.backend, self.backend_option)
+        opts = backend_options(self.backend, explicit, defaults_from=self, what="--backend-option")
+        return {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)}
 
     def identity(self) -> dict[str, Any]:
         """What decides the completions: a resumed run must match these exactly.
@@ -167,7 +172,8 @@ class JudgeFlags:
         judge_url: an OpenAI-compatible judge endpoint with /v1, e.g. http://127.0.0.1:8001/v1 from
             `vllm serve Qwen/Qwen2.5-1.5B-Instruct --port 8001`; none disables the judge.
         judge_model: the judge model: the served name (openai) or a path, hub id or preset (hf).
-        judge_backend: openai (the default when judge_url is given) or hf (in-process).
+        judge_backend: any generation backend: openai (the default when judge_url is given), hf or vllm
+            (in-process).
         judge_api_key: a bearer token for the judge endpoint (visible in the process list; prefer
             --judge-api-key-env).
         judge_api_key_env: the environment variable holding the judge's key (OPENAI_API_KEY may be unset).
@@ -211,9 +217,10 @@ def judge_from_options(backend: str | None, url: str | None, model: str | None, 
 
     ``endpoint`` passes further :class:`JudgeConfig` fields (api_key_env, timeout, max_retries, max_wait).
     """
-    if not url and backend != "hf":
+    if not url and backend in (None, "openai"):  # an in-process backend (hf, vllm, ...) needs no url
         if model:
-            raise LongmillError("--judge-model needs --judge-url (an OpenAI-compatible server) or --judge-backend hf")
+            raise LongmillError("--judge-model needs --judge-url (an OpenAI-compatible server) or an in-process "
+                                "--judge-backend (hf, vllm)")
         return None
     kw: dict[str, Any] = {"backend": backend or "openai", "url": url, "api_key": api_key, "cache_path": cache,
                           "device": device, **{k: v for k, v in endpoint.items() if v is not None or k == "max_wait"}}

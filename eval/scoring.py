@@ -99,6 +99,136 @@ def read_predictions(path: str | Path) -> dict[str, list[str] | None]:
     return {rec["uid"]: rec["completions"] for _, rec in read_prediction_records(path)}
 
 
+@dataclass
+class _ScoreState:
+    """What the scoring steps pass along; each step adds its own counts (and failure reasons) to ``counts``."""
+
+    items: Sequence[EvalItem]
+    predictions: dict[str, list[str] | None]
+    judge: Judge | None
+    progress: Callable[[int], None] | None
+    pass_metric: str
+    counts: dict[str, Any] = field(default_factory=dict)
+    per_item: list[tuple[EvalItem, list[str | None], list[dict[str, float]]]] = field(default_factory=list)
+    judge_queue: list[tuple[int, int, tuple[str, str, list[str]]]] = field(default_factory=list)
+    verdicts: dict[tuple[int, int], float | None] = field(default_factory=dict)
+    ks: list[int] = field(default_factory=lambda: [1])
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _resolve_pass_metric(pass_metric: str | None, judge: Judge | None) -> str:
+    pass_metric = pass_metric or ("max_em_judge" if judge else "em")
+    if pass_metric not in (*RULE_METRICS, "judge", "max_em_judge"):
+        raise LongmillError(f"unknown pass metric {pass_metric!r}; use one of {RULE_METRICS + ['judge', 'max_em_judge']}")
+    if pass_metric in ("judge", "max_em_judge") and judge is None:
+        raise LongmillError(f"pass metric {pass_metric} needs a judge (--judge-url or --judge-backend hf)")
+    return pass_metric
+
+
+def _step_match(st: _ScoreState) -> None:
+    """Pair items with predictions; counts ``missing_predictions`` and ``unknown_uids``."""
+    items, predictions = st.items, st.predictions
+    missing = [it.uid for it in items if it.uid not in predictions]
+    known = {it.uid for it in items}
+    unknown = [u for u in predictions if u not in known]
+    st.counts.update({"samples": len(items), "predictions": len(predictions), "missing_predictions": len(missing),
+                      "unknown_uids": len(unknown), "generation_failed": 0, "completions": 0,
+                      "no_answer_extracted": 0})
+    if missing:
+        log.warning("%d of %d items have no prediction (first: %s); they are not scored", len(missing), len(items),
+                    missing[0])
+    if unknown:
+        st.counts["unknown_uids_first"] = unknown[:5]
+        log.warning("%d prediction(s) answer uids that are not among the %d items (first: %s); they are ignored. "
+                    "Are --data and --predictions from the same run (and --limit the same)?", len(unknown),
+                    len(items), ", ".join(unknown[:3]))
+
+
+def _step_rules(st: _ScoreState) -> None:
+    """Extract answers and score them with the rule metrics; counts ``generation_failed`` and
+    ``no_answer_extracted``, and queues completions whose EM missed for the judge."""
+    for it in st.items:
+        comps = st.predictions.get(it.uid, "missing")
+        if comps == "missing":
+            continue
+        if comps is None:
+            st.counts["generation_failed"] += 1
+            continue
+        if not comps:
+            raise LongmillError(f"predictions for uid {it.uid} are an empty list; expected k >= 1 completions")
+        answers = [extract_answer(c) for c in comps]
+        rules = [score_prediction(a, it.answers) for a in answers]
+        st.counts["completions"] += len(comps)
+        st.counts["no_answer_extracted"] += sum(a is None for a in answers)
+        k = len(st.per_item)
+        st.per_item.append((it, answers, rules))
+        if st.judge is not None:
+            for j, (a, r) in enumerate(zip(answers, rules, strict=True)):
+                if a is not None and r["em"] < 1.0:
+                    st.judge_queue.append((k, j, (it.question, a, it.answers)))
+
+
+def _step_judge(st: _ScoreState) -> None:
+    """Ask the judge about the queued completions; counts ``judge_calls`` and ``judge_failed``."""
+    judge = st.judge
+    if judge is None:
+        return
+    if st.judge_queue:
+        results = judge.judge_many([q for _, _, q in st.judge_queue], progress=st.progress)
+        for (k, j, _), r in zip(st.judge_queue, results, strict=True):
+            st.verdicts[(k, j)] = None if r.failed else float(bool(r.verdict))
+        st.counts.update({"judge_calls": len(st.judge_queue),
+                          "judge_failed": sum(v is None for v in st.verdicts.values())})
+    st.counts["judge"] = judge.stats
+
+
+def _completion_scores(st: _ScoreState, k: int, answers: list[str | None],
+                       rules: list[dict[str, float]]) -> tuple[list[dict[str, float]], int]:
+    """Every metric of each completion of item ``k``, and how many of its judge calls failed."""
+    per_comp: list[dict[str, float]] = []
+    failed = 0
+    for j, r in enumerate(rules):
+        c: dict[str, float] = dict(r)
+        if st.judge is not None:
+            jv = 1.0 if r["em"] >= 1.0 else (0.0 if answers[j] is None else st.verdicts.get((k, j)))
+            failed += jv is None
+            c["judge"] = r["em"] if jv is None else jv  # a failed call keeps the rule's score
+            c["max_em_judge"] = max_em_judge(r["em"], jv)
+            c["max_em_judge_bound"] = 1.0 if jv is None else c["max_em_judge"]
+        per_comp.append(c)
+    return per_comp, failed
+
+
+def _step_rows(st: _ScoreState) -> None:
+    """One row per scored item: its group keys, every metric averaged over completions, and pass@k."""
+    n_values = {len(a) for _, a, _ in st.per_item}
+    st.ks = default_ks(min(n_values)) if n_values else [1]
+    for k, (it, answers, rules) in enumerate(st.per_item):
+        row: dict[str, Any] = {
+            "uid": it.uid, "data_source": it.data_source, "task": it.task or "n/a", "length_bin": length_label(it.length_bin()),
+            "length_tokens": it.length_bin(), "depth_bin": it.depth_bin(), "prompt_tokens": it.prompt_tokens,
+            "n": len(answers), "prediction": answers[0],
+        }
+        per_comp, failed = _completion_scores(st, k, answers, rules)
+        for name in per_comp[0]:
+            row[name] = sum(c[name] for c in per_comp) / len(per_comp)
+        if st.judge is not None:
+            row["judge_failed"] = failed
+        correct = sum(c[st.pass_metric] >= 1.0 for c in per_comp)
+        for kk in st.ks:
+            row[f"pass@{kk}"] = pass_at_k(len(per_comp), correct, kk) if len(per_comp) >= kk else None
+        st.rows.append(row)
+
+
+#: Scoring, in order: each step reads and extends the state and counts what it could not score.
+SCORE_STEPS: list[tuple[str, Callable[[_ScoreState], None]]] = [
+    ("match", _step_match),
+    ("rules", _step_rules),
+    ("judge", _step_judge),
+    ("rows", _step_rows),
+]
+
+
 def score(items: Sequence[EvalItem], predictions: dict[str, list[str] | None], judge: Judge | None = None,
           progress: Callable[[int], None] | None = None, pass_metric: str | None = None) -> Scored:
     """Score every item that has predictions.
@@ -111,85 +241,11 @@ def score(items: Sequence[EvalItem], predictions: dict[str, list[str] | None], j
         pass_metric: which per-completion metric counts as correct for pass@k (default
             ``max_em_judge`` with a judge, else ``em``).
     """
-    pass_metric = pass_metric or ("max_em_judge" if judge else "em")
-    if pass_metric not in (*RULE_METRICS, "judge", "max_em_judge"):
-        raise LongmillError(f"unknown pass metric {pass_metric!r}; use one of {RULE_METRICS + ['judge', 'max_em_judge']}")
-    if pass_metric in ("judge", "max_em_judge") and judge is None:
-        raise LongmillError(f"pass metric {pass_metric} needs a judge (--judge-url or --judge-backend hf)")
-    missing = [it.uid for it in items if it.uid not in predictions]
-    known = {it.uid for it in items}
-    unknown = [u for u in predictions if u not in known]
-    counts: dict[str, Any] = {"samples": len(items), "predictions": len(predictions),
-                              "missing_predictions": len(missing), "unknown_uids": len(unknown),
-                              "generation_failed": 0, "completions": 0, "no_answer_extracted": 0}
-    if missing:
-        log.warning("%d of %d items have no prediction (first: %s); they are not scored", len(missing), len(items),
-                    missing[0])
-    if unknown:
-        counts["unknown_uids_first"] = unknown[:5]
-        log.warning("%d prediction(s) answer uids that are not among the %d items (first: %s); they are ignored. "
-                    "Are --data and --predictions from the same run (and --limit the same)?", len(unknown),
-                    len(items), ", ".join(unknown[:3]))
-    per_item: list[tuple[EvalItem, list[str | None], list[dict[str, float]]]] = []
-    judge_queue: list[tuple[int, int, tuple[str, str, list[str]]]] = []
-    for it in items:
-        comps = predictions.get(it.uid, "missing")
-        if comps == "missing":
-            continue
-        if comps is None:
-            counts["generation_failed"] += 1
-            continue
-        if not comps:
-            raise LongmillError(f"predictions for uid {it.uid} are an empty list; expected k >= 1 completions")
-        answers = [extract_answer(c) for c in comps]
-        rules = [score_prediction(a, it.answers) for a in answers]
-        counts["completions"] += len(comps)
-        counts["no_answer_extracted"] += sum(a is None for a in answers)
-        k = len(per_item)
-        per_item.append((it, answers, rules))
-        if judge is not None:
-            for j, (a, r) in enumerate(zip(answers, rules, strict=True)):
-                if a is not None and r["em"] < 1.0:
-                    judge_queue.append((k, j, (it.question, a, it.answers)))
-
-    verdicts: dict[tuple[int, int], float | None] = {}
-    if judge is not None and judge_queue:
-        results = judge.judge_many([q for _, _, q in judge_queue], progress=progress)
-        for (k, j, _), r in zip(judge_queue, results, strict=True):
-            verdicts[(k, j)] = None if r.failed else float(bool(r.verdict))
-        counts.update({"judge_calls": len(judge_queue), "judge_failed": sum(v is None for v in verdicts.values())})
-    if judge is not None:
-        counts["judge"] = judge.stats
-
-    n_values = {len(a) for _, a, _ in per_item}
-    ks = default_ks(min(n_values)) if n_values else [1]
-    rows = []
-    for k, (it, answers, rules) in enumerate(per_item):
-        row: dict[str, Any] = {
-            "uid": it.uid, "data_source": it.data_source, "task": it.task or "n/a", "length_bin": length_label(it.length_bin()),
-            "length_tokens": it.length_bin(), "depth_bin": it.depth_bin(), "prompt_tokens": it.prompt_tokens,
-            "n": len(answers), "prediction": answers[0],
-        }
-        per_comp: list[dict[str, float]] = []
-        failed = 0
-        for j, r in enumerate(rules):
-            c: dict[str, float] = dict(r)
-            if judge is not None:
-                jv = 1.0 if r["em"] >= 1.0 else (0.0 if answers[j] is None else verdicts.get((k, j)))
-                failed += jv is None
-                c["judge"] = r["em"] if jv is None else jv  # a failed call keeps the rule's score
-                c["max_em_judge"] = max_em_judge(r["em"], jv)
-                c["max_em_judge_bound"] = 1.0 if jv is None else c["max_em_judge"]
-            per_comp.append(c)
-        for name in per_comp[0]:
-            row[name] = sum(c[name] for c in per_comp) / len(per_comp)
-        if judge is not None:
-            row["judge_failed"] = failed
-        correct = sum(c[pass_metric] >= 1.0 for c in per_comp)
-        for kk in ks:
-            row[f"pass@{kk}"] = pass_at_k(len(per_comp), correct, kk) if len(per_comp) >= kk else None
-        rows.append(row)
+    st = _ScoreState(items, predictions, judge, progress, _resolve_pass_metric(pass_metric, judge))
+    for name, step in SCORE_STEPS:
+        log.debug("scoring: %s", name)
+        step(st)
     judge_names = ["judge", "max_em_judge", "max_em_judge_bound"] if judge is not None else []
-    names = RULE_METRICS + judge_names + [f"pass@{k}" for k in ks]
-    counts["pass_metric"] = pass_metric
-    return Scored(rows=rows, counts=counts, ks=ks, judged=judge is not None, metric_names=names)
+    names = RULE_METRICS + judge_names + [f"pass@{k}" for k in st.ks]
+    st.counts["pass_metric"] = st.pass_metric
+    return Scored(rows=st.rows, counts=st.counts, ks=st.ks, judged=judge is not None, metric_names=names)

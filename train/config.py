@@ -123,7 +123,7 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
         reward_max_extra_tokens: for bounded_sub_em, how many words beyond the gold answer are tolerated.
         judge_url: an OpenAI-compatible judge endpoint (the judge half of the reward); none disables.
         judge_model: the judge's served model name.
-        judge_backend: openai or hf.
+        judge_backend: a generation backend of eval (openai, hf or vllm) that runs the judge.
         judge_cache: a JSONL verdict cache.
         yarn_factor: YaRN rope scaling for contexts beyond the model's native window; written into the
             model folder every consumer loads.

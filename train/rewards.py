@@ -293,7 +293,7 @@ def register_reward(name: str) -> Callable[[Callable[[Any], Any]], Callable[[Any
 def make_reward(cfg: Any) -> HybridQAReward:
     """longmill's default reward, configured from the phase settings (rule, judge, overlong shaping)."""
     judge = None
-    if getattr(cfg, "judge_url", None) or getattr(cfg, "judge_backend", None) == "hf":
+    if getattr(cfg, "judge_url", None) or getattr(cfg, "judge_backend", None) not in (None, "openai"):
         kw = {"backend": cfg.judge_backend or "openai", "url": cfg.judge_url, "cache_path": cfg.judge_cache}
         if cfg.judge_model:
             kw["model"] = cfg.judge_model

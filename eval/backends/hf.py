@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from eval.backends.base import BACKENDS, GenerationBackend, Messages, Progress, SamplingParams
@@ -19,11 +20,11 @@ def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
     return text if cut < 0 else text[:cut]
 
 
-class HFBackend(GenerationBackend):
-    """Batched ``model.generate`` on a causal LM.
+@dataclass
+class HFOptions:
+    """Options of the ``hf`` backend.
 
     Args:
-        model: a preset name (``tiny-qwen2``), a local folder or a hub id.
         device: ``auto``, ``cpu`` or ``cuda[:i]``.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         batch_size: prompts per ``generate`` call.
@@ -31,11 +32,29 @@ class HFBackend(GenerationBackend):
         yarn_factor: YaRN rope scaling factor for contexts beyond the native window.
         yarn_original_max: the native window YaRN scales from.
         cache_dir: where presets are materialised.
+    """
+
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 4
+    attn_implementation: str | None = None
+    yarn_factor: float | None = None
+    yarn_original_max: int = 32_768
+    cache_dir: str | None = None
+
+
+class HFBackend(GenerationBackend):
+    """Batched ``model.generate`` on a causal LM.
+
+    Args:
+        model: a preset name (``tiny-qwen2``), a local folder or a hub id.
+        **options: see :class:`HFOptions`.
         model_obj: an already loaded model (with ``tokenizer_obj``) instead of loading ``model``.
         tokenizer_obj: its tokenizer.
     """
 
     name = "hf"
+    Options = HFOptions
 
     def __init__(self, model: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 4,
                  attn_implementation: str | None = None, yarn_factor: float | None = None,

@@ -18,21 +18,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from datagen.core.errors import LongmillError
 from datagen.core.stats import Stats
-from eval.backends.base import BACKENDS, GenerationBackend, Messages, Progress, SamplingParams
+from eval.backends.base import (
+    BACKENDS,
+    GenerationBackend,
+    GenerationError,
+    Messages,
+    Progress,
+    SamplingParams,
+)
 from eval.http import ChatClient, ChatRequest, EndpointConfig, EndpointError
 
 log = logging.getLogger(__name__)
 
 
-class OpenAIBackend(GenerationBackend):
-    """Generates through an OpenAI-compatible ``/chat/completions`` endpoint.
+@dataclass
+class OpenAIOptions:
+    """Options of the ``openai`` backend.
 
     Args:
-        model: the name the server serves (the argument of ``vllm serve``).
         url: the base URL including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``.
         api_key: sent as a bearer token when set (prefer ``api_key_env``).
         api_key_env: the environment variable holding the key (``OPENAI_API_KEY`` by default, may be unset).
@@ -42,30 +50,66 @@ class OpenAIBackend(GenerationBackend):
         concurrency: requests in flight at once.
         max_rounds: how many times a prompt may be asked for missing choices when the server returns
             fewer than ``n`` (None: up to ``n`` rounds, enough since every round yields at least one).
+        max_wait: seconds one batch of requests may take; requests unfinished by then fail (None: only
+            each request's own timeouts bound it).
         breaker_failures: consecutive endpoint failures after which requests fail at once (0: never).
         breaker_cooldown: seconds they fail at once before one probe tries the endpoint again.
+    """
+
+    url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    api_key_env: str | None = "OPENAI_API_KEY"
+    timeout: float = 600.0
+    max_retries: int = 2
+    concurrency: int = 8
+    max_rounds: int | None = None
+    max_wait: float | None = None
+    breaker_failures: int = 5
+    breaker_cooldown: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.url:
+            raise LongmillError(
+                "the openai backend needs --url (url=), the server's base URL including /v1: start one with "
+                "e.g. `vllm serve MODEL --port 8000` and pass url=http://127.0.0.1:8000/v1")
+        if self.max_rounds is not None and self.max_rounds < 1:
+            raise LongmillError(f"max_rounds must be >= 1 or None, got {self.max_rounds}")
+        self.endpoint("-")  # checks timeout, retries, concurrency and the key now, not at the first request
+
+    def endpoint(self, model: str) -> EndpointConfig:
+        """The HTTP client's settings for ``model``."""
+        return EndpointConfig(url=self.url or "", model=model, api_key=self.api_key, api_key_env=self.api_key_env,
+                              timeout=self.timeout, max_retries=self.max_retries, concurrency=self.concurrency,
+                              max_wait=self.max_wait, breaker_failures=self.breaker_failures,
+                              breaker_cooldown=self.breaker_cooldown)
+
+
+class OpenAIBackend(GenerationBackend):
+    """Generates through an OpenAI-compatible ``/chat/completions`` endpoint.
+
+    Args:
+        model: the name the server serves (the argument of ``vllm serve``).
+        client: an already built chat client (tests inject one with a fake clock); its config then
+            names the endpoint and the model, and the other options are not used.
+        **options: see :class:`OpenAIOptions`.
 
     ``stats`` counts ``prompts``, ``failed_prompts``, ``requests`` and ``topup_requests`` (requests made
     because a server returned fewer than ``n`` choices).
     """
 
     name = "openai"
+    Options = OpenAIOptions
+    failure_reason = "endpoint"
 
-    def __init__(self, model: str, *, url: str | None = None, api_key: str | None = None,
-                 api_key_env: str | None = "OPENAI_API_KEY", timeout: float = 600.0, max_retries: int = 2,
-                 concurrency: int = 8, max_rounds: int | None = None, breaker_failures: int = 5,
-                 breaker_cooldown: float = 30.0):
-        if not url:
-            raise LongmillError(
-                "the openai backend needs url, the server's base URL including /v1: start one with e.g. "
-                f"`vllm serve {model or '<model>'} --port 8000` and pass url=http://127.0.0.1:8000/v1")
-        if max_rounds is not None and max_rounds < 1:
-            raise LongmillError(f"max_rounds must be >= 1 or None, got {max_rounds}")
-        self.config = EndpointConfig(url=url, model=model, api_key=api_key, api_key_env=api_key_env,
-                                     timeout=timeout, max_retries=max_retries, concurrency=concurrency,
-                                     breaker_failures=breaker_failures, breaker_cooldown=breaker_cooldown)
-        self.client = ChatClient(self.config)
-        self.max_rounds = max_rounds
+    def __init__(self, model: str, *, client: ChatClient | None = None, **options: Any):
+        if client is None:
+            opts = OpenAIOptions(**options)
+            client = ChatClient(opts.endpoint(model))
+            self.max_rounds = opts.max_rounds
+        else:
+            self.max_rounds = options.get("max_rounds")
+        self.config = client.config
+        self.client = client
         self._stats = Stats(prompts=0, failed_prompts=0, requests=0, topup_requests=0)
 
     @property
@@ -89,6 +133,17 @@ class OpenAIBackend(GenerationBackend):
         Returns:
             Per prompt, ``n`` completions, or None when its requests failed after retries.
         """
+        outs = self.generate_or_errors(prompts, n=n, sampling=sampling, progress=progress)
+        failed = [i for i, o in enumerate(outs) if isinstance(o, GenerationError)]
+        if failed:  # generate_or_errors leaves the logging to its caller (the judge rate-limits its own)
+            log.warning("openai backend: %d of %d prompts failed after retries and are returned as None; "
+                        "first (prompt %d): %s", len(failed), len(prompts), failed[0], outs[failed[0]])
+        return [None if isinstance(o, GenerationError) else o for o in outs]
+
+    def generate_or_errors(self, prompts: Sequence[Messages], n: int = 1, sampling: SamplingParams | None = None,
+                           progress: Progress | None = None) -> list[list[str] | GenerationError]:
+        """Like :meth:`generate`, with each failed prompt's endpoint error (reason ``endpoint``) in place of
+        None; it counts failures in ``stats`` but does not log them."""
         if n < 1:
             raise LongmillError(f"n must be >= 1, got {n}")
         sampling = sampling or SamplingParams()
@@ -136,10 +191,8 @@ class OpenAIBackend(GenerationBackend):
             pending = sorted(still)
         if errors:
             self._add("failed_prompts", len(errors))
-            first = errors[min(errors)]
-            log.warning("openai backend: %d of %d prompts failed after retries and are returned as None; "
-                        "first (prompt %d): %s", len(errors), len(prompts), min(errors), first)
-        return results
+        return [GenerationError(self.failure_reason, str(errors[i])) if i in errors else r  # type: ignore[misc]
+                for i, r in enumerate(results)]
 
     def close(self) -> None:
         self.client.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from datagen.core.errors import LongmillError
@@ -36,11 +37,11 @@ def rope_overrides(path: str, yarn_factor: float, yarn_original_max: int) -> dic
     return {key: getattr(config, key), "max_position_embeddings": int(yarn_original_max * yarn_factor)}
 
 
-class VLLMBackend(GenerationBackend):
-    """vLLM's offline ``LLM.chat`` with continuous batching.
+@dataclass
+class VLLMOptions:
+    """Options of the ``vllm`` backend.
 
     Args:
-        model: a preset name, a local folder or a hub id.
         tensor_parallel_size: GPUs to shard the model over.
         gpu_memory_utilization: the share of GPU memory vLLM may take.
         max_model_len: the context window (prompt + completion); default the model's.
@@ -48,15 +49,38 @@ class VLLMBackend(GenerationBackend):
         yarn_factor: YaRN rope scaling factor (Qwen2.5 uses 4.0 over 32,768 for 128K).
         yarn_original_max: the native window YaRN scales from.
         enforce_eager: disable CUDA graphs (less memory, slower).
-        chunk: prompts per call, so that progress can be reported.
+        batch_size: prompts per ``LLM.chat`` call, so that progress can be reported (vLLM batches
+            within a call).
         cache_dir: where presets are materialised.
+        seed: the engine's seed.
+    """
+
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    yarn_factor: float | None = None
+    yarn_original_max: int = 32_768
+    enforce_eager: bool = False
+    batch_size: int = 64
+    cache_dir: str | None = None
+    seed: int = 0
+
+
+class VLLMBackend(GenerationBackend):
+    """vLLM's offline ``LLM.chat`` with continuous batching.
+
+    Args:
+        model: a preset name, a local folder or a hub id.
+        **options: see :class:`VLLMOptions`.
     """
 
     name = "vllm"
+    Options = VLLMOptions
 
     def __init__(self, model: str, *, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
                  max_model_len: int | None = None, dtype: str = "auto", yarn_factor: float | None = None,
-                 yarn_original_max: int = 32_768, enforce_eager: bool = False, chunk: int = 64,
+                 yarn_original_max: int = 32_768, enforce_eager: bool = False, batch_size: int = 64,
                  cache_dir: str | None = None, seed: int = 0):
         vllm = require_vllm()
         from eval.models import resolve_model
@@ -71,7 +95,7 @@ class VLLMBackend(GenerationBackend):
             kwargs["hf_overrides"] = rope_overrides(path, yarn_factor, yarn_original_max)
         self._vllm = vllm
         self.llm = vllm.LLM(**kwargs)
-        self.chunk = max(1, chunk)
+        self.chunk = max(1, batch_size)
 
     def generate(self, prompts: Sequence[Messages], n: int = 1, sampling: SamplingParams | None = None,
                  progress: Progress | None = None) -> list[list[str] | None]:

@@ -388,3 +388,32 @@ def test_the_warm_up_sft_refuses_triplets_of_an_unfinished_run(tmp_path):
     (trip / "stats.json").unlink()
     with pytest.raises(LongmillError, match="incomplete: it has no stats.json"):
         build_sft_examples(trip, SFTConfig(max_examples=None))
+
+
+def test_difficulty_backend_options_are_checked_by_the_backend_and_reach_it(inputs, tmp_path, monkeypatch):
+    from datagen.core.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="did you mean 'max_rounds'"):
+        CurriculumConfig(difficulty_backend="openai", difficulty_backend_option="max_round=3")
+    with pytest.raises(UnknownNameError, match="did you mean 'vllm'"):
+        CurriculumConfig(difficulty_backend="vlm")
+    seen = {}
+
+    def fake_rates(items, gen, predictions, rule, progress=None):
+        seen.update(gen.backend_options())
+        return {it.uid: 0.5 for it in items}
+
+    monkeypatch.setattr(build_mod, "pass_rates", fake_rates)
+    cfg = CurriculumConfig(bins=BINS, eval_share=0.0, difficulty_model="m", k=4, difficulty_backend="openai",
+                           difficulty_url="http://127.0.0.1:9/v1", difficulty_backend_option="max_rounds=3,concurrency=2")
+    m = build_curriculum(inputs, tmp_path / "c", cfg)
+    assert (seen["url"], seen["max_rounds"], seen["concurrency"]) == ("http://127.0.0.1:9/v1", 3, 2)
+    assert m["config"]["difficulty_backend_option"] == ["max_rounds=3", "concurrency=2"]
+
+
+def test_the_build_is_named_steps_and_each_counts_its_own_drops(built):
+    _, m = built
+    names = [name for name, _ in build_mod.BUILD_STEPS]
+    assert names[:2] == ["bin", "hold_out"] and names.index("filter_extremes") < names.index("stages")
+    assert "difficulty_backend_option" not in m["config"]  # unset: older manifests keep their bytes
+    assert m["dropped"]["above_last_bin"] == 0 and set(m["dropped"]) <= {"above_last_bin", "heldout_decoy"}

@@ -3,6 +3,7 @@ with a tiny randomly initialised model built offline."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -10,14 +11,16 @@ import time
 import pytest
 
 from datagen.core.errors import LongmillError, UnknownNameError
+from eval.backends.base import BACKENDS, GenerationBackend
+from eval.backends.openai import OpenAIBackend
 from eval.http import ChatClient, EndpointConfig
 from eval.judge import (
+    BackendJudgeEngine,
     Judge,
     JudgeConfig,
     JudgeEngine,
     JudgeEngineError,
     JudgeResult,
-    OpenAIJudgeEngine,
     build_judge_messages,
     make_judge,
     parse_verdict,
@@ -106,7 +109,7 @@ def test_flaky_server_failures_are_counted_and_never_false(server):
     with make_judge(judge_config(server, max_retries=2)) as judge:
         results = judge.judge_many(items)
         stats = judge.stats
-        client_stats = judge.engine.client.stats
+        client_stats = judge.engine.backend.client.stats
     assert [r.verdict for r in results] == [True, None, None, None, False]
     for r in results[1:4]:
         assert r.failed and r.verdict is None and r.verdict is not False and r.score is None
@@ -223,7 +226,7 @@ def test_judge_with_a_custom_engine_counts_each_failure_reason():
 def test_openai_engine_can_take_an_injected_client(server):
     server.script(Action.error(503, retry_after="0.05"))
     config = EndpointConfig(url=server.url, model="m", timeout=0.3, max_retries=1, api_key_env=None)
-    judge = Judge(OpenAIJudgeEngine(ChatClient(config)), model="m")
+    judge = Judge(BackendJudgeEngine(OpenAIBackend("m", client=ChatClient(config))), model="m")
     with judge:
         assert judge.judge("Capital of France?", "Paris", ["Paris"]).verdict is True
     assert server.count() == 2
@@ -236,7 +239,8 @@ def test_a_down_judge_fails_fast_through_the_breaker_and_recovers(server):
     items = [(f"q{i}", f"p{i}", ["g"]) for i in range(40)]
     config = EndpointConfig(url=server.url, model="m", timeout=0.2, max_retries=0, concurrency=4, breaker_failures=4,
                             breaker_cooldown=60, api_key_env=None)
-    with Judge(OpenAIJudgeEngine(ChatClient(config, clock=lambda: now[0])), model="m") as judge:
+    with Judge(BackendJudgeEngine(OpenAIBackend("m", client=ChatClient(config, clock=lambda: now[0]))),
+               model="m") as judge:
         start = time.monotonic()
         results = judge.judge_many(items)
         first = time.monotonic() - start
@@ -245,7 +249,7 @@ def test_a_down_judge_fails_fast_through_the_breaker_and_recovers(server):
         second = time.monotonic() - start
         assert all(r.failed and r.verdict is None for r in results + again)
         assert first < 3 and second < 0.5  # one round of timeouts, then the breaker answers at once
-        client = judge.engine.client
+        client = judge.engine.backend.client
         assert server.count() <= 8 and client.stats["short_circuited"] >= 32
         assert judge.stats["failures_by_reason"] == {"endpoint": 48}
         assert "circuit" in again[0].error
@@ -303,3 +307,53 @@ def test_hf_judge_with_a_tiny_random_model_fails_cleanly(tiny_judge_model):
 def test_hf_judge_names_a_missing_model(tmp_path):
     with pytest.raises(LongmillError, match="cannot load model"):
         make_judge(JudgeConfig(backend="hf", model=str(tmp_path / "nope")))
+
+
+# -- the judge on eval's generation-backend registry ----------------------------------------------
+
+class _EchoBackend(GenerationBackend):
+    """A registered generation backend that says YES when the prediction is in the prompt's gold lines."""
+
+    name = "test-echo"
+    Options = dataclasses.make_dataclass("EchoOptions", [("verdict", str, "YES"), ("fail_on", str, "")])
+
+    def __init__(self, model, *, verdict="YES", fail_on=""):
+        self.model, self.verdict, self.fail_on = model, verdict, fail_on
+        self.calls, self.closed = [], False
+
+    def generate(self, prompts, n=1, sampling=None, progress=None):
+        self.calls.append((len(prompts), n, sampling))
+        return [None if self.fail_on and self.fail_on in p[-1]["content"] else [self.verdict] * n for p in prompts]
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def echo_backend():
+    BACKENDS.add(_EchoBackend.name, _EchoBackend)
+    try:
+        yield _EchoBackend
+    finally:
+        BACKENDS._items.pop(_EchoBackend.name)
+
+
+def test_the_judge_runs_on_any_registered_generation_backend(echo_backend):
+    cfg = JudgeConfig(backend="test-echo", model="m", max_tokens=3, backend_options={"fail_on": "Prediction: bad"})
+    with make_judge(cfg) as judge:
+        results = judge.judge_many([("q", "good", ["g"]), ("q", "bad", ["g"])])
+        backend = judge.engine.backend
+    assert isinstance(backend, echo_backend) and backend.closed
+    assert [(r.verdict, r.reason) for r in results] == [(True, None), (None, "generation")]
+    (count, n, sampling), = backend.calls
+    assert (count, n, sampling.temperature, sampling.max_tokens) == (2, 1, 0.0, 3)
+    assert judge.stats["failures_by_reason"] == {"generation": 1}
+
+
+def test_judge_backends_are_the_generation_backends_and_check_their_options():
+    JudgeConfig(backend="vllm", model="Qwen/Qwen2.5-1.5B-Instruct")  # no second registry: vllm is a judge too
+    JudgeConfig(backend="hf", model="tiny-qwen2", backend_options={"dtype": "float32"})
+    with pytest.raises(UnknownNameError, match="did you mean 'dtype'"):
+        JudgeConfig(backend="hf", model="tiny-qwen2", backend_options={"dtyp": "float32"})
+    with pytest.raises(UnknownNameError, match="did you mean 'gpu_memory_utilization'"):
+        JudgeConfig(backend="vllm", model="m", backend_options={"gpu_mem_utilization": 0.3})
