@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from datagen.generators.keychain import parse_pairs, strip_pairs
+from datagen.generators import GENERATORS
 from eval.metrics import normalize_answer
 
 log = logging.getLogger(__name__)
@@ -61,11 +61,9 @@ def answer_question_overlap(answers: Iterable[str], question: str) -> float:
 
 
 def sample_documents(row: dict[str, Any]) -> list[str]:
-    """The sample's documents, cut from the user message at the carried ``doc_offsets`` (chain pairs removed)."""
-    user = next(m["content"] for m in reversed(row["prompt"]) if m["role"] == "user")
-    off = list(row["doc_offsets"])
-    pairs = parse_pairs(user) if row["num_chains"] else []
-    return [strip_pairs(user[a:b], pairs) for a, b in zip(off, off[1:], strict=False)]
+    """The sample's documents as its generator defines them (:meth:`Generator.documents`: KeyChain's pairs
+    removed), cut at the carried ``doc_offsets``."""
+    return GENERATORS.get(str(row["generator"])).documents(row)
 
 
 def features(row: dict[str, Any]) -> dict[str, Any]:
@@ -89,4 +87,5 @@ def features(row: dict[str, Any]) -> dict[str, Any]:
         "bm25_rank_worst": int(max(ranks)) if ranks else 1,
         "bm25_rank_pct": float(np.mean([(r - 1) / n for r in ranks])) if ranks else 0.0,
         "answer_overlap": answer_question_overlap(row["answers"], row["question"]),
+        **GENERATORS.get(str(row["generator"])).features(row),
     }

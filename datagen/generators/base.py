@@ -110,6 +110,20 @@ class Generator:
         """Checks of this generator's own structure: (check name, message) per violation; [] when fine."""
         return []
 
+    @classmethod
+    def documents(cls, row: dict) -> list[str]:
+        """The sample's documents as a reader sees them, cut from the user message at the carried
+        ``doc_offsets``; generators that insert other text between them (KeyChain's pairs) remove it here.
+        Curriculum's difficulty features (BM25 rank of the gold documents) read documents through this hook."""
+        user = user_message(row)
+        off = list(row["doc_offsets"] or [])
+        return [user[a:b] for a, b in zip(off, off[1:], strict=False)]
+
+    @classmethod
+    def features(cls, row: dict) -> dict[str, float]:
+        """Difficulty features of this generator's own structure, added to curriculum's generic ones."""
+        return {}
+
     def preflight(self) -> None:
         """Fail fast, before any work, on options the source cannot satisfy.
 

@@ -282,6 +282,13 @@ class KeyChain(Generator):
         return dataclasses.replace(fit, gold_positions=fit.gold_positions[:g], gold_depths=fit.gold_depths[:g])
 
     @classmethod
+    def documents(cls, row: dict) -> list[str]:
+        """The documents with the chain pairs taken out (a reader's view of the evidence)."""
+        user = user_message(row)
+        pairs = parse_pairs(user) if row["num_chains"] else []
+        return [strip_pairs(doc, pairs) for doc in super().documents(row)]
+
+    @classmethod
     def check_row(cls, row: dict) -> list[tuple[str, str]]:
         """Re-derive the chains from the text alone, then compare them with the carried ``chains``."""
         problems: list[tuple[str, str]] = []
