@@ -5,12 +5,12 @@ Light on purpose (no numpy, no eval): training imports it to check a curriculum 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from datagen.core.errors import LongmillError
+from datagen.core.io import file_digest
 from datagen.core.manifest import MANIFEST, load_manifest
 from datagen.shards import PART_GLOB
 
@@ -26,13 +26,6 @@ def normalize_question(question: str) -> str:
     """
     return " ".join(str(question).lower().split())
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check(folder: str | Path) -> dict[str, Any]:
@@ -61,7 +54,7 @@ def check(folder: str | Path) -> dict[str, Any]:
             p = folder / name / sh["file"]
             if not p.exists():
                 raise LongmillError(f"{p} is listed in {path} but missing; {rebuild}")
-            if _sha256(p) != sh["sha256"]:
+            if file_digest(p) != sh["sha256"]:
                 raise LongmillError(f"{p} does not match the sha256 in {path} (changed after the build); {rebuild}")
         extra = sorted(p.name for p in (folder / name).glob(PART_GLOB) if p.name not in listed)
         if extra:
@@ -74,7 +67,7 @@ def check(folder: str | Path) -> dict[str, Any]:
     held = manifest.get("heldout")
     if held:
         p = folder / held["file"]
-        if not p.exists() or _sha256(p) != held["sha256"]:
+        if not p.exists() or file_digest(p) != held["sha256"]:
             raise LongmillError(f"{p} is missing or does not match the sha256 in {path}; {rebuild}")
     return manifest
 

