@@ -13,7 +13,7 @@ import numpy as np
 
 from datagen.corpus import Corpus
 from datagen.errors import LengthBudgetError, LongmillError, SourceTooSmallError
-from datagen.generators.fit import DocCounter, FitResult, fit_prompt, parse_placement
+from datagen.generators.fit import AUDIT_EVERY, DocCounter, FitResult, fit_prompt, parse_placement
 from datagen.lengths import parse_length
 from datagen.prompts import DOC_TEMPLATES
 from datagen.registry import Registry
@@ -98,6 +98,7 @@ class Generator:
         self.tokenizer = get_tokenizer(config.tokenizer)
         self.template = DOC_TEMPLATES.get(config.doc_template)
         self.counter = DocCounter(self.tokenizer, self.template)
+        self._measure = True  # set per sample by sample(); see fit.AUDIT_EVERY
         self.order = corpus.order(sample_rng(config.seed, f"{self.name}/order", 0))
         self.params = json.dumps({"generator": self.name, "version": self.version, **json.loads(config.to_json())},
                                  sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -135,7 +136,8 @@ class Generator:
         return fit_prompt(tokenizer=self.tokenizer, counter=self.counter, length=c.length, tolerance=c.tolerance,
                           head=head, tail=tail, gold=triplet.gold_docs,
                           candidates=self.corpus.distractors(rng, gold_ids, gold_titles, priority), rng=rng,
-                          placement=c.placement, pairs=pairs, system_prompt=c.system_prompt)
+                          placement=c.placement, pairs=pairs, system_prompt=c.system_prompt,
+                          measure=self._measure)
 
     # -- driver ------------------------------------------------------------------------------------
     def triplet_for(self, index: int, attempt: int = 0) -> Triplet:
@@ -149,6 +151,7 @@ class Generator:
             SkipSample: no triplet fitted after :data:`MAX_TRIPLET_TRIES` attempts.
         """
         rng = sample_rng(self.config.seed, self.name, index)
+        self._measure = index % AUDIT_EVERY == 0  # by index: which samples are audited is deterministic
         last: Exception | None = None
         for attempt in range(min(MAX_TRIPLET_TRIES, len(self.corpus))):
             triplet = self.triplet_for(index, attempt)
