@@ -75,7 +75,8 @@ def _compile_template(source: str) -> Any:
 
 def nfc(text: str) -> str:
     """NFC-normalise (the Qwen2 tokenizer's normaliser); cheap when the text already is NFC."""
-    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+    # isascii() is O(1) in CPython (a flag of the string object) and ASCII text is always NFC.
+    return text if text.isascii() or unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
 class Tokenizer:

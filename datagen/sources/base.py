@@ -28,8 +28,17 @@ _ROOT_FIELD = re.compile(r"[\[.]")
 
 
 def clean_text(text: str) -> str:
-    """NFC, collapse runs of spaces/tabs, strip; keeps paragraph newlines out (single-line text)."""
-    return _WS.sub(" ", nfc(text)).strip()
+    """NFC, collapse runs of whitespace into one space, strip (single-line text).
+
+    Most published text is clean already, so that case is checked first with C-speed string methods: a
+    printable string holds no whitespace but ASCII spaces (every other whitespace character is a control
+    or separator, which ``isprintable`` rejects), so with no double, leading or trailing space it is its
+    own cleaned form. The regex, about five times slower, runs only on the rest.
+    """
+    text = nfc(text)
+    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        return text
+    return _WS.sub(" ", text).strip()
 
 
 class SkipCounter:

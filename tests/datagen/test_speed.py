@@ -1,0 +1,64 @@
+"""The fast paths of source parsing, id hashing and tokenizer loading give exactly what the plain code did."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+
+import numpy as np
+import pytest
+
+from datagen.rng import stable_id
+from datagen.sources.base import clean_text
+from datagen.sources.hotpotqa import join_sentences
+
+ALPHABET = list("ab .!?\"'()") + [" ", "  ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f", "\x85", "\xa0",
+                                    "\u2002", "\u2028", "\u3000", "\u200b", "e\u0301", "\u0301", "é", "Å", "ﬁ",
+                                    "\u212b", "日本", "🎉", "\x00", "\u00ad"]
+
+
+def reference_clean(text: str) -> str:
+    """clean_text as it was: NFC, then the regex."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFC", text)).strip()
+
+
+def reference_join(sentences) -> str:
+    parts: list[str] = []
+    for s in sentences:
+        if parts and s and not s[0].isspace() and not parts[-1][-1:].isspace():
+            parts.append(" ")
+        parts.append(s)
+    return reference_clean("".join(parts))
+
+
+def random_texts(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        yield "".join(ALPHABET[int(i)] for i in rng.integers(0, len(ALPHABET), size=int(rng.integers(0, 12))))
+
+
+def test_clean_text_equals_the_regex_on_random_text():
+    for t in random_texts(20_000):
+        assert clean_text(t) == reference_clean(t), repr(t)
+    for t in ["already clean.", " lead", "trail ", "a  b", "a\tb", "", "Zoë", "a\u00a0b", "a\u2028b"]:
+        assert clean_text(t) == reference_clean(t)
+
+
+def test_join_sentences_equals_the_loop_that_inserted_spaces():
+    rng = np.random.default_rng(1)
+    texts = list(random_texts(6_000, seed=2))
+    for _ in range(6_000):
+        k = int(rng.integers(0, 5))
+        sents = [texts[int(i)] for i in rng.integers(0, len(texts), size=k)]
+        assert join_sentences(sents) == reference_join(sents), sents
+    assert join_sentences(["End.", "Next.", " Spaced."]) == "End. Next. Spaced."
+
+
+@pytest.mark.parametrize("parts", [("doc", "Title", "Text with \"quotes\" and \\ and é 🎉\n\t\x00"), ("a",), (),
+                                   ("doc", "", "")])
+def test_stable_id_fast_path_matches_json_dumps(parts):
+    import hashlib
+
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    assert stable_id(*parts) == hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
