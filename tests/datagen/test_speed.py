@@ -62,3 +62,18 @@ def test_stable_id_fast_path_matches_json_dumps(parts):
 
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     assert stable_id(*parts) == hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
+
+
+def test_bpe_ranks_load_like_tiktoken(tmp_path):
+    from tiktoken.load import load_tiktoken_bpe
+
+    from datagen.tokenizers import load_bpe_ranks, qwen_tiktoken_file
+
+    assert load_bpe_ranks(qwen_tiktoken_file()) == load_tiktoken_bpe(str(qwen_tiktoken_file()))
+    odd = tmp_path / "odd.tiktoken"
+    odd.write_bytes(b"IQ== 0\n\nIg== 1\n")  # a blank line: the fallback handles it
+    assert load_bpe_ranks(odd) == {b"!": 0, b'"': 1}
+    bad = tmp_path / "bad.tiktoken"
+    bad.write_bytes(b"IQ== 0 extra\nIg==\n")
+    with pytest.raises(ValueError):
+        load_bpe_ranks(bad)
