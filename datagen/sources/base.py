@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from datagen.errors import LongmillError, RecordError
 from datagen.registry import Registry
 from datagen.schema import Document, Triplet
+from datagen.sources.jsonstream import iter_json_array
 from datagen.tokenizers import nfc
 
 log = logging.getLogger(__name__)
@@ -199,11 +200,8 @@ def iter_json_records(path: Path) -> Iterator[tuple[int, Any]]:
         head = f.read(4096).lstrip()
         f.seek(0)
         if head.startswith("["):
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise LongmillError(f"{path}: not valid JSON ({e}); expected a JSON list of records") from e
-            yield from enumerate(data)
+            # Streamed, so that memory stays bounded on HotpotQA train (540 MB) and the like.
+            yield from enumerate(iter_json_array(f, path))
             return
         for i, line in enumerate(f):
             if not line.strip():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,3 +78,62 @@ def test_bpe_ranks_load_like_tiktoken(tmp_path):
     bad.write_bytes(b"IQ== 0 extra\nIg==\n")
     with pytest.raises(ValueError):
         load_bpe_ranks(bad)
+
+
+# ------------------------------------------------------------------------------ streaming JSON arrays
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64, 1 << 20])
+def test_json_array_streams_the_same_elements(chunk):
+    import io
+
+    from datagen.sources.jsonstream import iter_json_array
+
+    data = [{"a": "x" * 50, "b": [1, 2.5, None, True]}, 123456789, -1.5e10, "s\u00e9 \\\" ]", [], {}, [[[]]], 0,
+            {"nested": {"k": ["]", "[", ","]}}, 12]
+    for text in (json.dumps(data), json.dumps(data, indent=2), "  \n" + json.dumps(data) + "\n\n"):
+        assert list(iter_json_array(io.StringIO(text), "f.json", chunk=chunk)) == data
+    assert list(iter_json_array(io.StringIO("[ ]"), "f.json", chunk=chunk)) == []
+
+
+@pytest.mark.parametrize("text,where", [('[{"_id": "x",', "line 1"), ("[1, 2", "unterminated"), ("[1 2]", "expected ','"),
+                                        ("[1, 2] x", "extra data"), ("{}", "expected '['"),
+                                        ('[1,\n2,\n{"a": tru}]', "line 3 column 7")])
+def test_json_array_errors_name_the_place(text, where):
+    import io
+
+    from datagen.errors import LongmillError
+    from datagen.sources.jsonstream import iter_json_array
+
+    for chunk in (2, 1 << 20):
+        with pytest.raises(LongmillError, match=f"f.json: not valid JSON .*{re.escape(where)}"):
+            list(iter_json_array(io.StringIO(text), "f.json", chunk=chunk))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_a_large_json_array_is_read_in_bounded_memory(tmp_path):
+    """Peak memory while reading a JSON list does not grow with the file (json.load held all of it)."""
+    import subprocess
+    import sys
+
+    def peak_rss_mb(n: int) -> float:
+        path = tmp_path / f"hotpot_dev_distractor_{n}.json"
+        rec = {"_id": "x", "question": "Q?", "answer": "A", "supporting_facts": [["T0", 0]],
+               "context": [[f"T{k}", ["Sentence one is here. " * 5, " Another sentence. " * 5]] for k in range(10)]}
+        with open(path, "w") as f:
+            f.write("[")
+            for i in range(n):
+                f.write(("," if i else "") + json.dumps({**rec, "_id": str(i)}))
+            f.write("]")
+        # VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's (pytest's) size at fork.
+        code = ("import re, sys; from datagen.sources.base import iter_json_records; from pathlib import Path\n"
+                "n = sum(1 for _ in iter_json_records(Path(sys.argv[1])))\n"
+                "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+                "print(n, int(hwm) / 1024)")
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+        count, mb = out.stdout.split()
+        assert int(count) == n
+        return float(mb)
+
+    small, large = peak_rss_mb(200), peak_rss_mb(20_000)  # ~0.5 MB and ~50 MB of JSON
+    assert large - small < 20, (small, large)
