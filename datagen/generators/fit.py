@@ -325,17 +325,21 @@ def fit_prompt(
 def _fill(plan: _Plan, candidates: Iterator[Document], budget: int, low: int, tokenizer: Tokenizer) -> None:
     """Add whole candidates while they fit; the first that does not is truncated to reach ``budget``."""
     misses = 0
-    pending: list[Document] = []
+    block: list[Document] = []
     counts: list[int] = []
+    k = 0
     while True:
-        if not pending:
-            pending = _take(candidates, 64)
-            if not pending:
+        if k == len(block):
+            # Candidates are drawn 64 at a time (how far the iterator advances is part of the sample's
+            # random stream), but counted 16 at a time as the fill reaches them: a fill stops part-way
+            # through its last block, and counting the rest would tokenise documents that are not used.
+            block, counts, k = _take(candidates, 64), [], 0
+            if not block:
                 break
-            counts = plan.counter.bodies(pending)  # one batched tokenisation per block of candidates
-            pending.reverse()
-            counts.reverse()
-        doc, body = pending.pop(), counts.pop()
+        if k == len(counts):
+            counts += plan.counter.bodies(block[k:k + 16])
+        doc, body = block[k], counts[k]
+        k += 1
         hdr = plan.counter.header_sums(plan.n + 1)
         cost = body + hdr[plan.n + 1] - hdr[plan.n]
         if plan.cost + cost <= budget:
