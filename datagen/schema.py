@@ -55,9 +55,9 @@ class Document:
 
     @classmethod
     def make(cls, title: str, text: str) -> Document:
-        from datagen.rng import stable_id
+        from datagen.rng import doc_id
 
-        return cls(doc_id=stable_id("doc", title, text), title=title, text=text)
+        return cls(doc_id=doc_id(title, text), title=title, text=text)
 
 
 @dataclass

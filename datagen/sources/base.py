@@ -36,7 +36,8 @@ def clean_text(text: str) -> str:
     or separator, which ``isprintable`` rejects), so with no double, leading or trailing space it is its
     own cleaned form. The regex, about five times slower, runs only on the rest.
     """
-    text = nfc(text)
+    if not text.isascii():  # (ASCII is NFC; isascii is O(1))
+        text = nfc(text)
     if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
         return text
     return _WS.sub(" ", text).strip()

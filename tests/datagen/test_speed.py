@@ -63,6 +63,11 @@ def test_stable_id_fast_path_matches_json_dumps(parts):
 
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     assert stable_id(*parts) == hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
+    if len(parts) == 3 and parts[0] == "doc":
+        from datagen.rng import doc_id
+        from datagen.schema import Document
+
+        assert doc_id(parts[1], parts[2]) == stable_id(*parts) == Document.make(parts[1], parts[2]).doc_id
 
 
 def test_bpe_ranks_load_like_tiktoken(tmp_path):
