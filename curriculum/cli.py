@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from curriculum.build import CurriculumConfig, build_curriculum
+from curriculum.grounding import GroundingConfig
 from datagen.cliutil import (
     FlexibleGroup,
     dataclass_options,
@@ -18,6 +19,7 @@ from datagen.cliutil import (
 )
 from datagen.core.io import atomic_write_json
 from eval.backends.base import add_options_help
+from eval.run import GenerateConfig
 
 
 @click.group(cls=FlexibleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -80,6 +82,40 @@ def build(inputs, more_inputs, out, stats_out, heldout_out, **kw):
 
 
 add_options_help(build, "difficulty_backend_option")  # each backend declares its options; the help lists them
+
+
+@main.command()
+@click.option("--input", "input_", type=click.Path(exists=True, path_type=Path), required=True,
+              help="A folder of sample shards (a generator's output, or a curriculum stage).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--stats-out", type=click.Path(path_type=Path), default=None,
+              help="Also write stats.json to this path (for `dvc metrics`).")
+@dataclass_options(GroundingConfig)
+@dataclass_options(GenerateConfig, exclude=("n",), defaults={"temperature": 0.7})
+@friendly_errors
+def ground(input_, out, stats_out, **kw):
+    """Knowledge grounding (QwenLong-L1.5): drop or flag samples a model answers without their context.
+
+    Puts each question alone to the model k times (closed book) and, unless --no-with-context, the full
+    prompt k times; records closed_book_pass_rate and context_pass_rate per row, drops (or, with --action
+    flag, marks in grounding_flag) rows whose closed-book rate exceeds --max-closed-book, and counts what
+    was dropped and why in OUT/stats.json. Failed generations keep their row with a null rate.
+
+    \b
+    Examples:
+      python -m curriculum ground --input data/kc-20k --out data/kc-20k-grounded --model tiny-qwen2 --k 4
+      python -m curriculum ground --input data/qa-20k --out data/qa-20k-g --backend vllm \\
+          --model Qwen/Qwen2.5-7B-Instruct --k 8 --max-closed-book 0.125 --action flag
+    """
+    from curriculum.grounding import ground as run_ground
+
+    config = GroundingConfig(**fields_of(GroundingConfig, kw))
+    gen = GenerateConfig(**fields_of(GenerateConfig, kw), n=config.k)
+    stats = run_ground(input_, out, config, gen, progress_factory=lambda n, d: progress_bar(n or None, d))
+    if stats_out:
+        atomic_write_json(stats_out, stats)
+    click.echo(f"read {stats['read']}, wrote {stats['written']} to {out}; dropped: {stats['dropped'] or 'none'}; "
+               f"flagged: {stats['flagged'] or 'none'}; generation failed: {stats['generation_failed'] or 'none'}")
 
 
 @main.command()

@@ -148,15 +148,18 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="longmill-parent-watch").start()
 
 
-def _worker_part(part: int) -> tuple[int, list[dict], dict]:
-    gen, run, counter = _WORKER["gen"], _WORKER["run"], _WORKER["counter"]
+def _worker_part(part: int) -> int:
+    gen, run, counter, write = _WORKER["gen"], _WORKER["run"], _WORKER["counter"], _WORKER["write"]
 
     def tick() -> None:
         with counter.get_lock():
             counter.value += 1
 
     rows, stats = _make_part(gen, run, part, tick)
-    return part, rows, stats
+    # The worker writes its own part (atomically, with its done-marker): sending the rows back to the parent
+    # would pickle every long prompt through a pipe and serialise the Parquet writing in one process.
+    write(part, rows, stats)
+    return part
 
 
 def run_generator(
@@ -234,7 +237,7 @@ def _run_pool(gen: Generator, run: RunConfig, todo: list[int], write: Callable, 
     except ValueError as e:  # pragma: no cover - non-POSIX
         raise LongmillError("--workers > 1 needs the 'fork' start method (Linux/macOS); use --workers 1") from e
     counter = ctx.Value("q", 0)
-    _WORKER.update(gen=gen, run=run, counter=counter)
+    _WORKER.update(gen=gen, run=run, counter=counter, write=write)
     seen = 0
     try:
         with ProcessPoolExecutor(max_workers=min(run.workers, len(todo)), mp_context=ctx,
@@ -243,8 +246,7 @@ def _run_pool(gen: Generator, run: RunConfig, todo: list[int], write: Callable, 
             while pending:
                 finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
                 for f in finished:
-                    part, rows, stats = f.result()
-                    write(part, rows, stats)
+                    f.result()  # raises a worker's error here
                 if progress:
                     now = counter.value
                     progress(now - seen)

@@ -59,9 +59,9 @@ class Document:
 
     @classmethod
     def make(cls, title: str, text: str) -> Document:
-        from datagen.core.rng import stable_id
+        from datagen.core.rng import doc_id
 
-        return cls(doc_id=stable_id("doc", title, text), title=title, text=text)
+        return cls(doc_id=doc_id(title, text), title=title, text=text)
 
 
 @dataclass
@@ -175,6 +175,12 @@ SAMPLE_SCHEMA = pa.schema(
         _f("params", pa.string(), "generator parameters as canonical JSON"),
         _f("task", pa.string(), "task family (keychain, longqa, aggregation, needles, vartrack, ...); null in "
            "shards written before the column existed, where the generator name stands for it", nullable=True),
+        _f("closed_book_pass_rate", pa.float64(), "pass rate over k answers without the context "
+           "(`curriculum ground`; null before, or when generation failed)", nullable=True),
+        _f("context_pass_rate", pa.float64(), "pass rate over k answers with the context (`curriculum ground`)",
+           nullable=True),
+        _f("grounding_flag", pa.string(), "answerable_closed_book when `curriculum ground --action flag` marked it",
+           nullable=True),
     ],
     metadata={"longmill.schema": "sample", "longmill.schema_version": SCHEMA_VERSION},
 )
@@ -227,6 +233,9 @@ class Sample:
     chains: list[Chain]
     params: str
     task: str | None = None
+    closed_book_pass_rate: float | None = None
+    context_pass_rate: float | None = None
+    grounding_flag: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -260,7 +269,7 @@ class Sample:
 
 
 #: Columns added after schema version 1 shipped: older shards lack them and still read (see :func:`conform_samples`).
-OPTIONAL_COLUMNS = ("task",)
+OPTIONAL_COLUMNS = ("task", "closed_book_pass_rate", "context_pass_rate", "grounding_flag")
 
 
 def task_of(row: dict[str, Any]) -> str:
@@ -278,6 +287,10 @@ def conform_samples(table: pa.Table) -> pa.Table:
     names = set(table.schema.names)
     if "task" not in names and "generator" in names:
         table = table.append_column("task", table.column("generator"))
+    for name in OPTIONAL_COLUMNS:
+        if name not in table.schema.names:
+            field = SAMPLE_SCHEMA.field(name)
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
     if "extra_info" in names:
         ei = table.column("extra_info").combine_chunks()
         have = {ei.type.field(i).name for i in range(ei.type.num_fields)}

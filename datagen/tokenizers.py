@@ -75,7 +75,8 @@ def _compile_template(source: str) -> Any:
 
 def nfc(text: str) -> str:
     """NFC-normalise (the Qwen2 tokenizer's normaliser); cheap when the text already is NFC."""
-    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+    # isascii() is O(1) in CPython (a flag of the string object) and ASCII text is always NFC.
+    return text if text.isascii() or unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
 class Tokenizer:
@@ -224,13 +225,33 @@ def qwen_tiktoken_file() -> Path:
     return path
 
 
+def load_bpe_ranks(path: Path) -> dict[bytes, int]:
+    """A tiktoken rank file (``<base64 token> <rank>`` a line) as ``{token bytes: rank}``.
+
+    The same dict as ``tiktoken.load.load_tiktoken_bpe``, in about half its time (one split and C-level
+    decoding instead of a Python loop over 151,643 lines): it is paid by every command at start-up.
+    Anything unexpected falls back to tiktoken's own loader.
+    """
+    import binascii
+
+    data = Path(path).read_bytes()
+    words = data.split()
+    if len(words) % 2 == 0 and data.count(b"\n") + (not data.endswith(b"\n")) == len(words) // 2:
+        try:
+            return dict(zip(map(binascii.a2b_base64, words[0::2]), map(int, words[1::2]), strict=True))
+        except (binascii.Error, ValueError):
+            pass
+    from tiktoken.load import load_tiktoken_bpe
+
+    return load_tiktoken_bpe(str(path))
+
+
 @functools.lru_cache(maxsize=2)
 def qwen2_5_encoding() -> Any:
     """The Qwen2.5 vocabulary as a ``tiktoken.Encoding`` (151,643 BPE ranks + 22 added tokens)."""
     import tiktoken
-    from tiktoken.load import load_tiktoken_bpe
 
-    ranks = load_tiktoken_bpe(str(qwen_tiktoken_file()))
+    ranks = load_bpe_ranks(qwen_tiktoken_file())
     specials = {tok: QWEN2_5_FIRST_SPECIAL_ID + i for i, tok in enumerate(QWEN2_5_SPECIAL_TOKENS)}
     return tiktoken.Encoding("qwen2.5", pat_str=QWEN2_PAT_STR, mergeable_ranks=ranks, special_tokens=specials)
 

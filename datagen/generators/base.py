@@ -15,7 +15,7 @@ from datagen.core.errors import LengthBudgetError, LongmillError, SourceTooSmall
 from datagen.core.registry import Registry
 from datagen.core.rng import sample_rng, stable_id
 from datagen.corpus import Corpus
-from datagen.generators.fit import DocCounter, FitResult, fit_prompt, parse_placement
+from datagen.generators.fit import AUDIT_EVERY, DocCounter, FitResult, fit_prompt, parse_placement
 from datagen.lengths import parse_length
 from datagen.prompts import DOC_TEMPLATES
 from datagen.schema import Sample, Triplet
@@ -100,6 +100,7 @@ class Generator:
         self.tokenizer = get_tokenizer(config.tokenizer)
         self.template = DOC_TEMPLATES.get(config.doc_template)
         self.counter = DocCounter(self.tokenizer, self.template)
+        self._measure = True  # set per sample by sample(); see fit.AUDIT_EVERY
         self.order = corpus.order(sample_rng(config.seed, f"{self.name}/order", 0))
         self.params = json.dumps({"generator": self.name, "version": self.version, **json.loads(config.to_json())},
                                  sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -157,7 +158,8 @@ class Generator:
         return fit_prompt(tokenizer=self.tokenizer, counter=self.counter, length=c.length, tolerance=c.tolerance,
                           head=head, tail=tail, gold=triplet.gold_docs,
                           candidates=self.corpus.distractors(rng, gold_ids, gold_titles, priority), rng=rng,
-                          placement=c.placement, pairs=pairs, system_prompt=c.system_prompt, between=between)
+                          placement=c.placement, pairs=pairs, system_prompt=c.system_prompt, between=between,
+                          measure=self._measure)
 
     # -- driver ------------------------------------------------------------------------------------
     def triplet_for(self, index: int, attempt: int = 0) -> Triplet:
@@ -171,6 +173,7 @@ class Generator:
             SkipSample: no triplet fitted after :data:`MAX_TRIPLET_TRIES` attempts.
         """
         rng = sample_rng(self.config.seed, self.name, index)
+        self._measure = index % AUDIT_EVERY == 0  # by index: which samples are audited is deterministic
         last: Exception | None = None
         for attempt in range(min(MAX_TRIPLET_TRIES, len(self.corpus))):
             triplet = self.triplet_for(index, attempt)

@@ -5,8 +5,18 @@ The prompt is ``head + documents + tail`` inside the chat template. Each documen
 bodies. For regex-pre-tokenised BPE vocabularies (Qwen2.5, cl100k) token counts add up over pieces that
 meet at a newline followed by a non-space character, and over insertions made between a sentence end
 and the following space, so the total is known from cached per-piece counts without re-tokenising the
-context. The final rendered prompt is then measured once. Tokenisers without that property (some
-``hf:`` ones) get up to :data:`MAX_CORRECTIONS` measured corrections, and a typed error if that fails.
+context.
+
+Why the sums are exact: tiktoken splits text at special tokens, then pre-tokenises each segment with the
+vocabulary's regex, and BPE merges never cross a pre-token boundary. No alternative of the Qwen2 or
+cl100k regex matches across a newline followed by a non-space character, or across a space that follows
+sentence-final punctuation (punctuation runs stop at whitespace and only letter runs may start with one
+non-letter), and NFC cannot compose across either seam. So the prompt's count is the sum of the counts
+of its pieces, each of which was measured once on its exact text (documents and headers cached,
+instructions, the pairs and a truncated filler measured per sample), and generation does not tokenise
+its own output a second time. Every :data:`AUDIT_EVERY`-th sample is still measured whole, as is every
+prompt of a tokenizer without that property (``hf:`` ones), which gets up to :data:`MAX_CORRECTIONS`
+measured corrections and a typed error if that fails. ``datagen verify`` re-measures every row.
 """
 
 from __future__ import annotations
@@ -29,6 +39,9 @@ from datagen.tokenizers import Tokenizer
 log = logging.getLogger(__name__)
 
 MAX_CORRECTIONS = 4
+#: Generators tokenise the whole final prompt of every this-many-th sample (by index, so the choice is
+#: deterministic) to check the exact piece-wise count of additive tokenizers.
+AUDIT_EVERY = 64
 #: After this many candidate documents in a row that do not fit, stop looking and truncate one.
 MAX_MISSES = 24
 #: Where a pair can go: after a sentence end (and closing quotes/brackets) that a space follows.
@@ -254,6 +267,7 @@ def fit_prompt(
     pairs: Sequence[str] = (),
     system_prompt: str | None = None,
     between: Sequence[bool] = (),
+    measure: bool = True,
 ) -> FitResult:
     """Fill ``head + documents + tail`` to ``L*(1-tolerance) <= tokens <= L`` of the rendered prompt.
 
@@ -272,9 +286,13 @@ def fit_prompt(
         system_prompt: a system message; None lets the template add its default one.
         between: per pair, True to put it on its own line between two documents rather than after a
             sentence end (empty: every pair after a sentence end while there are enough of them).
+        measure: tokenise the final rendered prompt to check its length. With ``False`` an additive
+            tokenizer's count is the exact sum of the measured counts of the prompt's pieces (see the
+            module docstring), and the prompt is not tokenised again; non-additive tokenizers always
+            measure. Generators measure every :data:`AUDIT_EVERY`-th sample as a check.
 
     Returns:
-        A :class:`FitResult` whose ``prompt_tokens`` was measured on the final rendered prompt.
+        A :class:`FitResult` whose ``prompt_tokens`` is the token count of the final rendered prompt.
 
     Raises:
         LengthBudgetError: the instructions, pairs and gold documents alone exceed ``length``.
@@ -320,13 +338,21 @@ def fit_prompt(
     while True:
         content, depths, docs_cost, offsets = _render(head, tail, docs, gold_pos, pairs, places, counter)
         messages = messages_for(content)
-        measured = tokenizer.count_messages(messages)  # the one measurement of the final text
         if tokenizer.additive:
             loose = [tokenizer.count(loose_pair(pairs[i])) - tokenizer.count(inline_pair(pairs[i]))
                      for i, p in enumerate(places) if p[1] < 0 and not between[i]]
             predicted = fixed + pair_total + sum(loose) + docs_cost
+            if not measure and corrections == 0:
+                # The pieces' counts add up exactly (module docstring), so this is the prompt's length
+                # without tokenising it again; the audited samples and `datagen verify` re-measure.
+                if lo <= predicted <= length:
+                    return FitResult(messages, predicted, docs, gold_pos, depths, list(places), 0, offsets)
+            measured = tokenizer.count_messages(messages)  # the one measurement of the final text
             if measured != predicted:
-                log.debug("additive prediction %d != measured %d (%s)", predicted, measured, tokenizer.name)
+                log.warning("additive prediction %d != measured %d (%s); the measured count is used",
+                            predicted, measured, tokenizer.name)
+        else:
+            measured = tokenizer.count_messages(messages)  # the one measurement of the final text
         if lo <= measured <= length:
             return FitResult(messages, measured, docs, gold_pos, depths, list(places), corrections, offsets)
         if corrections >= MAX_CORRECTIONS:
@@ -363,17 +389,21 @@ def fit_prompt(
 def _fill(plan: _Plan, candidates: Iterator[Document], budget: int, low: int, tokenizer: Tokenizer) -> None:
     """Add whole candidates while they fit; the first that does not is truncated to reach ``budget``."""
     misses = 0
-    pending: list[Document] = []
+    block: list[Document] = []
     counts: list[int] = []
+    k = 0
     while True:
-        if not pending:
-            pending = _take(candidates, 64)
-            if not pending:
+        if k == len(block):
+            # Candidates are drawn 64 at a time (how far the iterator advances is part of the sample's
+            # random stream), but counted 16 at a time as the fill reaches them: a fill stops part-way
+            # through its last block, and counting the rest would tokenise documents that are not used.
+            block, counts, k = _take(candidates, 64), [], 0
+            if not block:
                 break
-            counts = plan.counter.bodies(pending)  # one batched tokenisation per block of candidates
-            pending.reverse()
-            counts.reverse()
-        doc, body = pending.pop(), counts.pop()
+        if k == len(counts):
+            counts += plan.counter.bodies(block[k:k + 16])
+        doc, body = block[k], counts[k]
+        k += 1
         hdr = plan.counter.header_sums(plan.n + 1)
         cost = body + hdr[plan.n + 1] - hdr[plan.n]
         if plan.cost + cost <= budget:

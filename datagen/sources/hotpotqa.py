@@ -27,7 +27,6 @@ from datagen.sources.base import (
     Source,
     bad_type,
     clean_text,
-    make_doc,
     require,
     skip_record,
 )
@@ -43,12 +42,9 @@ def join_sentences(sentences: Iterable[str]) -> str:
     Args:
         sentences: the paragraph's sentences, in order.
     """
-    parts: list[str] = []
-    for s in sentences:
-        if parts and s and not s[0].isspace() and not parts[-1][-1:].isspace():
-            parts.append(" ")
-        parts.append(s)
-    return clean_text("".join(parts))
+    # Joining with a space everywhere separates the same words (cleaning collapses the doubled spaces where
+    # a sentence already starts with one); replacing the double spaces first lets clean_text take its fast path.
+    return clean_text(" ".join(sentences).replace("  ", " "))
 
 
 def answer_list(path: str | Path, index: int | str, field: str, answers: Iterable[Any]) -> list[str]:
@@ -168,12 +164,13 @@ def parse_wiki_layout(record: dict[str, Any], path: str | Path, index: int | str
         sfs.append(SupportingFact(title=title, sent_idx=sent, text=text))
         if title not in gold_titles:
             gold_titles.append(title)
-    gold = [make_doc(t, join_sentences(paras[t])) for t in gold_titles]
+    # Titles (the keys of ``paras``) and joined sentences are clean already: no second clean_text pass.
+    gold = [Document.make(t, join_sentences(paras[t])) for t in gold_titles]
     distractors = []
     for title, sents in paras.items():
         if title in gold_titles:
             continue
-        doc = make_doc(title, join_sentences(sents))
+        doc = Document.make(title, join_sentences(sents))
         if doc.text:
             distractors.append(doc)
     return WikiParts(gold_docs=gold, distractor_docs=distractors, supporting_facts=sfs, hops=len(gold_titles))

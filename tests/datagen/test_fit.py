@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections import Counter
 
 import pytest
@@ -156,3 +157,72 @@ def test_an_hf_tokenizer_by_path_counts_like_qwen25_and_fits(toy_corpus, tiny_qw
         s = gen.sample(i, Counter())
         assert 3960 <= s.prompt_tokens <= 4000 and s.tokenizer == f"hf:{tiny_qwen2}"
         assert s.prompt_tokens == ref.count_messages(s.prompt)
+
+
+TRICKY_SENTENCES = [
+    "The U.S. Army moved 1.5 million tons in 1944.", 'He said "No." Then he left.', "It was (mostly) true.)",
+    "Who won? Nobody knows!", "Café Zoë opened in Montréal.", "Cafe\u0301 owners met.", "Ελληνικά κείμενα εδώ.",
+    "東京は日本の首都です. 大阪も大きい.", "Ёжик в тумане.", "It's 'quoted.' 's odd.", "Price: $3.50. 1990 came.",
+    "Emoji 🎉 party. Done.", "Arabic نص عربي. End.", "x=[1, 2]. y={3}.", "Tabs\u00a0and nbsp here. Ok.",
+    "Ends with ellipsis... Next one.", "Dr. Smith's cat. 99 lives.", "Mixed’ quotes’. “Curly.” Fine.",
+]
+
+
+def tricky_triplets(n: int = 60, seed: int = 0) -> list:
+    """Documents full of what could break piece-wise counting: abbreviations, quotes and brackets after
+    sentence ends, numbers, non-Latin scripts, combining marks (not NFC), emoji, odd titles."""
+    import numpy as np
+
+    from datagen.schema import Document, SupportingFact, Triplet
+
+    rng = np.random.default_rng(seed)
+
+    def para() -> str:
+        return " ".join(TRICKY_SENTENCES[int(k)] for k in rng.integers(0, len(TRICKY_SENTENCES), size=6))
+
+    titles = ["(Film) Title", "\u0301Odd mark", "'s Title", "123 Numbers", "Ünïcode", "[Bracket]", "Émile"]
+    out = []
+    for i in range(n):
+        gold = [Document.make(f"{titles[(i + j) % len(titles)]} {i}", para()) for j in range(2)]
+        dis = [Document.make(f"{titles[(i + j + 3) % len(titles)]} d{i}-{j}", para()) for j in range(6)]
+        out.append(Triplet(id=f"tricky:{i}", source="tricky", split="dev", question=f'Is "{i}" \\ café\u0301 ok? 🎉',
+                           answers=[f"a{i}"], hops=2, question_type="bridge", gold_docs=gold,
+                           supporting_facts=[SupportingFact(g.title, 0, g.text) for g in gold], distractor_docs=dis))
+    return out
+
+
+@pytest.mark.parametrize("doc_template", ["default", "passage", "plain"])
+@pytest.mark.parametrize("tokenizer", ["qwen2.5", "cl100k"])
+def test_piecewise_count_is_exact_without_measuring(doc_template, tokenizer):
+    """Unaudited samples are not tokenised whole: their count is the sum of their pieces' measured counts,
+    which must equal an independent count of the rendered prompt even on adversarial text."""
+    from datagen.generators.fit import AUDIT_EVERY
+
+    corpus = Corpus(tricky_triplets(), name="tricky")
+    for generator in ("keychain", "longqa"):
+        gen = make(generator, corpus, length=3000, seed=5, tokenizer=tokenizer, doc_template=doc_template,
+                   **({"num_chains": 4, "hops": 3} if generator == "keychain" else {}))
+        for i in range(1, 16):
+            assert i % AUDIT_EVERY
+            s = gen.sample(i, Counter())
+            # Qwen2's tokenizer NFC-normalises first (as its Hugging Face normaliser does); cl100k does not.
+            tok = get_tokenizer(tokenizer)
+            text = tok.render(s.prompt)
+            text = unicodedata.normalize("NFC", text) if tokenizer == "qwen2.5" else text
+            assert s.prompt_tokens == len(tok.encoding.encode(text, allowed_special="all")), (generator, i)
+            assert 2970 <= s.prompt_tokens <= 3000
+
+
+def test_unaudited_samples_skip_the_final_tokenisation(toy_corpus, monkeypatch):
+    """The whole prompt is tokenised only for audited samples (every AUDIT_EVERY-th index)."""
+    from datagen.generators.fit import AUDIT_EVERY
+
+    gen = make("keychain", toy_corpus, length=8000, seed=2)
+    gen.sample(1, Counter())  # warm the caches
+    calls = []
+    real = gen.tokenizer.count_messages
+    monkeypatch.setattr(gen.tokenizer, "count_messages", lambda m, **kw: calls.append(1) or real(m, **kw))
+    gen.sample(1, Counter())
+    assert calls == []
+    gen.sample(AUDIT_EVERY, Counter())
+    assert calls == [1]

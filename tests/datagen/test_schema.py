@@ -43,7 +43,8 @@ PINNED_SAMPLE_COLUMNS = [
     ("doc_offsets", "list<item: int64>"),
     ("chain_head", "string"),
     ("chains", "list<item: struct<keys: list<item: string>, target: string, is_true: bool>>"),
-    ("params", "string"), ("task", "string"),
+    ("params", "string"), ("task", "string"), ("closed_book_pass_rate", "double"), ("context_pass_rate", "double"),
+    ("grounding_flag", "string"),
 ]  # fmt: skip
 
 
