@@ -79,3 +79,17 @@ def test_tiny_learning_run_evaluates_every_model_on_the_same_heldout_questions(t
     # held-out questions never reach SFT or RL: the curriculum's heldout.json names them
     assert json.loads((work / "heldout.json").read_text())
     assert (ROOT / "benchmarks" / "RESULTS.md").read_text() == results_before  # only --write-results appends
+
+
+def test_readme_learning_commands_use_real_flags():
+    from click.testing import CliRunner
+
+    lc = _bench()
+    readme = (ROOT / "README.md").read_text()
+    lines = [x for x in readme.splitlines() if x.startswith("python benchmarks/learning_curve.py")]
+    assert {x.split()[2] for x in lines} == {"model", "run"}
+    for line in lines:
+        sub = line.split()[2]
+        help_text = CliRunner().invoke(lc.main, [sub, "--help"]).output
+        for flag in [t for t in line.split("#")[0].split() if t.startswith("--")]:
+            assert flag in help_text, f"README uses {flag} with learning_curve.py {sub}"
