@@ -1,4 +1,4 @@
-"""params.yaml and the GPU profile: every key is a config field (or a documented pipeline key) with a comment."""
+"""params.yaml and the profiles: every key is a config field (or a documented pipeline key) with a comment."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from eval.run import GenerateConfig, JudgeFlags
 from train.config import GRPOPhaseConfig, SFTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES = [ROOT / "params.yaml", ROOT / "profiles" / "gpu-qwen2.5-7b.yaml"]
+PROFILES = [ROOT / "params.yaml", ROOT / "profiles" / "gpu-qwen2.5-7b.yaml", ROOT / "profiles" / "cpu-learning-smollm2.yaml"]
 TOP_LEVEL = {"profile", "model", "launcher", "sources", "source_names", "lengths", "keychain", "longqa",
              "curriculum", "sft", "rl", "eval"}
 SOURCE_FLAGS = {"source", "input", "source_opt", "map", "limit", "strict", "rows_per_part"}

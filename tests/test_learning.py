@@ -1,0 +1,95 @@
+"""The learning-curve benchmark (benchmarks/learning_curve.py) and its CPU profile."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = ROOT / "profiles" / "cpu-learning-smollm2.yaml"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("learning_curve", ROOT / "benchmarks" / "learning_curve.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_flags_unpack_a_section_as_dvc_does():
+    lc = _bench()
+    assert lc.flags({"max_steps": 8, "filter_extremes": True, "mask_truncated_completions": False,
+                     "source_opt": ["a=1", "b=2"], "judge_url": None}) == [
+        "--max-steps", "8", "--filter-extremes", "--no-mask-truncated-completions",
+        "--source-opt", "a=1", "--source-opt", "b=2"]
+
+
+def test_overrides_parse_yaml_values_and_name_bad_keys():
+    lc = _bench()
+    p = lc.apply_overrides(yaml.safe_load(PROFILE.read_text()), ("rl.max_steps=2", "lengths=[256, 384]"))
+    assert p["rl"]["max_steps"] == 2 and p["lengths"] == [256, 384]
+    with pytest.raises(click.BadParameter, match="expected section.key=value"):
+        lc.apply_overrides(p, ("rl.max_steps",))
+    with pytest.raises(click.BadParameter, match="'nope' is not a section"):
+        lc.apply_overrides(p, ("nope.x=1",))
+
+
+def test_profile_trains_on_single_document_lookups_measured_by_the_policys_tokenizer():
+    p = yaml.safe_load(PROFILE.read_text())
+    opts = dict(o.split("=", 1) for o in p["sources"]["synthetic"]["source_opt"])
+    assert opts["min_hops"] == opts["max_hops"] == "1"
+    assert p["longqa"]["tokenizer"] == f"hf:{p['model']}"
+    assert max(p["lengths"]) <= 8192 - p["eval"]["max_tokens"]  # SmolLM2's window
+    assert p["curriculum"]["bins"] == ",".join(map(str, p["lengths"]))
+
+
+@pytest.mark.slow
+def test_tiny_learning_run_evaluates_every_model_on_the_same_heldout_questions(tiny_qwen2, tmp_path):
+    """The whole benchmark on a tiny random policy: triplets -> longqa x2 -> curriculum -> SFT -> 2 RL phases ->
+    eval of base, SFT and RL; the table, plot and JSON are written and every model saw the same questions."""
+    work = tmp_path / "work"
+    results_before = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    sets = ["sources.synthetic.source_opt=[num_triplets=30, min_hops=1, max_hops=1, comparison_share=0]",
+            "lengths=[256, 384]", "curriculum.bins=256,384", "curriculum.eval_share=0.2", "longqa.num_samples=30",
+            "sft.max_steps=2", "sft.max_examples=8", "sft.max_length=512", "rl.max_steps=1",
+            "rl.per_device_train_batch_size=4", "rl.max_completion_length=4", "rl.mask_truncated_completions=false",
+            "rl.save_steps=1", "eval.max_tokens=4"]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "learning_curve.py"), "run", "--profile", str(PROFILE),
+           "--work", str(work), "--model", str(tiny_qwen2)] + [a for s in sets for a in ("--set", s)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    summary = json.loads((work / "learning_curve.json").read_text())
+    acc = summary["accuracy"]
+    assert set(acc) == {"base", "sft", "rl"}
+    assert all(set(per) == {"256", "384"} for per in acc.values())
+    counts = {m: {k: v["n"] for k, v in per.items()} for m, per in acc.items()}
+    assert counts["base"] == counts["sft"] == counts["rl"] and all(n > 0 for n in counts["base"].values())
+    assert sorted(summary["rewards"]) == ["phase-1", "phase-2"]
+    assert all(len(rows) >= 1 for rows in summary["rewards"].values())
+    assert (work / "learning_curve.png").stat().st_size > 0
+    table = (work / "learning_curve.md").read_text()
+    assert "| rl |" in table and "256 tokens" in table
+    # held-out questions never reach SFT or RL: the curriculum's heldout.json names them
+    assert json.loads((work / "heldout.json").read_text())
+    assert (ROOT / "benchmarks" / "RESULTS.md").read_text() == results_before  # only --write-results appends
+
+
+def test_readme_learning_commands_use_real_flags():
+    from click.testing import CliRunner
+
+    lc = _bench()
+    readme = (ROOT / "README.md").read_text()
+    lines = [x for x in readme.splitlines() if x.startswith("python benchmarks/learning_curve.py")]
+    assert {x.split()[2] for x in lines} == {"model", "run"}
+    for line in lines:
+        sub = line.split()[2]
+        help_text = CliRunner().invoke(lc.main, [sub, "--help"]).output
+        for flag in [t for t in line.split("#")[0].split() if t.startswith("--")]:
+            assert flag in help_text, f"README uses {flag} with learning_curve.py {sub}"
