@@ -49,16 +49,32 @@ def check(report: dict, pins: dict[str, str]) -> list[str]:
     """Problems in pip's installation report (empty when everything agrees)."""
     installed = {i["metadata"]["name"].lower(): i["metadata"] for i in report["install"]}
     version = {k: Version(Version(m["version"]).base_version) for k, m in installed.items()}
-    problems = [f"{name}: would install {version.get(name)}, constraints/gpu.txt pins {pin}"
-                for name, pin in pins.items() if version.get(name) != Version(pin)]
-    for pkg, dep_name in (("vllm", "torch"), ("vllm", "transformers"), ("vllm", "torchvision"), ("trl", "transformers"),
-                          ("trl", "accelerate")):
+    problems = [
+        f"{name}: would install {version.get(name)}, constraints/gpu.txt pins {pin}"
+        for name, pin in pins.items()
+        if version.get(name) != Version(pin)
+    ]
+    for pkg, dep_name in (
+        ("vllm", "torch"),
+        ("vllm", "transformers"),
+        ("vllm", "torchvision"),
+        ("trl", "transformers"),
+        ("trl", "accelerate"),
+    ):
         for dep in installed.get(pkg, {}).get("requires_dist", []):
             req = Requirement(dep)
-            if req.name.lower() == dep_name and not req.marker and dep_name in version \
-                    and not req.specifier.contains(version[dep_name], prereleases=True):
-                problems.append(f"{pkg} requires {dep}, but {dep_name} {version[dep_name]} would be installed")
-    trl_vllm = [Requirement(d) for d in installed.get("trl", {}).get("requires_dist", []) if d.startswith("vllm")]
+            if (
+                req.name.lower() == dep_name
+                and not req.marker
+                and dep_name in version
+                and not req.specifier.contains(version[dep_name], prereleases=True)
+            ):
+                problems.append(
+                    f"{pkg} requires {dep}, but {dep_name} {version[dep_name]} would be installed"
+                )
+    trl_vllm = [
+        Requirement(d) for d in installed.get("trl", {}).get("requires_dist", []) if d.startswith("vllm")
+    ]
     if trl_vllm and "vllm" in version and not trl_vllm[0].specifier.contains(version["vllm"]):
         problems.append(f"TRL supports {trl_vllm[0]}, but vllm {version['vllm']} would be installed")
     if "flash-attn" in installed:
@@ -79,8 +95,21 @@ def main() -> int:
     pins = constraints(ROOT / "constraints" / "gpu.txt")
     with tempfile.TemporaryDirectory() as tmp:
         report_path = args.report or Path(tmp) / "report.json"
-        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
-               str(report_path), "-c", str(ROOT / "constraints" / "gpu.txt"), "-e", f"{ROOT}[{EXTRAS}]"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report_path),
+            "-c",
+            str(ROOT / "constraints" / "gpu.txt"),
+            "-e",
+            f"{ROOT}[{EXTRAS}]",
+        ]
         print("$", " ".join(cmd), flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:

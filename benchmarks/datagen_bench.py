@@ -49,10 +49,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # ------------------------------------------------------------------------------------------ data
 
 
-WORDS = ("the of and in to was is for on as by with from at his an that which he film album born american city "
-         "river university county song band league season station football district village town state series "
-         "novel director species company built population located released team member north south known first "
-         "second family church school former career national records game new").split()
+WORDS = (
+    "the of and in to was is for on as by with from at his an that which he film album born american city "
+    "river university county song band league season station football district village town state series "
+    "novel director species company built population located released team member north south known first "
+    "second family church school former career national records game new"
+).split()
 NAMES = "Velora Quint Tassbury Marlow Henrietta Okafor Brisbane Kestrel Dunmore Aurelio Sánchez Zoë Müller".split()
 
 
@@ -71,12 +73,22 @@ def hotpot_record(i: int, rng: np.random.Generator) -> dict:
     paras = []
     for p in range(10):
         title = f"{rng.choice(NAMES)} {rng.choice(NAMES)} ({i}-{p})"
-        paras.append([title, [_sentence(rng) if k == 0 else " " + _sentence(rng) for k in range(int(rng.integers(2, 7)))]])
+        paras.append(
+            [
+                title,
+                [_sentence(rng) if k == 0 else " " + _sentence(rng) for k in range(int(rng.integers(2, 7)))],
+            ]
+        )
     g = [int(x) for x in rng.choice(10, size=2, replace=False)]
-    return {"_id": f"{i:024x}", "answer": str(rng.choice(NAMES)),
-            "question": f"Which {rng.choice(WORDS)} did {rng.choice(NAMES)} {rng.choice(WORDS)} in {i}?",
-            "supporting_facts": [[paras[g[0]][0], 0], [paras[g[1]][0], 1]], "context": paras,
-            "type": "bridge", "level": "medium"}
+    return {
+        "_id": f"{i:024x}",
+        "answer": str(rng.choice(NAMES)),
+        "question": f"Which {rng.choice(WORDS)} did {rng.choice(NAMES)} {rng.choice(WORDS)} in {i}?",
+        "supporting_facts": [[paras[g[0]][0], 0], [paras[g[1]][0], 1]],
+        "context": paras,
+        "type": "bridge",
+        "level": "medium",
+    }
 
 
 def write_hotpot(path: Path, n: int, seed: int = 0) -> Path:
@@ -94,8 +106,17 @@ def write_jsonl(path: Path, n: int) -> Path:
     """``n`` rows for the jsonl source (question, answers, a one-paragraph context)."""
     with open(path, "w") as f:
         for i in range(n):
-            f.write(json.dumps({"id": f"r{i}", "question": f"What did item {i} do?", "answers": [f"thing {i % 97}"],
-                                "context": f"Item {i} did thing {i % 97} in {1900 + i % 120}. It was noted."}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": f"r{i}",
+                        "question": f"What did item {i} do?",
+                        "answers": [f"thing {i % 97}"],
+                        "context": f"Item {i} did thing {i % 97} in {1900 + i % 120}. It was noted.",
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -169,10 +190,14 @@ def section_gen(args, out: list[str]) -> None:
 
     t0 = time.perf_counter()
     corpus = Corpus.from_source(get_source(args.source, args.input))
-    out.append(f"## gen: source {args.source}: {len(corpus)} triplets, {len(corpus.docs)} documents (loaded in "
-               f"{time.perf_counter() - t0:.1f}s); tokenizer {args.tokenizer}; {args.num_samples} samples per row")
-    header = (f"{'length':>7} {'cache':>5} {'samples/s':>10} {'tokens/s':>11} {'gen s':>7} {'tokenize s':>10} "
-              f"{'gen/tokenize':>12} {'docs counted':>12}")
+    out.append(
+        f"## gen: source {args.source}: {len(corpus)} triplets, {len(corpus.docs)} documents (loaded in "
+        f"{time.perf_counter() - t0:.1f}s); tokenizer {args.tokenizer}; {args.num_samples} samples per row"
+    )
+    header = (
+        f"{'length':>7} {'cache':>5} {'samples/s':>10} {'tokens/s':>11} {'gen s':>7} {'tokenize s':>10} "
+        f"{'gen/tokenize':>12} {'docs counted':>12}"
+    )
     out.append(header)
     out.append("-" * len(header))
     for length in parse_lengths(args.lengths):
@@ -184,13 +209,17 @@ def section_gen(args, out: list[str]) -> None:
             gen, t_gen, t_tok, total = gen_bench(corpus, length, args.num_samples, args.tokenizer, start, gen)
             if label == "warm":
                 warm.append(t_gen / t_tok)
-            out.append(f"{format_length(length):>7} {label:>5} {args.num_samples / t_gen:>10.1f} {total / t_gen:>11,.0f} "
-                       f"{t_gen:>7.2f} {t_tok:>10.2f} {t_gen / t_tok:>12.2f} {gen.counter.counted - before:>12}")
+            out.append(
+                f"{format_length(length):>7} {label:>5} {args.num_samples / t_gen:>10.1f} {total / t_gen:>11,.0f} "
+                f"{t_gen:>7.2f} {t_tok:>10.2f} {t_gen / t_tok:>12.2f} {gen.counter.counted - before:>12}"
+            )
         target = 1.1 if length >= 16_000 else 1.3
         med = statistics.median(warm)
-        out.append(f"{format_length(length):>7} median warm gen/tokenize ratio: {med:.2f} "
-                   f"(target <= {target}: {verdict(med <= target)})")
-        print("\n".join(out[-len(runs) - 1:]), flush=True)
+        out.append(
+            f"{format_length(length):>7} median warm gen/tokenize ratio: {med:.2f} "
+            f"(target <= {target}: {verdict(med <= target)})"
+        )
+        print("\n".join(out[-len(runs) - 1 :]), flush=True)
 
 
 def section_parse(args, out: list[str], work: Path) -> None:
@@ -215,30 +244,41 @@ def section_parse(args, out: list[str], work: Path) -> None:
     t_load, _ = best_of(3, load)
     rate = args.records / t_parse
     out.append(f"## parse: {args.records} HotpotQA-format records ({size / 1e6:.1f} MB), best of 3, CPU time")
-    out.append(f"hotpotqa source: {rate:,.0f} records/s ({t_parse * 1e6 / args.records:.0f} us/record); json.load alone: "
-               f"{args.records / t_load:,.0f} records/s ({t_load * 1e6 / args.records:.0f} us/record); "
-               f"source / json.load = {t_parse / t_load:.2f}")
+    out.append(
+        f"hotpotqa source: {rate:,.0f} records/s ({t_parse * 1e6 / args.records:.0f} us/record); json.load alone: "
+        f"{args.records / t_load:,.0f} records/s ({t_load * 1e6 / args.records:.0f} us/record); "
+        f"source / json.load = {t_parse / t_load:.2f}"
+    )
     out.append(f"target >= 20,000 records/s: {verdict(rate >= 20_000)}")
     print("\n".join(out[-3:]), flush=True)
 
 
 def section_startup(args, out: list[str]) -> None:
     _, p = run([PY, "-X", "importtime", "-m", "datagen", "--help"])
-    top = [line for line in p.stderr.splitlines()
-           if line.startswith("import time:") and line.split("|")[1].strip().isdigit()]
+    top = [
+        line
+        for line in p.stderr.splitlines()
+        if line.startswith("import time:") and line.split("|")[1].strip().isdigit()
+    ]
     # The cumulative time of every top-level import (the lines with no indentation in the tree).
     total_us = sum(int(line.split("|")[1]) for line in top if not line.split("|")[2].startswith("  "))
     t_help, _ = best_of(5, lambda: run([PY, "-m", "datagen", "--help"])[0])
     t_bare, _ = best_of(5, lambda: run([PY, "-c", "pass"])[0])
-    first = [PY, "-c", "from datagen.cli import main; from datagen.tokenizers import get_tokenizer; get_tokenizer('qwen2.5')"]
+    first = [
+        PY,
+        "-c",
+        "from datagen.cli import main; from datagen.tokenizers import get_tokenizer; get_tokenizer('qwen2.5')",
+    ]
     t_first, _ = best_of(5, lambda: run(first)[0])
     cpu_first, _ = best_of(5, lambda: run(first) and LAST_CPU[0])
     out.append("## startup (best of 5; the interpreter's own start is included and shown)")
     out.append(f"python -X importtime -m datagen --help: imports total {total_us / 1e6:.3f} s")
     out.append(f"python -m datagen --help: {t_help:.3f} s wall (python -c pass: {t_bare:.3f} s)")
-    out.append(f"time to first work (import the CLI + load the qwen2.5 tokenizer): {t_first:.3f} s wall, "
-               f"{cpu_first:.3f} s CPU (target < 0.5 s: {verdict(t_first < 0.5)} by wall time, "
-               f"{verdict(cpu_first < 0.5)} by CPU time)")
+    out.append(
+        f"time to first work (import the CLI + load the qwen2.5 tokenizer): {t_first:.3f} s wall, "
+        f"{cpu_first:.3f} s CPU (target < 0.5 s: {verdict(t_first < 0.5)} by wall time, "
+        f"{verdict(cpu_first < 0.5)} by CPU time)"
+    )
     print("\n".join(out[-4:]), flush=True)
 
 
@@ -297,34 +337,63 @@ def section_keychain(args, out: list[str], work: Path) -> None:
 
 def _keychain_one(args, out: list[str], work: Path, src: Path, script: Path, n: int) -> None:
     base_cmd = [PY, str(script), str(src), str(work / "kc_like.jsonl"), str(n), "20000"]
-    ours_cmd = [PY, "-m", "datagen", "keychain", "--source", "hotpotqa", "--input", str(src), "--length", "20k",
-                "--num-samples", str(n), "--seed", "1", "--out", str(work / "kc_ours"), "--overwrite"]
+    ours_cmd = [
+        PY,
+        "-m",
+        "datagen",
+        "keychain",
+        "--source",
+        "hotpotqa",
+        "--input",
+        str(src),
+        "--length",
+        "20k",
+        "--num-samples",
+        str(n),
+        "--seed",
+        "1",
+        "--out",
+        str(work / "kc_ours"),
+        "--overwrite",
+    ]
     t_base, t_ours = [], []
     for _ in range(args.kc_repeats):  # alternate, so that both see the same load
         t_base.append(run(base_cmd)[0])
         t_ours.append(run(ours_cmd)[0])
     b, o = min(t_base), min(t_ours)
-    out.append(f"## keychain: one command, {n} samples at 20K over a 2,000-record HotpotQA-format source "
-               f"(best of {args.kc_repeats}, alternating)")
-    out.append(f"KeyChain-like baseline: {b:.2f} s ({n / b:.1f} samples/s); datagen keychain: {o:.2f} s "
-               f"({n / o:.1f} samples/s); longmill speed / baseline speed = {b / o:.2f} "
-               f"(target >= 1: {verdict(b / o >= 1)})")
+    out.append(
+        f"## keychain: one command, {n} samples at 20K over a 2,000-record HotpotQA-format source "
+        f"(best of {args.kc_repeats}, alternating)"
+    )
+    out.append(
+        f"KeyChain-like baseline: {b:.2f} s ({n / b:.1f} samples/s); datagen keychain: {o:.2f} s "
+        f"({n / o:.1f} samples/s); longmill speed / baseline speed = {b / o:.2f} "
+        f"(target >= 1: {verdict(b / o >= 1)})"
+    )
     print("\n".join(out[-2:]), flush=True)
 
 
 def _peak_rss_mb(code: str, path: Path) -> float:
-    probe = code + ("\nimport re\nprint(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())"
-                    ".group(1)) / 1024)")
+    probe = code + (
+        "\nimport re\nprint(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())"
+        ".group(1)) / 1024)"
+    )
     _, p = run([PY, "-c", probe, str(path)])
     return float(p.stdout.split()[-1])
 
 
 def section_memory(args, out: list[str], work: Path) -> None:
-    read_hotpot = ("import sys; from datagen.sources import get_source\n"
-                   "n = sum(1 for _ in get_source('hotpotqa', sys.argv[1]).iter_triplets())")
-    read_jsonl = ("import sys; from datagen.sources import get_source\n"
-                  "n = sum(1 for _ in get_source('jsonl', sys.argv[1]).iter_triplets())")
-    out.append("## memory: peak RSS (VmHWM) while a source reads its whole input (triplets streamed, not kept)")
+    read_hotpot = (
+        "import sys; from datagen.sources import get_source\n"
+        "n = sum(1 for _ in get_source('hotpotqa', sys.argv[1]).iter_triplets())"
+    )
+    read_jsonl = (
+        "import sys; from datagen.sources import get_source\n"
+        "n = sum(1 for _ in get_source('jsonl', sys.argv[1]).iter_triplets())"
+    )
+    out.append(
+        "## memory: peak RSS (VmHWM) while a source reads its whole input (triplets streamed, not kept)"
+    )
     base = _peak_rss_mb("import datagen.sources", work)
     out.append(f"imports only: {base:.0f} MB")
     for n in (args.records, args.big_records):
@@ -332,11 +401,15 @@ def section_memory(args, out: list[str], work: Path) -> None:
         mb = _peak_rss_mb(read_hotpot, path)
         ref = ""
         if args.reference_tree:
-            probe = read_hotpot + ("\nimport re\nprint(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status')"
-                                   ".read()).group(1)) / 1024)")
+            probe = read_hotpot + (
+                "\nimport re\nprint(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status')"
+                ".read()).group(1)) / 1024)"
+            )
             _, p = run([PY, "-c", probe, str(path)], tree=Path(args.reference_tree).resolve())
             ref = f" (the reference tree: {float(p.stdout.split()[-1]):.0f} MB)"
-        out.append(f"hotpotqa JSON list, {n:,} records ({path.stat().st_size / 1e6:,.0f} MB): peak {mb:.0f} MB{ref}")
+        out.append(
+            f"hotpotqa JSON list, {n:,} records ({path.stat().st_size / 1e6:,.0f} MB): peak {mb:.0f} MB{ref}"
+        )
         path.unlink()
     for n in (args.jsonl_rows // 100, args.jsonl_rows):
         path = write_jsonl(work / f"rows_{n}.jsonl", n)
@@ -348,9 +421,28 @@ def section_memory(args, out: list[str], work: Path) -> None:
 
 def section_workers(args, out: list[str], work: Path) -> None:
     def cmd(w: int) -> list[str]:
-        return [PY, "-m", "datagen", "keychain", "--source", "synthetic", "--length", "20k", "--num-samples",
-                str(args.worker_samples), "--rows-per-part", str(max(1, args.worker_samples // 8)), "--seed", "3",
-                "--workers", str(w), "--out", str(work / f"w{w}"), "--overwrite"]
+        return [
+            PY,
+            "-m",
+            "datagen",
+            "keychain",
+            "--source",
+            "synthetic",
+            "--length",
+            "20k",
+            "--num-samples",
+            str(args.worker_samples),
+            "--rows-per-part",
+            str(max(1, args.worker_samples // 8)),
+            "--seed",
+            "3",
+            "--workers",
+            str(w),
+            "--out",
+            str(work / f"w{w}"),
+            "--overwrite",
+        ]
+
     t1, t2, c1, c2 = [], [], [], []
     for _ in range(3):
         t1.append(run(cmd(1))[0])
@@ -358,10 +450,14 @@ def section_workers(args, out: list[str], work: Path) -> None:
         t2.append(run(cmd(2))[0])
         c2.append(LAST_CPU[0])
     same = parts_sha(work / "w1") == parts_sha(work / "w2")
-    out.append(f"## workers: {args.worker_samples} KeyChain samples at 20K (synthetic), whole command, best of 3")
-    out.append(f"--workers 1: {min(t1):.2f} s wall, {min(c1):.2f} s CPU; --workers 2: {min(t2):.2f} s wall, "
-               f"{min(c2):.2f} s CPU; speed-up {min(t1) / min(t2):.2f}x (on {os.cpu_count()} cores shared with "
-               f"other work, load average {os.getloadavg()[0]:.1f}); parts identical: {same}")
+    out.append(
+        f"## workers: {args.worker_samples} KeyChain samples at 20K (synthetic), whole command, best of 3"
+    )
+    out.append(
+        f"--workers 1: {min(t1):.2f} s wall, {min(c1):.2f} s CPU; --workers 2: {min(t2):.2f} s wall, "
+        f"{min(c2):.2f} s CPU; speed-up {min(t1) / min(t2):.2f}x (on {os.cpu_count()} cores shared with "
+        f"other work, load average {os.getloadavg()[0]:.1f}); parts identical: {same}"
+    )
     print("\n".join(out[-2:]), flush=True)
 
 
@@ -379,13 +475,57 @@ def section_identity(args, out: list[str], work: Path) -> None:
     if not src.exists():
         write_hotpot(src, 2000)
     cases = [
-        ["keychain", "--source", "synthetic", "--length", "20k", "--num-samples", "130", "--rows-per-part", "64"],
-        ["keychain", "--source", "synthetic", "--length", "8k", "--num-samples", "70", "--tokenizer", "cl100k",
-         "--uuid-format", "short", "--placement", "middle"],
-        ["longqa", "--source", "synthetic", "--length", "16k", "--num-samples", "70", "--doc-template", "passage"],
+        [
+            "keychain",
+            "--source",
+            "synthetic",
+            "--length",
+            "20k",
+            "--num-samples",
+            "130",
+            "--rows-per-part",
+            "64",
+        ],
+        [
+            "keychain",
+            "--source",
+            "synthetic",
+            "--length",
+            "8k",
+            "--num-samples",
+            "70",
+            "--tokenizer",
+            "cl100k",
+            "--uuid-format",
+            "short",
+            "--placement",
+            "middle",
+        ],
+        [
+            "longqa",
+            "--source",
+            "synthetic",
+            "--length",
+            "16k",
+            "--num-samples",
+            "70",
+            "--doc-template",
+            "passage",
+        ],
         ["keychain", "--source", "hotpotqa", "--input", str(src), "--length", "20k", "--num-samples", "130"],
-        ["longqa", "--source", "hotpotqa", "--input", str(src), "--length", "4k", "--num-samples", "130",
-         "--tolerance", "0.002"],
+        [
+            "longqa",
+            "--source",
+            "hotpotqa",
+            "--input",
+            str(src),
+            "--length",
+            "4k",
+            "--num-samples",
+            "130",
+            "--tolerance",
+            "0.002",
+        ],
     ]
     out.append(f"## identity: sha256 of every part, this tree against {ref}")
     for k, case in enumerate(cases):
@@ -394,7 +534,9 @@ def section_identity(args, out: list[str], work: Path) -> None:
             folder = work / f"id{k}-{name}"
             run([PY, "-m", "datagen", *case, "--seed", "11", "--out", str(folder), "--overwrite"], tree=tree)
             shas.append(parts_sha(folder))
-        out.append(f"{' '.join(case[:7])} ...: {len(shas[0])} part(s), identical: {shas[0] == shas[1] and bool(shas[0])}")
+        out.append(
+            f"{' '.join(case[:7])} ...: {len(shas[0])} part(s), identical: {shas[0] == shas[1] and bool(shas[0])}"
+        )
         print(out[-1], flush=True)
 
 
@@ -409,23 +551,34 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="warm repeats; the median ratio is reported")
     ap.add_argument("--records", type=int, default=2000, help="records in the parsing benchmark")
     ap.add_argument("--big-records", type=int, default=40_000, help="records of the large JSON list (memory)")
-    ap.add_argument("--jsonl-rows", type=int, default=1_000_000, help="rows of the large JSON-lines file (memory)")
-    ap.add_argument("--kc-samples", default="200,500", help="samples per command in the keychain section (a list)")
+    ap.add_argument(
+        "--jsonl-rows", type=int, default=1_000_000, help="rows of the large JSON-lines file (memory)"
+    )
+    ap.add_argument(
+        "--kc-samples", default="200,500", help="samples per command in the keychain section (a list)"
+    )
     ap.add_argument("--kc-repeats", type=int, default=3)
     ap.add_argument("--worker-samples", type=int, default=1024)
     ap.add_argument("--reference-tree", default=None, help="a checkout of the starting code, for 'identity'")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     args = ap.parse_args()
 
-    out: list[str] = [f"# datagen_bench on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start"]
+    out: list[str] = [
+        f"# datagen_bench on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start"
+    ]
     print(out[0], flush=True)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
         for s in args.sections.split(","):
-            fn = {"gen": lambda: section_gen(args, out), "parse": lambda: section_parse(args, out, work),
-                  "startup": lambda: section_startup(args, out), "keychain": lambda: section_keychain(args, out, work),
-                  "memory": lambda: section_memory(args, out, work), "workers": lambda: section_workers(args, out, work),
-                  "identity": lambda: section_identity(args, out, work)}[s]
+            fn = {
+                "gen": lambda: section_gen(args, out),
+                "parse": lambda: section_parse(args, out, work),
+                "startup": lambda: section_startup(args, out),
+                "keychain": lambda: section_keychain(args, out, work),
+                "memory": lambda: section_memory(args, out, work),
+                "workers": lambda: section_workers(args, out, work),
+                "identity": lambda: section_identity(args, out, work),
+            }[s]
             fn()
     out.append(f"# load average {os.getloadavg()[0]:.2f} at the end")
     print(out[-1])

@@ -36,11 +36,19 @@ def build_model(shape_name: str, device: str, dtype, attn: str):
     from train.plan import resolve_shape
 
     s = resolve_shape(shape_name)
-    config = Qwen2Config(hidden_size=s.hidden_size, intermediate_size=s.intermediate_size,
-                         num_hidden_layers=s.num_hidden_layers, num_attention_heads=s.num_attention_heads,
-                         num_key_value_heads=s.num_key_value_heads, vocab_size=s.vocab_size,
-                         tie_word_embeddings=s.tie_word_embeddings, max_position_embeddings=131_072,
-                         rope_theta=1_000_000.0, attn_implementation=attn, use_cache=False)
+    config = Qwen2Config(
+        hidden_size=s.hidden_size,
+        intermediate_size=s.intermediate_size,
+        num_hidden_layers=s.num_hidden_layers,
+        num_attention_heads=s.num_attention_heads,
+        num_key_value_heads=s.num_key_value_heads,
+        vocab_size=s.vocab_size,
+        tie_word_embeddings=s.tie_word_embeddings,
+        max_position_embeddings=131_072,
+        rope_theta=1_000_000.0,
+        attn_implementation=attn,
+        use_cache=False,
+    )
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
@@ -93,8 +101,10 @@ def bench_length(model, shape, prompt: int, args) -> dict:
     labels = ids.clone()
     labels[:, :prompt] = -100  # only the completion is scored, as in TRL
     out = {"prompt": prompt, "tokens": total}
-    for name, fn in (("baseline", lambda: baseline_step(model, ids, labels)),
-                     ("grpo", lambda: grpo_step(model, ids, labels, args.completion_length))):
+    for name, fn in (
+        ("baseline", lambda: baseline_step(model, ids, labels)),
+        ("grpo", lambda: grpo_step(model, ids, labels, args.completion_length)),
+    ):
         times = []
         for i in range(args.repeats + 1):  # the first run warms up kernels and the allocator
             model.zero_grad(set_to_none=False)
@@ -107,19 +117,33 @@ def bench_length(model, shape, prompt: int, args) -> dict:
             if i:
                 times.append(time.perf_counter() - t0)
         out[f"{name}_s"] = min(times)
-        out[f"{name}_peak_gib"] = torch.cuda.max_memory_allocated() / GIB if args.device == "cuda" else float("nan")
-    est = estimate(shape, PlanSettings(prompt_length=prompt, completion_length=args.completion_length,
-                                       per_device_train_batch_size=1, num_gpus=1, sharding="ddp",
-                                       gradient_checkpointing=True, attn_implementation=args.attn,
-                                       rollout="vllm-server"))
-    out["plan_gib"] = (est.weights + est.gradients + est.activation_checkpoints + est.recompute + est.attention
-                       + est.logits) / GIB
+        out[f"{name}_peak_gib"] = (
+            torch.cuda.max_memory_allocated() / GIB if args.device == "cuda" else float("nan")
+        )
+    est = estimate(
+        shape,
+        PlanSettings(
+            prompt_length=prompt,
+            completion_length=args.completion_length,
+            per_device_train_batch_size=1,
+            num_gpus=1,
+            sharding="ddp",
+            gradient_checkpointing=True,
+            attn_implementation=args.attn,
+            rollout="vllm-server",
+        ),
+    )
+    out["plan_gib"] = (
+        est.weights + est.gradients + est.activation_checkpoints + est.recompute + est.attention + est.logits
+    ) / GIB
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-shape", default="qwen2.5-7b", help="a planner preset (train/plan.py PLAN_PRESETS)")
+    ap.add_argument(
+        "--model-shape", default="qwen2.5-7b", help="a planner preset (train/plan.py PLAN_PRESETS)"
+    )
     ap.add_argument("--lengths", default="20k,40k,60k", help="prompt lengths")
     ap.add_argument("--completion-length", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per length (after one warm-up)")
@@ -136,22 +160,29 @@ def main() -> None:
         args.model_shape, args.lengths, args.completion_length = "tiny-qwen2", "256", 32
     args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cpu" and not args.cpu_check:
-        raise SystemExit("no CUDA GPU: this benchmark measures GPU step time and memory; use --cpu-check to check "
-                         "the script on CPU")
+        raise SystemExit(
+            "no CUDA GPU: this benchmark measures GPU step time and memory; use --cpu-check to check "
+            "the script on CPU"
+        )
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     model, shape = build_model(args.model_shape, args.device, dtype, args.attn)
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU"
     rows = [bench_length(model, shape, n, args) for n in parse_lengths(args.lengths)]
-    lines = [f"GRPO micro-step, {args.model_shape} shape ({shape.params / 1e9:.2f}B, random {str(dtype).removeprefix('torch.')} weights), 1 sequence "
-             f"of prompt + {args.completion_length:,} completion tokens, gradient checkpointing, {args.attn}, TRL "
-             f"fused LM head, no optimiser states; device: {device_name}", "",
-             "| prompt | tokens | GRPO step (s) | baseline fwd+bwd (s) | step / baseline | GRPO peak (GiB) | "
-             "baseline peak (GiB) | planner (GiB) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"GRPO micro-step, {args.model_shape} shape ({shape.params / 1e9:.2f}B, random {str(dtype).removeprefix('torch.')} weights), 1 sequence "
+        f"of prompt + {args.completion_length:,} completion tokens, gradient checkpointing, {args.attn}, TRL "
+        f"fused LM head, no optimiser states; device: {device_name}",
+        "",
+        "| prompt | tokens | GRPO step (s) | baseline fwd+bwd (s) | step / baseline | GRPO peak (GiB) | "
+        "baseline peak (GiB) | planner (GiB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {format_length(r['prompt'])} | {r['tokens']:,} | {r['grpo_s']:.2f} | {r['baseline_s']:.2f} | "
-                     f"{r['grpo_s'] / r['baseline_s']:.2f} | {r['grpo_peak_gib']:.1f} | {r['baseline_peak_gib']:.1f} | "
-                     f"{r['plan_gib']:.1f} |")
+        lines.append(
+            f"| {format_length(r['prompt'])} | {r['tokens']:,} | {r['grpo_s']:.2f} | {r['baseline_s']:.2f} | "
+            f"{r['grpo_s'] / r['baseline_s']:.2f} | {r['grpo_peak_gib']:.1f} | {r['baseline_peak_gib']:.1f} | "
+            f"{r['plan_gib']:.1f} |"
+        )
     print("\n".join(lines))
     if args.write_results:
         path = Path(__file__).parent / "RESULTS.md"

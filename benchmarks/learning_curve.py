@@ -96,7 +96,10 @@ def materialize_model(out: Path) -> Path:
 
 def run_cmd(cmd: list[str], log_path: Path, timings: dict[str, float], name: str) -> None:
     """Run one pipeline command from the repository root, its output to ``log_path``; time it."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     log.info("%s: %s", name, shlex.join(cmd))
     t0 = time.perf_counter()
     with open(log_path, "ab") as f:
@@ -117,9 +120,15 @@ def accuracy_by_length(eval_dir: Path, data_dir: Path) -> dict[int, dict[str, fl
     lengths = pl.read_parquet(sorted(data_dir.glob("*.parquet")), columns=["uid", "length_target"])
     df = scored.join(lengths, on="uid", how="inner")
     out: dict[int, dict[str, float]] = {}
-    for row in df.group_by("length_target").agg(pl.col("em").mean().alias("acc"), pl.len().alias("n")).to_dicts():
+    for row in (
+        df.group_by("length_target").agg(pl.col("em").mean().alias("acc"), pl.len().alias("n")).to_dicts()
+    ):
         p, n = float(row["acc"]), int(row["n"])
-        out[int(row["length_target"])] = {"accuracy": p, "stderr": math.sqrt(p * (1 - p) / n) if n else 0.0, "n": n}
+        out[int(row["length_target"])] = {
+            "accuracy": p,
+            "stderr": math.sqrt(p * (1 - p) / n) if n else 0.0,
+            "n": n,
+        }
     return dict(sorted(out.items()))
 
 
@@ -138,10 +147,14 @@ def rl_rewards(metrics_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
-def render_table(acc: dict[str, dict[int, dict[str, float]]], rewards: dict[str, list[tuple[int, float]]]) -> str:
+def render_table(
+    acc: dict[str, dict[int, dict[str, float]]], rewards: dict[str, list[tuple[int, float]]]
+) -> str:
     lengths = sorted({length for per in acc.values() for length in per})
-    lines = ["| model | " + " | ".join(f"{length} tokens" for length in lengths) + " |",
-             "|---|" + "---|" * len(lengths)]
+    lines = [
+        "| model | " + " | ".join(f"{length} tokens" for length in lengths) + " |",
+        "|---|" + "---|" * len(lengths),
+    ]
     for model in MODELS:
         if model not in acc:
             continue
@@ -159,7 +172,9 @@ def render_table(acc: dict[str, dict[int, dict[str, float]]], rewards: dict[str,
     return "\n".join(lines) + "\n"
 
 
-def plot(acc: dict[str, dict[int, dict[str, float]]], rewards: dict[str, list[tuple[int, float]]], path: Path) -> None:
+def plot(
+    acc: dict[str, dict[int, dict[str, float]]], rewards: dict[str, list[tuple[int, float]]], path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,8 +184,14 @@ def plot(acc: dict[str, dict[int, dict[str, float]]], rewards: dict[str, list[tu
     for model in MODELS:
         if model in acc and acc[model]:
             xs = sorted(acc[model])
-            a.errorbar(xs, [acc[model][x]["accuracy"] for x in xs], yerr=[acc[model][x]["stderr"] for x in xs],
-                       marker="o", capsize=3, label=model)
+            a.errorbar(
+                xs,
+                [acc[model][x]["accuracy"] for x in xs],
+                yerr=[acc[model][x]["stderr"] for x in xs],
+                marker="o",
+                capsize=3,
+                label=model,
+            )
     a.set_xscale("log", base=2)
     a.set_xlabel("context length (tokens)")
     a.set_ylabel("held-out accuracy (EM)")
@@ -220,13 +241,25 @@ def model_cmd(out: Path) -> None:
 
 
 @main.command("run")
-@click.option("--profile", type=click.Path(exists=True, path_type=Path), default=DEFAULT_PROFILE, show_default=True)
-@click.option("--work", type=click.Path(path_type=Path), default=ROOT / "runs" / "learning", show_default=True)
-@click.option("--set", "sets", multiple=True, help="Override a profile value, e.g. --set rl.max_steps=4 (repeatable).")
-@click.option("--model", default=None, help="Override the profile's model folder (its tokenizer measures lengths).")
+@click.option(
+    "--profile", type=click.Path(exists=True, path_type=Path), default=DEFAULT_PROFILE, show_default=True
+)
+@click.option(
+    "--work", type=click.Path(path_type=Path), default=ROOT / "runs" / "learning", show_default=True
+)
+@click.option(
+    "--set", "sets", multiple=True, help="Override a profile value, e.g. --set rl.max_steps=4 (repeatable)."
+)
+@click.option(
+    "--model", default=None, help="Override the profile's model folder (its tokenizer measures lengths)."
+)
 @click.option("--models", default="base,sft,rl", show_default=True, help="Which models to evaluate.")
-@click.option("--write-results/--no-write-results", default=False, help="Append the figures to benchmarks/RESULTS.md.")
-def run(profile: Path, work: Path, sets: tuple[str, ...], model: str | None, models: str, write_results: bool) -> None:
+@click.option(
+    "--write-results/--no-write-results", default=False, help="Append the figures to benchmarks/RESULTS.md."
+)
+def run(
+    profile: Path, work: Path, sets: tuple[str, ...], model: str | None, models: str, write_results: bool
+) -> None:
     """Run the profile end to end and evaluate base / SFT / RL on the same held-out questions."""
     t_start = time.perf_counter()
     params = apply_overrides(yaml.safe_load(profile.read_text()), sets)
@@ -246,48 +279,148 @@ def run(profile: Path, work: Path, sets: tuple[str, ...], model: str | None, mod
     datagen = [py, "-m", "datagen"]
 
     for name, src in params["sources"].items():
-        run_cmd([*datagen, "triplets", *flags(src), "--out", str(work / "triplets" / name)], logf, timings, "triplets")
+        run_cmd(
+            [*datagen, "triplets", *flags(src), "--out", str(work / "triplets" / name)],
+            logf,
+            timings,
+            "triplets",
+        )
     longqa = {**params["longqa"], "tokenizer": tokenizer}
     for name in params["source_names"]:
         for length in params["lengths"]:
-            run_cmd([*datagen, "longqa", "--source", "triplets", "--input", str(work / "triplets" / name),
-                     "--length", str(length), *flags(longqa), "--out", str(work / "synth" / f"longqa-{name}-{length}"),
-                     "--overwrite"], logf, timings, "longqa")
-    run_cmd([py, "-m", "curriculum", "build", "--input", str(work / "synth"), "--out", str(work / "curriculum"),
-             *flags(params["curriculum"]), "--heldout-out", str(work / "heldout.json")], logf, timings, "curriculum")
+            run_cmd(
+                [
+                    *datagen,
+                    "longqa",
+                    "--source",
+                    "triplets",
+                    "--input",
+                    str(work / "triplets" / name),
+                    "--length",
+                    str(length),
+                    *flags(longqa),
+                    "--out",
+                    str(work / "synth" / f"longqa-{name}-{length}"),
+                    "--overwrite",
+                ],
+                logf,
+                timings,
+                "longqa",
+            )
+    run_cmd(
+        [
+            py,
+            "-m",
+            "curriculum",
+            "build",
+            "--input",
+            str(work / "synth"),
+            "--out",
+            str(work / "curriculum"),
+            *flags(params["curriculum"]),
+            "--heldout-out",
+            str(work / "heldout.json"),
+        ],
+        logf,
+        timings,
+        "curriculum",
+    )
     wanted = [m for m in models.split(",") if m]
     if "sft" in wanted or "rl" in wanted:
-        run_cmd([py, "-m", "train", "sft", "--data", str(work / "triplets"), "--model", str(model_path),
-                 "--out", str(work / "sft"), *flags(params["sft"]), "--metrics-dir", str(work / "metrics" / "sft"),
-                 "--heldout", str(work / "heldout.json")], logf, timings, "sft")
+        run_cmd(
+            [
+                py,
+                "-m",
+                "train",
+                "sft",
+                "--data",
+                str(work / "triplets"),
+                "--model",
+                str(model_path),
+                "--out",
+                str(work / "sft"),
+                *flags(params["sft"]),
+                "--metrics-dir",
+                str(work / "metrics" / "sft"),
+                "--heldout",
+                str(work / "heldout.json"),
+            ],
+            logf,
+            timings,
+            "sft",
+        )
     if "rl" in wanted:
-        run_cmd([py, "-m", "train", "grpo", "--curriculum", str(work / "curriculum"), "--model",
-                 str(work / "sft" / "final"), "--out", str(work / "rl"), *flags(params["rl"]),
-                 "--metrics-dir", str(work / "metrics" / "rl")], logf, timings, "rl")
+        run_cmd(
+            [
+                py,
+                "-m",
+                "train",
+                "grpo",
+                "--curriculum",
+                str(work / "curriculum"),
+                "--model",
+                str(work / "sft" / "final"),
+                "--out",
+                str(work / "rl"),
+                *flags(params["rl"]),
+                "--metrics-dir",
+                str(work / "metrics" / "rl"),
+            ],
+            logf,
+            timings,
+            "rl",
+        )
     policies = {"base": model_path, "sft": work / "sft" / "final", "rl": work / "rl" / "final"}
     acc: dict[str, dict[int, dict[str, float]]] = {}
     for m in wanted:
         out = work / f"eval-{m}"
-        run_cmd([py, "-m", "eval", "run", "--model", str(policies[m]), "--data", str(work / "curriculum" / "eval"),
-                 "--out", str(out), "--regenerate", *flags(params["eval"])], logf, timings, f"eval-{m}")
+        run_cmd(
+            [
+                py,
+                "-m",
+                "eval",
+                "run",
+                "--model",
+                str(policies[m]),
+                "--data",
+                str(work / "curriculum" / "eval"),
+                "--out",
+                str(out),
+                "--regenerate",
+                *flags(params["eval"]),
+            ],
+            logf,
+            timings,
+            f"eval-{m}",
+        )
         acc[m] = accuracy_by_length(out, work / "curriculum" / "eval")
     rewards = rl_rewards(work / "metrics" / "rl")
     wall = time.perf_counter() - t_start
     table = render_table(acc, rewards)
     plot(acc, rewards, work / "learning_curve.png")
-    summary = {"profile": str(profile), "overrides": list(sets), "accuracy": {m: {str(k): v for k, v in a.items()}
-               for m, a in acc.items()}, "rewards": rewards, "timings_s": timings, "wall_s": wall,
-               "machine": machine()}
+    summary = {
+        "profile": str(profile),
+        "overrides": list(sets),
+        "accuracy": {m: {str(k): v for k, v in a.items()} for m, a in acc.items()},
+        "rewards": rewards,
+        "timings_s": timings,
+        "wall_s": wall,
+        "machine": machine(),
+    }
     (work / "learning_curve.json").write_text(json.dumps(summary, indent=2))
     (work / "learning_curve.md").write_text(table)
     click.echo(table)
-    click.echo("seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f"; wall {wall:.0f}")
+    click.echo(
+        "seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f"; wall {wall:.0f}"
+    )
     if write_results:
         cmd = "python benchmarks/learning_curve.py " + shlex.join(sys.argv[1:])
         with open(RESULTS, "a") as f:
-            f.write(f"\n### Learning curve run ({time.strftime('%Y-%m-%d', time.gmtime())})\n\n`{cmd}` on "
-                    f"{summary['machine']}; wall time {wall / 60:.1f} min "
-                    f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}).\n\n{table}")
+            f.write(
+                f"\n### Learning curve run ({time.strftime('%Y-%m-%d', time.gmtime())})\n\n`{cmd}` on "
+                f"{summary['machine']}; wall time {wall / 60:.1f} min "
+                f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}).\n\n{table}"
+            )
 
 
 if __name__ == "__main__":

@@ -83,7 +83,9 @@ class CurriculumConfig:
             each stage's own samples, by drawing each task down to the smallest task's count in that stage.
     """
 
-    bins: list[int] = field(default_factory=lambda: [20_000, 40_000, 60_000], metadata={"parse": parse_lengths})
+    bins: list[int] = field(
+        default_factory=lambda: [20_000, 40_000, 60_000], metadata={"parse": parse_lengths}
+    )
     retro_share: float = 0.25
     retro_hard_quantile: float = 0.5
     eval_share: float = 0.05
@@ -116,7 +118,9 @@ class CurriculumConfig:
             raise LongmillError(f"eval_share must be in [0, 1), got {self.eval_share}")
         self.difficulty_backend_option = split_option_items(self.difficulty_backend_option)
         # An unknown backend or option fails here, before any rollout: "did you mean ...?"
-        parse_option_items(self.difficulty_backend, self.difficulty_backend_option, "--difficulty-backend-option")
+        parse_option_items(
+            self.difficulty_backend, self.difficulty_backend_option, "--difficulty-backend-option"
+        )
         if self.difficulty_model and self.k < 2:
             raise LongmillError(f"k must be >= 2 to estimate a pass rate, got {self.k}")
 
@@ -131,14 +135,18 @@ def read_inputs(inputs: list[str | Path]) -> tuple[pa.Table, list[dict[str, Any]
         for p in parts:
             schema = read_schema(p)
             if schema_kind(schema) != "sample":
-                raise LongmillError(f"{p} is not a sample shard (made by datagen keychain/longqa); columns: "
-                                    f"{', '.join(schema.names[:8])}...")
+                raise LongmillError(
+                    f"{p} is not a sample shard (made by datagen keychain/longqa); columns: "
+                    f"{', '.join(schema.names[:8])}..."
+                )
             if first is None:
                 first = (p, schema)
             elif not schema_core(schema).equals(schema_core(first[1])):
                 diff = sorted(set(map(str, schema)) ^ set(map(str, first[1])))
-                raise LongmillError(f"{p} and {first[0]} have different schemas ({'; '.join(diff[:4])}); "
-                                    "regenerate the older shards with one longmill version")
+                raise LongmillError(
+                    f"{p} and {first[0]} have different schemas ({'; '.join(diff[:4])}); "
+                    "regenerate the older shards with one longmill version"
+                )
             t = conform_samples(pq.read_table(p))  # shards written before the task column get it
             rows += t.num_rows
             tables.append(t)
@@ -147,7 +155,9 @@ def read_inputs(inputs: list[str | Path]) -> tuple[pa.Table, list[dict[str, Any]
     dup = pl.Series(table.column("uid").to_pylist()).is_duplicated()
     if dup.any():
         uid = table.column("uid")[int(dup.arg_true()[0])].as_py()
-        raise LongmillError(f"uid {uid} appears more than once across the inputs; pass each shard folder once")
+        raise LongmillError(
+            f"uid {uid} appears more than once across the inputs; pass each shard folder once"
+        )
     return table, info
 
 
@@ -187,8 +197,16 @@ def hold_out(table: pa.Table, held: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     held_q = {q[i] for i in np.flatnonzero(held)}
     same = np.array([x in held_q for x in q], dtype=bool) & ~held
     held = held | same
-    decoy = np.array([any(not ch["is_true"] and normalize_question(ch["target"]) in held_q for ch in chains or [])
-                      for chains in cols["chains"]], dtype=bool) & ~held
+    decoy = (
+        np.array(
+            [
+                any(not ch["is_true"] and normalize_question(ch["target"]) in held_q for ch in chains or [])
+                for chains in cols["chains"]
+            ],
+            dtype=bool,
+        )
+        & ~held
+    )
     held_gold = {d["doc_id"] for i in np.flatnonzero(held) for d in cols["gold_docs"][i]}
     gold_as_distractor = 0
     for i in np.flatnonzero(~held & ~decoy):
@@ -197,15 +215,19 @@ def hold_out(table: pa.Table, held: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     heldout = {
         "source_ids": sorted({cols["source_id"][i] for i in np.flatnonzero(held)}),
         "questions": sorted(held_q),
-        "report": {"rows": int(held.sum()), "same_question_other_id": int(same.sum()),
-                   "decoy_rows_dropped": int(decoy.sum()),
-                   "train_rows_with_heldout_gold_as_distractor": int(gold_as_distractor)},
+        "report": {
+            "rows": int(held.sum()),
+            "same_question_other_id": int(same.sum()),
+            "decoy_rows_dropped": int(decoy.sum()),
+            "train_rows_with_heldout_gold_as_distractor": int(gold_as_distractor),
+        },
     }
     return held, decoy, heldout
 
 
-def retro_draw(candidates: np.ndarray, weights: np.ndarray, own: int, share: float,
-               rng: np.random.Generator) -> tuple[np.ndarray, int]:
+def retro_draw(
+    candidates: np.ndarray, weights: np.ndarray, own: int, share: float, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
     """Indices of hard earlier samples for a stage with ``own`` samples, and the target count.
 
     Drawn without replacement, with probability proportional to ``weights`` (difficulty).
@@ -259,18 +281,31 @@ def write_stage(table: pa.Table, folder: Path, rows_per_part: int) -> list[dict[
         part = table.slice(i * rows_per_part, rows_per_part)
         path = folder / part_name(i)
         write_table_atomic(part, path)
-        shards.append({"file": path.name, "rows": part.num_rows, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+        shards.append(
+            {
+                "file": path.name,
+                "rows": part.num_rows,
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            }
+        )
     return shards
 
 
 #: What a curriculum folder holds; a rebuild replaces exactly these and keeps anything else.
 def is_curriculum_entry(name: str) -> bool:
-    return (name.startswith("stage-") or name in ("eval", "difficulty", MANIFEST, "stats.json", HELDOUT)
-            or (name.startswith(".") and name.endswith(".tmp")))
+    return (
+        name.startswith("stage-")
+        or name in ("eval", "difficulty", MANIFEST, "stats.json", HELDOUT)
+        or (name.startswith(".") and name.endswith(".tmp"))
+    )
 
 
-def build_curriculum(inputs: list[str | Path], out: str | Path, config: CurriculumConfig,
-                     progress_factory: Callable[[int, str], Any] | None = None) -> dict[str, Any]:
+def build_curriculum(
+    inputs: list[str | Path],
+    out: str | Path,
+    config: CurriculumConfig,
+    progress_factory: Callable[[int, str], Any] | None = None,
+) -> dict[str, Any]:
     """``python -m curriculum build``: write ``stage-1/`` .. ``stage-K/``, ``eval/``, ``heldout.json``,
     the manifest and stats.
 
@@ -341,11 +376,16 @@ def _step_hold_out(st: _BuildState) -> None:
     st.held, st.decoy, st.heldout = hold_out(st.table, eval_mask(st.meta["source_id"], c.eval_share, c.seed))
     if st.heldout["report"]["decoy_rows_dropped"]:
         st.dropped["heldout_decoy"] = int((st.decoy & (st.bins >= 0)).sum())
-        log.warning("%d training samples name a held-out question in a decoy chain and are left out",
-                    st.heldout["report"]["decoy_rows_dropped"])
+        log.warning(
+            "%d training samples name a held-out question in a decoy chain and are left out",
+            st.heldout["report"]["decoy_rows_dropped"],
+        )
     if st.dropped["above_last_bin"]:
-        log.warning("%d samples are longer than the last bin (%s tokens) and are left out",
-                    st.dropped["above_last_bin"], c.bins[-1])
+        log.warning(
+            "%d samples are longer than the last bin (%s tokens) and are left out",
+            st.dropped["above_last_bin"],
+            c.bins[-1],
+        )
 
 
 def _step_features(st: _BuildState) -> None:
@@ -369,7 +409,9 @@ def _step_model_difficulty(st: _BuildState) -> None:
     c = st.config
     if not c.difficulty_model:
         return
-    rates = _model_pass_rates(st.table, (~st.held) & ~st.decoy & (st.bins >= 0), c, st.out, st.progress_factory)
+    rates = _model_pass_rates(
+        st.table, (~st.held) & ~st.decoy & (st.bins >= 0), c, st.out, st.progress_factory
+    )
     label = f"pass_rate:{c.difficulty_model}:k={c.k}:{c.correct_if}"
     for i, uid in enumerate(st.meta["uid"]):
         if uid in rates:
@@ -391,9 +433,14 @@ def _step_filter_extremes(st: _BuildState) -> None:
 def _step_set_difficulty(st: _BuildState) -> None:
     """Fill the ``difficulty`` and ``difficulty_source`` columns."""
     t = st.table
-    t = t.set_column(t.schema.get_field_index("difficulty"), "difficulty", pa.array(st.difficulty, pa.float64()))
-    t = t.set_column(t.schema.get_field_index("difficulty_source"), "difficulty_source",
-                     pa.array(st.source.tolist(), pa.string()))
+    t = t.set_column(
+        t.schema.get_field_index("difficulty"), "difficulty", pa.array(st.difficulty, pa.float64())
+    )
+    t = t.set_column(
+        t.schema.get_field_index("difficulty_source"),
+        "difficulty_source",
+        pa.array(st.source.tolist(), pa.string()),
+    )
     st.table = t
 
 
@@ -411,12 +458,14 @@ def _step_check_bins(st: _BuildState) -> None:
 
 
 def _step_hard(st: _BuildState) -> None:
-    """"Hard" = at or above the bin's difficulty quantile: the candidates for retrospective sampling."""
+    """ "Hard" = at or above the bin's difficulty quantile: the candidates for retrospective sampling."""
     st.hard = np.zeros(st.table.num_rows, dtype=bool)
     for k in range(len(st.config.bins)):
         members = st.keep & (st.bins == k)
         if members.any():
-            st.hard |= members & (st.difficulty >= np.quantile(st.difficulty[members], st.config.retro_hard_quantile))
+            st.hard |= members & (
+                st.difficulty >= np.quantile(st.difficulty[members], st.config.retro_hard_quantile)
+            )
 
 
 def _stage_rows(st: _BuildState, k: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -434,8 +483,15 @@ def _stage_rows(st: _BuildState, k: int) -> tuple[np.ndarray, np.ndarray, int]:
     return own, retro, target
 
 
-def _stage_record(st: _BuildState, k: int, own: np.ndarray, retro: np.ndarray, target: int,
-                  idx: np.ndarray, shards: list[dict[str, Any]]) -> dict[str, Any]:
+def _stage_record(
+    st: _BuildState,
+    k: int,
+    own: np.ndarray,
+    retro: np.ndarray,
+    target: int,
+    idx: np.ndarray,
+    shards: list[dict[str, Any]],
+) -> dict[str, Any]:
     """Stage k's manifest entry."""
     c, meta, tokens, difficulty = st.config, st.meta, st.tokens, st.difficulty
     edge = c.bins[k]
@@ -481,7 +537,9 @@ def _step_eval(st: _BuildState) -> None:
     ev = np.flatnonzero(st.held & (st.bins >= 0))
     ev = ev[np.lexsort((np.array(st.meta["uid"], dtype=object)[ev], st.tokens[ev]))] if len(ev) else ev
     st.ev = ev
-    st.eval_shards = write_stage(st.table.take(pa.array(ev, pa.int64())), st.out / "eval", st.config.rows_per_part)
+    st.eval_shards = write_stage(
+        st.table.take(pa.array(ev, pa.int64())), st.out / "eval", st.config.rows_per_part
+    )
 
 
 def _manifest_config(c: CurriculumConfig) -> dict[str, Any]:
@@ -497,24 +555,43 @@ def _step_manifest(st: _BuildState) -> None:
     manifest = {
         "longmill_version": __version__,
         "config": _manifest_config(c),
-        "seeds": {"split": c.seed, "retro": [f"(seed={c.seed}, curriculum/retro, {k})" for k in range(len(c.bins))]},
+        "seeds": {
+            "split": c.seed,
+            "retro": [f"(seed={c.seed}, curriculum/retro, {k})" for k in range(len(c.bins))],
+        },
         "inputs": st.inputs_info,
         "bins": c.bins,
-        "difficulty_source": (f"pass_rate:{c.difficulty_model}:k={c.k}:{c.correct_if}" if c.difficulty_model
-                              else FEATURES_VERSION),
+        "difficulty_source": (
+            f"pass_rate:{c.difficulty_model}:k={c.k}:{c.correct_if}"
+            if c.difficulty_model
+            else FEATURES_VERSION
+        ),
         "stages": st.stages,
-        "eval": {"rows": int(len(ev)), "source_questions": len({meta["source_id"][i] for i in ev}),
-                 "by_source": dict(sorted(Counter(meta["data_source"][i] for i in ev).items())),
-                 "length_hist": histogram(st.tokens[ev], list(np.linspace(0, c.bins[-1], 11))) if len(ev) else None,
-                 "shards": st.eval_shards},
+        "eval": {
+            "rows": int(len(ev)),
+            "source_questions": len({meta["source_id"][i] for i in ev}),
+            "by_source": dict(sorted(Counter(meta["data_source"][i] for i in ev).items())),
+            "length_hist": histogram(st.tokens[ev], list(np.linspace(0, c.bins[-1], 11)))
+            if len(ev)
+            else None,
+            "shards": st.eval_shards,
+        },
         "dropped": dict(sorted(st.dropped.items())),
-        "features": {"mean": {k: round(float(v), 6)
-                              for k, v in st.fdf.select(pl.exclude("uid")).mean().row(0, named=True).items()}},
+        "features": {
+            "mean": {
+                k: round(float(v), 6)
+                for k, v in st.fdf.select(pl.exclude("uid")).mean().row(0, named=True).items()
+            }
+        },
     }
     atomic_write_json(st.out / HELDOUT, st.heldout)
-    manifest["heldout"] = {"file": HELDOUT, "sha256": hashlib.sha256((st.out / HELDOUT).read_bytes()).hexdigest(),
-                           "source_ids": len(st.heldout["source_ids"]), "questions": len(st.heldout["questions"]),
-                           **st.heldout["report"]}
+    manifest["heldout"] = {
+        "file": HELDOUT,
+        "sha256": hashlib.sha256((st.out / HELDOUT).read_bytes()).hexdigest(),
+        "source_ids": len(st.heldout["source_ids"]),
+        "questions": len(st.heldout["questions"]),
+        **st.heldout["report"],
+    }
     atomic_write_json(st.out / MANIFEST, manifest)
     st.manifest = manifest
 
@@ -522,10 +599,18 @@ def _step_manifest(st: _BuildState) -> None:
 def _step_stats(st: _BuildState) -> None:
     """Write ``stats.json`` (figures for ``dvc metrics``)."""
     stats = {
-        "stages": {s["name"]: {"rows": s["rows"], "own": s["own"], "retro": s["retro"], "retro_share": s["retro_share"],
-                               "difficulty_mean": s["difficulty_mean"], "max_prompt_length": s["max_prompt_length"],
-                               "by_task": s["by_task"]}
-                   for s in st.stages},
+        "stages": {
+            s["name"]: {
+                "rows": s["rows"],
+                "own": s["own"],
+                "retro": s["retro"],
+                "retro_share": s["retro_share"],
+                "difficulty_mean": s["difficulty_mean"],
+                "max_prompt_length": s["max_prompt_length"],
+                "by_task": s["by_task"],
+            }
+            for s in st.stages
+        },
         "eval_rows": int(len(st.ev)),
         "train_rows": int(sum(s["own"] for s in st.stages)),
         "dropped": dict(sorted(st.dropped.items())),
@@ -551,13 +636,19 @@ BUILD_STEPS: list[tuple[str, Callable[[_BuildState], None]]] = [
 ]
 
 
-def _build(inputs: list[str | Path], out: Path, config: CurriculumConfig,
-           progress_factory: Callable[[int, str], Any] | None) -> dict[str, Any]:
+def _build(
+    inputs: list[str | Path],
+    out: Path,
+    config: CurriculumConfig,
+    progress_factory: Callable[[int, str], Any] | None,
+) -> dict[str, Any]:
     st = _BuildState(config=config, out=out, progress_factory=progress_factory)
     st.table, st.inputs_info = read_inputs(inputs)
     if st.table.num_rows == 0:
         raise LongmillError(f"the inputs hold no samples: {[str(i) for i in inputs]}")
-    st.meta = st.table.select(["uid", "source_id", "data_source", "prompt_tokens", "length_target", "task"]).to_pydict()
+    st.meta = st.table.select(
+        ["uid", "source_id", "data_source", "prompt_tokens", "length_target", "task"]
+    ).to_pydict()
     st.tasks = np.array(st.meta["task"], dtype=object)
     st.tokens = np.asarray(st.meta["prompt_tokens"], dtype=np.int64)
     for name, step in BUILD_STEPS:
@@ -566,20 +657,47 @@ def _build(inputs: list[str | Path], out: Path, config: CurriculumConfig,
     return st.manifest
 
 
-def _model_pass_rates(table: pa.Table, mask: np.ndarray, c: CurriculumConfig, out: Path,
-                      progress_factory: Callable[[int, str], Any] | None) -> dict[str, float]:
+def _model_pass_rates(
+    table: pa.Table,
+    mask: np.ndarray,
+    c: CurriculumConfig,
+    out: Path,
+    progress_factory: Callable[[int, str], Any] | None,
+) -> dict[str, float]:
     rows = table.select(["uid", "data_source", "prompt", "question", "answers", "prompt_tokens"]).to_pylist()
-    items = [EvalItem(uid=r["uid"], data_source=r["data_source"], prompt=[dict(m) for m in r["prompt"]],
-                      question=r["question"], answers=list(r["answers"]), prompt_tokens=r["prompt_tokens"])
-             for r, m in zip(rows, mask, strict=True) if m]
-    gen = GenerateConfig(model=c.difficulty_model or "", backend=c.difficulty_backend, n=c.k,
-                         temperature=c.difficulty_temperature, max_tokens=c.difficulty_max_tokens, seed=c.seed,
-                         batch_size=c.difficulty_batch_size, url=c.difficulty_url, device=c.difficulty_device,
-                         backend_option=c.difficulty_backend_option)
+    items = [
+        EvalItem(
+            uid=r["uid"],
+            data_source=r["data_source"],
+            prompt=[dict(m) for m in r["prompt"]],
+            question=r["question"],
+            answers=list(r["answers"]),
+            prompt_tokens=r["prompt_tokens"],
+        )
+        for r, m in zip(rows, mask, strict=True)
+        if m
+    ]
+    gen = GenerateConfig(
+        model=c.difficulty_model or "",
+        backend=c.difficulty_backend,
+        n=c.k,
+        temperature=c.difficulty_temperature,
+        max_tokens=c.difficulty_max_tokens,
+        seed=c.seed,
+        batch_size=c.difficulty_batch_size,
+        url=c.difficulty_url,
+        device=c.difficulty_device,
+        backend_option=c.difficulty_backend_option,
+    )
     bar = progress_factory(len(items), "difficulty rollouts") if progress_factory else None
     try:
-        return pass_rates(items, gen, out / "difficulty" / "rollouts.jsonl", rule=c.correct_if,
-                          progress=bar.update if bar else None)
+        return pass_rates(
+            items,
+            gen,
+            out / "difficulty" / "rollouts.jsonl",
+            rule=c.correct_if,
+            progress=bar.update if bar else None,
+        )
     finally:
         if bar:
             bar.close()

@@ -22,7 +22,9 @@ from eval.backends.base import add_options_help
 from eval.run import GenerateConfig
 
 
-@click.group(cls=FlexibleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    cls=FlexibleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
 @click.option("-v", "--verbose", count=True, help="-v for progress messages, -vv for debugging.")
 def main(verbose: int) -> None:
     """Stage synthesized samples into a length curriculum with difficulty scores (QwenLong-L1).
@@ -39,15 +41,28 @@ def main(verbose: int) -> None:
 
 
 @main.command()
-@click.option("--input", "inputs", multiple=True, required=True,
-              help="A folder of sample shards (repeat the option, or list several after one --input).")
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    required=True,
+    help="A folder of sample shards (repeat the option, or list several after one --input).",
+)
 @click.argument("more_inputs", nargs=-1)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
-@click.option("--stats-out", type=click.Path(path_type=Path), default=None,
-              help="Also write stats.json to this path (for `dvc metrics`, which wants metrics outside outputs).")
-@click.option("--heldout-out", type=click.Path(path_type=Path), default=None,
-              help="Also write heldout.json (the held-out source ids and questions) to this path, for the SFT "
-                   "stage (`python -m train sft --heldout PATH`).")
+@click.option(
+    "--stats-out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write stats.json to this path (for `dvc metrics`, which wants metrics outside outputs).",
+)
+@click.option(
+    "--heldout-out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write heldout.json (the held-out source ids and questions) to this path, for the SFT "
+    "stage (`python -m train sft --heldout PATH`).",
+)
 @dataclass_options(CurriculumConfig)
 @friendly_errors
 def build(inputs, more_inputs, out, stats_out, heldout_out, **kw):
@@ -68,28 +83,42 @@ def build(inputs, more_inputs, out, stats_out, heldout_out, **kw):
       python -m curriculum build --input data/synth --out data/curriculum --heldout-out data/heldout.json
     """
     config = CurriculumConfig(**fields_of(CurriculumConfig, kw))
-    manifest = build_curriculum([*inputs, *more_inputs], out, config,
-                                progress_factory=lambda n, d: progress_bar(n or None, d))
+    manifest = build_curriculum(
+        [*inputs, *more_inputs], out, config, progress_factory=lambda n, d: progress_bar(n or None, d)
+    )
     if stats_out:
         atomic_write_json(stats_out, json.loads((Path(out) / "stats.json").read_text()))
     if heldout_out:
         atomic_write_json(heldout_out, json.loads((Path(out) / "heldout.json").read_text()))
     for s in manifest["stages"]:
-        click.echo(f"{s['name']}: {s['rows']} samples ({s['own']} in {s['bin'][0]}<tokens<={s['bin'][1]}, "
-                   f"{s['retro']} retrospective = {s['retro_share']:.1%}), mean difficulty {s['difficulty_mean']:.3f}")
-    click.echo(f"eval: {manifest['eval']['rows']} samples from {manifest['eval']['source_questions']} held-out "
-               f"questions; dropped: {manifest['dropped']}; wrote {out}/manifest.json")
+        click.echo(
+            f"{s['name']}: {s['rows']} samples ({s['own']} in {s['bin'][0]}<tokens<={s['bin'][1]}, "
+            f"{s['retro']} retrospective = {s['retro_share']:.1%}), mean difficulty {s['difficulty_mean']:.3f}"
+        )
+    click.echo(
+        f"eval: {manifest['eval']['rows']} samples from {manifest['eval']['source_questions']} held-out "
+        f"questions; dropped: {manifest['dropped']}; wrote {out}/manifest.json"
+    )
 
 
 add_options_help(build, "difficulty_backend_option")  # each backend declares its options; the help lists them
 
 
 @main.command()
-@click.option("--input", "input_", type=click.Path(exists=True, path_type=Path), required=True,
-              help="A folder of sample shards (a generator's output, or a curriculum stage).")
+@click.option(
+    "--input",
+    "input_",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="A folder of sample shards (a generator's output, or a curriculum stage).",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
-@click.option("--stats-out", type=click.Path(path_type=Path), default=None,
-              help="Also write stats.json to this path (for `dvc metrics`).")
+@click.option(
+    "--stats-out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write stats.json to this path (for `dvc metrics`).",
+)
 @dataclass_options(GroundingConfig)
 @dataclass_options(GenerateConfig, exclude=("n",), defaults={"temperature": 0.7})
 @friendly_errors
@@ -114,8 +143,10 @@ def ground(input_, out, stats_out, **kw):
     stats = run_ground(input_, out, config, gen, progress_factory=lambda n, d: progress_bar(n or None, d))
     if stats_out:
         atomic_write_json(stats_out, stats)
-    click.echo(f"read {stats['read']}, wrote {stats['written']} to {out}; dropped: {stats['dropped'] or 'none'}; "
-               f"flagged: {stats['flagged'] or 'none'}; generation failed: {stats['generation_failed'] or 'none'}")
+    click.echo(
+        f"read {stats['read']}, wrote {stats['written']} to {out}; dropped: {stats['dropped'] or 'none'}; "
+        f"flagged: {stats['flagged'] or 'none'}; generation failed: {stats['generation_failed'] or 'none'}"
+    )
 
 
 @main.command()
@@ -131,7 +162,29 @@ def show(folder: Path) -> None:
     from curriculum.manifest import check
 
     m = check(folder)
-    click.echo(json.dumps({"bins": m["bins"], "difficulty_source": m["difficulty_source"], "dropped": m["dropped"],
-                           "stages": [{k: s[k] for k in ("name", "rows", "own", "retro", "retro_share",
-                                                          "max_prompt_length", "difficulty_mean")} for s in m["stages"]],
-                           "eval_rows": m["eval"]["rows"]}, indent=2))
+    click.echo(
+        json.dumps(
+            {
+                "bins": m["bins"],
+                "difficulty_source": m["difficulty_source"],
+                "dropped": m["dropped"],
+                "stages": [
+                    {
+                        k: s[k]
+                        for k in (
+                            "name",
+                            "rows",
+                            "own",
+                            "retro",
+                            "retro_share",
+                            "max_prompt_length",
+                            "difficulty_mean",
+                        )
+                    }
+                    for s in m["stages"]
+                ],
+                "eval_rows": m["eval"]["rows"],
+            },
+            indent=2,
+        )
+    )

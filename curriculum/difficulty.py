@@ -32,7 +32,14 @@ from eval.scoring import read_predictions
 log = logging.getLogger(__name__)
 
 FEATURES_VERSION = "features:v1"
-WEIGHTS = {"length": 0.30, "hops": 0.20, "chains": 0.15, "retrieval": 0.20, "middle": 0.10, "no_shortcut": 0.05}
+WEIGHTS = {
+    "length": 0.30,
+    "hops": 0.20,
+    "chains": 0.15,
+    "retrieval": 0.20,
+    "middle": 0.10,
+    "no_shortcut": 0.05,
+}
 
 
 def _clip(x: float) -> float:
@@ -91,5 +98,7 @@ def pass_rates(
         passed = sum(metric.fn(extract_answer(c), it.answers) >= 1.0 for c in comps)
         out[it.uid] = passed / len(comps)
     if failed:
-        log.warning("%d sample(s) have no rollouts (generation failed); they keep their feature difficulty", failed)
+        log.warning(
+            "%d sample(s) have no rollouts (generation failed); they keep their feature difficulty", failed
+        )
     return out

@@ -53,12 +53,24 @@ CONTEXT_RATE = "context_pass_rate"
 FLAG = "grounding_flag"
 #: The columns this filter writes, with their Arrow types (all nullable).
 GROUNDING_FIELDS = [
-    pa.field(CLOSED_BOOK_RATE, pa.float64(), nullable=True,
-             metadata={"doc": "pass rate over k closed-book completions (question only); null: generation failed"}),
-    pa.field(CONTEXT_RATE, pa.float64(), nullable=True,
-             metadata={"doc": "pass rate over k completions of the full prompt; null: not measured or failed"}),
-    pa.field(FLAG, pa.string(), nullable=True,
-             metadata={"doc": "why the grounding filter would drop the row (action=flag), else null"}),
+    pa.field(
+        CLOSED_BOOK_RATE,
+        pa.float64(),
+        nullable=True,
+        metadata={"doc": "pass rate over k closed-book completions (question only); null: generation failed"},
+    ),
+    pa.field(
+        CONTEXT_RATE,
+        pa.float64(),
+        nullable=True,
+        metadata={"doc": "pass rate over k completions of the full prompt; null: not measured or failed"},
+    ),
+    pa.field(
+        FLAG,
+        pa.string(),
+        nullable=True,
+        metadata={"doc": "why the grounding filter would drop the row (action=flag), else null"},
+    ),
 ]
 ANSWERABLE = "answerable_closed_book"
 ACTIONS = ("drop", "flag")
@@ -68,7 +80,12 @@ CLOSED_BOOK_PROMPT = "Answer the following question.\n\nQuestion: {question}\n\n
 
 def closed_book_messages(question: str) -> list[dict[str, str]]:
     """The question alone, asked in the answer format the reward parses (no documents, no chain)."""
-    return [{"role": "user", "content": CLOSED_BOOK_PROMPT.format(question=question, format=answer_format_instruction())}]
+    return [
+        {
+            "role": "user",
+            "content": CLOSED_BOOK_PROMPT.format(question=question, format=answer_format_instruction()),
+        }
+    ]
 
 
 @dataclass
@@ -104,8 +121,13 @@ class GroundingConfig:
             raise LongmillError(f"rows_per_part must be >= 1, got {self.rows_per_part}")
 
 
-def pass_rates(items: list[EvalItem], gen: GenerateConfig, predictions: Path, rule: str,
-               progress: Callable[[int], None] | None = None) -> dict[str, float | None]:
+def pass_rates(
+    items: list[EvalItem],
+    gen: GenerateConfig,
+    predictions: Path,
+    rule: str,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, float | None]:
     """``{uid: pass rate or None}`` over ``gen.n`` completions per item (None: generation failed).
 
     Args:
@@ -127,20 +149,35 @@ def pass_rates(items: list[EvalItem], gen: GenerateConfig, predictions: Path, ru
     out: dict[str, float | None] = {}
     for it in items:
         comps = preds.get(it.uid)
-        out[it.uid] = (sum(metric.fn(extract_answer(c), it.answers) >= 1.0 for c in comps) / len(comps)
-                       if comps else None)
+        out[it.uid] = (
+            sum(metric.fn(extract_answer(c), it.answers) >= 1.0 for c in comps) / len(comps)
+            if comps
+            else None
+        )
     return out
 
 
 def _items(rows: list[dict[str, Any]], closed_book: bool) -> list[EvalItem]:
-    return [EvalItem(uid=r["uid"], data_source=r["data_source"],
-                     prompt=closed_book_messages(r["question"]) if closed_book else [dict(m) for m in r["prompt"]],
-                     question=r["question"], answers=list(r["answers"]), prompt_tokens=r.get("prompt_tokens"))
-            for r in rows]
+    return [
+        EvalItem(
+            uid=r["uid"],
+            data_source=r["data_source"],
+            prompt=closed_book_messages(r["question"]) if closed_book else [dict(m) for m in r["prompt"]],
+            question=r["question"],
+            answers=list(r["answers"]),
+            prompt_tokens=r.get("prompt_tokens"),
+        )
+        for r in rows
+    ]
 
 
-def ground(inputs: str | Path, out: str | Path, config: GroundingConfig, gen: GenerateConfig,
-           progress_factory: Callable[[int, str], Any] | None = None) -> dict[str, Any]:
+def ground(
+    inputs: str | Path,
+    out: str | Path,
+    config: GroundingConfig,
+    gen: GenerateConfig,
+    progress_factory: Callable[[int, str], Any] | None = None,
+) -> dict[str, Any]:
     """Measure both pass rates for every sample of ``inputs``, filter, and write ``out``.
 
     Args:
@@ -157,12 +194,21 @@ def ground(inputs: str | Path, out: str | Path, config: GroundingConfig, gen: Ge
     """
     out = Path(out)
     table = read_table(inputs)
-    missing = [c for c in ("uid", "question", "answers", "prompt", "data_source") if c not in table.column_names]
+    missing = [
+        c for c in ("uid", "question", "answers", "prompt", "data_source") if c not in table.column_names
+    ]
     if missing:
-        raise LongmillError(f"{inputs}: not a sample shard folder (columns {missing} missing); give the output "
-                            "of a datagen generator or of curriculum build")
-    rows = table.select([c for c in ("uid", "question", "answers", "prompt", "data_source", "prompt_tokens")
-                         if c in table.column_names]).to_pylist()
+        raise LongmillError(
+            f"{inputs}: not a sample shard folder (columns {missing} missing); give the output "
+            "of a datagen generator or of curriculum build"
+        )
+    rows = table.select(
+        [
+            c
+            for c in ("uid", "question", "answers", "prompt", "data_source", "prompt_tokens")
+            if c in table.column_names
+        ]
+    ).to_pylist()
     uids = [r["uid"] for r in rows]
     if len(set(uids)) != len(uids):
         raise LongmillError(f"{inputs}: uids are not unique; ground one run's folder at a time")
@@ -173,13 +219,17 @@ def ground(inputs: str | Path, out: str | Path, config: GroundingConfig, gen: Ge
 
     work = out / "grounding"
     b = bar("closed book")
-    closed = pass_rates(_items(rows, True), gen, work / "closed_book.jsonl", config.rule, b.update if b else None)
+    closed = pass_rates(
+        _items(rows, True), gen, work / "closed_book.jsonl", config.rule, b.update if b else None
+    )
     if b:
         b.close()
     context: dict[str, float | None] = {}
     if config.with_context:
         b = bar("with context")
-        context = pass_rates(_items(rows, False), gen, work / "context.jsonl", config.rule, b.update if b else None)
+        context = pass_rates(
+            _items(rows, False), gen, work / "context.jsonl", config.rule, b.update if b else None
+        )
         if b:
             b.close()
 
@@ -206,8 +256,9 @@ def ground(inputs: str | Path, out: str | Path, config: GroundingConfig, gen: Ge
             flags.append(ANSWERABLE if answerable else None)
 
     result = table
-    for f, values in zip(GROUNDING_FIELDS, ([closed[u] for u in uids], [context.get(u) for u in uids], flags),
-                         strict=True):
+    for f, values in zip(
+        GROUNDING_FIELDS, ([closed[u] for u in uids], [context.get(u) for u in uids], flags), strict=True
+    ):
         col = pa.array(values, type=f.type)
         if f.name in result.column_names:
             result = result.set_column(result.column_names.index(f.name), f, col)
@@ -215,8 +266,9 @@ def ground(inputs: str | Path, out: str | Path, config: GroundingConfig, gen: Ge
             result = result.append_column(f, col)
     result = result.replace_schema_metadata(table.schema.metadata).filter(pa.array(keep, type=pa.bool_()))
 
-    fingerprint = stable_id("grounding", dataclasses.asdict(config), dataclasses.asdict(gen) | {"api_key": None},
-                            sorted(uids))
+    fingerprint = stable_id(
+        "grounding", dataclasses.asdict(config), dataclasses.asdict(gen) | {"api_key": None}, sorted(uids)
+    )
     n_parts = max(1, -(-result.num_rows // config.rows_per_part))
     writer = PartWriter(out, fingerprint, n_parts, overwrite=True)
     for p in range(n_parts):
@@ -225,8 +277,17 @@ def ground(inputs: str | Path, out: str | Path, config: GroundingConfig, gen: Ge
 
     def dist(values: list[float | None]) -> dict[str, float] | None:
         vals = [v for v in values if v is not None]
-        return {"mean": round(statistics.fmean(vals), 4), "min": min(vals), "max": max(vals),
-                "zero": sum(v == 0 for v in vals), "one": sum(v == 1 for v in vals)} if vals else None
+        return (
+            {
+                "mean": round(statistics.fmean(vals), 4),
+                "min": min(vals),
+                "max": max(vals),
+                "zero": sum(v == 0 for v in vals),
+                "one": sum(v == 1 for v in vals),
+            }
+            if vals
+            else None
+        )
 
     stats = {
         "artifact": "samples",
@@ -244,6 +305,12 @@ def ground(inputs: str | Path, out: str | Path, config: GroundingConfig, gen: Ge
         "parts": n_parts,
     }
     writer.write_stats(stats)
-    log.info("grounding: read %d, wrote %d, dropped %s, flagged %s, failed %s", len(rows), result.num_rows,
-             dict(dropped), dict(flagged), dict(failed))
+    log.info(
+        "grounding: read %d, wrote %d, dropped %s, flagged %s, failed %s",
+        len(rows),
+        result.num_rows,
+        dict(dropped),
+        dict(flagged),
+        dict(failed),
+    )
     return json.loads(json.dumps(stats))

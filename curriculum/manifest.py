@@ -27,7 +27,6 @@ def normalize_question(question: str) -> str:
     return " ".join(str(question).lower().split())
 
 
-
 def check(folder: str | Path) -> dict[str, Any]:
     """Re-hash a curriculum's shards against its ``manifest.json``; returns the manifest.
 
@@ -55,15 +54,20 @@ def check(folder: str | Path) -> dict[str, Any]:
             if not p.exists():
                 raise LongmillError(f"{p} is listed in {path} but missing; {rebuild}")
             if file_digest(p) != sh["sha256"]:
-                raise LongmillError(f"{p} does not match the sha256 in {path} (changed after the build); {rebuild}")
+                raise LongmillError(
+                    f"{p} does not match the sha256 in {path} (changed after the build); {rebuild}"
+                )
         extra = sorted(p.name for p in (folder / name).glob(PART_GLOB) if p.name not in listed)
         if extra:
-            raise LongmillError(f"{folder / name} holds shards the manifest does not list ({', '.join(extra[:3])}); "
-                                f"{rebuild}")
+            raise LongmillError(
+                f"{folder / name} holds shards the manifest does not list ({', '.join(extra[:3])}); {rebuild}"
+            )
     names = {n for n, _ in groups}
     stale = sorted(d.name for d in folder.glob("stage-*") if d.is_dir() and d.name not in names)
     if stale:
-        raise LongmillError(f"{folder} holds stage folders the manifest does not list ({', '.join(stale)}); {rebuild}")
+        raise LongmillError(
+            f"{folder} holds stage folders the manifest does not list ({', '.join(stale)}); {rebuild}"
+        )
     held = manifest.get("heldout")
     if held:
         p = folder / held["file"]
@@ -82,11 +86,15 @@ def load_heldout(path: str | Path) -> tuple[set[str], set[str]]:
     if p.is_dir():
         p = p / HELDOUT
     if not p.exists():
-        raise LongmillError(f"{p}: no such held-out file; `python -m curriculum build` writes it "
-                            f"(OUT/{HELDOUT}, or where --heldout-out says)")
+        raise LongmillError(
+            f"{p}: no such held-out file; `python -m curriculum build` writes it "
+            f"(OUT/{HELDOUT}, or where --heldout-out says)"
+        )
     try:
         data = json.loads(p.read_text())
         ids, questions = set(data["source_ids"]), {normalize_question(q) for q in data["questions"]}
     except (ValueError, KeyError, TypeError) as e:
-        raise LongmillError(f"{p}: not a held-out file written by `python -m curriculum build` ({e})") from None
+        raise LongmillError(
+            f"{p}: not a held-out file written by `python -m curriculum build` ({e})"
+        ) from None
     return ids, questions

@@ -42,7 +42,11 @@ def docstring_args(cls: type) -> dict[str, str]:
         for line in block.splitlines():
             if line.strip() and not line.startswith(" "):
                 break  # the next section
-            m = _ARG_LINE.match("    " + line) if line.startswith("    ") and not line.startswith("        ") else None
+            m = (
+                _ARG_LINE.match("    " + line)
+                if line.startswith("    ") and not line.startswith("        ")
+                else None
+            )
             if m:
                 current = m.group(1)
                 out[current] = m.group(2).strip()
@@ -64,7 +68,9 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def dataclass_options(cls: type, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> Callable:
+def dataclass_options(
+    cls: type, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None
+) -> Callable:
     """A decorator adding one click option per field of dataclass ``cls``.
 
     Field metadata ``{"parse": fn}`` converts the string given on the command line (e.g. ``60k``).
@@ -98,20 +104,35 @@ def dataclass_options(cls: type, exclude: tuple[str, ...] = (), defaults: dict[s
                 kw["default"] = default
             parse = f.metadata.get("parse")
             if tp is bool:
-                opt = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name,
-                                   **{**kw, "default": None if default is None else bool(default)},
-                                   show_default="auto" if default is None else True)
+                opt = click.option(
+                    f"{flag}/--no-{f.name.replace('_', '-')}",
+                    f.name,
+                    **{**kw, "default": None if default is None else bool(default)},
+                    show_default="auto" if default is None else True,
+                )
             elif parse is not None or optional:
                 # Parsed in a callback: lengths like 60k, and "None"/"null" for optional values (what `dvc`
                 # writes when it unpacks a params dict with a null into flags).
                 convert = parse or {int: int, float: float, Path: Path}.get(tp, str)
-                opt = click.option(flag, f.name, type=click.STRING, show_default=default is not None,
-                                   required=required,
-                                   callback=lambda ctx, p, v, _c=convert, _o=optional: _convert(_c, v, p, _o, ctx),
-                                   **kw)
+                opt = click.option(
+                    flag,
+                    f.name,
+                    type=click.STRING,
+                    show_default=default is not None,
+                    required=required,
+                    callback=lambda ctx, p, v, _c=convert, _o=optional: _convert(_c, v, p, _o, ctx),
+                    **kw,
+                )
             else:
-                ctype = {int: click.INT, float: click.FLOAT, str: click.STRING, Path: click.Path(path_type=Path)}.get(tp, click.STRING)
-                opt = click.option(flag, f.name, type=ctype, show_default=default is not None, required=required, **kw)
+                ctype = {
+                    int: click.INT,
+                    float: click.FLOAT,
+                    str: click.STRING,
+                    Path: click.Path(path_type=Path),
+                }.get(tp, click.STRING)
+                opt = click.option(
+                    flag, f.name, type=ctype, show_default=default is not None, required=required, **kw
+                )
             fn = opt(fn)
         return fn
 
@@ -121,8 +142,13 @@ def dataclass_options(cls: type, exclude: tuple[str, ...] = (), defaults: dict[s
 NULLS = ("None", "none", "null", "~")
 
 
-def _convert(parse: Callable[[str], Any], value: Any, param: click.Parameter, optional: bool = False,
-             ctx: click.Context | None = None) -> Any:
+def _convert(
+    parse: Callable[[str], Any],
+    value: Any,
+    param: click.Parameter,
+    optional: bool = False,
+    ctx: click.Context | None = None,
+) -> Any:
     if ctx is not None and param.name:  # the value as the user typed it (a length shown as "60k")
         ctx.meta[f"longmill.raw.{param.name}"] = value
     if value is None or (optional and isinstance(value, str) and value in NULLS):
@@ -165,8 +191,11 @@ def explicit_options(values: dict[str, Any]) -> dict[str, Any]:
     from click.core import ParameterSource
 
     ctx = click.get_current_context()
-    return {k: v for k, v in values.items()
-            if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    return {
+        k: v
+        for k, v in values.items()
+        if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    }
 
 
 def parse_kv(values: tuple[str, ...] | list[str], what: str) -> dict[str, str]:
@@ -216,8 +245,18 @@ def raw_value(name: str, default: Any = None) -> Any:
 
 
 #: OS errors that come from the user's paths or machine (not from a bug): reported in one line.
-USER_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR,
-                  errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG)
+USER_OS_ERRORS = (
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+    errno.ENAMETOOLONG,
+)
 
 
 def friendly_errors(fn: Callable) -> Callable:
@@ -237,7 +276,8 @@ def friendly_errors(fn: Callable) -> Callable:
             if e.errno not in USER_OS_ERRORS:
                 raise
             what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}.get(
-                e.errno, e.strerror or str(e))
+                e.errno, e.strerror or str(e)
+            )
             message = f"{e.filename}: {what}" if e.filename else what
         except Exception as e:
             import yaml
@@ -248,7 +288,10 @@ def friendly_errors(fn: Callable) -> Callable:
             name = getattr(mark, "name", "") or ""
             if name.startswith("<"):  # parsed from a string: name the --config file the command was given
                 ctx = click.get_current_context(silent=True)
-                name = str((ctx.params.get("config_file") or ctx.params.get("config")) if ctx else "") or "the YAML file"
+                name = (
+                    str((ctx.params.get("config_file") or ctx.params.get("config")) if ctx else "")
+                    or "the YAML file"
+                )
             where = f"{name}, line {mark.line + 1}" if mark is not None else name or "the YAML file"
             message = f"{where}: not valid YAML ({getattr(e, 'problem', None) or e}); fix the file's syntax"
         click.secho(f"error: {message}", fg="red", err=True)
@@ -272,8 +315,14 @@ class progress_bar:  # noqa: N801 - used like tqdm
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, desc=self.desc, unit=self.unit, dynamic_ncols=True,
-                             file=sys.stderr, mininterval=0.5)
+            self._bar = tqdm(
+                total=self.total,
+                desc=self.desc,
+                unit=self.unit,
+                dynamic_ncols=True,
+                file=sys.stderr,
+                mininterval=0.5,
+            )
         self._bar.update(n)
 
     def close(self) -> None:

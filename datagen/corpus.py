@@ -66,8 +66,16 @@ class Corpus:
         """Changes when the triplets change (ids, questions, answers or documents)."""
         if self._fingerprint is None:
             self._fingerprint = stable_id(
-                [(t.id, t.question, t.answers, [d.doc_id for d in t.gold_docs], [d.doc_id for d in t.distractor_docs])
-                 for t in self.triplets]
+                [
+                    (
+                        t.id,
+                        t.question,
+                        t.answers,
+                        [d.doc_id for d in t.gold_docs],
+                        [d.doc_id for d in t.distractor_docs],
+                    )
+                    for t in self.triplets
+                ]
             )
         return self._fingerprint
 
@@ -110,7 +118,9 @@ class Corpus:
         if k <= 0:
             return out
         # Draw a few more than needed so that skipping the question itself rarely needs a second draw.
-        for j in rng.permutation(n) if n <= 4 * k + 16 else rng.choice(n, size=min(n, 2 * k + 8), replace=False):
+        for j in (
+            rng.permutation(n) if n <= 4 * k + 16 else rng.choice(n, size=min(n, 2 * k + 8), replace=False)
+        ):
             if normalize_question(self.questions[j]) != own:
                 out.append(int(j))
                 if len(out) == k:

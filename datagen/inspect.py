@@ -31,7 +31,11 @@ def load_row(path: str | Path, index: int) -> dict[str, Any]:
         raise LongmillError(f"--row must be >= 0, got {index}")
     for n, (part, _, row) in enumerate(iter_rows(list_parts(path))):
         if "prompt" not in row or "chains" not in row:
-            what = "a triplet shard (made by datagen triplets)" if "distractor_docs" in row else "not a sample shard"
+            what = (
+                "a triplet shard (made by datagen triplets)"
+                if "distractor_docs" in row
+                else "not a sample shard"
+            )
             raise LongmillError(
                 f"{part} is {what}; inspect shows samples made by datagen keychain or longqa, e.g. "
                 f"`datagen keychain --source triplets --input {Path(part).parent} --length 8k --out DIR`, "
@@ -90,10 +94,17 @@ def outline(row: dict[str, Any]) -> dict[str, Any]:
         "length_target": row["length_target"],
         "tokenizer": row["tokenizer"],
         "num_docs": row["num_docs"],
-        "gold": [{"title": g["title"], "position": doc_pos.get(g["doc_id"]), "depth": d}
-                 for g, d in zip(row["gold_docs"], row["gold_doc_depths"], strict=False)],
+        "gold": [
+            {"title": g["title"], "position": doc_pos.get(g["doc_id"]), "depth": d}
+            for g, d in zip(row["gold_docs"], row["gold_doc_depths"], strict=False)
+        ],
         "chain_head": row["chain_head"],
-        "chains": [{"is_true": c["is_true"], "target": c["target"],
-                    "hop_depths": [round(s[0] / n, 3) if s else None for s in _pair_spans(text, c)]}
-                   for c in row["chains"]],
+        "chains": [
+            {
+                "is_true": c["is_true"],
+                "target": c["target"],
+                "hop_depths": [round(s[0] / n, 3) if s else None for s in _pair_spans(text, c)],
+            }
+            for c in row["chains"]
+        ],
     }

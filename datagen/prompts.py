@@ -12,9 +12,7 @@ from datagen.core.registry import Registry
 
 #: The phrase the model is asked to end with (QwenLong-L1's format). ``eval.extract`` keys on it.
 ANSWER_PREFIX = "Therefore, the answer is"
-ANSWER_FORMAT_INSTRUCTION = (
-    f'Format your response as follows: "{ANSWER_PREFIX} (insert answer here)".'
-)
+ANSWER_FORMAT_INSTRUCTION = f'Format your response as follows: "{ANSWER_PREFIX} (insert answer here)".'
 
 
 def answer_format_instruction() -> str:
@@ -69,7 +67,7 @@ KEYCHAIN_TAIL = (
     + ' "{head}", follow the chain of key-value pairs in the text: find the pair '
     "whose key is the current key; if its value is a UUID, that UUID is the next key. The chain ends "
     "at a value that is a question. Other chains lead to other questions; ignore them. Find the "
-    "question at the end of the chain that starts at \"{head}\", then answer that question using the "
+    'question at the end of the chain that starts at "{head}", then answer that question using the '
     "documents in the text.\n\n{format}"
 )
 

@@ -91,7 +91,9 @@ class RunConfig:
 _WORKER: dict[str, Any] = {}  # set in the parent before forking: the generator and a progress counter
 
 
-def _make_part(gen: Generator, run: RunConfig, part: int, tick: Callable[[], None]) -> tuple[list[dict], dict]:
+def _make_part(
+    gen: Generator, run: RunConfig, part: int, tick: Callable[[], None]
+) -> tuple[list[dict], dict]:
     skips = Stats()
     rows: list[dict] = []
     for i in run.part_range(part):
@@ -196,18 +198,33 @@ def _lock_tag(run: RunConfig) -> str:
     return f"shard-{run.shard_index}-of-{run.num_shards}" if run.num_shards > 1 else ""
 
 
-def _run_generator(generator: str, config: GenConfig, source: Source, run: RunConfig, progress: Progress | None,
-                   corpus: Corpus | None) -> dict[str, Any]:
+def _run_generator(
+    generator: str,
+    config: GenConfig,
+    source: Source,
+    run: RunConfig,
+    progress: Progress | None,
+    corpus: Corpus | None,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     corpus = corpus if corpus is not None else Corpus.from_source(source)
-    log.info("corpus: %d triplets, %d documents, %d distinct questions (%.1fs)", len(corpus), len(corpus.docs),
-             len(corpus.questions), time.perf_counter() - t0)
+    log.info(
+        "corpus: %d triplets, %d documents, %d distinct questions (%.1fs)",
+        len(corpus),
+        len(corpus.docs),
+        len(corpus.questions),
+        time.perf_counter() - t0,
+    )
     gen_cls = GENERATORS.get(generator)
     gen = gen_cls(config, corpus)
     gen.preflight()
-    fingerprint = stable_id(gen.params, corpus.fingerprint(), run.num_samples, run.rows_per_part, SCHEMA_VERSION)
+    fingerprint = stable_id(
+        gen.params, corpus.fingerprint(), run.num_samples, run.rows_per_part, SCHEMA_VERSION
+    )
     summary = f"{generator} {source.name} length={config.length} seed={config.seed} n={run.num_samples}"
-    writer = PartWriter(run.out, fingerprint, run.num_parts, overwrite=run.overwrite, sharded=run.num_shards > 1)
+    writer = PartWriter(
+        run.out, fingerprint, run.num_parts, overwrite=run.overwrite, sharded=run.num_shards > 1
+    )
     todo = [p for p in run.my_parts() if not writer.is_done(p)]
     done_before = sum(len(run.part_range(p)) for p in run.my_parts() if p not in todo)
     if done_before and progress:
@@ -226,22 +243,40 @@ def _run_generator(generator: str, config: GenConfig, source: Source, run: RunCo
     else:
         _run_pool(gen, run, todo, write, progress)
     log.info("docs tokenised: %d (cache misses) in %.1fs", gen.counter.counted, time.perf_counter() - t0)
-    return finalize(writer, run, meta={"artifact": "samples", "generator": generator, "source": source.name,
-                                       "length_target": config.length, "tokenizer": gen.tokenizer.name,
-                                       "params": json.loads(gen.params), "longmill_version": __version__})
+    return finalize(
+        writer,
+        run,
+        meta={
+            "artifact": "samples",
+            "generator": generator,
+            "source": source.name,
+            "length_target": config.length,
+            "tokenizer": gen.tokenizer.name,
+            "params": json.loads(gen.params),
+            "longmill_version": __version__,
+        },
+    )
 
 
-def _run_pool(gen: Generator, run: RunConfig, todo: list[int], write: Callable, progress: Progress | None) -> None:
+def _run_pool(
+    gen: Generator, run: RunConfig, todo: list[int], write: Callable, progress: Progress | None
+) -> None:
     try:
         ctx = mp.get_context("fork")
     except ValueError as e:  # pragma: no cover - non-POSIX
-        raise LongmillError("--workers > 1 needs the 'fork' start method (Linux/macOS); use --workers 1") from e
+        raise LongmillError(
+            "--workers > 1 needs the 'fork' start method (Linux/macOS); use --workers 1"
+        ) from e
     counter = ctx.Value("q", 0)
     _WORKER.update(gen=gen, run=run, counter=counter, write=write)
     seen = 0
     try:
-        with ProcessPoolExecutor(max_workers=min(run.workers, len(todo)), mp_context=ctx,
-                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+        with ProcessPoolExecutor(
+            max_workers=min(run.workers, len(todo)),
+            mp_context=ctx,
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             pending = {pool.submit(_worker_part, p) for p in todo}
             while pending:
                 finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
@@ -260,8 +295,12 @@ def finalize(writer: PartWriter, run: RunConfig, meta: dict[str, Any]) -> dict[s
     parts = writer.done_stats()
     merged = Stats(skipped={}, data_sources={}, prompt_tokens=[], num_docs=[])
     for s in parts:
-        merged.merge({k: s.get(k, v) for k, v in (("skipped", {}), ("data_sources", {}), ("prompt_tokens", []),
-                                                   ("num_docs", []))})
+        merged.merge(
+            {
+                k: s.get(k, v)
+                for k, v in (("skipped", {}), ("data_sources", {}), ("prompt_tokens", []), ("num_docs", []))
+            }
+        )
     agg = merged.to_dict(sort=True)
     stats = {
         **meta,
@@ -286,8 +325,10 @@ def finalize(writer: PartWriter, run: RunConfig, meta: dict[str, Any]) -> dict[s
 
 # -- triplet conversion -----------------------------------------------------------------------------
 
-def run_triplets(source: Source, out: Path, rows_per_part: int = 1000,
-                 progress: Progress | None = None) -> dict[str, Any]:
+
+def run_triplets(
+    source: Source, out: Path, rows_per_part: int = 1000, progress: Progress | None = None
+) -> dict[str, Any]:
     """Convert a source into triplet shards (``datagen triplets``).
 
     The source is read once, in order, and each part is written as soon as it fills, so memory holds one
@@ -312,7 +353,9 @@ def _run_triplets(source: Source, out: Path, rows_per_part: int, progress: Progr
         raise
 
 
-def _convert(source: Source, writer: PartWriter, rows_per_part: int, progress: Progress | None) -> dict[str, Any]:
+def _convert(
+    source: Source, writer: PartWriter, rows_per_part: int, progress: Progress | None
+) -> dict[str, Any]:
     hops, qtypes = Stats(), Stats()
     rows: list[dict] = []
     parts = written = 0

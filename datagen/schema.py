@@ -168,19 +168,40 @@ SAMPLE_SCHEMA = pa.schema(
         _f("gold_docs", pa.list_(DOC_TYPE), "the gold documents, as placed in the context"),
         _f("supporting_facts", pa.list_(pa.string()), "supporting sentences"),
         _f("doc_ids", pa.list_(pa.string()), "document ids in context order"),
-        _f("doc_offsets", pa.list_(pa.int64()),
-           "character offset of each document in the user message, then the end of the last one"),
+        _f(
+            "doc_offsets",
+            pa.list_(pa.int64()),
+            "character offset of each document in the user message, then the end of the last one",
+        ),
         _f("chain_head", pa.string(), "the head key named in the instructions", nullable=True),
         _f("chains", pa.list_(CHAIN_TYPE), "every chain: its keys in order, its target, whether true"),
         _f("params", pa.string(), "generator parameters as canonical JSON"),
-        _f("task", pa.string(), "task family (keychain, longqa, aggregation, needles, vartrack, ...); null in "
-           "shards written before the column existed, where the generator name stands for it", nullable=True),
-        _f("closed_book_pass_rate", pa.float64(), "pass rate over k answers without the context "
-           "(`curriculum ground`; null before, or when generation failed)", nullable=True),
-        _f("context_pass_rate", pa.float64(), "pass rate over k answers with the context (`curriculum ground`)",
-           nullable=True),
-        _f("grounding_flag", pa.string(), "answerable_closed_book when `curriculum ground --action flag` marked it",
-           nullable=True),
+        _f(
+            "task",
+            pa.string(),
+            "task family (keychain, longqa, aggregation, needles, vartrack, ...); null in "
+            "shards written before the column existed, where the generator name stands for it",
+            nullable=True,
+        ),
+        _f(
+            "closed_book_pass_rate",
+            pa.float64(),
+            "pass rate over k answers without the context "
+            "(`curriculum ground`; null before, or when generation failed)",
+            nullable=True,
+        ),
+        _f(
+            "context_pass_rate",
+            pa.float64(),
+            "pass rate over k answers with the context (`curriculum ground`)",
+            nullable=True,
+        ),
+        _f(
+            "grounding_flag",
+            pa.string(),
+            "answerable_closed_book when `curriculum ground --action flag` marked it",
+            nullable=True,
+        ),
     ],
     metadata={"longmill.schema": "sample", "longmill.schema_version": SCHEMA_VERSION},
 )
@@ -245,17 +266,24 @@ class Sample:
         kw = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.name not in OPTIONAL_COLUMNS}
         kw.update({name: row.get(name) for name in OPTIONAL_COLUMNS})
         kw["gold_docs"] = [Document(**d) for d in row["gold_docs"]]
-        kw["chains"] = [Chain(keys=list(c["keys"]), target=c["target"], is_true=bool(c["is_true"])) for c in row["chains"]]
+        kw["chains"] = [
+            Chain(keys=list(c["keys"]), target=c["target"], is_true=bool(c["is_true"])) for c in row["chains"]
+        ]
         kw["prompt"] = [dict(m) for m in row["prompt"]]
         kw["answers"] = list(row["answers"])
         kw["gold_doc_depths"] = [float(x) for x in row["gold_doc_depths"]]
         kw["supporting_facts"] = list(row["supporting_facts"])
         kw["doc_ids"] = list(row["doc_ids"])
         kw["doc_offsets"] = [int(x) for x in row["doc_offsets"]]
-        kw["reward_model"] = {"style": row["reward_model"]["style"],
-                              "ground_truth": list(row["reward_model"]["ground_truth"])}
-        kw["extra_info"] = {**{k: None for k in EXTRA_INFO_OPTIONAL}, **row["extra_info"],
-                            "answers": list(row["extra_info"]["answers"])}
+        kw["reward_model"] = {
+            "style": row["reward_model"]["style"],
+            "ground_truth": list(row["reward_model"]["ground_truth"]),
+        }
+        kw["extra_info"] = {
+            **{k: None for k in EXTRA_INFO_OPTIONAL},
+            **row["extra_info"],
+            "answers": list(row["extra_info"]["answers"]),
+        }
         return cls(**kw)
 
     @property
@@ -295,8 +323,13 @@ def conform_samples(table: pa.Table) -> pa.Table:
         ei = table.column("extra_info").combine_chunks()
         have = {ei.type.field(i).name for i in range(ei.type.num_fields)}
         if not set(EXTRA_INFO_OPTIONAL) <= have:
-            arrays = {f.name: ei.field(f.name) if f.name in have else pa.nulls(len(ei), f.type) for f in EXTRA_INFO_TYPE}
-            fixed = pa.StructArray.from_arrays(list(arrays.values()), fields=list(EXTRA_INFO_TYPE), mask=ei.is_null())
+            arrays = {
+                f.name: ei.field(f.name) if f.name in have else pa.nulls(len(ei), f.type)
+                for f in EXTRA_INFO_TYPE
+            }
+            fixed = pa.StructArray.from_arrays(
+                list(arrays.values()), fields=list(EXTRA_INFO_TYPE), mask=ei.is_null()
+            )
             table = table.set_column(table.schema.get_field_index("extra_info"), "extra_info", fixed)
     missing = set(SAMPLE_SCHEMA.names) - set(table.schema.names)
     if missing:

@@ -62,8 +62,11 @@ def list_parts(folder: str | Path) -> list[Path]:
         raise LongmillError(f"{folder}: no such folder of Parquet shards")
     parts = sorted(p.glob(PART_GLOB)) or sorted(p.glob("*.parquet"))
     if not parts:
-        parts = [x for sub in sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
-                 for x in sorted(sub.glob(PART_GLOB))]
+        parts = [
+            x
+            for sub in sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
+            for x in sorted(sub.glob(PART_GLOB))
+        ]
     if not parts:
         raise LongmillError(f"{folder}: no Parquet shards (part-*.parquet) found, nor folders of them")
     return parts
@@ -76,7 +79,9 @@ def read_schema(path: Path) -> pa.Schema:
         raise LongmillError(f"{path}: not a readable Parquet file ({e})") from e
 
 
-def iter_rows(paths: Iterable[Path], columns: list[str] | None = None, batch_size: int = 256) -> Iterator[tuple[Path, int, dict]]:
+def iter_rows(
+    paths: Iterable[Path], columns: list[str] | None = None, batch_size: int = 256
+) -> Iterator[tuple[Path, int, dict]]:
     """Yield ``(path, row_index_in_file, row)`` over Parquet files, a batch at a time."""
     for path in paths:
         try:
@@ -109,6 +114,7 @@ def read_table(folder: str | Path, columns: list[str] | None = None) -> pa.Table
 
 
 # -- output guards -----------------------------------------------------------------------------------
+
 
 def _sibling(out: Path, suffix: str) -> Path:
     out = Path(out)
@@ -215,7 +221,9 @@ def check_not_own_input(out: str | Path, inputs: Iterable[str | Path | None]) ->
                 )
 
 
-def check_output_path(out: str | Path, inputs: Iterable[str | Path | None] = (), min_free: int | None = None) -> None:
+def check_output_path(
+    out: str | Path, inputs: Iterable[str | Path | None] = (), min_free: int | None = None
+) -> None:
     """Fail before any work when ``out`` cannot be written: a file in the way, no write permission, a full
     disk, or one of the ``inputs``."""
     out = Path(out)
@@ -225,17 +233,23 @@ def check_output_path(out: str | Path, inputs: Iterable[str | Path | None] = (),
     while not anc.exists() and anc != anc.parent:
         anc = anc.parent
     if not anc.is_dir():
-        raise LongmillError(f"--out {out}: {anc} is a file, so the folder cannot be created; choose another --out")
+        raise LongmillError(
+            f"--out {out}: {anc} is a file, so the folder cannot be created; choose another --out"
+        )
     if not os.access(anc, os.W_OK | os.X_OK):
-        raise LongmillError(f"--out {out}: {anc} is not writable by this user; fix its permissions or choose another --out")
+        raise LongmillError(
+            f"--out {out}: {anc} is not writable by this user; fix its permissions or choose another --out"
+        )
     for sub in (out / MARKER_DIR,) if out.is_dir() else ():
         if sub.exists() and not os.access(sub, os.W_OK | os.X_OK):
             raise LongmillError(f"--out {out}: {sub} is not writable by this user; fix its permissions")
     free = shutil.disk_usage(anc).free
     need = MIN_FREE_BYTES if min_free is None else min_free
     if free < need:
-        raise LongmillError(f"--out {out}: the disk holding {anc} has only {free // 2**20} MiB free (at least "
-                            f"{need // 2**20} MiB needed); free some space or choose another --out")
+        raise LongmillError(
+            f"--out {out}: the disk holding {anc} has only {free // 2**20} MiB free (at least "
+            f"{need // 2**20} MiB needed); free some space or choose another --out"
+        )
     check_not_own_input(out, inputs)
 
 
@@ -248,8 +262,11 @@ def check_complete(folder: str | Path) -> None:
     p = Path(folder)
     if not p.is_dir():
         return
-    dirs = [p] if (p / MARKER_DIR).is_dir() or any(p.glob(PART_GLOB)) else sorted(
-        d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
+    dirs = (
+        [p]
+        if (p / MARKER_DIR).is_dir() or any(p.glob(PART_GLOB))
+        else sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
+    )
     for d in dirs:
         if (d / MARKER_DIR).is_dir() and not (d / STATS_FILE).exists():
             raise LongmillError(
@@ -273,8 +290,11 @@ def clean_temp_files(folder: Path) -> int:
 
 def is_part_entry(name: str) -> bool:
     """The entries of a part folder that belong to longmill (what a replacing run may delete)."""
-    return (name.startswith("part-") and name.endswith(".parquet")) or name in (MARKER_DIR, STATS_FILE) or (
-        name.startswith(".") and name.endswith(".tmp"))
+    return (
+        (name.startswith("part-") and name.endswith(".parquet"))
+        or name in (MARKER_DIR, STATS_FILE)
+        or (name.startswith(".") and name.endswith(".tmp"))
+    )
 
 
 def promote(staging: Path, out: Path, owned: Callable[[str], bool], marker: str = STATS_FILE) -> None:
@@ -332,8 +352,15 @@ class PartWriter:
         sharded: this is one rank of several writing into the folder (they cannot replace it together).
     """
 
-    def __init__(self, folder: str | Path, fingerprint: str, num_parts: int, overwrite: bool = False,
-                 fresh: bool = False, sharded: bool = False):
+    def __init__(
+        self,
+        folder: str | Path,
+        fingerprint: str,
+        num_parts: int,
+        overwrite: bool = False,
+        fresh: bool = False,
+        sharded: bool = False,
+    ):
         self.out = Path(folder)
         self.fingerprint = fingerprint
         self.num_parts = num_parts
@@ -343,16 +370,24 @@ class PartWriter:
             self.folder = fresh_staging(self.out)
         elif foreign:
             if not overwrite:
-                raise LongmillError(f"{self.out} holds parts of a run with other settings ({foreign}); use "
-                                    "another --out folder or pass --overwrite")
+                raise LongmillError(
+                    f"{self.out} holds parts of a run with other settings ({foreign}); use "
+                    "another --out folder or pass --overwrite"
+                )
             if sharded:
-                raise LongmillError(f"{self.out} holds parts of a run with other settings ({foreign}); the ranks of "
-                                    "a sharded run cannot replace it together: remove it first or use another --out")
+                raise LongmillError(
+                    f"{self.out} holds parts of a run with other settings ({foreign}); the ranks of "
+                    "a sharded run cannot replace it together: remove it first or use another --out"
+                )
             self.folder = staging_path(self.out)
             if self._foreign(self.folder):
                 self.folder = fresh_staging(self.out)
-            log.info("%s holds another run (%s); writing to %s and replacing it when done", self.out, foreign,
-                     self.folder)
+            log.info(
+                "%s holds another run (%s); writing to %s and replacing it when done",
+                self.out,
+                foreign,
+                self.folder,
+            )
         else:
             self.folder = self.out
         self.staged = self.folder != self.out
@@ -360,10 +395,16 @@ class PartWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.markers.mkdir(exist_ok=True)
         clean_temp_files(self.folder)
-        stray = [p.name for p in self.folder.glob(PART_GLOB) if not (self.markers / (p.stem + ".json")).exists()]
+        stray = [
+            p.name for p in self.folder.glob(PART_GLOB) if not (self.markers / (p.stem + ".json")).exists()
+        ]
         if stray:
-            log.info("%s: %d part(s) without a done-marker will be rewritten: %s", self.folder, len(stray),
-                     ", ".join(sorted(stray)[:5]))
+            log.info(
+                "%s: %d part(s) without a done-marker will be rewritten: %s",
+                self.folder,
+                len(stray),
+                ", ".join(sorted(stray)[:5]),
+            )
 
     def _foreign(self, folder: Path) -> str | None:
         """A description of another run's parts in ``folder``, or None."""
@@ -385,12 +426,21 @@ class PartWriter:
             return False
         return json.loads(m.read_text()).get("fingerprint") == self.fingerprint
 
-    def write(self, index: int, table: pa.Table, part_stats: dict[str, Any], config_summary: str = "") -> Path:
+    def write(
+        self, index: int, table: pa.Table, part_stats: dict[str, Any], config_summary: str = ""
+    ) -> Path:
         """Write part ``index`` atomically, then its done-marker."""
         path = self.folder / part_name(index)
         write_table_atomic(table, path)
-        atomic_write_json(self.marker_path(index), {"fingerprint": self.fingerprint, "part": index,
-                                                    "config_summary": config_summary, "stats": part_stats})
+        atomic_write_json(
+            self.marker_path(index),
+            {
+                "fingerprint": self.fingerprint,
+                "part": index,
+                "config_summary": config_summary,
+                "stats": part_stats,
+            },
+        )
         return path
 
     def done_stats(self) -> list[dict[str, Any]]:

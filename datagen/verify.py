@@ -58,17 +58,22 @@ class VerifyReport:
         return not self.violations
 
 
-def _check_offsets(row: dict[str, Any], user: str, text_pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _check_offsets(
+    row: dict[str, Any], user: str, text_pairs: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
     """doc_offsets are increasing, inside the message, and each gold document lies in its own span."""
     off = list(row["doc_offsets"])
-    if len(off) != row["num_docs"] + 1 or any(b <= a for a, b in zip(off, off[1:], strict=False)) or \
-            (off and (off[0] < 0 or off[-1] > len(user))):
+    if (
+        len(off) != row["num_docs"] + 1
+        or any(b <= a for a, b in zip(off, off[1:], strict=False))
+        or (off and (off[0] < 0 or off[-1] > len(user)))
+    ):
         return [("structure", f"doc_offsets do not delimit {row['num_docs']} documents in the user message")]
     pos = {d: i for i, d in enumerate(row["doc_ids"])}
     out = []
     for g in row["gold_docs"]:
         i = pos.get(g["doc_id"])
-        span = strip_pairs(user[off[i]:off[i + 1]], text_pairs) if i is not None else ""
+        span = strip_pairs(user[off[i] : off[i + 1]], text_pairs) if i is not None else ""
         if g["text"] not in span:
             out.append(("structure", f"gold document {g['title']!r} is not inside its span doc_offsets[{i}]"))
     return out
@@ -85,9 +90,13 @@ def _answer_checks(row: dict[str, Any]) -> list[tuple[str, str]]:
         problems.append(("answers", f"reward_model.ground_truth {truth!r} differs from answers {answers!r}"))
     extra = row["extra_info"] or {}
     if list(extra.get("answers") or []) != answers:
-        problems.append(("answers", f"extra_info.answers {extra.get('answers')!r} differs from answers {answers!r}"))
+        problems.append(
+            ("answers", f"extra_info.answers {extra.get('answers')!r} differs from answers {answers!r}")
+        )
     if extra.get("question") != row["question"]:
-        problems.append(("question", f"extra_info.question {extra.get('question')!r} differs from the question column"))
+        problems.append(
+            ("question", f"extra_info.question {extra.get('question')!r} differs from the question column")
+        )
     if extra.get("uid") != row["uid"]:
         problems.append(("structure", f"extra_info.uid {extra.get('uid')!r} differs from uid {row['uid']!r}"))
     return problems
@@ -106,8 +115,13 @@ def check_row(row: dict[str, Any], run: dict[str, Any] | None = None) -> list[tu
     params = run if run is not None else json.loads(row["params"])
     tok = get_tokenizer(row["tokenizer"])
     if tok.chat_template != row["chat_template"]:
-        problems.append(("template", f"row says chat template {row['chat_template']!r}, tokenizer "
-                                     f"{row['tokenizer']!r} renders with {tok.chat_template!r}"))
+        problems.append(
+            (
+                "template",
+                f"row says chat template {row['chat_template']!r}, tokenizer "
+                f"{row['tokenizer']!r} renders with {tok.chat_template!r}",
+            )
+        )
     messages = [dict(m) for m in row["prompt"]]
     measured = tok.count_messages(messages)
     length = int(params.get("length", row["length_target"]))
@@ -115,7 +129,9 @@ def check_row(row: dict[str, Any], run: dict[str, Any] | None = None) -> list[tu
         problems.append(("run", f"length_target {row['length_target']} but the run's length is {length}"))
     lo = lower_bound(length, float(params.get("tolerance", 0.01)))
     if measured != row["prompt_tokens"]:
-        problems.append(("length", f"stored prompt_tokens {row['prompt_tokens']} but the rendered prompt has {measured}"))
+        problems.append(
+            ("length", f"stored prompt_tokens {row['prompt_tokens']} but the rendered prompt has {measured}")
+        )
     if not lo <= measured <= length:
         problems.append(("length", f"{measured} tokens is outside [{lo}, {length}]"))
     problems += _answer_checks(row)
@@ -137,7 +153,9 @@ def check_row(row: dict[str, Any], run: dict[str, Any] | None = None) -> list[tu
     try:
         return problems + gen_cls.check_row(row)
     except (KeyError, IndexError, TypeError, ValueError) as e:  # a malformed row is a violation, not a crash
-        return problems + [("malformed", f"the {row['generator']} checks failed on this row: {type(e).__name__}: {e}")]
+        return problems + [
+            ("malformed", f"the {row['generator']} checks failed on this row: {type(e).__name__}: {e}")
+        ]
 
 
 @dataclass
@@ -183,7 +201,9 @@ def _run_problems(run: _Run) -> list[tuple[str, str]]:
     """Folder-level checks: every part is there, all parts come from one run, stats.json is complete."""
     problems: list[tuple[str, str]] = []
     if run.stats is not None and "_unreadable" in run.stats:
-        return [("run", f"{STATS_FILE} is not readable JSON ({run.stats['_unreadable']}); regenerate the folder")]
+        return [
+            ("run", f"{STATS_FILE} is not readable JSON ({run.stats['_unreadable']}); regenerate the folder")
+        ]
     numbers = sorted(int(m.group(1)) for p in run.parts if (m := _PART_NUMBER.match(p.name)))
     expected = run.stats.get("parts") if run.stats else None
     if isinstance(expected, int):
@@ -193,13 +213,27 @@ def _run_problems(run: _Run) -> list[tuple[str, str]]:
     missing = sorted(want - set(numbers))
     if missing:
         names = ", ".join(f"part-{i:05d}.parquet" for i in missing[:5])
-        src = f"{STATS_FILE} says {expected} parts" if isinstance(expected, int) else "the parts are numbered with gaps"
-        problems.append(("run", f"{len(missing)} part(s) missing ({names}); {src}; re-run the command that made "
-                                f"the folder to rewrite them"))
+        src = (
+            f"{STATS_FILE} says {expected} parts"
+            if isinstance(expected, int)
+            else "the parts are numbered with gaps"
+        )
+        problems.append(
+            (
+                "run",
+                f"{len(missing)} part(s) missing ({names}); {src}; re-run the command that made "
+                f"the folder to rewrite them",
+            )
+        )
     extra = sorted(set(numbers) - want)
     if extra and isinstance(expected, int):
-        problems.append(("run", f"part(s) beyond the run's {expected}: "
-                                + ", ".join(f"part-{i:05d}.parquet" for i in extra[:5])))
+        problems.append(
+            (
+                "run",
+                f"part(s) beyond the run's {expected}: "
+                + ", ".join(f"part-{i:05d}.parquet" for i in extra[:5]),
+            )
+        )
     fingerprints: dict[str, list[str]] = {}
     markers = sorted((run.folder / MARKER_DIR).glob("*.json"))
     for m in markers:
@@ -210,11 +244,21 @@ def _run_problems(run: _Run) -> list[tuple[str, str]]:
         fingerprints.setdefault(fp, []).append(m.stem)
     if len(fingerprints) > 1:
         desc = "; ".join(f"{fp}: {', '.join(v[:3])}" for fp, v in sorted(fingerprints.items()))
-        problems.append(("run", f"the parts come from {len(fingerprints)} different runs (done-marker "
-                                f"fingerprints {desc}); regenerate the folder with one command"))
+        problems.append(
+            (
+                "run",
+                f"the parts come from {len(fingerprints)} different runs (done-marker "
+                f"fingerprints {desc}); regenerate the folder with one command",
+            )
+        )
     if run.stats is None and markers:
-        problems.append(("run", f"the run is not complete: no {STATS_FILE} ({len(markers)} part(s) have "
-                                f"done-markers); re-run the command that made the folder to finish it"))
+        problems.append(
+            (
+                "run",
+                f"the run is not complete: no {STATS_FILE} ({len(markers)} part(s) have "
+                f"done-markers); re-run the command that made the folder to finish it",
+            )
+        )
     return problems
 
 
@@ -222,7 +266,9 @@ def _count_problems(run: _Run) -> list[tuple[str, str]]:
     if not run.stats or "written" not in run.stats:
         return []
     if run.stats["written"] != run.rows:
-        return [("run", f"{STATS_FILE} says {run.stats['written']} rows were written, the parts hold {run.rows}")]
+        return [
+            ("run", f"{STATS_FILE} says {run.stats['written']} rows were written, the parts hold {run.rows}")
+        ]
     return []
 
 
@@ -230,7 +276,9 @@ def _differs(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-def verify(folder: str | Path, progress: Callable[[int], None] | None = None, max_violations: int = 1000) -> VerifyReport:
+def verify(
+    folder: str | Path, progress: Callable[[int], None] | None = None, max_violations: int = 1000
+) -> VerifyReport:
     """Check every row of every part in ``folder``, and the folder as a whole.
 
     Args:
@@ -254,9 +302,18 @@ def verify(folder: str | Path, progress: Callable[[int], None] | None = None, ma
             add(p, -1, "-", "schema", str(e))
             continue
         names = set(schema.names)
-        if schema_kind(schema) != "sample" or set(SAMPLE_SCHEMA.names) - set(OPTIONAL_COLUMNS) - names \
-                or names - set(SAMPLE_SCHEMA.names):
-            add(p, -1, "-", "schema", "not a sample shard in longmill's schema (datagen keychain/longqa make them)")
+        if (
+            schema_kind(schema) != "sample"
+            or set(SAMPLE_SCHEMA.names) - set(OPTIONAL_COLUMNS) - names
+            or names - set(SAMPLE_SCHEMA.names)
+        ):
+            add(
+                p,
+                -1,
+                "-",
+                "schema",
+                "not a sample shard in longmill's schema (datagen keychain/longqa make them)",
+            )
     if report.violations:
         return report
     runs = _runs(parts, single_file=Path(folder).is_file())
@@ -282,8 +339,15 @@ def verify(folder: str | Path, progress: Callable[[int], None] | None = None, ma
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, LongmillError)
 
 
-def _verify_row(run: _Run, path: Path, i: int, row: dict[str, Any], uids: dict[str, str],
-                add: Callable[..., None], report: VerifyReport) -> None:
+def _verify_row(
+    run: _Run,
+    path: Path,
+    i: int,
+    row: dict[str, Any],
+    uids: dict[str, str],
+    add: Callable[..., None],
+    report: VerifyReport,
+) -> None:
     report.rows += 1
     run.rows += 1
     uid = str(row.get("uid"))
@@ -299,8 +363,13 @@ def _verify_row(run: _Run, path: Path, i: int, row: dict[str, Any], uids: dict[s
             if run.params is None:
                 run.params = own
             elif own != run.params:
-                problems.append(("run", f"made with other settings than the run (differs in: "
-                                        f"{', '.join(_differs(own, run.params))}); the folder mixes runs"))
+                problems.append(
+                    (
+                        "run",
+                        f"made with other settings than the run (differs in: "
+                        f"{', '.join(_differs(own, run.params))}); the folder mixes runs",
+                    )
+                )
             problems += check_row(row, run.params)
     except _MALFORMED as e:
         problems.append(("malformed", f"the row cannot be checked ({type(e).__name__}: {e}); regenerate it"))

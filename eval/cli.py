@@ -30,11 +30,15 @@ def _summary(metrics: dict, out: Path) -> str:
     c = metrics["counts"]
     extra = ""
     if c.get("judge_failed"):
-        extra = (f", judge failed {c['judge_failed']} of {c.get('judge_calls')} calls: counted at their rule score, "
-                 f"at most {o.get('max_em_judge_bound', 0):.3f} had they been YES")
+        extra = (
+            f", judge failed {c['judge_failed']} of {c.get('judge_calls')} calls: counted at their rule score, "
+            f"at most {o.get('max_em_judge_bound', 0):.3f} had they been YES"
+        )
     val = o.get(m)
-    return (f"{m} = {'n/a' if val is None else f'{val:.3f}'} over {o.get('n', 0)} samples "
-            f"(generation failed {c['generation_failed']}{extra}); wrote {out}/metrics.json, report.md, plots/")
+    return (
+        f"{m} = {'n/a' if val is None else f'{val:.3f}'} over {o.get('n', 0)} samples "
+        f"(generation failed {c['generation_failed']}{extra}); wrote {out}/metrics.json, report.md, plots/"
+    )
 
 
 def _finish(metrics: dict, out: Path) -> None:
@@ -46,7 +50,9 @@ def _finish(metrics: dict, out: Path) -> None:
         sys.exit(1)
 
 
-@click.group(cls=FlexibleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    cls=FlexibleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
 @click.option("-v", "--verbose", count=True, help="-v for progress messages, -vv for debugging.")
 def main(verbose: int) -> None:
     """Evaluate models on long-context QA: generate, extract, score (EM, sub-EM, F1, judge, pass@k), report.
@@ -63,12 +69,23 @@ def main(verbose: int) -> None:
 
 
 @main.command()
-@click.option("--data", required=True, help="longmill sample shards (folder or .parquet), or a LongBench-style .jsonl.")
+@click.option(
+    "--data", required=True, help="longmill sample shards (folder or .parquet), or a LongBench-style .jsonl."
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option("--limit", type=int, default=None, help="Evaluate at most this many items.")
-@click.option("--tokenizer", default="qwen2.5", show_default=True, help="Measures LongBench prompt lengths for length bins.")
-@click.option("--regenerate", is_flag=True, help="If OUT/predictions.jsonl was made with another model, backend, "
-              "sampling or data, move it aside (to predictions.jsonl.old) and generate anew instead of refusing.")
+@click.option(
+    "--tokenizer",
+    default="qwen2.5",
+    show_default=True,
+    help="Measures LongBench prompt lengths for length bins.",
+)
+@click.option(
+    "--regenerate",
+    is_flag=True,
+    help="If OUT/predictions.jsonl was made with another model, backend, "
+    "sampling or data, move it aside (to predictions.jsonl.old) and generate anew instead of refusing.",
+)
 @dataclass_options(GenerateConfig)
 @dataclass_options(JudgeFlags)
 @friendly_errors
@@ -98,9 +115,18 @@ def run(data, out, limit, tokenizer, regenerate, **kw):
     """
     gen = GenerateConfig(**fields_of(GenerateConfig, kw))
     flags = JudgeFlags(**fields_of(JudgeFlags, kw))
-    metrics = run_eval(data, out, gen, flags.judge_config(), limit=limit, tokenizer=tokenizer, progress_factory=_bar,
-                       pass_metric=flags.pass_metric, regenerate=regenerate,
-                       max_judge_failures=flags.max_judge_failures)
+    metrics = run_eval(
+        data,
+        out,
+        gen,
+        flags.judge_config(),
+        limit=limit,
+        tokenizer=tokenizer,
+        progress_factory=_bar,
+        pass_metric=flags.pass_metric,
+        regenerate=regenerate,
+        max_judge_failures=flags.max_judge_failures,
+    )
     _finish(metrics, out)
 
 
@@ -109,7 +135,9 @@ add_options_help(run, "backend_option")  # each backend declares its options; th
 
 @main.command()
 @click.option("--data", required=True, help="The items the predictions answer (shards or LongBench .jsonl).")
-@click.option("--predictions", type=click.Path(path_type=Path), required=True, help="predictions.jsonl to score.")
+@click.option(
+    "--predictions", type=click.Path(path_type=Path), required=True, help="predictions.jsonl to score."
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option("--limit", type=int, default=None, help="Score at most this many items.")
 @click.option("--tokenizer", default="qwen2.5", show_default=True, help="Measures LongBench prompt lengths.")
@@ -136,10 +164,22 @@ def score(data, predictions, out, limit, tokenizer, **kw):
     items, skips = load_items(data, tokenizer=tokenizer, limit=limit)
     flags = JudgeFlags(**kw)
     judge = flags.judge_config()
-    config = {"data": str(data), "predictions": str(predictions), "input_skipped": skips.as_dict(),
-              "judge": None if judge is None else judge.summary()}
-    metrics = score_run(items, predictions, out, judge, config, _bar, flags.pass_metric,
-                        max_judge_failures=flags.max_judge_failures)
+    config = {
+        "data": str(data),
+        "predictions": str(predictions),
+        "input_skipped": skips.as_dict(),
+        "judge": None if judge is None else judge.summary(),
+    }
+    metrics = score_run(
+        items,
+        predictions,
+        out,
+        judge,
+        config,
+        _bar,
+        flags.pass_metric,
+        max_judge_failures=flags.max_judge_failures,
+    )
     _finish(metrics, out)
 
 

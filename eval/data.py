@@ -75,8 +75,9 @@ def length_label(n: int | None) -> str:
     return "n/a" if n is None else format_length(n)
 
 
-def load_items(data: str | Path, *, tokenizer: str = "qwen2.5", limit: int | None = None,
-               strict: bool = False) -> tuple[list[EvalItem], SkipCounter]:
+def load_items(
+    data: str | Path, *, tokenizer: str = "qwen2.5", limit: int | None = None, strict: bool = False
+) -> tuple[list[EvalItem], SkipCounter]:
     """Read evaluation items from longmill shards (a folder or ``.parquet``) or a LongBench ``.jsonl``.
 
     Args:
@@ -97,11 +98,26 @@ def _load_shards(path: Path, limit: int | None) -> list[EvalItem]:
     for part in parts:
         schema = read_schema(part)
         have_task &= "task" in schema.names  # shards written before the task column lack it
-        if schema_kind(schema) != "sample" or not set(SAMPLE_SCHEMA.names) - set(OPTIONAL_COLUMNS) <= set(schema.names):
-            raise LongmillError(f"{part} is not a longmill sample shard; pass a folder written by datagen or "
-                                "curriculum, or a LongBench-style .jsonl file")
-    cols = ["uid", "data_source", "prompt", "question", "answers", "prompt_tokens", "length_target", "gold_doc_depths",
-            "source_id", "difficulty", "generator"] + (["task"] if have_task else [])
+        if schema_kind(schema) != "sample" or not set(SAMPLE_SCHEMA.names) - set(OPTIONAL_COLUMNS) <= set(
+            schema.names
+        ):
+            raise LongmillError(
+                f"{part} is not a longmill sample shard; pass a folder written by datagen or "
+                "curriculum, or a LongBench-style .jsonl file"
+            )
+    cols = [
+        "uid",
+        "data_source",
+        "prompt",
+        "question",
+        "answers",
+        "prompt_tokens",
+        "length_target",
+        "gold_doc_depths",
+        "source_id",
+        "difficulty",
+        "generator",
+    ] + (["task"] if have_task else [])
     items: list[EvalItem] = []
     seen: set[str] = set()
     for _, _, row in iter_rows(parts, columns=cols):
@@ -109,11 +125,20 @@ def _load_shards(path: Path, limit: int | None) -> list[EvalItem]:
             raise LongmillError(f"{path}: uid {row['uid']} appears twice; evaluation needs unique uids")
         seen.add(row["uid"])
         depths = row["gold_doc_depths"] or []
-        items.append(EvalItem(
-            uid=row["uid"], data_source=row["data_source"], prompt=[dict(m) for m in row["prompt"]],
-            question=row["question"], answers=list(row["answers"]), prompt_tokens=row["prompt_tokens"],
-            length_target=row["length_target"], gold_depth=(sum(depths) / len(depths)) if depths else None,
-            meta={"source_id": row["source_id"], "difficulty": row["difficulty"]}, task=task_of(row)))
+        items.append(
+            EvalItem(
+                uid=row["uid"],
+                data_source=row["data_source"],
+                prompt=[dict(m) for m in row["prompt"]],
+                question=row["question"],
+                answers=list(row["answers"]),
+                prompt_tokens=row["prompt_tokens"],
+                length_target=row["length_target"],
+                gold_depth=(sum(depths) / len(depths)) if depths else None,
+                meta={"source_id": row["source_id"], "difficulty": row["difficulty"]},
+                task=task_of(row),
+            )
+        )
         if limit is not None and len(items) >= limit:
             break
     return items
@@ -125,7 +150,9 @@ def longbench_prompt(question: str, context: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": head + context.strip() + "\n\n" + tail}]
 
 
-def _load_longbench(path: Path, tokenizer: str, limit: int | None, strict: bool) -> tuple[list[EvalItem], SkipCounter]:
+def _load_longbench(
+    path: Path, tokenizer: str, limit: int | None, strict: bool
+) -> tuple[list[EvalItem], SkipCounter]:
     from datagen.tokenizers import get_tokenizer
 
     tok = get_tokenizer(tokenizer)
@@ -153,12 +180,22 @@ def _load_longbench(path: Path, tokenizer: str, limit: int | None, strict: bool)
                 continue
             dataset = str(rec.get("dataset") or path.stem)
             prompt = longbench_prompt(rec["input"], rec["context"])
-            items.append(EvalItem(
-                uid=str(rec.get("_id") or stable_id("longbench", dataset, i)), data_source=f"longbench/{dataset}",
-                prompt=prompt, question=rec["input"].strip(), answers=answers,
-                prompt_tokens=tok.count_messages(prompt), meta={"length_words": rec.get("length")}, task=dataset))
+            items.append(
+                EvalItem(
+                    uid=str(rec.get("_id") or stable_id("longbench", dataset, i)),
+                    data_source=f"longbench/{dataset}",
+                    prompt=prompt,
+                    question=rec["input"].strip(),
+                    answers=answers,
+                    prompt_tokens=tok.count_messages(prompt),
+                    meta={"length_words": rec.get("length")},
+                    task=dataset,
+                )
+            )
             if limit is not None and len(items) >= limit:
                 break
     if not items:
-        raise LongmillError(f"{path}: no usable LongBench-style records (input, context, answers); skipped: {skips.as_dict()}")
+        raise LongmillError(
+            f"{path}: no usable LongBench-style records (input, context, answers); skipped: {skips.as_dict()}"
+        )
     return items, skips

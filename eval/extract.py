@@ -16,11 +16,18 @@ _THINK_END = "</think>"
 # line or to the next such phrase, whichever comes first.
 _KEY = r"\bthe\s+(?:final\s+)?answer\s+is\b\s*:?\s*"
 _PHRASE = re.compile(
-    r"(?:" + re.escape(ANSWER_PREFIX.split(",")[0]) + r",?\s*)?" + _KEY + r"(?P<a>(?:(?!" + _KEY + r")[^\n])*)",
+    r"(?:"
+    + re.escape(ANSWER_PREFIX.split(",")[0])
+    + r",?\s*)?"
+    + _KEY
+    + r"(?P<a>(?:(?!"
+    + _KEY
+    + r")[^\n])*)",
     re.IGNORECASE,
 )
-_ANSWER_LINE = re.compile(r"^\s*(?:[*_#>\s]*)(?:final\s+)?answer\s*[*_]*\s*:\s*[*_]*\s*(?P<a>.+?)\s*$",
-                          re.IGNORECASE | re.MULTILINE)
+_ANSWER_LINE = re.compile(
+    r"^\s*(?:[*_#>\s]*)(?:final\s+)?answer\s*[*_]*\s*:\s*[*_]*\s*(?P<a>.+?)\s*$", re.IGNORECASE | re.MULTILINE
+)
 _EMPHASIS = re.compile(r"^(\*\*|\*|__|_|`)(.+)\1$")
 _TRAILING = " \t.,;:!。"
 
@@ -34,7 +41,7 @@ def _boxed(text: str) -> list[tuple[int, str]]:
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             i += 1
         if depth == 0:
-            out.append((m.start(), text[m.end():i - 1]))
+            out.append((m.start(), text[m.end() : i - 1]))
     return out
 
 
@@ -47,7 +54,12 @@ def clean_answer(a: str) -> str:
         m = _EMPHASIS.match(a)
         if m:
             a = m.group(2)
-        if len(a) >= 2 and a[0] in "\"'“(" and a[-1] in "\"'”)" and "\"'“(".index(a[0]) == "\"'”)".index(a[-1]):
+        if (
+            len(a) >= 2
+            and a[0] in "\"'“("
+            and a[-1] in "\"'”)"
+            and "\"'“(".index(a[0]) == "\"'”)".index(a[-1])
+        ):
             a = a[1:-1]
         a = re.sub(r"^\\text\{(.*)\}$", r"\1", a)
         if a == before:

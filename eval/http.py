@@ -92,8 +92,16 @@ class _Secrets(logging.Filter):
 SECRETS = _Secrets()
 # A logger's filters apply only to records logged through that very logger, so every one that may
 # mention an endpoint gets it: this client's users, the SDK's and the HTTP libraries' (which log URLs).
-for _name in (__name__, "eval.judge", "eval.run", "eval.backends.openai", "openai", "openai._base_client",
-              "httpx", "httpx2"):
+for _name in (
+    __name__,
+    "eval.judge",
+    "eval.run",
+    "eval.backends.openai",
+    "openai",
+    "openai._base_client",
+    "httpx",
+    "httpx2",
+):
     logging.getLogger(_name).addFilter(SECRETS)
 
 
@@ -112,8 +120,9 @@ def resolve_api_key(api_key: str | None, api_key_env: str | None, what: str = "e
         return None
     value = os.environ.get(api_key_env)
     if not value and api_key_env != "OPENAI_API_KEY":
-        raise LongmillError(f"{what} api_key_env names ${api_key_env}, which is not set; export it or pass "
-                            "no key")
+        raise LongmillError(
+            f"{what} api_key_env names ${api_key_env}, which is not set; export it or pass no key"
+        )
     return value or None
 
 
@@ -138,7 +147,9 @@ class EndpointError(LongmillError):
         return (_rebuild_endpoint_error, (str(self), self.url, self.reason, self.attempts, self.status))
 
 
-def _rebuild_endpoint_error(message: str, url: str, reason: str, attempts: int, status: int | None) -> EndpointError:
+def _rebuild_endpoint_error(
+    message: str, url: str, reason: str, attempts: int, status: int | None
+) -> EndpointError:
     return EndpointError(message, url=url, reason=reason, attempts=attempts, status=status)
 
 
@@ -175,14 +186,18 @@ class EndpointConfig:
         if not isinstance(self.url, str) or not self.url.startswith(("http://", "https://")):
             raise LongmillError(
                 f"endpoint url must start with http:// or https://, got {redact_url(str(self.url))!r}; "
-                "pass the base URL including /v1, e.g. http://127.0.0.1:8000/v1")
+                "pass the base URL including /v1, e.g. http://127.0.0.1:8000/v1"
+            )
         self.url = self.url.rstrip("/")
         if self.url.endswith("/chat/completions"):
-            raise LongmillError(f"endpoint url {redact_url(self.url)!r} already names /chat/completions; pass "
-                                "the base URL ending in /v1 and the client appends the route")
+            raise LongmillError(
+                f"endpoint url {redact_url(self.url)!r} already names /chat/completions; pass "
+                "the base URL ending in /v1 and the client appends the route"
+            )
         if not self.model:
-            raise LongmillError("endpoint model is empty; pass the name the server serves "
-                                "(the argument of `vllm serve`)")
+            raise LongmillError(
+                "endpoint model is empty; pass the name the server serves (the argument of `vllm serve`)"
+            )
         if self.timeout <= 0:
             raise LongmillError(f"endpoint timeout must be > 0 seconds, got {self.timeout}")
         if self.max_retries < 0:
@@ -192,8 +207,10 @@ class EndpointConfig:
         if self.max_wait is not None and self.max_wait <= 0:
             raise LongmillError(f"endpoint max_wait must be > 0 seconds or None, got {self.max_wait}")
         if self.breaker_failures < 0 or self.breaker_cooldown < 0:
-            raise LongmillError(f"endpoint breaker_failures and breaker_cooldown must be >= 0, got "
-                                f"{self.breaker_failures} and {self.breaker_cooldown}")
+            raise LongmillError(
+                f"endpoint breaker_failures and breaker_cooldown must be >= 0, got "
+                f"{self.breaker_failures} and {self.breaker_cooldown}"
+            )
         self.api_key = resolve_api_key(self.api_key, self.api_key_env)
         SECRETS.add(self.api_key, *_USERINFO.findall(self.url))
 
@@ -277,8 +294,12 @@ class CircuitBreaker:
             if probe or (self.opened_at is None and self.threshold and self.failures >= self.threshold):
                 if self.opened_at is None:
                     self.opened += 1
-                    log.warning("circuit breaker open after %d consecutive endpoint failures; calls fail at "
-                                "once for %.0fs, then one probe decides", self.failures, self.cooldown)
+                    log.warning(
+                        "circuit breaker open after %d consecutive endpoint failures; calls fail at "
+                        "once for %.0fs, then one probe decides",
+                        self.failures,
+                        self.cooldown,
+                    )
                 self.opened_at = self.clock()
 
     @property
@@ -301,32 +322,48 @@ class ChatClient:
     (calls failed at once by the open breaker).
     """
 
-    def __init__(self, config: EndpointConfig, *, clock: Callable[[], float] = time.monotonic,
-                 http_client: Any = None):
+    def __init__(
+        self, config: EndpointConfig, *, clock: Callable[[], float] = time.monotonic, http_client: Any = None
+    ):
         try:
             import openai
         except ImportError as e:  # pragma: no cover - a declared dependency
-            raise LongmillError("the OpenAI-compatible client needs the openai package: pip install openai") from e
+            raise LongmillError(
+                "the OpenAI-compatible client needs the openai package: pip install openai"
+            ) from e
         self.config = config
         self.url = redact_url(config.url) or ""
         self._endpoint = f"{self.url}/chat/completions"
         self._omit_auth = None if config.api_key else {"Authorization": openai.Omit()}
         if http_client is None:
             # The SDK's own client class (its HTTP library differs between SDK versions), counting attempts.
-            http_client = openai.DefaultHttpxClient(timeout=config.timeout,
-                                                    event_hooks={"request": [self._on_attempt], "response": []})
+            http_client = openai.DefaultHttpxClient(
+                timeout=config.timeout, event_hooks={"request": [self._on_attempt], "response": []}
+            )
         else:
             http_client.event_hooks["request"].append(self._on_attempt)
         # The SDK needs some key; with none, the Authorization header is omitted on every request.
-        self._sdk = openai.OpenAI(base_url=config.url, api_key=config.api_key or "unused", timeout=config.timeout,
-                                  max_retries=config.max_retries, http_client=http_client)
+        self._sdk = openai.OpenAI(
+            base_url=config.url,
+            api_key=config.api_key or "unused",
+            timeout=config.timeout,
+            max_retries=config.max_retries,
+            http_client=http_client,
+        )
         self._probe_sdk = self._sdk.with_options(max_retries=0)
         self._openai = openai
         # The semaphore bounds concurrency for direct chat() calls from many threads too.
         self._slots = threading.BoundedSemaphore(config.concurrency)
         self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown, clock=clock)
-        self._stats = Stats(requests=0, attempts=0, retries=0, succeeded=0, failures=0, failures_by_reason={},
-                            short_circuited=0)
+        self._stats = Stats(
+            requests=0,
+            attempts=0,
+            retries=0,
+            succeeded=0,
+            failures=0,
+            failures_by_reason={},
+            short_circuited=0,
+        )
         self._closed = False
 
     # -- bookkeeping -------------------------------------------------------------------------------
@@ -347,8 +384,13 @@ class ChatClient:
             self._stats.add_to("failures_by_reason", reason)
 
     def _error(self, reason: str, detail: str, *, attempts: int, status: int | None = None) -> EndpointError:
-        return EndpointError(SECRETS.redact(f"POST {self._endpoint} failed: {detail}. {_hint(reason)}"),
-                             url=self._endpoint, reason=reason, attempts=attempts, status=status)
+        return EndpointError(
+            SECRETS.redact(f"POST {self._endpoint} failed: {detail}. {_hint(reason)}"),
+            url=self._endpoint,
+            reason=reason,
+            attempts=attempts,
+            status=status,
+        )
 
     # -- one request -------------------------------------------------------------------------------
     def _send(self, payload: dict[str, Any], extra: dict[str, Any], probe: bool) -> list[str]:
@@ -358,38 +400,64 @@ class ChatClient:
         try:
             with self._slots:
                 raw = sdk.chat.completions.with_raw_response.create(
-                    **payload, extra_body=extra or None, extra_headers=self._omit_auth)
+                    **payload, extra_body=extra or None, extra_headers=self._omit_auth
+                )
         except openai.APITimeoutError as e:
-            raise self._error("timeout", f"timed out after {self.config.timeout}s per attempt, {attempts} "
-                              "attempt(s)", attempts=attempts) from e
+            raise self._error(
+                "timeout",
+                f"timed out after {self.config.timeout}s per attempt, {attempts} attempt(s)",
+                attempts=attempts,
+            ) from e
         except openai.APIConnectionError as e:
-            raise self._error("connect", f"cannot connect ({e.__cause__ or e}), {attempts} attempt(s)",
-                              attempts=attempts) from e
+            raise self._error(
+                "connect", f"cannot connect ({e.__cause__ or e}), {attempts} attempt(s)", attempts=attempts
+            ) from e
         except openai.APIStatusError as e:
             status = e.status_code
             retryable = status in (408, 409, 429) or status >= 500
             reason = f"http_{status}"
             why = f"{attempts} attempt(s), giving up" if retryable else "not retryable"
-            raise self._error(reason, f"HTTP {status}: {_snippet(str(e.message))!r}; {why}",
-                              attempts=attempts if retryable else 1, status=status) from e
+            raise self._error(
+                reason,
+                f"HTTP {status}: {_snippet(str(e.message))!r}; {why}",
+                attempts=attempts if retryable else 1,
+                status=status,
+            ) from e
         except openai.OpenAIError as e:  # anything else the SDK raises about the exchange
             raise self._error("transport", f"{type(e).__name__}: {e}", attempts=attempts) from e
         response = raw.http_response
         try:
             body = response.json()
         except ValueError as e:
-            raise self._error("bad_response", f"HTTP {response.status_code} with a body that is not JSON "
-                              f"({_snippet(response.text)!r})", attempts=1, status=response.status_code) from e
+            raise self._error(
+                "bad_response",
+                f"HTTP {response.status_code} with a body that is not JSON ({_snippet(response.text)!r})",
+                attempts=1,
+                status=response.status_code,
+            ) from e
         try:
             return _contents(body)
         except ValueError as e:
-            raise self._error("bad_response", f"HTTP {response.status_code} but {e} ({_snippet(response.text)!r})",
-                              attempts=1, status=response.status_code) from e
+            raise self._error(
+                "bad_response",
+                f"HTTP {response.status_code} but {e} ({_snippet(response.text)!r})",
+                attempts=1,
+                status=response.status_code,
+            ) from e
 
     # -- public API --------------------------------------------------------------------------------
-    def chat(self, messages: Messages, *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
-             max_tokens: int = 1024, seed: int | None = None, stop: Sequence[str] | None = None,
-             **extra: Any) -> list[str]:
+    def chat(
+        self,
+        messages: Messages,
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        max_tokens: int = 1024,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        **extra: Any,
+    ) -> list[str]:
         """Send one chat completion request and return the message contents of its choices.
 
         Args:
@@ -410,8 +478,14 @@ class ChatClient:
             raise LongmillError(f"ChatClient for {self.url} is closed")
         if n < 1:
             raise LongmillError(f"n must be >= 1, got {n}")
-        payload: dict[str, Any] = {"model": self.config.model, "messages": list(messages), "n": n,
-                                   "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
+        payload: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": list(messages),
+            "n": n,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": max_tokens,
+        }
         if seed is not None:
             payload["seed"] = seed
         if stop:
@@ -422,8 +496,12 @@ class ChatClient:
         if gate == "reject":
             self._count("short_circuited")
             self._count("failures", "circuit_open")
-            raise self._error("circuit_open", f"circuit breaker open: the endpoint failed {self.breaker.failures} times in a row; "
-                              f"calls fail at once for up to {self.config.breaker_cooldown:.0f}s", attempts=0)
+            raise self._error(
+                "circuit_open",
+                f"circuit breaker open: the endpoint failed {self.breaker.failures} times in a row; "
+                f"calls fail at once for up to {self.config.breaker_cooldown:.0f}s",
+                attempts=0,
+            )
         try:
             contents = self._send(payload, extra, probe=gate == "probe")
         except EndpointError as e:
@@ -441,9 +519,13 @@ class ChatClient:
         self._count("succeeded")
         return contents
 
-    def chat_many(self, requests: Sequence[ChatRequest | Mapping[str, Any]], progress: Progress | None = None,
-                  *, on_result: Callable[[int, list[str] | EndpointError], None] | None = None,
-                  ) -> list[list[str] | EndpointError]:
+    def chat_many(
+        self,
+        requests: Sequence[ChatRequest | Mapping[str, Any]],
+        progress: Progress | None = None,
+        *,
+        on_result: Callable[[int, list[str] | EndpointError], None] | None = None,
+    ) -> list[list[str] | EndpointError]:
         """Run many requests concurrently (at most ``concurrency`` in flight), keeping input order.
 
         Args:
@@ -464,8 +546,16 @@ class ChatClient:
 
         def run(r: ChatRequest) -> list[str] | EndpointError:
             try:
-                return self.chat(r.messages, n=r.n, temperature=r.temperature, top_p=r.top_p,
-                                 max_tokens=r.max_tokens, seed=r.seed, stop=r.stop, **r.extra)
+                return self.chat(
+                    r.messages,
+                    n=r.n,
+                    temperature=r.temperature,
+                    top_p=r.top_p,
+                    max_tokens=r.max_tokens,
+                    seed=r.seed,
+                    stop=r.stop,
+                    **r.extra,
+                )
             except EndpointError as e:
                 return e
 
@@ -477,8 +567,9 @@ class ChatClient:
                 progress(1)
 
         deadline = None if self.config.max_wait is None else time.monotonic() + self.config.max_wait
-        pool = ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(reqs)),
-                                  thread_name_prefix="longmill-http")
+        pool = ThreadPoolExecutor(
+            max_workers=min(self.config.concurrency, len(reqs)), thread_name_prefix="longmill-http"
+        )
         futures: dict[Future, int] = {pool.submit(run, r): i for i, r in enumerate(reqs)}
         pending = set(futures)
         try:
@@ -491,11 +582,21 @@ class ChatClient:
                     for fut in sorted(pending, key=futures.get):
                         fut.cancel()
                         self._count("failures", "deadline")
-                        finish(futures[fut], self._error(
-                            "deadline", f"no answer within max_wait={self.config.max_wait}s for the batch",
-                            attempts=0))
-                    log.warning("%s: %d of %d requests unfinished after max_wait=%ss count as failed",
-                                self.url, len(pending), len(reqs), self.config.max_wait)
+                        finish(
+                            futures[fut],
+                            self._error(
+                                "deadline",
+                                f"no answer within max_wait={self.config.max_wait}s for the batch",
+                                attempts=0,
+                            ),
+                        )
+                    log.warning(
+                        "%s: %d of %d requests unfinished after max_wait=%ss count as failed",
+                        self.url,
+                        len(pending),
+                        len(reqs),
+                        self.config.max_wait,
+                    )
                     pending = set()
         finally:
             pool.shutdown(wait=deadline is None, cancel_futures=True)

@@ -61,8 +61,9 @@ JUDGE_SYSTEM_PROMPT = (
     "vaguer, names a different entity or value, hedges between several answers, or contradicts the gold "
     "answers is wrong. Reply with exactly one word: YES or NO."
 )
-JUDGE_QUESTION = ("Does the prediction mean the same as any gold answer? "
-                  "Reply with exactly one word: YES or NO.")
+JUDGE_QUESTION = (
+    "Does the prediction mean the same as any gold answer? Reply with exactly one word: YES or NO."
+)
 
 
 def _one_line(text: str) -> str:
@@ -89,8 +90,10 @@ def build_judge_messages(question: str, prediction: str, golds: Sequence[str]) -
         Does the prediction mean the same as any gold answer? Reply with exactly one word: YES or NO.
     """
     gold_lines = "\n".join(f"- {_one_line(g)}" for g in golds)
-    user = (f"Question: {_one_line(question)}\nGold answers:\n{gold_lines}\n"
-            f"Prediction: {_one_line(prediction)}\n\n{JUDGE_QUESTION}")
+    user = (
+        f"Question: {_one_line(question)}\nGold answers:\n{gold_lines}\n"
+        f"Prediction: {_one_line(prediction)}\n\n{JUDGE_QUESTION}"
+    )
     return [{"role": "system", "content": JUDGE_SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
@@ -185,8 +188,9 @@ class JudgeConfig:
     def __post_init__(self) -> None:
         backend_class(self.backend)  # an unknown name answers "did you mean"
         if not self.model:
-            raise LongmillError("judge model is empty; name the served model (openai) or a local path or "
-                                "hub id (hf)")
+            raise LongmillError(
+                "judge model is empty; name the served model (openai) or a local path or hub id (hf)"
+            )
         if self.reply_tokens() < 1:
             raise LongmillError(f"judge max_tokens must be >= 1, got {self.reply_tokens()}")
         if self.batch_size < 1:
@@ -199,7 +203,9 @@ class JudgeConfig:
 
     def options(self) -> Any:
         """The backend's ``Options``: its explicit ``backend_options``, then this config's fields of the same names."""
-        return backend_options(self.backend, self.backend_options, defaults_from=self, what="judge backend option")
+        return backend_options(
+            self.backend, self.backend_options, defaults_from=self, what="judge backend option"
+        )
 
     def endpoint(self) -> EndpointConfig:
         """The endpoint settings of the ``openai`` backend."""
@@ -207,8 +213,13 @@ class JudgeConfig:
 
     def summary(self) -> dict[str, Any]:
         """What produced the verdicts, for reports: no key, and the URL without credentials."""
-        return {"backend": self.backend, "model": self.model, "url": redact_url(self.url),
-                "timeout": self.timeout, "max_retries": self.max_retries}
+        return {
+            "backend": self.backend,
+            "model": self.model,
+            "url": redact_url(self.url),
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+        }
 
 
 @dataclass
@@ -248,8 +259,9 @@ class JudgeEngine:
     :class:`JudgeEngineError` for that prompt. It should not raise for a single failed prompt.
     """
 
-    def complete_many(self, prompts: Sequence[Messages],
-                      progress: Progress | None = None) -> list[str | JudgeEngineError]:
+    def complete_many(
+        self, prompts: Sequence[Messages], progress: Progress | None = None
+    ) -> list[str | JudgeEngineError]:
         """One reply per prompt (or the error that stopped it); ``progress(k)`` as replies finish."""
         raise NotImplementedError
 
@@ -269,8 +281,9 @@ class BackendJudgeEngine(JudgeEngine):
         self.backend = backend
         self.sampling = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=max_tokens, seed=0)
 
-    def complete_many(self, prompts: Sequence[Messages],
-                      progress: Progress | None = None) -> list[str | JudgeEngineError]:
+    def complete_many(
+        self, prompts: Sequence[Messages], progress: Progress | None = None
+    ) -> list[str | JudgeEngineError]:
         outs = self.backend.generate_or_errors(prompts, n=1, sampling=self.sampling, progress=progress)
         # A failed prompt (endpoint down, out of memory on a long batch) fails its item; the run goes on.
         return [o if isinstance(o, GenerationError) else o[0] for o in outs]
@@ -350,14 +363,21 @@ class Judge:
                 except (json.JSONDecodeError, KeyError, TypeError, LongmillError) as e:
                     bad += 1
                     if bad == 1:
-                        log.warning("%s: line %d: skipping a malformed judge cache record (%s)", path, lineno, e)
+                        log.warning(
+                            "%s: line %d: skipping a malformed judge cache record (%s)", path, lineno, e
+                        )
                     continue
                 if self.model and rec.get("model") not in (None, self.model):
                     other_model += 1
                     continue
                 self._cache[key] = (verdict, rec.get("raw"))
-        log.info("loaded %d judge verdicts from %s (%d malformed lines skipped, %d from other models)",
-                 len(self._cache), path, bad, other_model)
+        log.info(
+            "loaded %d judge verdicts from %s (%d malformed lines skipped, %d from other models)",
+            len(self._cache),
+            path,
+            bad,
+            other_model,
+        )
 
     def _append_cache(self, records: list[dict[str, Any]]) -> None:
         if self.cache_path is None or not records:
@@ -377,11 +397,13 @@ class Judge:
         self._stats.add("failures")
         self._stats.add_to("failures_by_reason", reason)
         self._warn.warning("judge failed (%s): %s", reason, error)
-        return JudgeResult(verdict=None, failed=True, error=f"{reason}: {error}", cached=False, raw=raw,
-                           reason=reason)
+        return JudgeResult(
+            verdict=None, failed=True, error=f"{reason}: {error}", cached=False, raw=raw, reason=reason
+        )
 
-    def judge_many(self, items: Sequence[tuple[str, str, Sequence[str]]],
-                   progress: Progress | None = None) -> list[JudgeResult]:
+    def judge_many(
+        self, items: Sequence[tuple[str, str, Sequence[str]]], progress: Progress | None = None
+    ) -> list[JudgeResult]:
         """Grade many items; cached ones are served at once and the rest are sent together.
 
         Args:
@@ -415,10 +437,14 @@ class Judge:
 
         unique = list(todo)
         self._stats.add("calls", len(unique))
-        replies = self.engine.complete_many([build_judge_messages(q, p, g) for q, p, g in unique], progress=progress)
+        replies = self.engine.complete_many(
+            [build_judge_messages(q, p, g) for q, p, g in unique], progress=progress
+        )
         if len(replies) != len(unique):
-            raise LongmillError(f"judge engine {type(self.engine).__name__} returned {len(replies)} replies "
-                                f"for {len(unique)} prompts (a bug in the engine)")
+            raise LongmillError(
+                f"judge engine {type(self.engine).__name__} returned {len(replies)} replies "
+                f"for {len(unique)} prompts (a bug in the engine)"
+            )
         new_records = []
         for key, reply in zip(unique, replies, strict=True):
             if isinstance(reply, JudgeEngineError):
@@ -432,8 +458,16 @@ class Judge:
                     self._stats.add("verdicts")
                     with self._lock:
                         self._cache[key] = (verdict, reply)
-                    new_records.append({"question": key[0], "prediction": key[1], "golds": list(key[2]),
-                                        "verdict": verdict, "raw": reply, "model": self.model})
+                    new_records.append(
+                        {
+                            "question": key[0],
+                            "prediction": key[1],
+                            "golds": list(key[2]),
+                            "verdict": verdict,
+                            "raw": reply,
+                            "model": self.model,
+                        }
+                    )
             for i in todo[key]:
                 results[i] = res
         with self._lock:
@@ -467,20 +501,29 @@ def _unpack(index: int, item: Any) -> tuple[str, str, Sequence[str]]:
     try:
         question, prediction, golds = item
     except (TypeError, ValueError):
-        raise LongmillError(f"judge item {index}: expected (question, prediction, golds), got {item!r}") from None
+        raise LongmillError(
+            f"judge item {index}: expected (question, prediction, golds), got {item!r}"
+        ) from None
     if not isinstance(question, str) or not isinstance(prediction, str):
-        raise LongmillError(f"judge item {index}: question and prediction must be strings, got "
-                            f"{type(question).__name__} and {type(prediction).__name__}; score a missing "
-                            "prediction as wrong before asking the judge")
+        raise LongmillError(
+            f"judge item {index}: question and prediction must be strings, got "
+            f"{type(question).__name__} and {type(prediction).__name__}; score a missing "
+            "prediction as wrong before asking the judge"
+        )
     if isinstance(golds, str) or not golds or not all(isinstance(g, str) for g in golds):
-        raise LongmillError(f"judge item {index}: golds must be a non-empty list of answer strings, "
-                            f"got {golds!r}")
+        raise LongmillError(
+            f"judge item {index}: golds must be a non-empty list of answer strings, got {golds!r}"
+        )
     return question, prediction, golds
 
 
 def _key(question: Any, prediction: Any, golds: Any) -> CacheKey:
-    if not isinstance(question, str) or not isinstance(prediction, str) or isinstance(golds, str) \
-            or not all(isinstance(g, str) for g in golds):
+    if (
+        not isinstance(question, str)
+        or not isinstance(prediction, str)
+        or isinstance(golds, str)
+        or not all(isinstance(g, str) for g in golds)
+    ):
         raise LongmillError("judge cache record needs string question and prediction and a list of golds")
     return (question, prediction, tuple(golds))
 
@@ -501,7 +544,8 @@ def make_judge(config: JudgeConfig) -> Judge:
     tokenizer = getattr(backend, "tokenizer", None)
     if tokenizer is not None and getattr(tokenizer, "chat_template", None) is None:
         backend.close()
-        raise LongmillError(f"the {config.backend} judge model {config.model!r} has no chat template; use an "
-                            "instruct model")
+        raise LongmillError(
+            f"the {config.backend} judge model {config.model!r} has no chat template; use an instruct model"
+        )
     engine = BackendJudgeEngine(backend, max_tokens=config.reply_tokens())
     return Judge(engine, model=config.model, cache_path=config.cache_path)

@@ -54,7 +54,7 @@ def exact_match(prediction: str | None, answers: Sequence[str]) -> float:
 
 def _contains(longer: list[str], shorter: list[str]) -> bool:
     n = len(shorter)
-    return n > 0 and any(longer[i:i + n] == shorter for i in range(len(longer) - n + 1))
+    return n > 0 and any(longer[i : i + n] == shorter for i in range(len(longer) - n + 1))
 
 
 def sub_exact_match(prediction: str | None, answers: Sequence[str]) -> float:
@@ -188,19 +188,25 @@ class Metric:
 
 
 METRICS: Registry[Metric] = Registry("metric")
-for _m in (Metric("em", exact_match), Metric("sub_em", sub_exact_match), Metric("f1", f1),
-           Metric("precision", precision), Metric("recall", recall)):
+for _m in (
+    Metric("em", exact_match),
+    Metric("sub_em", sub_exact_match),
+    Metric("f1", f1),
+    Metric("precision", precision),
+    Metric("recall", recall),
+):
     METRICS.add(_m.name, _m)
 
 #: Metrics that need the judge; means over every sample, a failed judge call counting at its rule score.
-JUDGE_METRICS = {"judge": "judge accuracy (1 when the judge says the prediction means a gold answer; a failed "
-                          "judge call counts at the rule's EM)",
-                 "max_em_judge": "max(EM, judge) per sample, as QwenLong-L1 reports (a failed judge call "
-                                 "counts at the rule's EM)",
-                 "max_em_judge_bound": "the most max_em_judge could be had every failed judge call been YES"}
+JUDGE_METRICS = {
+    "judge": "judge accuracy (1 when the judge says the prediction means a gold answer; a failed "
+    "judge call counts at the rule's EM)",
+    "max_em_judge": "max(EM, judge) per sample, as QwenLong-L1 reports (a failed judge call "
+    "counts at the rule's EM)",
+    "max_em_judge_bound": "the most max_em_judge could be had every failed judge call been YES",
+}
 
 
 def score_prediction(prediction: str | None, answers: Sequence[str]) -> dict[str, float]:
     """Every registered rule metric for one prediction."""
     return {name: METRICS.get(name).fn(prediction, answers) for name in METRICS.names()}
-

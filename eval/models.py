@@ -44,20 +44,46 @@ class ModelPreset:
 
 
 PRESETS: Registry[ModelPreset] = Registry("model preset")
-_QWEN_IDS = dict(vocab_size=QWEN2_5_VOCAB, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643,
-                 tie_word_embeddings=True, rope_theta=1_000_000.0)
-PRESETS.add("tiny-qwen2", ModelPreset(
+_QWEN_IDS = dict(
+    vocab_size=QWEN2_5_VOCAB,
+    bos_token_id=151643,
+    eos_token_id=151645,
+    pad_token_id=151643,
+    tie_word_embeddings=True,
+    rope_theta=1_000_000.0,
+)
+PRESETS.add(
     "tiny-qwen2",
-    dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-         max_position_embeddings=131_072, **_QWEN_IDS),
-    "2-layer, 64-wide Qwen2 with the Qwen2.5 vocabulary (~10M parameters); CPU tests and smoke runs",
-))
-PRESETS.add("qwen2.5-0.5b-random", ModelPreset(
+    ModelPreset(
+        "tiny-qwen2",
+        dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=131_072,
+            **_QWEN_IDS,
+        ),
+        "2-layer, 64-wide Qwen2 with the Qwen2.5 vocabulary (~10M parameters); CPU tests and smoke runs",
+    ),
+)
+PRESETS.add(
     "qwen2.5-0.5b-random",
-    dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-         max_position_embeddings=131_072, **_QWEN_IDS),
-    "Qwen2.5-0.5B's shape, random weights; GPU step-time and memory benchmarks",
-))
+    ModelPreset(
+        "qwen2.5-0.5b-random",
+        dict(
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            max_position_embeddings=131_072,
+            **_QWEN_IDS,
+        ),
+        "Qwen2.5-0.5B's shape, random weights; GPU step-time and memory benchmarks",
+    ),
+)
 
 
 def build_qwen_tokenizer(out_dir: str | Path) -> Any:
@@ -77,11 +103,17 @@ def build_qwen_tokenizer(out_dir: str | Path) -> Any:
         try:
             convert_tiktoken_to_fast(qwen2_5_encoding(), tmp)
         except ValueError as e:
-            raise LongmillError(f"cannot convert the Qwen2.5 tiktoken file: {e} (pip install blobfile)") from e
+            raise LongmillError(
+                f"cannot convert the Qwen2.5 tiktoken file: {e} (pip install blobfile)"
+            ) from e
         tok = PreTrainedTokenizerFast(
             tokenizer_file=str(Path(tmp) / "tokenizer.json"),
-            eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None, bos_token=None,
-            clean_up_tokenization_spaces=False, model_max_length=131_072,
+            eos_token="<|im_end|>",
+            pad_token="<|endoftext|>",
+            unk_token=None,
+            bos_token=None,
+            clean_up_tokenization_spaces=False,
+            model_max_length=131_072,
         )
     tok.backend_tokenizer.normalizer = normalizers.NFC()  # Qwen2's tokenizer normalises to NFC
     tok.chat_template = read_template("qwen2.5-instruct")
@@ -90,8 +122,9 @@ def build_qwen_tokenizer(out_dir: str | Path) -> Any:
     return tok
 
 
-def materialize_preset(name: str, out_dir: str | Path | None = None, seed: int = 0,
-                       cache_dir: str | Path | None = None) -> Path:
+def materialize_preset(
+    name: str, out_dir: str | Path | None = None, seed: int = 0, cache_dir: str | Path | None = None
+) -> Path:
     """Create (once) the folder of preset ``name``: config, random weights (seeded), tokenizer.
 
     Args:
@@ -127,7 +160,9 @@ def materialize_preset(name: str, out_dir: str | Path | None = None, seed: int =
         model.generation_config.pad_token_id = 151643
         model.save_pretrained(str(tmp))
         build_qwen_tokenizer(tmp)
-        (tmp / "longmill_preset.json").write_text(json.dumps({"preset": name, "seed": seed, **preset.config}, indent=2))
+        (tmp / "longmill_preset.json").write_text(
+            json.dumps({"preset": name, "seed": seed, **preset.config}, indent=2)
+        )
         if out_dir.exists() and not (out_dir / "longmill_preset.json").exists():
             shutil.rmtree(out_dir)  # a stale partial folder
         if not out_dir.exists():  # else a concurrent builder finished first; keep theirs
@@ -176,7 +211,11 @@ def yarn_rope(factor: float, original_max_position_embeddings: int) -> dict[str,
     """YaRN rope scaling parameters (Qwen2.5 long-context recipe: factor 4 over 32,768)."""
     if factor <= 1.0:
         raise LongmillError(f"YaRN factor must be > 1, got {factor}")
-    return {"rope_type": "yarn", "factor": float(factor), "original_max_position_embeddings": int(original_max_position_embeddings)}
+    return {
+        "rope_type": "yarn",
+        "factor": float(factor),
+        "original_max_position_embeddings": int(original_max_position_embeddings),
+    }
 
 
 def load_causal_lm(

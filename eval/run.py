@@ -97,12 +97,14 @@ class GenerateConfig:
         if self.n < 1:
             raise LongmillError(f"--n must be >= 1, got {self.n}")
         if self.n > 1 and self.temperature == 0:
-            log.warning("n=%d completions with temperature 0 are identical; pass --temperature > 0 for pass@k",
-                        self.n)
+            log.warning(
+                "n=%d completions with temperature 0 are identical; pass --temperature > 0 for pass@k", self.n
+            )
 
     def sampling(self) -> SamplingParams:
-        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
-                              seed=self.seed)
+        return SamplingParams(
+            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, seed=self.seed
+        )
 
     def backend_options(self) -> dict[str, Any]:
         """The backend's options: ``backend_option`` (KEY=VALUE), then this config's fields of the same names.
@@ -132,8 +134,19 @@ class GenerateConfig:
 
 
 #: The GenerateConfig fields that decide what a completion is (see :meth:`GenerateConfig.identity`).
-IDENTITY_FIELDS = ("model", "backend", "n", "temperature", "top_p", "max_tokens", "seed", "dtype", "max_model_len",
-                   "yarn_factor", "yarn_original_max")
+IDENTITY_FIELDS = (
+    "model",
+    "backend",
+    "n",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "dtype",
+    "max_model_len",
+    "yarn_factor",
+    "yarn_original_max",
+)
 
 
 def model_fingerprint(model: str) -> str | None:
@@ -202,36 +215,66 @@ class JudgeFlags:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_judge_failures <= 1.0:
-            raise LongmillError(f"--max-judge-failures is a share of judge calls in [0, 1], got "
-                                f"{self.max_judge_failures}")
+            raise LongmillError(
+                f"--max-judge-failures is a share of judge calls in [0, 1], got {self.max_judge_failures}"
+            )
 
     def judge_config(self) -> JudgeConfig | None:
-        return judge_from_options(self.judge_backend, self.judge_url, self.judge_model, self.judge_api_key,
-                                  self.judge_cache, api_key_env=self.judge_api_key_env, timeout=self.judge_timeout,
-                                  max_retries=self.judge_max_retries, max_wait=self.judge_max_wait)
+        return judge_from_options(
+            self.judge_backend,
+            self.judge_url,
+            self.judge_model,
+            self.judge_api_key,
+            self.judge_cache,
+            api_key_env=self.judge_api_key_env,
+            timeout=self.judge_timeout,
+            max_retries=self.judge_max_retries,
+            max_wait=self.judge_max_wait,
+        )
 
 
-def judge_from_options(backend: str | None, url: str | None, model: str | None, api_key: str | None = None,
-                       cache: str | None = None, device: str = "cpu", **endpoint: Any) -> JudgeConfig | None:
+def judge_from_options(
+    backend: str | None,
+    url: str | None,
+    model: str | None,
+    api_key: str | None = None,
+    cache: str | None = None,
+    device: str = "cpu",
+    **endpoint: Any,
+) -> JudgeConfig | None:
     """A judge config from CLI flags, or None when no judge was asked for.
 
     ``endpoint`` passes further :class:`JudgeConfig` fields (api_key_env, timeout, max_retries, max_wait).
     """
     if not url and backend in (None, "openai"):  # an in-process backend (hf, vllm, ...) needs no url
         if model:
-            raise LongmillError("--judge-model needs --judge-url (an OpenAI-compatible server) or an in-process "
-                                "--judge-backend (hf, vllm)")
+            raise LongmillError(
+                "--judge-model needs --judge-url (an OpenAI-compatible server) or an in-process "
+                "--judge-backend (hf, vllm)"
+            )
         return None
-    kw: dict[str, Any] = {"backend": backend or "openai", "url": url, "api_key": api_key, "cache_path": cache,
-                          "device": device, **{k: v for k, v in endpoint.items() if v is not None or k == "max_wait"}}
+    kw: dict[str, Any] = {
+        "backend": backend or "openai",
+        "url": url,
+        "api_key": api_key,
+        "cache_path": cache,
+        "device": device,
+        **{k: v for k, v in endpoint.items() if v is not None or k == "max_wait"},
+    }
     if model:
         kw["model"] = model
     return JudgeConfig(**kw)
 
 
-def generate_predictions(items: list[EvalItem], gen: GenerateConfig, path: Path,
-                         progress: Progress | None = None, *, regenerate: bool = False,
-                         data: str | None = None) -> dict[str, Any]:
+def generate_predictions(
+    items: list[EvalItem],
+    gen: GenerateConfig,
+    path: Path,
+    progress: Progress | None = None,
+    *,
+    regenerate: bool = False,
+    data: str | None = None,
+) -> dict[str, Any]:
     """Append completions for items not yet in ``path`` (resume); returns generation counts.
 
     Args:
@@ -255,8 +298,10 @@ def generate_predictions(items: list[EvalItem], gen: GenerateConfig, path: Path,
     if path.exists() and path.stat().st_size:
         problem = _resume_problem(path, ident, digests)
         if problem and not regenerate:
-            raise LongmillError(f"{problem}. Pass --regenerate to move the old predictions aside (to "
-                                f"{path.name}.old) and generate anew, or write into another --out")
+            raise LongmillError(
+                f"{problem}. Pass --regenerate to move the old predictions aside (to "
+                f"{path.name}.old) and generate anew, or write into another --out"
+            )
         if problem:
             log.warning("%s; moving it to %s.old and generating anew (--regenerate)", problem, path.name)
             for p in (path, meta_path(path)):
@@ -268,14 +313,27 @@ def generate_predictions(items: list[EvalItem], gen: GenerateConfig, path: Path,
         records = read_prediction_records(path)
         failed_before = [rec for _, rec in records if rec["completions"] is None]
         if failed_before:  # written by an older longmill: retry those prompts now
-            keep = b"".join((json.dumps(rec, ensure_ascii=False) + "\n").encode() for _, rec in records
-                            if rec["completions"] is not None)
+            keep = b"".join(
+                (json.dumps(rec, ensure_ascii=False) + "\n").encode()
+                for _, rec in records
+                if rec["completions"] is not None
+            )
             atomic_write_bytes(path, keep)
             log.info("%s: %d prompt(s) recorded as failed are generated again", path, len(failed_before))
         done = {rec["uid"] for _, rec in records if rec["completions"] is not None}
-    fingerprint = hashlib.sha256("".join(f"{u}:{d}\n" for u, d in sorted(digests.items())).encode()).hexdigest()[:16]
-    atomic_write_json(meta_path(path), {"format": 1, "generation": ident, "data": data,
-                                         "data_fingerprint": fingerprint, "items": len(items)})
+    fingerprint = hashlib.sha256(
+        "".join(f"{u}:{d}\n" for u, d in sorted(digests.items())).encode()
+    ).hexdigest()[:16]
+    atomic_write_json(
+        meta_path(path),
+        {
+            "format": 1,
+            "generation": ident,
+            "data": data,
+            "data_fingerprint": fingerprint,
+            "items": len(items),
+        },
+    )
     todo = [it for it in items if it.uid not in done]
     if progress and len(todo) < len(items):
         progress(len(items) - len(todo))
@@ -287,9 +345,10 @@ def generate_predictions(items: list[EvalItem], gen: GenerateConfig, path: Path,
         with open(path, "a", encoding="utf-8") as f:
             step = max(1, gen.batch_size)
             for start in range(0, len(todo), step):
-                chunk = todo[start:start + step]
-                outs = backend.generate([it.prompt for it in chunk], n=gen.n, sampling=gen.sampling(),
-                                        progress=progress)
+                chunk = todo[start : start + step]
+                outs = backend.generate(
+                    [it.prompt for it in chunk], n=gen.n, sampling=gen.sampling(), progress=progress
+                )
                 for it, comps in zip(chunk, outs, strict=True):
                     if comps is None:  # not written: the next run retries it
                         counts["failed"] += 1
@@ -306,8 +365,12 @@ def generate_predictions(items: list[EvalItem], gen: GenerateConfig, path: Path,
         if isinstance(getattr(owner, "stats", None), dict):
             counts[key] = owner.stats
     if counts["failed"]:
-        log.warning("%d of %d prompts failed to generate; they are not recorded, and running the same command "
-                    "again retries them", counts["failed"], len(todo))
+        log.warning(
+            "%d of %d prompts failed to generate; they are not recorded, and running the same command "
+            "again retries them",
+            counts["failed"],
+            len(todo),
+        )
     return counts
 
 
@@ -320,26 +383,45 @@ def _resume_problem(path: Path, ident: dict[str, Any], digests: dict[str, str]) 
         if not isinstance(before, dict):
             raise TypeError("'generation' is not an object")
     except FileNotFoundError:
-        return (f"{path} holds predictions but {meta_file.name} is missing, so nothing says what produced them "
-                "(an older longmill or another tool wrote it)")
+        return (
+            f"{path} holds predictions but {meta_file.name} is missing, so nothing says what produced them "
+            "(an older longmill or another tool wrote it)"
+        )
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         return f"{meta_file} is unreadable ({e}), so nothing says what produced {path.name}"
-    diffs = [f"{k}: {before.get(k)!r} then, {ident.get(k)!r} now" for k in sorted(set(before) | set(ident))
-             if before.get(k) != ident.get(k)]
+    diffs = [
+        f"{k}: {before.get(k)!r} then, {ident.get(k)!r} now"
+        for k in sorted(set(before) | set(ident))
+        if before.get(k) != ident.get(k)
+    ]
     if diffs:
         return f"{path} was generated with other settings ({'; '.join(diffs)})"
-    changed = [rec["uid"] for _, rec in read_prediction_records(path)
-               if rec["uid"] in digests and rec.get("prompt_sha") not in (None, digests[rec["uid"]])]
+    changed = [
+        rec["uid"]
+        for _, rec in read_prediction_records(path)
+        if rec["uid"] in digests and rec.get("prompt_sha") not in (None, digests[rec["uid"]])
+    ]
     if changed:
-        return (f"{path} answers other prompts: {len(changed)} uid(s) now have a different prompt (first: "
-                f"{changed[0]}); the data changed since")
+        return (
+            f"{path} answers other prompts: {len(changed)} uid(s) now have a different prompt (first: "
+            f"{changed[0]}); the data changed since"
+        )
     return None
 
 
-def run_eval(data: str, out: str | Path, gen: GenerateConfig, judge: JudgeConfig | None = None,
-             limit: int | None = None, tokenizer: str = "qwen2.5", progress_factory: Callable[[int, str], Any] | None = None,
-             pass_metric: str | None = None, *, regenerate: bool = False,
-             max_judge_failures: float | None = None) -> dict[str, Any]:
+def run_eval(
+    data: str,
+    out: str | Path,
+    gen: GenerateConfig,
+    judge: JudgeConfig | None = None,
+    limit: int | None = None,
+    tokenizer: str = "qwen2.5",
+    progress_factory: Callable[[int, str], Any] | None = None,
+    pass_metric: str | None = None,
+    *,
+    regenerate: bool = False,
+    max_judge_failures: float | None = None,
+) -> dict[str, Any]:
     """``python -m eval run``: generate into ``out/predictions.jsonl``, then score and report.
 
     Prompts whose generation failed are reported as ``generation_failed`` (and listed in ``problems``);
@@ -350,23 +432,37 @@ def run_eval(data: str, out: str | Path, gen: GenerateConfig, judge: JudgeConfig
     items, skips = load_items(data, tokenizer=tokenizer, limit=limit)
     bar = progress_factory(len(items), "generate") if progress_factory else None
     predictions = out / "predictions.jsonl"
-    gen_counts = generate_predictions(items, gen, predictions, progress=bar.update if bar else None,
-                                      regenerate=regenerate, data=str(data))
+    gen_counts = generate_predictions(
+        items, gen, predictions, progress=bar.update if bar else None, regenerate=regenerate, data=str(data)
+    )
     if bar:
         bar.close()
-    config = {"data": str(data), "generation": gen.summary(), "judge": _judge_summary(judge),
-              "input_skipped": skips.as_dict(), "generation_counts": gen_counts}
+    config = {
+        "data": str(data),
+        "generation": gen.summary(),
+        "judge": _judge_summary(judge),
+        "input_skipped": skips.as_dict(),
+        "generation_counts": gen_counts,
+    }
     preds = read_predictions(predictions) if predictions.exists() and predictions.stat().st_size else {}
     for it in items:  # not written: failed in this run (the next run retries them)
         preds.setdefault(it.uid, None)
-    return score_run(items, preds, out, judge, config, progress_factory, pass_metric,
-                     max_judge_failures=max_judge_failures)
+    return score_run(
+        items, preds, out, judge, config, progress_factory, pass_metric, max_judge_failures=max_judge_failures
+    )
 
 
-def score_run(items: list[EvalItem], predictions: str | Path | dict[str, list[str] | None], out: str | Path,
-              judge: JudgeConfig | None, config: dict[str, Any],
-              progress_factory: Callable[[int, str], Any] | None = None, pass_metric: str | None = None,
-              *, max_judge_failures: float | None = None) -> dict[str, Any]:
+def score_run(
+    items: list[EvalItem],
+    predictions: str | Path | dict[str, list[str] | None],
+    out: str | Path,
+    judge: JudgeConfig | None,
+    config: dict[str, Any],
+    progress_factory: Callable[[int, str], Any] | None = None,
+    pass_metric: str | None = None,
+    *,
+    max_judge_failures: float | None = None,
+) -> dict[str, Any]:
     """Score predictions (a predictions.jsonl, or ``{uid: completions}``) and write the report into ``out``.
 
     Args:
@@ -381,8 +477,10 @@ def score_run(items: list[EvalItem], predictions: str | Path | dict[str, list[st
     else:
         preds = read_predictions(predictions)
         if not preds:
-            raise LongmillError(f"{predictions}: the predictions file is empty; nothing to score. Expected one "
-                                'line per prompt: {"uid": ..., "completions": [...]}')
+            raise LongmillError(
+                f"{predictions}: the predictions file is empty; nothing to score. Expected one "
+                'line per prompt: {"uid": ..., "completions": [...]}'
+            )
     j = make_judge(judge) if judge else None
     try:
         bar = progress_factory(0, "judge") if (progress_factory and j) else None
@@ -417,10 +515,13 @@ def health_problems(metrics: dict[str, Any], max_judge_failures: float | None = 
             f"the judge failed on {failed} of {calls} calls ({failed / calls:.0%}), more than "
             f"--max-judge-failures {max_judge_failures:g}: max_em_judge = {_fmt(o.get('max_em_judge'))} counts "
             f"those at their rule score; had they all been YES it would be {_fmt(o.get('max_em_judge_bound'))}. "
-            "Check the judge server and re-run (verdicts already given are cached with --judge-cache)")
+            "Check the judge server and re-run (verdicts already given are cached with --judge-cache)"
+        )
     if c.get("generation_failed"):
-        problems.append(f"{c['generation_failed']} prompt(s) failed to generate and are not scored; run the same "
-                        "command again to retry them")
+        problems.append(
+            f"{c['generation_failed']} prompt(s) failed to generate and are not scored; run the same "
+            "command again to retry them"
+        )
     return problems
 
 

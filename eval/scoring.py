@@ -72,16 +72,22 @@ def read_prediction_records(path: str | Path) -> list[tuple[int, dict[str, Any]]
                 continue
             raise LongmillError(f"{path}: line {i + 1}: invalid JSON ({e.msg})") from e
         if not isinstance(rec, dict) or "uid" not in rec or "completions" not in rec:
-            raise LongmillError(f"{path}: line {i + 1}: field 'uid' or 'completions' missing; expected "
-                                '{"uid": ..., "completions": [...]}')
+            raise LongmillError(
+                f"{path}: line {i + 1}: field 'uid' or 'completions' missing; expected "
+                '{"uid": ..., "completions": [...]}'
+            )
         comps = rec["completions"]
         if comps is not None and (not isinstance(comps, list) or not all(isinstance(c, str) for c in comps)):
-            raise LongmillError(f"{path}: line {i + 1}: field 'completions' must be a list of strings or null")
+            raise LongmillError(
+                f"{path}: line {i + 1}: field 'completions' must be a list of strings or null"
+            )
         uid = str(rec["uid"])
         if uid in first_line:
-            raise LongmillError(f"{path}: line {i + 1}: uid {uid!r} already has predictions on line "
-                                f"{first_line[uid]}; each prompt needs exactly one line. Remove the duplicates "
-                                "(two runs appended into one file?) and score again")
+            raise LongmillError(
+                f"{path}: line {i + 1}: uid {uid!r} already has predictions on line "
+                f"{first_line[uid]}; each prompt needs exactly one line. Remove the duplicates "
+                "(two runs appended into one file?) and score again"
+            )
         first_line[uid] = i + 1
         rec["uid"] = uid
         out.append((i + 1, rec))
@@ -119,7 +125,9 @@ class _ScoreState:
 def _resolve_pass_metric(pass_metric: str | None, judge: Judge | None) -> str:
     pass_metric = pass_metric or ("max_em_judge" if judge else "em")
     if pass_metric not in (*RULE_METRICS, "judge", "max_em_judge"):
-        raise LongmillError(f"unknown pass metric {pass_metric!r}; use one of {RULE_METRICS + ['judge', 'max_em_judge']}")
+        raise LongmillError(
+            f"unknown pass metric {pass_metric!r}; use one of {RULE_METRICS + ['judge', 'max_em_judge']}"
+        )
     if pass_metric in ("judge", "max_em_judge") and judge is None:
         raise LongmillError(f"pass metric {pass_metric} needs a judge (--judge-url or --judge-backend hf)")
     return pass_metric
@@ -131,17 +139,33 @@ def _step_match(st: _ScoreState) -> None:
     missing = [it.uid for it in items if it.uid not in predictions]
     known = {it.uid for it in items}
     unknown = [u for u in predictions if u not in known]
-    st.counts.update({"samples": len(items), "predictions": len(predictions), "missing_predictions": len(missing),
-                      "unknown_uids": len(unknown), "generation_failed": 0, "completions": 0,
-                      "no_answer_extracted": 0})
+    st.counts.update(
+        {
+            "samples": len(items),
+            "predictions": len(predictions),
+            "missing_predictions": len(missing),
+            "unknown_uids": len(unknown),
+            "generation_failed": 0,
+            "completions": 0,
+            "no_answer_extracted": 0,
+        }
+    )
     if missing:
-        log.warning("%d of %d items have no prediction (first: %s); they are not scored", len(missing), len(items),
-                    missing[0])
+        log.warning(
+            "%d of %d items have no prediction (first: %s); they are not scored",
+            len(missing),
+            len(items),
+            missing[0],
+        )
     if unknown:
         st.counts["unknown_uids_first"] = unknown[:5]
-        log.warning("%d prediction(s) answer uids that are not among the %d items (first: %s); they are ignored. "
-                    "Are --data and --predictions from the same run (and --limit the same)?", len(unknown),
-                    len(items), ", ".join(unknown[:3]))
+        log.warning(
+            "%d prediction(s) answer uids that are not among the %d items (first: %s); they are ignored. "
+            "Are --data and --predictions from the same run (and --limit the same)?",
+            len(unknown),
+            len(items),
+            ", ".join(unknown[:3]),
+        )
 
 
 def _step_rules(st: _ScoreState) -> None:
@@ -155,7 +179,9 @@ def _step_rules(st: _ScoreState) -> None:
             st.counts["generation_failed"] += 1
             continue
         if not comps:
-            raise LongmillError(f"predictions for uid {it.uid} are an empty list; expected k >= 1 completions")
+            raise LongmillError(
+                f"predictions for uid {it.uid} are an empty list; expected k >= 1 completions"
+            )
         answers = [extract_answer(c) for c in comps]
         rules = [score_prediction(a, it.answers) for a in answers]
         st.counts["completions"] += len(comps)
@@ -177,13 +203,15 @@ def _step_judge(st: _ScoreState) -> None:
         results = judge.judge_many([q for _, _, q in st.judge_queue], progress=st.progress)
         for (k, j, _), r in zip(st.judge_queue, results, strict=True):
             st.verdicts[(k, j)] = None if r.failed else float(bool(r.verdict))
-        st.counts.update({"judge_calls": len(st.judge_queue),
-                          "judge_failed": sum(v is None for v in st.verdicts.values())})
+        st.counts.update(
+            {"judge_calls": len(st.judge_queue), "judge_failed": sum(v is None for v in st.verdicts.values())}
+        )
     st.counts["judge"] = judge.stats
 
 
-def _completion_scores(st: _ScoreState, k: int, answers: list[str | None],
-                       rules: list[dict[str, float]]) -> tuple[list[dict[str, float]], int]:
+def _completion_scores(
+    st: _ScoreState, k: int, answers: list[str | None], rules: list[dict[str, float]]
+) -> tuple[list[dict[str, float]], int]:
     """Every metric of each completion of item ``k``, and how many of its judge calls failed."""
     per_comp: list[dict[str, float]] = []
     failed = 0
@@ -205,9 +233,15 @@ def _step_rows(st: _ScoreState) -> None:
     st.ks = default_ks(min(n_values)) if n_values else [1]
     for k, (it, answers, rules) in enumerate(st.per_item):
         row: dict[str, Any] = {
-            "uid": it.uid, "data_source": it.data_source, "task": it.task or "n/a", "length_bin": length_label(it.length_bin()),
-            "length_tokens": it.length_bin(), "depth_bin": it.depth_bin(), "prompt_tokens": it.prompt_tokens,
-            "n": len(answers), "prediction": answers[0],
+            "uid": it.uid,
+            "data_source": it.data_source,
+            "task": it.task or "n/a",
+            "length_bin": length_label(it.length_bin()),
+            "length_tokens": it.length_bin(),
+            "depth_bin": it.depth_bin(),
+            "prompt_tokens": it.prompt_tokens,
+            "n": len(answers),
+            "prediction": answers[0],
         }
         per_comp, failed = _completion_scores(st, k, answers, rules)
         for name in per_comp[0]:
@@ -229,8 +263,13 @@ SCORE_STEPS: list[tuple[str, Callable[[_ScoreState], None]]] = [
 ]
 
 
-def score(items: Sequence[EvalItem], predictions: dict[str, list[str] | None], judge: Judge | None = None,
-          progress: Callable[[int], None] | None = None, pass_metric: str | None = None) -> Scored:
+def score(
+    items: Sequence[EvalItem],
+    predictions: dict[str, list[str] | None],
+    judge: Judge | None = None,
+    progress: Callable[[int], None] | None = None,
+    pass_metric: str | None = None,
+) -> Scored:
     """Score every item that has predictions.
 
     Args:

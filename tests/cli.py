@@ -28,8 +28,9 @@ def run_cli(main, *args: str, prog_name: str, cwd: Path | None = None) -> subpro
     handlers, level = root.handlers[:], root.level
     try:
         with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
-            res = CliRunner().invoke(main, [os.fspath(a) for a in args], prog_name=prog_name,
-                                     catch_exceptions=False)
+            res = CliRunner().invoke(
+                main, [os.fspath(a) for a in args], prog_name=prog_name, catch_exceptions=False
+            )
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)

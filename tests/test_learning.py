@@ -25,10 +25,24 @@ def _bench():
 
 def test_flags_unpack_a_section_as_dvc_does():
     lc = _bench()
-    assert lc.flags({"max_steps": 8, "filter_extremes": True, "mask_truncated_completions": False,
-                     "source_opt": ["a=1", "b=2"], "judge_url": None}) == [
-        "--max-steps", "8", "--filter-extremes", "--no-mask-truncated-completions",
-        "--source-opt", "a=1", "--source-opt", "b=2"]
+    assert lc.flags(
+        {
+            "max_steps": 8,
+            "filter_extremes": True,
+            "mask_truncated_completions": False,
+            "source_opt": ["a=1", "b=2"],
+            "judge_url": None,
+        }
+    ) == [
+        "--max-steps",
+        "8",
+        "--filter-extremes",
+        "--no-mask-truncated-completions",
+        "--source-opt",
+        "a=1",
+        "--source-opt",
+        "b=2",
+    ]
 
 
 def test_overrides_parse_yaml_values_and_name_bad_keys():
@@ -56,13 +70,33 @@ def test_tiny_learning_run_evaluates_every_model_on_the_same_heldout_questions(t
     eval of base, SFT and RL; the table, plot and JSON are written and every model saw the same questions."""
     work = tmp_path / "work"
     results_before = (ROOT / "benchmarks" / "RESULTS.md").read_text()
-    sets = ["sources.synthetic.source_opt=[num_triplets=30, min_hops=1, max_hops=1, comparison_share=0]",
-            "lengths=[256, 384]", "curriculum.bins=256,384", "curriculum.eval_share=0.2", "longqa.num_samples=30",
-            "sft.max_steps=2", "sft.max_examples=8", "sft.max_length=512", "rl.max_steps=1",
-            "rl.per_device_train_batch_size=4", "rl.max_completion_length=4", "rl.mask_truncated_completions=false",
-            "rl.save_steps=1", "eval.max_tokens=4"]
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "learning_curve.py"), "run", "--profile", str(PROFILE),
-           "--work", str(work), "--model", str(tiny_qwen2)] + [a for s in sets for a in ("--set", s)]
+    sets = [
+        "sources.synthetic.source_opt=[num_triplets=30, min_hops=1, max_hops=1, comparison_share=0]",
+        "lengths=[256, 384]",
+        "curriculum.bins=256,384",
+        "curriculum.eval_share=0.2",
+        "longqa.num_samples=30",
+        "sft.max_steps=2",
+        "sft.max_examples=8",
+        "sft.max_length=512",
+        "rl.max_steps=1",
+        "rl.per_device_train_batch_size=4",
+        "rl.max_completion_length=4",
+        "rl.mask_truncated_completions=false",
+        "rl.save_steps=1",
+        "eval.max_tokens=4",
+    ]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "learning_curve.py"),
+        "run",
+        "--profile",
+        str(PROFILE),
+        "--work",
+        str(work),
+        "--model",
+        str(tiny_qwen2),
+    ] + [a for s in sets for a in ("--set", s)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     summary = json.loads((work / "learning_curve.json").read_text())

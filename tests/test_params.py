@@ -18,9 +18,25 @@ from eval.run import GenerateConfig, JudgeFlags
 from train.config import GRPOPhaseConfig, SFTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES = [ROOT / "params.yaml", ROOT / "profiles" / "gpu-qwen2.5-7b.yaml", ROOT / "profiles" / "cpu-learning-smollm2.yaml"]
-TOP_LEVEL = {"profile", "model", "launcher", "sources", "source_names", "lengths", "keychain", "longqa",
-             "curriculum", "sft", "rl", "eval"}
+PROFILES = [
+    ROOT / "params.yaml",
+    ROOT / "profiles" / "gpu-qwen2.5-7b.yaml",
+    ROOT / "profiles" / "cpu-learning-smollm2.yaml",
+]
+TOP_LEVEL = {
+    "profile",
+    "model",
+    "launcher",
+    "sources",
+    "source_names",
+    "lengths",
+    "keychain",
+    "longqa",
+    "curriculum",
+    "sft",
+    "rl",
+    "eval",
+}
 SOURCE_FLAGS = {"source", "input", "source_opt", "map", "limit", "strict", "rows_per_part"}
 
 
@@ -58,7 +74,9 @@ def test_configs_build_from_each_section(profile):
     """The values are valid, not just the names: each section builds its config dataclass."""
     _, p = profile
     CurriculumConfig(**p["curriculum"])
-    KeyChainConfig(length=p["lengths"][0], **{k: v for k, v in p["keychain"].items() if k in names(KeyChainConfig)})
+    KeyChainConfig(
+        length=p["lengths"][0], **{k: v for k, v in p["keychain"].items() if k in names(KeyChainConfig)}
+    )
     GenConfig(length=p["lengths"][0], **{k: v for k, v in p["longqa"].items() if k in names(GenConfig)})
     # The GPU profile asks for bf16; TRL checks the hardware, so on a CPU host say that it is one.
     on_cpu = {} if torch.cuda.is_available() else {"use_cpu": True}

@@ -30,8 +30,9 @@ def tiny_params() -> dict:
 
 def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=1200)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=1200
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
@@ -55,12 +56,21 @@ def project(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # three `dvc repro` runs (the first trains and evaluates), beyond pyproject's 600 s
+@pytest.mark.timeout(
+    1800
+)  # three `dvc repro` runs (the first trains and evaluates), beyond pyproject's 600 s
 def test_repro_metrics_plots_and_partial_reruns(project):
     # End to end: the real `dvc` command line in subprocesses, on a copy of the repository's pipeline.
     out = dvc(project, "repro").stdout
-    for stage in ("triplets@synthetic", "keychain@synthetic-768", "longqa@synthetic-1024", "curriculum", "sft", "rl",
-                  "eval"):
+    for stage in (
+        "triplets@synthetic",
+        "keychain@synthetic-768",
+        "longqa@synthetic-1024",
+        "curriculum",
+        "sft",
+        "rl",
+        "eval",
+    ):
         assert f"Running stage '{stage}'" in out
     metrics = json.loads(dvc(project, "metrics", "show", "--json").stdout)
     files = next(iter(metrics.values()))["data"]

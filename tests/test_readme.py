@@ -28,14 +28,17 @@ def readme_commands() -> tuple[str, str]:
 
 def ci_commands() -> list[str]:
     """The command lines of .ci/run: its lines that are not comments, the shebang, `set` or `cd`."""
-    return [x for x in (ROOT / ".ci" / "run").read_text().splitlines()
-            if x.strip() and not x.startswith("#") and not x.startswith(("set ", "cd "))]
+    return [
+        x
+        for x in (ROOT / ".ci" / "run").read_text().splitlines()
+        if x.strip() and not x.startswith("#") and not x.startswith(("set ", "cd "))
+    ]
 
 
 def test_ci_runs_the_readme_test_command_verbatim_then_lints():
     first, *rest = ci_commands()
     assert first == readme_commands()[1]
-    assert rest == ["ruff check ."]
+    assert rest == ["ruff check .", "ruff format --check ."]
 
 
 def test_the_readme_install_commands_name_real_extras_and_constraints():
@@ -51,7 +54,8 @@ def test_the_readme_install_commands_name_real_extras_and_constraints():
             assert name in extras, f"README installs the extra {name!r}; pyproject.toml has {sorted(extras)}"
         tool = next(v for k, v in needs.items() if cmd.endswith(k))
         assert any(re.match(rf"{tool}\b", d) for name in extra.split(",") for d in extras[name]), (
-            f"the README's command runs {tool}, but the extras [{extra}] do not install it")
+            f"the README's command runs {tool}, but the extras [{extra}] do not install it"
+        )
         constraints = ROOT / words[words.index("-c") + 1]
         assert constraints.is_file(), f"the README installs with -c {constraints.name}, which does not exist"
         pins = dict(re.findall(r"^([\w.-]+)==(\S+)", constraints.read_text(), re.MULTILINE))
@@ -60,7 +64,9 @@ def test_the_readme_install_commands_name_real_extras_and_constraints():
     torch_range = next(d for d in project["dependencies"] if re.match(r"torch\b", d))
     from packaging.requirements import Requirement
 
-    cpu_pins = dict(re.findall(r"^([\w.-]+)==(\S+)", (ROOT / "constraints/cpu.txt").read_text(), re.MULTILINE))
+    cpu_pins = dict(
+        re.findall(r"^([\w.-]+)==(\S+)", (ROOT / "constraints/cpu.txt").read_text(), re.MULTILINE)
+    )
     assert Requirement(torch_range).specifier.contains(cpu_pins["torch"])
 
 
@@ -94,8 +100,11 @@ def test_the_stages_in_the_readme_table_exist_in_dvc_yaml():
             stage = stages[name].get("do", stages[name])
             cmd = " ".join(stage["cmd"].split()).replace("${launcher}", launcher)
             assert any(cmd.startswith(c) for c in re.findall(r"`([^`]+)`", commands)), (name, cmd)
-            outs = [next(iter(o)) if isinstance(o, dict) else o
-                    for key in ("outs", "metrics") for o in stage.get(key, [])]
+            outs = [
+                next(iter(o)) if isinstance(o, dict) else o
+                for key in ("outs", "metrics")
+                for o in stage.get(key, [])
+            ]
             assert any(o.startswith(folder) for o in outs), (name, folder, outs)
             seen.add(name)
     assert seen == set(stages), f"stages missing from the README's table: {sorted(set(stages) - seen)}"
@@ -136,7 +145,9 @@ def test_datagen_examples_use_real_flags():
             if not m:
                 continue
             help_text = CliRunner().invoke(main, [m.group(1), "--help"]).output
-            for flag in [t.split("=")[0] for t in shlex.split(m.group(2).split("#")[0]) if t.startswith("--")]:
+            for flag in [
+                t.split("=")[0] for t in shlex.split(m.group(2).split("#")[0]) if t.startswith("--")
+            ]:
                 assert flag in help_text, f"README uses {flag} with datagen {m.group(1)}"
 
 
@@ -147,19 +158,28 @@ def stage(tmp_path_factory):
     from datagen.sources import get_source
 
     out = tmp_path_factory.mktemp("readme") / "stage-1"
-    run_generator("longqa", GenConfig(length=300), get_source("synthetic", options={"num_triplets": 40}),
-                  RunConfig(out=out, num_samples=4))
+    run_generator(
+        "longqa",
+        GenConfig(length=300),
+        get_source("synthetic", options={"num_triplets": 40}),
+        RunConfig(out=out, num_samples=4),
+    )
     return out
 
 
 @pytest.mark.slow
 def test_trl_snippet_runs(stage, tiny_qwen2, tmp_path):
     code = next(b for b in blocks("python") if "GRPOTrainer(" in b)
-    code = (code.replace("Qwen/Qwen2.5-7B-Instruct", str(tiny_qwen2))
-                .replace("data/curriculum/stage-1/*.parquet", str(stage / "*.parquet"))
-                .replace('output_dir="runs/trl"', f'output_dir="{tmp_path}", max_steps=1, bf16=False, report_to="none", '
-                                                  'per_device_train_batch_size=8, save_strategy="no"')
-                .replace("4096", "8"))
+    code = (
+        code.replace("Qwen/Qwen2.5-7B-Instruct", str(tiny_qwen2))
+        .replace("data/curriculum/stage-1/*.parquet", str(stage / "*.parquet"))
+        .replace(
+            'output_dir="runs/trl"',
+            f'output_dir="{tmp_path}", max_steps=1, bf16=False, report_to="none", '
+            'per_device_train_batch_size=8, save_strategy="no"',
+        )
+        .replace("4096", "8")
+    )
     exec(compile(code, "README-trl-snippet", "exec"), {})
 
 
@@ -170,7 +190,9 @@ def test_verl_snippet_points_at_a_real_reward_function():
     spec = importlib.util.spec_from_file_location("custom", ROOT / path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    out = getattr(mod, name)("keychain/x", "Therefore, the answer is Ed Wood.", ["Ed Wood"], {"question": "Who?"})
+    out = getattr(mod, name)(
+        "keychain/x", "Therefore, the answer is Ed Wood.", ["Ed Wood"], {"question": "Who?"}
+    )
     assert out["score"] == 1.0
     assert "data.prompt_key=prompt" in block
 

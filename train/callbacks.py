@@ -16,14 +16,33 @@ from datagen.core.io import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 #: The columns of metrics.csv (TRL's names; missing ones stay empty).
-CSV_COLUMNS = ("step", "reward", "reward_std", "frac_reward_zero_std", "rewards/hybrid_qa/mean", "hybrid_qa/accuracy",
-               "entropy", "clip_ratio/region_mean", "clip_ratio/low_mean", "clip_ratio/high_mean",
-               "completions/mean_length", "completions/clipped_ratio", "dynamic_sampling/filtered_share",
-               "dynamic_sampling/replaced_share", "dynamic_sampling/remaining_share", "dynamic_sampling/rounds",
-               "hybrid_qa/judge_failed", "sampling/importance_sampling_ratio/min",
-               "sampling/importance_sampling_ratio/mean", "sampling/importance_sampling_ratio/max",
-               "sampling/sampling_logp_difference/mean", "sampling/sampling_logp_difference/max", "loss",
-               "learning_rate", "step_time")
+CSV_COLUMNS = (
+    "step",
+    "reward",
+    "reward_std",
+    "frac_reward_zero_std",
+    "rewards/hybrid_qa/mean",
+    "hybrid_qa/accuracy",
+    "entropy",
+    "clip_ratio/region_mean",
+    "clip_ratio/low_mean",
+    "clip_ratio/high_mean",
+    "completions/mean_length",
+    "completions/clipped_ratio",
+    "dynamic_sampling/filtered_share",
+    "dynamic_sampling/replaced_share",
+    "dynamic_sampling/remaining_share",
+    "dynamic_sampling/rounds",
+    "hybrid_qa/judge_failed",
+    "sampling/importance_sampling_ratio/min",
+    "sampling/importance_sampling_ratio/mean",
+    "sampling/importance_sampling_ratio/max",
+    "sampling/sampling_logp_difference/mean",
+    "sampling/sampling_logp_difference/max",
+    "loss",
+    "learning_rate",
+    "step_time",
+)
 
 
 class MetricsLogger(TrainerCallback):
@@ -39,8 +58,14 @@ class MetricsLogger(TrainerCallback):
             accelerate's view of this process.
     """
 
-    def __init__(self, folder: str | Path, phase: int, resume_step: int | None = None,
-                 csv_copy: str | Path | None = None, is_main: bool | None = None):
+    def __init__(
+        self,
+        folder: str | Path,
+        phase: int,
+        resume_step: int | None = None,
+        csv_copy: str | Path | None = None,
+        is_main: bool | None = None,
+    ):
         if is_main is None:
             from accelerate import PartialState
 
@@ -66,7 +91,9 @@ class MetricsLogger(TrainerCallback):
         self.jsonl.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.records).encode())
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=["phase", *CSV_COLUMNS], extrasaction="ignore", lineterminator="\n")
+        w = csv.DictWriter(
+            buf, fieldnames=["phase", *CSV_COLUMNS], extrasaction="ignore", lineterminator="\n"
+        )
         w.writeheader()
         for r in self.records:
             if "reward" in r or "loss" in r:
@@ -78,7 +105,10 @@ class MetricsLogger(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D401 - transformers' hook
         if not logs or not state.is_world_process_zero or not self.is_main:
             return
-        rec = {"phase": self.phase, "step": int(state.global_step), **{k: v for k, v in logs.items()
-                                                                       if isinstance(v, int | float)}}
+        rec = {
+            "phase": self.phase,
+            "step": int(state.global_step),
+            **{k: v for k, v in logs.items() if isinstance(v, int | float)},
+        }
         self.records.append(rec)
         self._rewrite()  # small files, rewritten whole and atomically: a kill never leaves a torn line

@@ -11,19 +11,64 @@ from datagen.cliutil import FlexibleGroup, friendly_errors, setup_logging
 from train.config import GRPOPhaseConfig, SFTConfig, config_options, load_yaml_config, typed_options
 
 #: TRL options listed in `grpo --help` (every other GRPOConfig/TrainingArguments field is accepted too).
-GRPO_SHOWN = ("learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "per_device_train_batch_size",
-              "gradient_accumulation_steps", "steps_per_generation", "num_iterations", "num_generations",
-              "max_completion_length", "temperature", "top_p", "max_steps", "num_train_epochs", "loss_type",
-              "epsilon", "epsilon_high", "beta", "scale_rewards", "mask_truncated_completions",
-              "vllm_server_base_url", "vllm_gpu_memory_utilization", "vllm_enable_sleep_mode",
-              "vllm_tensor_parallel_size", "vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
-              "vllm_importance_sampling_clip_max", "vllm_importance_sampling_clip_min", "gradient_checkpointing",
-              "bf16", "seed", "logging_steps", "save_steps", "save_total_limit", "report_to")
-SFT_SHOWN = ("learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "num_train_epochs", "max_steps",
-             "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "packing",
-             "gradient_checkpointing", "bf16", "seed", "logging_steps", "report_to")
-EVERY_TRL_FIELD = ("Every other field of TRL's {cls} and of transformers' TrainingArguments is accepted as a flag "
-                   "or YAML key under its own name (hidden here), e.g. --{example}.")
+GRPO_SHOWN = (
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "warmup_ratio",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "steps_per_generation",
+    "num_iterations",
+    "num_generations",
+    "max_completion_length",
+    "temperature",
+    "top_p",
+    "max_steps",
+    "num_train_epochs",
+    "loss_type",
+    "epsilon",
+    "epsilon_high",
+    "beta",
+    "scale_rewards",
+    "mask_truncated_completions",
+    "vllm_server_base_url",
+    "vllm_gpu_memory_utilization",
+    "vllm_enable_sleep_mode",
+    "vllm_tensor_parallel_size",
+    "vllm_importance_sampling_correction",
+    "vllm_importance_sampling_mode",
+    "vllm_importance_sampling_clip_max",
+    "vllm_importance_sampling_clip_min",
+    "gradient_checkpointing",
+    "bf16",
+    "seed",
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "report_to",
+)
+SFT_SHOWN = (
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "warmup_ratio",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "packing",
+    "gradient_checkpointing",
+    "bf16",
+    "seed",
+    "logging_steps",
+    "report_to",
+)
+EVERY_TRL_FIELD = (
+    "Every other field of TRL's {cls} and of transformers' TrainingArguments is accepted as a flag "
+    "or YAML key under its own name (hidden here), e.g. --{example}."
+)
 
 
 def export_only(values: dict, backend: str) -> dict:
@@ -38,7 +83,9 @@ def export_only(values: dict, backend: str) -> dict:
     return values
 
 
-@click.group(cls=FlexibleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    cls=FlexibleGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
 @click.option("-v", "--verbose", count=True, help="-v for progress messages, -vv for debugging.")
 def main(verbose: int) -> None:
     """Train long-context reasoning models: warm-up SFT, then GRPO/DAPO phase by phase over a curriculum.
@@ -77,14 +124,26 @@ def init_model(preset: str, out: Path, seed: int) -> None:
 
 @main.command(epilog=EVERY_TRL_FIELD.format(cls="SFTConfig", example="weight-decay 0.01"))
 @click.option("--data", required=True, help="Triplet shards (datagen triplets --out).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder (the model goes to OUT/final).")
-@click.option("--config", "config_file", default=None, help="YAML file with these options (flags override it).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output folder (the model goes to OUT/final).",
+)
+@click.option(
+    "--config", "config_file", default=None, help="YAML file with these options (flags override it)."
+)
 @click.option("--metrics-dir", default=None, help="Also write the training log CSV here (for `dvc plots`).")
-@click.option("--heldout", default=None,
-              help="The curriculum's heldout.json (or its folder): triplets with held-out ids or questions are left out.")
+@click.option(
+    "--heldout",
+    default=None,
+    help="The curriculum's heldout.json (or its folder): triplets with held-out ids or questions are left out.",
+)
 @config_options(SFTConfig, shown=SFT_SHOWN)
 @friendly_errors
-def sft(data: str, out: Path, config_file: str | None, metrics_dir: str | None, heldout: str | None, **kw) -> None:
+def sft(
+    data: str, out: Path, config_file: str | None, metrics_dir: str | None, heldout: str | None, **kw
+) -> None:
     """Warm-up SFT on short triplets: targets cite the supporting evidence and end in the answer format.
 
     \b
@@ -98,22 +157,46 @@ def sft(data: str, out: Path, config_file: str | None, metrics_dir: str | None, 
 
     config = load_yaml_config(SFTConfig, config_file, typed_options(SFTConfig, kw))
     summary = run_sft(data, out, config, metrics_dir=metrics_dir, heldout=heldout)
-    click.echo(f"SFT: {summary['examples']} examples, {summary['steps']} steps, loss {summary['train_loss']:.4f}; "
-               f"model in {summary['checkpoint']}")
+    click.echo(
+        f"SFT: {summary['examples']} examples, {summary['steps']} steps, loss {summary['train_loss']:.4f}; "
+        f"model in {summary['checkpoint']}"
+    )
 
 
 @main.command(epilog=EVERY_TRL_FIELD.format(cls="GRPOConfig", example="vllm-model-impl transformers"))
 @click.option("--curriculum", required=True, help="A curriculum folder (python -m curriculum build --out).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder: OUT/phase-K per phase.")
-@click.option("--config", "config_file", default=None, help="YAML file with these options (flags override it).")
-@click.option("--resume", is_flag=True, help="Continue: skip finished phases, resume a phase from its last checkpoint.")
-@click.option("--backend", default="trl", show_default=True, help="trl (train here) or verl (write verl commands).")
-@click.option("--phases", default=None, help="Run only these phases, e.g. 1 or 1,2 (earlier ones must be done).")
-@click.option("--metrics-dir", default=None, help="Also write each phase's metrics.csv here as phase-K.csv (for `dvc plots`).")
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Run folder: OUT/phase-K per phase."
+)
+@click.option(
+    "--config", "config_file", default=None, help="YAML file with these options (flags override it)."
+)
+@click.option(
+    "--resume", is_flag=True, help="Continue: skip finished phases, resume a phase from its last checkpoint."
+)
+@click.option(
+    "--backend", default="trl", show_default=True, help="trl (train here) or verl (write verl commands)."
+)
+@click.option(
+    "--phases", default=None, help="Run only these phases, e.g. 1 or 1,2 (earlier ones must be done)."
+)
+@click.option(
+    "--metrics-dir",
+    default=None,
+    help="Also write each phase's metrics.csv here as phase-K.csv (for `dvc plots`).",
+)
 @config_options(GRPOPhaseConfig, shown=GRPO_SHOWN)
 @friendly_errors
-def grpo(curriculum: str, out: Path, config_file: str | None, resume: bool, backend: str, phases: str | None,
-         metrics_dir: str | None, **kw) -> None:
+def grpo(
+    curriculum: str,
+    out: Path,
+    config_file: str | None,
+    resume: bool,
+    backend: str,
+    phases: str | None,
+    metrics_dir: str | None,
+    **kw,
+) -> None:
     """Phased GRPO with DAPO defaults: one phase per curriculum stage, each from the previous checkpoint.
 
     DAPO defaults: token-level loss (loss_type dapo), clip-higher (epsilon_high 0.28; it acts only when a
@@ -135,7 +218,9 @@ def grpo(curriculum: str, out: Path, config_file: str | None, resume: bool, back
     from train.backends import TRAINER_BACKENDS
     from train.phases import run_phases
 
-    config = load_yaml_config(GRPOPhaseConfig, config_file, export_only(typed_options(GRPOPhaseConfig, kw), backend))
+    config = load_yaml_config(
+        GRPOPhaseConfig, config_file, export_only(typed_options(GRPOPhaseConfig, kw), backend)
+    )
     only = [int(x) for x in phases.split(",")] if phases else None
     extra = {"metrics_dir": metrics_dir} if metrics_dir else {}
     for warning in TRAINER_BACKENDS.get(backend).preflight(config, curriculum):
@@ -149,52 +234,101 @@ def grpo(curriculum: str, out: Path, config_file: str | None, resume: bool, back
 @main.command(name="verl-config")
 @click.option("--curriculum", required=True, help="A curriculum folder.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write stage-K/run.sh.")
-@click.option("--config", "config_file", default=None, help="YAML file with the GRPO options (flags override it).")
-@click.option("--n-gpus-per-node", type=int, default=8, show_default=True, help="GPUs per node of the verl cluster.")
+@click.option(
+    "--config", "config_file", default=None, help="YAML file with the GRPO options (flags override it)."
+)
+@click.option(
+    "--n-gpus-per-node", type=int, default=8, show_default=True, help="GPUs per node of the verl cluster."
+)
 @click.option("--nnodes", type=int, default=1, show_default=True, help="Nodes of the verl cluster.")
 @config_options(GRPOPhaseConfig, shown=GRPO_SHOWN)
 @friendly_errors
-def verl_config(curriculum: str, out: Path, config_file: str | None, n_gpus_per_node: int, nnodes: int, **kw) -> None:
+def verl_config(
+    curriculum: str, out: Path, config_file: str | None, n_gpus_per_node: int, nnodes: int, **kw
+) -> None:
     """Write, per stage, a ready-to-run verl DAPO command with settings equivalent to longmill's GRPO."""
     from train.phases import run_phases
 
-    config = load_yaml_config(GRPOPhaseConfig, config_file, export_only(typed_options(GRPOPhaseConfig, kw), "verl"))
-    summary = run_phases(curriculum, out, config, backend="verl", n_gpus_per_node=n_gpus_per_node, nnodes=nnodes)
-    click.echo(json.dumps({"run_all": summary["run_all"], "stages": [p["checkpoint"] for p in summary["phases"]]},
-                          indent=2))
+    config = load_yaml_config(
+        GRPOPhaseConfig, config_file, export_only(typed_options(GRPOPhaseConfig, kw), "verl")
+    )
+    summary = run_phases(
+        curriculum, out, config, backend="verl", n_gpus_per_node=n_gpus_per_node, nnodes=nnodes
+    )
+    click.echo(
+        json.dumps(
+            {"run_all": summary["run_all"], "stages": [p["checkpoint"] for p in summary["phases"]]}, indent=2
+        )
+    )
 
 
 @main.command()
-@click.option("--model", default=None,
-              help="A folder with config.json, or a preset: qwen2.5-{0.5b,1.5b,7b,14b,32b}[-instruct], tiny-qwen2 "
-                   "[the config's model, else qwen2.5-7b-instruct].")
-@click.option("--prompt-length", default="20k,40k,60k", show_default=True, help="Longest prompt per stage (list).")
+@click.option(
+    "--model",
+    default=None,
+    help="A folder with config.json, or a preset: qwen2.5-{0.5b,1.5b,7b,14b,32b}[-instruct], tiny-qwen2 "
+    "[the config's model, else qwen2.5-7b-instruct].",
+)
+@click.option(
+    "--prompt-length", default="20k,40k,60k", show_default=True, help="Longest prompt per stage (list)."
+)
 @click.option("--completion-length", default=None, help="max_completion_length [the config's, else 10000].")
-@click.option("--config", "config_file", default=None,
-              help="A GRPO YAML (train/configs/*.yaml); its batch, vLLM and checkpointing keys are read, flags override.")
-@click.option("--per-device-train-batch-size", type=int, default=None, help="Sequences per GPU per micro-step [1].")
-@click.option("--gradient-accumulation-steps", type=int, default=None, help="Micro-steps per optimiser step [8].")
+@click.option(
+    "--config",
+    "config_file",
+    default=None,
+    help="A GRPO YAML (train/configs/*.yaml); its batch, vLLM and checkpointing keys are read, flags override.",
+)
+@click.option(
+    "--per-device-train-batch-size", type=int, default=None, help="Sequences per GPU per micro-step [1]."
+)
+@click.option(
+    "--gradient-accumulation-steps", type=int, default=None, help="Micro-steps per optimiser step [8]."
+)
 @click.option("--num-generations", type=int, default=None, help="The GRPO group size [8].")
 @click.option("--steps-per-generation", type=int, default=None, help="Micro-steps per generation batch.")
 @click.option("--num-iterations", type=int, default=None, help="Passes over each generation batch [1].")
 @click.option("--num-gpus", type=int, default=8, show_default=True, help="Training processes, one GPU each.")
-@click.option("--sharding", type=click.Choice(["zero3", "zero2", "zero1", "fsdp", "ddp"]), default="zero3",
-              show_default=True, help="DeepSpeed ZeRO stage, FSDP2, or plain DDP.")
+@click.option(
+    "--sharding",
+    type=click.Choice(["zero3", "zero2", "zero1", "fsdp", "ddp"]),
+    default="zero3",
+    show_default=True,
+    help="DeepSpeed ZeRO stage, FSDP2, or plain DDP.",
+)
 @click.option("--gpu-memory-gib", type=float, default=80.0, show_default=True, help="Memory of one GPU.")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="[on]")
-@click.option("--activation-offload/--no-activation-offload", default=None,
-              help="Checkpointed activations in host memory (gradient_checkpointing_kwargs offload) [off].")
+@click.option(
+    "--activation-offload/--no-activation-offload",
+    default=None,
+    help="Checkpointed activations in host memory (gradient_checkpointing_kwargs offload) [off].",
+)
 @click.option("--attn-implementation", default=None, help="sdpa [default], flash_attention_2 or eager.")
-@click.option("--rollout", type=click.Choice(["vllm-colocate", "vllm-server", "hf"]), default=None,
-              help="Where rollouts run [vllm-colocate].")
-@click.option("--vllm-gpu-memory-utilization", type=float, default=None, help="Colocated vLLM's share [0.35].")
+@click.option(
+    "--rollout",
+    type=click.Choice(["vllm-colocate", "vllm-server", "hf"]),
+    default=None,
+    help="Where rollouts run [vllm-colocate].",
+)
+@click.option(
+    "--vllm-gpu-memory-utilization", type=float, default=None, help="Colocated vLLM's share [0.35]."
+)
 @click.option("--vllm-enable-sleep-mode/--no-vllm-enable-sleep-mode", default=None, help="[on]")
 @click.option("--vllm-tensor-parallel-size", type=int, default=None, help="GPUs per colocated vLLM [1].")
 @click.option("--beta", type=float, default=None, help="KL coefficient (> 0 adds a reference model) [0].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @friendly_errors
-def plan(model: str | None, prompt_length: str, completion_length: str | None, config_file: str | None, num_gpus: int, sharding: str,
-         gpu_memory_gib: float, as_json: bool, **kw) -> None:
+def plan(
+    model: str | None,
+    prompt_length: str,
+    completion_length: str | None,
+    config_file: str | None,
+    num_gpus: int,
+    sharding: str,
+    gpu_memory_gib: float,
+    as_json: bool,
+    **kw,
+) -> None:
     """Expected peak GPU memory of a GRPO run, by component, and the largest prompt and batch that fit.
 
     \b
@@ -210,7 +344,11 @@ def plan(model: str | None, prompt_length: str, completion_length: str | None, c
     if completion_length is not None:
         values["max_completion_length"] = parse_length(completion_length)
     shape = resolve_shape(model or values.get("model") or "qwen2.5-7b-instruct")
-    reports = [plan_report(shape, plan_settings(n, values, num_gpus=num_gpus, sharding=sharding,
-                                                gpu_memory_gib=gpu_memory_gib))
-               for n in parse_lengths(prompt_length)]
+    reports = [
+        plan_report(
+            shape,
+            plan_settings(n, values, num_gpus=num_gpus, sharding=sharding, gpu_memory_gib=gpu_memory_gib),
+        )
+        for n in parse_lengths(prompt_length)
+    ]
     click.echo(json.dumps(reports, indent=2) if as_json else "\n\n".join(format_report(r) for r in reports))

@@ -33,11 +33,22 @@ DYNAMIC_SAMPLING_METRICS = ("accuracy", "reward")
 
 #: GRPOConfig fields whose loss of meaning would silently turn DAPO into something else. If the installed TRL
 #: lacks one (renamed or removed), declaring it here would create a field TRL never reads: refuse instead.
-DAPO_CRITICAL_FIELDS = ("epsilon", "epsilon_high", "beta", "loss_type", "mask_truncated_completions",
-                        "scale_rewards", "steps_per_generation", "num_iterations", "num_generations",
-                        "max_completion_length", "vllm_importance_sampling_correction",
-                        "vllm_importance_sampling_mode", "vllm_importance_sampling_clip_max",
-                        "vllm_importance_sampling_clip_min")
+DAPO_CRITICAL_FIELDS = (
+    "epsilon",
+    "epsilon_high",
+    "beta",
+    "loss_type",
+    "mask_truncated_completions",
+    "scale_rewards",
+    "steps_per_generation",
+    "num_iterations",
+    "num_generations",
+    "max_completion_length",
+    "vllm_importance_sampling_correction",
+    "vllm_importance_sampling_mode",
+    "vllm_importance_sampling_clip_max",
+    "vllm_importance_sampling_clip_min",
+)
 
 
 def gpu_has_bf16() -> bool:
@@ -57,9 +68,11 @@ def check_trl_fields(base: type, names: tuple[str, ...] = DAPO_CRITICAL_FIELDS) 
     if missing:
         from importlib.metadata import version
 
-        raise LongmillError(f"the installed TRL ({version('trl')}) has no {', '.join(missing)} in {base.__name__}; "
-                            "DAPO would silently lose these settings. Install a supported TRL: "
-                            "pip install 'trl>=1.6,<1.17'")
+        raise LongmillError(
+            f"the installed TRL ({version('trl')}) has no {', '.join(missing)} in {base.__name__}; "
+            "DAPO would silently lose these settings. Install a supported TRL: "
+            "pip install 'trl>=1.6,<1.17'"
+        )
 
 
 def _defaults(cls: type) -> dict[str, Any]:
@@ -134,23 +147,44 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
     """
 
     # Defaults that differ from TRL's (DAPO and longmill's logging).
-    output_dir: str | None = field(default=None, metadata={"help": "Set per phase by `train grpo` (OUT/phase-K)."})
-    epsilon_high: float | None = field(default=0.28, metadata={"help": "Upper clip range (DAPO's clip-higher)."})
-    mask_truncated_completions: bool = field(default=True, metadata={"help": "Keep truncated completions out of the loss."})
-    max_completion_length: int | None = field(default=1024, metadata={"help": "The most tokens per completion."})
-    lr_scheduler_type: str = field(default="constant_with_warmup",
-                                   metadata={"help": "Learning-rate schedule; DAPO and QwenLong-L1 keep it constant "
-                                             "(set warmup_steps or warmup_ratio for a warm-up)."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Set per phase by `train grpo` (OUT/phase-K)."}
+    )
+    epsilon_high: float | None = field(
+        default=0.28, metadata={"help": "Upper clip range (DAPO's clip-higher)."}
+    )
+    mask_truncated_completions: bool = field(
+        default=True, metadata={"help": "Keep truncated completions out of the loss."}
+    )
+    max_completion_length: int | None = field(
+        default=1024, metadata={"help": "The most tokens per completion."}
+    )
+    lr_scheduler_type: str = field(
+        default="constant_with_warmup",
+        metadata={
+            "help": "Learning-rate schedule; DAPO and QwenLong-L1 keep it constant "
+            "(set warmup_steps or warmup_ratio for a warm-up)."
+        },
+    )
     logging_steps: float = field(default=1, metadata={"help": "Log every this many steps."})
-    save_steps: float = field(default=50, metadata={"help": "Checkpoint every this many steps (resume points)."})
+    save_steps: float = field(
+        default=50, metadata={"help": "Checkpoint every this many steps (resume points)."}
+    )
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept per phase."})
-    bf16: bool | None = field(default=None, metadata={"help": "bfloat16; default: when a CUDA GPU supports it."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over each stage when max_steps is -1."})
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bfloat16; default: when a CUDA GPU supports it."}
+    )
+    num_train_epochs: float = field(
+        default=1.0, metadata={"help": "Passes over each stage when max_steps is -1."}
+    )
     vllm_importance_sampling_mode: str = field(
         default="token_truncate",
-        metadata={"help": "How the vLLM/trainer mismatch is corrected: token_truncate (default here; truncated "
-                  "importance sampling per token), token_mask, sequence_truncate or sequence_mask (TRL's default, "
-                  "which masks most sequences of several thousand tokens)."})
+        metadata={
+            "help": "How the vLLM/trainer mismatch is corrected: token_truncate (default here; truncated "
+            "importance sampling per token), token_mask, sequence_truncate or sequence_mask (TRL's default, "
+            "which masks most sequences of several thousand tokens)."
+        },
+    )
 
     # longmill's own fields.
     model: str = "tiny-qwen2"
@@ -176,19 +210,29 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
         self._snapshot_given()
         if self.rollout not in ROLLOUTS:
             close = difflib.get_close_matches(self.rollout, ROLLOUTS, n=1)
-            raise LongmillError(f"unknown rollout {self.rollout!r}"
-                                f"{f'; did you mean {close[0]!r}?' if close else ''} Valid: {', '.join(ROLLOUTS)}")
+            raise LongmillError(
+                f"unknown rollout {self.rollout!r}"
+                f"{f'; did you mean {close[0]!r}?' if close else ''} Valid: {', '.join(ROLLOUTS)}"
+            )
         if self.rollout == "vllm-server" and not self.vllm_server_base_url:
-            raise LongmillError("rollout=vllm-server needs vllm_server_base_url, e.g. http://10.0.0.2:8000 from "
-                                "`trl vllm-serve --model MODEL` on other GPUs")
+            raise LongmillError(
+                "rollout=vllm-server needs vllm_server_base_url, e.g. http://10.0.0.2:8000 from "
+                "`trl vllm-serve --model MODEL` on other GPUs"
+            )
         if self.num_generations is not None and self.num_generations < 2:
-            raise LongmillError(f"num_generations must be >= 2 (GRPO compares completions within a group), "
-                                f"got {self.num_generations}")
+            raise LongmillError(
+                f"num_generations must be >= 2 (GRPO compares completions within a group), "
+                f"got {self.num_generations}"
+            )
         if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
-            raise LongmillError(f"epsilon_high ({self.epsilon_high}) must be >= epsilon ({self.epsilon}) for clip-higher")
+            raise LongmillError(
+                f"epsilon_high ({self.epsilon_high}) must be >= epsilon ({self.epsilon}) for clip-higher"
+            )
         if self.overlong_buffer is not None and self.overlong_buffer >= (self.max_completion_length or 0):
-            raise LongmillError(f"overlong_buffer ({self.overlong_buffer}) must be smaller than max_completion_length "
-                                f"({self.max_completion_length})")
+            raise LongmillError(
+                f"overlong_buffer ({self.overlong_buffer}) must be smaller than max_completion_length "
+                f"({self.max_completion_length})"
+            )
         from train.rewards import check_reward_names
 
         if isinstance(self.reward_funcs, str):  # `reward_funcs: hybrid_qa` in YAML
@@ -197,8 +241,10 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
         if self.dynamic_sampling_rounds < 0:
             raise LongmillError("dynamic_sampling_rounds must be >= 0")
         if self.dynamic_sampling_metric not in DYNAMIC_SAMPLING_METRICS:
-            raise LongmillError(f"dynamic_sampling_metric must be one of {', '.join(DYNAMIC_SAMPLING_METRICS)}, "
-                                f"got {self.dynamic_sampling_metric!r}")
+            raise LongmillError(
+                f"dynamic_sampling_metric must be one of {', '.join(DYNAMIC_SAMPLING_METRICS)}, "
+                f"got {self.dynamic_sampling_metric!r}"
+            )
         if self.yarn_factor is not None and self.yarn_factor <= 1.0:
             raise LongmillError(f"yarn_factor must be > 1 (or unset), got {self.yarn_factor}")
         if self.bf16 is None:
@@ -246,7 +292,9 @@ class SFTConfig(_GivenMixin, TRLSFTConfig):
     logging_steps: float = field(default=5, metadata={"help": "Log every this many steps."})
     save_strategy: str = field(default="no", metadata={"help": "The final model is saved to OUT/final."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data."})
-    bf16: bool | None = field(default=None, metadata={"help": "bfloat16; default: when a CUDA GPU supports it."})
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bfloat16; default: when a CUDA GPU supports it."}
+    )
 
     model: str = "tiny-qwen2"
     max_examples: int | None = None
@@ -279,9 +327,11 @@ def config_keys(cls: type) -> list[str]:
 
 def unknown_key_error(key: str, names: list[str], where: str) -> LongmillError:
     close = difflib.get_close_matches(key, names, n=1)
-    return LongmillError(f"{where}: unknown key {key!r}{f'; did you mean {close[0]!r}?' if close else ''} "
-                         f"(keys are the command's flag names with underscores: longmill's fields and every field "
-                         f"of TRL's config)")
+    return LongmillError(
+        f"{where}: unknown key {key!r}{f'; did you mean {close[0]!r}?' if close else ''} "
+        f"(keys are the command's flag names with underscores: longmill's fields and every field "
+        f"of TRL's config)"
+    )
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
@@ -324,7 +374,11 @@ _NULLS = ("None", "none", "null", "~")
 
 def _field_kind(tp: Any) -> tuple[str, Any]:
     """(kind, element type) of a field's annotation: bool, int, float, str, list, json or skip."""
-    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (typing.Union, type(int | None)) else [tp]
+    args = (
+        [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) in (typing.Union, type(int | None))
+        else [tp]
+    )
     if bool in args and len(args) == 1:
         return "bool", bool
     for a in args:
@@ -398,13 +452,24 @@ def config_options(cls: type, shown: tuple[str, ...] | None = None) -> Any:
             if default is not None and not isinstance(default, dict | list):
                 help_ += f"  [default: {default}]"
             if kind == "bool":
-                opt = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None, hidden=hidden,
-                                   help=help_)
+                opt = click.option(
+                    f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None, hidden=hidden, help=help_
+                )
             else:
-                metavar = {"int": "INTEGER", "float": "FLOAT", "list": "A,B", "json": "JSON"}.get(kind, "TEXT")
-                opt = click.option(flag, f.name, type=click.STRING, default=None, hidden=hidden, help=help_,
-                                   multiple=kind == "list", metavar=metavar,
-                                   callback=lambda ctx, p, v, _k=kind, _i=inner: _parse_value(_k, _i, v))
+                metavar = {"int": "INTEGER", "float": "FLOAT", "list": "A,B", "json": "JSON"}.get(
+                    kind, "TEXT"
+                )
+                opt = click.option(
+                    flag,
+                    f.name,
+                    type=click.STRING,
+                    default=None,
+                    hidden=hidden,
+                    help=help_,
+                    multiple=kind == "list",
+                    metavar=metavar,
+                    callback=lambda ctx, p, v, _k=kind, _i=inner: _parse_value(_k, _i, v),
+                )
             fn = opt(fn)
         return fn
 
@@ -418,5 +483,9 @@ def typed_options(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 
     ctx = click.get_current_context()
     names = set(config_keys(cls))
-    return {k: v for k, v in values.items() if k in names
-            and ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    return {
+        k: v
+        for k, v in values.items()
+        if k in names
+        and ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    }

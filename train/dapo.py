@@ -35,8 +35,15 @@ from trl import GRPOTrainer
 log = logging.getLogger(__name__)
 
 #: Output keys with one row per completion and a token axis, padded on the right.
-_RIGHT_PADDED = ("completion_ids", "completion_mask", "old_per_token_logps", "sampling_per_token_logps",
-                 "ref_per_token_logps", "importance_sampling_ratio", "tool_mask")
+_RIGHT_PADDED = (
+    "completion_ids",
+    "completion_mask",
+    "old_per_token_logps",
+    "sampling_per_token_logps",
+    "ref_per_token_logps",
+    "importance_sampling_ratio",
+    "tool_mask",
+)
 #: Left-padded prompt keys.
 _LEFT_PADDED = ("prompt_ids", "prompt_mask")
 _ROW_KEYS = ("advantages",)
@@ -109,7 +116,12 @@ class RefillSampler:
         return [int(i) for i in picked]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state, "draws": self.draws, "rank": self.rank, "world": self.world}
+        return {
+            "rng": self.rng.bit_generator.state,
+            "draws": self.draws,
+            "rank": self.rank,
+            "world": self.world,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
@@ -122,8 +134,10 @@ class _ShortNoneRewardWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
         if msg.startswith("All reward functions returned None"):
-            record.msg = ("All reward functions returned None for a completion (e.g. the judge failed); it gets no "
-                          "advantage. Row contents omitted (%d characters).")
+            record.msg = (
+                "All reward functions returned None for a completion (e.g. the judge failed); it gets no "
+                "advantage. Row contents omitted (%d characters)."
+            )
             record.args = (len(msg),)
         return True
 
@@ -131,13 +145,21 @@ class _ShortNoneRewardWarning(logging.Filter):
 _NONE_FILTER = _ShortNoneRewardWarning()
 
 
-def replace_groups(out: dict[str, Any], new: dict[str, Any], dst: list[int], src: list[int], group_size: int,
-                   pad_token_id: int) -> dict[str, Any]:
+def replace_groups(
+    out: dict[str, Any],
+    new: dict[str, Any],
+    dst: list[int],
+    src: list[int],
+    group_size: int,
+    pad_token_id: int,
+) -> dict[str, Any]:
     """``out`` with groups ``dst`` replaced by groups ``src`` of ``new`` (tensors re-padded to fit)."""
     unknown = (set(out) | set(new)) - _SUPPORTED
     if unknown:
-        raise NotImplementedError(f"dynamic sampling cannot merge generation outputs with {sorted(unknown)} "
-                                  "(multimodal or tool-calling batches); set dynamic_sampling_rounds=0")
+        raise NotImplementedError(
+            f"dynamic sampling cannot merge generation outputs with {sorted(unknown)} "
+            "(multimodal or tool-calling batches); set dynamic_sampling_rounds=0"
+        )
     rows_dst = torch.cat([torch.arange(g * group_size, (g + 1) * group_size) for g in dst])
     rows_src = torch.cat([torch.arange(g * group_size, (g + 1) * group_size) for g in src])
     merged = dict(out)
@@ -147,7 +169,9 @@ def replace_groups(out: dict[str, Any], new: dict[str, Any], dst: list[int], src
         a, b = out[key], new[key]
         if key in _LEFT_PADDED or key in _RIGHT_PADDED:
             side = "left" if key in _LEFT_PADDED else "right"
-            fill = pad_token_id if key in ("prompt_ids", "completion_ids") else (1 if key == "tool_mask" else 0)
+            fill = (
+                pad_token_id if key in ("prompt_ids", "completion_ids") else (1 if key == "tool_mask" else 0)
+            )
             width = max(a.size(1), b.size(1)) if a.dim() > 1 else 0
             a, b = _pad_to(a, width, side, fill), _pad_to(b, width, side, fill)
         a = a.clone()
@@ -170,8 +194,14 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
 
     STATE_FILE = "dynamic_sampling_rank{rank}.json"
 
-    def __init__(self, *args: Any, dynamic_sampling_rounds: int = 2, dynamic_sampling_metric: str = "accuracy",
-                 refill_weights: Sequence[float] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        dynamic_sampling_rounds: int = 2,
+        dynamic_sampling_metric: str = "accuracy",
+        refill_weights: Sequence[float] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.dynamic_sampling_rounds = int(dynamic_sampling_rounds)
         self.dynamic_sampling_metric = dynamic_sampling_metric
@@ -179,8 +209,9 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
         weights = list(refill_weights) if refill_weights is not None else [1.0] * n
         if len(weights) != n:
             raise ValueError(f"refill_weights has {len(weights)} entries for {n} training rows")
-        self.refill_sampler = RefillSampler(weights, int(self.args.seed), self.accelerator.process_index,
-                                            self.accelerator.num_processes)
+        self.refill_sampler = RefillSampler(
+            weights, int(self.args.seed), self.accelerator.process_index, self.accelerator.num_processes
+        )
         cols = self.train_dataset.column_names if n else []
         self._uid_index = {u: i for i, u in enumerate(self.train_dataset["uid"])} if "uid" in cols else {}
         self._signal: torch.Tensor | None = None
@@ -192,17 +223,24 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         n = len(prompts)
-        local = rewards_per_func[self.accelerator.process_index * n:(self.accelerator.process_index + 1) * n]
+        local = rewards_per_func[
+            self.accelerator.process_index * n : (self.accelerator.process_index + 1) * n
+        ]
         signal = None
         if self.dynamic_sampling_metric == "accuracy":
             for f in self.reward_funcs:
                 acc = getattr(f, "last_accuracy", None)
                 if acc is not None and len(acc) == n:
-                    signal = torch.tensor([float("nan") if a is None else float(a) for a in acc],
-                                          dtype=torch.float32, device=local.device)
+                    signal = torch.tensor(
+                        [float("nan") if a is None else float(a) for a in acc],
+                        dtype=torch.float32,
+                        device=local.device,
+                    )
                     break
             if signal is None and not self._warned_fallback:
-                log.warning("no reward function reports last_accuracy; dynamic sampling filters on the reward")
+                log.warning(
+                    "no reward function reports last_accuracy; dynamic sampling filters on the reward"
+                )
                 self._warned_fallback = True
         if signal is None:
             w = self.reward_weights.to(local.device)
@@ -233,8 +271,11 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
         """
         idx = self.refill_sampler.draw(n_groups, exclude)
         if len(idx) < n_groups:
-            log.warning("dynamic sampling: only %d unused prompts left for %d refill groups; repeating some",
-                        len(idx), n_groups)
+            log.warning(
+                "dynamic sampling: only %d unused prompts left for %d refill groups; repeating some",
+                len(idx),
+                n_groups,
+            )
             idx += self.refill_sampler.draw(n_groups - len(idx), set(idx))
             while len(idx) < n_groups:
                 idx.append(idx[len(idx) % max(len(idx), 1)] if idx else 0)
@@ -247,9 +288,11 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
             return out
         g = self.num_generations
         if len(inputs) % g:
-            raise ValueError(f"dynamic sampling needs whole groups on each process: {len(inputs)} rows per process is "
-                             f"not a multiple of num_generations={g}; adjust per_device_train_batch_size or "
-                             "steps_per_generation")
+            raise ValueError(
+                f"dynamic sampling needs whole groups on each process: {len(inputs)} rows per process is "
+                f"not a multiple of num_generations={g}; adjust per_device_train_batch_size or "
+                "steps_per_generation"
+            )
         metrics = self._metrics["train"]
         kept_lengths = {k: len(v) for k, v in metrics.items()}
         empty = no_signal_groups(signal, g)
@@ -279,16 +322,22 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
             if key not in kept_lengths:
                 del metrics[key]
             else:
-                del metrics[key][kept_lengths[key]:]
+                del metrics[key][kept_lengths[key] :]
         remaining = int(empty.sum())
         rows_out = empty.repeat_interleave(g).to(device)
         if remaining:  # DAPO drops them: no advantage, and their tokens leave the normaliser
             out["advantages"] = out["advantages"].masked_fill(rows_out, 0.0)
         if rounds or remaining:
-            loss_mask = out["completion_mask"] if out.get("tool_mask") is None else out["completion_mask"] * out["tool_mask"]
+            loss_mask = (
+                out["completion_mask"]
+                if out.get("tool_mask") is None
+                else out["completion_mask"] * out["tool_mask"]
+            )
             loss_mask = loss_mask * (~rows_out).unsqueeze(1).to(loss_mask.dtype)
             out["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
-        stats = torch.tensor([filtered, replaced, n_groups, rounds, remaining], dtype=torch.float32, device=device)
+        stats = torch.tensor(
+            [filtered, replaced, n_groups, rounds, remaining], dtype=torch.float32, device=device
+        )
         total = self.accelerator.gather(stats).view(-1, 5).sum(dim=0).tolist()
         metrics["dynamic_sampling/filtered_share"].append(total[0] / max(total[2], 1))
         metrics["dynamic_sampling/replaced_share"].append(total[1] / max(total[2], 1))
@@ -302,12 +351,16 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
         super()._save_checkpoint(model, trial)
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        folder = os.path.join(
+            self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        )
         os.makedirs(folder, exist_ok=True)  # each rank writes its own file (as transformers' RNG states)
         from datagen.core.io import atomic_write_json
 
-        atomic_write_json(os.path.join(folder, self.STATE_FILE.format(rank=self.accelerator.process_index)),
-                          self.refill_sampler.state_dict())
+        atomic_write_json(
+            os.path.join(folder, self.STATE_FILE.format(rank=self.accelerator.process_index)),
+            self.refill_sampler.state_dict(),
+        )
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -321,5 +374,8 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
             with open(path) as f:
                 self.refill_sampler.load_state_dict(json.load(f))
         else:
-            log.warning("%s: no dynamic sampling state for rank %d; refills restart from the seed", checkpoint,
-                        self.accelerator.process_index)
+            log.warning(
+                "%s: no dynamic sampling state for rank %d; refills restart from the seed",
+                checkpoint,
+                self.accelerator.process_index,
+            )

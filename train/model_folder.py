@@ -29,6 +29,7 @@ except ImportError:  # run as a standalone script beside verl's stage scripts, w
     class LongmillError(Exception):  # type: ignore[no-redef]
         """What longmill raises for user-facing errors."""
 
+
 log = logging.getLogger(__name__)
 
 
@@ -36,8 +37,12 @@ def yarn_scaling(factor: float, original_max_position_embeddings: int) -> dict[s
     """The rope-scaling block, in the spelling of Qwen2.5's model cards (read by transformers 4/5 and vLLM)."""
     if factor <= 1.0:
         raise LongmillError(f"YaRN factor must be > 1, got {factor}")
-    return {"rope_type": "yarn", "type": "yarn", "factor": float(factor),
-            "original_max_position_embeddings": int(original_max_position_embeddings)}
+    return {
+        "rope_type": "yarn",
+        "type": "yarn",
+        "factor": float(factor),
+        "original_max_position_embeddings": int(original_max_position_embeddings),
+    }
 
 
 def with_rope(config: dict[str, Any], scaling: dict[str, Any] | None, native: int) -> dict[str, Any]:
@@ -51,13 +56,18 @@ def with_rope(config: dict[str, Any], scaling: dict[str, Any] | None, native: in
     if scaling is None:
         out.pop("rope_scaling", None)
         if "rope_parameters" in out:
-            out["rope_parameters"] = {"rope_type": "default", **({"rope_theta": theta} if theta is not None else {})}
+            out["rope_parameters"] = {
+                "rope_type": "default",
+                **({"rope_theta": theta} if theta is not None else {}),
+            }
         out["max_position_embeddings"] = int(native)
         return out
     out["rope_scaling"] = dict(scaling)
     if "rope_parameters" in out:  # transformers 5 writes rope_parameters and reads it first
-        out["rope_parameters"] = {**{k: v for k, v in scaling.items() if k != "type"},
-                                  **({"rope_theta": theta} if theta is not None else {})}
+        out["rope_parameters"] = {
+            **{k: v for k, v in scaling.items() if k != "type"},
+            **({"rope_theta": theta} if theta is not None else {}),
+        }
     out["max_position_embeddings"] = int(scaling["original_max_position_embeddings"] * scaling["factor"])
     return out
 
@@ -70,10 +80,24 @@ def local_folder(name_or_path: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model",
-                                                                    "*.txt", "*.tiktoken", "*.jinja"]))
+        return Path(
+            snapshot_download(
+                name_or_path,
+                allow_patterns=[
+                    "*.json",
+                    "*.safetensors",
+                    "*.bin",
+                    "*.model",
+                    "*.txt",
+                    "*.tiktoken",
+                    "*.jinja",
+                ],
+            )
+        )
     except Exception as e:  # noqa: BLE001 - offline, unknown id, no access: one message
-        raise LongmillError(f"cannot load model '{name_or_path}': no such folder, and the hub gave {e}") from e
+        raise LongmillError(
+            f"cannot load model '{name_or_path}': no such folder, and the hub gave {e}"
+        ) from e
 
 
 def prepare_model_folder(src: str, dst: str | Path, scaling: dict[str, Any] | None, native: int) -> str:
@@ -94,7 +118,9 @@ def prepare_model_folder(src: str, dst: str | Path, scaling: dict[str, Any] | No
         raise LongmillError(f"cannot load model '{src}': {cfg_path} is missing")
     config = json.loads(cfg_path.read_text())
     wanted = with_rope(config, scaling, native)
-    if _rope_of(wanted) == _rope_of(config) and wanted.get("max_position_embeddings") == config.get("max_position_embeddings"):
+    if _rope_of(wanted) == _rope_of(config) and wanted.get("max_position_embeddings") == config.get(
+        "max_position_embeddings"
+    ):
         return str(src)
     if scaling is None and _rope_of(config) is None:
         return str(src)  # plain RoPE already; a larger native max_position_embeddings is left alone
@@ -115,7 +141,9 @@ def prepare_model_folder(src: str, dst: str | Path, scaling: dict[str, Any] | No
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    log.info("model folder %s: %s from %s", dst, f"YaRN x{scaling['factor']}" if scaling else "plain RoPE", src)
+    log.info(
+        "model folder %s: %s from %s", dst, f"YaRN x{scaling['factor']}" if scaling else "plain RoPE", src
+    )
     return str(dst)
 
 
@@ -124,11 +152,17 @@ def _rope_of(config: dict[str, Any]) -> tuple | None:
         block = config.get(key) or {}
         kind = block.get("rope_type", block.get("type"))
         if kind and kind != "default":
-            return (kind, float(block.get("factor", 1.0)), int(block.get("original_max_position_embeddings", 0)))
+            return (
+                kind,
+                float(block.get("factor", 1.0)),
+                int(block.get("original_max_position_embeddings", 0)),
+            )
     return None
 
 
-def phase_scaling(factor: float | None, native: int, needed: int, within_native: bool) -> dict[str, Any] | None:
+def phase_scaling(
+    factor: float | None, native: int, needed: int, within_native: bool
+) -> dict[str, Any] | None:
     """The rope scaling of a phase whose prompts plus completions need ``needed`` positions.
 
     Raises:
@@ -140,8 +174,10 @@ def phase_scaling(factor: float | None, native: int, needed: int, within_native:
     if needed <= native and not within_native:
         return None
     if needed > native * factor:
-        raise LongmillError(f"prompts plus completions need {needed} positions, beyond YaRN x{factor} over {native} "
-                            f"({int(native * factor)}); raise yarn_factor")
+        raise LongmillError(
+            f"prompts plus completions need {needed} positions, beyond YaRN x{factor} over {native} "
+            f"({int(native * factor)}); raise yarn_factor"
+        )
     return yarn_scaling(factor, native)
 
 
@@ -149,23 +185,33 @@ def main(argv: list[str] | None = None) -> int:
     """Write a stage's model folder and print the folder to load (used by verl's stage scripts)."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="Write the rope scaling a stage needs into its model folder; "
-                                                 "prints the folder to load.")
+    parser = argparse.ArgumentParser(
+        description="Write the rope scaling a stage needs into its model folder; prints the folder to load."
+    )
     parser.add_argument("src", help="the model folder or hub id the stage starts from")
     parser.add_argument("dst", help="where to write the adjusted folder (links to SRC's files)")
     parser.add_argument("--yarn-factor", type=float, default=None, help="YaRN factor; omit for plain RoPE")
     parser.add_argument("--native", type=int, default=32_768, help="the model's native window")
-    parser.add_argument("--needed", type=int, required=True, help="prompt plus completion positions of the stage")
-    parser.add_argument("--no-yarn-within-native-window", action="store_true",
-                        help="plain RoPE for stages that fit the native window")
+    parser.add_argument(
+        "--needed", type=int, required=True, help="prompt plus completion positions of the stage"
+    )
+    parser.add_argument(
+        "--no-yarn-within-native-window",
+        action="store_true",
+        help="plain RoPE for stages that fit the native window",
+    )
     args = parser.parse_args(argv)
     try:
-        scaling = phase_scaling(args.yarn_factor, args.native, args.needed, not args.no_yarn_within_native_window)
+        scaling = phase_scaling(
+            args.yarn_factor, args.native, args.needed, not args.no_yarn_within_native_window
+        )
         chosen = prepare_model_folder(args.src, args.dst, scaling, args.native)
     except LongmillError as e:
         parser.exit(2, f"error: {e}\n")
     dst = Path(args.dst)
-    if chosen != str(dst):  # the source already has the rope wanted: DST links to it, so DST is always the path
+    if chosen != str(
+        dst
+    ):  # the source already has the rope wanted: DST links to it, so DST is always the path
         link = dst.with_name(f".{dst.name}.link")
         if link.is_symlink() or link.exists():
             link.unlink()

@@ -40,7 +40,7 @@ def reward_func(queries: list[str], prompts: list[str], labels: list[Any], **kwa
 
     scores = []
     for q, p, label in zip(queries, prompts, labels, strict=True):
-        response = q[len(p):] if q.startswith(p) else q
+        response = q[len(p) :] if q.startswith(p) else q
         scores.append(exact_match(extract_answer(response), _answers(label)))
     t = torch.tensor(scores, dtype=torch.float32)
     return {"rewards": t, "scores": t, "extra_logs": {"accuracy": t.mean().unsqueeze(0)}}

@@ -19,8 +19,15 @@ from train.config import GRPOPhaseConfig
 log = logging.getLogger(__name__)
 
 
-def run_phases(curriculum: str | Path, out: str | Path, config: GRPOPhaseConfig, backend: str = "trl",
-               resume: bool = False, phases: list[int] | None = None, **backend_options: Any) -> dict[str, Any]:
+def run_phases(
+    curriculum: str | Path,
+    out: str | Path,
+    config: GRPOPhaseConfig,
+    backend: str = "trl",
+    resume: bool = False,
+    phases: list[int] | None = None,
+    **backend_options: Any,
+) -> dict[str, Any]:
     """Train phase 1..K over ``curriculum``'s stages in order (``python -m train grpo``).
 
     Nothing here depends on which backend runs: what differs (resumability, what a run leaves behind) is
@@ -54,8 +61,10 @@ def run_phases(curriculum: str | Path, out: str | Path, config: GRPOPhaseConfig,
     finished = {s.index: runner.finished_phase(s) for s in stages} if runner.resumable else {}
     done = [f"phase-{k}" for k, info in finished.items() if info]
     if done and not resume:
-        raise LongmillError(f"{out} already holds finished phases ({', '.join(done)}); "
-                            "pass --resume to continue that run, or choose another --out")
+        raise LongmillError(
+            f"{out} already holds finished phases ({', '.join(done)}); "
+            "pass --resume to continue that run, or choose another --out"
+        )
     state.wait_for_everyone()  # every rank has checked the folder before the main process writes to it
     if state.is_main_process:
         atomic_write_bytes(out / "config.yaml", yaml.safe_dump(plain(config.given), sort_keys=True).encode())
@@ -65,14 +74,18 @@ def run_phases(curriculum: str | Path, out: str | Path, config: GRPOPhaseConfig,
         info = finished.get(stage.index)
         if info:
             if info.get("init_checkpoint") != init:
-                raise LongmillError(f"phase {stage.index} in {out} started from {info.get('init_checkpoint')}, not "
-                                    f"{init}; the run's settings changed: use another --out")
+                raise LongmillError(
+                    f"phase {stage.index} in {out} started from {info.get('init_checkpoint')}, not "
+                    f"{init}; the run's settings changed: use another --out"
+                )
             log.info("phase %d already finished: %s", stage.index, info["checkpoint"])
             summary["phases"].append(info)
             init = str(info["checkpoint"])
             continue
         if phases and stage.index not in phases:
-            raise LongmillError(f"phase {stage.index} is not finished, so phase {min(phases)} cannot start yet")
+            raise LongmillError(
+                f"phase {stage.index} is not finished, so phase {min(phases)} cannot start yet"
+            )
         info = runner.run_phase(stage, init)
         summary["phases"].append(info)
         init = str(info["checkpoint"])

@@ -112,17 +112,24 @@ class ModelShape:
     def from_config(cls, cfg: dict[str, Any], name: str = "model") -> ModelShape:
         cfg = cfg.get("text_config", cfg)
         try:
-            return cls(name=name, hidden_size=int(cfg["hidden_size"]), intermediate_size=int(cfg["intermediate_size"]),
-                       num_hidden_layers=int(cfg["num_hidden_layers"]),
-                       num_attention_heads=int(cfg["num_attention_heads"]),
-                       num_key_value_heads=int(cfg.get("num_key_value_heads") or cfg["num_attention_heads"]),
-                       vocab_size=int(cfg["vocab_size"]), tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-                       max_position_embeddings=int(cfg.get("max_position_embeddings", 32768)),
-                       head_dim=cfg.get("head_dim"),
-                       attention_bias=bool(cfg.get("attention_bias", cfg.get("model_type") == "qwen2")))
+            return cls(
+                name=name,
+                hidden_size=int(cfg["hidden_size"]),
+                intermediate_size=int(cfg["intermediate_size"]),
+                num_hidden_layers=int(cfg["num_hidden_layers"]),
+                num_attention_heads=int(cfg["num_attention_heads"]),
+                num_key_value_heads=int(cfg.get("num_key_value_heads") or cfg["num_attention_heads"]),
+                vocab_size=int(cfg["vocab_size"]),
+                tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+                max_position_embeddings=int(cfg.get("max_position_embeddings", 32768)),
+                head_dim=cfg.get("head_dim"),
+                attention_bias=bool(cfg.get("attention_bias", cfg.get("model_type") == "qwen2")),
+            )
         except KeyError as e:
-            raise LongmillError(f"{name}: config.json has no {e.args[0]!r}; the planner needs a decoder-only "
-                                f"transformer config (hidden_size, intermediate_size, num_hidden_layers, ...)") from e
+            raise LongmillError(
+                f"{name}: config.json has no {e.args[0]!r}; the planner needs a decoder-only "
+                f"transformer config (hidden_size, intermediate_size, num_hidden_layers, ...)"
+            ) from e
 
 
 def _qwen25(name: str, h: int, i: int, layers: int, heads: int, kv: int, vocab: int, tie: bool) -> ModelShape:
@@ -158,8 +165,10 @@ def resolve_shape(model: str) -> ModelShape:
 
     if model in PRESETS:
         return ModelShape.from_config({**PRESETS.get(model).config, "model_type": "qwen2"}, name=model)
-    raise LongmillError(f"cannot plan for model {model!r}: give a folder with a config.json or one of "
-                        f"{', '.join(sorted(PLAN_PRESETS))}, {', '.join(PRESETS.names())}")
+    raise LongmillError(
+        f"cannot plan for model {model!r}: give a folder with a config.json or one of "
+        f"{', '.join(sorted(PLAN_PRESETS))}, {', '.join(PRESETS.names())}"
+    )
 
 
 @dataclass
@@ -211,9 +220,16 @@ class PlanSettings:
         if self.sharding not in SHARDINGS:
             raise LongmillError(f"unknown sharding {self.sharding!r}; valid: {', '.join(SHARDINGS)}")
         if self.rollout not in ROLLOUTS:
-            raise LongmillError(f"unknown rollout {self.rollout!r} for planning; valid: {', '.join(ROLLOUTS)}")
-        if min(self.prompt_length, self.completion_length, self.per_device_train_batch_size, self.num_gpus) < 1:
-            raise LongmillError("prompt_length, completion_length, per_device_train_batch_size and num_gpus must be >= 1")
+            raise LongmillError(
+                f"unknown rollout {self.rollout!r} for planning; valid: {', '.join(ROLLOUTS)}"
+            )
+        if (
+            min(self.prompt_length, self.completion_length, self.per_device_train_batch_size, self.num_gpus)
+            < 1
+        ):
+            raise LongmillError(
+                "prompt_length, completion_length, per_device_train_batch_size and num_gpus must be >= 1"
+            )
 
 
 @dataclass
@@ -245,9 +261,25 @@ class Estimate:
         return self.peak <= self.gpu_memory
 
     def components_gib(self) -> dict[str, float]:
-        keys = ("weights", "gradients", "optimizer", "reference_model", "gathered_params", "activation_checkpoints",
-                "recompute", "attention", "logits", "runtime", "vllm_training", "vllm_generation", "weight_sync",
-                "training_peak", "generation_peak", "peak", "gpu_memory")
+        keys = (
+            "weights",
+            "gradients",
+            "optimizer",
+            "reference_model",
+            "gathered_params",
+            "activation_checkpoints",
+            "recompute",
+            "attention",
+            "logits",
+            "runtime",
+            "vllm_training",
+            "vllm_generation",
+            "weight_sync",
+            "training_peak",
+            "generation_peak",
+            "peak",
+            "gpu_memory",
+        )
         return {k: getattr(self, k) / GIB for k in keys}
 
 
@@ -294,12 +326,19 @@ def estimate(shape: ModelShape, s: PlanSettings) -> Estimate:
     """
     n = shape.params
     h, kv, inter = shape.hidden_size, shape.kv_dim, shape.intermediate_size
-    b, T, C, L = s.per_device_train_batch_size, s.prompt_length + s.completion_length, s.completion_length, shape.num_hidden_layers
+    b, T, C, L = (
+        s.per_device_train_batch_size,
+        s.prompt_length + s.completion_length,
+        s.completion_length,
+        shape.num_hidden_layers,
+    )
     weights, grads, optim = model_state_bytes(n, s.sharding, s.num_gpus)
     ref = 0.0
     if s.beta > 0:
         ref = 2 * n / s.num_gpus if s.sharding in ("zero3", "fsdp") else 2 * n
-    gathered = 2 * 2 * max(shape.layer_params, shape.embedding_params) if s.sharding in ("zero3", "fsdp") else 0.0
+    gathered = (
+        2 * 2 * max(shape.layer_params, shape.embedding_params) if s.sharding in ("zero3", "fsdp") else 0.0
+    )
     layer_act = b * T * (ACT_H * h + ACT_KV * kv + ACT_I * inter)
     if s.gradient_checkpointing:
         checkpoints = 0.0 if s.activation_offload else L * b * T * h * 2
@@ -312,8 +351,11 @@ def estimate(shape: ModelShape, s: PlanSettings) -> Estimate:
         attention = 10 * shape.num_attention_heads * b * T * T * (1 if s.gradient_checkpointing else L)
     elif s.attn_implementation == "sdpa" and b > 1:
         attention = b * T * T
-    logits = (min(TRL_TOKEN_TILE, b * C) * min(TRL_VOCAB_TILE, shape.vocab_size) * TILE_BYTES
-              + shape.vocab_size * h * 4 + b * C * h * 6)
+    logits = (
+        min(TRL_TOKEN_TILE, b * C) * min(TRL_VOCAB_TILE, shape.vocab_size) * TILE_BYTES
+        + shape.vocab_size * h * 4
+        + b * C * h * 6
+    )
     runtime = RUNTIME_GIB * GIB
     states = weights + grads + optim + ref
     mem = s.gpu_memory_gib * GIB
@@ -330,14 +372,18 @@ def estimate(shape: ModelShape, s: PlanSettings) -> Estimate:
     if s.rollout == "vllm-colocate":
         vllm_weights = 2 * n / s.vllm_tensor_parallel_size
         one_param = 2 * max(shape.embedding_params, h * inter)
-        weight_sync = states + runtime + (vllm_weights if s.vllm_enable_sleep_mode else vllm_share) + one_param
+        weight_sync = (
+            states + runtime + (vllm_weights if s.vllm_enable_sleep_mode else vllm_share) + one_param
+        )
         generation_peak = max(states + runtime + vllm_share, weight_sync)
         kv_room = vllm_share - vllm_weights - VLLM_WORKSPACE_GIB * GIB
         kv_capacity = max(kv_room, 0.0) * s.vllm_tensor_parallel_size / shape.kv_bytes_per_token
         if kv_capacity < T:
-            notes.append(f"vLLM's share ({s.vllm_gpu_memory_utilization:.2f} x {s.gpu_memory_gib:g} GiB) leaves KV cache "
-                         f"for {int(kv_capacity):,} tokens, less than one sequence of {T:,}: raise "
-                         f"vllm_gpu_memory_utilization or vllm_tensor_parallel_size")
+            notes.append(
+                f"vLLM's share ({s.vllm_gpu_memory_utilization:.2f} x {s.gpu_memory_gib:g} GiB) leaves KV cache "
+                f"for {int(kv_capacity):,} tokens, less than one sequence of {T:,}: raise "
+                f"vllm_gpu_memory_utilization or vllm_tensor_parallel_size"
+            )
     else:
         weight_sync = 0.0
         generation_peak = states + runtime
@@ -348,13 +394,34 @@ def estimate(shape: ModelShape, s: PlanSettings) -> Estimate:
     if s.attn_implementation == "eager":
         notes.append("eager attention materialises T x T scores; use flash_attention_2 (or sdpa)")
     peak = max(training_peak, generation_peak)
-    return Estimate(weights, grads, optim, ref, gathered, checkpoints, recompute, attention, logits, runtime,
-                    vllm_training, vllm_share, weight_sync, training_peak, generation_peak, peak, mem, kv_capacity, notes)
+    return Estimate(
+        weights,
+        grads,
+        optim,
+        ref,
+        gathered,
+        checkpoints,
+        recompute,
+        attention,
+        logits,
+        runtime,
+        vllm_training,
+        vllm_share,
+        weight_sync,
+        training_peak,
+        generation_peak,
+        peak,
+        mem,
+        kv_capacity,
+        notes,
+    )
 
 
-def largest_fitting(shape: ModelShape, s: PlanSettings, name: str, lo: int = 1, hi: int = 1 << 24,
-                    step: int = 1) -> int | None:
+def largest_fitting(
+    shape: ModelShape, s: PlanSettings, name: str, lo: int = 1, hi: int = 1 << 24, step: int = 1
+) -> int | None:
     """The largest value of setting ``name`` (an int, multiple of ``step``) that fits; None if even ``lo`` does not."""
+
     def fits(v: int) -> bool:
         return estimate(shape, replace(s, **{name: v * step})).fits
 
@@ -376,14 +443,20 @@ def batch_warnings(s: PlanSettings) -> list[str]:
     spg = s.steps_per_generation or s.gradient_accumulation_steps
     gen_batch = s.per_device_train_batch_size * s.num_gpus * spg
     if gen_batch % s.num_generations:
-        out.append(f"the generation batch ({s.per_device_train_batch_size} x {s.num_gpus} GPUs x steps_per_generation "
-                   f"{spg} = {gen_batch}) is not a multiple of num_generations ({s.num_generations}); TRL refuses it")
+        out.append(
+            f"the generation batch ({s.per_device_train_batch_size} x {s.num_gpus} GPUs x steps_per_generation "
+            f"{spg} = {gen_batch}) is not a multiple of num_generations ({s.num_generations}); TRL refuses it"
+        )
     step_batch = s.per_device_train_batch_size * s.num_gpus * s.gradient_accumulation_steps
     if step_batch % s.num_generations:
-        out.append(f"an optimiser step holds {step_batch} completions, not whole groups of {s.num_generations}")
+        out.append(
+            f"an optimiser step holds {step_batch} completions, not whole groups of {s.num_generations}"
+        )
     if spg <= s.gradient_accumulation_steps and s.num_iterations <= 1:
-        out.append("one optimiser step per generation batch (steps_per_generation <= gradient_accumulation_steps, "
-                   "num_iterations 1): the importance ratio stays 1 and clip-higher never acts")
+        out.append(
+            "one optimiser step per generation batch (steps_per_generation <= gradient_accumulation_steps, "
+            "num_iterations 1): the importance ratio stays 1 and clip-higher never acts"
+        )
     return out
 
 
@@ -391,10 +464,15 @@ def plan_report(shape: ModelShape, s: PlanSettings) -> dict[str, Any]:
     """The estimate, the largest prompt length and batch that fit, and the warnings, as one JSON-able dict."""
     est = estimate(shape, s)
     return {
-        "model": shape.name, "params": shape.params, "settings": asdict(s),
-        "gib": {k: round(v, 2) for k, v in est.components_gib().items()}, "fits": est.fits,
+        "model": shape.name,
+        "params": shape.params,
+        "settings": asdict(s),
+        "gib": {k: round(v, 2) for k, v in est.components_gib().items()},
+        "fits": est.fits,
         "largest_prompt_length": largest_fitting(shape, s, "prompt_length", lo=1000, hi=4_000_000, step=1000),
-        "largest_per_device_train_batch_size": largest_fitting(shape, s, "per_device_train_batch_size", hi=4096),
+        "largest_per_device_train_batch_size": largest_fitting(
+            shape, s, "per_device_train_batch_size", hi=4096
+        ),
         "vllm_kv_capacity_tokens": int(est.vllm_kv_capacity_tokens),
         "warnings": est.notes + batch_warnings(s),
     }
@@ -402,10 +480,13 @@ def plan_report(shape: ModelShape, s: PlanSettings) -> dict[str, Any]:
 
 # -- the check before launching ----------------------------------------------------------------------------
 
+
 def _launch_sharding() -> str:
     """The sharding ``accelerate launch`` set up for this process (its environment variables), else ddp."""
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        return {"1": "zero1", "2": "zero2", "3": "zero3"}.get(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3"), "ddp")
+        return {"1": "zero1", "2": "zero2", "3": "zero3"}.get(
+            os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3"), "ddp"
+        )
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
         return "fsdp"
     return "ddp"
@@ -422,9 +503,16 @@ def _cuda_memory_gib() -> float | None:
     return None
 
 
-def settings_from_config(config: Any, prompt_length: int, *, num_gpus: int | None = None, sharding: str | None = None,
-                         gpu_memory_gib: float = 80.0) -> PlanSettings:
+def settings_from_config(
+    config: Any,
+    prompt_length: int,
+    *,
+    num_gpus: int | None = None,
+    sharding: str | None = None,
+    gpu_memory_gib: float = 80.0,
+) -> PlanSettings:
     """PlanSettings from a GRPO config object (longmill's, or TRL's GRPOConfig): read by attribute name."""
+
     def get(name: str, default: Any) -> Any:
         v = getattr(config, name, default)
         return default if v is None else v
@@ -433,13 +521,22 @@ def settings_from_config(config: Any, prompt_length: int, *, num_gpus: int | Non
     if rollout == "auto" and callable(getattr(config, "resolved_rollout", None)):
         rollout = config.resolved_rollout()
     if rollout in (None, "auto"):
-        rollout = ("vllm-server" if get("vllm_mode", "colocate") == "server" else "vllm-colocate") \
-            if get("use_vllm", rollout == "auto" and _cuda_memory_gib() is not None) else "hf"
-    attn = get("attn_implementation", None) or (getattr(config, "model_init_kwargs", None) or {}).get(
-        "attn_implementation") or "sdpa"
-    ckpt_kwargs = get("activation_checkpointing_kwargs", None) or get("gradient_checkpointing_kwargs", None) or {}
+        rollout = (
+            ("vllm-server" if get("vllm_mode", "colocate") == "server" else "vllm-colocate")
+            if get("use_vllm", rollout == "auto" and _cuda_memory_gib() is not None)
+            else "hf"
+        )
+    attn = (
+        get("attn_implementation", None)
+        or (getattr(config, "model_init_kwargs", None) or {}).get("attn_implementation")
+        or "sdpa"
+    )
+    ckpt_kwargs = (
+        get("activation_checkpointing_kwargs", None) or get("gradient_checkpointing_kwargs", None) or {}
+    )
     return PlanSettings(
-        prompt_length=prompt_length, completion_length=int(get("max_completion_length", 256)),
+        prompt_length=prompt_length,
+        completion_length=int(get("max_completion_length", 256)),
         activation_offload=bool(isinstance(ckpt_kwargs, dict) and ckpt_kwargs.get("offload", False)),
         per_device_train_batch_size=int(get("per_device_train_batch_size", 8)),
         gradient_accumulation_steps=int(get("gradient_accumulation_steps", 1)),
@@ -447,18 +544,29 @@ def settings_from_config(config: Any, prompt_length: int, *, num_gpus: int | Non
         steps_per_generation=getattr(config, "steps_per_generation", None),
         num_iterations=int(get("num_iterations", 1)),
         num_gpus=num_gpus or int(os.environ.get("WORLD_SIZE", "1")),
-        sharding=sharding or _launch_sharding(), gpu_memory_gib=gpu_memory_gib,
-        gradient_checkpointing=bool(get("activation_checkpointing", False) or get("gradient_checkpointing", False)),
+        sharding=sharding or _launch_sharding(),
+        gpu_memory_gib=gpu_memory_gib,
+        gradient_checkpointing=bool(
+            get("activation_checkpointing", False) or get("gradient_checkpointing", False)
+        ),
         attn_implementation=str(attn),
-        rollout=rollout, vllm_gpu_memory_utilization=float(get("vllm_gpu_memory_utilization", 0.3)),
+        rollout=rollout,
+        vllm_gpu_memory_utilization=float(get("vllm_gpu_memory_utilization", 0.3)),
         vllm_enable_sleep_mode=bool(get("vllm_enable_sleep_mode", False)),
-        vllm_tensor_parallel_size=int(get("vllm_tensor_parallel_size", 1)), beta=float(get("beta", 0.0)),
+        vllm_tensor_parallel_size=int(get("vllm_tensor_parallel_size", 1)),
+        beta=float(get("beta", 0.0)),
     )
 
 
-def check_plan(config: Any, prompt_lengths: list[int] | None = None, *, curriculum: str | Path | None = None,
-               gpu_memory_gib: float | None = None, num_gpus: int | None = None,
-               sharding: str | None = None) -> list[str]:
+def check_plan(
+    config: Any,
+    prompt_lengths: list[int] | None = None,
+    *,
+    curriculum: str | Path | None = None,
+    gpu_memory_gib: float | None = None,
+    num_gpus: int | None = None,
+    sharding: str | None = None,
+) -> list[str]:
     """Warnings for a GRPO run that is not expected to fit its GPUs (empty when it fits or cannot be planned).
 
     Called by ``python -m train grpo`` before it launches. GPU memory, the number of processes and the sharding
@@ -495,20 +603,38 @@ def check_plan(config: Any, prompt_lengths: list[int] | None = None, *, curricul
                 f"memory plan: prompts of {length:,} tokens + {s.completion_length:,} completion tokens need about "
                 f"{est.peak / GIB:.1f} GiB per GPU (training {est.training_peak / GIB:.1f}, generation "
                 f"{est.generation_peak / GIB:.1f}) but a GPU has {memory:.1f} GiB; "
-                + (f"the longest prompt that fits with these settings is {best:,} tokens" if best else
-                   "not even 1,000-token prompts fit with these settings")
+                + (
+                    f"the longest prompt that fits with these settings is {best:,} tokens"
+                    if best
+                    else "not even 1,000-token prompts fit with these settings"
+                )
                 + ". See `python -m train plan` for the breakdown "
-                "(per_device_train_batch_size 1, gradient_checkpointing, vllm_enable_sleep_mode, ZeRO-3/FSDP).")
+                "(per_device_train_batch_size 1, gradient_checkpointing, vllm_enable_sleep_mode, ZeRO-3/FSDP)."
+            )
         warnings += [f"memory plan at {length:,} tokens: {n}" for n in est.notes]
     if prompt_lengths:
-        s = settings_from_config(config, max(prompt_lengths), num_gpus=num_gpus, sharding=sharding, gpu_memory_gib=memory)
+        s = settings_from_config(
+            config, max(prompt_lengths), num_gpus=num_gpus, sharding=sharding, gpu_memory_gib=memory
+        )
         warnings += [f"batch plan: {w}" for w in batch_warnings(s)]
     return warnings
 
 
-PLAN_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "num_generations", "steps_per_generation",
-             "num_iterations", "gradient_checkpointing", "attn_implementation", "rollout", "vllm_gpu_memory_utilization",
-             "vllm_enable_sleep_mode", "vllm_tensor_parallel_size", "beta", "activation_offload")
+PLAN_KEYS = (
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_generations",
+    "steps_per_generation",
+    "num_iterations",
+    "gradient_checkpointing",
+    "attn_implementation",
+    "rollout",
+    "vllm_gpu_memory_utilization",
+    "vllm_enable_sleep_mode",
+    "vllm_tensor_parallel_size",
+    "beta",
+    "activation_offload",
+)
 
 
 def read_plan_yaml(path: str | Path | None) -> dict[str, Any]:
@@ -525,46 +651,82 @@ def read_plan_yaml(path: str | Path | None) -> dict[str, Any]:
     if data.get("rollout") == "auto":
         data["rollout"] = "vllm-colocate"
     # Keys the file leaves out take longmill's and TRL's defaults, not the planner's (the GPU profile's).
-    for key, default in (("per_device_train_batch_size", 8), ("gradient_accumulation_steps", 1),
-                         ("gradient_checkpointing", False), ("vllm_enable_sleep_mode", False),
-                         ("vllm_gpu_memory_utilization", 0.3), ("attn_implementation", "sdpa")):
+    for key, default in (
+        ("per_device_train_batch_size", 8),
+        ("gradient_accumulation_steps", 1),
+        ("gradient_checkpointing", False),
+        ("vllm_enable_sleep_mode", False),
+        ("vllm_gpu_memory_utilization", 0.3),
+        ("attn_implementation", "sdpa"),
+    ):
         data.setdefault(key, default)
-    ckpt_kwargs = data.get("activation_checkpointing_kwargs") or data.get("gradient_checkpointing_kwargs") or {}
+    ckpt_kwargs = (
+        data.get("activation_checkpointing_kwargs") or data.get("gradient_checkpointing_kwargs") or {}
+    )
     if isinstance(ckpt_kwargs, dict) and ckpt_kwargs.get("offload"):
         data.setdefault("activation_offload", True)
-    return {k: v for k, v in data.items() if k in (*PLAN_KEYS, "model", "max_completion_length") and v is not None}
+    return {
+        k: v for k, v in data.items() if k in (*PLAN_KEYS, "model", "max_completion_length") and v is not None
+    }
 
 
-def plan_settings(prompt_length: int, values: dict[str, Any], *, num_gpus: int = 8, sharding: str = "zero3",
-                  gpu_memory_gib: float = 80.0) -> PlanSettings:
+def plan_settings(
+    prompt_length: int,
+    values: dict[str, Any],
+    *,
+    num_gpus: int = 8,
+    sharding: str = "zero3",
+    gpu_memory_gib: float = 80.0,
+) -> PlanSettings:
     """PlanSettings from config keys (:data:`PLAN_KEYS` and ``max_completion_length``); missing keys keep the
     GPU profile's defaults (one sequence per GPU, checkpointing, colocated vLLM asleep while training)."""
     kw = {k: values[k] for k in PLAN_KEYS if values.get(k) is not None}
-    return PlanSettings(prompt_length=prompt_length, completion_length=int(values.get("max_completion_length") or 10000),
-                        num_gpus=num_gpus, sharding=sharding, gpu_memory_gib=gpu_memory_gib, **kw)
+    return PlanSettings(
+        prompt_length=prompt_length,
+        completion_length=int(values.get("max_completion_length") or 10000),
+        num_gpus=num_gpus,
+        sharding=sharding,
+        gpu_memory_gib=gpu_memory_gib,
+        **kw,
+    )
 
 
 def format_report(report: dict[str, Any]) -> str:
     """A plain-text table of one :func:`plan_report` (for the CLI)."""
     g, s = report["gib"], report["settings"]
-    rows = [("weights", g["weights"]), ("gradients", g["gradients"]), ("optimizer (AdamW fp32)", g["optimizer"]),
-            ("reference model", g["reference_model"]), ("gathered parameters", g["gathered_params"]),
-            ("activation checkpoints", g["activation_checkpoints"]), ("recompute (one layer)", g["recompute"]),
-            ("attention scores/mask", g["attention"]), ("logits (TRL chunked head)", g["logits"]),
-            ("runtime (CUDA, NCCL)", g["runtime"]), ("vLLM while training", g["vllm_training"])]
-    lines = [f"{report['model']} ({report['params'] / 1e9:.2f}B parameters), prompt {s['prompt_length']:,} + "
-             f"completion {s['completion_length']:,} tokens, {s['per_device_train_batch_size']} per GPU, "
-             f"{s['num_gpus']} GPUs, {s['sharding']}, {s['rollout']}"
-             + (f" (utilization {s['vllm_gpu_memory_utilization']}, sleep {'on' if s['vllm_enable_sleep_mode'] else 'off'})"
-                if s["rollout"] == "vllm-colocate" else "")]
+    rows = [
+        ("weights", g["weights"]),
+        ("gradients", g["gradients"]),
+        ("optimizer (AdamW fp32)", g["optimizer"]),
+        ("reference model", g["reference_model"]),
+        ("gathered parameters", g["gathered_params"]),
+        ("activation checkpoints", g["activation_checkpoints"]),
+        ("recompute (one layer)", g["recompute"]),
+        ("attention scores/mask", g["attention"]),
+        ("logits (TRL chunked head)", g["logits"]),
+        ("runtime (CUDA, NCCL)", g["runtime"]),
+        ("vLLM while training", g["vllm_training"]),
+    ]
+    lines = [
+        f"{report['model']} ({report['params'] / 1e9:.2f}B parameters), prompt {s['prompt_length']:,} + "
+        f"completion {s['completion_length']:,} tokens, {s['per_device_train_batch_size']} per GPU, "
+        f"{s['num_gpus']} GPUs, {s['sharding']}, {s['rollout']}"
+        + (
+            f" (utilization {s['vllm_gpu_memory_utilization']}, sleep {'on' if s['vllm_enable_sleep_mode'] else 'off'})"
+            if s["rollout"] == "vllm-colocate"
+            else ""
+        )
+    ]
     lines += [f"  {k:<28} {v:8.2f} GiB" for k, v in rows]
-    lines += [f"  {'= training peak':<28} {g['training_peak']:8.2f} GiB",
-              f"  {'generation peak':<28} {g['generation_peak']:8.2f} GiB  (vLLM share {g['vllm_generation']:.2f}, "
-              f"weight sync {g['weight_sync']:.2f})",
-              f"  {'PEAK per GPU':<28} {g['peak']:8.2f} GiB of {g['gpu_memory']:.2f}: "
-              + ("fits" if report["fits"] else "DOES NOT FIT"),
-              f"  largest prompt that fits: {report['largest_prompt_length'] or 0:,} tokens; largest "
-              f"per_device_train_batch_size at this length: {report['largest_per_device_train_batch_size'] or 0}"]
+    lines += [
+        f"  {'= training peak':<28} {g['training_peak']:8.2f} GiB",
+        f"  {'generation peak':<28} {g['generation_peak']:8.2f} GiB  (vLLM share {g['vllm_generation']:.2f}, "
+        f"weight sync {g['weight_sync']:.2f})",
+        f"  {'PEAK per GPU':<28} {g['peak']:8.2f} GiB of {g['gpu_memory']:.2f}: "
+        + ("fits" if report["fits"] else "DOES NOT FIT"),
+        f"  largest prompt that fits: {report['largest_prompt_length'] or 0:,} tokens; largest "
+        f"per_device_train_batch_size at this length: {report['largest_per_device_train_batch_size'] or 0}",
+    ]
     if report["settings"]["rollout"] == "vllm-colocate":
         lines.append(f"  vLLM KV cache room: {report['vllm_kv_capacity_tokens']:,} tokens")
     lines += [f"  warning: {w}" for w in report["warnings"]]
@@ -576,6 +738,20 @@ def gib(x: float) -> float:
     return x / GIB
 
 
-__all__ = ["PLAN_PRESETS", "Estimate", "ModelShape", "PlanSettings", "batch_warnings", "check_plan", "estimate",
-           "format_report", "largest_fitting", "plan_settings", "read_plan_yaml", "model_state_bytes", "plan_report", "resolve_shape",
-           "settings_from_config"]
+__all__ = [
+    "PLAN_PRESETS",
+    "Estimate",
+    "ModelShape",
+    "PlanSettings",
+    "batch_warnings",
+    "check_plan",
+    "estimate",
+    "format_report",
+    "largest_fitting",
+    "plan_settings",
+    "read_plan_yaml",
+    "model_state_bytes",
+    "plan_report",
+    "resolve_shape",
+    "settings_from_config",
+]

@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 HEDGES = frozenset({"or", "and", "either", "both", "maybe", "possibly", "perhaps", "nor"})
 
 
-def bounded_sub_exact_match(prediction: str | None, answers: Sequence[str], max_extra_tokens: int = 2) -> float:
+def bounded_sub_exact_match(
+    prediction: str | None, answers: Sequence[str], max_extra_tokens: int = 2
+) -> float:
     """1.0 when the prediction contains an accepted answer (whole normalised words) and adds at most
     ``max_extra_tokens`` other words, none of which hedges ("or", "and", "either", ...).
 
@@ -59,8 +61,8 @@ def bounded_sub_exact_match(prediction: str | None, answers: Sequence[str], max_
         gold = normalize_answer(a).split()
         n = len(gold)
         for i in range(len(words) - n + 1 if n else 0):
-            if words[i:i + n] == gold:
-                extra = words[:i] + words[i + n:]
+            if words[i : i + n] == gold:
+                extra = words[:i] + words[i + n :]
                 if len(extra) <= max_extra_tokens and not HEDGES.intersection(extra):
                     return 1.0
     return 0.0
@@ -85,8 +87,10 @@ def rule_scorer(rule: str, max_extra_tokens: int = 2) -> Callable[[str | None, S
     import difflib
 
     close = difflib.get_close_matches(rule, RULES, n=1)
-    raise LongmillError(f"unknown reward rule {rule!r}{f'; did you mean {close[0]!r}?' if close else ''} "
-                        f"Valid: {', '.join(RULES)}")
+    raise LongmillError(
+        f"unknown reward rule {rule!r}{f'; did you mean {close[0]!r}?' if close else ''} "
+        f"Valid: {', '.join(RULES)}"
+    )
 
 
 def completion_text(completion: Any) -> str:
@@ -132,10 +136,17 @@ class HybridQAReward:
 
     __name__ = "hybrid_qa"
 
-    def __init__(self, rule: str = "em", judge: JudgeConfig | None = None, *,
-                 max_completion_length: int | None = None, overlong_buffer: int | None = None,
-                 overlong_penalty: float = 1.0, judge_factory: Callable[[JudgeConfig], Judge] | None = None,
-                 max_extra_tokens: int = 2):
+    def __init__(
+        self,
+        rule: str = "em",
+        judge: JudgeConfig | None = None,
+        *,
+        max_completion_length: int | None = None,
+        overlong_buffer: int | None = None,
+        overlong_penalty: float = 1.0,
+        judge_factory: Callable[[JudgeConfig], Judge] | None = None,
+        max_extra_tokens: int = 2,
+    ):
         self.rule = rule
         self.max_extra_tokens = max_extra_tokens
         self._metric = rule_scorer(rule, max_extra_tokens)
@@ -145,12 +156,20 @@ class HybridQAReward:
         self.max_completion_length = max_completion_length
         self.overlong_buffer = overlong_buffer
         self.overlong_penalty = overlong_penalty
-        if max_completion_length and overlong_buffer is not None and not 0 < overlong_buffer < max_completion_length:
-            raise LongmillError(f"overlong_buffer must be in (0, max_completion_length={max_completion_length}), "
-                                f"got {overlong_buffer}")
+        if (
+            max_completion_length
+            and overlong_buffer is not None
+            and not 0 < overlong_buffer < max_completion_length
+        ):
+            raise LongmillError(
+                f"overlong_buffer must be in (0, max_completion_length={max_completion_length}), "
+                f"got {overlong_buffer}"
+            )
         self._judge: Judge | None = None
         self._lock = threading.Lock()
-        self.stats = Stats(completions=0, rule_hits=0, judge_calls=0, judge_yes=0, judge_failed=0, no_answer=0)
+        self.stats = Stats(
+            completions=0, rule_hits=0, judge_calls=0, judge_yes=0, judge_failed=0, no_answer=0
+        )
 
     # Pickling (TRL may ship rewards to worker processes): the live judge client stays behind.
     def __getstate__(self) -> dict[str, Any]:
@@ -183,15 +202,23 @@ class HybridQAReward:
         punish = get_soft_overlong_punishment(self.max_completion_length, buffer)
         return [self.overlong_penalty * p for p in punish(completion_ids=list(completion_ids))]
 
-    def __call__(self, completions: Sequence[Any], answers: Sequence[Any] | None = None,
-                 question: Sequence[str] | None = None, completion_ids: Sequence[Sequence[int]] | None = None,
-                 log_metric: Callable[[str, float], None] | None = None, **kwargs: Any) -> list[float | None]:
+    def __call__(
+        self,
+        completions: Sequence[Any],
+        answers: Sequence[Any] | None = None,
+        question: Sequence[str] | None = None,
+        completion_ids: Sequence[Sequence[int]] | None = None,
+        log_metric: Callable[[str, float], None] | None = None,
+        **kwargs: Any,
+    ) -> list[float | None]:
         if answers is None:
             raise LongmillError("hybrid_qa needs an 'answers' column (every accepted answer) in the dataset")
         n = len(completions)
         preds = [extract_answer(completion_text(c)) for c in completions]
         golds = [as_answer_list(a) for a in answers]
-        rewards: list[float | None] = [float(self._metric(p, g) >= 1.0) for p, g in zip(preds, golds, strict=True)]
+        rewards: list[float | None] = [
+            float(self._metric(p, g) >= 1.0) for p, g in zip(preds, golds, strict=True)
+        ]
         ask = [i for i in range(n) if rewards[i] == 0.0 and preds[i] is not None]
         failed = yes = 0
         judge = self.judge if ask else None
@@ -207,14 +234,26 @@ class HybridQAReward:
                     rewards[i] = 1.0
                     yes += 1
         self.last_accuracy = list(rewards)
-        shaped = [None if r is None else r + p for r, p in zip(rewards, self._overlong(completion_ids, n), strict=True)]
-        self.stats.update({"completions": n, "rule_hits": sum(r == 1.0 for r in rewards) - yes,
-                           "no_answer": sum(p is None for p in preds),
-                           "judge_calls": len(ask) if judge is not None else 0, "judge_yes": yes,
-                           "judge_failed": failed})
+        shaped = [
+            None if r is None else r + p
+            for r, p in zip(rewards, self._overlong(completion_ids, n), strict=True)
+        ]
+        self.stats.update(
+            {
+                "completions": n,
+                "rule_hits": sum(r == 1.0 for r in rewards) - yes,
+                "no_answer": sum(p is None for p in preds),
+                "judge_calls": len(ask) if judge is not None else 0,
+                "judge_yes": yes,
+                "judge_failed": failed,
+            }
+        )
         if failed:
-            log.warning("judge failed for %d of %d completions in this batch; their rewards are None (skipped)",
-                        failed, n)
+            log.warning(
+                "judge failed for %d of %d completions in this batch; their rewards are None (skipped)",
+                failed,
+                n,
+            )
         if log_metric is not None:
             log_metric("hybrid_qa/no_answer_rate", sum(p is None for p in preds) / max(n, 1))
             scored = [r for r in rewards if r is not None]
@@ -232,9 +271,18 @@ class HybridQAReward:
 _VERL_JUDGES: dict[tuple[str, str, float, int], Judge] = {}
 
 
-def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
-                  rule: str = "em", judge_url: str | None = None, judge_model: str | None = None,
-                  judge_timeout: float = 60.0, judge_max_retries: int = 4, **_: Any) -> dict[str, float]:
+def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: dict | None = None,
+    rule: str = "em",
+    judge_url: str | None = None,
+    judge_model: str | None = None,
+    judge_timeout: float = 60.0,
+    judge_max_retries: int = 4,
+    **_: Any,
+) -> dict[str, float]:
     """verl's ``custom_reward_function``: max(rule, judge) for one response.
 
     Point verl at it with ``custom_reward_function.path=<longmill>/train/rewards.py
@@ -300,10 +348,14 @@ def make_reward(cfg: Any) -> HybridQAReward:
         judge = JudgeConfig(**kw)
     if cfg is None:
         return HybridQAReward()
-    return HybridQAReward(cfg.reward_rule, judge,
-                          max_completion_length=cfg.max_completion_length if cfg.overlong_cache else None,
-                          overlong_buffer=cfg.overlong_cache or None, overlong_penalty=cfg.overlong_penalty,
-                          max_extra_tokens=cfg.reward_max_extra_tokens)
+    return HybridQAReward(
+        cfg.reward_rule,
+        judge,
+        max_completion_length=cfg.max_completion_length if cfg.overlong_cache else None,
+        overlong_buffer=cfg.overlong_cache or None,
+        overlong_penalty=cfg.overlong_penalty,
+        max_extra_tokens=cfg.reward_max_extra_tokens,
+    )
 
 
 class AnswerFormatReward:
@@ -334,17 +386,22 @@ def _import_reward(spec: str) -> Any:
     if not sep:
         module_name, _, attr = spec.rpartition(".")
     if not module_name or not attr:
-        raise LongmillError(f"reward {spec!r}: a dotted path needs a module and a name, e.g. my_pkg.rewards:my_reward")
+        raise LongmillError(
+            f"reward {spec!r}: a dotted path needs a module and a name, e.g. my_pkg.rewards:my_reward"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise LongmillError(f"reward {spec!r}: cannot import module {module_name!r} ({e}); install it or put it on "
-                            "PYTHONPATH") from e
+        raise LongmillError(
+            f"reward {spec!r}: cannot import module {module_name!r} ({e}); install it or put it on PYTHONPATH"
+        ) from e
     try:
         return getattr(module, attr)
     except AttributeError:
         public = [n for n in dir(module) if not n.startswith("_")]
-        raise LongmillError(f"reward {spec!r}: module {module_name!r} has no {attr!r}{did_you_mean(attr, public)}") from None
+        raise LongmillError(
+            f"reward {spec!r}: module {module_name!r} has no {attr!r}{did_you_mean(attr, public)}"
+        ) from None
 
 
 def resolve_reward(spec: str, cfg: Any = None) -> Any:
@@ -362,16 +419,22 @@ def resolve_reward(spec: str, cfg: Any = None) -> Any:
     if spec in REWARDS:
         return REWARDS.get(spec)(cfg)
     if "." not in spec and ":" not in spec:
-        raise UnknownNameError(REWARDS.unknown_message(spec) + ", or a dotted path such as my_pkg.rewards:my_reward")
+        raise UnknownNameError(
+            REWARDS.unknown_message(spec) + ", or a dotted path such as my_pkg.rewards:my_reward"
+        )
     obj = _import_reward(spec)
     if isinstance(obj, type):
         obj = obj()
     if not callable(obj):
-        raise LongmillError(f"reward {spec!r} is a {type(obj).__name__}, not a function "
-                            "(completions, **columns) -> list[float | None]")
+        raise LongmillError(
+            f"reward {spec!r} is a {type(obj).__name__}, not a function "
+            "(completions, **columns) -> list[float | None]"
+        )
     if not isinstance(getattr(obj, "__name__", None), str):
-        raise LongmillError(f"reward {spec!r} has no __name__ (TRL names the reward's logged metric after it): "
-                            "give its class a __name__ attribute")
+        raise LongmillError(
+            f"reward {spec!r} has no __name__ (TRL names the reward's logged metric after it): "
+            "give its class a __name__ attribute"
+        )
     return obj
 
 
@@ -385,7 +448,9 @@ def check_reward_names(specs: Sequence[str]) -> None:
         raise LongmillError("reward_funcs is empty: name at least one reward, e.g. hybrid_qa")
     for spec in specs:
         if spec not in REWARDS and "." not in spec and ":" not in spec:
-            raise UnknownNameError(REWARDS.unknown_message(spec) + ", or a dotted path such as my_pkg.rewards:my_reward")
+            raise UnknownNameError(
+                REWARDS.unknown_message(spec) + ", or a dotted path such as my_pkg.rewards:my_reward"
+            )
 
 
 def build_rewards(specs: Sequence[str], cfg: Any = None) -> list[Any]:

@@ -17,8 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 #: zstd keeps long-context shards small; fixed settings keep the bytes reproducible.
-PARQUET_OPTIONS: dict[str, Any] = dict(compression="zstd", compression_level=3, use_dictionary=True,
-                                       write_statistics=True, row_group_size=256)
+PARQUET_OPTIONS: dict[str, Any] = dict(
+    compression="zstd", compression_level=3, use_dictionary=True, write_statistics=True, row_group_size=256
+)
 _UMASK: list[int] = []
 
 
@@ -37,8 +38,9 @@ def _mkstemp(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
-def file_digest(path: str | Path, algorithm: str = "sha256", digest_size: int | None = None,
-                into: Any = None) -> str:
+def file_digest(
+    path: str | Path, algorithm: str = "sha256", digest_size: int | None = None, into: Any = None
+) -> str:
     """The hex digest of a file's bytes, read in 16 MiB blocks (large shards and weights never sit in memory).
 
     Args:
@@ -47,8 +49,11 @@ def file_digest(path: str | Path, algorithm: str = "sha256", digest_size: int | 
         digest_size: for ``blake2b``.
         into: an existing hash object to feed instead (then its hex digest after this file is returned).
     """
-    h = into if into is not None else (hashlib.new(algorithm, digest_size=digest_size) if digest_size
-                                       else hashlib.new(algorithm))
+    h = (
+        into
+        if into is not None
+        else (hashlib.new(algorithm, digest_size=digest_size) if digest_size else hashlib.new(algorithm))
+    )
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 24), b""):
             h.update(block)
@@ -72,7 +77,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
+    atomic_write_bytes(
+        Path(path), (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    )
 
 
 def write_table_atomic(table: pa.Table, path: Path) -> None:

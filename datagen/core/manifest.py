@@ -27,7 +27,9 @@ def load_manifest(folder: str | Path, *, need_stages: bool = True) -> dict[str, 
     """
     path = Path(folder) / MANIFEST
     if not path.exists():
-        raise LongmillError(f"{folder}: no {MANIFEST}; build the curriculum with `python -m curriculum build`")
+        raise LongmillError(
+            f"{folder}: no {MANIFEST}; build the curriculum with `python -m curriculum build`"
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:

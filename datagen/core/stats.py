@@ -27,8 +27,12 @@ def summarize(values: Iterable[Number]) -> dict[str, Number] | None:
     vals = list(values)
     if not vals:
         return None
-    return {"min": min(vals), "median": statistics.median(vals), "max": max(vals),
-            "mean": round(statistics.fmean(vals), 2)}
+    return {
+        "min": min(vals),
+        "median": statistics.median(vals),
+        "max": max(vals),
+        "mean": round(statistics.fmean(vals), 2),
+    }
 
 
 class Stats:

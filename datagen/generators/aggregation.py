@@ -50,8 +50,15 @@ PER_REGION = 32
 #: attempts at drawing a well-posed question (unique extreme, a count strictly between 0 and N, ...)
 MAX_DRAWS = 200
 
-PLURAL = {PERSON: "people", CITY: "cities", COUNTRY: "countries", RIVER: "rivers", UNIVERSITY: "universities",
-          COMPANY: "companies", FILM: "films"}
+PLURAL = {
+    PERSON: "people",
+    CITY: "cities",
+    COUNTRY: "countries",
+    RIVER: "rivers",
+    UNIVERSITY: "universities",
+    COMPANY: "companies",
+    FILM: "films",
+}
 
 
 @dataclass(frozen=True)
@@ -67,32 +74,67 @@ class NumericSpec:
 
 
 NUMERIC: dict[tuple[str, str], NumericSpec] = {
-    (PERSON, "birth_year"): NumericSpec("were born before {t}", "were born after {t}", "was born most recently",
-                                        "was born first"),
-    (CITY, "population"): NumericSpec("have fewer than {t} inhabitants", "have more than {t} inhabitants",
-                                      "has the largest population", "has the smallest population",
-                                      "What is the combined population of these {n} cities?", commas=True),
-    (COUNTRY, "population"): NumericSpec("have fewer than {t} inhabitants", "have more than {t} inhabitants",
-                                         "has the largest population", "has the smallest population",
-                                         "What is the combined population of these {n} countries?", commas=True),
-    (RIVER, "length"): NumericSpec("are shorter than {t} kilometres", "are longer than {t} kilometres",
-                                   "is the longest", "is the shortest",
-                                   "What is the total length of these {n} rivers, in kilometres?"),
-    (UNIVERSITY, "founded"): NumericSpec("were founded before {t}", "were founded after {t}",
-                                         "was founded most recently", "was founded first"),
-    (UNIVERSITY, "students"): NumericSpec("enrol fewer than {t} students", "enrol more than {t} students",
-                                          "has the most students", "has the fewest students",
-                                          "How many students do these {n} universities enrol in total?", commas=True),
-    (COMPANY, "founded"): NumericSpec("were founded before {t}", "were founded after {t}",
-                                      "was founded most recently", "was founded first"),
-    (COMPANY, "employees"): NumericSpec("employ fewer than {t} people", "employ more than {t} people",
-                                        "employs the most people", "employs the fewest people",
-                                        "How many people do these {n} companies employ in total?", commas=True),
-    (FILM, "release_year"): NumericSpec("were released before {t}", "were released after {t}",
-                                        "was released most recently", "was released first"),
-    (FILM, "runtime"): NumericSpec("run for less than {t} minutes", "run for more than {t} minutes",
-                                   "has the longest running time", "has the shortest running time",
-                                   "What is the total running time of these {n} films, in minutes?"),
+    (PERSON, "birth_year"): NumericSpec(
+        "were born before {t}", "were born after {t}", "was born most recently", "was born first"
+    ),
+    (CITY, "population"): NumericSpec(
+        "have fewer than {t} inhabitants",
+        "have more than {t} inhabitants",
+        "has the largest population",
+        "has the smallest population",
+        "What is the combined population of these {n} cities?",
+        commas=True,
+    ),
+    (COUNTRY, "population"): NumericSpec(
+        "have fewer than {t} inhabitants",
+        "have more than {t} inhabitants",
+        "has the largest population",
+        "has the smallest population",
+        "What is the combined population of these {n} countries?",
+        commas=True,
+    ),
+    (RIVER, "length"): NumericSpec(
+        "are shorter than {t} kilometres",
+        "are longer than {t} kilometres",
+        "is the longest",
+        "is the shortest",
+        "What is the total length of these {n} rivers, in kilometres?",
+    ),
+    (UNIVERSITY, "founded"): NumericSpec(
+        "were founded before {t}", "were founded after {t}", "was founded most recently", "was founded first"
+    ),
+    (UNIVERSITY, "students"): NumericSpec(
+        "enrol fewer than {t} students",
+        "enrol more than {t} students",
+        "has the most students",
+        "has the fewest students",
+        "How many students do these {n} universities enrol in total?",
+        commas=True,
+    ),
+    (COMPANY, "founded"): NumericSpec(
+        "were founded before {t}", "were founded after {t}", "was founded most recently", "was founded first"
+    ),
+    (COMPANY, "employees"): NumericSpec(
+        "employ fewer than {t} people",
+        "employ more than {t} people",
+        "employs the most people",
+        "employs the fewest people",
+        "How many people do these {n} companies employ in total?",
+        commas=True,
+    ),
+    (FILM, "release_year"): NumericSpec(
+        "were released before {t}",
+        "were released after {t}",
+        "was released most recently",
+        "was released first",
+    ),
+    (FILM, "runtime"): NumericSpec(
+        "run for less than {t} minutes",
+        "run for more than {t} minutes",
+        "has the longest running time",
+        "has the shortest running time",
+        "What is the total running time of these {n} films, in minutes?",
+    ),
 }
 
 #: (kind, key) -> (plural predicate, singular predicate); ``{o}`` is the object as the documents write it.
@@ -114,8 +156,29 @@ CATEGORICAL: dict[tuple[str, str], tuple[str, str]] = {
 }
 
 _NUMBER = re.compile(r"\d[\d,]*\d|\d")
-_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-                 "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty")
+_NUMBER_WORDS = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+)
 
 
 def parse_ops(ops: str) -> tuple[str, ...]:
@@ -168,8 +231,9 @@ def _nice_between(lo: int, hi: int) -> int:
     return hi
 
 
-def compute_answer(op: str, values: list[Any], names: list[str], direction: str | None,
-                   target: Any) -> tuple[str | None, int | None]:
+def compute_answer(
+    op: str, values: list[Any], names: list[str], direction: str | None, target: Any
+) -> tuple[str | None, int | None]:
     """The canonical answer (or None where the question is ill-posed) and, for selections, the winner.
 
     Args:
@@ -220,8 +284,9 @@ class AggregationConfig(GenConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 3 <= self.num_items <= 24:
-            raise LongmillError(f"num_items must be in [3, 24] (entities of one kind in a world region), "
-                                f"got {self.num_items}")
+            raise LongmillError(
+                f"num_items must be in [3, 24] (entities of one kind in a world region), got {self.num_items}"
+            )
         self.ops = ",".join(parse_ops(self.ops))
 
 
@@ -288,11 +353,14 @@ class Aggregation(Generator):
             q = self._word(region, rng, op, kind, key, members)
             if q is not None:
                 return q
-        raise LongmillError(f"aggregation: could not draw a well-posed question with {n} items from region "
-                            f"{region.index}; use a smaller --num-items")
+        raise LongmillError(
+            f"aggregation: could not draw a well-posed question with {n} items from region "
+            f"{region.index}; use a smaller --num-items"
+        )
 
-    def _word(self, region: Region, rng: np.random.Generator, op: str, kind: str, key: str,
-              members: list[int]) -> _Question | None:
+    def _word(
+        self, region: Region, rng: np.random.Generator, op: str, kind: str, key: str, members: list[int]
+    ) -> _Question | None:
         n = len(members)
         names = [region.entities[m].name for m in members]
         values = [self.value(region, m, key) for m in members]
@@ -318,7 +386,9 @@ class Aggregation(Generator):
                 target = hi if kind_is_year(key) else _nice_between(lo, hi)
             else:
                 target = lo if kind_is_year(key) else _nice_between(lo - 1, hi - 1)
-            ask = f"How many of them {getattr(spec, direction).format(t=_threshold_text(target, spec.commas))}?"
+            ask = (
+                f"How many of them {getattr(spec, direction).format(t=_threshold_text(target, spec.commas))}?"
+            )
         else:
             plural, singular = CATEGORICAL[(kind, key)]
             counts: dict[Any, int] = {}
@@ -347,7 +417,9 @@ class Aggregation(Generator):
         else:
             assert winner is not None
             answers = list(region.entities[members[winner]].aliases)
-        return _Question(op, kind, key, members, f"{intro} {ask}", list(dict.fromkeys(answers)), direction, target)
+        return _Question(
+            op, kind, key, members, f"{intro} {ask}", list(dict.fromkeys(answers)), direction, target
+        )
 
     # -- the sample ----------------------------------------------------------------------------------
     def build(self, index: int, triplet: Triplet, rng: np.random.Generator) -> Sample:
@@ -367,17 +439,40 @@ class Aggregation(Generator):
         if not c.hard_distractors:
             priority = []
         world_id = f"synthetic-world:{c.world_seed}-r{region_index}-{stable_id(q.question)}"
-        item = Triplet(id=world_id, source="synthetic", split=triplet.split, question=q.question,
-                       answers=q.answers, hops=len(docs), question_type=q.op, gold_docs=docs,
-                       supporting_facts=[SupportingFact(f.title, f.sent_idx, f.text) for f in facts],
-                       distractor_docs=priority)
+        item = Triplet(
+            id=world_id,
+            source="synthetic",
+            split=triplet.split,
+            question=q.question,
+            answers=q.answers,
+            hops=len(docs),
+            question_type=q.op,
+            gold_docs=docs,
+            supporting_facts=[SupportingFact(f.title, f.sent_idx, f.text) for f in facts],
+            distractor_docs=priority,
+        )
         head, tail = longqa_pieces(q.question)
         fit = self.fit(item, rng, head, tail, priority)
-        data = {"op": q.op, "kind": q.kind, "key": q.key, "numeric": (q.kind, q.key) in NUMERIC,
-                "direction": q.direction, "target": q.target, "world_seed": c.world_seed, "region": region_index,
-                "items": [{"name": region.entities[m].name, "ref": region.entities[m].ref, "doc_id": d.doc_id,
-                           "fact": f.text, "value": None if (q.kind, q.key) in NUMERIC else self.value(region, m, q.key)}
-                          for m, d, f in zip(q.members, docs, facts, strict=True)]}
+        data = {
+            "op": q.op,
+            "kind": q.kind,
+            "key": q.key,
+            "numeric": (q.kind, q.key) in NUMERIC,
+            "direction": q.direction,
+            "target": q.target,
+            "world_seed": c.world_seed,
+            "region": region_index,
+            "items": [
+                {
+                    "name": region.entities[m].name,
+                    "ref": region.entities[m].ref,
+                    "doc_id": d.doc_id,
+                    "fact": f.text,
+                    "value": None if (q.kind, q.key) in NUMERIC else self.value(region, m, q.key),
+                }
+                for m, d, f in zip(q.members, docs, facts, strict=True)
+            ],
+        }
         return self.make_sample(index, item, fit, task_data=data)
 
     # -- verification ------------------------------------------------------------------------------
@@ -389,7 +484,12 @@ class Aggregation(Generator):
             data = json.loads((row.get("extra_info") or {}).get("task_data") or "")
             op, items = data["op"], data["items"]
         except (ValueError, KeyError, TypeError) as e:
-            return [(name, f"extra_info.task_data is missing or malformed ({e}); it carries the question's structure")]
+            return [
+                (
+                    name,
+                    f"extra_info.task_data is missing or malformed ({e}); it carries the question's structure",
+                )
+            ]
         user = next((m["content"] for m in reversed(row["prompt"]) if m["role"] == "user"), "")
         offsets, pos = list(row["doc_offsets"]), {d: i for i, d in enumerate(row["doc_ids"])}
         problems: list[tuple[str, str]] = []
@@ -397,9 +497,11 @@ class Aggregation(Generator):
         for it in items:
             i = pos.get(it["doc_id"])
             if i is None or i + 1 >= len(offsets):
-                problems.append((name, f"the document of {it['name']!r} ({it['doc_id']}) is not in the context"))
+                problems.append(
+                    (name, f"the document of {it['name']!r} ({it['doc_id']}) is not in the context")
+                )
                 continue
-            span = user[offsets[i]:offsets[i + 1]]
+            span = user[offsets[i] : offsets[i + 1]]
             if it["name"] not in span or it["fact"] not in span:
                 problems.append((name, f"the document of {it['name']!r} does not state {it['fact']!r}"))
                 continue
@@ -415,12 +517,17 @@ class Aggregation(Generator):
                 rest = it["fact"].replace(it["ref"], "\0").replace(_cap(it["ref"]), "\0")
                 v = it["value"]
                 if not isinstance(v, str) or not re.search(
-                        r"(?<!\w)(?:" + re.escape(v) + "|" + re.escape(_cap(v)) + r")(?!\w)", rest):
-                    problems.append((name, f"the fact about {it['name']!r} does not say {v!r}: {it['fact']!r}"))
+                    r"(?<!\w)(?:" + re.escape(v) + "|" + re.escape(_cap(v)) + r")(?!\w)", rest
+                ):
+                    problems.append(
+                        (name, f"the fact about {it['name']!r} does not say {v!r}: {it['fact']!r}")
+                    )
                 values.append(v)
         if problems:
             return problems
-        answer, _ = compute_answer(op, values, [it["name"] for it in items], data.get("direction"), data.get("target"))
+        answer, _ = compute_answer(
+            op, values, [it["name"] for it in items], data.get("direction"), data.get("target")
+        )
         truth = list(row["reward_model"]["ground_truth"])
         if answer is None:
             return [(name, f"the documents do not give one answer to {op} (a tie or no match)")]

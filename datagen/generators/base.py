@@ -96,14 +96,20 @@ class Generator:
         self.config = config
         self.corpus = corpus
         if len(corpus) == 0:
-            raise SourceTooSmallError(f"source '{corpus.name}' produced no triplets; check --input and the skip counts")
+            raise SourceTooSmallError(
+                f"source '{corpus.name}' produced no triplets; check --input and the skip counts"
+            )
         self.tokenizer = get_tokenizer(config.tokenizer)
         self.template = DOC_TEMPLATES.get(config.doc_template)
         self.counter = DocCounter(self.tokenizer, self.template)
         self._measure = True  # set per sample by sample(); see fit.AUDIT_EVERY
         self.order = corpus.order(sample_rng(config.seed, f"{self.name}/order", 0))
-        self.params = json.dumps({"generator": self.name, "version": self.version, **json.loads(config.to_json())},
-                                 sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        self.params = json.dumps(
+            {"generator": self.name, "version": self.version, **json.loads(config.to_json())},
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
 
     # -- hooks -------------------------------------------------------------------------------------
     @classmethod
@@ -140,8 +146,16 @@ class Generator:
     def build(self, index: int, triplet: Triplet, rng: np.random.Generator) -> Sample:
         raise NotImplementedError
 
-    def fit(self, triplet: Triplet, rng: np.random.Generator, head: str, tail: str, priority: list[Any],
-            pairs: list[str] | tuple[str, ...] = (), between: list[bool] | tuple[bool, ...] = ()) -> FitResult:
+    def fit(
+        self,
+        triplet: Triplet,
+        rng: np.random.Generator,
+        head: str,
+        tail: str,
+        priority: list[Any],
+        pairs: list[str] | tuple[str, ...] = (),
+        between: list[bool] | tuple[bool, ...] = (),
+    ) -> FitResult:
         """Fill ``head + documents + tail`` for ``triplet`` to the configured length (see :func:`fit_prompt`).
 
         Args:
@@ -155,11 +169,22 @@ class Generator:
         """
         c = self.config
         gold_ids, gold_titles = {d.doc_id for d in triplet.gold_docs}, {d.title for d in triplet.gold_docs}
-        return fit_prompt(tokenizer=self.tokenizer, counter=self.counter, length=c.length, tolerance=c.tolerance,
-                          head=head, tail=tail, gold=triplet.gold_docs,
-                          candidates=self.corpus.distractors(rng, gold_ids, gold_titles, priority), rng=rng,
-                          placement=c.placement, pairs=pairs, system_prompt=c.system_prompt, between=between,
-                          measure=self._measure)
+        return fit_prompt(
+            tokenizer=self.tokenizer,
+            counter=self.counter,
+            length=c.length,
+            tolerance=c.tolerance,
+            head=head,
+            tail=tail,
+            gold=triplet.gold_docs,
+            candidates=self.corpus.distractors(rng, gold_ids, gold_titles, priority),
+            rng=rng,
+            placement=c.placement,
+            pairs=pairs,
+            system_prompt=c.system_prompt,
+            between=between,
+            measure=self._measure,
+        )
 
     # -- driver ------------------------------------------------------------------------------------
     def triplet_for(self, index: int, attempt: int = 0) -> Triplet:
@@ -185,9 +210,18 @@ class Generator:
                 log.debug("sample %d: triplet %s does not fit: %s", index, triplet.id, e)
         raise SkipSample("no_triplet_fits", f"sample {index}: no triplet fits the budget; last error: {last}")
 
-    def make_sample(self, index: int, triplet: Triplet, fit: FitResult, *, num_chains: int = 0,
-                    chain_hops: int = 0, chain_head: str | None = None, chains: list[Any] | None = None,
-                    task_data: dict[str, Any] | None = None) -> Sample:
+    def make_sample(
+        self,
+        index: int,
+        triplet: Triplet,
+        fit: FitResult,
+        *,
+        num_chains: int = 0,
+        chain_hops: int = 0,
+        chain_head: str | None = None,
+        chains: list[Any] | None = None,
+        task_data: dict[str, Any] | None = None,
+    ) -> Sample:
         """Assemble a :class:`Sample` from a triplet and a fitted prompt.
 
         ``task_data`` is what the generator's :meth:`check_row` needs to re-derive the answer; it is
@@ -195,8 +229,11 @@ class Generator:
         """
         c = self.config
         task = self.task or self.name
-        task_json = (json.dumps(task_data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-                     if task_data is not None else None)
+        task_json = (
+            json.dumps(task_data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            if task_data is not None
+            else None
+        )
         uid = stable_id(triplet.id, self.name, self.params, index)
         data_source = f"{self.name}/{triplet.source}"
         answers = list(triplet.answers)
@@ -208,9 +245,18 @@ class Generator:
             question=triplet.question,
             answers=answers,
             reward_model={"style": "rule", "ground_truth": answers},
-            extra_info={"split": triplet.split, "index": index, "uid": uid, "source_id": triplet.id,
-                        "data_source": data_source, "question": triplet.question, "answers": answers,
-                        "length_target": c.length, "task": task, "task_data": task_json},
+            extra_info={
+                "split": triplet.split,
+                "index": index,
+                "uid": uid,
+                "source_id": triplet.id,
+                "data_source": data_source,
+                "question": triplet.question,
+                "answers": answers,
+                "length_target": c.length,
+                "task": task,
+                "task_data": task_json,
+            },
             length_target=c.length,
             prompt_tokens=fit.prompt_tokens,
             tokenizer=self.tokenizer.name,

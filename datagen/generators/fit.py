@@ -49,12 +49,14 @@ SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*(?= \S)")
 
 
 #: Words that end in a period without ending the sentence ("Dr. Smith", "Smith Inc. said").
-ABBREVIATIONS = frozenset("""
+ABBREVIATIONS = frozenset(
+    """
 mr mrs ms mx dr prof rev hon sr jr st mt ft gen col lt sgt capt cmdr adm maj cpl pvt gov sen rep pres
 fr sra srta mme mlle messrs esq inc ltd co corp bros plc llc dept univ assn est approx ca cf vs etc al
 no nos vol vols pp ed eds trans op ch fig figs sec jan feb mar apr jun jul aug sep sept oct nov dec
 ave blvd rd hwy sq
-""".split())
+""".split()
+)
 _LAST_WORD = re.compile(r"[\w.'’-]+$")
 
 
@@ -67,7 +69,7 @@ def ends_sentence(text: str, stop: int, after: int) -> bool:
     """
     if text[stop] != ".":
         return True
-    nxt = text[after + 1:after + 2]
+    nxt = text[after + 1 : after + 2]
     if nxt.islower():
         return False
     m = _LAST_WORD.search(text, max(0, stop - 24), stop)
@@ -208,8 +210,12 @@ def parse_placement(placement: str) -> float | None:
             d = -1.0
         if 0.0 <= d <= 1.0:
             return d
-    hint = did_you_mean(placement, ["uniform", "middle", "depth:0.5"] if ":" in placement else ["uniform", "middle"])
-    raise ValueError(f"invalid placement {placement!r}: use uniform, middle or depth:<0..1> (e.g. depth:0.25){hint}")
+    hint = did_you_mean(
+        placement, ["uniform", "middle", "depth:0.5"] if ":" in placement else ["uniform", "middle"]
+    )
+    raise ValueError(
+        f"invalid placement {placement!r}: use uniform, middle or depth:<0..1> (e.g. depth:0.25){hint}"
+    )
 
 
 def lower_bound(length: int, tolerance: float) -> int:
@@ -318,10 +324,19 @@ def fit_prompt(
     if len(between) != len(pairs):
         raise ValueError(f"between has {len(between)} flags for {len(pairs)} pairs")
     inline = [p for p, b in zip(pairs, between, strict=True) if not b]
-    pair_total = (tokenizer.count("".join(inline_pair(p) for p in inline)) if tokenizer.additive
-                  else sum(tokenizer.count_batch([inline_pair(p) for p in inline]))) if inline else 0
+    pair_total = (
+        (
+            tokenizer.count("".join(inline_pair(p) for p in inline))
+            if tokenizer.additive
+            else sum(tokenizer.count_batch([inline_pair(p) for p in inline]))
+        )
+        if inline
+        else 0
+    )
     if len(inline) < len(pairs):
-        pair_total += sum(tokenizer.count_batch([loose_pair(p) for p, b in zip(pairs, between, strict=True) if b]))
+        pair_total += sum(
+            tokenizer.count_batch([loose_pair(p) for p, b in zip(pairs, between, strict=True) if b])
+        )
     budget = length - fixed - pair_total
     plan = _Plan(counter, gold)
     if plan.cost > budget:
@@ -339,8 +354,11 @@ def fit_prompt(
         content, depths, docs_cost, offsets = _render(head, tail, docs, gold_pos, pairs, places, counter)
         messages = messages_for(content)
         if tokenizer.additive:
-            loose = [tokenizer.count(loose_pair(pairs[i])) - tokenizer.count(inline_pair(pairs[i]))
-                     for i, p in enumerate(places) if p[1] < 0 and not between[i]]
+            loose = [
+                tokenizer.count(loose_pair(pairs[i])) - tokenizer.count(inline_pair(pairs[i]))
+                for i, p in enumerate(places)
+                if p[1] < 0 and not between[i]
+            ]
             predicted = fixed + pair_total + sum(loose) + docs_cost
             if not measure and corrections == 0:
                 # The pieces' counts add up exactly (module docstring), so this is the prompt's length
@@ -349,8 +367,12 @@ def fit_prompt(
                     return FitResult(messages, predicted, docs, gold_pos, depths, list(places), 0, offsets)
             measured = tokenizer.count_messages(messages)  # the one measurement of the final text
             if measured != predicted:
-                log.warning("additive prediction %d != measured %d (%s); the measured count is used",
-                            predicted, measured, tokenizer.name)
+                log.warning(
+                    "additive prediction %d != measured %d (%s); the measured count is used",
+                    predicted,
+                    measured,
+                    tokenizer.name,
+                )
         else:
             measured = tokenizer.count_messages(messages)  # the one measurement of the final text
         if lo <= measured <= length:
@@ -371,8 +393,9 @@ def fit_prompt(
             # Measure what cannot shrink (instructions, pairs, gold documents, the template) to say what works.
             docs, gold_pos = _order(plan, rng, depth)
             places = _place_pairs(docs, len(pairs), rng, counter)
-            floor = tokenizer.count_messages(messages_for(
-                _render(head, tail, docs, gold_pos, pairs, places, counter)[0]))
+            floor = tokenizer.count_messages(
+                messages_for(_render(head, tail, docs, gold_pos, pairs, places, counter)[0])
+            )
             if floor > length:
                 raise LengthBudgetError(
                     f"length {length} is too small with tokenizer {tokenizer.name} and its chat template: with no "
@@ -401,7 +424,7 @@ def _fill(plan: _Plan, candidates: Iterator[Document], budget: int, low: int, to
             if not block:
                 break
         if k == len(counts):
-            counts += plan.counter.bodies(block[k:k + 16])
+            counts += plan.counter.bodies(block[k : k + 16])
         doc, body = block[k], counts[k]
         k += 1
         hdr = plan.counter.header_sums(plan.n + 1)
@@ -454,7 +477,9 @@ def _add_filler(plan: _Plan, doc: Document, budget: int, tokenizer: Tokenizer) -
         cost = tokenizer.count(counter.template.render_body(doc.title, text))
         if cost <= room:
             # The id names the cut: caches are keyed by id, and other samples cut the same document elsewhere.
-            filler = Document(doc_id=f"{doc.doc_id.split('#trunc')[0]}#trunc{len(text)}", title=doc.title, text=text)
+            filler = Document(
+                doc_id=f"{doc.doc_id.split('#trunc')[0]}#trunc{len(text)}", title=doc.title, text=text
+            )
             counter._body[filler.doc_id] = cost
             plan.add(filler)
             plan.filler, plan.filler_source = filler, doc
@@ -518,8 +543,13 @@ def _order(plan: _Plan, rng: np.random.Generator, depth: float | None) -> tuple[
     return docs, [pos[g] for g in range(n_gold)]
 
 
-def _place_pairs(docs: Sequence[Document], n_pairs: int, rng: np.random.Generator,
-                 counter: DocCounter, between: Sequence[bool] = ()) -> list[tuple[int, int]]:
+def _place_pairs(
+    docs: Sequence[Document],
+    n_pairs: int,
+    rng: np.random.Generator,
+    counter: DocCounter,
+    between: Sequence[bool] = (),
+) -> list[tuple[int, int]]:
     """A place for each pair: distinct random sentence ends, or own lines when sentence ends run out.
 
     Pairs flagged in ``between`` go on their own line after a random document instead.
@@ -542,7 +572,10 @@ def _place_pairs(docs: Sequence[Document], n_pairs: int, rng: np.random.Generato
         # Draw slot numbers over all documents, then find each one's document: no list of every slot.
         picks = rng.choice(total, size=n_pairs, replace=False)
         where = np.searchsorted(ends, picks, side="right")
-        return [(int(i), per_doc[i][int(k - (ends[i - 1] if i else 0))]) for k, i in zip(picks, where, strict=True)]
+        return [
+            (int(i), per_doc[i][int(k - (ends[i - 1] if i else 0))])
+            for k, i in zip(picks, where, strict=True)
+        ]
     slots = [(i, off) for i, s in enumerate(per_doc) for off in s]
     places = slots + [(int(i), -1) for i in rng.integers(0, len(docs), size=n_pairs - len(slots))]
     return [places[int(k)] for k in rng.permutation(n_pairs)]

@@ -71,7 +71,7 @@ def pair_spans(text: str) -> list[tuple[int, int, str, str]]:
         except json.JSONDecodeError:
             continue
         if isinstance(obj, dict) and len(obj) == 1:
-            (k, v), = obj.items()
+            ((k, v),) = obj.items()
             if isinstance(v, str) and _KEY_ONLY.match(k):
                 out.append((m.start(), end, k, v))
     return out
@@ -109,7 +109,7 @@ def strip_pairs(text: str, pairs: list[tuple[str, str]] | None = None) -> str:
         span = _inserted(text, a, b)
         if span is None:
             continue
-        pieces.append(text[pos:span[0]])
+        pieces.append(text[pos : span[0]])
         pos = span[1]
     pieces.append(text[pos:])
     return "".join(pieces)
@@ -140,13 +140,13 @@ def _after_abbreviation(text: str, spans: list[tuple[int, int, str, str]]) -> li
         if span is None or span[0] != a - 1:
             continue  # a pair on its own line between documents
         # The text around the slot as it was before the pair went in: up to the slot, then what follows.
-        before = text[max(0, a - 41):a - 1]
-        window = before + text[b + 1:b + 3]
+        before = text[max(0, a - 41) : a - 1]
+        window = before + text[b + 1 : b + 3]
         j = len(before)
         while j > 0 and window[j - 1] in _CLOSERS:
             j -= 1
         if j > 0 and window[j - 1] in ".!?" and not ends_sentence(window, j - 1, len(before)):
-            out.append(text[max(0, a - 21):b + 12])
+            out.append(text[max(0, a - 21) : b + 12])
     return out
 
 
@@ -177,7 +177,9 @@ class KeyChainConfig(GenConfig):
             if self.preset not in PRESETS:
                 close = difflib.get_close_matches(self.preset, PRESETS, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise LongmillError(f"unknown preset {self.preset!r}{hint} Valid presets: {', '.join(PRESETS)}")
+                raise LongmillError(
+                    f"unknown preset {self.preset!r}{hint} Valid presets: {', '.join(PRESETS)}"
+                )
             if self.num_chains is None:
                 self.num_chains = loongrl_num_chains(self.length)
             if self.uuid_format == "full":
@@ -194,8 +196,10 @@ class KeyChainConfig(GenConfig):
         if self.num_chains < 1:
             raise LongmillError(f"num_chains must be >= 1, got {self.num_chains}")
         if self.uuid_format not in UUID_FORMATS:
-            raise LongmillError(f"uuid_format must be one of {', '.join(UUID_FORMATS)}, got {self.uuid_format!r}"
-                                f"{did_you_mean(self.uuid_format, list(UUID_FORMATS))}")
+            raise LongmillError(
+                f"uuid_format must be one of {', '.join(UUID_FORMATS)}, got {self.uuid_format!r}"
+                f"{did_you_mean(self.uuid_format, list(UUID_FORMATS))}"
+            )
         if not 0.0 <= self.pairs_between <= 1.0:
             raise LongmillError(f"pairs_between must be in [0, 1], got {self.pairs_between}")
 
@@ -237,10 +241,16 @@ class KeyChain(Generator):
         keys = self._keys(rng, hops * n_chains)
         chains = [Chain(keys=keys[:hops], target=triplet.question, is_true=True)]
         for j, q in enumerate(decoys):
-            chains.append(Chain(keys=keys[(j + 1) * hops:(j + 2) * hops], target=self.corpus.questions[q],
-                                is_true=False))
-        pairs = [pair_text(ch.keys[i], ch.keys[i + 1] if i + 1 < hops else ch.target)
-                 for ch in chains for i in range(hops)]
+            chains.append(
+                Chain(
+                    keys=keys[(j + 1) * hops : (j + 2) * hops], target=self.corpus.questions[q], is_true=False
+                )
+            )
+        pairs = [
+            pair_text(ch.keys[i], ch.keys[i + 1] if i + 1 < hops else ch.target)
+            for ch in chains
+            for i in range(hops)
+        ]
 
         between = [bool(x) for x in rng.random(len(pairs)) < c.pairs_between] if c.pairs_between > 0 else []
         head, tail = keychain_pieces(chains[0].keys[0])
@@ -256,11 +266,26 @@ class KeyChain(Generator):
                     priority.extend(self.corpus.triplets[self.corpus.question_triplet[q]].gold_docs)
                 priority = [priority[i] for i in rng.permutation(len(priority))]
             fit = self.fit(triplet, rng, head, tail, priority, pairs, between)
-        return self.make_sample(index, triplet, fit, num_chains=n_chains, chain_hops=hops,
-                                chain_head=chains[0].keys[0], chains=chains)
+        return self.make_sample(
+            index,
+            triplet,
+            fit,
+            num_chains=n_chains,
+            chain_hops=hops,
+            chain_head=chains[0].keys[0],
+            chains=chains,
+        )
 
-    def _fit_core(self, triplet: Triplet, rng: np.random.Generator, head: str, tail: str, decoys: list[int],
-                  pairs: list[str], between: list[bool]) -> FitResult:
+    def _fit_core(
+        self,
+        triplet: Triplet,
+        rng: np.random.Generator,
+        head: str,
+        tail: str,
+        decoys: list[int],
+        pairs: list[str],
+        between: list[bool],
+    ) -> FitResult:
         """LoongRL's layout: the record's whole paragraph set (gold and its own distractors) stays
         together as one core block, at a depth drawn around the middle; other documents fill the rest."""
         c = self.config
@@ -274,12 +299,25 @@ class KeyChain(Generator):
                 priority.extend(self.corpus.triplets[self.corpus.question_triplet[q]].gold_docs)
             priority = [priority[i] for i in rng.permutation(len(priority))]
         ids, titles = {d.doc_id for d in core}, {d.title for d in core}
-        fit = fit_prompt(tokenizer=self.tokenizer, counter=self.counter, length=c.length, tolerance=c.tolerance,
-                         head=head, tail=tail, gold=core, candidates=self.corpus.distractors(rng, ids, titles, priority),
-                         rng=rng, placement=f"depth:{depth}", pairs=pairs, system_prompt=c.system_prompt,
-                         between=between)
+        fit = fit_prompt(
+            tokenizer=self.tokenizer,
+            counter=self.counter,
+            length=c.length,
+            tolerance=c.tolerance,
+            head=head,
+            tail=tail,
+            gold=core,
+            candidates=self.corpus.distractors(rng, ids, titles, priority),
+            rng=rng,
+            placement=f"depth:{depth}",
+            pairs=pairs,
+            system_prompt=c.system_prompt,
+            between=between,
+        )
         g = len(triplet.gold_docs)  # the core's first documents are the gold ones
-        return dataclasses.replace(fit, gold_positions=fit.gold_positions[:g], gold_depths=fit.gold_depths[:g])
+        return dataclasses.replace(
+            fit, gold_positions=fit.gold_positions[:g], gold_depths=fit.gold_depths[:g]
+        )
 
     @classmethod
     def documents(cls, row: dict) -> list[str]:
@@ -302,18 +340,29 @@ class KeyChain(Generator):
         off = list(row["doc_offsets"] or [])
         # The head is read from the instructions only (before the first and after the last document), so
         # a document that happens to quote the phrase cannot pass for a second instruction.
-        instructions = user[:off[0]] + "\n" + user[off[-1]:] if off and 0 <= off[0] <= off[-1] <= len(user) else user
+        instructions = (
+            user[: off[0]] + "\n" + user[off[-1] :] if off and 0 <= off[0] <= off[-1] <= len(user) else user
+        )
         heads = _HEAD.findall(instructions)
         if not heads:
             return problems + [("chain", "the instructions name no head key")]
         head = heads[-1]
         if len(set(heads)) > 1:
-            problems.append(("chain", f"the instructions name {len(set(heads))} different head keys: "
-                                      f"{sorted(set(heads))[:3]}"))
+            problems.append(
+                (
+                    "chain",
+                    f"the instructions name {len(set(heads))} different head keys: {sorted(set(heads))[:3]}",
+                )
+            )
         head_text, tail = keychain_pieces(head)
         if not user.endswith(tail):
-            problems.append(("chain", "the instructions after the text are not the ones naming head "
-                                      f"{head} (another head key or question was written into them)"))
+            problems.append(
+                (
+                    "chain",
+                    "the instructions after the text are not the ones naming head "
+                    f"{head} (another head key or question was written into them)",
+                )
+            )
         if not user.startswith(head_text):
             problems.append(("structure", "the user message does not start with the KeyChain instructions"))
         if head != row["chain_head"]:
@@ -323,23 +372,47 @@ class KeyChain(Generator):
         except ValueError as e:
             return problems + [("chain", str(e))]
         if end != row["question"]:
-            problems.append(("chain", f"the chain from {head} ends at {end!r}, not at the question {row['question']!r}"))
+            problems.append(
+                ("chain", f"the chain from {head} ends at {end!r}, not at the question {row['question']!r}")
+            )
         if len(visited) != row["chain_hops"]:
-            problems.append(("chain", f"the true chain has {len(visited)} keys, chain_hops is {row['chain_hops']}"))
+            problems.append(
+                ("chain", f"the true chain has {len(visited)} keys, chain_hops is {row['chain_hops']}")
+            )
         targets = [v for _, v in text_pairs if not _KEY_ONLY.match(v)]
         if targets.count(row["question"]) != 1:
-            problems.append(("chain", f"the question is the end of {targets.count(row['question'])} chains, not exactly 1"))
+            problems.append(
+                (
+                    "chain",
+                    f"the question is the end of {targets.count(row['question'])} chains, not exactly 1",
+                )
+            )
         if len(set(targets)) != len(targets):
             problems.append(("chain", "two chains end at the same question"))
         if len(targets) != row["num_chains"]:
-            problems.append(("chain", f"the text has {len(targets)} chain ends, num_chains is {row['num_chains']}"))
+            problems.append(
+                ("chain", f"the text has {len(targets)} chain ends, num_chains is {row['num_chains']}")
+            )
         misplaced = _after_abbreviation(user, spans)
         if misplaced:
-            problems.append(("placement", f"{len(misplaced)} pair(s) sit after an initial or abbreviation, not a "
-                                          f"sentence end, e.g. {misplaced[0]!r}"))
-        carried = {(k, (c["keys"][i + 1] if i + 1 < len(c["keys"]) else c["target"]))
-                   for c in row["chains"] for i, k in enumerate(c["keys"])}
+            problems.append(
+                (
+                    "placement",
+                    f"{len(misplaced)} pair(s) sit after an initial or abbreviation, not a "
+                    f"sentence end, e.g. {misplaced[0]!r}",
+                )
+            )
+        carried = {
+            (k, (c["keys"][i + 1] if i + 1 < len(c["keys"]) else c["target"]))
+            for c in row["chains"]
+            for i, k in enumerate(c["keys"])
+        }
         if carried != set(text_pairs):
-            problems.append(("chain", f"the pairs in the text differ from the carried chains "
-                                      f"({len(set(text_pairs) - carried)} extra, {len(carried - set(text_pairs))} missing)"))
+            problems.append(
+                (
+                    "chain",
+                    f"the pairs in the text differ from the carried chains "
+                    f"({len(set(text_pairs) - carried)} extra, {len(carried - set(text_pairs))} missing)",
+                )
+            )
         return problems

@@ -19,8 +19,11 @@ class LongQA(Generator):
 
     def build(self, index: int, triplet: Triplet, rng: np.random.Generator) -> Sample:
         head, tail = longqa_pieces(triplet.question)
-        priority = [triplet.distractor_docs[i] for i in rng.permutation(len(triplet.distractor_docs))] \
-            if self.config.hard_distractors else []
+        priority = (
+            [triplet.distractor_docs[i] for i in rng.permutation(len(triplet.distractor_docs))]
+            if self.config.hard_distractors
+            else []
+        )
         fit = self.fit(triplet, rng, head, tail, priority)
         return self.make_sample(index, triplet, fit)
 
@@ -36,11 +39,19 @@ class LongQA(Generator):
         head, tail = longqa_pieces(row["question"])
         if not user.endswith(tail):
             asked = user.rsplit("Question: ", 1)[-1].split("\n\n", 1)[0] if "Question: " in user else None
-            problems.append(("question", f"the text asks {asked!r}, not the question column {row['question']!r}"
-                             if asked is not None else "the text does not end with the question and answer format"))
+            problems.append(
+                (
+                    "question",
+                    f"the text asks {asked!r}, not the question column {row['question']!r}"
+                    if asked is not None
+                    else "the text does not end with the question and answer format",
+                )
+            )
         if not user.startswith(head):
             problems.append(("structure", "the user message does not start with the long-QA instructions"))
         text_pairs = parse_pairs(user)
         if text_pairs:
-            problems.append(("chain", f"a sample without chains has {len(text_pairs)} key-value pairs in its text"))
+            problems.append(
+                ("chain", f"a sample without chains has {len(text_pairs)} key-value pairs in its text")
+            )
         return problems

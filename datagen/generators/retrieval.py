@@ -52,8 +52,9 @@ def parse_depths(depths: str | None) -> list[float]:
         except ValueError:
             d = -1.0
         if not 0.0 <= d <= 1.0:
-            raise LongmillError(f"depths must be comma-separated numbers in [0, 1] (e.g. 0,0.25,0.5,0.75,1); "
-                                f"got {depths!r}")
+            raise LongmillError(
+                f"depths must be comma-separated numbers in [0, 1] (e.g. 0,0.25,0.5,0.75,1); got {depths!r}"
+            )
         out.append(d)
     return out
 
@@ -83,8 +84,15 @@ class _Retrieval(Generator):
 
     config: RetrievalConfig
 
-    def fit_needles(self, index: int, rng: np.random.Generator, head: str, tail: str, gold: list[Document],
-                    others: list[Document]) -> FitResult:
+    def fit_needles(
+        self,
+        index: int,
+        rng: np.random.Generator,
+        head: str,
+        tail: str,
+        gold: list[Document],
+        others: list[Document],
+    ) -> FitResult:
         """Fill the context: ``gold`` at the sample's depth, ``others`` spread among the distractors.
 
         Raises:
@@ -94,21 +102,42 @@ class _Retrieval(Generator):
         placement = c.placement_for(index)
         parse_placement(placement)
         candidates = self.corpus.distractors(rng, {d.doc_id for d in gold}, set(), others)
-        fit = fit_prompt(tokenizer=self.tokenizer, counter=self.counter, length=c.length, tolerance=c.tolerance,
-                         head=head, tail=tail, gold=gold, candidates=candidates, rng=rng, placement=placement,
-                         system_prompt=c.system_prompt)
+        fit = fit_prompt(
+            tokenizer=self.tokenizer,
+            counter=self.counter,
+            length=c.length,
+            tolerance=c.tolerance,
+            head=head,
+            tail=tail,
+            gold=gold,
+            candidates=candidates,
+            rng=rng,
+            placement=placement,
+            system_prompt=c.system_prompt,
+        )
         placed = {d.doc_id for d in fit.docs}
         if not {d.doc_id for d in others} <= placed:
-            raise LengthBudgetError(f"length {c.length} cannot hold all {len(gold) + len(others)} needles; "
-                                    "use a larger --length or fewer needles")
+            raise LengthBudgetError(
+                f"length {c.length} cannot hold all {len(gold) + len(others)} needles; "
+                "use a larger --length or fewer needles"
+            )
         return fit
 
-    def item(self, triplet: Triplet, question: str, answers: list[str], gold: list[Document], hops: int,
-             qtype: str) -> Triplet:
+    def item(
+        self, triplet: Triplet, question: str, answers: list[str], gold: list[Document], hops: int, qtype: str
+    ) -> Triplet:
         """The sample's own question record (the source triplet only supplies the haystack)."""
-        return Triplet(id=f"{self.name}:{stable_id(question, [d.doc_id for d in gold])}", source=triplet.source,
-                       split=triplet.split, question=question, answers=answers, hops=hops, question_type=qtype,
-                       gold_docs=gold, supporting_facts=[SupportingFact(d.title, 0, d.text) for d in gold])
+        return Triplet(
+            id=f"{self.name}:{stable_id(question, [d.doc_id for d in gold])}",
+            source=triplet.source,
+            split=triplet.split,
+            question=question,
+            answers=answers,
+            hops=hops,
+            question_type=qtype,
+            gold_docs=gold,
+            supporting_facts=[SupportingFact(d.title, 0, d.text) for d in gold],
+        )
 
     @staticmethod
     def task_data(row: dict) -> dict:
@@ -146,8 +175,10 @@ class NeedlesConfig(RetrievalConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 1 <= self.num_queries <= self.num_needles <= 1000:
-            raise LongmillError(f"need 1 <= num_queries <= num_needles <= 1000, got num_queries={self.num_queries}, "
-                                f"num_needles={self.num_needles}")
+            raise LongmillError(
+                f"need 1 <= num_queries <= num_needles <= 1000, got num_queries={self.num_queries}, "
+                f"num_needles={self.num_needles}"
+            )
 
 
 def needles_answer(values: list[str]) -> list[str]:
@@ -176,7 +207,10 @@ class Needles(_Retrieval):
             if k not in keys:
                 keys.append(k)
         values = [str(int(v)) for v in rng.choice(9_000_000, size=c.num_needles, replace=False) + 1_000_000]
-        docs = [Document.make(NEEDLE_TITLE, NEEDLE_TEXT.format(key=k, value=v)) for k, v in zip(keys, values, strict=True)]
+        docs = [
+            Document.make(NEEDLE_TITLE, NEEDLE_TEXT.format(key=k, value=v))
+            for k, v in zip(keys, values, strict=True)
+        ]
         asked = [int(i) for i in rng.choice(c.num_needles, size=c.num_queries, replace=False)]
         gold = [docs[i] for i in asked]
         others = [d for i, d in enumerate(docs) if i not in set(asked)]
@@ -184,8 +218,10 @@ class Needles(_Retrieval):
         if len(qkeys) == 1:
             question = f"What is the special magic number for {qkeys[0]} mentioned in the provided text?"
         else:
-            question = (f"What are the special magic numbers for {', '.join(qkeys[:-1])} and {qkeys[-1]} mentioned in "
-                        "the provided text? Give them in that order, separated by commas.")
+            question = (
+                f"What are the special magic numbers for {', '.join(qkeys[:-1])} and {qkeys[-1]} mentioned in "
+                "the provided text? Give them in that order, separated by commas."
+            )
         answers = needles_answer(qvalues)
         item = self.item(triplet, question, answers, gold, len(gold), "single" if len(gold) == 1 else "multi")
         head, tail = longqa_pieces(question)
@@ -236,8 +272,10 @@ class VarTrackConfig(RetrievalConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 1 <= self.num_chains <= 200 or not 2 <= self.chain_length <= 50:
-            raise LongmillError(f"need 1 <= num_chains <= 200 and 2 <= chain_length <= 50, got "
-                                f"num_chains={self.num_chains}, chain_length={self.chain_length}")
+            raise LongmillError(
+                f"need 1 <= num_chains <= 200 and 2 <= chain_length <= 50, got "
+                f"num_chains={self.num_chains}, chain_length={self.chain_length}"
+            )
 
 
 def resolve_assignments(assignments: list[tuple[str, str, str]]) -> dict[str, str]:
@@ -288,26 +326,34 @@ class VarTrack(_Retrieval):
             if v not in names:
                 names.append(v)
         values = [str(int(v)) for v in rng.choice(90_000, size=c.num_chains, replace=False) + 10_000]
-        chains = [names[j * c.chain_length:(j + 1) * c.chain_length] for j in range(c.num_chains)]
+        chains = [names[j * c.chain_length : (j + 1) * c.chain_length] for j in range(c.num_chains)]
         docs = []
         for chain, value in zip(chains, values, strict=True):
             texts = [VAR_VALUE.format(name=chain[0], value=value)]
             texts += [VAR_COPY.format(name=chain[i], source=chain[i - 1]) for i in range(1, len(chain))]
             docs.append([Document.make(NEEDLE_TITLE, t) for t in texts])
         gold, others = docs[0], [d for chain_docs in docs[1:] for d in chain_docs]
-        question = (f"Find all variables that are assigned the value {values[0]} in the text above, directly or "
-                    "through other variables. List them in the order of their assignment chain, separated by "
-                    "spaces.")
+        question = (
+            f"Find all variables that are assigned the value {values[0]} in the text above, directly or "
+            "through other variables. List them in the order of their assignment chain, separated by "
+            "spaces."
+        )
         head, tail = longqa_pieces(question)
-        fit = self.fit_needles(index, rng, head, tail, gold, [others[int(i)] for i in rng.permutation(len(others))])
+        fit = self.fit_needles(
+            index, rng, head, tail, gold, [others[int(i)] for i in rng.permutation(len(others))]
+        )
         # The chain's order is the answer; the order in which its assignments appear in the text (which
         # differs, as they are placed independently) is accepted too.
         where = {d.doc_id: i for i, d in enumerate(fit.docs)}
         seen = [v for _, v in sorted(zip((where[d.doc_id] for d in gold), chains[0], strict=True))]
         answers = list(dict.fromkeys([" ".join(chains[0]), " ".join(seen)]))
         item = self.item(triplet, question, answers, gold, c.chain_length, "vartrack")
-        data = {"value": values[0], "num_chains": c.num_chains, "chain_length": c.chain_length,
-                "placement": c.placement_for(index)}
+        data = {
+            "value": values[0],
+            "num_chains": c.num_chains,
+            "chain_length": c.chain_length,
+            "placement": c.placement_for(index),
+        }
         return self.make_sample(index, item, fit, task_data=data)
 
     @classmethod
@@ -325,8 +371,12 @@ class VarTrack(_Retrieval):
             return [("vartrack", str(e))]
         problems = []
         if len(found) != chains * length:
-            problems.append(("vartrack", f"the text has {len(found)} assignments, task_data says {chains} chains of "
-                                         f"{length}"))
+            problems.append(
+                (
+                    "vartrack",
+                    f"the text has {len(found)} assignments, task_data says {chains} chains of {length}",
+                )
+            )
         if value not in row["question"]:
             problems.append(("vartrack", f"the question does not ask about {value}"))
         holders = {name for name, v in resolved.items() if v == value}

@@ -53,8 +53,9 @@ def neutralise_pairs(text: str) -> tuple[str, int]:
 
 def neutralise_triplet(t: Triplet) -> tuple[Triplet, int]:
     """``t`` with pair-shaped text defused in every text that reaches a prompt; returns (triplet, count)."""
-    if "{" not in t.question and not any("{" in d.text or "{" in d.title
-                                         for d in itertools.chain(t.gold_docs, t.distractor_docs)):
+    if "{" not in t.question and not any(
+        "{" in d.text or "{" in d.title for d in itertools.chain(t.gold_docs, t.distractor_docs)
+    ):
         return t, 0  # the common case: one scan, no copies
     n = 0
 
@@ -73,12 +74,17 @@ def neutralise_triplet(t: Triplet) -> tuple[Triplet, int]:
 
     question = fix(t.question)
     gold, distractors = fix_docs(t.gold_docs), fix_docs(t.distractor_docs)
-    facts = [f if "{" not in f.text and "{" not in f.title else dataclasses.replace(f, title=fix(f.title), text=fix(f.text))
-             for f in t.supporting_facts]
+    facts = [
+        f
+        if "{" not in f.text and "{" not in f.title
+        else dataclasses.replace(f, title=fix(f.title), text=fix(f.text))
+        for f in t.supporting_facts
+    ]
     if not n:
         return t, 0
-    return dataclasses.replace(t, question=question, gold_docs=gold, distractor_docs=distractors,
-                               supporting_facts=facts), n
+    return dataclasses.replace(
+        t, question=question, gold_docs=gold, distractor_docs=distractors, supporting_facts=facts
+    ), n
 
 
 def clean_text(text: str) -> str:
@@ -110,7 +116,9 @@ class SkipCounter(Stats):
         self.max_logged = max_logged
         self.examples: list[str] = []
 
-    def skip(self, path: str | Path, record: int | str, field: str, reason: str, kind: str | None = None) -> None:
+    def skip(
+        self, path: str | Path, record: int | str, field: str, reason: str, kind: str | None = None
+    ) -> None:
         """Record one skipped record. ``kind`` groups the count (default: ``malformed:<field>``)."""
         err = RecordError(str(path), record, field, reason)
         if self.strict:
@@ -168,7 +176,9 @@ class Source:
         unknown = sorted(set(self.options) - set(self.option_names))
         if unknown:
             valid = ", ".join(self.option_names) or "none"
-            raise LongmillError(f"source '{self.name}' got unknown option(s) {unknown}; valid options: {valid}")
+            raise LongmillError(
+                f"source '{self.name}' got unknown option(s) {unknown}; valid options: {valid}"
+            )
 
     def files(self) -> list[Path]:
         """The input files, sorted, with a clear error when there are none."""
@@ -208,8 +218,11 @@ class Source:
             t, k = neutralise_triplet(t)
             if k:
                 if not self.cleaned:
-                    log.info("%s: defusing text shaped like KeyChain pairs ({\"<hex>\": ...}) in record %s",
-                             self.name, t.id)
+                    log.info(
+                        '%s: defusing text shaped like KeyChain pairs ({"<hex>": ...}) in record %s',
+                        self.name,
+                        t.id,
+                    )
                 self.cleaned.add("pair_text_neutralised", k)
             yield t
             n += 1
@@ -268,9 +281,11 @@ def iter_json_records(path: Path) -> Iterator[tuple[int, Any]]:
         head = f.read(4096)
         f.seek(0)
         if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-            raise LongmillError(f"{path}: the file is UTF-16; re-encode it as UTF-8 "
-                                f"(e.g. iconv -f utf-16 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix})")
-        start = head[len(_BOM):] if head.startswith(_BOM) else head
+            raise LongmillError(
+                f"{path}: the file is UTF-16; re-encode it as UTF-8 "
+                f"(e.g. iconv -f utf-16 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix})"
+            )
+        start = head[len(_BOM) :] if head.startswith(_BOM) else head
         start = start.lstrip()
         if start.startswith(b"["):
             # Streamed, so that memory stays bounded on HotpotQA train (540 MB) and the like.
@@ -285,14 +300,22 @@ def iter_json_records(path: Path) -> Iterator[tuple[int, Any]]:
         first = True
         for i, raw in enumerate(f):
             if i == 0 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
+                raw = raw[len(_BOM) :]
             if not raw.strip():
                 continue
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                yield i, RecordError(str(path), i, "<line>", f"not valid UTF-8 (byte {e.start} of the line: {e.reason}); "
-                                                             "re-encode the file as UTF-8")
+                yield (
+                    i,
+                    RecordError(
+                        str(path),
+                        i,
+                        "<line>",
+                        f"not valid UTF-8 (byte {e.start} of the line: {e.reason}); "
+                        "re-encode the file as UTF-8",
+                    ),
+                )
                 first = False
                 continue
             try:
@@ -320,8 +343,10 @@ def _load_json(path: Path, data: bytes, expected: str | None) -> Any:
         if expected is None:
             return None
         line = data.count(b"\n", 0, e.start) + 1
-        raise LongmillError(f"{path}: not valid UTF-8 at byte {e.start} (line {line}: {e.reason}); "
-                            "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+        raise LongmillError(
+            f"{path}: not valid UTF-8 at byte {e.start} (line {line}: {e.reason}); "
+            "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -347,14 +372,24 @@ def _looks_like_record(obj: dict[str, Any]) -> bool:
 def _object_message(path: Path, obj: Any) -> str:
     keys = ", ".join(repr(k) for k in list(obj)[:6]) if isinstance(obj, dict) else ""
     inner = records_inside(obj) if isinstance(obj, dict) else None
-    hint = f"; the records seem to be its {inner!r} list: write that list out (e.g. jq '.{inner}')" if inner else ""
-    return (f"{path}: expected a JSON list of records (or one JSON object per line), but the file is one JSON "
-            f"object (keys {keys}){hint}")
+    hint = (
+        f"; the records seem to be its {inner!r} list: write that list out (e.g. jq '.{inner}')"
+        if inner
+        else ""
+    )
+    return (
+        f"{path}: expected a JSON list of records (or one JSON object per line), but the file is one JSON "
+        f"object (keys {keys}){hint}"
+    )
 
 
 #: The published layouts a reader can recognise, by the keys only that layout has.
-FORMAT_NAMES = {"hotpotqa": "HotpotQA", "2wikimqa": "2WikiMultihopQA", "musique": "MuSiQue",
-                "hf": "the Hugging Face hub layout of HotpotQA"}
+FORMAT_NAMES = {
+    "hotpotqa": "HotpotQA",
+    "2wikimqa": "2WikiMultihopQA",
+    "musique": "MuSiQue",
+    "hf": "the Hugging Face hub layout of HotpotQA",
+}
 _TWOWIKI_TYPES = {"compositional", "inference", "bridge_comparison"}
 
 
@@ -381,11 +416,13 @@ def looks_like(record: Any) -> str | None:
 
 
 def format_hint(record: Any, reader: str) -> str | None:
-    """"this looks like MuSiQue; use --source musique" when ``record`` is in another reader's layout."""
+    """ "this looks like MuSiQue; use --source musique" when ``record`` is in another reader's layout."""
     other = looks_like(record)
     if other is None or other == reader or {other, reader} == {"hotpotqa", "2wikimqa"}:
         return None  # HotpotQA and 2Wiki share one layout: either reader reads the other's files
-    return f"this looks like {FORMAT_NAMES[other]}, not {FORMAT_NAMES.get(reader, reader)}; use --source {other}"
+    return (
+        f"this looks like {FORMAT_NAMES[other]}, not {FORMAT_NAMES.get(reader, reader)}; use --source {other}"
+    )
 
 
 def make_doc(title: str, text: str) -> Document:
@@ -396,7 +433,9 @@ def make_doc(title: str, text: str) -> Document:
 def require(record: Any, key: str, type_: type | tuple[type, ...], path: Path, index: int | str) -> Any:
     """``record[key]`` checked for presence and type, or a :class:`RecordError` naming the field."""
     if not isinstance(record, dict):
-        raise RecordError(str(path), index, "<record>", f"expected a JSON object, got {type(record).__name__}")
+        raise RecordError(
+            str(path), index, "<record>", f"expected a JSON object, got {type(record).__name__}"
+        )
     if key not in record:
         raise RecordError(str(path), index, key, "missing")
     value = record[key]

@@ -85,13 +85,19 @@ class HFSource(Source):
             raise LongmillError("source 'hf' needs a dataset: the option path=HUB_ID_OR_FOLDER, or --input")
         self.format = self.options.get("format") or "mapped"
         if self.format not in FORMATS:
-            raise LongmillError(f"source 'hf': option format={self.format!r}; valid formats: {', '.join(FORMATS)}")
+            raise LongmillError(
+                f"source 'hf': option format={self.format!r}; valid formats: {', '.join(FORMATS)}"
+            )
         if self.format == "hotpotqa" and "map" in self.options:
-            raise LongmillError("source 'hf': option map applies to format=mapped only; drop it for format=hotpotqa")
+            raise LongmillError(
+                "source 'hf': option map applies to format=mapped only; drop it for format=hotpotqa"
+            )
         self.split = str(self.options.get("split") or "train")
         self.config = self.options.get("config")
         self.label = f"hf:{self.path}" + (f"/{self.config}" if self.config else "") + f"[{self.split}]"
-        self.columns = ColumnMap(self.options.get("map"), self.name, self.split) if self.format == "mapped" else None
+        self.columns = (
+            ColumnMap(self.options.get("map"), self.name, self.split) if self.format == "mapped" else None
+        )
 
     def _flag(self, key: str) -> bool:
         """A boolean option, also given as text (``true``/``false``, ``1``/``0``, ``yes``/``no``)."""
@@ -119,9 +125,11 @@ class HFSource(Source):
             if isinstance(e, ValueError):
                 hint = "check the config and split options against the valid names in that message"
             else:
-                hint = ("check the dataset id (owner/name, as on huggingface.co), go online (unset "
-                        "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE) or log in for a gated dataset, or pass a local "
-                        "folder of JSONL/Parquet files as path")
+                hint = (
+                    "check the dataset id (owner/name, as on huggingface.co), go online (unset "
+                    "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE) or log in for a gated dataset, or pass a local "
+                    "folder of JSONL/Parquet files as path"
+                )
             raise LongmillError(f"source 'hf': cannot load {self.label}: {e}; {hint}") from e
 
     def _iter(self) -> Iterator[Triplet]:
@@ -141,8 +149,9 @@ class HFSource(Source):
                 except RecordError as e:
                     skip_record(self.skips, e)
                     continue
-                t = hotpotqa_triplet(row, self.label, index, split=self.split, fullwiki=fullwiki,
-                                     skips=self.skips, id_key="id")
+                t = hotpotqa_triplet(
+                    row, self.label, index, split=self.split, fullwiki=fullwiki, skips=self.skips, id_key="id"
+                )
             if t is not None:
                 n += 1
                 yield t

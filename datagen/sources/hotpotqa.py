@@ -33,6 +33,7 @@ from datagen.sources.base import (
 
 log = logging.getLogger(__name__)
 
+
 def join_sentences(sentences: Iterable[str]) -> str:
     """Join a paragraph's sentences into single-line text that keeps a space after each sentence end.
 
@@ -152,15 +153,22 @@ def parse_wiki_layout(record: dict[str, Any], path: str | Path, index: int | str
     gold_titles: list[str] = []
     for pos, title, sent in facts:
         if title not in paras:
-            raise GoldTitleMissing(str(path), index, f"supporting_facts[{pos}]", f"title {title!r} is not in context")
+            raise GoldTitleMissing(
+                str(path), index, f"supporting_facts[{pos}]", f"title {title!r} is not in context"
+            )
         sents = paras[title]
         if not 0 <= sent < len(sents):
-            raise RecordError(str(path), index, f"supporting_facts[{pos}][1]",
-                              f"sentence {sent} is out of range: {title!r} has {len(sents)} sentence(s)")
+            raise RecordError(
+                str(path),
+                index,
+                f"supporting_facts[{pos}][1]",
+                f"sentence {sent} is out of range: {title!r} has {len(sents)} sentence(s)",
+            )
         text = clean_text(sents[sent])
         if not text:
-            raise RecordError(str(path), index, f"supporting_facts[{pos}][1]",
-                              f"sentence {sent} of {title!r} is empty")
+            raise RecordError(
+                str(path), index, f"supporting_facts[{pos}][1]", f"sentence {sent} of {title!r} is empty"
+            )
         sfs.append(SupportingFact(title=title, sent_idx=sent, text=text))
         if title not in gold_titles:
             gold_titles.append(title)
@@ -225,9 +233,16 @@ def hotpotqa_triplet(
         skip_record(skips, e)
         return None
     return Triplet(
-        id=f"{source}:{rid}", source=source, split=split, question=question, answers=answers,
-        hops=parts.hops, question_type=qtype, gold_docs=parts.gold_docs,
-        supporting_facts=parts.supporting_facts, distractor_docs=parts.distractor_docs,
+        id=f"{source}:{rid}",
+        source=source,
+        split=split,
+        question=question,
+        answers=answers,
+        hops=parts.hops,
+        question_type=qtype,
+        gold_docs=parts.gold_docs,
+        supporting_facts=parts.supporting_facts,
+        distractor_docs=parts.distractor_docs,
     )
 
 
@@ -259,7 +274,9 @@ class HotpotQA(Source):
         super()._check_options()
         setting = self.options.get("setting")
         if setting not in (None, "distractor", "fullwiki"):
-            raise LongmillError(f"source 'hotpotqa': option setting={setting!r}; use 'distractor' or 'fullwiki'")
+            raise LongmillError(
+                f"source 'hotpotqa': option setting={setting!r}; use 'distractor' or 'fullwiki'"
+            )
 
     def _iter(self) -> Iterator[Triplet]:
         setting = self.options.get("setting")

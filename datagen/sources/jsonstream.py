@@ -42,7 +42,7 @@ class _Reader:
             self.eof = True
             return False
         self.lines_before += self.buf.count("\n", 0, self.pos)
-        self.buf = self.buf[self.pos:] + text
+        self.buf = self.buf[self.pos :] + text
         self.pos = 0
         return True
 
@@ -59,8 +59,9 @@ class _Reader:
         at = self.pos if at is None else at
         line = self.lines_before + self.buf.count("\n", 0, at) + 1
         col = at - self.buf.rfind("\n", 0, at)
-        return LongmillError(f"{self.path}: not valid JSON ({what}: line {line} column {col}); "
-                             "expected a JSON list of records")
+        return LongmillError(
+            f"{self.path}: not valid JSON ({what}: line {line} column {col}); expected a JSON list of records"
+        )
 
 
 def iter_json_array(f: TextIO, path: str | Path, chunk: int = CHUNK) -> Iterator[Any]:
@@ -109,6 +110,6 @@ def iter_json_array(f: TextIO, path: str | Path, chunk: int = CHUNK) -> Iterator
         yield obj
         if r.pos > r.chunk:  # forget what was read, keeping memory at about one chunk
             r.lines_before += r.buf.count("\n", 0, r.pos)
-            r.buf, r.pos = r.buf[r.pos:], 0
+            r.buf, r.pos = r.buf[r.pos :], 0
     if r.skip_ws():
         raise r.error("extra data after the array")

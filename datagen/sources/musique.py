@@ -60,7 +60,9 @@ def _paragraphs(value: list[Any], path: Path, index: int) -> dict[int, tuple[Doc
     return out
 
 
-def _facts(steps: list[Any], paras: dict[int, tuple[Document, bool]], path: Path, index: int) -> list[SupportingFact]:
+def _facts(
+    steps: list[Any], paras: dict[int, tuple[Document, bool]], path: Path, index: int
+) -> list[SupportingFact]:
     """One supporting sentence per decomposition step: the first sentence of its supporting
     paragraph that contains the step's answer (case-insensitive), else that paragraph's first."""
     facts: list[SupportingFact] = []
@@ -78,7 +80,9 @@ def _facts(steps: list[Any], paras: dict[int, tuple[Document, bool]], path: Path
         if isinstance(support, bool) or not isinstance(support, int):
             raise bad_type(path, index, f"{f}.paragraph_support_idx", "int or null", support)
         if support not in paras:
-            raise RecordError(str(path), index, f"{f}.paragraph_support_idx", f"no paragraph has idx {support}")
+            raise RecordError(
+                str(path), index, f"{f}.paragraph_support_idx", f"no paragraph has idx {support}"
+            )
         doc = paras[support][0]
         sents = split_sentences(doc.text)
         if not sents:
@@ -141,8 +145,15 @@ def musique_triplet(record: Any, path: Path, index: int, split: str, source: Sou
         return None
     qtype = rid.split("__", 1)[0] if "__" in rid else None
     return Triplet(
-        id=f"{source.name}:{rid}", source=source.name, split=split, question=question, answers=answers,
-        hops=len(steps), question_type=qtype, gold_docs=gold, supporting_facts=facts,
+        id=f"{source.name}:{rid}",
+        source=source.name,
+        split=split,
+        question=question,
+        answers=answers,
+        hops=len(steps),
+        question_type=qtype,
+        gold_docs=gold,
+        supporting_facts=facts,
         distractor_docs=[d for d, sup in paras.values() if not sup and d.text],
     )
 

@@ -40,8 +40,18 @@ from datagen.sources.hotpotqa import answer_list
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("id", "question", "answers", "gold_docs", "distractor_docs", "context", "supporting_facts", "hops",
-          "question_type", "split")
+FIELDS = (
+    "id",
+    "question",
+    "answers",
+    "gold_docs",
+    "distractor_docs",
+    "context",
+    "supporting_facts",
+    "hops",
+    "question_type",
+    "split",
+)
 
 
 class ColumnMap:
@@ -59,19 +69,27 @@ class ColumnMap:
             try:
                 mapping = json.loads(mapping)
             except json.JSONDecodeError as e:
-                raise LongmillError(f"source '{source}': option map is not a JSON object ({e}); "
-                                    'write it as {"question": "my_question_column", ...}') from e
+                raise LongmillError(
+                    f"source '{source}': option map is not a JSON object ({e}); "
+                    'write it as {"question": "my_question_column", ...}'
+                ) from e
         if not isinstance(mapping, dict):
-            raise LongmillError(f"source '{source}': option map must be a {{field: column}} object, "
-                                f"got {type(mapping).__name__}")
+            raise LongmillError(
+                f"source '{source}': option map must be a {{field: column}} object, "
+                f"got {type(mapping).__name__}"
+            )
         for key, col in mapping.items():
             if key not in FIELDS:
                 close = difflib.get_close_matches(str(key), FIELDS, n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise LongmillError(f"source '{source}': option map has unknown field '{key}'{hint}; "
-                                    f"valid fields: {', '.join(FIELDS)}")
+                raise LongmillError(
+                    f"source '{source}': option map has unknown field '{key}'{hint}; "
+                    f"valid fields: {', '.join(FIELDS)}"
+                )
             if not isinstance(col, str) or not col:
-                raise LongmillError(f"source '{source}': option map['{key}'] must be a column name, got {col!r}")
+                raise LongmillError(
+                    f"source '{source}': option map['{key}'] must be a column name, got {col!r}"
+                )
         self.mapping = {f: mapping.get(f, f) for f in FIELDS}
         self.answer_fallback = "answers" not in mapping
         self.source = source
@@ -127,8 +145,9 @@ class ColumnMap:
                 gold = self._docs(row, "context", path, index)
             if not gold:
                 gold_col, context_col = self.mapping["gold_docs"], self.mapping["context"]
-                raise RecordError(path, index, gold_col,
-                                  f"no gold documents: give '{gold_col}' or a '{context_col}' string")
+                raise RecordError(
+                    path, index, gold_col, f"no gold documents: give '{gold_col}' or a '{context_col}' string"
+                )
         col, hops = self._get(row, "hops")
         if hops is None:
             hops = len(gold)
@@ -141,8 +160,14 @@ class ColumnMap:
         if split is not None and not isinstance(split, str):
             raise bad_type(path, index, col, "a string", split)
         return Triplet(
-            id=f"{self.source}:{rid}", source=self.source, split=split or self.default_split,
-            question=clean_text(question), answers=answers, hops=hops, question_type=qtype, gold_docs=gold,
+            id=f"{self.source}:{rid}",
+            source=self.source,
+            split=split or self.default_split,
+            question=clean_text(question),
+            answers=answers,
+            hops=hops,
+            question_type=qtype,
+            gold_docs=gold,
             supporting_facts=self._facts(row, path, index),
             distractor_docs=[d for d in self._docs(row, "distractor_docs", path, index) if d.text],
         )
@@ -242,8 +267,10 @@ class JsonlSource(_Mapped):
                 if first and not self.options.get("map") and (other := looks_like(record)):
                     # Without a mapping, a published layout would be read column by column and lose its
                     # documents; its own reader understands it.
-                    raise LongmillError(f"{path}: this looks like {FORMAT_NAMES[other]}; use --source {other} "
-                                        "(or map its fields with the source option map={...})")
+                    raise LongmillError(
+                        f"{path}: this looks like {FORMAT_NAMES[other]}; use --source {other} "
+                        "(or map its fields with the source option map={...})"
+                    )
                 first = False
                 t = self._emit(record, path, index, len(files) > 1)
                 if t is not None:
@@ -273,8 +300,10 @@ class ParquetSource(_Mapped):
             names = read_schema(path).names
             question = self.columns.mapping["question"]
             if question not in names:
-                raise LongmillError(f"{path}: no column '{question}' for the question (columns: {', '.join(names)}); "
-                                    "name it with the source option map={'question': COLUMN}")
+                raise LongmillError(
+                    f"{path}: no column '{question}' for the question (columns: {', '.join(names)}); "
+                    "name it with the source option map={'question': COLUMN}"
+                )
             cols = [c for c in self.columns.columns() if c in names]
             for _, index, row in iter_rows([path], columns=cols):
                 t = self._emit(row, path, index, len(files) > 1)

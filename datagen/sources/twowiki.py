@@ -55,7 +55,9 @@ class TwoWikiMQA(Source):
     def _iter(self) -> Iterator[Triplet]:
         aliases = self._load_aliases()
         for path, split, index, record in self.json_records():
-            t = hotpotqa_triplet(record, path, index, split=split, fullwiki=False, skips=self.skips, source=self.name)
+            t = hotpotqa_triplet(
+                record, path, index, split=split, fullwiki=False, skips=self.skips, source=self.name
+            )
             if t is None:
                 continue
             if aliases:
@@ -70,8 +72,10 @@ class TwoWikiMQA(Source):
             return {}
         path = Path(option)
         if not path.is_file():
-            raise LongmillError(f"source '2wikimqa': aliases file {path} not found; "
-                                "pass the path of the release's id_aliases.json")
+            raise LongmillError(
+                f"source '2wikimqa': aliases file {path} not found; "
+                "pass the path of the release's id_aliases.json"
+            )
         table: dict[str, list[str]] = {}
         for index, rec in iter_json_records(path):
             if isinstance(rec, RecordError):

@@ -87,16 +87,32 @@ class GenerationBackend:
         """Build the backend for ``model`` from an instance of its ``Options``."""
         return cls(model, **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)})
 
-    def generate(self, prompts: Sequence[Messages], n: int = 1, sampling: SamplingParams | None = None,
-                 progress: Progress | None = None) -> list[list[str] | None]:
+    def generate(
+        self,
+        prompts: Sequence[Messages],
+        n: int = 1,
+        sampling: SamplingParams | None = None,
+        progress: Progress | None = None,
+    ) -> list[list[str] | None]:
         raise NotImplementedError
 
-    def generate_or_errors(self, prompts: Sequence[Messages], n: int = 1, sampling: SamplingParams | None = None,
-                           progress: Progress | None = None) -> list[list[str] | GenerationError]:
+    def generate_or_errors(
+        self,
+        prompts: Sequence[Messages],
+        n: int = 1,
+        sampling: SamplingParams | None = None,
+        progress: Progress | None = None,
+    ) -> list[list[str] | GenerationError]:
         """Like :meth:`generate`, with the error of each failed prompt in place of None."""
         outs = self.generate(prompts, n=n, sampling=sampling, progress=progress)
-        return [GenerationError(self.failure_reason, f"the {self.name} backend failed on this prompt (see the log)")
-                if o is None else o for o in outs]
+        return [
+            GenerationError(
+                self.failure_reason, f"the {self.name} backend failed on this prompt (see the log)"
+            )
+            if o is None
+            else o
+            for o in outs
+        ]
 
     def close(self) -> None:
         """Release resources (GPU memory, HTTP connections)."""
@@ -128,12 +144,15 @@ def check_option_keys(name: str, keys: Iterable[str], what: str = "option") -> N
     valid = option_names(name)
     for key in keys:
         if key not in valid:
-            raise UnknownNameError(f"unknown {what} '{key}' of the {name} backend{did_you_mean(key, valid)} "
-                                   f"Valid options: {', '.join(valid) or '(none)'}")
+            raise UnknownNameError(
+                f"unknown {what} '{key}' of the {name} backend{did_you_mean(key, valid)} "
+                f"Valid options: {', '.join(valid) or '(none)'}"
+            )
 
 
-def backend_options(name: str, values: Mapping[str, Any] | None = None, *, defaults_from: Any = None,
-                    what: str = "option") -> Any:
+def backend_options(
+    name: str, values: Mapping[str, Any] | None = None, *, defaults_from: Any = None, what: str = "option"
+) -> Any:
     """Backend ``name``'s ``Options`` instance.
 
     Args:
@@ -164,7 +183,9 @@ def split_option_items(text: str | Sequence[str] | None) -> list[str]:
     return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
 
-def parse_option_items(name: str, items: Sequence[str] | str | None, what: str = "--backend-option") -> dict[str, Any]:
+def parse_option_items(
+    name: str, items: Sequence[str] | str | None, what: str = "--backend-option"
+) -> dict[str, Any]:
     """``["KEY=VALUE", ...]`` (or ``"K=V,K2=V2"``) as backend ``name``'s options, typed by its ``Options``.
 
     Example:

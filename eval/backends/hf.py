@@ -56,31 +56,50 @@ class HFBackend(GenerationBackend):
     name = "hf"
     Options = HFOptions
 
-    def __init__(self, model: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 4,
-                 attn_implementation: str | None = None, yarn_factor: float | None = None,
-                 yarn_original_max: int = 32_768, cache_dir: str | None = None, model_obj: Any = None,
-                 tokenizer_obj: Any = None):
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 4,
+        attn_implementation: str | None = None,
+        yarn_factor: float | None = None,
+        yarn_original_max: int = 32_768,
+        cache_dir: str | None = None,
+        model_obj: Any = None,
+        tokenizer_obj: Any = None,
+    ):
         from eval.models import load_causal_lm
 
         if model_obj is not None:
             self.model, self.tokenizer = model_obj, tokenizer_obj
         else:
             self.model, self.tokenizer = load_causal_lm(
-                model, dtype=dtype, device=device, attn_implementation=attn_implementation, yarn_factor=yarn_factor,
-                yarn_original_max=yarn_original_max, cache_dir=cache_dir)
+                model,
+                dtype=dtype,
+                device=device,
+                attn_implementation=attn_implementation,
+                yarn_factor=yarn_factor,
+                yarn_original_max=yarn_original_max,
+                cache_dir=cache_dir,
+            )
         self.model.eval()
         self.batch_size = max(1, int(batch_size))
         self.failed = 0
 
-    def _generate_batch(self, batch: Sequence[Messages], n: int, sampling: SamplingParams, seed: int) -> list[list[str]]:
+    def _generate_batch(
+        self, batch: Sequence[Messages], n: int, sampling: SamplingParams, seed: int
+    ) -> list[list[str]]:
         import torch
 
         tok = self.tokenizer
         texts = [tok.apply_chat_template(list(p), add_generation_prompt=True, tokenize=False) for p in batch]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
         sample = sampling.temperature > 0
-        kwargs: dict[str, Any] = dict(max_new_tokens=sampling.max_tokens, do_sample=sample,
-                                      pad_token_id=tok.pad_token_id)
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=sampling.max_tokens, do_sample=sample, pad_token_id=tok.pad_token_id
+        )
         if sample:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, num_return_sequences=n)
         else:  # greedy decoding gives the same completion n times; generate it once
@@ -88,17 +107,22 @@ class HFBackend(GenerationBackend):
         torch.manual_seed(seed)
         with torch.no_grad():
             out = self.model.generate(**enc, **kwargs)
-        decoded = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        decoded = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         decoded = [cut_at_stop(t, sampling.stop) for t in decoded]
         per = n if sample else 1
-        return [decoded[i * per:(i + 1) * per] * (1 if sample else n) for i in range(len(batch))]
+        return [decoded[i * per : (i + 1) * per] * (1 if sample else n) for i in range(len(batch))]
 
-    def generate(self, prompts: Sequence[Messages], n: int = 1, sampling: SamplingParams | None = None,
-                 progress: Progress | None = None) -> list[list[str] | None]:
+    def generate(
+        self,
+        prompts: Sequence[Messages],
+        n: int = 1,
+        sampling: SamplingParams | None = None,
+        progress: Progress | None = None,
+    ) -> list[list[str] | None]:
         sampling = sampling or SamplingParams()
         out: list[list[str] | None] = []
         for start in range(0, len(prompts), self.batch_size):
-            batch = prompts[start:start + self.batch_size]
+            batch = prompts[start : start + self.batch_size]
             try:
                 out.extend(self._generate_batch(batch, n, sampling, sampling.seed + start))
             except (RuntimeError, ValueError) as e:  # e.g. CUDA out of memory on a long batch

@@ -71,17 +71,26 @@ class OpenAIOptions:
         if not self.url:
             raise LongmillError(
                 "the openai backend needs --url (url=), the server's base URL including /v1: start one with "
-                "e.g. `vllm serve MODEL --port 8000` and pass url=http://127.0.0.1:8000/v1")
+                "e.g. `vllm serve MODEL --port 8000` and pass url=http://127.0.0.1:8000/v1"
+            )
         if self.max_rounds is not None and self.max_rounds < 1:
             raise LongmillError(f"max_rounds must be >= 1 or None, got {self.max_rounds}")
         self.endpoint("-")  # checks timeout, retries, concurrency and the key now, not at the first request
 
     def endpoint(self, model: str) -> EndpointConfig:
         """The HTTP client's settings for ``model``."""
-        return EndpointConfig(url=self.url or "", model=model, api_key=self.api_key, api_key_env=self.api_key_env,
-                              timeout=self.timeout, max_retries=self.max_retries, concurrency=self.concurrency,
-                              max_wait=self.max_wait, breaker_failures=self.breaker_failures,
-                              breaker_cooldown=self.breaker_cooldown)
+        return EndpointConfig(
+            url=self.url or "",
+            model=model,
+            api_key=self.api_key,
+            api_key_env=self.api_key_env,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            concurrency=self.concurrency,
+            max_wait=self.max_wait,
+            breaker_failures=self.breaker_failures,
+            breaker_cooldown=self.breaker_cooldown,
+        )
 
 
 class OpenAIBackend(GenerationBackend):
@@ -120,8 +129,13 @@ class OpenAIBackend(GenerationBackend):
     def _add(self, key: str, k: int = 1) -> None:
         self._stats.add(key, k)
 
-    def generate(self, prompts: Sequence[Messages], n: int = 1, sampling: SamplingParams | None = None,
-                 progress: Progress | None = None) -> list[list[str] | None]:
+    def generate(
+        self,
+        prompts: Sequence[Messages],
+        n: int = 1,
+        sampling: SamplingParams | None = None,
+        progress: Progress | None = None,
+    ) -> list[list[str] | None]:
         """Sample ``n`` completions for each chat prompt.
 
         Args:
@@ -136,12 +150,23 @@ class OpenAIBackend(GenerationBackend):
         outs = self.generate_or_errors(prompts, n=n, sampling=sampling, progress=progress)
         failed = [i for i, o in enumerate(outs) if isinstance(o, GenerationError)]
         if failed:  # generate_or_errors leaves the logging to its caller (the judge rate-limits its own)
-            log.warning("openai backend: %d of %d prompts failed after retries and are returned as None; "
-                        "first (prompt %d): %s", len(failed), len(prompts), failed[0], outs[failed[0]])
+            log.warning(
+                "openai backend: %d of %d prompts failed after retries and are returned as None; "
+                "first (prompt %d): %s",
+                len(failed),
+                len(prompts),
+                failed[0],
+                outs[failed[0]],
+            )
         return [None if isinstance(o, GenerationError) else o for o in outs]
 
-    def generate_or_errors(self, prompts: Sequence[Messages], n: int = 1, sampling: SamplingParams | None = None,
-                           progress: Progress | None = None) -> list[list[str] | GenerationError]:
+    def generate_or_errors(
+        self,
+        prompts: Sequence[Messages],
+        n: int = 1,
+        sampling: SamplingParams | None = None,
+        progress: Progress | None = None,
+    ) -> list[list[str] | GenerationError]:
         """Like :meth:`generate`, with each failed prompt's endpoint error (reason ``endpoint``) in place of
         None; it counts failures in ``stats`` but does not log them."""
         if n < 1:
@@ -159,17 +184,31 @@ class OpenAIBackend(GenerationBackend):
             # A top-up round gets another seed: the same seed would make the server repeat the
             # completions it already returned.
             seed = None if sampling.seed is None else sampling.seed + round_
-            requests = [ChatRequest(messages=prompts[i], n=n - len(got[i]), temperature=sampling.temperature,
-                                    top_p=sampling.top_p, max_tokens=sampling.max_tokens, seed=seed,
-                                    stop=sampling.stop) for i in pending]
+            requests = [
+                ChatRequest(
+                    messages=prompts[i],
+                    n=n - len(got[i]),
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    max_tokens=sampling.max_tokens,
+                    seed=seed,
+                    stop=sampling.stop,
+                )
+                for i in pending
+            ]
             self._add("requests", len(requests))
             if round_:
                 self._add("topup_requests", len(requests))
             still: list[int] = []
             last_round = round_ == max_rounds - 1
 
-            def on_result(j: int, res: list[str] | EndpointError, _pending: list[int] = pending,
-                          _still: list[int] = still, _last: bool = last_round) -> None:
+            def on_result(
+                j: int,
+                res: list[str] | EndpointError,
+                _pending: list[int] = pending,
+                _still: list[int] = still,
+                _last: bool = last_round,
+            ) -> None:
                 i = _pending[j]
                 if isinstance(res, EndpointError):
                     errors[i] = res
@@ -182,8 +221,11 @@ class OpenAIBackend(GenerationBackend):
                 else:
                     errors[i] = EndpointError(
                         f"{self.client.url}: only {len(got[i]) + len(res)} of {n} choices after "
-                        f"{max_rounds} requests", url=self.client.url, reason="too_few_choices",
-                        attempts=max_rounds)
+                        f"{max_rounds} requests",
+                        url=self.client.url,
+                        reason="too_few_choices",
+                        attempts=max_rounds,
+                    )
                 if progress is not None:
                     progress(1)
 
@@ -191,8 +233,10 @@ class OpenAIBackend(GenerationBackend):
             pending = sorted(still)
         if errors:
             self._add("failed_prompts", len(errors))
-        return [GenerationError(self.failure_reason, str(errors[i])) if i in errors else r  # type: ignore[misc]
-                for i, r in enumerate(results)]
+        return [
+            GenerationError(self.failure_reason, str(errors[i])) if i in errors else r  # type: ignore[misc]
+            for i, r in enumerate(results)
+        ]
 
     def close(self) -> None:
         self.client.close()

@@ -78,17 +78,33 @@ class VLLMBackend(GenerationBackend):
     name = "vllm"
     Options = VLLMOptions
 
-    def __init__(self, model: str, *, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
-                 max_model_len: int | None = None, dtype: str = "auto", yarn_factor: float | None = None,
-                 yarn_original_max: int = 32_768, enforce_eager: bool = False, batch_size: int = 64,
-                 cache_dir: str | None = None, seed: int = 0):
+    def __init__(
+        self,
+        model: str,
+        *,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        yarn_factor: float | None = None,
+        yarn_original_max: int = 32_768,
+        enforce_eager: bool = False,
+        batch_size: int = 64,
+        cache_dir: str | None = None,
+        seed: int = 0,
+    ):
         vllm = require_vllm()
         from eval.models import resolve_model
 
         path = resolve_model(model, cache_dir=cache_dir)
-        kwargs: dict[str, Any] = dict(model=path, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-                                      gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
-                                      seed=seed)
+        kwargs: dict[str, Any] = dict(
+            model=path,
+            tensor_parallel_size=tensor_parallel_size,
+            dtype=dtype,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=enforce_eager,
+            seed=seed,
+        )
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
         if yarn_factor:
@@ -97,14 +113,20 @@ class VLLMBackend(GenerationBackend):
         self.llm = vllm.LLM(**kwargs)
         self.chunk = max(1, batch_size)
 
-    def generate(self, prompts: Sequence[Messages], n: int = 1, sampling: SamplingParams | None = None,
-                 progress: Progress | None = None) -> list[list[str] | None]:
+    def generate(
+        self,
+        prompts: Sequence[Messages],
+        n: int = 1,
+        sampling: SamplingParams | None = None,
+        progress: Progress | None = None,
+    ) -> list[list[str] | None]:
         s = sampling or SamplingParams()
-        params = self._vllm.SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
-                                           seed=s.seed, stop=s.stop)
+        params = self._vllm.SamplingParams(
+            n=n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed, stop=s.stop
+        )
         out: list[list[str] | None] = []
         for start in range(0, len(prompts), self.chunk):
-            batch = [list(p) for p in prompts[start:start + self.chunk]]
+            batch = [list(p) for p in prompts[start : start + self.chunk]]
             results = self.llm.chat(batch, params, use_tqdm=False)
             out.extend([[c.text for c in r.outputs] for r in results])
             if progress:

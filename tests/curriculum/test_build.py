@@ -32,8 +32,10 @@ def inputs(tmp_path_factory):
     src = get_source("synthetic", options={"num_triplets": 50})
     out = []
     for length in BINS:
-        for name, cfg in (("keychain", KeyChainConfig(length=length, num_chains=2, hops=2, seed=1)),
-                          ("longqa", GenConfig(length=length, seed=1))):
+        for name, cfg in (
+            ("keychain", KeyChainConfig(length=length, num_chains=2, hops=2, seed=1)),
+            ("longqa", GenConfig(length=length, seed=1)),
+        ):
             d = root / f"{name}-{length}"
             run_generator(name, cfg, src, RunConfig(out=d, num_samples=24))
             out.append(d)
@@ -73,7 +75,12 @@ def test_retrospective_share_and_hardness(built):
         target = 0.25 * s["rows"]
         assert abs(s["retro"] - target) <= 1, (s["retro"], target)
         # Harder, on average, than the bins they were drawn from.
-        earlier = [r for st in m["stages"][:k] for r in rows(out / st["name"]) if r["uid"] not in set(st["retro_uids"])]
+        earlier = [
+            r
+            for st in m["stages"][:k]
+            for r in rows(out / st["name"])
+            if r["uid"] not in set(st["retro_uids"])
+        ]
         assert s["difficulty_mean_retro"] > np.mean([r["difficulty"] for r in earlier])
 
 
@@ -93,13 +100,17 @@ def test_eval_split_is_disjoint_by_uid_and_source_question(built, inputs):
 
 def test_rebuild_reproduces_the_manifest_hashes(built, inputs, tmp_path):
     out, m = built
-    m2 = build_curriculum(inputs, tmp_path / "again", CurriculumConfig(bins=BINS, eval_share=0.15, seed=3, rows_per_part=20))
+    m2 = build_curriculum(
+        inputs, tmp_path / "again", CurriculumConfig(bins=BINS, eval_share=0.15, seed=3, rows_per_part=20)
+    )
     assert [s["shards"] for s in m2["stages"]] == [s["shards"] for s in m["stages"]]
     assert m2["eval"]["shards"] == m["eval"]["shards"]
     for s in m["stages"]:
         for sh in s["shards"]:
             assert hashlib.sha256((out / s["name"] / sh["file"]).read_bytes()).hexdigest() == sh["sha256"]
-    m3 = build_curriculum(inputs, tmp_path / "other", CurriculumConfig(bins=BINS, eval_share=0.15, seed=4, rows_per_part=20))
+    m3 = build_curriculum(
+        inputs, tmp_path / "other", CurriculumConfig(bins=BINS, eval_share=0.15, seed=4, rows_per_part=20)
+    )
     assert [s["shards"] for s in m3["stages"]] != [s["shards"] for s in m["stages"]]
 
 
@@ -117,32 +128,52 @@ def test_model_difficulty_filters_zero_and_one_pass_rates(inputs, tmp_path, monk
         return {it.uid: [0.0, 0.5, 1.0, 0.25][i % 4] for i, it in enumerate(items)}
 
     monkeypatch.setattr(build_mod, "pass_rates", fake_rates)
-    m = build_curriculum(inputs, tmp_path / "c", CurriculumConfig(bins=BINS, eval_share=0.0, difficulty_model="m", k=4))
+    m = build_curriculum(
+        inputs, tmp_path / "c", CurriculumConfig(bins=BINS, eval_share=0.0, difficulty_model="m", k=4)
+    )
     assert m["dropped"]["solved"] > 0 and m["dropped"]["unsolved"] > 0
     for s in m["stages"]:
         rs = rows(tmp_path / "c" / s["name"])
         assert {r["difficulty"] for r in rs} <= {0.5, 0.75}
         assert all(r["difficulty_source"] == "pass_rate:m:k=4:sub_em" for r in rs)
-    kept = build_curriculum(inputs, tmp_path / "d", CurriculumConfig(bins=BINS, eval_share=0.0, difficulty_model="m",
-                                                                     k=4, filter_extremes=False))
-    assert "solved" not in kept["dropped"] and sum(s["own"] for s in kept["stages"]) == sum(
-        s["own"] for s in m["stages"]) + m["dropped"]["solved"] + m["dropped"]["unsolved"]
+    kept = build_curriculum(
+        inputs,
+        tmp_path / "d",
+        CurriculumConfig(bins=BINS, eval_share=0.0, difficulty_model="m", k=4, filter_extremes=False),
+    )
+    assert (
+        "solved" not in kept["dropped"]
+        and sum(s["own"] for s in kept["stages"])
+        == sum(s["own"] for s in m["stages"]) + m["dropped"]["solved"] + m["dropped"]["unsolved"]
+    )
 
 
 def test_difficulty_from_a_tiny_hf_model_end_to_end(inputs, tmp_path, tiny_qwen2):
-    cfg = CurriculumConfig(bins=BINS, eval_share=0.0, difficulty_model=str(tiny_qwen2), difficulty_backend="hf",
-                           k=2, difficulty_max_tokens=3, difficulty_device="cpu", difficulty_batch_size=8,
-                           filter_extremes=False)
+    cfg = CurriculumConfig(
+        bins=BINS,
+        eval_share=0.0,
+        difficulty_model=str(tiny_qwen2),
+        difficulty_backend="hf",
+        k=2,
+        difficulty_max_tokens=3,
+        difficulty_device="cpu",
+        difficulty_batch_size=8,
+        filter_extremes=False,
+    )
     m = build_curriculum(inputs[:2], tmp_path / "c", CurriculumConfig(**{**cfg.__dict__, "bins": [1500]}))
     rs = rows(tmp_path / "c" / "stage-1")
     assert rs and all(r["difficulty"] == 1.0 for r in rs)  # a random model answers nothing right
-    assert m["difficulty_source"].startswith("pass_rate:") and all(r["difficulty_source"] == m["difficulty_source"] for r in rs)
+    assert m["difficulty_source"].startswith("pass_rate:") and all(
+        r["difficulty_source"] == m["difficulty_source"] for r in rs
+    )
     rollouts = (tmp_path / "c" / "difficulty" / "rollouts.jsonl").read_text().splitlines()
     assert len(rollouts) == len(rs) and all(len(json.loads(x)["completions"]) == 2 for x in rollouts)
 
 
 def test_empty_bin_is_an_error_that_says_what_to_do(inputs, tmp_path):
-    with pytest.raises(LongmillError, match=r"bin 2 \(1500 < prompt_tokens <= 2000\) has no training samples.*--length 2k"):
+    with pytest.raises(
+        LongmillError, match=r"bin 2 \(1500 < prompt_tokens <= 2000\) has no training samples.*--length 2k"
+    ):
         build_curriculum(inputs, tmp_path / "c", CurriculumConfig(bins=[1500, 2000, 4500]))
 
 
@@ -161,8 +192,11 @@ def test_shards_with_different_schemas_are_an_error(inputs, tmp_path):
 
 def test_a_difficulty_model_that_cannot_be_loaded(inputs, tmp_path):
     with pytest.raises(LongmillError, match="cannot load model"):
-        build_curriculum(inputs[:1], tmp_path / "c", CurriculumConfig(bins=[1500], difficulty_model=str(tmp_path / "nope"),
-                                                                      difficulty_device="cpu"))
+        build_curriculum(
+            inputs[:1],
+            tmp_path / "c",
+            CurriculumConfig(bins=[1500], difficulty_model=str(tmp_path / "nope"), difficulty_device="cpu"),
+        )
 
 
 def test_retro_draw_is_weighted_and_without_replacement():
@@ -176,7 +210,11 @@ def test_retro_draw_is_weighted_and_without_replacement():
 
 
 def test_bm25_and_overlap_features():
-    docs = ["The weather in Paris is mild.", "Velora Quint was born in Tassbury in 1874.", "Rivers flow to the sea."]
+    docs = [
+        "The weather in Paris is mild.",
+        "Velora Quint was born in Tassbury in 1874.",
+        "Rivers flow to the sea.",
+    ]
     assert bm25_gold_ranks("Where was Velora Quint born?", docs, [1, 0]) == [1, 2]
     assert answer_question_overlap(["Tassbury"], "Where was Velora Quint born?") == 0.0
     assert answer_question_overlap(["no"], "Is it yes or no?") == 1.0
@@ -193,9 +231,27 @@ def curriculum_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli(inputs, tmp_path):
     # End to end: `python -m curriculum` in a real subprocess (the other CLI checks run in-process).
-    proc = subprocess.run([sys.executable, "-m", "curriculum", "build", "--input", *map(str, inputs), "--out",
-                           str(tmp_path / "c"), "--bins", "1500,3000,4500", "--retro-share", "0.2", "--eval-share", "0.1"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "curriculum",
+            "build",
+            "--input",
+            *map(str, inputs),
+            "--out",
+            str(tmp_path / "c"),
+            "--bins",
+            "1500,3000,4500",
+            "--retro-share",
+            "0.2",
+            "--eval-share",
+            "0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "stage-3:" in proc.stdout and (tmp_path / "c" / "manifest.json").exists()
     proc = curriculum_cli("build", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "d"))
@@ -223,7 +279,11 @@ def test_a_rebuild_with_fewer_bins_leaves_no_stale_stage(inputs, tmp_path):
     build_curriculum(inputs, out, CurriculumConfig(bins=BINS, eval_share=0.15, seed=3))
     (out / "notes.txt").write_text("mine")  # not the curriculum's: kept
     m = build_curriculum(inputs, out, CurriculumConfig(bins=BINS[:2], eval_share=0.15, seed=3))
-    assert sorted(d.name for d in out.glob("stage-*")) == ["stage-1", "stage-2"] == [s["name"] for s in m["stages"]]
+    assert (
+        sorted(d.name for d in out.glob("stage-*"))
+        == ["stage-1", "stage-2"]
+        == [s["name"] for s in m["stages"]]
+    )
     assert check(out)["bins"] == BINS[:2] and (out / "notes.txt").read_text() == "mine"
     assert not list(tmp_path.glob(".c.*"))  # no staging folder or lock left behind
 
@@ -302,7 +362,10 @@ def test_held_out_questions_reach_training_neither_as_question_nor_as_decoy(buil
     assert not {normalize_question(r["question"]) for r in train} & questions
     decoys = {normalize_question(c["target"]) for r in train for c in r["chains"] if not c["is_true"]}
     assert decoys and not decoys & questions
-    assert m["dropped"]["heldout_decoy"] > 0 and m["heldout"]["decoy_rows_dropped"] >= m["dropped"]["heldout_decoy"]
+    assert (
+        m["dropped"]["heldout_decoy"] > 0
+        and m["heldout"]["decoy_rows_dropped"] >= m["dropped"]["heldout_decoy"]
+    )
     assert "train_rows_with_heldout_gold_as_distractor" in m["heldout"]
 
 
@@ -343,7 +406,9 @@ def test_dvc_passes_the_held_out_file_from_curriculum_to_sft():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert "--heldout-out data/heldout.json" in stages["curriculum"]["cmd"]
     assert "data/heldout.json" in stages["curriculum"]["outs"]
-    assert "--heldout data/heldout.json" in stages["sft"]["cmd"] and "data/heldout.json" in stages["sft"]["deps"]
+    assert (
+        "--heldout data/heldout.json" in stages["sft"]["cmd"] and "data/heldout.json" in stages["sft"]["deps"]
+    )
 
 
 def test_an_incomplete_input_or_writing_into_the_input_is_refused(inputs, tmp_path):
@@ -364,8 +429,18 @@ def test_cli_help_has_examples_and_library_debug_logging_stays_quiet(inputs, tmp
     proc = curriculum_cli("build", "--help")
     assert "Examples:" in proc.stdout and "python -m curriculum build --input" in proc.stdout
     for flags in ([], ["-v"]):
-        proc = curriculum_cli(*flags, "build", "--input", str(inputs[0]), "--out", str(tmp_path / "c"), "--bins",
-                              "1500", "--eval-share", "0")
+        proc = curriculum_cli(
+            *flags,
+            "build",
+            "--input",
+            str(inputs[0]),
+            "--out",
+            str(tmp_path / "c"),
+            "--bins",
+            "1500",
+            "--eval-share",
+            "0",
+        )
         assert proc.returncode == 0, proc.stderr
         assert "Building index" not in proc.stderr and "DEBUG" not in proc.stderr
 
@@ -404,8 +479,15 @@ def test_difficulty_backend_options_are_checked_by_the_backend_and_reach_it(inpu
         return {it.uid: 0.5 for it in items}
 
     monkeypatch.setattr(build_mod, "pass_rates", fake_rates)
-    cfg = CurriculumConfig(bins=BINS, eval_share=0.0, difficulty_model="m", k=4, difficulty_backend="openai",
-                           difficulty_url="http://127.0.0.1:9/v1", difficulty_backend_option="max_rounds=3,concurrency=2")
+    cfg = CurriculumConfig(
+        bins=BINS,
+        eval_share=0.0,
+        difficulty_model="m",
+        k=4,
+        difficulty_backend="openai",
+        difficulty_url="http://127.0.0.1:9/v1",
+        difficulty_backend_option="max_rounds=3,concurrency=2",
+    )
     m = build_curriculum(inputs, tmp_path / "c", cfg)
     assert (seen["url"], seen["max_rounds"], seen["concurrency"]) == ("http://127.0.0.1:9/v1", 3, 2)
     assert m["config"]["difficulty_backend_option"] == ["max_rounds=3", "concurrency=2"]

@@ -25,8 +25,12 @@ CLOSED_MARK = CLOSED_BOOK_PROMPT.split("{")[0]
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("g") / "qa-1500"
-    run_generator("longqa", GenConfig(length=1500, seed=2), get_source("synthetic", options={"num_triplets": 30}),
-                  RunConfig(out=out, num_samples=6))
+    run_generator(
+        "longqa",
+        GenConfig(length=1500, seed=2),
+        get_source("synthetic", options={"num_triplets": 30}),
+        RunConfig(out=out, num_samples=6),
+    )
     return out
 
 
@@ -54,8 +58,14 @@ class FakeBackend(GenerationBackend):
             q = next(q for q in self.plan if q in text)
             right = self.plan[q][0 if closed else 1]
             FakeBackend.calls.append(n)
-            out.append(None if right is None else
-                       [f"Therefore, the answer is {self.answers[q] if j < right else 'nobody at all'}." for j in range(n)])
+            out.append(
+                None
+                if right is None
+                else [
+                    f"Therefore, the answer is {self.answers[q] if j < right else 'nobody at all'}."
+                    for j in range(n)
+                ]
+            )
             if progress:
                 progress(1)
         return out
@@ -66,10 +76,10 @@ def fake(shards, monkeypatch):
     monkeypatch.setitem(BACKENDS._items, "fake-grounding", FakeBackend)
     rs = rows_of(shards)
     plan = {r["question"]: (0, 4) for r in rs}
-    plan[rs[0]["question"]] = (2, 4)      # answerable closed book: 2/4
-    plan[rs[1]["question"]] = (0, 3)      # needs the context: 0/4 closed, 3/4 with it
-    plan[rs[2]["question"]] = (None, 1)   # the closed-book generation fails
-    plan[rs[3]["question"]] = (4, None)   # always answerable; the context generation fails
+    plan[rs[0]["question"]] = (2, 4)  # answerable closed book: 2/4
+    plan[rs[1]["question"]] = (0, 3)  # needs the context: 0/4 closed, 3/4 with it
+    plan[rs[2]["question"]] = (None, 1)  # the closed-book generation fails
+    plan[rs[3]["question"]] = (4, None)  # always answerable; the context generation fails
     monkeypatch.setattr(FakeBackend, "plan", plan)
     monkeypatch.setattr(FakeBackend, "answers", {r["question"]: r["answers"][0] for r in rs})
     monkeypatch.setattr(FakeBackend, "calls", [])
@@ -87,7 +97,9 @@ def test_known_pass_rates_are_recorded_and_answerable_samples_dropped(shards, fa
     u = [r["uid"] for r in fake]
     assert u[0] not in out and u[3] not in out  # closed-book rates 0.5 and 1.0 > 0
     assert out[u[1]]["closed_book_pass_rate"] == 0.0 and out[u[1]]["context_pass_rate"] == 0.75
-    assert out[u[2]]["closed_book_pass_rate"] is None and out[u[2]]["context_pass_rate"] == 0.25  # failure kept
+    assert (
+        out[u[2]]["closed_book_pass_rate"] is None and out[u[2]]["context_pass_rate"] == 0.25
+    )  # failure kept
     assert all(out[x]["context_pass_rate"] == 1.0 for x in u[4:])
     assert all(r["grounding_flag"] is None for r in out.values())
     assert set(FakeBackend.calls) == {4}
@@ -99,7 +111,11 @@ def test_known_pass_rates_are_recorded_and_answerable_samples_dropped(shards, fa
     # The rows keep the sample schema (its three grounding columns, null in the input, are filled in).
     schema = pq.read_schema(next((tmp_path / "g").glob("part-*.parquet")))
     src = pq.read_schema(next(shards.glob("part-*.parquet")))
-    assert schema.names == src.names and {"closed_book_pass_rate", "context_pass_rate", "grounding_flag"} <= set(src.names)
+    assert schema.names == src.names and {
+        "closed_book_pass_rate",
+        "context_pass_rate",
+        "grounding_flag",
+    } <= set(src.names)
     assert schema.metadata == src.metadata
     from datagen.verify import verify
 
@@ -111,12 +127,23 @@ def test_flag_mode_keeps_every_row_and_marks_the_answerable_ones(shards, fake, t
     stats = ground(shards, tmp_path / "g", GroundingConfig(k=4, action="flag"), gen_config())
     rs = rows_of(tmp_path / "g")
     assert [r["uid"] for r in rs] == [r["uid"] for r in fake]
-    assert [r["grounding_flag"] for r in rs] == ["answerable_closed_book", None, None, "answerable_closed_book", None, None]
+    assert [r["grounding_flag"] for r in rs] == [
+        "answerable_closed_book",
+        None,
+        None,
+        "answerable_closed_book",
+        None,
+        None,
+    ]
     assert stats["dropped"] == {} and stats["flagged"] == {"answerable_closed_book": 2}
     # A looser threshold keeps the half-answerable one; no context pass leaves that column null.
-    stats = ground(shards, tmp_path / "h", GroundingConfig(k=4, max_closed_book=0.5, with_context=False), gen_config())
+    stats = ground(
+        shards, tmp_path / "h", GroundingConfig(k=4, max_closed_book=0.5, with_context=False), gen_config()
+    )
     rs = rows_of(tmp_path / "h")
-    assert stats["dropped"] == {"answerable_closed_book": 1} and all(r["context_pass_rate"] is None for r in rs)
+    assert stats["dropped"] == {"answerable_closed_book": 1} and all(
+        r["context_pass_rate"] is None for r in rs
+    )
     assert rs[0]["closed_book_pass_rate"] == 0.5
 
 
@@ -137,15 +164,32 @@ def test_same_input_same_bytes_and_a_rerun_resumes_from_the_rollouts(shards, fak
 def test_the_cli_runs_the_filter(shards, fake, tmp_path):
     from curriculum.cli import main
 
-    res = CliRunner().invoke(main, ["ground", "--input", str(shards), "--out", str(tmp_path / "g"), "--k", "4",
-                                    "--backend", "fake-grounding", "--model", "fake", "--stats-out",
-                                    str(tmp_path / "s.json")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "ground",
+            "--input",
+            str(shards),
+            "--out",
+            str(tmp_path / "g"),
+            "--k",
+            "4",
+            "--backend",
+            "fake-grounding",
+            "--model",
+            "fake",
+            "--stats-out",
+            str(tmp_path / "s.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "dropped: {'answerable_closed_book': 2}" in res.output
     assert json.loads((tmp_path / "s.json").read_text())["written"] == 4
 
 
-@pytest.mark.parametrize("bad", [dict(k=0), dict(max_closed_book=1.5), dict(action="keep"), dict(rule="nope")])
+@pytest.mark.parametrize(
+    "bad", [dict(k=0), dict(max_closed_book=1.5), dict(action="keep"), dict(rule="nope")]
+)
 def test_bad_options_are_rejected(bad):
     with pytest.raises(LongmillError):
         GroundingConfig(**bad)
@@ -162,8 +206,9 @@ def test_a_folder_without_samples_is_an_error(tmp_path, fake):
 
 def test_a_tiny_qwen2_on_cpu_end_to_end(shards, tmp_path, tiny_qwen2):
     """The real hf backend: a random tiny model answers nothing, so nothing is dropped and both rates are 0."""
-    gen = GenerateConfig(model=str(tiny_qwen2), backend="hf", temperature=0.7, max_tokens=3, device="cpu",
-                         batch_size=8)
+    gen = GenerateConfig(
+        model=str(tiny_qwen2), backend="hf", temperature=0.7, max_tokens=3, device="cpu", batch_size=8
+    )
     stats = ground(shards, tmp_path / "g", GroundingConfig(k=2), gen)
     rs = rows_of(tmp_path / "g")
     assert len(rs) == 6 and stats["dropped"] == {} and stats["generation_failed"] == {}

@@ -6,8 +6,10 @@ import pytest
 from datagen.corpus import Corpus
 from datagen.schema import Document, SupportingFact, Triplet
 
-WORDS = ("river mountain city king queen castle film director born year company founded museum "
-         "harbour valley bridge tower village painter novel singer album league island forest").split()
+WORDS = (
+    "river mountain city king queen castle film director born year company founded museum "
+    "harbour valley bridge tower village painter novel singer album league island forest"
+).split()
 
 
 def toy_triplets(n: int = 200, seed: int = 0, docs_per_triplet: int = 8, sentences: int = 5) -> list[Triplet]:
@@ -15,17 +17,30 @@ def toy_triplets(n: int = 200, seed: int = 0, docs_per_triplet: int = 8, sentenc
     rng = np.random.default_rng(seed)
 
     def para(k: int) -> str:
-        return " ".join(" ".join(rng.choice(WORDS, size=int(rng.integers(6, 14)))).capitalize() + "."
-                        for _ in range(k))
+        return " ".join(
+            " ".join(rng.choice(WORDS, size=int(rng.integers(6, 14)))).capitalize() + "." for _ in range(k)
+        )
 
     out = []
     for i in range(n):
-        gold = [Document.make(f"Gold {i}-{j}", f"Entity {i}-{j} is notable. " + para(sentences)) for j in range(2)]
+        gold = [
+            Document.make(f"Gold {i}-{j}", f"Entity {i}-{j} is notable. " + para(sentences)) for j in range(2)
+        ]
         dis = [Document.make(f"Other {i}-{j}", para(sentences)) for j in range(docs_per_triplet)]
-        out.append(Triplet(id=f"toy:{i}", source="toy", split="dev", question=f'Which "entity" is number {i}?',
-                           answers=[f"answer {i}", f"ans {i}"], hops=2, question_type="bridge", gold_docs=gold,
-                           supporting_facts=[SupportingFact(g.title, 0, g.text.split(". ")[0] + ".") for g in gold],
-                           distractor_docs=dis))
+        out.append(
+            Triplet(
+                id=f"toy:{i}",
+                source="toy",
+                split="dev",
+                question=f'Which "entity" is number {i}?',
+                answers=[f"answer {i}", f"ans {i}"],
+                hops=2,
+                question_type="bridge",
+                gold_docs=gold,
+                supporting_facts=[SupportingFact(g.title, 0, g.text.split(". ")[0] + ".") for g in gold],
+                distractor_docs=dis,
+            )
+        )
     return out
 
 

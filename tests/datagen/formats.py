@@ -69,7 +69,9 @@ def hotpotqa_layout(rec: QARecord) -> dict[str, Any]:
         "answer": rec.answer,
         "question": rec.question,
         "supporting_facts": [[t, i] for t, i in rec.supporting],
-        "context": [[t, [s if j == 0 else " " + s for j, s in enumerate(sents)]] for t, sents in rec.paragraphs],
+        "context": [
+            [t, [s if j == 0 else " " + s for j, s in enumerate(sents)]] for t, sents in rec.paragraphs
+        ],
         "type": rec.type,
         "level": rec.level,
     }
@@ -79,9 +81,15 @@ def hub_hotpotqa_layout(rec: QARecord) -> dict[str, Any]:
     """The row layout of the hub dataset ``hotpotqa/hotpot_qa`` (columns of lists)."""
     row = hotpotqa_layout(rec)
     return {
-        "id": row["_id"], "question": row["question"], "answer": row["answer"], "type": row["type"],
+        "id": row["_id"],
+        "question": row["question"],
+        "answer": row["answer"],
+        "type": row["type"],
         "level": row["level"],
-        "supporting_facts": {"title": [t for t, _ in rec.supporting], "sent_id": [i for _, i in rec.supporting]},
+        "supporting_facts": {
+            "title": [t for t, _ in rec.supporting],
+            "sent_id": [i for _, i in rec.supporting],
+        },
         "context": {"title": [t for t, _ in row["context"]], "sentences": [s for _, s in row["context"]]},
     }
 
@@ -100,12 +108,18 @@ def musique_layout(rec: QARecord, answerable: bool = True) -> dict[str, Any]:
     answers = rec.step_answers or [rec.answer] * len(rec.supporting)
     return {
         "id": musique_id(rec),
-        "paragraphs": [{"idx": i, "title": t, "paragraph_text": " ".join(s), "is_supporting": t in gold}
-                       for i, (t, s) in enumerate(rec.paragraphs)],
+        "paragraphs": [
+            {"idx": i, "title": t, "paragraph_text": " ".join(s), "is_supporting": t in gold}
+            for i, (t, s) in enumerate(rec.paragraphs)
+        ],
         "question": rec.question,
         "question_decomposition": [
-            {"id": int(ids[k]), "question": f"step {k + 1} of: {rec.question}", "answer": answers[k],
-             "paragraph_support_idx": idx[t]}
+            {
+                "id": int(ids[k]),
+                "question": f"step {k + 1} of: {rec.question}",
+                "answer": answers[k],
+                "paragraph_support_idx": idx[t],
+            }
             for k, (t, _) in enumerate(rec.supporting)
         ],
         "answer": rec.answer,
@@ -139,7 +153,9 @@ def mapped_layout(rec: QARecord) -> dict[str, Any]:
         "answers": [rec.answer, *rec.aliases],
         "gold_docs": [{"title": t, "text": rec.text_of(t)} for t in gold],
         "distractor_docs": [{"title": t, "text": " ".join(s)} for t, s in rec.paragraphs if t not in gold],
-        "supporting_facts": [{"title": t, "sent_idx": i, "text": dict(rec.paragraphs)[t][i]} for t, i in rec.supporting],
+        "supporting_facts": [
+            {"title": t, "sent_idx": i, "text": dict(rec.paragraphs)[t][i]} for t, i in rec.supporting
+        ],
         "hops": len(gold),
         "question_type": rec.type,
     }
@@ -215,15 +231,38 @@ def hotpotqa_example() -> dict[str, Any]:
         "question": "Were Scott Derrickson and Ed Wood of the same nationality?",
         "supporting_facts": [["Scott Derrickson", 0], ["Ed Wood", 0]],
         "context": [
-            ["Ed Wood (film)", ["Ed Wood is a 1994 American biographical period comedy-drama film directed and produced by Tim Burton.",
-                                " It stars Johnny Depp as cult filmmaker Ed Wood."]],
-            ["Scott Derrickson", ["Scott Derrickson (born July 16, 1966) is an American director, screenwriter and producer.",
-                                  " He lives in Los Angeles, California.",
-                                  " He is best known for directing horror films such as \"Sinister\"."]],
-            ["Woodson, Arkansas", ["Woodson is a census-designated place in Pulaski County, Arkansas, United States."]],
-            ["Ed Wood", ["Edward Davis Wood Jr. (October 10, 1924 \u2013 December 10, 1978) was an American filmmaker, actor, writer, producer, and director."]],
-            ["Conrad Brooks", ["Conrad Brooks (born Conrad Biedrzycki on January 3, 1931 in Baltimore, Maryland) is an American actor.",
-                               "He moved to Hollywood, California in 1948."]],
+            [
+                "Ed Wood (film)",
+                [
+                    "Ed Wood is a 1994 American biographical period comedy-drama film directed and produced by Tim Burton.",
+                    " It stars Johnny Depp as cult filmmaker Ed Wood.",
+                ],
+            ],
+            [
+                "Scott Derrickson",
+                [
+                    "Scott Derrickson (born July 16, 1966) is an American director, screenwriter and producer.",
+                    " He lives in Los Angeles, California.",
+                    ' He is best known for directing horror films such as "Sinister".',
+                ],
+            ],
+            [
+                "Woodson, Arkansas",
+                ["Woodson is a census-designated place in Pulaski County, Arkansas, United States."],
+            ],
+            [
+                "Ed Wood",
+                [
+                    "Edward Davis Wood Jr. (October 10, 1924 \u2013 December 10, 1978) was an American filmmaker, actor, writer, producer, and director."
+                ],
+            ],
+            [
+                "Conrad Brooks",
+                [
+                    "Conrad Brooks (born Conrad Biedrzycki on January 3, 1931 in Baltimore, Maryland) is an American actor.",
+                    "He moved to Hollywood, California in 1948.",
+                ],
+            ],
         ],
         "type": "comparison",
         "level": "hard",
@@ -235,15 +274,45 @@ def musique_example() -> dict[str, Any]:
     return {
         "id": "2hop__460946_294723",
         "paragraphs": [
-            {"idx": 0, "title": "Pakistan Super League", "paragraph_text": "Pakistan Super League (Urdu: \u067e\u0627\u06a9\u0633\u062a\u0627\u0646 \u0633\u067e\u0631 \u0644\u06cc\u06af) is a professional Twenty20 cricket league. It was founded in 2015.", "is_supporting": False},
-            {"idx": 1, "title": "Green (Steve Hillage album)", "paragraph_text": "Green is the fourth studio album by British progressive rock musician Steve Hillage. Written in spring 1977, it was produced by Nick Mason.", "is_supporting": True},
-            {"idx": 2, "title": "Miquette Giraudy", "paragraph_text": "Miquette Giraudy (born 9 February 1953, Nice, France) is a keyboard player and vocalist. She is best known for her work in Gong and with her partner Steve Hillage! She and Hillage formed System 7.", "is_supporting": True},
-            {"idx": 3, "title": "Gong (band)", "paragraph_text": "Gong are a progressive rock band formed in Paris in 1967.", "is_supporting": False},
+            {
+                "idx": 0,
+                "title": "Pakistan Super League",
+                "paragraph_text": "Pakistan Super League (Urdu: \u067e\u0627\u06a9\u0633\u062a\u0627\u0646 \u0633\u067e\u0631 \u0644\u06cc\u06af) is a professional Twenty20 cricket league. It was founded in 2015.",
+                "is_supporting": False,
+            },
+            {
+                "idx": 1,
+                "title": "Green (Steve Hillage album)",
+                "paragraph_text": "Green is the fourth studio album by British progressive rock musician Steve Hillage. Written in spring 1977, it was produced by Nick Mason.",
+                "is_supporting": True,
+            },
+            {
+                "idx": 2,
+                "title": "Miquette Giraudy",
+                "paragraph_text": "Miquette Giraudy (born 9 February 1953, Nice, France) is a keyboard player and vocalist. She is best known for her work in Gong and with her partner Steve Hillage! She and Hillage formed System 7.",
+                "is_supporting": True,
+            },
+            {
+                "idx": 3,
+                "title": "Gong (band)",
+                "paragraph_text": "Gong are a progressive rock band formed in Paris in 1967.",
+                "is_supporting": False,
+            },
         ],
         "question": "Who is the spouse of the Green performer?",
         "question_decomposition": [
-            {"id": 460946, "question": "Green >> performer", "answer": "Steve Hillage", "paragraph_support_idx": 1},
-            {"id": 294723, "question": "#1 >> spouse", "answer": "Miquette Giraudy", "paragraph_support_idx": 2},
+            {
+                "id": 460946,
+                "question": "Green >> performer",
+                "answer": "Steve Hillage",
+                "paragraph_support_idx": 1,
+            },
+            {
+                "id": 294723,
+                "question": "#1 >> spouse",
+                "answer": "Miquette Giraudy",
+                "paragraph_support_idx": 2,
+            },
         ],
         "answer": "Miquette Giraudy",
         "answer_aliases": ["Miquette Hillage", "Miquette Giraudy"],
@@ -258,17 +327,35 @@ def twowiki_example(**extra: Any) -> dict[str, Any]:
         "type": "compositional",
         "question": "Who is the mother of the director of film Polish-Russian War (Film)?",
         "context": [
-            ["Maheen Khan", ["Maheen Khan is a Pakistani fashion and costume designer.", "She has done many national and international shows."]],
-            ["Polish-Russian War (film)", ["Polish-Russian War (Wojna polsko-ruska) is a 2009 Polish film.",
-                                           "It was directed by Xawery \u017bu\u0142awski based on the novel by Dorota Mas\u0142owska."]],
-            ["Xawery \u017bu\u0142awski", ["Xawery \u017bu\u0142awski (born 22 December 1971 in Warsaw) is a Polish film director.",
-                                           "In 1995 he graduated from the National Film School in \u0141\u00f3d\u017a.",
-                                           "He is the son of actress Ma\u0142gorzata Braunek and director Andrzej \u017bu\u0142awski."]],
+            [
+                "Maheen Khan",
+                [
+                    "Maheen Khan is a Pakistani fashion and costume designer.",
+                    "She has done many national and international shows.",
+                ],
+            ],
+            [
+                "Polish-Russian War (film)",
+                [
+                    "Polish-Russian War (Wojna polsko-ruska) is a 2009 Polish film.",
+                    "It was directed by Xawery \u017bu\u0142awski based on the novel by Dorota Mas\u0142owska.",
+                ],
+            ],
+            [
+                "Xawery \u017bu\u0142awski",
+                [
+                    "Xawery \u017bu\u0142awski (born 22 December 1971 in Warsaw) is a Polish film director.",
+                    "In 1995 he graduated from the National Film School in \u0141\u00f3d\u017a.",
+                    "He is the son of actress Ma\u0142gorzata Braunek and director Andrzej \u017bu\u0142awski.",
+                ],
+            ],
             ["Snow White and the Seven Dwarfs", ["Snow White is a 1937 American animated film."]],
         ],
         "supporting_facts": [["Polish-Russian War (film)", 1], ["Xawery \u017bu\u0142awski", 2]],
-        "evidences": [["Polish-Russian War", "director", "Xawery \u017bu\u0142awski"],
-                      ["Xawery \u017bu\u0142awski", "mother", "Ma\u0142gorzata Braunek"]],
+        "evidences": [
+            ["Polish-Russian War", "director", "Xawery \u017bu\u0142awski"],
+            ["Xawery \u017bu\u0142awski", "mother", "Ma\u0142gorzata Braunek"],
+        ],
         "answer": "Ma\u0142gorzata Braunek",
         **extra,
     }
@@ -287,8 +374,10 @@ _WORDS = (
     "old new large small famous quiet busy distant local public private royal ancient modern "
     "and with for from into over by of in on at to its their many several most"
 ).split()
-_SYLLABLES = ("kal mor ve ran tis dor an el ost bri ga len vo ru sen hal mi ter ka ro lo "
-              "ne fa dre sto wyn cor ba li thu gre pas min ol ar us").split()
+_SYLLABLES = (
+    "kal mor ve ran tis dor an el ost bri ga len vo ru sen hal mi ter ka ro lo "
+    "ne fa dre sto wyn cor ba li thu gre pas min ol ar us"
+).split()
 _RELATIONS = (
     ("founder", "{s} was founded by {o}"),
     ("spouse", "{s} was married to {o}"),
@@ -301,7 +390,9 @@ _RELATIONS = (
 
 def _name(rng: np.random.Generator, taken: set[str], words: int) -> str:
     while True:
-        parts = ["".join(rng.choice(_SYLLABLES, size=int(rng.integers(2, 4)))).capitalize() for _ in range(words)]
+        parts = [
+            "".join(rng.choice(_SYLLABLES, size=int(rng.integers(2, 4)))).capitalize() for _ in range(words)
+        ]
         name = " ".join(parts)
         if name not in taken:
             taken.add(name)
@@ -365,7 +456,8 @@ def make_qa_records(
             sents = [_sentence(rng, title) for _ in range(sentences_per_paragraph)]
             noun, template = _RELATIONS[int(rng.integers(len(_RELATIONS)))]
             sents[int(rng.integers(0, sentences_per_paragraph))] = (
-                f"{template.format(s=title, o=_name(rng, taken, 2))}, and {_filler(rng, int(rng.integers(10, 18)))}.")
+                f"{template.format(s=title, o=_name(rng, taken, 2))}, and {_filler(rng, int(rng.integers(10, 18)))}."
+            )
             paragraphs.append((title, sents))
         order = rng.permutation(len(paragraphs))
         paragraphs = [paragraphs[int(i)] for i in order]
@@ -373,9 +465,17 @@ def make_qa_records(
         for noun, _ in rels:
             phrase = f"the {noun} of {phrase}"
         answer = chain[-1]
-        out.append(QARecord(
-            id=rng.bytes(12).hex(), question=f"Who is {phrase}?", answer=answer, aliases=[answer.split()[-1]],
-            paragraphs=paragraphs, supporting=supporting, step_answers=chain[1:], type="bridge",
-            level=str(rng.choice(["easy", "medium", "hard"])),
-        ))
+        out.append(
+            QARecord(
+                id=rng.bytes(12).hex(),
+                question=f"Who is {phrase}?",
+                answer=answer,
+                aliases=[answer.split()[-1]],
+                paragraphs=paragraphs,
+                supporting=supporting,
+                step_answers=chain[1:],
+                type="bridge",
+                level=str(rng.choice(["easy", "medium", "hard"])),
+            )
+        )
     return out

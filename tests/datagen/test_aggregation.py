@@ -54,9 +54,14 @@ def test_answers_are_computed_from_the_world(samples):
         d = data(s)
         region = world.region(d["region"])
         members = [region.entity(it["name"]) for it in d["items"]]
-        raw = [region.rel[d["key"]][m.idx] if d["key"] in region.rel else region.attr[d["key"]][m.idx] for m in members]
+        raw = [
+            region.rel[d["key"]][m.idx] if d["key"] in region.rel else region.attr[d["key"]][m.idx]
+            for m in members
+        ]
         values = [region.entities[v].ref if d["key"] in region.rel else v for v in raw]
-        answer, winner = compute_answer(d["op"], values, [m.name for m in members], d["direction"], d["target"])
+        answer, winner = compute_answer(
+            d["op"], values, [m.name for m in members], d["direction"], d["target"]
+        )
         assert answer == s.answers[0] == s.reward_model["ground_truth"][0]
         if d["op"] == "count":
             # skimming fails: some named entities have the property and some do not
@@ -75,7 +80,7 @@ def test_the_documents_are_spread_among_distractors(samples):
         user = s.user_text
         for it in data(s)["items"]:
             i = s.doc_ids.index(it["doc_id"])
-            assert it["fact"] in user[s.doc_offsets[i]:s.doc_offsets[i + 1]]
+            assert it["fact"] in user[s.doc_offsets[i] : s.doc_offsets[i + 1]]
 
 
 def test_look_alikes_of_the_named_entities_are_in_the_context(samples):
@@ -101,8 +106,12 @@ def test_exact_length_and_verify_passes(samples):
 def test_same_seed_same_bytes(tmp_path):
     def run(out, seed=7, workers=1):
         src = get_source("synthetic", None, options={"num_triplets": "60"})
-        run_generator("aggregation", AggregationConfig(length=2500, seed=seed), src,
-                      RunConfig(out=out, num_samples=6, rows_per_part=3, workers=workers))
+        run_generator(
+            "aggregation",
+            AggregationConfig(length=2500, seed=seed),
+            src,
+            RunConfig(out=out, num_samples=6, rows_per_part=3, workers=workers),
+        )
         return {p.name: p.read_bytes() for p in sorted(out.glob("part-*.parquet"))}
 
     a, b = run(tmp_path / "a"), run(tmp_path / "b", workers=2)
@@ -158,12 +167,18 @@ def test_verify_catches_a_missing_document(samples):
 def test_verify_fails_on_a_tampered_shard(tmp_path):
     out = tmp_path / "agg"
     src = get_source("synthetic", None, options={"num_triplets": "60"})
-    run_generator("aggregation", AggregationConfig(length=2500, seed=2, ops="sum"), src,
-                  RunConfig(out=out, num_samples=3, rows_per_part=3))
+    run_generator(
+        "aggregation",
+        AggregationConfig(length=2500, seed=2, ops="sum"),
+        src,
+        RunConfig(out=out, num_samples=3, rows_per_part=3),
+    )
     path = out / "part-00000.parquet"
     rows = pq.read_table(path).to_pylist()
     assert all(r["question_type"] == "sum" for r in rows)
-    rows[1]["answers"] = rows[1]["reward_model"]["ground_truth"] = rows[1]["extra_info"]["answers"] = ["1,000"]
+    rows[1]["answers"] = rows[1]["reward_model"]["ground_truth"] = rows[1]["extra_info"]["answers"] = [
+        "1,000"
+    ]
     write_table_atomic(to_table(rows, SAMPLE_SCHEMA), path)
     report = verify(out)
     assert not report.ok and report.checks == {"aggregation": 1} and report.violations[0].row == 1
@@ -186,9 +201,22 @@ def test_cli_lists_the_new_families_and_makes_verified_shards(tmp_path):
 
     listed = datagen("list")
     gens = next(line for line in listed.splitlines() if line.startswith("generators:"))
-    assert {"aggregation", "needles", "vartrack", "keychain", "longqa"} <= set(gens.split(": ")[1].split(", "))
-    datagen("aggregation", "--length", "3k", "--num-samples", "4", "--num-items", "6", "--ops", "count,select",
-            "--out", str(tmp_path / "a"))
+    assert {"aggregation", "needles", "vartrack", "keychain", "longqa"} <= set(
+        gens.split(": ")[1].split(", ")
+    )
+    datagen(
+        "aggregation",
+        "--length",
+        "3k",
+        "--num-samples",
+        "4",
+        "--num-items",
+        "6",
+        "--ops",
+        "count,select",
+        "--out",
+        str(tmp_path / "a"),
+    )
     rs = rows(tmp_path / "a")
     assert len(rs) == 4 and {r["question_type"] for r in rs} <= {"count", "select"}
     assert all(r["task"] == "aggregation" and r["hops"] == 6 for r in rs)
@@ -197,12 +225,18 @@ def test_cli_lists_the_new_families_and_makes_verified_shards(tmp_path):
 
 def test_facts_that_start_with_the_value_still_verify(corpus):
     """'The Ostra River flows through X.': a reference capitalised at the start of its sentence."""
-    gen = GENERATORS.get("aggregation")(AggregationConfig(length=2000, seed=2, num_items=4, ops="select,count"), corpus)
+    gen = GENERATORS.get("aggregation")(
+        AggregationConfig(length=2000, seed=2, num_items=4, ops="select,count"), corpus
+    )
     capitalised = 0
     for i in range(0, 240, 3):
         s = gen.sample(i, Counter())
         assert check_row(s.to_row()) == [], s.question
         d = data(s)
-        capitalised += sum(isinstance(it["value"], str) and it["value"][:1].islower() and
-                           it["fact"].startswith(it["value"][:1].upper() + it["value"][1:]) for it in d["items"])
+        capitalised += sum(
+            isinstance(it["value"], str)
+            and it["value"][:1].islower()
+            and it["fact"].startswith(it["value"][:1].upper() + it["value"][1:])
+            for it in d["items"]
+        )
     assert capitalised > 0

@@ -15,8 +15,19 @@ from datagen.lengths import format_length, parse_length, parse_lengths
 from datagen.tokenizers import QWEN2_5_DEFAULT_SYSTEM, get_tokenizer
 
 
-@pytest.mark.parametrize(("text", "n"), [("60k", 60_000), ("64ki", 65_536), ("4096", 4096), (4096, 4096),
-                                          ("1.5k", 1500), (" 20K ", 20_000), ("128Ki", 131_072), ("1m", 1_000_000)])
+@pytest.mark.parametrize(
+    ("text", "n"),
+    [
+        ("60k", 60_000),
+        ("64ki", 65_536),
+        ("4096", 4096),
+        (4096, 4096),
+        ("1.5k", 1500),
+        (" 20K ", 20_000),
+        ("128Ki", 131_072),
+        ("1m", 1_000_000),
+    ],
+)
 def test_parse_length(text, n):
     assert parse_length(text) == n
 
@@ -72,12 +83,16 @@ def test_qwen25_matches_the_published_vocabulary():
 def test_qwen25_template_adds_its_default_system_prompt_only_when_none_is_given():
     tok = get_tokenizer("qwen2.5")
     plain = tok.render([{"role": "user", "content": "Hi"}])
-    assert plain == (f"<|im_start|>system\n{QWEN2_5_DEFAULT_SYSTEM}<|im_end|>\n"
-                     "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    assert plain == (
+        f"<|im_start|>system\n{QWEN2_5_DEFAULT_SYSTEM}<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert tok.count(plain) == 30 == tok.count_messages([{"role": "user", "content": "Hi"}])
     own = tok.render([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
     assert QWEN2_5_DEFAULT_SYSTEM not in own and own.startswith("<|im_start|>system\nBe brief.<|im_end|>")
-    assert not tok.render([{"role": "user", "content": "Hi"}], add_generation_prompt=False).endswith("assistant\n")
+    assert not tok.render([{"role": "user", "content": "Hi"}], add_generation_prompt=False).endswith(
+        "assistant\n"
+    )
 
 
 def test_cl100k_is_offline_with_chatml():

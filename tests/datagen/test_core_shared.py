@@ -31,7 +31,9 @@ def test_version_falls_back_to_the_checkout_pyproject(monkeypatch, tmp_path):
 
 
 def test_manifest_reader_errors_say_what_to_do(tmp_path):
-    with pytest.raises(LongmillError, match="no manifest.json; build the curriculum with `python -m curriculum build`"):
+    with pytest.raises(
+        LongmillError, match="no manifest.json; build the curriculum with `python -m curriculum build`"
+    ):
         load_manifest(tmp_path)
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(LongmillError, match="not valid JSON.*rebuild the curriculum"):

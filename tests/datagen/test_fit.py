@@ -33,8 +33,14 @@ def make(generator: str, corpus: Corpus, **kw):
 @pytest.mark.parametrize("length", [2000, 8192, 20_000, 60_000])
 @pytest.mark.parametrize("generator", ["keychain", "longqa"])
 def test_every_sample_lands_in_range(toy_corpus, generator, length, tokenizer):
-    gen = make(generator, toy_corpus, length=length, seed=7, tokenizer=tokenizer,
-               **({"num_chains": 2, "hops": 2} if generator == "keychain" and length <= 2000 else {}))
+    gen = make(
+        generator,
+        toy_corpus,
+        length=length,
+        seed=7,
+        tokenizer=tokenizer,
+        **({"num_chains": 2, "hops": 2} if generator == "keychain" and length <= 2000 else {}),
+    )
     lo = math.ceil(length * 0.99)
     for i in range(3):
         s = gen.sample(i, Counter())
@@ -69,7 +75,11 @@ def test_gold_placement_depths(toy_corpus):
         gen = make("longqa", toy_corpus, length=20_000, placement=placement)
         s = gen.sample(0, Counter())
         assert all(lo <= d <= hi for d in s.gold_doc_depths), (placement, s.gold_doc_depths)
-    depths = [d for i in range(30) for d in make("longqa", toy_corpus, length=8000).sample(i, Counter()).gold_doc_depths]
+    depths = [
+        d
+        for i in range(30)
+        for d in make("longqa", toy_corpus, length=8000).sample(i, Counter()).gold_doc_depths
+    ]
     assert min(depths) < 0.25 and max(depths) > 0.75  # uniform spreads them
 
 
@@ -86,9 +96,17 @@ def test_length_too_small_for_gold_and_chains_says_what_to_do(toy_corpus):
     from datagen.generators.fit import DocCounter, fit_prompt
 
     with pytest.raises(LengthBudgetError, match=r"at least \d+"):
-        fit_prompt(tokenizer=gen.tokenizer, counter=DocCounter(gen.tokenizer, gen.template), length=100,
-                   tolerance=0.01, head="Read.\n", tail="Answer.", gold=toy_corpus.triplets[0].gold_docs,
-                   candidates=iter(()), rng=np.random.default_rng(0))
+        fit_prompt(
+            tokenizer=gen.tokenizer,
+            counter=DocCounter(gen.tokenizer, gen.template),
+            length=100,
+            tolerance=0.01,
+            head="Read.\n",
+            tail="Answer.",
+            gold=toy_corpus.triplets[0].gold_docs,
+            candidates=iter(()),
+            rng=np.random.default_rng(0),
+        )
 
 
 def test_source_too_small_to_fill(toy_corpus):
@@ -110,8 +128,16 @@ def test_default_chain_count_scales_with_length():
     assert KeyChainConfig(length=60_000).num_chains == 10
 
 
-@pytest.mark.parametrize("bad", [dict(tolerance=0.0), dict(tolerance=0.7), dict(placement="top"),
-                                 dict(placement="depth:1.5"), dict(doc_template="fancy")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(tolerance=0.0),
+        dict(tolerance=0.7),
+        dict(placement="top"),
+        dict(placement="depth:1.5"),
+        dict(doc_template="fancy"),
+    ],
+)
 def test_bad_options_are_rejected(bad):
     with pytest.raises(Exception, match=r"tolerance|placement|document template"):
         GenConfig(length=1000, **bad)
@@ -129,7 +155,7 @@ def test_truncated_fillers_never_reuse_another_samples_cut():
         for j, doc_id in enumerate(s.doc_ids):
             if "#trunc" in doc_id:
                 base, kept = doc_id.split("#trunc")
-                span = s.user_text[s.doc_offsets[j]:s.doc_offsets[j + 1]]
+                span = s.user_text[s.doc_offsets[j] : s.doc_offsets[j + 1]]
                 assert by_id[base].text[: int(kept)] in span
 
 
@@ -150,7 +176,7 @@ def test_an_hf_tokenizer_by_path_counts_like_qwen25_and_fits(toy_corpus, tiny_qw
     from datagen.tokenizers import get_tokenizer
 
     hf, ref = get_tokenizer(f"hf:{tiny_qwen2}"), get_tokenizer("qwen2.5")
-    msgs = [{"role": "user", "content": "Velora Quint was born in Tassbury. {\"0123456789abcdef\": \"Who?\"}."}]
+    msgs = [{"role": "user", "content": 'Velora Quint was born in Tassbury. {"0123456789abcdef": "Who?"}.'}]
     assert hf.render(msgs) == ref.render(msgs) and hf.count_messages(msgs) == ref.count_messages(msgs)
     gen = make("keychain", toy_corpus, length=4000, tokenizer=f"hf:{tiny_qwen2}", num_chains=2)
     for i in range(3):
@@ -160,11 +186,24 @@ def test_an_hf_tokenizer_by_path_counts_like_qwen25_and_fits(toy_corpus, tiny_qw
 
 
 TRICKY_SENTENCES = [
-    "The U.S. Army moved 1.5 million tons in 1944.", 'He said "No." Then he left.', "It was (mostly) true.)",
-    "Who won? Nobody knows!", "Café Zoë opened in Montréal.", "Cafe\u0301 owners met.", "Ελληνικά κείμενα εδώ.",
-    "東京は日本の首都です. 大阪も大きい.", "Ёжик в тумане.", "It's 'quoted.' 's odd.", "Price: $3.50. 1990 came.",
-    "Emoji 🎉 party. Done.", "Arabic نص عربي. End.", "x=[1, 2]. y={3}.", "Tabs\u00a0and nbsp here. Ok.",
-    "Ends with ellipsis... Next one.", "Dr. Smith's cat. 99 lives.", "Mixed’ quotes’. “Curly.” Fine.",
+    "The U.S. Army moved 1.5 million tons in 1944.",
+    'He said "No." Then he left.',
+    "It was (mostly) true.)",
+    "Who won? Nobody knows!",
+    "Café Zoë opened in Montréal.",
+    "Cafe\u0301 owners met.",
+    "Ελληνικά κείμενα εδώ.",
+    "東京は日本の首都です. 大阪も大きい.",
+    "Ёжик в тумане.",
+    "It's 'quoted.' 's odd.",
+    "Price: $3.50. 1990 came.",
+    "Emoji 🎉 party. Done.",
+    "Arabic نص عربي. End.",
+    "x=[1, 2]. y={3}.",
+    "Tabs\u00a0and nbsp here. Ok.",
+    "Ends with ellipsis... Next one.",
+    "Dr. Smith's cat. 99 lives.",
+    "Mixed’ quotes’. “Curly.” Fine.",
 ]
 
 
@@ -185,9 +224,20 @@ def tricky_triplets(n: int = 60, seed: int = 0) -> list:
     for i in range(n):
         gold = [Document.make(f"{titles[(i + j) % len(titles)]} {i}", para()) for j in range(2)]
         dis = [Document.make(f"{titles[(i + j + 3) % len(titles)]} d{i}-{j}", para()) for j in range(6)]
-        out.append(Triplet(id=f"tricky:{i}", source="tricky", split="dev", question=f'Is "{i}" \\ café\u0301 ok? 🎉',
-                           answers=[f"a{i}"], hops=2, question_type="bridge", gold_docs=gold,
-                           supporting_facts=[SupportingFact(g.title, 0, g.text) for g in gold], distractor_docs=dis))
+        out.append(
+            Triplet(
+                id=f"tricky:{i}",
+                source="tricky",
+                split="dev",
+                question=f'Is "{i}" \\ café\u0301 ok? 🎉',
+                answers=[f"a{i}"],
+                hops=2,
+                question_type="bridge",
+                gold_docs=gold,
+                supporting_facts=[SupportingFact(g.title, 0, g.text) for g in gold],
+                distractor_docs=dis,
+            )
+        )
     return out
 
 
@@ -200,8 +250,15 @@ def test_piecewise_count_is_exact_without_measuring(doc_template, tokenizer):
 
     corpus = Corpus(tricky_triplets(), name="tricky")
     for generator in ("keychain", "longqa"):
-        gen = make(generator, corpus, length=3000, seed=5, tokenizer=tokenizer, doc_template=doc_template,
-                   **({"num_chains": 4, "hops": 3} if generator == "keychain" else {}))
+        gen = make(
+            generator,
+            corpus,
+            length=3000,
+            seed=5,
+            tokenizer=tokenizer,
+            doc_template=doc_template,
+            **({"num_chains": 4, "hops": 3} if generator == "keychain" else {}),
+        )
         for i in range(1, 16):
             assert i % AUDIT_EVERY
             s = gen.sample(i, Counter())

@@ -66,7 +66,10 @@ def test_same_seed_same_sample_and_no_shared_shuffles(toy_corpus):
     fresh = make("keychain", toy_corpus, length=8000, seed=11)
     assert fresh.sample(4, Counter()).uid == a.sample(4, Counter()).uid
     # Each sample gets its own document order, not one permutation reused.
-    orders = {tuple(make("longqa", toy_corpus, length=8000, seed=1).sample(i, Counter()).doc_ids[:5]) for i in range(5)}
+    orders = {
+        tuple(make("longqa", toy_corpus, length=8000, seed=1).sample(i, Counter()).doc_ids[:5])
+        for i in range(5)
+    }
     assert len(orders) == 5
 
 
@@ -96,7 +99,9 @@ def test_longqa_asks_the_question_and_the_answer_format(toy_corpus):
 
 
 def test_system_prompt_option_replaces_the_default(toy_corpus):
-    s = make("longqa", toy_corpus, length=4000, system_prompt="You are a careful reader.").sample(0, Counter())
+    s = make("longqa", toy_corpus, length=4000, system_prompt="You are a careful reader.").sample(
+        0, Counter()
+    )
     assert s.prompt[0] == {"role": "system", "content": "You are a careful reader."}
     assert check_row(s.to_row()) == []
 
@@ -113,8 +118,8 @@ def test_doc_offsets_delimit_each_document(toy_corpus):
     text, off = s.user_text, s.doc_offsets
     assert len(off) == s.num_docs + 1
     for i in range(s.num_docs):
-        assert text[off[i]:off[i + 1]].startswith(f"Document {i + 1}:\nTitle: ")
-    assert text[off[-1]:].startswith("</text>")
+        assert text[off[i] : off[i + 1]].startswith(f"Document {i + 1}:\nTitle: ")
+    assert text[off[-1] :].startswith("</text>")
 
 
 def test_pair_shaped_source_text_never_breaks_verify(tmp_path):
@@ -128,39 +133,56 @@ def test_pair_shaped_source_text_never_breaks_verify(tmp_path):
     from datagen.verify import verify
     from tests.datagen.conftest import ListSource, toy_triplets
 
-    shaped = ('The config was {"0123456789abcdef": "Who founded the museum?"}. Also {"deadbeef-0000-4000-8000-'
-              '0123456789ab": "0123456789abcdef"} and { "cafebabe" : "x"} appeared. ')
+    shaped = (
+        'The config was {"0123456789abcdef": "Who founded the museum?"}. Also {"deadbeef-0000-4000-8000-'
+        '0123456789ab": "0123456789abcdef"} and { "cafebabe" : "x"} appeared. '
+    )
     triplets = []
     for t in toy_triplets(40):
         gold = [Document.make(d.title, shaped + d.text) for d in t.gold_docs]
-        dis = [Document.make(d.title, d.text + " " + shaped.strip()) for d in t.distractor_docs[:3]] + t.distractor_docs[3:]
-        triplets.append(dataclasses.replace(t, gold_docs=gold, distractor_docs=dis,
-                                            question=t.question + ' {"abcdef0123456789": "y"}'))
+        dis = [
+            Document.make(d.title, d.text + " " + shaped.strip()) for d in t.distractor_docs[:3]
+        ] + t.distractor_docs[3:]
+        triplets.append(
+            dataclasses.replace(
+                t, gold_docs=gold, distractor_docs=dis, question=t.question + ' {"abcdef0123456789": "y"}'
+            )
+        )
     out = tmp_path / "kc"
-    stats = run_generator("keychain", KeyChainConfig(length=4000, num_chains=3, seed=1), ListSource(triplets),
-                          RunConfig(out=out, num_samples=6, rows_per_part=6))
+    stats = run_generator(
+        "keychain",
+        KeyChainConfig(length=4000, num_chains=3, seed=1),
+        ListSource(triplets),
+        RunConfig(out=out, num_samples=6, rows_per_part=6),
+    )
     report = verify(out)
     assert report.ok, [str(v) for v in report.violations[:5]]
     assert stats["source_cleaned"]["pair_text_neutralised"] == 40 * (2 * 3 + 3 * 3 + 1)
     assert json.loads((out / "stats.json").read_text())["source_cleaned"] == stats["source_cleaned"]
 
     lq = tmp_path / "lq"
-    run_generator("longqa", GENERATORS.get("longqa").config_cls(length=3000, seed=1), ListSource(triplets),
-                  RunConfig(out=lq, num_samples=4, rows_per_part=4))
+    run_generator(
+        "longqa",
+        GENERATORS.get("longqa").config_cls(length=3000, seed=1),
+        ListSource(triplets),
+        RunConfig(out=lq, num_samples=4, rows_per_part=4),
+    )
     assert verify(lq).ok
 
 
 # -- sentence ends (issue #13: pairs never after initials or abbreviations) ---------------------------
 
-ABBREVIATED = ("James P. Comer was born in the U.S. in 1934. Dr. Smith met him at Acme Inc. on Jan. 5. "
-               "He wrote e.g. three books. J. R. R. Tolkien liked Mr. Comer. St. Louis is a city. "
-               "The end came in 1999. It was Prof. Lee who said so.")
+ABBREVIATED = (
+    "James P. Comer was born in the U.S. in 1934. Dr. Smith met him at Acme Inc. on Jan. 5. "
+    "He wrote e.g. three books. J. R. R. Tolkien liked Mr. Comer. St. Louis is a city. "
+    "The end came in 1999. It was Prof. Lee who said so."
+)
 
 
 def test_sentence_slots_skip_initials_and_abbreviations():
     from datagen.generators.fit import sentence_slots
 
-    before = [ABBREVIATED[max(0, i - 8):i] for i in sentence_slots(ABBREVIATED)]
+    before = [ABBREVIATED[max(0, i - 8) : i] for i in sentence_slots(ABBREVIATED)]
     assert before == ["in 1934.", " Jan. 5.", "e books.", ". Comer.", " a city.", "in 1999."]
     assert sentence_slots('He said "Go." Then left. Fine? Yes! Done.') == [13, 24, 30, 35]
 
@@ -172,8 +194,12 @@ def test_keychain_pairs_never_follow_an_initial_or_abbreviation():
     from datagen.schema import Document
     from tests.datagen.conftest import toy_triplets
 
-    triplets = [dataclasses.replace(t, distractor_docs=[Document.make(d.title, ABBREVIATED + " " + d.text)
-                                                         for d in t.distractor_docs]) for t in toy_triplets(60)]
+    triplets = [
+        dataclasses.replace(
+            t, distractor_docs=[Document.make(d.title, ABBREVIATED + " " + d.text) for d in t.distractor_docs]
+        )
+        for t in toy_triplets(60)
+    ]
     gen = make("keychain", Corpus(triplets, name="abbr"), length=12_000, num_chains=12, seed=4)
     bad = re.compile(r"(?:\b[A-Z]|U\.S|e\.g|Dr|Inc|Jan|Mr|St|Prof)\. \{")
     for i in range(6):
@@ -197,12 +223,19 @@ def test_verify_catches_a_pair_after_an_initial(toy_corpus):
 
 # -- the loongrl preset (issue #13 §1) --------------------------------------------------------------
 
+
 def test_loongrl_preset_structure(toy_corpus):
     from datagen.generators.keychain import KeyChainConfig
     from datagen.tokenizers import get_tokenizer
 
     cfg = KeyChainConfig(length=8192, preset="loongrl")
-    assert (cfg.num_chains, cfg.hops, cfg.uuid_format, cfg.doc_template, cfg.pairs_between) == (32, 4, "hex8", "passage", 0.5)
+    assert (cfg.num_chains, cfg.hops, cfg.uuid_format, cfg.doc_template, cfg.pairs_between) == (
+        32,
+        4,
+        "hex8",
+        "passage",
+        0.5,
+    )
     assert KeyChainConfig(length=60_000, preset="loongrl").num_chains == 234
     # Options given explicitly win over the preset's.
     assert KeyChainConfig(length=8192, preset="loongrl", num_chains=5, uuid_format="short").num_chains == 5
@@ -243,8 +276,12 @@ def test_loongrl_preset_is_deterministic_and_verifies(tmp_path, toy_source):
     outs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        run_generator("keychain", KeyChainConfig(length=6000, preset="loongrl", seed=3), toy_source,
-                      RunConfig(out=out, num_samples=4, rows_per_part=2))
+        run_generator(
+            "keychain",
+            KeyChainConfig(length=6000, preset="loongrl", seed=3),
+            toy_source,
+            RunConfig(out=out, num_samples=4, rows_per_part=2),
+        )
         outs.append(out)
     for p in ("part-00000.parquet", "part-00001.parquet"):
         assert (outs[0] / p).read_bytes() == (outs[1] / p).read_bytes()
@@ -259,12 +296,28 @@ def test_loongrl_preset_from_the_command_line(tmp_path):
     from datagen.cli import main
 
     out = tmp_path / "kc"
-    r = CliRunner().invoke(main, ["keychain", "--length", "8k", "--preset", "loongrl", "--num-samples", "2",
-                                  "--source-opt", "num_triplets=300", "--out", str(out)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "keychain",
+            "--length",
+            "8k",
+            "--preset",
+            "loongrl",
+            "--num-samples",
+            "2",
+            "--source-opt",
+            "num_triplets=300",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     params = json.loads((out / "stats.json").read_text())["params"]
     assert (params["preset"], params["num_chains"], params["uuid_format"]) == ("loongrl", 31, "hex8")
     v = CliRunner().invoke(main, ["verify", str(out)])
     assert v.exit_code == 0 and "OK: 2 rows" in v.output, v.output
-    bad = CliRunner().invoke(main, ["keychain", "--length", "8k", "--preset", "loong", "--out", str(tmp_path / "x")])
+    bad = CliRunner().invoke(
+        main, ["keychain", "--length", "8k", "--preset", "loong", "--out", str(tmp_path / "x")]
+    )
     assert bad.exit_code != 0 and "did you mean 'loongrl'" in bad.output

@@ -40,7 +40,9 @@ def test_needles_structure_and_answer(toy_corpus):
         found = NEEDLE.findall(s.user_text)
         assert len(found) == 10 and len({k for k, _ in found}) == 10 and len({v for _, v in found}) == 10
         key = re.search(r"number for ([0-9a-f]{16})", s.question).group(1)
-        assert s.answers == [dict(found)[key]] and s.task == "needles" and s.ability == "long_context_retrieval"
+        assert (
+            s.answers == [dict(found)[key]] and s.task == "needles" and s.ability == "long_context_retrieval"
+        )
         assert len(s.gold_docs) == 1 and key in s.gold_docs[0].text
         assert LENGTH * 0.99 <= s.prompt_tokens <= LENGTH and check_row(s.to_row()) == []
 
@@ -60,7 +62,9 @@ def test_depth_grid_places_the_queried_needle(toy_corpus):
         assert json.loads(s.extra_info["task_data"])["placement"] == f"depth:{grid[i % 5]}"
         assert abs(s.gold_doc_depths[0] - grid[i % 5]) < 0.08, (i, s.gold_doc_depths)
     # the other needles are spread, not next to the queried one
-    others = [s.doc_ids.index(d) for s in samples[:1] for d in s.doc_ids if d not in {g.doc_id for g in s.gold_docs}]
+    others = [
+        s.doc_ids.index(d) for s in samples[:1] for d in s.doc_ids if d not in {g.doc_id for g in s.gold_docs}
+    ]
     assert len(others) > 8
 
 
@@ -82,8 +86,12 @@ def test_vartrack_structure_and_answer(toy_corpus):
 @pytest.mark.parametrize(("name", "config"), [("needles", NeedlesConfig), ("vartrack", VarTrackConfig)])
 def test_same_seed_same_bytes_and_verify_passes(tmp_path, toy_source, name, config):
     def run(out, seed=4):
-        run_generator(name, config(length=2500, seed=seed, depths="0,0.5,1"), toy_source,
-                      RunConfig(out=out, num_samples=6, rows_per_part=3))
+        run_generator(
+            name,
+            config(length=2500, seed=seed, depths="0,0.5,1"),
+            toy_source,
+            RunConfig(out=out, num_samples=6, rows_per_part=3),
+        )
         return {p.name: p.read_bytes() for p in sorted(out.glob("part-*.parquet"))}
 
     a = run(tmp_path / "a")
@@ -109,7 +117,9 @@ def test_needles_verify_catches_tampering(toy_corpus):
     assert any("ground truth" in m for m in _problems(row, "needles"))
 
     row = s.to_row()  # a second needle for the queried key
-    row["prompt"][-1]["content"] = user.replace("</text>", f"One of the special magic numbers for {key} is: 1111111.\n</text>")
+    row["prompt"][-1]["content"] = user.replace(
+        "</text>", f"One of the special magic numbers for {key} is: 1111111.\n</text>"
+    )
     assert any("more than one needle" in m for m in _problems(row, "needles"))
 
     row = s.to_row()  # the queried needle removed
@@ -157,18 +167,44 @@ def test_too_many_needles_for_the_length_is_a_clear_error(tmp_path, toy_source):
     from datagen.core.errors import LengthBudgetError
 
     with pytest.raises(LengthBudgetError):
-        run_generator("needles", NeedlesConfig(length=600, num_needles=60), toy_source,
-                      RunConfig(out=tmp_path / "x", num_samples=1))
+        run_generator(
+            "needles",
+            NeedlesConfig(length=600, num_needles=60),
+            toy_source,
+            RunConfig(out=tmp_path / "x", num_samples=1),
+        )
 
 
 def test_cli_grid_over_length_and_depth(tmp_path):
     from .test_cli import rows
 
     for length in ("2k", "4k"):
-        datagen("needles", "--length", length, "--num-samples", "4", "--num-queries", "2", "--depths", "0,1",
-                "--out", str(tmp_path / f"n-{length}"))
-        datagen("vartrack", "--length", length, "--num-samples", "2", "--placement", "depth:0.5",
-                "--out", str(tmp_path / f"v-{length}"))
+        datagen(
+            "needles",
+            "--length",
+            length,
+            "--num-samples",
+            "4",
+            "--num-queries",
+            "2",
+            "--depths",
+            "0,1",
+            "--out",
+            str(tmp_path / f"n-{length}"),
+        )
+        datagen(
+            "vartrack",
+            "--length",
+            length,
+            "--num-samples",
+            "2",
+            "--placement",
+            "depth:0.5",
+            "--out",
+            str(tmp_path / f"v-{length}"),
+        )
     rs = rows(tmp_path / "n-4k")
-    assert [round(r["gold_doc_depths"][0]) for r in rs] == [0, 1, 0, 1] and all(r["length_target"] == 4000 for r in rs)
+    assert [round(r["gold_doc_depths"][0]) for r in rs] == [0, 1, 0, 1] and all(
+        r["length_target"] == 4000 for r in rs
+    )
     assert "OK: 12 rows" in datagen("verify", str(tmp_path))

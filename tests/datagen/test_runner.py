@@ -22,8 +22,12 @@ def files(folder: Path) -> dict[str, bytes]:
 
 
 def run(out, n=10, **kw):
-    return run_generator("keychain", KeyChainConfig(**CFG), ListSource(toy_triplets()),
-                         RunConfig(out=out, num_samples=n, rows_per_part=4, **kw))
+    return run_generator(
+        "keychain",
+        KeyChainConfig(**CFG),
+        ListSource(toy_triplets()),
+        RunConfig(out=out, num_samples=n, rows_per_part=4, **kw),
+    )
 
 
 def test_same_seed_gives_byte_identical_shards(tmp_path):
@@ -74,10 +78,18 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
 def test_a_folder_of_another_run_is_refused_unless_overwrite(tmp_path):
     run(tmp_path / "x")
     with pytest.raises(LongmillError, match="--overwrite"):
-        run_generator("keychain", KeyChainConfig(**{**CFG, "seed": 10}), ListSource(toy_triplets()),
-                      RunConfig(out=tmp_path / "x", num_samples=10, rows_per_part=4))
-    run_generator("keychain", KeyChainConfig(**{**CFG, "seed": 10}), ListSource(toy_triplets()),
-                  RunConfig(out=tmp_path / "x", num_samples=10, rows_per_part=4, overwrite=True))
+        run_generator(
+            "keychain",
+            KeyChainConfig(**{**CFG, "seed": 10}),
+            ListSource(toy_triplets()),
+            RunConfig(out=tmp_path / "x", num_samples=10, rows_per_part=4),
+        )
+    run_generator(
+        "keychain",
+        KeyChainConfig(**{**CFG, "seed": 10}),
+        ListSource(toy_triplets()),
+        RunConfig(out=tmp_path / "x", num_samples=10, rows_per_part=4, overwrite=True),
+    )
     assert json.loads((tmp_path / "x" / "stats.json").read_text())["params"]["seed"] == 10
 
 
@@ -96,8 +108,9 @@ def test_skips_are_counted_or_fatal_under_strict(tmp_path, monkeypatch):
         run(tmp_path / "strict", strict=True)
 
 
-@pytest.mark.parametrize("bad", [dict(num_samples=0), dict(num_shards=2, shard_index=2), dict(workers=0),
-                                 dict(rows_per_part=0)])
+@pytest.mark.parametrize(
+    "bad", [dict(num_samples=0), dict(num_shards=2, shard_index=2), dict(workers=0), dict(rows_per_part=0)]
+)
 def test_bad_run_options(tmp_path, bad):
     with pytest.raises(LongmillError):
         RunConfig(out=tmp_path, **{"num_samples": 5, **bad})
@@ -137,26 +150,48 @@ def test_a_failed_rerun_keeps_the_complete_output_it_would_replace(tmp_path, mon
     good = files(out)
     real = crash_at(monkeypatch, 6)
     with pytest.raises(KeyboardInterrupt):
-        run_generator("keychain", KeyChainConfig(**{**CFG, "seed": 10}), ListSource(toy_triplets()),
-                      RunConfig(out=out, num_samples=10, rows_per_part=4, overwrite=True))
+        run_generator(
+            "keychain",
+            KeyChainConfig(**{**CFG, "seed": 10}),
+            ListSource(toy_triplets()),
+            RunConfig(out=out, num_samples=10, rows_per_part=4, overwrite=True),
+        )
     assert files(out) == good  # nothing of the good output was deleted by the failed run
     assert (out / ".parts").is_dir() and len(list((out / ".parts").glob("*.json"))) == 3
     monkeypatch.setattr(KeyChain, "build", real)
-    stats = run_generator("keychain", KeyChainConfig(**{**CFG, "seed": 10}), ListSource(toy_triplets()),
-                          RunConfig(out=out, num_samples=10, rows_per_part=4, overwrite=True))
-    assert stats["params"]["seed"] == 10 and json.loads((out / "stats.json").read_text())["params"]["seed"] == 10
+    stats = run_generator(
+        "keychain",
+        KeyChainConfig(**{**CFG, "seed": 10}),
+        ListSource(toy_triplets()),
+        RunConfig(out=out, num_samples=10, rows_per_part=4, overwrite=True),
+    )
+    assert (
+        stats["params"]["seed"] == 10 and json.loads((out / "stats.json").read_text())["params"]["seed"] == 10
+    )
     assert not shards.staging_path(out).exists() and not list(tmp_path.glob(".x.*"))
-    run_generator("keychain", KeyChainConfig(**{**CFG, "seed": 10}), ListSource(toy_triplets()),
-                  RunConfig(out=tmp_path / "fresh", num_samples=10, rows_per_part=4))
+    run_generator(
+        "keychain",
+        KeyChainConfig(**{**CFG, "seed": 10}),
+        ListSource(toy_triplets()),
+        RunConfig(out=tmp_path / "fresh", num_samples=10, rows_per_part=4),
+    )
     assert files(out) == files(tmp_path / "fresh")
-    assert sorted(p.name for p in (out / ".parts").iterdir()) == ["part-00000.json", "part-00001.json", "part-00002.json"]
+    assert sorted(p.name for p in (out / ".parts").iterdir()) == [
+        "part-00000.json",
+        "part-00001.json",
+        "part-00002.json",
+    ]
 
 
 def test_a_rerun_with_fewer_parts_leaves_no_stale_part(tmp_path):
     out = tmp_path / "x"
     run(out, n=10)
-    run_generator("keychain", KeyChainConfig(**{**CFG, "seed": 10}), ListSource(toy_triplets()),
-                  RunConfig(out=out, num_samples=3, rows_per_part=4, overwrite=True))
+    run_generator(
+        "keychain",
+        KeyChainConfig(**{**CFG, "seed": 10}),
+        ListSource(toy_triplets()),
+        RunConfig(out=out, num_samples=3, rows_per_part=4, overwrite=True),
+    )
     assert sorted(p.name for p in out.glob("part-*")) == ["part-00000.parquet"]
 
 
@@ -180,8 +215,12 @@ def test_writing_into_ones_own_input_is_refused(tmp_path):
     before = files(t)
     for out in (t, t / "inner", tmp_path):
         with pytest.raises(LongmillError, match="own input"):
-            run_generator("keychain", KeyChainConfig(**CFG), get_source("triplets", str(t)),
-                          RunConfig(out=out, num_samples=2))
+            run_generator(
+                "keychain",
+                KeyChainConfig(**CFG),
+                get_source("triplets", str(t)),
+                RunConfig(out=out, num_samples=2),
+            )
     with pytest.raises(LongmillError, match="own input"):
         run_triplets(get_source("triplets", str(t)), t)
     assert files(t) == before
@@ -192,8 +231,12 @@ def test_an_input_without_its_completion_marker_is_refused(tmp_path):
     run_triplets(ListSource(toy_triplets(30)), t, rows_per_part=10)
     (t / "stats.json").unlink()
     with pytest.raises(LongmillError, match=r"incomplete: it has no stats.json.*re-run the command"):
-        run_generator("keychain", KeyChainConfig(**CFG), get_source("triplets", str(t)),
-                      RunConfig(out=tmp_path / "k", num_samples=2))
+        run_generator(
+            "keychain",
+            KeyChainConfig(**CFG),
+            get_source("triplets", str(t)),
+            RunConfig(out=tmp_path / "k", num_samples=2),
+        )
     assert not (tmp_path / "k").exists()
 
 
@@ -215,15 +258,30 @@ def test_two_processes_into_one_folder_the_second_fails_clearly(tmp_path):
         import sys, time
         sys.path.insert(0, {str(Path(__file__).parents[2])!r})
         from datagen.shards import OutputLock
-        with OutputLock({str(tmp_path / 'x')!r}):
+        with OutputLock({str(tmp_path / "x")!r}):
             print("locked", flush=True)
             time.sleep(30)
     """)
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        proc = subprocess.run([sys.executable, "-m", "datagen", "keychain", "--length", "5k", "--num-samples", "2",
-                               "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "datagen",
+                "keychain",
+                "--length",
+                "5k",
+                "--num-samples",
+                "2",
+                "--out",
+                str(tmp_path / "x"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 2 and f"pid {holder.pid}" in proc.stderr and "Traceback" not in proc.stderr
         assert not (tmp_path / "x").exists()
     finally:
@@ -255,8 +313,9 @@ def test_output_path_problems_and_bad_seeds_fail_before_any_work(tmp_path, monke
             raise AssertionError("the source was read before the options were checked")
 
     def go(out, **cfg):
-        return run_generator("keychain", KeyChainConfig(**{**CFG, **cfg}), Untouchable([]),
-                             RunConfig(out=out, num_samples=2))
+        return run_generator(
+            "keychain", KeyChainConfig(**{**CFG, **cfg}), Untouchable([]), RunConfig(out=out, num_samples=2)
+        )
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(LongmillError, match="exists and is not a folder"):
@@ -265,7 +324,9 @@ def test_output_path_problems_and_bad_seeds_fail_before_any_work(tmp_path, monke
         go(tmp_path / "file" / "sub")
     with pytest.raises(LongmillError, match="--seed must be a whole number >= 0, got -1"):
         go(tmp_path / "o", seed=-1)
-    monkeypatch.setattr(shards.shutil, "disk_usage", lambda p: SimpleNamespace(free=1024, total=1 << 30, used=0))
+    monkeypatch.setattr(
+        shards.shutil, "disk_usage", lambda p: SimpleNamespace(free=1024, total=1 << 30, used=0)
+    )
     with pytest.raises(LongmillError, match="only 0 MiB free"):
         go(tmp_path / "o")
 
@@ -299,7 +360,7 @@ def test_workers_end_with_their_parent(tmp_path):
             return real(self, i, t, rng)
         KeyChain.build = slow
         run_generator("keychain", KeyChainConfig(length=5000, num_chains=3, seed=9), ListSource(toy_triplets()),
-                      RunConfig(out={str(tmp_path / 'x')!r}, num_samples=8, rows_per_part=4, workers=2))
+                      RunConfig(out={str(tmp_path / "x")!r}, num_samples=8, rows_per_part=4, workers=2))
     """)
     parent = subprocess.Popen([sys.executable, "-c", script])
     try:
@@ -333,15 +394,21 @@ def test_a_failed_triplets_rerun_keeps_the_previous_triplets(tmp_path):
     assert files(t) == before and len(list((t / ".parts").glob("*.json"))) == 3
     assert not shards.staging_path(t).exists()
     stats = run_triplets(ListSource(toy_triplets(12)), t, rows_per_part=10)
-    assert stats["triplets"] == 12 and sorted(p.name for p in t.glob("part-*")) == ["part-00000.parquet",
-                                                                                    "part-00001.parquet"]
+    assert stats["triplets"] == 12 and sorted(p.name for p in t.glob("part-*")) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+    ]
 
 
 def test_overwrite_is_refused_for_the_ranks_of_a_sharded_run(tmp_path):
     run(tmp_path / "x")
     with pytest.raises(LongmillError, match="ranks of a sharded run cannot replace it together"):
-        run_generator("keychain", KeyChainConfig(**{**CFG, "seed": 10}), ListSource(toy_triplets()),
-                      RunConfig(out=tmp_path / "x", num_samples=10, rows_per_part=4, overwrite=True, num_shards=2))
+        run_generator(
+            "keychain",
+            KeyChainConfig(**{**CFG, "seed": 10}),
+            ListSource(toy_triplets()),
+            RunConfig(out=tmp_path / "x", num_samples=10, rows_per_part=4, overwrite=True, num_shards=2),
+        )
 
 
 def test_an_unwritable_output_folder_fails_before_any_work(tmp_path, monkeypatch):

@@ -58,8 +58,13 @@ def test_sample_schema_is_pinned_and_matches_the_dataclass():
 @pytest.fixture(scope="module")
 def samples(toy_corpus):
     out = []
-    for name, kw in (("keychain", {"num_chains": 3}), ("longqa", {}), ("aggregation", {}), ("needles", {}),
-                     ("vartrack", {})):
+    for name, kw in (
+        ("keychain", {"num_chains": 3}),
+        ("longqa", {}),
+        ("aggregation", {}),
+        ("needles", {}),
+        ("vartrack", {}),
+    ):
         gen = GENERATORS.get(name)(GENERATORS.get(name).config_cls(length=4000, **kw), toy_corpus)
         out += [gen.sample(i, Counter()) for i in range(3)]
     return out
@@ -112,8 +117,9 @@ def test_rows_that_do_not_match_are_rejected(samples):
 
 
 def test_every_row_records_its_task(samples):
-    assert [s.task for s in samples] == ["keychain"] * 3 + ["longqa"] * 3 + ["aggregation"] * 3 + ["needles"] * 3 + \
-        ["vartrack"] * 3
+    assert [s.task for s in samples] == ["keychain"] * 3 + ["longqa"] * 3 + ["aggregation"] * 3 + [
+        "needles"
+    ] * 3 + ["vartrack"] * 3
     assert all(s.extra_info["task"] == s.task for s in samples)
     # the task's own structure rides in extra_info (verl hands extra_info to the reward), as JSON
     assert all(s.extra_info["task_data"] is None for s in samples[:6])
@@ -140,7 +146,9 @@ def test_older_shards_without_the_task_column_still_read(tmp_path, samples):
     assert "task" not in raw.schema.names
     table = conform_samples(raw)
     assert table.schema.equals(SAMPLE_SCHEMA, check_metadata=False)
-    assert table.column("task").to_pylist() == ["keychain"] * 3 + ["longqa"] * 3  # the generator stands for it
+    assert (
+        table.column("task").to_pylist() == ["keychain"] * 3 + ["longqa"] * 3
+    )  # the generator stands for it
     rows = raw.to_pylist()
     back = [Sample.from_row(r) for r in rows]
     assert [b.uid for b in back] == [s.uid for s in samples[:6]] and all(b.task is None for b in back)

@@ -101,8 +101,15 @@ def test_writers_use_the_published_bytes(tmp_path, records):
     assert json.loads(raw)[0]["context"][1][1][1] == " He lives in Los Angeles, California."
     lines = write_musique(tmp_path / "musique_ans_v1.0_dev.jsonl", records[:2]).read_text().splitlines()
     assert [json.loads(x)["id"] for x in lines] == [musique_id(r) for r in records[:2]]
-    assert list(json.loads(lines[0])) == ["id", "paragraphs", "question", "question_decomposition", "answer",
-                                          "answer_aliases", "answerable"]
+    assert list(json.loads(lines[0])) == [
+        "id",
+        "paragraphs",
+        "question",
+        "question_decomposition",
+        "answer",
+        "answer_aliases",
+        "answerable",
+    ]
 
 
 # ------------------------------------------------------------------------------------- hotpotqa
@@ -116,16 +123,27 @@ def test_hotpotqa_hand_written_record(tmp_path):
     assert t.answers == ["yes"] and t.hops == 2 and t.question_type == "comparison"
     assert titles(t.gold_docs) == ["Scott Derrickson", "Ed Wood"]
     assert titles(t.distractor_docs) == ["Ed Wood (film)", "Woodson, Arkansas", "Conrad Brooks"]
-    assert t.gold_docs[0].text == ("Scott Derrickson (born July 16, 1966) is an American director, screenwriter and "
-                                   "producer. He lives in Los Angeles, California. He is best known for directing "
-                                   "horror films such as \"Sinister\".")
+    assert t.gold_docs[0].text == (
+        "Scott Derrickson (born July 16, 1966) is an American director, screenwriter and "
+        "producer. He lives in Los Angeles, California. He is best known for directing "
+        'horror films such as "Sinister".'
+    )
     # The second sentence has no leading space in the file: a space is inserted, never "actor.He".
-    assert t.distractor_docs[2].text.endswith("is an American actor. He moved to Hollywood, California in 1948.")
+    assert t.distractor_docs[2].text.endswith(
+        "is an American actor. He moved to Hollywood, California in 1948."
+    )
     assert t.supporting_facts == [
-        SupportingFact("Scott Derrickson", 0,
-                       "Scott Derrickson (born July 16, 1966) is an American director, screenwriter and producer."),
-        SupportingFact("Ed Wood", 0, "Edward Davis Wood Jr. (October 10, 1924 \u2013 December 10, 1978) was an "
-                                     "American filmmaker, actor, writer, producer, and director."),
+        SupportingFact(
+            "Scott Derrickson",
+            0,
+            "Scott Derrickson (born July 16, 1966) is an American director, screenwriter and producer.",
+        ),
+        SupportingFact(
+            "Ed Wood",
+            0,
+            "Edward Davis Wood Jr. (October 10, 1924 \u2013 December 10, 1978) was an "
+            "American filmmaker, actor, writer, producer, and director.",
+        ),
     ]
     assert src.skips.as_dict() == {}
 
@@ -176,12 +194,14 @@ def test_hotpotqa_fullwiki_gold_missing_is_counted_not_an_error(tmp_path, caplog
 def _drop(key):
     def edit(r):
         del r[key]
+
     return edit
 
 
 def _set(key, value):
     def edit(r):
         r[key] = value
+
     return edit
 
 
@@ -193,8 +213,16 @@ def _set(key, value):
         (_set("answer", "  "), "answer", "malformed:answer"),
         (_set("context", {"Ed Wood": []}), "context", "malformed:context"),
         (lambda r: r["context"][1][1].__setitem__(0, None), "context[1][1][0]", "malformed:context"),
-        (_set("supporting_facts", [["Scott Derrickson", 3]]), "supporting_facts[0][1]", "malformed:supporting_facts"),
-        (_set("supporting_facts", [["Scott Derrickson", "0"]]), "supporting_facts[0][1]", "malformed:supporting_facts"),
+        (
+            _set("supporting_facts", [["Scott Derrickson", 3]]),
+            "supporting_facts[0][1]",
+            "malformed:supporting_facts",
+        ),
+        (
+            _set("supporting_facts", [["Scott Derrickson", "0"]]),
+            "supporting_facts[0][1]",
+            "malformed:supporting_facts",
+        ),
         (_set("supporting_facts", []), "supporting_facts", "malformed:supporting_facts"),
         (_set("supporting_facts", [["Nobody", 0]]), "supporting_facts[0]", "hotpotqa:gold_missing"),
     ],
@@ -202,7 +230,9 @@ def _set(key, value):
 def test_hotpotqa_malformed_records(tmp_path, caplog, edit, field, kind):
     bad = hotpotqa_example()
     edit(bad)
-    path = write_hotpotqa(tmp_path / "hotpot_dev_distractor_v1.json", [hotpotqa_example(), bad, hotpotqa_example()])
+    path = write_hotpotqa(
+        tmp_path / "hotpot_dev_distractor_v1.json", [hotpotqa_example(), bad, hotpotqa_example()]
+    )
     triplets = check_skip("hotpotqa", path, 1, field, kind, caplog)
     assert len(triplets) == 2
 
@@ -232,10 +262,16 @@ def test_musique_hand_written_record(tmp_path):
     assert titles(t.distractor_docs) == ["Pakistan Super League", "Gong (band)"]
     assert "\u067e\u0627\u06a9" in t.distractor_docs[0].text
     assert t.supporting_facts == [
-        SupportingFact("Green (Steve Hillage album)", 0,
-                       "Green is the fourth studio album by British progressive rock musician Steve Hillage."),
-        SupportingFact("Miquette Giraudy", 0,
-                       "Miquette Giraudy (born 9 February 1953, Nice, France) is a keyboard player and vocalist."),
+        SupportingFact(
+            "Green (Steve Hillage album)",
+            0,
+            "Green is the fourth studio album by British progressive rock musician Steve Hillage.",
+        ),
+        SupportingFact(
+            "Miquette Giraudy",
+            0,
+            "Miquette Giraudy (born 9 February 1953, Nice, France) is a keyboard player and vocalist.",
+        ),
     ]
     assert src.skips.as_dict() == {}
 
@@ -246,7 +282,8 @@ def test_musique_fact_is_the_sentence_with_the_step_answer(tmp_path):
     steps[0]["answer"] = "NICK mason"  # case-insensitive, second sentence
     steps[1]["answer"] = "system 7"  # third sentence, after a "!" sentence end
     rec["question_decomposition"].append(
-        {"id": 1, "question": "x", "answer": "not in the text", "paragraph_support_idx": 3})
+        {"id": 1, "question": "x", "answer": "not in the text", "paragraph_support_idx": 3}
+    )
     path = write_musique(tmp_path / "musique_full_v1.0_train.jsonl", [rec])
     (t,), _ = read("musique", path)
     assert t.split == "train" and t.hops == 3
@@ -276,8 +313,10 @@ def test_musique_generated_records_and_unanswerable(tmp_path, records):
         (_set("question", ["who?"]), "question"),
         (lambda r: r["paragraphs"][1].__setitem__("is_supporting", "yes"), "paragraphs[1].is_supporting"),
         (lambda r: r["paragraphs"][2].pop("title"), "paragraphs[2].title"),
-        (lambda r: r["question_decomposition"][0].__setitem__("paragraph_support_idx", 9),
-         "question_decomposition[0].paragraph_support_idx"),
+        (
+            lambda r: r["question_decomposition"][0].__setitem__("paragraph_support_idx", 9),
+            "question_decomposition[0].paragraph_support_idx",
+        ),
         (_set("answer_aliases", "Miquette"), "answer_aliases"),
         (_set("answer", ""), "answer"),
         (_set("answerable", "true"), "answerable"),
@@ -310,23 +349,31 @@ def test_2wikimqa_hand_written_record(tmp_path, records):
     assert t.answers == ["Ma\u0142gorzata Braunek"]
     assert titles(t.gold_docs) == ["Polish-Russian War (film)", "Xawery \u017bu\u0142awski"]
     assert titles(t.distractor_docs) == ["Maheen Khan", "Snow White and the Seven Dwarfs"]
-    assert t.gold_docs[0].text == ("Polish-Russian War (Wojna polsko-ruska) is a 2009 Polish film. It was directed by "
-                                   "Xawery \u017bu\u0142awski based on the novel by Dorota Mas\u0142owska.")
-    assert [(f.title, f.sent_idx) for f in t.supporting_facts] == [("Polish-Russian War (film)", 1),
-                                                                   ("Xawery \u017bu\u0142awski", 2)]
-    assert t.supporting_facts[1].text == ("He is the son of actress Ma\u0142gorzata Braunek and director "
-                                          "Andrzej \u017bu\u0142awski.")
+    assert t.gold_docs[0].text == (
+        "Polish-Russian War (Wojna polsko-ruska) is a 2009 Polish film. It was directed by "
+        "Xawery \u017bu\u0142awski based on the novel by Dorota Mas\u0142owska."
+    )
+    assert [(f.title, f.sent_idx) for f in t.supporting_facts] == [
+        ("Polish-Russian War (film)", 1),
+        ("Xawery \u017bu\u0142awski", 2),
+    ]
+    assert t.supporting_facts[1].text == (
+        "He is the son of actress Ma\u0142gorzata Braunek and director Andrzej \u017bu\u0142awski."
+    )
     assert_matches(g, records[0], [records[0].answer])
     assert g.question_type == "compositional"
     assert src.skips.as_dict() == {}
 
 
 def test_2wikimqa_aliases_of_the_answer_entity(tmp_path):
-    aliases = write_2wiki_aliases(tmp_path / "id_aliases.json", {
-        "Q274378": (["Malgorzata Braunek", "Ma\u0142gorzata Braunek"], ["Polish"]),
-        "Q51759": (["Xawery Zulawski"], []),
-        "Q7320430": (["Ma\u0142gorzata Braunek", "M. Braunek"], []),
-    })
+    aliases = write_2wiki_aliases(
+        tmp_path / "id_aliases.json",
+        {
+            "Q274378": (["Malgorzata Braunek", "Ma\u0142gorzata Braunek"], ["Polish"]),
+            "Q51759": (["Xawery Zulawski"], []),
+            "Q7320430": (["Ma\u0142gorzata Braunek", "M. Braunek"], []),
+        },
+    )
     recs = [
         twowiki_example(_id="a", answer_id="Q274378", entity_ids="Q1_Q51759"),
         twowiki_example(_id="b", entity_ids="Q7320430_Q51759"),  # fallback: only Q7320430 names the answer
@@ -354,10 +401,16 @@ def test_2wikimqa_aliases_of_the_answer_entity(tmp_path):
 @pytest.mark.parametrize(
     "edit, field, kind",
     [
-        (_set("supporting_facts", [["Polish-Russian War (film)", 1], ["Andrzej \u017bu\u0142awski", 0]]),
-         "supporting_facts[1]", "2wikimqa:gold_missing"),
-        (_set("supporting_facts", [["Polish-Russian War (film)", 2]]), "supporting_facts[0][1]",
-         "malformed:supporting_facts"),
+        (
+            _set("supporting_facts", [["Polish-Russian War (film)", 1], ["Andrzej \u017bu\u0142awski", 0]]),
+            "supporting_facts[1]",
+            "2wikimqa:gold_missing",
+        ),
+        (
+            _set("supporting_facts", [["Polish-Russian War (film)", 2]]),
+            "supporting_facts[0][1]",
+            "malformed:supporting_facts",
+        ),
         (_drop("_id"), "_id", "malformed:_id"),
         (_set("type", 3), "type", "malformed:type"),
         (_set("context", [["Maheen Khan"]]), "context[0]", "malformed:context"),
@@ -374,20 +427,43 @@ def test_2wikimqa_malformed_records(tmp_path, caplog, edit, field, kind):
 # ------------------------------------------------------------------------------------- jsonl / parquet
 
 
-RENAMED = {"id": "qid", "question": "q", "answers": "gold", "gold_docs": "evidence",
-           "distractor_docs": "negatives", "split": "part", "question_type": "kind"}
+RENAMED = {
+    "id": "qid",
+    "question": "q",
+    "answers": "gold",
+    "gold_docs": "evidence",
+    "distractor_docs": "negatives",
+    "split": "part",
+    "question_type": "kind",
+}
 
 
 def renamed_rows() -> list[dict]:
     return [
-        {"qid": "a1", "q": "What is the capital of France?", "gold": "Paris",
-         "evidence": ["Paris is the capital of France.  It is on the Seine."],
-         "negatives": [{"title": "Rome", "text": "Rome is the capital of Italy."}, "Berlin is in Germany."],
-         "part": "validation", "kind": "lookup"},
-        {"qid": "a2", "q": "Who wrote Hamlet?", "gold": ["William Shakespeare", "Shakespeare", "William Shakespeare"],
-         "evidence": [{"title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare."},
-                      {"title": "Shakespeare", "text": "Shakespeare was an English playwright."}],
-         "negatives": None, "part": None, "kind": None},
+        {
+            "qid": "a1",
+            "q": "What is the capital of France?",
+            "gold": "Paris",
+            "evidence": ["Paris is the capital of France.  It is on the Seine."],
+            "negatives": [
+                {"title": "Rome", "text": "Rome is the capital of Italy."},
+                "Berlin is in Germany.",
+            ],
+            "part": "validation",
+            "kind": "lookup",
+        },
+        {
+            "qid": "a2",
+            "q": "Who wrote Hamlet?",
+            "gold": ["William Shakespeare", "Shakespeare", "William Shakespeare"],
+            "evidence": [
+                {"title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare."},
+                {"title": "Shakespeare", "text": "Shakespeare was an English playwright."},
+            ],
+            "negatives": None,
+            "part": None,
+            "kind": None,
+        },
     ]
 
 
@@ -405,9 +481,13 @@ def check_renamed(triplets: list[Triplet], source: str) -> None:
     a, b = triplets
     assert (a.id, b.id) == (f"{source}:a1", f"{source}:a2")
     assert a.answers == ["Paris"] and b.answers == ["William Shakespeare", "Shakespeare"]
-    assert [(d.title, d.text) for d in a.gold_docs] == [("", "Paris is the capital of France. It is on the Seine.")]
-    assert [(d.title, d.text) for d in a.distractor_docs] == [("Rome", "Rome is the capital of Italy."),
-                                                              ("", "Berlin is in Germany.")]
+    assert [(d.title, d.text) for d in a.gold_docs] == [
+        ("", "Paris is the capital of France. It is on the Seine.")
+    ]
+    assert [(d.title, d.text) for d in a.distractor_docs] == [
+        ("Rome", "Rome is the capital of Italy."),
+        ("", "Berlin is in Germany."),
+    ]
     assert titles(b.gold_docs) == ["Hamlet", "Shakespeare"] and b.distractor_docs == []
     assert (a.split, b.split) == ("validation", "train")
     assert (a.hops, b.hops) == (1, 2) and (a.question_type, b.question_type) == ("lookup", None)
@@ -432,12 +512,16 @@ def test_jsonl_renamed_columns(tmp_path):
 
 
 def test_jsonl_answer_column_context_and_index_ids(tmp_path):
-    rows = [{"question": "Q one?", "answer": "one", "context": "The answer is one."},
-            {"question": "Q two?", "answer": ["two", "2"], "context": "The answer is two.", "hops": 2}]
+    rows = [
+        {"question": "Q one?", "answer": "one", "context": "The answer is one."},
+        {"question": "Q two?", "answer": ["two", "2"], "context": "The answer is two.", "hops": 2},
+    ]
     path = write_json_lines(tmp_path / "plain.jsonl", rows)
     triplets, _ = read("jsonl", path, strict=True, split="eval")
     assert [(t.id, t.answers, t.hops, t.split) for t in triplets] == [
-        ("jsonl:0", ["one"], 1, "eval"), ("jsonl:1", ["two", "2"], 2, "eval")]
+        ("jsonl:0", ["one"], 1, "eval"),
+        ("jsonl:1", ["two", "2"], 2, "eval"),
+    ]
     assert [d.text for d in triplets[0].gold_docs] == ["The answer is one."]
     # A JSON list works too, and ids stay unique across several files.
     (tmp_path / "more.json").write_text(json.dumps(rows[:1]))
@@ -524,23 +608,34 @@ def test_hf_local_folder_mapped(tmp_path, offline, records):
     assert [t.to_row() for t in streamed] == [t.to_row() for t in triplets]
     # Falls back to the input argument; Parquet files; renamed columns through map.
     renamed = tmp_path / "renamed"
-    write_parquet(renamed / "train.parquet", [renamed_rows()[1], renamed_rows()[1] | {"qid": "a3", "part": "x"}])
+    write_parquet(
+        renamed / "train.parquet", [renamed_rows()[1], renamed_rows()[1] | {"qid": "a3", "part": "x"}]
+    )
     triplets, _ = read("hf", str(renamed), cache_dir=offline, map=RENAMED)
     assert [(t.id, t.split, t.answers, t.hops) for t in triplets] == [
         ("hf:a2", "train", ["William Shakespeare", "Shakespeare"], 2),
-        ("hf:a3", "x", ["William Shakespeare", "Shakespeare"], 2)]
+        ("hf:a3", "x", ["William Shakespeare", "Shakespeare"], 2),
+    ]
 
 
 def test_hf_hotpotqa_hub_layout(tmp_path, offline, records):
     folder = tmp_path / "hotpot_hub"
-    unlabelled = hub_hotpotqa_layout(records[2]) | {"answer": "", "supporting_facts": {"title": [], "sent_id": []}}
+    unlabelled = hub_hotpotqa_layout(records[2]) | {
+        "answer": "",
+        "supporting_facts": {"title": [], "sent_id": []},
+    }
     bad = hub_hotpotqa_layout(records[3])
     bad["supporting_facts"]["sent_id"] = bad["supporting_facts"]["sent_id"][:1]
     rows = [hub_hotpotqa_layout(records[0]), unlabelled, bad, hub_hotpotqa_layout(records[1])]
     write_json_lines(folder / "validation.jsonl", rows)
-    triplets, src = read("hf", None, path=str(folder), split="validation", format="hotpotqa", cache_dir=offline)
-    from_file, _ = read("hotpotqa", write_hotpotqa(tmp_path / "hotpot_dev_distractor_v1.json", records[:2]),
-                        split="validation")
+    triplets, src = read(
+        "hf", None, path=str(folder), split="validation", format="hotpotqa", cache_dir=offline
+    )
+    from_file, _ = read(
+        "hotpotqa",
+        write_hotpotqa(tmp_path / "hotpot_dev_distractor_v1.json", records[:2]),
+        split="validation",
+    )
     assert [t.to_row() for t in triplets] == [t.to_row() for t in from_file]
     assert src.skips.as_dict() == {"hotpotqa:no_answer": 1, "malformed:supporting_facts": 1}
     assert "supporting_facts" in src.skips.examples[0] and "record 2" in src.skips.examples[0]
@@ -573,16 +668,23 @@ def test_pair_shaped_text_is_neutralised():
     from datagen.generators.keychain import parse_pairs
     from datagen.sources.base import neutralise_pairs
 
-    text = ('a {"0123456789abcdef": "Who?"} b {"01234567-89ab-4cde-8f01-23456789abcd": "0123456789abcdef"} '
-            'c {"DEADBEEF":"x"} d { "cafebabe" : 1} e {"name": "not a key"} f {"12ab": "too short"}')
+    text = (
+        'a {"0123456789abcdef": "Who?"} b {"01234567-89ab-4cde-8f01-23456789abcd": "0123456789abcdef"} '
+        'c {"DEADBEEF":"x"} d { "cafebabe" : 1} e {"name": "not a key"} f {"12ab": "too short"}'
+    )
     out, n = neutralise_pairs(text)
     assert n == 4 and parse_pairs(out) == []
-    assert '{"name": "not a key"}' in out and '{"12ab": "too short"}' in out and '{0123456789abcdef: "Who?"}' in out
+    assert (
+        '{"name": "not a key"}' in out
+        and '{"12ab": "too short"}' in out
+        and '{0123456789abcdef: "Who?"}' in out
+    )
     assert neutralise_pairs(out) == (out, 0)  # idempotent
     assert neutralise_pairs("no braces at all") == ("no braces at all", 0)
 
 
 # -- input encoding and layout (issue #9, point 10) -------------------------------------------------
+
 
 def test_jsonl_line_that_is_not_utf8_is_a_skipped_record(tmp_path):
     path = write_musique(tmp_path / "musique_ans_v1.0_dev.jsonl", make_qa_records(3, seed=1))
@@ -610,7 +712,9 @@ def test_utf8_bom_is_accepted(tmp_path):
 
 def test_utf16_file_says_so(tmp_path):
     path = tmp_path / "musique_ans_v1.0_dev.jsonl"
-    path.write_bytes(write_musique(tmp_path / "m.jsonl", make_qa_records(2, seed=1)).read_text().encode("utf-16"))
+    path.write_bytes(
+        write_musique(tmp_path / "m.jsonl", make_qa_records(2, seed=1)).read_text().encode("utf-16")
+    )
     with pytest.raises(LongmillError, match="UTF-16; re-encode it as UTF-8"):
         read("musique", path)
 
@@ -624,7 +728,9 @@ def test_json_list_that_is_not_utf8_names_the_byte(tmp_path):
 
 
 def test_top_level_object_says_expected_a_list(tmp_path):
-    recs = [r for r in json.loads(write_hotpotqa(tmp_path / "h.json", make_qa_records(2, seed=3)).read_text())]
+    recs = [
+        r for r in json.loads(write_hotpotqa(tmp_path / "h.json", make_qa_records(2, seed=3)).read_text())
+    ]
     pretty = tmp_path / "hotpot_pretty.json"
     pretty.write_text(json.dumps({"version": "1", "data": recs}, indent=2))
     with pytest.raises(LongmillError, match=r"expected a JSON list.*'data' list"):

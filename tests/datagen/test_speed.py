@@ -14,9 +14,33 @@ from datagen.core.rng import stable_id
 from datagen.sources.base import clean_text
 from datagen.sources.hotpotqa import join_sentences
 
-ALPHABET = list("ab .!?\"'()") + [" ", "  ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f", "\x85", "\xa0",
-                                    "\u2002", "\u2028", "\u3000", "\u200b", "e\u0301", "\u0301", "é", "Å", "ﬁ",
-                                    "\u212b", "日本", "🎉", "\x00", "\u00ad"]
+ALPHABET = list("ab .!?\"'()") + [
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\r",
+    "\x0b",
+    "\x0c",
+    "\x1c",
+    "\x1f",
+    "\x85",
+    "\xa0",
+    "\u2002",
+    "\u2028",
+    "\u3000",
+    "\u200b",
+    "e\u0301",
+    "\u0301",
+    "é",
+    "Å",
+    "ﬁ",
+    "\u212b",
+    "日本",
+    "🎉",
+    "\x00",
+    "\u00ad",
+]
 
 
 def reference_clean(text: str) -> str:
@@ -56,8 +80,9 @@ def test_join_sentences_equals_the_loop_that_inserted_spaces():
     assert join_sentences(["End.", "Next.", " Spaced."]) == "End. Next. Spaced."
 
 
-@pytest.mark.parametrize("parts", [("doc", "Title", "Text with \"quotes\" and \\ and é 🎉\n\t\x00"), ("a",), (),
-                                   ("doc", "", "")])
+@pytest.mark.parametrize(
+    "parts", [("doc", "Title", 'Text with "quotes" and \\ and é 🎉\n\t\x00'), ("a",), (), ("doc", "", "")]
+)
 def test_stable_id_fast_path_matches_json_dumps(parts):
     import hashlib
 
@@ -94,16 +119,34 @@ def test_json_array_streams_the_same_elements(chunk):
 
     from datagen.sources.jsonstream import iter_json_array
 
-    data = [{"a": "x" * 50, "b": [1, 2.5, None, True]}, 123456789, -1.5e10, "s\u00e9 \\\" ]", [], {}, [[[]]], 0,
-            {"nested": {"k": ["]", "[", ","]}}, 12]
+    data = [
+        {"a": "x" * 50, "b": [1, 2.5, None, True]},
+        123456789,
+        -1.5e10,
+        's\u00e9 \\" ]',
+        [],
+        {},
+        [[[]]],
+        0,
+        {"nested": {"k": ["]", "[", ","]}},
+        12,
+    ]
     for text in (json.dumps(data), json.dumps(data, indent=2), "  \n" + json.dumps(data) + "\n\n"):
         assert list(iter_json_array(io.StringIO(text), "f.json", chunk=chunk)) == data
     assert list(iter_json_array(io.StringIO("[ ]"), "f.json", chunk=chunk)) == []
 
 
-@pytest.mark.parametrize("text,where", [('[{"_id": "x",', "line 1"), ("[1, 2", "unterminated"), ("[1 2]", "expected ','"),
-                                        ("[1, 2] x", "extra data"), ("{}", "expected '['"),
-                                        ('[1,\n2,\n{"a": tru}]', "line 3 column 7")])
+@pytest.mark.parametrize(
+    "text,where",
+    [
+        ('[{"_id": "x",', "line 1"),
+        ("[1, 2", "unterminated"),
+        ("[1 2]", "expected ','"),
+        ("[1, 2] x", "extra data"),
+        ("{}", "expected '['"),
+        ('[1,\n2,\n{"a": tru}]', "line 3 column 7"),
+    ],
+)
 def test_json_array_errors_name_the_place(text, where):
     import io
 
@@ -123,19 +166,30 @@ def test_a_large_json_array_is_read_in_bounded_memory(tmp_path):
 
     def peak_rss_mb(n: int) -> float:
         path = tmp_path / f"hotpot_dev_distractor_{n}.json"
-        rec = {"_id": "x", "question": "Q?", "answer": "A", "supporting_facts": [["T0", 0]],
-               "context": [[f"T{k}", ["Sentence one is here. " * 5, " Another sentence. " * 5]] for k in range(10)]}
+        rec = {
+            "_id": "x",
+            "question": "Q?",
+            "answer": "A",
+            "supporting_facts": [["T0", 0]],
+            "context": [
+                [f"T{k}", ["Sentence one is here. " * 5, " Another sentence. " * 5]] for k in range(10)
+            ],
+        }
         with open(path, "w") as f:
             f.write("[")
             for i in range(n):
                 f.write(("," if i else "") + json.dumps({**rec, "_id": str(i)}))
             f.write("]")
         # VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's (pytest's) size at fork.
-        code = ("import re, sys; from datagen.sources.base import iter_json_records; from pathlib import Path\n"
-                "n = sum(1 for _ in iter_json_records(Path(sys.argv[1])))\n"
-                "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
-                "print(n, int(hwm) / 1024)")
-        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+        code = (
+            "import re, sys; from datagen.sources.base import iter_json_records; from pathlib import Path\n"
+            "n = sum(1 for _ in iter_json_records(Path(sys.argv[1])))\n"
+            "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+            "print(n, int(hwm) / 1024)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+        )
         count, mb = out.stdout.split()
         assert int(count) == n
         return float(mb)

@@ -27,8 +27,12 @@ def test_merge_adds_counters_groups_and_values_from_stats_and_dicts():
     b = Stats(skipped={"x": 1, "y": 3}, written=5, extra=1)
     b.observe("tokens", 30)
     a.merge(b).merge({"skipped": {"z": 1}, "tokens": [20], "written": 1})
-    assert a.to_dict(sort=True) == {"extra": 1, "skipped": {"x": 2, "y": 3, "z": 1},
-                                    "tokens": {"min": 10, "median": 20, "max": 30, "mean": 20.0}, "written": 8}
+    assert a.to_dict(sort=True) == {
+        "extra": 1,
+        "skipped": {"x": 2, "y": 3, "z": 1},
+        "tokens": {"min": 10, "median": 20, "max": 30, "mean": 20.0},
+        "written": 8,
+    }
     assert list(a.to_dict(sort=True)["skipped"]) == ["x", "y", "z"]
     assert b.to_dict()["written"] == 5  # the merged-in stats are unchanged
     with pytest.raises(TypeError, match="group"):

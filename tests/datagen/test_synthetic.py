@@ -81,7 +81,9 @@ def test_registered_source_takes_string_options():
     src = get_source("synthetic", options={"num_triplets": "12", "seed": "2", "comparison_share": "0.5"})
     got = list(src.iter_triplets())
     assert [t.id for t in got] == [f"synthetic:2-{i}" for i in range(12)]
-    assert [t.to_row() for t in got] == [t.to_row() for t in generate_triplets(12, seed=2, comparison_share=0.5)]
+    assert [t.to_row() for t in got] == [
+        t.to_row() for t in generate_triplets(12, seed=2, comparison_share=0.5)
+    ]
     assert len(list(get_source("synthetic", limit=3, options={"num_triplets": 10}).iter_triplets())) == 3
 
 
@@ -244,21 +246,29 @@ def find(doc_text: str, patterns: list[str]) -> str | None:
 
 def birth_year(name: str, docs: dict[str, str]) -> int:
     n = re.escape(name)
-    y = find(docs[name], [rf"{n} was born in (?:the year )?(\d{{4}})\.", rf"The year of birth of {n} is (\d{{4}})\."])
+    y = find(
+        docs[name],
+        [rf"{n} was born in (?:the year )?(\d{{4}})\.", rf"The year of birth of {n} is (\d{{4}})\."],
+    )
     assert y is not None, docs[name]
     return int(y)
 
 
 def birthplace(name: str, docs: dict[str, str]) -> str:
     n = re.escape(name)
-    c = find(docs[name], [rf"{n} was born in (?:the city of )?([A-Z][a-z]+)\.", rf"The birthplace of {n} is (.+)\."])
+    c = find(
+        docs[name],
+        [rf"{n} was born in (?:the city of )?([A-Z][a-z]+)\.", rf"The birthplace of {n} is (.+)\."],
+    )
     assert c is not None, docs[name]
     return c
 
 
 def founder(org: str, docs: dict[str, str]) -> str:
     o = re.escape(org)
-    p = find(docs[org], [rf"(?:The )?{o} was (?:founded|established) by (.+)\.", rf"(.+) founded (?:the )?{o}\."])
+    p = find(
+        docs[org], [rf"(?:The )?{o} was (?:founded|established) by (.+)\.", rf"(.+) founded (?:the )?{o}\."]
+    )
     assert p is not None, docs[org]
     return p
 
@@ -283,7 +293,9 @@ def test_rederive_founder_birth_year(triplets):
     for t in triplets:
         m = re.fullmatch(
             r"(?:In which year was|When was|What is the birth year of) "
-            r"(?:the founder of|the person who founded) (.+?)(?: born)?\?", t.question)
+            r"(?:the founder of|the person who founded) (.+?)(?: born)?\?",
+            t.question,
+        )
         docs = {d.title: d.text for d in t.gold_docs}
         if not m or t.hops != 2:
             continue

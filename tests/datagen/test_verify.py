@@ -18,8 +18,12 @@ from datagen.verify import verify
 @pytest.fixture()
 def good(tmp_path, toy_source):
     out = tmp_path / "kc"
-    run_generator("keychain", KeyChainConfig(length=6000, num_chains=3, seed=5), toy_source,
-                  RunConfig(out=out, num_samples=6, rows_per_part=3))
+    run_generator(
+        "keychain",
+        KeyChainConfig(length=6000, num_chains=3, seed=5),
+        toy_source,
+        RunConfig(out=out, num_samples=6, rows_per_part=3),
+    )
     return out
 
 
@@ -40,6 +44,7 @@ def test_good_shards_pass(good):
 def test_wrong_stored_length(good):
     def f(rows):
         rows[0]["prompt_tokens"] -= 3
+
     rewrite(good, f)
     r = verify(good)
     assert r.checks == {"length": 1} and "stored prompt_tokens" in str(r.violations[0])
@@ -49,6 +54,7 @@ def test_wrong_stored_length(good):
 def test_text_inserted_after_measuring_breaks_the_length(good):
     def f(rows):
         rows[1]["prompt"][-1]["content"] += " Extra words added after the length was measured." * 20
+
     rewrite(good, f)
     r = verify(good)
     assert r.checks["length"] == 2  # the stored count is wrong and the prompt is over budget
@@ -58,7 +64,10 @@ def test_broken_chain(good):
     def f(rows):
         c = rows[0]["chains"][0]
         old = json.dumps({c["keys"][1]: c["keys"][2]})
-        rows[0]["prompt"][-1]["content"] = rows[0]["prompt"][-1]["content"].replace(old, json.dumps({c["keys"][1]: c["keys"][1][::-1]}))
+        rows[0]["prompt"][-1]["content"] = rows[0]["prompt"][-1]["content"].replace(
+            old, json.dumps({c["keys"][1]: c["keys"][1][::-1]})
+        )
+
     rewrite(good, f)
     r = verify(good)
     assert r.checks.get("chain", 0) >= 1 and any("not at the question" in v.message for v in r.violations)
@@ -68,6 +77,7 @@ def test_missing_gold_document(good):
     def f(rows):
         g = rows[2]["gold_docs"][0]
         rows[2]["gold_docs"][0] = {**g, "text": g["text"] + " A sentence that is not in the prompt."}
+
     rewrite(good, f)
     assert verify(good).checks == {"gold": 1, "structure": 1}
 
@@ -75,6 +85,7 @@ def test_missing_gold_document(good):
 def test_document_offsets_must_delimit_the_documents(good):
     def f(rows):
         rows[0]["doc_offsets"] = rows[0]["doc_offsets"][::-1]
+
     rewrite(good, f)
     r = verify(good)
     assert r.checks == {"structure": 1} and "doc_offsets" in r.violations[0].message
@@ -84,6 +95,7 @@ def test_duplicate_uid(good):
     def f(rows):
         rows[1]["uid"] = rows[0]["uid"]
         rows[1]["extra_info"] = {**rows[1]["extra_info"], "uid": rows[0]["uid"]}
+
     rewrite(good, f)
     assert verify(good).checks == {"uid": 1}
 
@@ -115,6 +127,7 @@ def test_each_generator_checks_its_own_structure(good, monkeypatch):
 def test_unknown_generator_is_a_violation(good):
     def f(rows):
         rows[0]["generator"] = "keychian"
+
     rewrite(good, f)
     r = verify(good)
     assert r.checks == {"generator": 1} and "did you mean 'keychain'" in r.violations[0].message
@@ -122,12 +135,18 @@ def test_unknown_generator_is_a_violation(good):
 
 # -- verify with teeth (issue #9, point 13) ---------------------------------------------------------
 
+
 @pytest.fixture()
 def good_longqa(tmp_path, toy_source):
     from datagen.generators import GenConfig
 
     out = tmp_path / "lq"
-    run_generator("longqa", GenConfig(length=3000, seed=2), toy_source, RunConfig(out=out, num_samples=4, rows_per_part=2))
+    run_generator(
+        "longqa",
+        GenConfig(length=3000, seed=2),
+        toy_source,
+        RunConfig(out=out, num_samples=4, rows_per_part=2),
+    )
     return out
 
 
@@ -137,6 +156,7 @@ def test_longqa_text_must_ask_the_question_column(good_longqa):
     def f(rows):
         rows[0]["question"] = rows[1]["question"]  # the text still asks row 0's own question
         rows[0]["extra_info"] = {**rows[0]["extra_info"], "question": rows[1]["question"]}
+
     rewrite(good_longqa, f)
     r = verify(good_longqa)
     assert r.checks == {"question": 1}
@@ -147,6 +167,7 @@ def test_answers_must_agree_with_the_reward(good_longqa):
     def f(rows):
         rows[1]["reward_model"] = {**rows[1]["reward_model"], "ground_truth": ["something else"]}
         rows[0]["extra_info"] = {**rows[0]["extra_info"], "answers": ["something else"]}
+
     rewrite(good_longqa, f)
     r = verify(good_longqa)
     assert r.checks == {"answers": 2}
@@ -160,8 +181,12 @@ def test_instructions_naming_two_head_keys(good):
         decoy = rows[0]["chains"][1]["keys"][0]
         msg = rows[0]["prompt"][-1]
         # The last stated head and chain_head stay the true one; a second, different head comes first.
-        msg["content"] = msg["content"].replace("Please read the following text.",
-                                                f'{HEAD_KEY_PHRASE} "{decoy}", please read the following text.', 1)
+        msg["content"] = msg["content"].replace(
+            "Please read the following text.",
+            f'{HEAD_KEY_PHRASE} "{decoy}", please read the following text.',
+            1,
+        )
+
     rewrite(good, f)
     r = verify(good)
     assert any("2 different head keys" in v.message for v in r.violations), [str(v) for v in r.violations]
@@ -171,8 +196,12 @@ def test_folder_mixing_runs(tmp_path, good, toy_source):
     import shutil
 
     other = tmp_path / "other"
-    run_generator("keychain", KeyChainConfig(length=6000, num_chains=3, seed=6), toy_source,
-                  RunConfig(out=other, num_samples=6, rows_per_part=3))
+    run_generator(
+        "keychain",
+        KeyChainConfig(length=6000, num_chains=3, seed=6),
+        toy_source,
+        RunConfig(out=other, num_samples=6, rows_per_part=3),
+    )
     shutil.copy(other / "part-00001.parquet", good / "part-00001.parquet")
     shutil.copy(other / ".parts" / "part-00001.json", good / ".parts" / "part-00001.json")
     r = verify(good)
@@ -186,8 +215,12 @@ def test_folder_mixing_runs_without_markers(tmp_path, good, toy_source):
     import shutil
 
     other = tmp_path / "other"
-    run_generator("keychain", KeyChainConfig(length=6000, num_chains=4, seed=5), toy_source,
-                  RunConfig(out=other, num_samples=6, rows_per_part=3))
+    run_generator(
+        "keychain",
+        KeyChainConfig(length=6000, num_chains=4, seed=5),
+        toy_source,
+        RunConfig(out=other, num_samples=6, rows_per_part=3),
+    )
     shutil.copy(other / "part-00001.parquet", good / "part-00001.parquet")
     r = verify(good)
     assert r.checks == {"run": 3} and "differs in: num_chains" in r.violations[0].message
@@ -219,10 +252,12 @@ def test_row_count_checked_against_stats(good):
 
 def test_length_judged_by_the_runs_tolerance(good):
     """A row that widens its own tolerance and target is judged by the run's (stats.json)."""
+
     def f(rows):
         params = json.loads(rows[0]["params"])
         rows[0]["params"] = json.dumps({**params, "length": 6400, "tolerance": 0.2}, sort_keys=True)
         rows[0]["length_target"] = 6400
+
     rewrite(good, f)
     r = verify(good)
     assert not r.ok and r.checks["run"] >= 1
@@ -233,6 +268,7 @@ def test_malformed_rows_are_violations_not_tracebacks(good):
     def f(rows):
         rows[0]["params"] = "{not json"
         rows[1]["tokenizer"] = "no-such-tokenizer"
+
     rewrite(good, f)
     r = verify(good)
     assert r.checks.get("malformed") == 2 and r.rows == 6

@@ -74,7 +74,9 @@ class Action:
 
 def judge_reply(body: dict[str, Any]) -> str | None:
     """YES/NO for a judge prompt (normalised prediction equals a normalised gold), else None."""
-    user = next((m.get("content", "") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
+    user = next(
+        (m.get("content", "") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), ""
+    )
     q = re.search(r"^Prediction: (.*)$", user, re.MULTILINE)
     g = re.search(r"^Gold answers:\n((?:- .*\n?)+)", user, re.MULTILINE)
     if not q or not g:
@@ -89,7 +91,9 @@ def reply_text(body: dict[str, Any], index: int, serial: int) -> str:
     verdict = judge_reply(body)
     if verdict is not None:
         return verdict
-    user = next((m.get("content", "") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
+    user = next(
+        (m.get("content", "") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), ""
+    )
     return f"{user}|r{serial}c{index}"
 
 
@@ -110,8 +114,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
         pass
 
-    def _send(self, status: int, payload: bytes, content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        payload: bytes,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -153,8 +162,11 @@ class _Handler(BaseHTTPRequestHandler):
             fake._stop.wait(action.delay)
         if action.kind == "error":
             headers = {"Retry-After": action.retry_after} if action.retry_after is not None else {}
-            self._send(action.status, json.dumps({"error": {"message": f"scripted {action.status}"}}).encode(),
-                       headers=headers)
+            self._send(
+                action.status,
+                json.dumps({"error": {"message": f"scripted {action.status}"}}).encode(),
+                headers=headers,
+            )
         elif action.kind == "not_json":
             self._send(200, b"<html>this is not json</html>", content_type="text/html")
         elif action.kind == "no_choices":
@@ -162,12 +174,28 @@ class _Handler(BaseHTTPRequestHandler):
         elif action.kind == "ok":
             n = int(body.get("n") or 1)
             k = n if action.choices is None else max(0, min(n, action.choices))
-            choices = [{"index": i, "finish_reason": "stop",
-                        "message": {"role": "assistant",
-                                    "content": action.text if action.text is not None
-                                    else reply_text(body, i, serial)}} for i in range(k)]
-            self._send(200, json.dumps({"id": f"cmpl-{serial}", "object": "chat.completion",
-                                        "model": body.get("model"), "choices": choices}).encode())
+            choices = [
+                {
+                    "index": i,
+                    "finish_reason": "stop",
+                    "message": {
+                        "role": "assistant",
+                        "content": action.text if action.text is not None else reply_text(body, i, serial),
+                    },
+                }
+                for i in range(k)
+            ]
+            self._send(
+                200,
+                json.dumps(
+                    {
+                        "id": f"cmpl-{serial}",
+                        "object": "chat.completion",
+                        "model": body.get("model"),
+                        "choices": choices,
+                    }
+                ).encode(),
+            )
         else:
             raise ValueError(f"unknown fake server action {action.kind!r}")
 
@@ -253,8 +281,12 @@ class FakeServer:
     def start(self) -> FakeServer:
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.fake = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-openai-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-openai-server",
+            daemon=True,
+        )
         self._thread.start()
         return self
 

@@ -42,9 +42,14 @@ def test_an_unknown_option_answers_did_you_mean():
 
 def test_option_strings_are_typed_by_the_backend_dataclass():
     assert parse_option_items("openai", "max_rounds=3,timeout=2.5,max_wait=None") == {
-        "max_rounds": 3, "timeout": 2.5, "max_wait": None}
+        "max_rounds": 3,
+        "timeout": 2.5,
+        "max_wait": None,
+    }
     assert parse_option_items("vllm", ["enforce_eager=yes", "max_model_len=4096"]) == {
-        "enforce_eager": True, "max_model_len": 4096}
+        "enforce_eager": True,
+        "max_model_len": 4096,
+    }
     with pytest.raises(LongmillError, match="cannot read 'lots' as int"):
         parse_option_items("hf", ["batch_size=lots"])
     with pytest.raises(LongmillError, match="KEY=VALUE"):
@@ -52,12 +57,20 @@ def test_option_strings_are_typed_by_the_backend_dataclass():
 
 
 def test_generate_config_takes_options_from_the_backend_not_a_list_of_its_own():
-    gen = GenerateConfig(backend="openai", url="http://127.0.0.1:9/v1", timeout=7.0,
-                         backend_option=["max_rounds=2", "concurrency=3"])
+    gen = GenerateConfig(
+        backend="openai",
+        url="http://127.0.0.1:9/v1",
+        timeout=7.0,
+        backend_option=["max_rounds=2", "concurrency=3"],
+    )
     opts = gen.backend_options()
     assert set(opts) == set(option_names("openai"))
     assert (opts["url"], opts["timeout"], opts["max_rounds"], opts["concurrency"]) == (
-        "http://127.0.0.1:9/v1", 7.0, 2, 3)
+        "http://127.0.0.1:9/v1",
+        7.0,
+        2,
+        3,
+    )
     hf = GenerateConfig(backend="hf", device="cpu", dtype="float32", batch_size=2).backend_options()
     assert set(hf) == set(option_names("hf")) and (hf["device"], hf["batch_size"]) == ("cpu", 2)
     with pytest.raises(UnknownNameError, match="did you mean 'max_rounds'"):
@@ -74,8 +87,10 @@ def test_eval_run_lists_and_checks_backend_options():
     for name in BACKENDS.names():
         assert f"{name}:" in help_text
     assert "gpu_memory_utilization" in " ".join(help_text.split())
-    bad = runner.invoke(main, ["run", "--data", "x", "--out", "y", "--backend", "vllm",
-                               "--backend-option", "enforce_eagre=true"])
+    bad = runner.invoke(
+        main,
+        ["run", "--data", "x", "--out", "y", "--backend", "vllm", "--backend-option", "enforce_eagre=true"],
+    )
     assert bad.exit_code != 0 and "did you mean 'enforce_eager'" in bad.output
     assert "hf: device" in options_help()
 

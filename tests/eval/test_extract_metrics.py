@@ -24,23 +24,26 @@ def test_docstring_examples_run(module):
     assert result.failed == 0 and result.attempted > 0
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("Therefore, the answer is Paris.", "Paris"),
-    ("<think>Maybe Lyon. The answer is Lyon.</think>\nTherefore, the answer is **Paris**.", "Paris"),
-    ("<think>The answer is Lyon</think>", None),  # reasoning only: nothing after </think>
-    ("The answer is 5. Wait, no. Therefore, the answer is 6.", "6"),
-    ("So the final answer is: \\boxed{42}", "42"),
-    ("\\boxed{\\text{Marie Curie}}", "Marie Curie"),
-    ("Reasoning...\nAnswer: Ed Wood\n", "Ed Wood"),
-    ("**Answer:** *yes*", "yes"),
-    ('Therefore, the answer is "The Beatles".', "The Beatles"),
-    ("Therefore, the answer is (insert answer here).", None),
-    ("I cannot tell from the text.", None),
-    ("", None),
-    (None, None),
-    ("THEREFORE, THE ANSWER IS  Berlin !", "Berlin"),
-    ("Answer: 1912\nAnswer: 1913", "1913"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Therefore, the answer is Paris.", "Paris"),
+        ("<think>Maybe Lyon. The answer is Lyon.</think>\nTherefore, the answer is **Paris**.", "Paris"),
+        ("<think>The answer is Lyon</think>", None),  # reasoning only: nothing after </think>
+        ("The answer is 5. Wait, no. Therefore, the answer is 6.", "6"),
+        ("So the final answer is: \\boxed{42}", "42"),
+        ("\\boxed{\\text{Marie Curie}}", "Marie Curie"),
+        ("Reasoning...\nAnswer: Ed Wood\n", "Ed Wood"),
+        ("**Answer:** *yes*", "yes"),
+        ('Therefore, the answer is "The Beatles".', "The Beatles"),
+        ("Therefore, the answer is (insert answer here).", None),
+        ("I cannot tell from the text.", None),
+        ("", None),
+        (None, None),
+        ("THEREFORE, THE ANSWER IS  Berlin !", "Berlin"),
+        ("Answer: 1912\nAnswer: 1913", "1913"),
+    ],
+)
 def test_extraction(text, expected):
     assert extract_answer(text) == expected
 
@@ -75,13 +78,30 @@ def ref_f1(pred, gold):
 
 
 EDGE_CASES = [
-    ("The Beatles", "Beatles"), ("an apple", "apple"), ("A Tale of Two Cities", "Tale of Two Cities"),
+    ("The Beatles", "Beatles"),
+    ("an apple", "apple"),
+    ("A Tale of Two Cities", "Tale of Two Cities"),
     ("theatre", "atre"),  # "the" inside a word is not an article
-    ("U.S.A.", "USA"), ("Saint-Étienne", "Saint Étienne"), ("Saint-Étienne", "SaintÉtienne"),
-    ("café", "cafe"), ("Café", "café"), ("naïve", "naive"), ("“quoted”", "quoted"),  # non-ASCII punctuation stays
-    ("yes", "yes."), ("Yes", "no"), ("no", "no answer"), ("noanswer", "no answer"), ("yes it is", "yes"),
-    ("1,000", "1000"), ("3.14", "314"), ("  spaced   out ", "spaced out"), ("", "anything"),
-    ("Marie Curie", "Curie"), ("Marie Skłodowska Curie", "Marie Curie"), ("the the", ""), ("New York City", "new york"),
+    ("U.S.A.", "USA"),
+    ("Saint-Étienne", "Saint Étienne"),
+    ("Saint-Étienne", "SaintÉtienne"),
+    ("café", "cafe"),
+    ("Café", "café"),
+    ("naïve", "naive"),
+    ("“quoted”", "quoted"),  # non-ASCII punctuation stays
+    ("yes", "yes."),
+    ("Yes", "no"),
+    ("no", "no answer"),
+    ("noanswer", "no answer"),
+    ("yes it is", "yes"),
+    ("1,000", "1000"),
+    ("3.14", "314"),
+    ("  spaced   out ", "spaced out"),
+    ("", "anything"),
+    ("Marie Curie", "Curie"),
+    ("Marie Skłodowska Curie", "Marie Curie"),
+    ("the the", ""),
+    ("New York City", "new york"),
 ]
 
 
@@ -99,15 +119,18 @@ def test_pinned_edge_case_values():
     assert exact_match("The Beatles", ["Rolling Stones", "the beatles"]) == 1.0  # the best alias wins
 
 
-@pytest.mark.parametrize(("pred", "golds", "value"), [
-    ("It was Marie Curie in 1903", ["Marie Curie"], 1.0),
-    ("Curie", ["Marie Curie"], 1.0),
-    ("no", ["nobody"], 0.0),
-    ("yes, definitely", ["yes"], 0.0),
-    ("", ["x"], 0.0),
-    (None, ["x"], 0.0),
-    ("Paris, France", ["London", "Paris"], 1.0),
-])
+@pytest.mark.parametrize(
+    ("pred", "golds", "value"),
+    [
+        ("It was Marie Curie in 1903", ["Marie Curie"], 1.0),
+        ("Curie", ["Marie Curie"], 1.0),
+        ("no", ["nobody"], 0.0),
+        ("yes, definitely", ["yes"], 0.0),
+        ("", ["x"], 0.0),
+        (None, ["x"], 0.0),
+        ("Paris, France", ["London", "Paris"], 1.0),
+    ],
+)
 def test_sub_em(pred, golds, value):
     assert sub_exact_match(pred, golds) == value
 
@@ -127,8 +150,9 @@ def brute_force_pass_at_k(n, c, k):
     return sum(any(items[i] for i in s) for s in subsets) / len(subsets)
 
 
-@pytest.mark.parametrize(("n", "c", "k"), [(n, c, k) for n in (1, 2, 5, 8) for c in range(n + 1) for k in (1, 2, n)
-                                           if k <= n])
+@pytest.mark.parametrize(
+    ("n", "c", "k"), [(n, c, k) for n in (1, 2, 5, 8) for c in range(n + 1) for k in (1, 2, n) if k <= n]
+)
 def test_pass_at_k_matches_the_closed_form_and_the_definition(n, c, k):
     closed = 1.0 - math.comb(n - c, k) / math.comb(n, k)
     assert pass_at_k(n, c, k) == pytest.approx(closed, abs=1e-12)

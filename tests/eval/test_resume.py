@@ -21,15 +21,24 @@ from .fake_server import Action, FakeServer
 @pytest.fixture
 def longbench(tmp_path):
     path = tmp_path / "hotpotqa.jsonl"
-    recs = [{"input": f"Who founded company {i}?", "context": f"Company {i} was founded by Ada {i}. " * 5,
-             "answers": [f"Ada {i}"], "dataset": "hotpotqa", "_id": f"lb{i}"} for i in range(4)]
+    recs = [
+        {
+            "input": f"Who founded company {i}?",
+            "context": f"Company {i} was founded by Ada {i}. " * 5,
+            "answers": [f"Ada {i}"],
+            "dataset": "hotpotqa",
+            "_id": f"lb{i}",
+        }
+        for i in range(4)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     return path
 
 
 def gen(server: FakeServer, **overrides) -> GenerateConfig:
-    options = dict(model="served", backend="openai", url=server.url, n=1, max_tokens=8, max_retries=0,
-                   api_key_env=None)
+    options = dict(
+        model="served", backend="openai", url=server.url, n=1, max_tokens=8, max_retries=0, api_key_env=None
+    )
     options.update(overrides)
     return GenerateConfig(**options)
 
@@ -51,12 +60,15 @@ def test_matching_predictions_are_reused_and_recorded(tmp_path, server, longbenc
     assert server.count() == 4
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"model": "another-model"}, "model: 'served' then, 'another-model' now"),
-    ({"temperature": 0.7}, "temperature: 0.0 then, 0.7 now"),
-    ({"max_tokens": 99}, "max_tokens"),
-    ({"n": 2, "temperature": 0.7}, "n: 1 then, 2 now"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"model": "another-model"}, "model: 'served' then, 'another-model' now"),
+        ({"temperature": 0.7}, "temperature: 0.0 then, 0.7 now"),
+        ({"max_tokens": 99}, "max_tokens"),
+        ({"n": 2, "temperature": 0.7}, "n: 1 then, 2 now"),
+    ],
+)
 def test_predictions_made_otherwise_are_refused_or_regenerated(tmp_path, server, longbench, change, field):
     out = tmp_path / "run"
     run_eval(str(longbench), out, gen(server))
@@ -67,8 +79,10 @@ def test_predictions_made_otherwise_are_refused_or_regenerated(tmp_path, server,
     assert (out / "predictions.jsonl").read_text() == before  # nothing touched
     run_eval(str(longbench), out, gen(server, **change), regenerate=True)
     assert (out / "predictions.jsonl.old").read_text() == before  # moved aside, not lost
-    assert json.loads(meta_path(out / "predictions.jsonl").read_text())["generation"] | change == \
-        json.loads(meta_path(out / "predictions.jsonl").read_text())["generation"]
+    assert (
+        json.loads(meta_path(out / "predictions.jsonl").read_text())["generation"] | change
+        == json.loads(meta_path(out / "predictions.jsonl").read_text())["generation"]
+    )
     assert server.count() == 8
 
 
@@ -95,11 +109,27 @@ def test_a_smaller_limit_reuses_the_matching_predictions(tmp_path, server, longb
 
 def test_generation_failures_are_retried_and_the_run_exits_non_zero(tmp_path, server, longbench):
     down = {"company 1?": True}
-    server.rule = lambda body: (Action.error(400) if down["company 1?"] and "company 1?" in
-                                body["messages"][-1]["content"] else None)
+    server.rule = lambda body: (
+        Action.error(400) if down["company 1?"] and "company 1?" in body["messages"][-1]["content"] else None
+    )
     out = tmp_path / "run"
-    args = ["run", "--model", "served", "--backend", "openai", "--url", server.url, "--max-retries", "0",
-            "--max-tokens", "8", "--data", str(longbench), "--out", str(out)]
+    args = [
+        "run",
+        "--model",
+        "served",
+        "--backend",
+        "openai",
+        "--url",
+        server.url,
+        "--max-retries",
+        "0",
+        "--max-tokens",
+        "8",
+        "--data",
+        str(longbench),
+        "--out",
+        str(out),
+    ]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 1, res.output
     assert "1 prompt(s) failed to generate" in res.output and "run the same command again" in res.output
@@ -129,21 +159,45 @@ def test_failed_records_of_an_older_run_are_generated_again(tmp_path, server, lo
 
 def test_eval_score_exits_non_zero_when_the_judge_fails_too_often(tmp_path, longbench):
     preds = tmp_path / "p.jsonl"
-    preds.write_text("".join(json.dumps({"uid": f"lb{i}", "completions": [f"Therefore, the answer is Ada {i % 2}"]})
-                             + "\n" for i in range(4)))
+    preds.write_text(
+        "".join(
+            json.dumps({"uid": f"lb{i}", "completions": [f"Therefore, the answer is Ada {i % 2}"]}) + "\n"
+            for i in range(4)
+        )
+    )
     with FakeServer(default=Action.error(503, retry_after="0.01")) as judge:
-        base = ["score", "--data", str(longbench), "--predictions", str(preds), "--judge-url", judge.url,
-                "--judge-max-retries", "1", "--judge-timeout", "2", "--judge-api-key-env", "LONGMILL_NO_KEY"]
-        res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "a")], env={"LONGMILL_NO_KEY": "k-123456"})
+        base = [
+            "score",
+            "--data",
+            str(longbench),
+            "--predictions",
+            str(preds),
+            "--judge-url",
+            judge.url,
+            "--judge-max-retries",
+            "1",
+            "--judge-timeout",
+            "2",
+            "--judge-api-key-env",
+            "LONGMILL_NO_KEY",
+        ]
+        res = CliRunner().invoke(
+            main, [*base, "--out", str(tmp_path / "a")], env={"LONGMILL_NO_KEY": "k-123456"}
+        )
         assert res.exit_code == 1, res.output
-        assert "judge failed on 2 of 2 calls (100%)" in res.output and "--max-judge-failures 0.05" in res.output
+        assert (
+            "judge failed on 2 of 2 calls (100%)" in res.output and "--max-judge-failures 0.05" in res.output
+        )
         m = json.loads((tmp_path / "a" / "metrics.json").read_text())
         assert m["overall"]["max_em_judge"] == m["overall"]["em"] == 0.5  # the report is written all the same
         assert m["overall"]["max_em_judge_bound"] == 1.0
         assert judge.requests[0].headers["Authorization"] == "Bearer k-123456"
         assert "k-123456" not in (tmp_path / "a" / "metrics.json").read_text() + res.output
-        res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "b"), "--max-judge-failures", "1"],
-                                 env={"LONGMILL_NO_KEY": "k-123456"})
+        res = CliRunner().invoke(
+            main,
+            [*base, "--out", str(tmp_path / "b"), "--max-judge-failures", "1"],
+            env={"LONGMILL_NO_KEY": "k-123456"},
+        )
         assert res.exit_code == 0, res.output
         assert "judge failed 2 of 2 calls" in res.output and "at most 1.000" in res.output
     res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "c"), "--max-judge-failures", "2"])

@@ -14,10 +14,16 @@ from .fake_server import FakeServer
 
 def test_openai_backend_counts_are_merged_into_the_run_metrics(tmp_path):
     src = get_source("synthetic", options={"num_triplets": 200})
-    run_generator("keychain", KeyChainConfig(length=1500, num_chains=2, hops=2), src,
-                  RunConfig(out=tmp_path / "kc", num_samples=3))
+    run_generator(
+        "keychain",
+        KeyChainConfig(length=1500, num_chains=2, hops=2),
+        src,
+        RunConfig(out=tmp_path / "kc", num_samples=3),
+    )
     with FakeServer() as server:
-        gen = GenerateConfig(model="served", backend="openai", url=server.url, n=2, temperature=0.7, max_tokens=8)
+        gen = GenerateConfig(
+            model="served", backend="openai", url=server.url, n=2, temperature=0.7, max_tokens=8
+        )
         m = run_eval(str(tmp_path / "kc"), tmp_path / "o", gen)
         sent = server.count()
     counts = m["config"]["generation_counts"]

@@ -18,9 +18,16 @@ from .fake_server import Action, FakeServer
 
 
 def item(i: int, answers: list[str], length: int = 20_000, depth: float = 0.1) -> EvalItem:
-    return EvalItem(uid=f"u{i}", data_source="keychain/toy" if i % 2 else "longqa/toy",
-                    prompt=[{"role": "user", "content": f"q{i}"}], question=f"Question {i}?", answers=answers,
-                    prompt_tokens=length - 10, length_target=length, gold_depth=depth)
+    return EvalItem(
+        uid=f"u{i}",
+        data_source="keychain/toy" if i % 2 else "longqa/toy",
+        prompt=[{"role": "user", "content": f"q{i}"}],
+        question=f"Question {i}?",
+        answers=answers,
+        prompt_tokens=length - 10,
+        length_target=length,
+        gold_depth=depth,
+    )
 
 
 @pytest.fixture()
@@ -43,18 +50,24 @@ def write_preds(path, preds):
 
 
 def test_flaky_judge_run_completes_and_counts_failures(tmp_path, flaky):
-    items = [item(0, ["Paris"]), item(1, ["Velora Quint"], 40_000, 0.7), item(2, ["1912"]), item(3, ["blue"], 40_000, 0.5),
-             item(4, ["Nile"])]
+    items = [
+        item(0, ["Paris"]),
+        item(1, ["Velora Quint"], 40_000, 0.7),
+        item(2, ["1912"]),
+        item(3, ["blue"], 40_000, 0.5),
+        item(4, ["Nile"]),
+    ]
     preds = {
-        "u0": ["Therefore, the answer is Paris."],                   # EM hit: the judge is not asked
-        "u1": ["Therefore, the answer is velora  quint!"],          # EM hit after normalisation
-        "u2": ["Therefore, the answer is FLAKY"],                   # the judge fails (500s): rule score
-        "u3": ["Therefore, the answer is GARBLED"],                 # unparseable verdict: rule score
-        "u4": ["I do not know."],                                   # nothing extracted: wrong, judge not asked
+        "u0": ["Therefore, the answer is Paris."],  # EM hit: the judge is not asked
+        "u1": ["Therefore, the answer is velora  quint!"],  # EM hit after normalisation
+        "u2": ["Therefore, the answer is FLAKY"],  # the judge fails (500s): rule score
+        "u3": ["Therefore, the answer is GARBLED"],  # unparseable verdict: rule score
+        "u4": ["I do not know."],  # nothing extracted: wrong, judge not asked
     }
     judge = JudgeConfig(url=flaky.url, model="judge", timeout=0.5, max_retries=1, api_key_env=None)
-    m = score_run(items, write_preds(tmp_path / "p.jsonl", preds), tmp_path / "out", judge, {},
-                  max_judge_failures=0.05)
+    m = score_run(
+        items, write_preds(tmp_path / "p.jsonl", preds), tmp_path / "out", judge, {}, max_judge_failures=0.05
+    )
     c = m["counts"]
     assert c["judge_calls"] == 2 and c["judge_failed"] == 2
     assert c["judge"]["failures_by_reason"] == {"endpoint": 1, "unparseable": 1}
@@ -141,16 +154,20 @@ def test_bad_predictions_file_names_the_line(tmp_path):
 def test_duplicate_unknown_and_empty_predictions_are_reported(tmp_path):
     items = [item(0, ["a"]), item(1, ["b"])]
     dup = tmp_path / "dup.jsonl"
-    dup.write_text('{"uid": "u0", "completions": ["Answer: a"]}\n{"uid": "u1", "completions": ["Answer: b"]}\n'
-                   '{"uid": "u0", "completions": ["Answer: z"]}\n')
+    dup.write_text(
+        '{"uid": "u0", "completions": ["Answer: a"]}\n{"uid": "u1", "completions": ["Answer: b"]}\n'
+        '{"uid": "u0", "completions": ["Answer: z"]}\n'
+    )
     with pytest.raises(LongmillError, match="line 3: uid 'u0' already has predictions on line 1"):
         score_run(items, dup, tmp_path / "o1", None, {})
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(LongmillError, match="empty"):
         score_run(items, empty, tmp_path / "o2", None, {})
-    extra = write_preds(tmp_path / "extra.jsonl", {"u0": ["Answer: a"], "u1": ["Answer: x"], "zz": ["Answer: a"],
-                                                   "yy": ["Answer: b"]})
+    extra = write_preds(
+        tmp_path / "extra.jsonl",
+        {"u0": ["Answer: a"], "u1": ["Answer: x"], "zz": ["Answer: a"], "yy": ["Answer: b"]},
+    )
     m = score_run(items, extra, tmp_path / "o3", None, {})
     assert m["counts"]["unknown_uids"] == 2 and m["counts"]["unknown_uids_first"] == ["zz", "yy"]
     assert m["counts"]["predictions"] == 4 and m["overall"]["n"] == 2 and m["overall"]["em"] == 0.5

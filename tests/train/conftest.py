@@ -15,7 +15,12 @@ def small_curriculum(tmp_path_factory):
     src = get_source("synthetic", options={"num_triplets": 60})
     ins = []
     for length in (300, 400):
-        run_generator("longqa", GenConfig(length=length, seed=2), src, RunConfig(out=root / f"qa-{length}", num_samples=12))
+        run_generator(
+            "longqa",
+            GenConfig(length=length, seed=2),
+            src,
+            RunConfig(out=root / f"qa-{length}", num_samples=12),
+        )
         ins.append(root / f"qa-{length}")
     build_curriculum(ins, root / "curriculum", CurriculumConfig(bins=[300, 400], eval_share=0.0, seed=1))
     return root / "curriculum"

@@ -34,7 +34,9 @@ def grpo(*args):
 
 def test_configs_are_trl_configs():
     assert issubclass(GRPOPhaseConfig, GRPOConfig)
-    assert {f.name for f in dataclasses.fields(GRPOConfig)} <= {f.name for f in dataclasses.fields(GRPOPhaseConfig)}
+    assert {f.name for f in dataclasses.fields(GRPOConfig)} <= {
+        f.name for f in dataclasses.fields(GRPOPhaseConfig)
+    }
     from trl import SFTConfig as TRLSFTConfig
 
     assert issubclass(SFTConfig, TRLSFTConfig)
@@ -42,13 +44,37 @@ def test_configs_are_trl_configs():
 
 def test_any_trl_field_from_yaml_and_flags_with_flags_winning(tmp_path, captured):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"num_iterations": 2, "lr_scheduler_type": "cosine", "warmup_steps": 3,
-                                   "vllm_enable_sleep_mode": True, "per_device_train_batch_size": 4,
-                                   "num_generations": 4, "dynamic_sampling_rounds": 1}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "num_iterations": 2,
+                "lr_scheduler_type": "cosine",
+                "warmup_steps": 3,
+                "vllm_enable_sleep_mode": True,
+                "per_device_train_batch_size": 4,
+                "num_generations": 4,
+                "dynamic_sampling_rounds": 1,
+            }
+        )
+    )
     # snake_case flags (what DVC writes from params.yaml), None for an optional value, --no- for a boolean
-    res = grpo("--config", str(cfg), "--lr_scheduler_type", "constant_with_warmup", "--steps_per_generation", "2",
-               "--vllm_importance_sampling_mode", "token_mask", "--vllm_server_base_url", "None",
-               "--no-mask_truncated_completions", "--report-to", "none", "--max-steps", "5")
+    res = grpo(
+        "--config",
+        str(cfg),
+        "--lr_scheduler_type",
+        "constant_with_warmup",
+        "--steps_per_generation",
+        "2",
+        "--vllm_importance_sampling_mode",
+        "token_mask",
+        "--vllm_server_base_url",
+        "None",
+        "--no-mask_truncated_completions",
+        "--report-to",
+        "none",
+        "--max-steps",
+        "5",
+    )
     assert res.exit_code == 0, res.output
     c = captured["config"]
     assert isinstance(c, GRPOConfig)
@@ -96,8 +122,11 @@ def test_a_dapo_setting_the_installed_trl_lacks_is_an_error():
 
 
 def test_help_shows_runnable_examples():
-    for cmd, needle in (("grpo", "python -m train grpo --curriculum"), ("sft", "python -m train sft --data"),
-                        ("init-model", "python -m train init-model --preset tiny-qwen2")):
+    for cmd, needle in (
+        ("grpo", "python -m train grpo --curriculum"),
+        ("sft", "python -m train sft --data"),
+        ("init-model", "python -m train init-model --preset tiny-qwen2"),
+    ):
         res = CliRunner().invoke(main, [cmd, "--help"])
         assert res.exit_code == 0 and "Examples:" in res.output and needle in res.output, res.output
     assert "--steps-per-generation" in CliRunner().invoke(main, ["grpo", "--help"]).output
@@ -132,10 +161,17 @@ def test_params_sections_reach_the_commands_as_dvc_writes_them(profile, captured
     assert res.exit_code == 0, res.output
     c = captured["config"]
     for k, v in params["rl"].items():
-        assert getattr(c, k) == v or str(getattr(c, k).value if hasattr(getattr(c, k), "value") else getattr(c, k)) == str(v), k
+        assert getattr(c, k) == v or str(
+            getattr(c, k).value if hasattr(getattr(c, k), "value") else getattr(c, k)
+        ) == str(v), k
     seen = {}
-    monkeypatch.setattr(train.sft, "run_sft", lambda data, out, config, metrics_dir=None, heldout=None: seen.setdefault("c", config)
-                        and {"examples": 0, "steps": 0, "train_loss": 0.0, "checkpoint": "x"})
+    monkeypatch.setattr(
+        train.sft,
+        "run_sft",
+        lambda data, out, config, metrics_dir=None, heldout=None: (
+            seen.setdefault("c", config) and {"examples": 0, "steps": 0, "train_loss": 0.0, "checkpoint": "x"}
+        ),
+    )
     res = CliRunner().invoke(main, ["sft", "--data", "d", "--out", "o", *dvc_flags(params["sft"]), *on_cpu])
     assert res.exit_code == 0, res.output
     assert all(getattr(seen["c"], k) == v for k, v in params["sft"].items())
@@ -145,10 +181,19 @@ def test_verl_commands_from_the_gpu_yaml_compose_on_a_cpu_host(tmp_path, monkeyp
     from pathlib import Path
 
     seen = {}
-    monkeypatch.setattr(train.phases, "run_phases",
-                        lambda *a, **kw: seen.setdefault("c", a[2]) and {"run_all": "x", "phases": []})
+    monkeypatch.setattr(
+        train.phases,
+        "run_phases",
+        lambda *a, **kw: seen.setdefault("c", a[2]) and {"run_all": "x", "phases": []},
+    )
     gpu_yaml = Path(__file__).resolve().parents[2] / "train" / "configs" / "grpo-gpu-qwen2.5-7b.yaml"
-    res = CliRunner().invoke(main, ["verl-config", "--curriculum", "c", "--out", str(tmp_path), "--config", str(gpu_yaml)])
+    res = CliRunner().invoke(
+        main, ["verl-config", "--curriculum", "c", "--out", str(tmp_path), "--config", str(gpu_yaml)]
+    )
     assert res.exit_code == 0, res.output
     # the GPU YAML's TRL keys reach the config on a CPU host (bf16 is left to follow the GPU it runs on)
-    assert (seen["c"].steps_per_generation, seen["c"].vllm_enable_sleep_mode, seen["c"].epsilon_high) == (32, True, 0.28)
+    assert (seen["c"].steps_per_generation, seen["c"].vllm_enable_sleep_mode, seen["c"].epsilon_high) == (
+        32,
+        True,
+        0.28,
+    )

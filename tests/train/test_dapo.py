@@ -15,28 +15,49 @@ def test_zero_variance_groups():
 
 def test_replace_groups_repads_and_moves_whole_groups():
     pad = 0
-    out = {"prompt_ids": torch.tensor([[0, 5], [0, 5], [6, 7], [6, 7]]), "prompt_mask": torch.tensor([[0, 1], [0, 1], [1, 1], [1, 1]]),
-           "completion_ids": torch.tensor([[1, 2], [3, 0], [4, 0], [5, 0]]),
-           "completion_mask": torch.tensor([[1, 1], [1, 0], [1, 0], [1, 0]]),
-           "advantages": torch.tensor([0.0, 0.0, 1.0, -1.0]), "num_items_in_batch": torch.tensor(5)}
-    new = {"prompt_ids": torch.tensor([[9, 9, 9], [9, 9, 9]]), "prompt_mask": torch.ones(2, 3, dtype=torch.long),
-           "completion_ids": torch.tensor([[8, 8, 8], [7, 0, 0]]), "completion_mask": torch.tensor([[1, 1, 1], [1, 0, 0]]),
-           "advantages": torch.tensor([0.7, -0.7]), "num_items_in_batch": torch.tensor(4)}
+    out = {
+        "prompt_ids": torch.tensor([[0, 5], [0, 5], [6, 7], [6, 7]]),
+        "prompt_mask": torch.tensor([[0, 1], [0, 1], [1, 1], [1, 1]]),
+        "completion_ids": torch.tensor([[1, 2], [3, 0], [4, 0], [5, 0]]),
+        "completion_mask": torch.tensor([[1, 1], [1, 0], [1, 0], [1, 0]]),
+        "advantages": torch.tensor([0.0, 0.0, 1.0, -1.0]),
+        "num_items_in_batch": torch.tensor(5),
+    }
+    new = {
+        "prompt_ids": torch.tensor([[9, 9, 9], [9, 9, 9]]),
+        "prompt_mask": torch.ones(2, 3, dtype=torch.long),
+        "completion_ids": torch.tensor([[8, 8, 8], [7, 0, 0]]),
+        "completion_mask": torch.tensor([[1, 1, 1], [1, 0, 0]]),
+        "advantages": torch.tensor([0.7, -0.7]),
+        "num_items_in_batch": torch.tensor(4),
+    }
     merged = replace_groups(out, new, dst=[0], src=[0], group_size=2, pad_token_id=pad)
     assert merged["prompt_ids"].tolist() == [[9, 9, 9], [9, 9, 9], [0, 6, 7], [0, 6, 7]]  # left padding grows
     assert merged["prompt_mask"].tolist() == [[1, 1, 1], [1, 1, 1], [0, 1, 1], [0, 1, 1]]
-    assert merged["completion_ids"].tolist() == [[8, 8, 8], [7, 0, 0], [4, 0, 0], [5, 0, 0]]  # right padding grows
+    assert merged["completion_ids"].tolist() == [
+        [8, 8, 8],
+        [7, 0, 0],
+        [4, 0, 0],
+        [5, 0, 0],
+    ]  # right padding grows
     assert merged["advantages"].tolist() == pytest.approx([0.7, -0.7, 1.0, -1.0])
     assert out["advantages"].tolist() == [0.0, 0.0, 1.0, -1.0]  # the input is not modified
 
 
 def test_unknown_output_keys_are_refused():
     with pytest.raises(NotImplementedError, match="dynamic_sampling_rounds=0"):
-        replace_groups({"advantages": torch.zeros(2), "pixel_values": torch.zeros(2)},
-                       {"advantages": torch.zeros(2)}, [0], [0], 2, 0)
+        replace_groups(
+            {"advantages": torch.zeros(2), "pixel_values": torch.zeros(2)},
+            {"advantages": torch.zeros(2)},
+            [0],
+            [0],
+            2,
+            0,
+        )
 
 
 # -- refills: per-rank, weighted, no repeats, checkpointable ----------------------------------------------
+
 
 def test_no_signal_groups_look_at_known_values_only():
     nan = float("nan")
@@ -52,7 +73,9 @@ def test_refill_sampler_ranks_draw_disjoint_rows_and_respect_exclusions_and_weig
     assert len(set(a)) == len(a) == 6 and len(set(b)) == 6
     assert not set(a) & set(b) and not {0, 2, 4} & set(a)  # ranks never share a prompt
     assert all(i % 2 == 0 for i in a) and all(i % 2 == 1 for i in b)
-    assert r0.draw(100, exclude=set(a)) and len(r0.draw(100, exclude=set())) == 9  # 10 even rows, one weightless
+    assert (
+        r0.draw(100, exclude=set(a)) and len(r0.draw(100, exclude=set())) == 9
+    )  # 10 even rows, one weightless
 
 
 def test_refill_sampler_state_round_trips_through_json():
@@ -79,8 +102,13 @@ def test_refill_weights_give_retrospective_rows_their_share_by_difficulty(small_
     stage = StageSpec.from_manifest(small_curriculum, load_manifest(small_curriculum))[1]
     ds = load_stage_dataset(stage.files)
     w = refill_weights(stage, ds)
-    retro = set(next(s for s in json.loads((small_curriculum / "manifest.json").read_text())["stages"]
-                     if s["name"] == stage.name)["retro_uids"])
+    retro = set(
+        next(
+            s
+            for s in json.loads((small_curriculum / "manifest.json").read_text())["stages"]
+            if s["name"] == stage.name
+        )["retro_uids"]
+    )
     assert retro, "the fixture's second stage has retrospective samples"
     is_retro = [u in retro for u in ds["uid"]]
     assert sum(w) == pytest.approx(1.0)

@@ -29,8 +29,10 @@ class ToyAccuracyReward:
         self.last_accuracy: list[float | None] = []
 
     def __call__(self, completions, completion_ids, uid, **kwargs):
-        acc = [1.0 if self.always_right or int(u[1:]) % 2 == 0 else float(ids[0] % 2 == 0)
-               for u, ids in zip(uid, completion_ids, strict=True)]
+        acc = [
+            1.0 if self.always_right or int(u[1:]) % 2 == 0 else float(ids[0] % 2 == 0)
+            for u, ids in zip(uid, completion_ids, strict=True)
+        ]
         self.last_accuracy = acc
         return [a + 0.01 * (sum(ids) % 7) for a, ids in zip(acc, completion_ids, strict=True)]
 
@@ -64,15 +66,40 @@ def make_trainer(tmp_path: Path, model_dir: Path, reward, **kw) -> Recording:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    rows = [{"prompt": [{"role": "user", "content": f"Say something ({i})."}], "uid": f"u{i}"} for i in range(32)]
-    args = GRPOPhaseConfig(**{**dict(output_dir=str(tmp_path / "run"), learning_rate=0.05, per_device_train_batch_size=4,
-                                     num_generations=4, steps_per_generation=2, max_completion_length=6, max_steps=4,
-                                     seed=0, save_steps=2, mask_truncated_completions=False, rollout="hf",
-                                     gradient_checkpointing=False, disable_tqdm=True, shuffle_dataset=False), **kw})
+    rows = [
+        {"prompt": [{"role": "user", "content": f"Say something ({i})."}], "uid": f"u{i}"} for i in range(32)
+    ]
+    args = GRPOPhaseConfig(
+        **{
+            **dict(
+                output_dir=str(tmp_path / "run"),
+                learning_rate=0.05,
+                per_device_train_batch_size=4,
+                num_generations=4,
+                steps_per_generation=2,
+                max_completion_length=6,
+                max_steps=4,
+                seed=0,
+                save_steps=2,
+                mask_truncated_completions=False,
+                rollout="hf",
+                gradient_checkpointing=False,
+                disable_tqdm=True,
+                shuffle_dataset=False,
+            ),
+            **kw,
+        }
+    )
     torch.manual_seed(0)
-    return Recording(model=AutoModelForCausalLM.from_pretrained(str(model_dir)), reward_funcs=[reward], args=args,
-                     train_dataset=Dataset.from_list(rows), processing_class=tok, dynamic_sampling_rounds=2,
-                     dynamic_sampling_metric="accuracy")
+    return Recording(
+        model=AutoModelForCausalLM.from_pretrained(str(model_dir)),
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        dynamic_sampling_rounds=2,
+        dynamic_sampling_metric="accuracy",
+    )
 
 
 @pytest.mark.slow
@@ -90,7 +117,11 @@ def test_clip_higher_acts_and_dynamic_sampling_filters_on_accuracy(tmp_path, tin
         assert easy, "shuffle off: every batch has easy prompts"
         assert b["refills"], "easy groups vary in the shaped reward but not in accuracy: they were refilled"
         assert not set(b["refills"]) & set(b["uids"]) and len(set(b["refills"])) == len(b["refills"])
-    shares = [h["dynamic_sampling/filtered_share"] for h in trainer.state.log_history if "dynamic_sampling/filtered_share" in h]
+    shares = [
+        h["dynamic_sampling/filtered_share"]
+        for h in trainer.state.log_history
+        if "dynamic_sampling/filtered_share" in h
+    ]
     assert shares and max(shares) > 0
     state = json.loads((tmp_path / "run" / "checkpoint-2" / "dynamic_sampling_rank0.json").read_text())
     assert state["draws"] > 0 and state["rank"] == 0
@@ -104,14 +135,18 @@ def test_clip_higher_acts_and_dynamic_sampling_filters_on_accuracy(tmp_path, tin
 
 @pytest.mark.slow
 def test_groups_without_signal_after_the_last_round_leave_the_loss_and_its_normaliser(tmp_path, tiny_qwen2):
-    trainer = make_trainer(tmp_path, tiny_qwen2, ToyAccuracyReward(always_right=True), max_steps=1,
-                           save_strategy="no")
+    trainer = make_trainer(
+        tmp_path, tiny_qwen2, ToyAccuracyReward(always_right=True), max_steps=1, save_strategy="no"
+    )
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.train()
     b = trainer.batches[0]
     assert b["num_items"] == 0.0 and torch.all(b["advantages"] == 0)
-    remaining = [h["dynamic_sampling/remaining_share"] for h in trainer.state.log_history
-                 if "dynamic_sampling/remaining_share" in h]
+    remaining = [
+        h["dynamic_sampling/remaining_share"]
+        for h in trainer.state.log_history
+        if "dynamic_sampling/remaining_share" in h
+    ]
     assert remaining == [1.0]
     after = trainer.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # nothing to learn from, nothing learnt

@@ -39,15 +39,36 @@ def test_mean_reward_rises(tmp_path, tiny_qwen2):
     tok = AutoTokenizer.from_pretrained(str(tiny_qwen2))
     allowed = tok.convert_tokens_to_ids(WORDS)
     suppress = sorted(set(range(151_936)) - set(allowed))
-    prompts = [{"prompt": [{"role": "user", "content": f"Say a few words, please ({i})."}]} for i in range(64)]
-    args = GRPOConfig(output_dir=str(tmp_path), learning_rate=3e-3, per_device_train_batch_size=8, num_generations=4,
-                      max_completion_length=8, max_steps=16, logging_steps=1, seed=0, report_to="none",
-                      save_strategy="no", beta=0.0, loss_type="dapo", epsilon_high=0.28, temperature=1.0,
-                      generation_kwargs={"suppress_tokens": suppress}, disable_tqdm=True, bf16=False)
-    trainer = DynamicSamplingGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(str(tiny_qwen2)),
-                                         reward_funcs=[GoodWordsReward(allowed[::2])], args=args,
-                                         train_dataset=Dataset.from_list(prompts), processing_class=tok,
-                                         dynamic_sampling_rounds=1)
+    prompts = [
+        {"prompt": [{"role": "user", "content": f"Say a few words, please ({i})."}]} for i in range(64)
+    ]
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        learning_rate=3e-3,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=16,
+        logging_steps=1,
+        seed=0,
+        report_to="none",
+        save_strategy="no",
+        beta=0.0,
+        loss_type="dapo",
+        epsilon_high=0.28,
+        temperature=1.0,
+        generation_kwargs={"suppress_tokens": suppress},
+        disable_tqdm=True,
+        bf16=False,
+    )
+    trainer = DynamicSamplingGRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(tiny_qwen2)),
+        reward_funcs=[GoodWordsReward(allowed[::2])],
+        args=args,
+        train_dataset=Dataset.from_list(prompts),
+        processing_class=tok,
+        dynamic_sampling_rounds=1,
+    )
     trainer.train()
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     (tmp_path / "rewards.json").write_text(json.dumps(rewards))

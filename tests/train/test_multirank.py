@@ -22,12 +22,33 @@ def free_port() -> int:
 def test_two_ranks_run_two_phases(tmp_path, small_curriculum, tiny_qwen2):
     out = tmp_path / "rl"
     script = Path(__file__).with_name("two_rank_phases.py")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
-                                                        os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(free_port()), str(script), str(small_curriculum), str(tiny_qwen2),
-                           str(out)], capture_output=True, text=True, timeout=900, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+        ),
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(free_port()),
+            str(script),
+            str(small_curriculum),
+            str(tiny_qwen2),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.count("RANK-DONE") == 2
     p1 = json.loads((out / "phase-1" / "phase.json").read_text())
@@ -45,5 +66,7 @@ def test_two_ranks_run_two_phases(tmp_path, small_curriculum, tiny_qwen2):
     for k in (1, 2):
         saved = json.loads((out / f"phase-{k}" / "final" / "config.json").read_text())
         rope = saved.get("rope_parameters") or saved.get("rope_scaling")
-        assert rope["rope_type"] == "yarn" and rope["factor"] == 2.0 and saved["max_position_embeddings"] == 512
+        assert (
+            rope["rope_type"] == "yarn" and rope["factor"] == 2.0 and saved["max_position_embeddings"] == 512
+        )
     assert "Traceback" not in proc.stderr

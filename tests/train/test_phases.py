@@ -33,14 +33,26 @@ class SmallIdsReward:
 
 
 def cfg(model, **kw):
-    base = dict(model=str(model), max_steps=3, per_device_train_batch_size=4, num_generations=4, max_completion_length=8,
-                learning_rate=1e-3, save_steps=1, dynamic_sampling_rounds=0, rollout="hf", seed=0,
-                mask_truncated_completions=False)  # a random model never stops: keep its truncated completions
+    base = dict(
+        model=str(model),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        learning_rate=1e-3,
+        save_steps=1,
+        dynamic_sampling_rounds=0,
+        rollout="hf",
+        seed=0,
+        mask_truncated_completions=False,
+    )  # a random model never stops: keep its truncated completions
     return GRPOPhaseConfig(**{**base, **kw})
 
 
 @pytest.mark.slow
-def test_two_phases_hand_over_weights_and_a_killed_run_resumes(tmp_path, small_curriculum, tiny_qwen2, monkeypatch):
+def test_two_phases_hand_over_weights_and_a_killed_run_resumes(
+    tmp_path, small_curriculum, tiny_qwen2, monkeypatch
+):
     out = tmp_path / "rl"
     config = cfg(tiny_qwen2)
     original = TRLBackend.__init__
@@ -59,7 +71,9 @@ def test_two_phases_hand_over_weights_and_a_killed_run_resumes(tmp_path, small_c
 
     monkeypatch.setattr(TRLBackend, "__init__", original)
     with pytest.raises(Exception, match="--resume"):
-        run_phases(small_curriculum, out, config, reward_funcs=toy)  # refusing to silently redo a finished phase
+        run_phases(
+            small_curriculum, out, config, reward_funcs=toy
+        )  # refusing to silently redo a finished phase
     summary = run_phases(small_curriculum, out, config, resume=True, reward_funcs=toy)
     p2 = json.loads((out / "phase-2" / "phase.json").read_text())
     assert p2["resumed_from"].endswith("checkpoint-1") and p2["steps"] == 3
@@ -69,8 +83,11 @@ def test_two_phases_hand_over_weights_and_a_killed_run_resumes(tmp_path, small_c
     assert p2["final_weights"] != p2["init_weights"]
     assert p2["max_prompt_length"] == 400 and p1["max_prompt_length"] == 300
     assert summary["final_checkpoint"].endswith("phase-2/final")
-    steps = [json.loads(x)["step"] for x in (out / "phase-2" / "metrics.jsonl").read_text().splitlines()
-             if "reward" in json.loads(x)]
+    steps = [
+        json.loads(x)["step"]
+        for x in (out / "phase-2" / "metrics.jsonl").read_text().splitlines()
+        if "reward" in json.loads(x)
+    ]
     assert steps == [1, 2, 3]  # the step logged before the kill is not repeated
     header = (out / "phase-2" / "metrics.csv").read_text().splitlines()[0]
     assert header.startswith("phase,step,reward,reward_std,frac_reward_zero_std")
@@ -96,14 +113,23 @@ def fake_host(monkeypatch, vllm: bool, gpu: bool):
     import torch
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a, **kw: (real("json") if vllm else None) if name == "vllm" else real(name, *a, **kw))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a, **kw: (real("json") if vllm else None) if name == "vllm" else real(name, *a, **kw),
+    )
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
 
 
-@pytest.mark.parametrize(("vllm", "gpu", "expected"), [
-    (False, False, "hf"), (True, False, "hf"), (False, True, "hf"), (True, True, "vllm-colocate"),
-])
+@pytest.mark.parametrize(
+    ("vllm", "gpu", "expected"),
+    [
+        (False, False, "hf"),
+        (True, False, "hf"),
+        (False, True, "hf"),
+        (True, True, "vllm-colocate"),
+    ],
+)
 def test_auto_rollout_uses_vllm_only_with_vllm_and_a_gpu(monkeypatch, vllm, gpu, expected):
     auto, hf = GRPOPhaseConfig(rollout="auto"), GRPOPhaseConfig(rollout="hf")  # built on the real (CPU) host
     fake_host(monkeypatch, vllm=vllm, gpu=gpu)
@@ -112,13 +138,17 @@ def test_auto_rollout_uses_vllm_only_with_vllm_and_a_gpu(monkeypatch, vllm, gpu,
 
 
 @pytest.mark.parametrize("rollout", ["vllm-colocate", "vllm-server"])
-def test_asking_for_vllm_without_vllm_fails_with_the_install_command(tmp_path, small_curriculum, tiny_qwen2,
-                                                                     monkeypatch, rollout):
+def test_asking_for_vllm_without_vllm_fails_with_the_install_command(
+    tmp_path, small_curriculum, tiny_qwen2, monkeypatch, rollout
+):
     from datagen.core.errors import LongmillError
 
     fake_host(monkeypatch, vllm=False, gpu=False)
-    config = cfg(tiny_qwen2, rollout=rollout,
-                 **({"vllm_server_base_url": "http://127.0.0.1:9"} if rollout == "vllm-server" else {}))
+    config = cfg(
+        tiny_qwen2,
+        rollout=rollout,
+        **({"vllm_server_base_url": "http://127.0.0.1:9"} if rollout == "vllm-server" else {}),
+    )
     with pytest.raises(LongmillError, match=rf"rollout={rollout} needs vLLM.*pip install 'longmill\[gpu\]'"):
         run_phases(small_curriculum, tmp_path / "rl", config)
     assert not (tmp_path / "rl" / "phase-1").exists()  # refused before any phase started

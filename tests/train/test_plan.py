@@ -28,8 +28,17 @@ from train.plan import (
 
 ROOT = Path(__file__).resolve().parents[2]
 # h=4, I=8, 2 layers, 2 heads of width 2, 1 KV head (kv_dim 2), vocabulary 10, untied, no biases.
-TOY = ModelShape("toy", hidden_size=4, intermediate_size=8, num_hidden_layers=2, num_attention_heads=2,
-                 num_key_value_heads=1, vocab_size=10, tie_word_embeddings=False, attention_bias=False)
+TOY = ModelShape(
+    "toy",
+    hidden_size=4,
+    intermediate_size=8,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    vocab_size=10,
+    tie_word_embeddings=False,
+    attention_bias=False,
+)
 
 
 def test_parameter_counts_match_the_published_models():
@@ -37,7 +46,11 @@ def test_parameter_counts_match_the_published_models():
     assert TOY.layer_params == 152 and TOY.params == 80 + 2 * 152 + 4
     # Qwen2.5-7B: 28 x 233,057,792 + 2 x 152,064 x 3,584 + 3,584 (HF lists 7.62B)
     q7 = resolve_shape("Qwen/Qwen2.5-7B-Instruct")
-    assert q7.layer_params == 3584 * 3584 * 2 + 2 * 3584 * 512 + 3584 + 1024 + 3 * 3584 * 18944 + 2 * 3584 == 233_057_792
+    assert (
+        q7.layer_params
+        == 3584 * 3584 * 2 + 2 * 3584 * 512 + 3584 + 1024 + 3 * 3584 * 18944 + 2 * 3584
+        == 233_057_792
+    )
     assert q7.params == 7_615_616_512
     assert resolve_shape("qwen2.5-1.5b").params == 1_543_714_304  # tied embeddings; HF lists 1.54B
     assert resolve_shape("qwen2.5-32b").params == 32_763_876_352  # HF lists 32.8B
@@ -54,42 +67,80 @@ def test_model_states_follow_zero_and_fsdp_formulas():
 
 
 def test_toy_activation_and_logits_arithmetic():
-    s = PlanSettings(prompt_length=6, completion_length=4, num_gpus=2, sharding="zero3", gpu_memory_gib=1,
-                     rollout="vllm-server")
+    s = PlanSettings(
+        prompt_length=6,
+        completion_length=4,
+        num_gpus=2,
+        sharding="zero3",
+        gpu_memory_gib=1,
+        rollout="vllm-server",
+    )
     e = estimate(TOY, s)
     T = 10
     assert e.activation_checkpoints == 2 * 1 * T * 4 * 2 == 160
     assert e.recompute == T * (28 * 4 + 8 * 2 + 12 * 8) == 2240
-    assert e.logits == 4 * 10 * 10 + 10 * 4 * 4 + 4 * 4 * 6  # a 4-token x 10-entry tile; the head's fp32 gradient
+    assert (
+        e.logits == 4 * 10 * 10 + 10 * 4 * 4 + 4 * 4 * 6
+    )  # a 4-token x 10-entry tile; the head's fp32 gradient
     assert (e.weights, e.gradients, e.optimizer) == (2 * 388 / 2, 2 * 388 / 2, 12 * 388 / 2)
     assert e.gathered_params == 2 * 2 * 152
     assert e.vllm_training == e.vllm_generation == 0  # vLLM on other GPUs
     assert e.training_peak == 388 + 388 + 2328 + 608 + 160 + 2240 + e.logits + 2 * GIB
-    no_ckpt = estimate(TOY, PlanSettings(6, 4, num_gpus=2, gradient_checkpointing=False, rollout="vllm-server"))
+    no_ckpt = estimate(
+        TOY, PlanSettings(6, 4, num_gpus=2, gradient_checkpointing=False, rollout="vllm-server")
+    )
     assert no_ckpt.activation_checkpoints == 2 * 2240 and no_ckpt.recompute == 0
     offload = estimate(TOY, PlanSettings(6, 4, activation_offload=True, rollout="vllm-server"))
     assert offload.activation_checkpoints == 0 and offload.recompute == 2240
-    padded_sdpa = estimate(TOY, PlanSettings(6, 4, per_device_train_batch_size=2, attn_implementation="sdpa",
-                                             rollout="vllm-server"))
+    padded_sdpa = estimate(
+        TOY,
+        PlanSettings(6, 4, per_device_train_batch_size=2, attn_implementation="sdpa", rollout="vllm-server"),
+    )
     assert padded_sdpa.attention == 2 * T * T  # SDPA's boolean mask once a batch has padding
-    assert estimate(TOY, PlanSettings(6, 4, attn_implementation="eager", rollout="vllm-server")).attention == 10 * 2 * T * T
+    assert (
+        estimate(TOY, PlanSettings(6, 4, attn_implementation="eager", rollout="vllm-server")).attention
+        == 10 * 2 * T * T
+    )
 
 
 def test_gpu_profile_fits_at_60k_and_the_old_one_does_not():
     q7 = resolve_shape("qwen2.5-7b-instruct")
-    e = estimate(q7, PlanSettings(prompt_length=60_000, completion_length=10_000, per_device_train_batch_size=1,
-                                  num_gpus=8, sharding="zero3", gpu_memory_gib=80, vllm_gpu_memory_utilization=0.35,
-                                  vllm_enable_sleep_mode=True))
+    e = estimate(
+        q7,
+        PlanSettings(
+            prompt_length=60_000,
+            completion_length=10_000,
+            per_device_train_batch_size=1,
+            num_gpus=8,
+            sharding="zero3",
+            gpu_memory_gib=80,
+            vllm_gpu_memory_utilization=0.35,
+            vllm_enable_sleep_mode=True,
+        ),
+    )
     # by hand, in bytes: states 16 x 7,615,616,512 / 8; the LM head gathered twice over (2 x 2 x V x h);
     # checkpoints 28 x 70,000 x 3,584 x 2; one layer 70,000 x (28 x 3,584 + 8 x 512 + 12 x 18,944);
     # logits 4096 x 32768 x 10 + V x h x 4 + 10,000 x 3,584 x 6; runtime 2 GiB; vLLM asleep 1 GiB
-    expected = (15_231_233_024 + 2_179_989_504 + 14_049_280_000 + 23_224_320_000 + 1_342_177_280 + 2_179_989_504
-                + 215_040_000 + 2 * GIB + GIB)
+    expected = (
+        15_231_233_024
+        + 2_179_989_504
+        + 14_049_280_000
+        + 23_224_320_000
+        + 1_342_177_280
+        + 2_179_989_504
+        + 215_040_000
+        + 2 * GIB
+        + GIB
+    )
     assert e.training_peak == expected and round(expected / GIB, 2) == 57.41
     assert e.generation_peak == 15_231_233_024 + 2 * GIB + 0.35 * 80 * GIB
     assert e.peak == e.training_peak and e.fits
-    assert int(e.vllm_kv_capacity_tokens) == (int(0.35 * 80 * GIB) - 15_231_233_024 - GIB) // 57_344 == 239_951
-    old = estimate(q7, PlanSettings(60_000, 10_000, per_device_train_batch_size=8, vllm_enable_sleep_mode=False))
+    assert (
+        int(e.vllm_kv_capacity_tokens) == (int(0.35 * 80 * GIB) - 15_231_233_024 - GIB) // 57_344 == 239_951
+    )
+    old = estimate(
+        q7, PlanSettings(60_000, 10_000, per_device_train_batch_size=8, vllm_enable_sleep_mode=False)
+    )
     assert not old.fits and old.vllm_training == 0.35 * 80 * GIB
 
 
@@ -98,9 +149,14 @@ def test_largest_fitting_is_the_edge():
     s = PlanSettings(60_000, 10_000)
     best = largest_fitting(q7, s, "prompt_length", lo=1000, hi=4_000_000, step=1000)
     assert best is not None and best % 1000 == 0
-    assert estimate(q7, PlanSettings(best, 10_000)).fits and not estimate(q7, PlanSettings(best + 1000, 10_000)).fits
+    assert (
+        estimate(q7, PlanSettings(best, 10_000)).fits
+        and not estimate(q7, PlanSettings(best + 1000, 10_000)).fits
+    )
     assert largest_fitting(q7, s, "per_device_train_batch_size", hi=64) == 1
-    assert largest_fitting(q7, PlanSettings(60_000, 10_000, gpu_memory_gib=16), "prompt_length", lo=1000) is None
+    assert (
+        largest_fitting(q7, PlanSettings(60_000, 10_000, gpu_memory_gib=16), "prompt_length", lo=1000) is None
+    )
 
 
 def test_vllm_share_too_small_for_one_sequence_is_reported():
@@ -109,16 +165,28 @@ def test_vllm_share_too_small_for_one_sequence_is_reported():
 
 
 def test_batch_warnings_name_whole_groups_and_clip_higher():
-    assert any("clip-higher never acts" in w for w in
-               batch_warnings(PlanSettings(1, 1, per_device_train_batch_size=8, gradient_accumulation_steps=4)))
+    assert any(
+        "clip-higher never acts" in w
+        for w in batch_warnings(
+            PlanSettings(1, 1, per_device_train_batch_size=8, gradient_accumulation_steps=4)
+        )
+    )
     assert batch_warnings(PlanSettings(1, 1, gradient_accumulation_steps=8, steps_per_generation=32)) == []
     ws = batch_warnings(PlanSettings(1, 1, num_gpus=3, gradient_accumulation_steps=1, steps_per_generation=2))
     assert any("not a multiple of num_generations" in w for w in ws) and any("whole groups" in w for w in ws)
 
 
 def test_shapes_from_folders_and_presets(tmp_path):
-    cfg = {"model_type": "qwen2", "hidden_size": 4, "intermediate_size": 8, "num_hidden_layers": 2,
-           "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 10, "tie_word_embeddings": False}
+    cfg = {
+        "model_type": "qwen2",
+        "hidden_size": 4,
+        "intermediate_size": 8,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "vocab_size": 10,
+        "tie_word_embeddings": False,
+    }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     assert resolve_shape(str(tmp_path)).layer_params == 152 + 4 + 2 * 2  # Qwen2's q, k, v biases
     assert resolve_shape("tiny-qwen2").hidden_size == 64
@@ -130,8 +198,9 @@ def test_shapes_from_folders_and_presets(tmp_path):
         resolve_shape("no/such-model")
 
 
-@pytest.mark.parametrize("path,section", [("train/configs/grpo-gpu-qwen2.5-7b.yaml", None),
-                                          ("profiles/gpu-qwen2.5-7b.yaml", "rl")])
+@pytest.mark.parametrize(
+    "path,section", [("train/configs/grpo-gpu-qwen2.5-7b.yaml", None), ("profiles/gpu-qwen2.5-7b.yaml", "rl")]
+)
 def test_shipped_gpu_configs_fit_every_stage_on_8x80gb(tmp_path, path, section):
     file = ROOT / path
     if section:
@@ -147,33 +216,82 @@ def test_shipped_gpu_configs_fit_every_stage_on_8x80gb(tmp_path, path, section):
 
 
 def test_check_plan_warns_before_a_launch_that_cannot_fit(small_curriculum):
-    old = SimpleNamespace(model="Qwen/Qwen2.5-7B-Instruct", rollout="vllm-colocate", per_device_train_batch_size=8,
-                          gradient_accumulation_steps=4, num_generations=8, max_completion_length=10_000,
-                          gradient_checkpointing=True, attn_implementation="flash_attention_2",
-                          vllm_gpu_memory_utilization=0.35, beta=0.0)
+    old = SimpleNamespace(
+        model="Qwen/Qwen2.5-7B-Instruct",
+        rollout="vllm-colocate",
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=4,
+        num_generations=8,
+        max_completion_length=10_000,
+        gradient_checkpointing=True,
+        attn_implementation="flash_attention_2",
+        vllm_gpu_memory_utilization=0.35,
+        beta=0.0,
+    )
     ws = check_plan(old, [20_000, 60_000], gpu_memory_gib=80, num_gpus=8, sharding="zero3")
     assert any("prompts of 60,000 tokens" in w and "per GPU" in w for w in ws)
     assert any("clip-higher never acts" in w for w in ws)
-    new = SimpleNamespace(**{**vars(old), "per_device_train_batch_size": 1, "gradient_accumulation_steps": 8,
-                             "steps_per_generation": 32, "vllm_enable_sleep_mode": True})
+    new = SimpleNamespace(
+        **{
+            **vars(old),
+            "per_device_train_batch_size": 1,
+            "gradient_accumulation_steps": 8,
+            "steps_per_generation": 32,
+            "vllm_enable_sleep_mode": True,
+        }
+    )
     assert check_plan(new, [20_000, 40_000, 60_000], gpu_memory_gib=80, num_gpus=8, sharding="zero3") == []
     # prompt lengths from the curriculum's manifest (300 and 400 tokens): nothing to warn about
     assert check_plan(new, curriculum=small_curriculum, gpu_memory_gib=80, num_gpus=8, sharding="zero3") == []
     # unknown model: planning is skipped, never an error
-    assert check_plan(SimpleNamespace(**{**vars(new), "model": "org/unknown"}), [60_000], gpu_memory_gib=80) == []
+    assert (
+        check_plan(SimpleNamespace(**{**vars(new), "model": "org/unknown"}), [60_000], gpu_memory_gib=80)
+        == []
+    )
 
 
 def test_plan_cli_prints_components_and_json():
     from train.cli import main
 
-    r = CliRunner().invoke(main, ["plan", "--model", "qwen2.5-7b-instruct", "--prompt-length", "60k",
-                                  "--completion-length", "10000", "--num-gpus", "8", "--sharding", "zero3"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "plan",
+            "--model",
+            "qwen2.5-7b-instruct",
+            "--prompt-length",
+            "60k",
+            "--completion-length",
+            "10000",
+            "--num-gpus",
+            "8",
+            "--sharding",
+            "zero3",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    for needle in ("activation checkpoints", "recompute (one layer)", "logits (TRL chunked head)", "vLLM while training",
-                   "57.41 GiB of 80.00: fits", "largest prompt that fits"):
+    for needle in (
+        "activation checkpoints",
+        "recompute (one layer)",
+        "logits (TRL chunked head)",
+        "vLLM while training",
+        "57.41 GiB of 80.00: fits",
+        "largest prompt that fits",
+    ):
         assert needle in r.output, needle
-    r = CliRunner().invoke(main, ["plan", "--config", str(ROOT / "train/configs/grpo-gpu-qwen2.5-7b.yaml"),
-                                  "--prompt-length", "20k,60k", "--per-device-train-batch-size", "8", "--json"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "plan",
+            "--config",
+            str(ROOT / "train/configs/grpo-gpu-qwen2.5-7b.yaml"),
+            "--prompt-length",
+            "20k,60k",
+            "--per-device-train-batch-size",
+            "8",
+            "--json",
+        ],
+    )
     reports = json.loads(r.output)
     assert [x["settings"]["prompt_length"] for x in reports] == [20_000, 60_000]
     assert reports[1]["settings"]["per_device_train_batch_size"] == 8 and not reports[1]["fits"]
@@ -185,10 +303,13 @@ def test_plan_cli_prints_components_and_json():
 
 # -- the GPU install (constraints/gpu.txt) ------------------------------------------------------------------
 
+
 def _check_module():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("check_gpu_install", ROOT / "benchmarks" / "check_gpu_install.py")
+    spec = importlib.util.spec_from_file_location(
+        "check_gpu_install", ROOT / "benchmarks" / "check_gpu_install.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -207,7 +328,9 @@ def test_gpu_constraints_agree_with_trl_and_the_cpu_pins():
     assert pins["trl"] == md.version("trl")  # the TRL the code is tested against
     trl_vllm = next(Requirement(r) for r in md.requires("trl") if r.startswith("vllm"))
     assert trl_vllm.specifier.contains(Version(pins["vllm"]))  # TRL supports this vLLM
-    gpu_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    gpu_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][
+        "gpu"
+    ]
     assert not any(Requirement(r).name == "flash-attn" for r in gpu_extra)  # a source build: a separate step
     assert all(Requirement(r).specifier.contains(Version(pins[Requirement(r).name])) for r in gpu_extra)
 
@@ -218,17 +341,33 @@ def test_install_check_finds_disagreements():
     def meta(name, version, *requires):
         return {"metadata": {"name": name, "version": version, "requires_dist": list(requires)}}
 
-    good = {"install": [meta("torch", "2.13.0+cu130"), meta("transformers", "5.24.0"),
-                        meta("vllm", "0.30.0", "torch==2.13.0", "transformers>=5.10.4"),
-                        meta("trl", "1.16.0", "transformers>=4.56.2", 'vllm<=0.31.0,>=0.22.0; extra == "vllm"')]}
+    good = {
+        "install": [
+            meta("torch", "2.13.0+cu130"),
+            meta("transformers", "5.24.0"),
+            meta("vllm", "0.30.0", "torch==2.13.0", "transformers>=5.10.4"),
+            meta("trl", "1.16.0", "transformers>=4.56.2", 'vllm<=0.31.0,>=0.22.0; extra == "vllm"'),
+        ]
+    }
     pins = {"torch": "2.13.0", "vllm": "0.30.0", "transformers": "5.24.0", "trl": "1.16.0"}
     assert check(good, pins) == []
-    bad = {"install": [meta("torch", "2.12.0"), meta("transformers", "5.24.0"),
-                       meta("vllm", "0.33.0", "torch==2.13.0", "transformers<5.18"), meta("flash-attn", "2.8.0"),
-                       meta("trl", "1.16.0", 'vllm<=0.31.0,>=0.22.0; extra == "vllm"')]}
+    bad = {
+        "install": [
+            meta("torch", "2.12.0"),
+            meta("transformers", "5.24.0"),
+            meta("vllm", "0.33.0", "torch==2.13.0", "transformers<5.18"),
+            meta("flash-attn", "2.8.0"),
+            meta("trl", "1.16.0", 'vllm<=0.31.0,>=0.22.0; extra == "vllm"'),
+        ]
+    }
     problems = "\n".join(check(bad, pins))
-    for needle in ("torch: would install 2.12.0", "vllm requires torch==2.13.0", "vllm requires transformers<5.18",
-                   "TRL supports vllm<=0.31.0,>=0.22.0", "flash-attn is in the resolution"):
+    for needle in (
+        "torch: would install 2.12.0",
+        "vllm requires torch==2.13.0",
+        "vllm requires transformers<5.18",
+        "TRL supports vllm<=0.31.0,>=0.22.0",
+        "flash-attn is in the resolution",
+    ):
         assert needle in problems, needle
 
 
@@ -238,14 +377,40 @@ def test_train_grpo_warns_before_launching_a_plan_that_cannot_fit(tmp_path, smal
 
     model = tmp_path / "qwen7b-shape"  # a 7B config.json and no weights: the plan runs, the launch then fails
     model.mkdir()
-    (model / "config.json").write_text(json.dumps({
-        "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-        "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064, "tie_word_embeddings": False}))
+    (model / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "qwen2",
+                "hidden_size": 3584,
+                "intermediate_size": 18944,
+                "num_hidden_layers": 28,
+                "num_attention_heads": 28,
+                "num_key_value_heads": 4,
+                "vocab_size": 152064,
+                "tie_word_embeddings": False,
+            }
+        )
+    )
     monkeypatch.setattr(train.plan, "_cuda_memory_gib", lambda: 80.0)  # as on an 80 GB GPU
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    r = CliRunner().invoke(main, ["grpo", "--curriculum", str(small_curriculum), "--out", str(tmp_path / "rl"),
-                                  "--model", str(model), "--per-device-train-batch-size", "4096", "--rollout", "hf",
-                                  "--max-steps", "1"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "grpo",
+            "--curriculum",
+            str(small_curriculum),
+            "--out",
+            str(tmp_path / "rl"),
+            "--model",
+            str(model),
+            "--per-device-train-batch-size",
+            "4096",
+            "--rollout",
+            "hf",
+            "--max-steps",
+            "1",
+        ],
+    )
     assert "warning: memory plan: prompts of 300 tokens" in r.output and "per GPU" in r.output
     assert r.output.index("warning: memory plan") < r.output.index("cannot load model")
 
@@ -256,8 +421,13 @@ def test_grpo_step_bench_cpu_check_runs():
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grpo_step_bench.py"), "--cpu-check"],
-                          capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "grpo_step_bench.py"), "--cpu-check"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| 256 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]

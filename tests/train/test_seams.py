@@ -23,7 +23,8 @@ def my_pkg(tmp_path, monkeypatch):
     pkg = tmp_path / "site" / "my_pkg"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
-    (pkg / "rewards.py").write_text(textwrap.dedent('''
+    (pkg / "rewards.py").write_text(
+        textwrap.dedent("""
         CALLS = []
 
         def short_reward(completions, completion_ids, **kwargs):
@@ -41,7 +42,8 @@ def my_pkg(tmp_path, monkeypatch):
                 return [0.0] * len(completions)
 
         THRESHOLD = 0.5
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     yield "my_pkg.rewards"
     import sys
@@ -55,7 +57,9 @@ def my_pkg(tmp_path, monkeypatch):
 
 def test_default_and_registered_rewards_follow_the_config():
     assert GRPOPhaseConfig().reward_funcs == ["hybrid_qa"]
-    cfg = GRPOPhaseConfig(reward_funcs=["hybrid_qa", "format"], reward_rule="bounded_sub_em", reward_weights=[1.0, 0.1])
+    cfg = GRPOPhaseConfig(
+        reward_funcs=["hybrid_qa", "format"], reward_rule="bounded_sub_em", reward_weights=[1.0, 0.1]
+    )
     qa, fmt = build_rewards(cfg.reward_funcs, cfg)
     assert isinstance(qa, HybridQAReward) and qa.rule == "bounded_sub_em"
     assert isinstance(fmt, AnswerFormatReward) and fmt.__name__ == "format"
@@ -65,7 +69,9 @@ def test_default_and_registered_rewards_follow_the_config():
 
 
 def test_unknown_reward_names_say_did_you_mean():
-    with pytest.raises(UnknownNameError, match="unknown reward 'hybird_qa'; did you mean 'hybrid_qa'?.*dotted path"):
+    with pytest.raises(
+        UnknownNameError, match="unknown reward 'hybird_qa'; did you mean 'hybrid_qa'?.*dotted path"
+    ):
         GRPOPhaseConfig(reward_funcs=["hybird_qa"])  # refused when the config is built, before any run
     with pytest.raises(UnknownNameError, match="did you mean 'format'"):
         resolve_reward("fromat")
@@ -96,10 +102,25 @@ def test_reward_funcs_flag_reaches_the_config(monkeypatch):
         return {"phases": [], "final_checkpoint": "x"}
 
     monkeypatch.setattr(train.phases, "run_phases", fake)
-    res = CliRunner().invoke(main, ["grpo", "--curriculum", "c", "--out", "o", "--reward-funcs", "hybrid_qa,format",
-                                    "--reward-weights", "1,0.2"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "grpo",
+            "--curriculum",
+            "c",
+            "--out",
+            "o",
+            "--reward-funcs",
+            "hybrid_qa,format",
+            "--reward-weights",
+            "1,0.2",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    assert seen["config"].reward_funcs == ["hybrid_qa", "format"] and seen["config"].reward_weights == [1.0, 0.2]
+    assert seen["config"].reward_funcs == ["hybrid_qa", "format"] and seen["config"].reward_weights == [
+        1.0,
+        0.2,
+    ]
     res = CliRunner().invoke(main, ["grpo", "--curriculum", "c", "--out", "o", "--reward-funcs", "hybird_qa"])
     assert res.exit_code == 2 and "did you mean 'hybrid_qa'" in res.output
 
@@ -117,14 +138,26 @@ def test_the_trl_backend_builds_the_configured_rewards(tmp_path, my_pkg):
 
 @pytest.mark.slow
 def test_one_grpo_step_with_a_reward_given_by_dotted_path(tmp_path, small_curriculum, tiny_qwen2, my_pkg):
-    config = GRPOPhaseConfig(model=str(tiny_qwen2), reward_funcs=[f"{my_pkg}:short_reward"], max_steps=1,
-                             per_device_train_batch_size=4, num_generations=4, max_completion_length=8,
-                             dynamic_sampling_rounds=0, rollout="hf", seed=0, mask_truncated_completions=False,
-                             save_steps=10, disable_tqdm=True)
+    config = GRPOPhaseConfig(
+        model=str(tiny_qwen2),
+        reward_funcs=[f"{my_pkg}:short_reward"],
+        max_steps=1,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        dynamic_sampling_rounds=0,
+        rollout="hf",
+        seed=0,
+        mask_truncated_completions=False,
+        save_steps=10,
+        disable_tqdm=True,
+    )
     summary = run_phases(small_curriculum, tmp_path / "rl", config, phases=[1])
     import my_pkg.rewards as user
 
-    assert user.CALLS and sum(user.CALLS) == 4  # one generation batch of 4 completions, scored by the user's reward
+    assert (
+        user.CALLS and sum(user.CALLS) == 4
+    )  # one generation batch of 4 completions, scored by the user's reward
     record = json.loads((tmp_path / "rl" / "phase-1" / "phase.json").read_text())
     assert record["rewards"] == ["short_reward"] and record["steps"] == 1
     assert summary["phases"][0]["checkpoint"] == record["checkpoint"]
@@ -153,8 +186,12 @@ class Recording(TrainerBackend):
 
     def run_phase(self, stage, init_checkpoint):
         Recording.calls.append((stage.index, init_checkpoint))
-        record = {"phase": stage.index, "stage": stage.name, "checkpoint": f"ckpt-{stage.index}",
-                  "init_checkpoint": init_checkpoint}
+        record = {
+            "phase": stage.index,
+            "stage": stage.name,
+            "checkpoint": f"ckpt-{stage.index}",
+            "init_checkpoint": init_checkpoint,
+        }
         (self.out / f"done-{stage.index}.json").write_text(json.dumps(record))
         return record
 
@@ -181,7 +218,10 @@ def test_any_registered_backend_runs_the_phases(tmp_path, small_curriculum, tiny
     with pytest.raises(LongmillError, match=r"already holds finished phases \(phase-1\); pass --resume"):
         run_phases(small_curriculum, out, config, backend="recording")  # resumable: no silent redo
     summary = run_phases(small_curriculum, out, config, backend="recording", resume=True)
-    assert recording.calls == [(1, str(tiny_qwen2)), (2, "ckpt-1")]  # phase 1 skipped, phase 2 from its checkpoint
+    assert recording.calls == [
+        (1, str(tiny_qwen2)),
+        (2, "ckpt-1"),
+    ]  # phase 1 skipped, phase 2 from its checkpoint
     assert summary["final_checkpoint"] == "ckpt-2" and summary["exported"] == "ckpt-2"
     assert [p["phase"] for p in summary["phases"]] == [1, 2]
     assert json.loads((out / "summary.json").read_text())["backend"] == "recording"
@@ -190,8 +230,9 @@ def test_any_registered_backend_runs_the_phases(tmp_path, small_curriculum, tiny
         run_phases(small_curriculum, out, other, backend="recording", resume=True)
 
 
-def test_a_backend_that_is_not_resumable_is_rerun_and_unknown_backends_suggest(tmp_path, small_curriculum,
-                                                                                tiny_qwen2, recording, monkeypatch):
+def test_a_backend_that_is_not_resumable_is_rerun_and_unknown_backends_suggest(
+    tmp_path, small_curriculum, tiny_qwen2, recording, monkeypatch
+):
     monkeypatch.setattr(Recording, "resumable", False)
     config = GRPOPhaseConfig(model=str(tiny_qwen2))
     run_phases(small_curriculum, tmp_path / "run", config, backend="recording")

@@ -28,9 +28,13 @@ def test_targets_cite_evidence_by_document_number(small_triplets):
 
 @pytest.mark.slow
 def test_sft_runs_and_saves_a_model(tmp_path, small_triplets, tiny_qwen2):
-    summary = run_sft(small_triplets, tmp_path / "sft", SFTConfig(model=str(tiny_qwen2), max_steps=3,
-                                                                  per_device_train_batch_size=2, max_examples=8,
-                                                                  logging_steps=1))
+    summary = run_sft(
+        small_triplets,
+        tmp_path / "sft",
+        SFTConfig(
+            model=str(tiny_qwen2), max_steps=3, per_device_train_batch_size=2, max_examples=8, logging_steps=1
+        ),
+    )
     assert summary["steps"] == 3 and summary["targets"] == {"template_target": 8}
     assert (tmp_path / "sft" / "final" / "model.safetensors").exists()
     assert (tmp_path / "sft" / "final" / "tokenizer.json").exists()

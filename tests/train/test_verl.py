@@ -32,7 +32,12 @@ def curriculum_with_eval(tmp_path_factory):
     src = get_source("synthetic", options={"num_triplets": 60})
     ins = []
     for length in (300, 400):
-        run_generator("longqa", GenConfig(length=length, seed=3), src, RunConfig(out=root / f"qa-{length}", num_samples=16))
+        run_generator(
+            "longqa",
+            GenConfig(length=length, seed=3),
+            src,
+            RunConfig(out=root / f"qa-{length}", num_samples=16),
+        )
         ins.append(root / f"qa-{length}")
     build_curriculum(ins, root / "curriculum", CurriculumConfig(bins=[300, 400], eval_share=0.3, seed=1))
     return root / "curriculum"
@@ -44,12 +49,26 @@ def verl_out(curriculum_with_eval, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("verl-out")
     cfg = out / "gpu.yaml"
-    cfg.write_text("num_generations: 8\nmax_completion_length: 4096\noverlong_buffer: 1024\n"
-                   "per_device_train_batch_size: 1\ngradient_accumulation_steps: 8\n"
-                   "judge_url: http://127.0.0.1:8001/v1\njudge_model: Qwen/Qwen2.5-1.5B-Instruct\n")
-    r = CliRunner().invoke(main, ["verl-config", "--curriculum", str(curriculum_with_eval), "--model",
-                                  "Qwen/Qwen2.5-7B-Instruct", "--out", str(out / "verl"), "--config", str(cfg)],
-                           catch_exceptions=False)
+    cfg.write_text(
+        "num_generations: 8\nmax_completion_length: 4096\noverlong_buffer: 1024\n"
+        "per_device_train_batch_size: 1\ngradient_accumulation_steps: 8\n"
+        "judge_url: http://127.0.0.1:8001/v1\njudge_model: Qwen/Qwen2.5-1.5B-Instruct\n"
+    )
+    r = CliRunner().invoke(
+        main,
+        [
+            "verl-config",
+            "--curriculum",
+            str(curriculum_with_eval),
+            "--model",
+            "Qwen/Qwen2.5-7B-Instruct",
+            "--out",
+            str(out / "verl"),
+            "--config",
+            str(cfg),
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     return out / "verl"
 
@@ -61,16 +80,28 @@ def stage_configs(out: Path) -> list[dict]:
 def test_commands_use_verl_091_names(verl_out):
     s1, s2 = stage_configs(verl_out)
     o = s1["overrides"]
-    assert s1["entrypoint"] == "verl.trainer.main_ppo" and "python3 -m verl.trainer.main_ppo" in (verl_out / "stage-1" / "run.sh").read_text()
+    assert (
+        s1["entrypoint"] == "verl.trainer.main_ppo"
+        and "python3 -m verl.trainer.main_ppo" in (verl_out / "stage-1" / "run.sh").read_text()
+    )
     # the reward lives under reward.* (main_ppo ignores the legacy top-level keys)
-    assert not any(x.startswith(("custom_reward_function.", "reward_model.", "+custom_reward_function")) for x in o)
+    assert not any(
+        x.startswith(("custom_reward_function.", "reward_model.", "+custom_reward_function")) for x in o
+    )
     assert f"reward.custom_reward_function.path={verl_out.resolve() / 'longmill_reward.py'}" in o
-    for needle in ("reward.reward_manager.name=dapo", "+reward.reward_kwargs.max_resp_len=4096",
-                   "+reward.reward_kwargs.overlong_buffer_cfg.enable=True", "+reward.reward_kwargs.overlong_buffer_cfg.len=1024",
-                   "algorithm.filter_groups.metric=acc", "actor_rollout_ref.actor.clip_ratio_high=0.28",
-                   "actor_rollout_ref.rollout.n=8", "data.max_prompt_length=300", "data.train_batch_size=8",
-                   "actor_rollout_ref.actor.ppo_mini_batch_size=8",
-                   "+reward.custom_reward_function.reward_kwargs.judge_url=http://127.0.0.1:8001/v1"):
+    for needle in (
+        "reward.reward_manager.name=dapo",
+        "+reward.reward_kwargs.max_resp_len=4096",
+        "+reward.reward_kwargs.overlong_buffer_cfg.enable=True",
+        "+reward.reward_kwargs.overlong_buffer_cfg.len=1024",
+        "algorithm.filter_groups.metric=acc",
+        "actor_rollout_ref.actor.clip_ratio_high=0.28",
+        "actor_rollout_ref.rollout.n=8",
+        "data.max_prompt_length=300",
+        "data.train_batch_size=8",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=8",
+        "+reward.custom_reward_function.reward_kwargs.judge_url=http://127.0.0.1:8001/v1",
+    ):
         assert needle in o, needle
     assert s2["init_checkpoint"].endswith("stage-1/hf") and "data.max_prompt_length=400" in s2["overrides"]
     for k in (1, 2):
@@ -85,11 +116,22 @@ def test_batch_sizes_count_prompts_as_trl_does():
 
     # the GPU profile: 1 x 8 GPUs x 32 micro-steps = 256 completions = 32 prompts per generation; an optimiser
     # step every 1 x 8 x 8 = 64 completions = 8 prompts: four updates per rollout, as QwenLong-L1 trains
-    profile = SimpleNamespace(num_generations=8, per_device_train_batch_size=1, gradient_accumulation_steps=8,
-                              steps_per_generation=32)
+    profile = SimpleNamespace(
+        num_generations=8,
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=8,
+        steps_per_generation=32,
+    )
     assert verl_batch_sizes(profile, 8) == (32, 8)
-    assert verl_batch_sizes(SimpleNamespace(num_generations=8, per_device_train_batch_size=8,
-                                            gradient_accumulation_steps=1, steps_per_generation=None), 2) == (2, 2)
+    assert verl_batch_sizes(
+        SimpleNamespace(
+            num_generations=8,
+            per_device_train_batch_size=8,
+            gradient_accumulation_steps=1,
+            steps_per_generation=None,
+        ),
+        2,
+    ) == (2, 2)
 
 
 def test_each_stage_validates_on_rows_that_fit_it(verl_out, curriculum_with_eval):
@@ -104,26 +146,58 @@ def test_each_stage_validates_on_rows_that_fit_it(verl_out, curriculum_with_eval
 
 
 def test_reward_file_runs_without_longmill(verl_out):
-    code = ("import importlib.util, sys; s = importlib.util.spec_from_file_location('r', sys.argv[1]); "
-            "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
-            "print(m.compute_score('keychain/x', 'Therefore, the answer is Ed Wood.', ['Ed Wood'], {'question': 'q'})); "
-            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('datagen', 'eval', 'train', 'numpy')))")
+    code = (
+        "import importlib.util, sys; s = importlib.util.spec_from_file_location('r', sys.argv[1]); "
+        "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
+        "print(m.compute_score('keychain/x', 'Therefore, the answer is Ed Wood.', ['Ed Wood'], {'question': 'q'})); "
+        "print(sorted(k for k in sys.modules if k.split('.')[0] in ('datagen', 'eval', 'train', 'numpy')))"
+    )
     # -I -S: no site-packages, no PYTHONPATH, no current directory: the standard library only
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(verl_out / "longmill_reward.py")],
-                          capture_output=True, text=True, timeout=60, cwd="/")
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code, str(verl_out / "longmill_reward.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["{'score': 1.0, 'acc': 1.0, 'rule': 1.0, 'judge_failed': 0.0}", "[]"]
 
 
 COMPLETIONS = [
-    "<think>it is Paris? no</think>So... Therefore, the answer is **Lyon**.", "Answer: 1912\n",
-    "The answer is \\boxed{42}.", "I am not sure.", "Therefore, the answer is Ed Wood, Tim Burton, Johnny Depp.",
-    "the final answer is: \"The Beatles\".", "**Answer:** _Marie Curie_", "Therefore, the answer is (insert answer here)",
-    "Therefore, the answer is yes. Actually the answer is no", "The answer is \\text{Ed Wood}.", "", "answer: no",
-    "Therefore, the answer is Ed Wood or Tim Burton", "Therefore the answer is the U.S.A.!", "The answer is Café au lait",
+    "<think>it is Paris? no</think>So... Therefore, the answer is **Lyon**.",
+    "Answer: 1912\n",
+    "The answer is \\boxed{42}.",
+    "I am not sure.",
+    "Therefore, the answer is Ed Wood, Tim Burton, Johnny Depp.",
+    'the final answer is: "The Beatles".',
+    "**Answer:** _Marie Curie_",
+    "Therefore, the answer is (insert answer here)",
+    "Therefore, the answer is yes. Actually the answer is no",
+    "The answer is \\text{Ed Wood}.",
+    "",
+    "answer: no",
+    "Therefore, the answer is Ed Wood or Tim Burton",
+    "Therefore the answer is the U.S.A.!",
+    "The answer is Café au lait",
 ]
-GOLDS = [["Lyon"], ["1912"], ["42"], ["x"], ["Ed Wood"], ["Beatles"], ["Marie Curie"], ["x"], ["no"], ["Edward Wood", "Ed Wood"],
-         ["x"], ["nobody"], ["Ed Wood"], ["usa"], ["café au lait"]]
+GOLDS = [
+    ["Lyon"],
+    ["1912"],
+    ["42"],
+    ["x"],
+    ["Ed Wood"],
+    ["Beatles"],
+    ["Marie Curie"],
+    ["x"],
+    ["no"],
+    ["Edward Wood", "Ed Wood"],
+    ["x"],
+    ["nobody"],
+    ["Ed Wood"],
+    ["usa"],
+    ["café au lait"],
+]
 
 
 def test_reward_file_agrees_with_longmill():
@@ -138,7 +212,9 @@ def test_reward_file_agrees_with_longmill():
         assert vr.extract_answer(text) == pred, text
         assert vr.rule_score("em", pred, golds) == exact_match(pred, golds), text
         assert vr.rule_score("sub_em", pred, golds) == sub_exact_match(pred, golds), text
-        assert vr.build_judge_messages("Who?  x", pred or "", golds) == build_judge_messages("Who?  x", pred or "", golds)
+        assert vr.build_judge_messages("Who?  x", pred or "", golds) == build_judge_messages(
+            "Who?  x", pred or "", golds
+        )
     for reply in ["YES", " no. ", "**Yes**", "Verdict: NO", "yes no", "maybe", "", "<think>no</think>yes"]:
         assert vr.parse_verdict(reply) == parse_verdict(reply)
     rewards = importlib.import_module("train.rewards")
@@ -146,7 +222,9 @@ def test_reward_file_agrees_with_longmill():
         assert set(vr.RULES) == set(rewards.RULES)
         for text, golds in zip(COMPLETIONS, GOLDS, strict=True):
             pred = extract_answer(text)
-            assert vr.rule_score("bounded_sub_em", pred, golds) == rewards.bounded_sub_exact_match(pred, golds), text
+            assert vr.rule_score("bounded_sub_em", pred, golds) == rewards.bounded_sub_exact_match(
+                pred, golds
+            ), text
     with pytest.raises(ValueError, match="unknown reward rule"):
         vr.rule_score("sub-em", "a", ["a"])
 
@@ -158,15 +236,24 @@ def test_judge_over_http_with_bounded_failures():
     with FakeServer(rule=verdict) as server:
         try:
             kw = {"judge_url": server.url, "judge_timeout": 5, "judge_max_retries": 0}
-            assert vr.compute_score("s", "Therefore, the answer is Ed Wood.", ["Edward Wood"], {"question": "q"},
-                                    **kw) == {"score": 1.0, "acc": 1.0, "rule": 0.0, "judge_failed": 0.0}
-            assert vr.compute_score("s", "Therefore, the answer is Tim Burton.", ["Ed Wood"], {"question": "q"},
-                                    **kw)["score"] == 0.0
+            assert vr.compute_score(
+                "s", "Therefore, the answer is Ed Wood.", ["Edward Wood"], {"question": "q"}, **kw
+            ) == {"score": 1.0, "acc": 1.0, "rule": 0.0, "judge_failed": 0.0}
+            assert (
+                vr.compute_score(
+                    "s", "Therefore, the answer is Tim Burton.", ["Ed Wood"], {"question": "q"}, **kw
+                )["score"]
+                == 0.0
+            )
             server.rule = lambda body: Action.error(500)
             before = server.count()
             kw |= {"judge_breaker_failures": 2, "judge_breaker_cooldown": 60}
-            results = [vr.compute_score("s", "Therefore, the answer is Ed Wood.", ["Edward Wood"], {"question": "q"},
-                                        **kw) for _ in range(5)]
+            results = [
+                vr.compute_score(
+                    "s", "Therefore, the answer is Ed Wood.", ["Edward Wood"], {"question": "q"}, **kw
+                )
+                for _ in range(5)
+            ]
             assert all(r["judge_failed"] == 1.0 and r["score"] == 0.0 for r in results)
             # the breaker opened after two failures: no more waits on a dead judge
             assert server.count() - before == 2
@@ -188,13 +275,28 @@ def _verl_wheel_config() -> Path | None:
         import zipfile
 
         root = Path(tempfile.mkdtemp(prefix="verl-wheel-"))
-        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(root),
-                               f"verl=={VERL_VERSION}"], capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "-q",
+                "-d",
+                str(root),
+                f"verl=={VERL_VERSION}",
+            ],
+            capture_output=True,
+            text=True,
+        )
         wheels = sorted(root.glob("verl-*.whl"))
         path = None
         if done.returncode == 0 and wheels:
             with zipfile.ZipFile(wheels[0]) as zf:
-                zf.extractall(root / "site", [n for n in zf.namelist() if n.startswith("verl/trainer/config/")])
+                zf.extractall(
+                    root / "site", [n for n in zf.namelist() if n.startswith("verl/trainer/config/")]
+                )
             path = root / "site" / "verl" / "trainer" / "config"
         _VERL_WHEEL_CONFIG.append(path if path and (path / "ppo_trainer.yaml").exists() else None)
     return _VERL_WHEEL_CONFIG[0]
@@ -213,7 +315,9 @@ def verl_config_dir() -> Path | None:
 def test_every_override_composes_against_verl_091(verl_out):
     config_dir = verl_config_dir()
     if config_dir is None or importlib.util.find_spec("hydra") is None:
-        pytest.skip("verl 0.9.1 is neither installed nor fetchable from the package index (or hydra-core is missing)")
+        pytest.skip(
+            "verl 0.9.1 is neither installed nor fetchable from the package index (or hydra-core is missing)"
+        )
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -239,9 +343,18 @@ def test_every_override_composes_against_verl_091(verl_out):
             pytest.skip(f"verl's config composes; its validation needs verl's runtime deps: {e}")
         validate_config(config=cfg, use_reference_policy=False, use_critic=False)
         fn = get_custom_reward_fn(cfg)  # verl loads the file by path and binds reward_kwargs
-        assert fn(data_source="keychain/x", solution_str="Therefore, the answer is Ed Wood.", ground_truth=["Ed Wood"],
-                  extra_info={"question": "q"})["acc"] == 1.0
-        manager = resolve_reward_manager_cls(cfg)(cfg, tokenizer=None, compute_score=fn)  # DAPO's, with its checks
+        assert (
+            fn(
+                data_source="keychain/x",
+                solution_str="Therefore, the answer is Ed Wood.",
+                ground_truth=["Ed Wood"],
+                extra_info={"question": "q"},
+            )["acc"]
+            == 1.0
+        )
+        manager = resolve_reward_manager_cls(cfg)(
+            cfg, tokenizer=None, compute_score=fn
+        )  # DAPO's, with its checks
         assert type(manager).__name__ == "DAPORewardManager" and manager.max_resp_len == 4096
         assert manager.overlong_buffer_cfg.enable and manager.overlong_buffer_cfg.len == 1024
 
@@ -257,9 +370,11 @@ def test_readme_verl_snippet_composes_against_verl_091():
     from hydra.core.global_hydra import GlobalHydra
 
     readme = (ROOT / "README.md").read_text()
-    block = next(b for b in re.findall(r"```bash\n(.*?)```", readme, re.DOTALL) if "verl.trainer.main_ppo" in b)
+    block = next(
+        b for b in re.findall(r"```bash\n(.*?)```", readme, re.DOTALL) if "verl.trainer.main_ppo" in b
+    )
     words = shlex.split(block.replace("\\\n", " ").replace("$PWD", str(ROOT)))
-    overrides = words[words.index("verl.trainer.main_ppo") + 1:]
+    overrides = words[words.index("verl.trainer.main_ppo") + 1 :]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
         cfg = compose(config_name="ppo_trainer", overrides=overrides)
@@ -273,14 +388,29 @@ def test_the_shipped_gpu_config_gives_a_command_verl_accepts(curriculum_with_eva
     from train.config import GRPOPhaseConfig
 
     if "steps_per_generation" not in {f.name for f in dataclasses.fields(GRPOPhaseConfig)}:
-        pytest.skip("needs the GRPO config built on TRL's GRPOConfig (steps_per_generation and the other TRL keys)")
-    r = CliRunner().invoke(main, ["verl-config", "--curriculum", str(curriculum_with_eval), "--config",
-                                  str(ROOT / "train/configs/grpo-gpu-qwen2.5-7b.yaml"), "--out", str(tmp_path / "v")])
+        pytest.skip(
+            "needs the GRPO config built on TRL's GRPOConfig (steps_per_generation and the other TRL keys)"
+        )
+    r = CliRunner().invoke(
+        main,
+        [
+            "verl-config",
+            "--curriculum",
+            str(curriculum_with_eval),
+            "--config",
+            str(ROOT / "train/configs/grpo-gpu-qwen2.5-7b.yaml"),
+            "--out",
+            str(tmp_path / "v"),
+        ],
+    )
     assert r.exit_code == 0, r.output  # also on a machine without a GPU (a login node)
     (cfg1, _) = stage_configs(tmp_path / "v")
     o = cfg1["overrides"]
     assert "data.train_batch_size=32" in o and "actor_rollout_ref.actor.ppo_mini_batch_size=8" in o
-    assert "+reward.reward_kwargs.max_resp_len=10000" in o and "+reward.reward_kwargs.overlong_buffer_cfg.len=2000" in o
+    assert (
+        "+reward.reward_kwargs.max_resp_len=10000" in o
+        and "+reward.reward_kwargs.overlong_buffer_cfg.len=2000" in o
+    )
     config_dir = verl_config_dir()
     if config_dir is None:
         return
@@ -299,11 +429,26 @@ def test_yarn_goes_into_each_verl_stage_model_folder(curriculum_with_eval, tiny_
     from train.cli import main
 
     cfg = tmp_path / "yarn.yaml"
-    cfg.write_text("num_generations: 8\nmax_completion_length: 256\nyarn_factor: 4.0\n"
-                   "yarn_original_max_position_embeddings: 600\nyarn_within_native_window: false\n")
+    cfg.write_text(
+        "num_generations: 8\nmax_completion_length: 256\nyarn_factor: 4.0\n"
+        "yarn_original_max_position_embeddings: 600\nyarn_within_native_window: false\n"
+    )
     out = tmp_path / "verl"
-    r = CliRunner().invoke(main, ["verl-config", "--curriculum", str(curriculum_with_eval), "--model", str(tiny_qwen2),
-                                  "--out", str(out), "--config", str(cfg)], catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        [
+            "verl-config",
+            "--curriculum",
+            str(curriculum_with_eval),
+            "--model",
+            str(tiny_qwen2),
+            "--out",
+            str(out),
+            "--config",
+            str(cfg),
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     s1, s2 = stage_configs(out)
     script = out / "longmill_model_folder.py"
@@ -311,24 +456,54 @@ def test_yarn_goes_into_each_verl_stage_model_folder(curriculum_with_eval, tiny_
         model = Path(stage["model_path"])
         assert f"actor_rollout_ref.model.path={model}" in stage["overrides"]
         run_sh = (out / stage["stage"] / "run.sh").read_text()
-        assert f"--needed {needed}" in run_sh and run_sh.index(str(script)) < run_sh.index("verl.trainer.main_ppo")
+        assert f"--needed {needed}" in run_sh and run_sh.index(str(script)) < run_sh.index(
+            "verl.trainer.main_ppo"
+        )
     # stage 1 fits the 600-token native window: plain RoPE, the folder links to the source model
     src = s1["init_checkpoint"]
-    cmd = [sys.executable, "-I", "-S", str(script), src, s1["model_path"], "--yarn-factor", "4.0", "--native", "600",
-           "--needed", "556", "--no-yarn-within-native-window"]
+    cmd = [
+        sys.executable,
+        "-I",
+        "-S",
+        str(script),
+        src,
+        s1["model_path"],
+        "--yarn-factor",
+        "4.0",
+        "--native",
+        "600",
+        "--needed",
+        "556",
+        "--no-yarn-within-native-window",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)  # -I -S: the standard library only
     assert done.returncode == 0, done.stderr
     assert Path(s1["model_path"]).resolve() == Path(src).resolve()
     # stage 2 needs 656 positions > 600: YaRN x4 written into its folder's config.json, weights linked
-    cmd = [sys.executable, "-I", "-S", str(script), src, s2["model_path"], "--yarn-factor", "4.0", "--native", "600",
-           "--needed", "656", "--no-yarn-within-native-window"]
+    cmd = [
+        sys.executable,
+        "-I",
+        "-S",
+        str(script),
+        src,
+        s2["model_path"],
+        "--yarn-factor",
+        "4.0",
+        "--native",
+        "600",
+        "--needed",
+        "656",
+        "--no-yarn-within-native-window",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == s2["model_path"], done.stderr
     config = json.loads((Path(s2["model_path"]) / "config.json").read_text())
     assert config["rope_scaling"]["rope_type"] == "yarn" and config["rope_scaling"]["factor"] == 4.0
     assert config["max_position_embeddings"] == 2400
     assert Path(s2["model_path"]).stat().st_mode & 0o755 == 0o755  # readable by the cluster's other users
-    assert (Path(s2["model_path"]) / "model.safetensors").resolve() == (Path(src) / "model.safetensors").resolve()
+    assert (Path(s2["model_path"]) / "model.safetensors").resolve() == (
+        Path(src) / "model.safetensors"
+    ).resolve()
     # beyond what the factor reaches: a one-line error, exit 2
     cmd[cmd.index("656")] = "4096"
     done = subprocess.run(cmd, capture_output=True, text=True)

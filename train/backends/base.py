@@ -38,9 +38,17 @@ class StageSpec:
     @classmethod
     def from_manifest(cls, curriculum: Path, manifest: dict[str, Any]) -> list[StageSpec]:
         evals = [curriculum / "eval" / s["file"] for s in manifest["eval"]["shards"] if s["rows"]]
-        return [cls(index=i + 1, name=s["name"], files=[curriculum / s["name"] / sh["file"] for sh in s["shards"]],
-                    max_prompt_length=int(s["max_prompt_length"]), rows=int(s["rows"]), eval_files=evals)
-                for i, s in enumerate(manifest["stages"])]
+        return [
+            cls(
+                index=i + 1,
+                name=s["name"],
+                files=[curriculum / s["name"] / sh["file"] for sh in s["shards"]],
+                max_prompt_length=int(s["max_prompt_length"]),
+                rows=int(s["rows"]),
+                eval_files=evals,
+            )
+            for i, s in enumerate(manifest["stages"])
+        ]
 
 
 class TrainerBackend(ABC):

@@ -52,8 +52,11 @@ def load_stage_dataset(files: list[Path]) -> Any:
 
 def grpo_args(cfg: GRPOPhaseConfig, phase_dir: Path, stage: StageSpec, rollout: str) -> GRPOPhaseConfig:
     """The phase's TRL config: the user's settings with the phase's output folder, rollout and lengths."""
-    kw: dict[str, Any] = {"output_dir": str(phase_dir), "use_vllm": rollout.startswith("vllm"),
-                          "remove_unused_columns": False}
+    kw: dict[str, Any] = {
+        "output_dir": str(phase_dir),
+        "use_vllm": rollout.startswith("vllm"),
+        "remove_unused_columns": False,
+    }
     if rollout.startswith("vllm"):
         kw["vllm_mode"] = "server" if rollout == "vllm-server" else "colocate"
         if "vllm_max_model_length" not in cfg.given:  # prompts fit the stage's edge by construction
@@ -68,8 +71,10 @@ def check_rollout(rollout: str) -> None:
         LongmillError: ``rollout`` is vllm-colocate or vllm-server and ``vllm`` is not importable.
     """
     if rollout.startswith("vllm") and importlib.util.find_spec("vllm") is None:
-        raise LongmillError(f"rollout={rollout} needs vLLM, which is not installed here: pip install 'longmill[gpu]' "
-                            "(vllm>=0.22,<=0.31, on a CUDA host), or use --rollout hf (or auto)")
+        raise LongmillError(
+            f"rollout={rollout} needs vLLM, which is not installed here: pip install 'longmill[gpu]' "
+            "(vllm>=0.22,<=0.31, on a CUDA host), or use --rollout hf (or auto)"
+        )
 
 
 def refill_weights(stage: StageSpec, dataset: Any) -> list[float]:
@@ -94,8 +99,10 @@ def refill_weights(stage: StageSpec, dataset: Any) -> list[float]:
     difficulty = _stage_difficulty(stage.files, uids)
     retro_mass = n_retro / n
     d_sum = sum(d for d, r in zip(difficulty, is_retro, strict=True) if r)
-    return [retro_mass * d / d_sum if r else (1 - retro_mass) / (n - n_retro)
-            for d, r in zip(difficulty, is_retro, strict=True)]
+    return [
+        retro_mass * d / d_sum if r else (1 - retro_mass) / (n - n_retro)
+        for d, r in zip(difficulty, is_retro, strict=True)
+    ]
 
 
 def _stage_difficulty(files: list[Path], uids: list[Any]) -> list[float]:
@@ -139,9 +146,15 @@ class TRLBackend(TrainerBackend):
     name = "trl"
     resumable = True
 
-    def __init__(self, config: GRPOPhaseConfig, out: str | Path, resume: bool = False,
-                 reward_funcs: list[Any] | None = None, callbacks: list[Any] | None = None,
-                 metrics_dir: str | Path | None = None):
+    def __init__(
+        self,
+        config: GRPOPhaseConfig,
+        out: str | Path,
+        resume: bool = False,
+        reward_funcs: list[Any] | None = None,
+        callbacks: list[Any] | None = None,
+        metrics_dir: str | Path | None = None,
+    ):
         check_rollout(config.resolved_rollout())
         self.config = config
         self.out = Path(out)
@@ -166,7 +179,9 @@ class TRLBackend(TrainerBackend):
         if _state().is_main_process:
             link = self.out / "final"
             tmp = self.out / f".final.{os.getpid()}"
-            tmp.symlink_to(Path(final_checkpoint).resolve().relative_to(self.out.resolve()), target_is_directory=True)
+            tmp.symlink_to(
+                Path(final_checkpoint).resolve().relative_to(self.out.resolve()), target_is_directory=True
+            )
             os.replace(tmp, link)
         return {}
 
@@ -183,8 +198,11 @@ class TRLBackend(TrainerBackend):
         native = cfg.yarn_original_max_position_embeddings
         needed = stage.max_prompt_length + (cfg.max_completion_length or 0)
         scaling = phase_scaling(cfg.yarn_factor, native, needed, cfg.yarn_within_native_window)
-        chosen = [prepare_model_folder(init_checkpoint, phase_dir / "init-model", scaling, native)
-                  if state.is_main_process else None]
+        chosen = [
+            prepare_model_folder(init_checkpoint, phase_dir / "init-model", scaling, native)
+            if state.is_main_process
+            else None
+        ]
         if state.num_processes > 1:
             from accelerate.utils import broadcast_object_list
 
@@ -207,31 +225,56 @@ class TRLBackend(TrainerBackend):
             resume_step = json.loads((Path(last) / "trainer_state.json").read_text())["global_step"]
         dtype = "bfloat16" if cfg.bf16 else "float32"
         folder = self.model_folder(stage, init_checkpoint, phase_dir)
-        model, tokenizer = load_causal_lm(folder, dtype=dtype, device="cpu", attn_implementation=cfg.attn_implementation)
+        model, tokenizer = load_causal_lm(
+            folder, dtype=dtype, device="cpu", attn_implementation=cfg.attn_implementation
+        )
         dataset = load_stage_dataset(stage.files)
         args = grpo_args(cfg, phase_dir, stage, rollout)
         rewards = self.rewards()
         trainer = DynamicSamplingGRPOTrainer(
-            model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
+            model=model,
+            reward_funcs=rewards,
+            args=args,
+            train_dataset=dataset,
             processing_class=tokenizer,
-            callbacks=[MetricsLogger(phase_dir, stage.index, resume_step,
-                                     self.metrics_dir / f"phase-{stage.index}.csv" if self.metrics_dir else None,
-                                     is_main=state.is_main_process),
-                       *self.callbacks],
+            callbacks=[
+                MetricsLogger(
+                    phase_dir,
+                    stage.index,
+                    resume_step,
+                    self.metrics_dir / f"phase-{stage.index}.csv" if self.metrics_dir else None,
+                    is_main=state.is_main_process,
+                ),
+                *self.callbacks,
+            ],
             dynamic_sampling_rounds=cfg.dynamic_sampling_rounds,
             dynamic_sampling_metric=cfg.dynamic_sampling_metric,
             refill_weights=refill_weights(stage, dataset),
         )
-        log.info("phase %d (%s): %d samples, prompts <= %d tokens, rollout %s, from %s%s", stage.index, stage.name,
-                 stage.rows, stage.max_prompt_length, rollout, folder, f", resuming {last}" if last else "")
+        log.info(
+            "phase %d (%s): %d samples, prompts <= %d tokens, rollout %s, from %s%s",
+            stage.index,
+            stage.name,
+            stage.rows,
+            stage.max_prompt_length,
+            rollout,
+            folder,
+            f", resuming {last}" if last else "",
+        )
         result = trainer.train(resume_from_checkpoint=last)
         final = phase_dir / "final"
         trainer.save_model(str(final))  # every rank: ZeRO-3 and FSDP gather the weights collectively
         record = {
-            "phase": stage.index, "stage": stage.name, "rows": stage.rows,
-            "max_prompt_length": stage.max_prompt_length, "init_checkpoint": str(init_checkpoint),
-            "model_folder": str(folder), "checkpoint": str(final),
-            "steps": int(trainer.state.global_step), "resumed_from": last, "rollout": rollout,
+            "phase": stage.index,
+            "stage": stage.name,
+            "rows": stage.rows,
+            "max_prompt_length": stage.max_prompt_length,
+            "init_checkpoint": str(init_checkpoint),
+            "model_folder": str(folder),
+            "checkpoint": str(final),
+            "steps": int(trainer.state.global_step),
+            "resumed_from": last,
+            "rollout": rollout,
             "rewards": [getattr(f, "__name__", type(f).__name__) for f in rewards],
             "train_loss": float(result.training_loss),
         }

@@ -60,8 +60,16 @@ def verl_batch_sizes(cfg: Any, n_gpus: int) -> tuple[int, int]:
     return train - train % mini, mini
 
 
-def verl_overrides(cfg: Any, stage: StageSpec, init_checkpoint: str, ckpt_dir: Path, val_files: list[Path],
-                   reward_path: Path, n_gpus_per_node: int = 8, nnodes: int = 1) -> list[str]:
+def verl_overrides(
+    cfg: Any,
+    stage: StageSpec,
+    init_checkpoint: str,
+    ckpt_dir: Path,
+    val_files: list[Path],
+    reward_path: Path,
+    n_gpus_per_node: int = 8,
+    nnodes: int = 1,
+) -> list[str]:
     """Hydra overrides for ``python -m verl.trainer.main_ppo`` (verl 0.9.1): our GRPO/DAPO settings in verl's names.
 
     Args:
@@ -75,8 +83,10 @@ def verl_overrides(cfg: Any, stage: StageSpec, init_checkpoint: str, ckpt_dir: P
     """
     rule = str(_get(cfg, "reward_rule", "em"))
     if rule not in verl_reward.RULES:
-        raise LongmillError(f"reward_rule {rule!r} has no verl implementation; verl-config supports "
-                            f"{', '.join(verl_reward.RULES)}")
+        raise LongmillError(
+            f"reward_rule {rule!r} has no verl implementation; verl-config supports "
+            f"{', '.join(verl_reward.RULES)}"
+        )
     files = "[" + ",".join(str(f.resolve()) for f in stage.files) + "]"
     val = "[" + ",".join(str(f.resolve()) for f in (val_files or stage.files)) + "]"
     completion = int(_get(cfg, "max_completion_length", 1024))
@@ -112,7 +122,8 @@ def verl_overrides(cfg: Any, stage: StageSpec, init_checkpoint: str, ckpt_dir: P
         f"actor_rollout_ref.actor.kl_loss_coef={beta}",
         f"actor_rollout_ref.actor.clip_ratio_low={_get(cfg, 'epsilon', 0.2)}",
         f"actor_rollout_ref.actor.clip_ratio_high={_get(cfg, 'epsilon_high', 0.28)}",
-        "actor_rollout_ref.actor.loss_agg_mode=" + ("token-mean" if loss_type in ("dapo", "bnpo") else "seq-mean-token-mean"),
+        "actor_rollout_ref.actor.loss_agg_mode="
+        + ("token-mean" if loss_type in ("dapo", "bnpo") else "seq-mean-token-mean"),
         "actor_rollout_ref.ref.log_prob_use_dynamic_bsz=True",
         f"actor_rollout_ref.ref.log_prob_max_token_len_per_gpu={max_len}",
         "actor_rollout_ref.rollout.name=vllm",
@@ -174,14 +185,19 @@ def write_stage_eval(stage: StageSpec, out: Path) -> Path | None:
         tables.append(table.filter(pc.less_equal(table["prompt_tokens"], stage.max_prompt_length)))
     rows = sum(t.num_rows for t in tables)
     if not rows:
-        log.warning("%s: no held-out row fits %d prompt tokens; the stage runs without validation",
-                    stage.name, stage.max_prompt_length)
+        log.warning(
+            "%s: no held-out row fits %d prompt tokens; the stage runs without validation",
+            stage.name,
+            stage.max_prompt_length,
+        )
         return None
     import pyarrow as pa
 
     path = out / "val.parquet"
     write_table_atomic(pa.concat_tables(tables, promote_options="default"), path)
-    log.info("%s: %d held-out rows fit %d prompt tokens -> %s", stage.name, rows, stage.max_prompt_length, path)
+    log.info(
+        "%s: %d held-out rows fit %d prompt tokens -> %s", stage.name, rows, stage.max_prompt_length, path
+    )
     return path
 
 
@@ -207,9 +223,11 @@ class VerlBackend(TrainerBackend):
     def __init__(self, config: Any, out: str | Path, n_gpus_per_node: int = 8, nnodes: int = 1, **_: Any):
         rewards = list(_get(config, "reward_funcs", ["hybrid_qa"]))
         if rewards != ["hybrid_qa"]:
-            raise LongmillError(f"reward_funcs {rewards} cannot be exported to verl: its commands score with longmill's "
-                                f"hybrid_qa ({REWARD_FILE}, verl's custom_reward_function). Drop reward_funcs, or point "
-                                "reward.custom_reward_function.path in the written run.sh at your own file")
+            raise LongmillError(
+                f"reward_funcs {rewards} cannot be exported to verl: its commands score with longmill's "
+                f"hybrid_qa ({REWARD_FILE}, verl's custom_reward_function). Drop reward_funcs, or point "
+                "reward.custom_reward_function.path in the written run.sh at your own file"
+            )
         self.config = config
         self.out = Path(out)
         self.n_gpus_per_node = n_gpus_per_node
@@ -228,30 +246,54 @@ class VerlBackend(TrainerBackend):
         val_files = [val.resolve()] if val else []
         prepare = self.model_folder_command(stage, init_checkpoint, folder)
         model_path = str((folder / "model").resolve()) if prepare else init_checkpoint
-        overrides = verl_overrides(self.config, stage, model_path, ckpts, val_files, self.reward_path,
-                                   self.n_gpus_per_node, self.nnodes)
-        lines = ["#!/usr/bin/env bash",
-                 f"# longmill phase {stage.index}: {stage.name}, {stage.rows} samples, prompts <= {stage.max_prompt_length} tokens.",
-                 f"# Needs verl=={VERL_VERSION} (pip install verl=={VERL_VERSION} vllm ...; see the README), on the Ray",
-                 "# cluster's head node. longmill itself need not be installed there: the reward is "
-                 f"{REWARD_FILE}.",
-                 "set -euo pipefail"]
+        overrides = verl_overrides(
+            self.config,
+            stage,
+            model_path,
+            ckpts,
+            val_files,
+            self.reward_path,
+            self.n_gpus_per_node,
+            self.nnodes,
+        )
+        lines = [
+            "#!/usr/bin/env bash",
+            f"# longmill phase {stage.index}: {stage.name}, {stage.rows} samples, prompts <= {stage.max_prompt_length} tokens.",
+            f"# Needs verl=={VERL_VERSION} (pip install verl=={VERL_VERSION} vllm ...; see the README), on the Ray",
+            "# cluster's head node. longmill itself need not be installed there: the reward is "
+            f"{REWARD_FILE}.",
+            "set -euo pipefail",
+        ]
         if prepare:
-            lines += ["# The stage's model folder, with the rope scaling (YaRN) that every consumer must load.", prepare]
+            lines += [
+                "# The stage's model folder, with the rope scaling (YaRN) that every consumer must load.",
+                prepare,
+            ]
         lines += [f"python3 -m {ENTRYPOINT} \\"]
         lines += [f"    {shlex.quote(o)} \\" for o in overrides[:-1]] + [f"    {shlex.quote(overrides[-1])}"]
-        lines += ["# Merge the last FSDP checkpoint into a Hugging Face folder for the next stage.",
-                  f'last=$(ls -d {shlex.quote(str(ckpts))}/global_step_* | sort -V | tail -n 1)',
-                  f'python3 -m verl.model_merger merge --backend fsdp --local_dir "$last/actor" --target_dir {shlex.quote(str(merged))}',
-                  ""]
+        lines += [
+            "# Merge the last FSDP checkpoint into a Hugging Face folder for the next stage.",
+            f"last=$(ls -d {shlex.quote(str(ckpts))}/global_step_* | sort -V | tail -n 1)",
+            f'python3 -m verl.model_merger merge --backend fsdp --local_dir "$last/actor" --target_dir {shlex.quote(str(merged))}',
+            "",
+        ]
         script = folder / "run.sh"
         atomic_write_bytes(script, "\n".join(lines).encode())
         script.chmod(0o755)
-        atomic_write_json(folder / "config.json", {
-            "stage": stage.name, "verl_version": VERL_VERSION, "entrypoint": ENTRYPOINT, "overrides": overrides,
-            "init_checkpoint": init_checkpoint, "model_path": model_path, "next_checkpoint": str(merged),
-            "reward_file": str(self.reward_path),
-            "val_files": [str(v) for v in val_files]})
+        atomic_write_json(
+            folder / "config.json",
+            {
+                "stage": stage.name,
+                "verl_version": VERL_VERSION,
+                "entrypoint": ENTRYPOINT,
+                "overrides": overrides,
+                "init_checkpoint": init_checkpoint,
+                "model_path": model_path,
+                "next_checkpoint": str(merged),
+                "reward_file": str(self.reward_path),
+                "val_files": [str(v) for v in val_files],
+            },
+        )
         self.scripts.append(script)
         return {"phase": stage.index, "stage": stage.name, "checkpoint": str(merged), "script": str(script)}
 
@@ -266,8 +308,17 @@ class VerlBackend(TrainerBackend):
             return None
         needed = stage.max_prompt_length + int(_get(self.config, "max_completion_length", 1024))
         native = int(_get(self.config, "yarn_original_max_position_embeddings", 32_768))
-        args = [f"{self.model_folder_path}", init_checkpoint, str((folder / "model").resolve()),
-                "--yarn-factor", str(factor), "--native", str(native), "--needed", str(needed)]
+        args = [
+            f"{self.model_folder_path}",
+            init_checkpoint,
+            str((folder / "model").resolve()),
+            "--yarn-factor",
+            str(factor),
+            "--native",
+            str(native),
+            "--needed",
+            str(needed),
+        ]
         if not _get(self.config, "yarn_within_native_window", True):
             args.append("--no-yarn-within-native-window")
         return "python3 " + " ".join(shlex.quote(a) for a in args) + " > /dev/null"
@@ -275,7 +326,9 @@ class VerlBackend(TrainerBackend):
     def finish(self, final_checkpoint: str) -> dict[str, Any]:
         """Write ``run_all.sh``, which runs the stages in order; the summary names it as ``run_all``."""
         path = self.out / "run_all.sh"
-        body = ["#!/usr/bin/env bash", "set -euo pipefail"] + [f"bash {shlex.quote(str(s.resolve()))}" for s in self.scripts]
+        body = ["#!/usr/bin/env bash", "set -euo pipefail"] + [
+            f"bash {shlex.quote(str(s.resolve()))}" for s in self.scripts
+        ]
         atomic_write_bytes(path, ("\n".join(body) + "\n").encode())
         path.chmod(0o755)
         return {"run_all": str(path)}

@@ -38,11 +38,18 @@ ANSWER_PREFIX = "Therefore, the answer is"  # datagen.prompts.ANSWER_PREFIX
 _THINK_END = "</think>"
 _KEY = r"\bthe\s+(?:final\s+)?answer\s+is\b\s*:?\s*"
 _PHRASE = re.compile(
-    r"(?:" + re.escape(ANSWER_PREFIX.split(",")[0]) + r",?\s*)?" + _KEY + r"(?P<a>(?:(?!" + _KEY + r")[^\n])*)",
+    r"(?:"
+    + re.escape(ANSWER_PREFIX.split(",")[0])
+    + r",?\s*)?"
+    + _KEY
+    + r"(?P<a>(?:(?!"
+    + _KEY
+    + r")[^\n])*)",
     re.IGNORECASE,
 )
-_ANSWER_LINE = re.compile(r"^\s*(?:[*_#>\s]*)(?:final\s+)?answer\s*[*_]*\s*:\s*[*_]*\s*(?P<a>.+?)\s*$",
-                          re.IGNORECASE | re.MULTILINE)
+_ANSWER_LINE = re.compile(
+    r"^\s*(?:[*_#>\s]*)(?:final\s+)?answer\s*[*_]*\s*:\s*[*_]*\s*(?P<a>.+?)\s*$", re.IGNORECASE | re.MULTILINE
+)
 _EMPHASIS = re.compile(r"^(\*\*|\*|__|_|`)(.+)\1$")
 _TRAILING = " \t.,;:!。"
 
@@ -55,7 +62,7 @@ def _boxed(text: str) -> list[tuple[int, str]]:
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             i += 1
         if depth == 0:
-            out.append((m.start(), text[m.end():i - 1]))
+            out.append((m.start(), text[m.end() : i - 1]))
     return out
 
 
@@ -67,7 +74,12 @@ def clean_answer(a: str) -> str:
         m = _EMPHASIS.match(a)
         if m:
             a = m.group(2)
-        if len(a) >= 2 and a[0] in "\"'“(" and a[-1] in "\"'”)" and "\"'“(".index(a[0]) == "\"'”)".index(a[-1]):
+        if (
+            len(a) >= 2
+            and a[0] in "\"'“("
+            and a[-1] in "\"'”)"
+            and "\"'“(".index(a[0]) == "\"'”)".index(a[-1])
+        ):
             a = a[1:-1]
         a = re.sub(r"^\\text\{(.*)\}$", r"\1", a)
         if a == before:
@@ -126,7 +138,7 @@ def exact_match(prediction: str | None, answers: Sequence[str]) -> float:
 
 def _contains(longer: list[str], shorter: list[str]) -> bool:
     n = len(shorter)
-    return n > 0 and any(longer[i:i + n] == shorter for i in range(len(longer) - n + 1))
+    return n > 0 and any(longer[i : i + n] == shorter for i in range(len(longer) - n + 1))
 
 
 def sub_exact_match(prediction: str | None, answers: Sequence[str]) -> float:
@@ -140,7 +152,9 @@ def sub_exact_match(prediction: str | None, answers: Sequence[str]) -> float:
     return _best(prediction, answers, one)
 
 
-def bounded_sub_exact_match(prediction: str | None, answers: Sequence[str], max_extra_tokens: int = 2) -> float:
+def bounded_sub_exact_match(
+    prediction: str | None, answers: Sequence[str], max_extra_tokens: int = 2
+) -> float:
     if prediction is None:
         return 0.0
     words = normalize_answer(prediction).split()
@@ -148,8 +162,8 @@ def bounded_sub_exact_match(prediction: str | None, answers: Sequence[str], max_
         gold = normalize_answer(a).split()
         n = len(gold)
         for i in range(len(words) - n + 1 if n else 0):
-            if words[i:i + n] == gold:
-                extra = words[:i] + words[i + n:]
+            if words[i : i + n] == gold:
+                extra = words[:i] + words[i + n :]
                 if len(extra) <= max_extra_tokens and not HEDGES.intersection(extra):
                     return 1.0
     return 0.0
@@ -177,8 +191,9 @@ JUDGE_SYSTEM_PROMPT = (
     "vaguer, names a different entity or value, hedges between several answers, or contradicts the gold "
     "answers is wrong. Reply with exactly one word: YES or NO."
 )
-JUDGE_QUESTION = ("Does the prediction mean the same as any gold answer? "
-                  "Reply with exactly one word: YES or NO.")
+JUDGE_QUESTION = (
+    "Does the prediction mean the same as any gold answer? Reply with exactly one word: YES or NO."
+)
 _VERDICT = re.compile(r"^[\W_]*(?:verdict[\W_]*)?(yes|no)[\W_]*$", re.IGNORECASE)
 
 
@@ -188,8 +203,10 @@ def _one_line(text: str) -> str:
 
 def build_judge_messages(question: str, prediction: str, golds: Sequence[str]) -> list[dict[str, str]]:
     gold_lines = "\n".join(f"- {_one_line(g)}" for g in golds)
-    user = (f"Question: {_one_line(question)}\nGold answers:\n{gold_lines}\n"
-            f"Prediction: {_one_line(prediction)}\n\n{JUDGE_QUESTION}")
+    user = (
+        f"Question: {_one_line(question)}\nGold answers:\n{gold_lines}\n"
+        f"Prediction: {_one_line(prediction)}\n\n{JUDGE_QUESTION}"
+    )
     return [{"role": "system", "content": JUDGE_SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
@@ -230,22 +247,44 @@ class _Breaker:
 _BREAKERS: dict[str, _Breaker] = {}
 
 
-def ask_judge(url: str, model: str, question: str, prediction: str, golds: Sequence[str], *, timeout: float = 30.0,
-              max_retries: int = 2, api_key: str = "EMPTY") -> bool | None:
+def ask_judge(
+    url: str,
+    model: str,
+    question: str,
+    prediction: str,
+    golds: Sequence[str],
+    *,
+    timeout: float = 30.0,
+    max_retries: int = 2,
+    api_key: str = "EMPTY",
+) -> bool | None:
     """The judge's verdict (True/False), or None when the endpoint failed or replied something unreadable."""
-    body = json.dumps({"model": model, "messages": build_judge_messages(question, prediction, golds),
-                       "temperature": 0.0, "top_p": 1.0, "max_tokens": 8, "n": 1, "seed": 0}).encode()
+    body = json.dumps(
+        {
+            "model": model,
+            "messages": build_judge_messages(question, prediction, golds),
+            "temperature": 0.0,
+            "top_p": 1.0,
+            "max_tokens": 8,
+            "n": 1,
+            "seed": 0,
+        }
+    ).encode()
     endpoint = url.rstrip("/") + "/chat/completions"
     for attempt in range(max_retries + 1):
-        req = urllib.request.Request(endpoint, data=body, method="POST", headers={
-            "Content-Type": "application/json", "Authorization": f"Bearer {api_key}"})
+        req = urllib.request.Request(
+            endpoint,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 reply = json.loads(resp.read().decode())["choices"][0]["message"]["content"]
             return parse_verdict(reply)
         except (urllib.error.URLError, TimeoutError, OSError, ValueError, KeyError, IndexError, TypeError):
             if attempt < max_retries:
-                time.sleep(min(2.0 ** attempt, 8.0))
+                time.sleep(min(2.0**attempt, 8.0))
     return None
 
 
@@ -257,11 +296,21 @@ def _answers(ground_truth: Any) -> list[str]:
     return [str(a) for a in list(ground_truth)]  # verl passes numpy arrays
 
 
-def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
-                  rule: str = "em", max_extra_tokens: int = 2, judge_url: str | None = None,
-                  judge_model: str = "Qwen/Qwen2.5-1.5B-Instruct", judge_timeout: float = 30.0,
-                  judge_max_retries: int = 2, judge_breaker_failures: int = 5, judge_breaker_cooldown: float = 60.0,
-                  **_: Any) -> dict[str, float]:
+def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: dict | None = None,
+    rule: str = "em",
+    max_extra_tokens: int = 2,
+    judge_url: str | None = None,
+    judge_model: str = "Qwen/Qwen2.5-1.5B-Instruct",
+    judge_timeout: float = 30.0,
+    judge_max_retries: int = 2,
+    judge_breaker_failures: int = 5,
+    judge_breaker_cooldown: float = 60.0,
+    **_: Any,
+) -> dict[str, float]:
     """verl's ``custom_reward_function``: max(rule, judge) for one response.
 
     Args:
@@ -287,8 +336,15 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
     verdict = None
     if not breaker.is_open():
         question = str((extra_info or {}).get("question", ""))
-        verdict = ask_judge(judge_url, judge_model, question, pred, golds, timeout=judge_timeout,
-                            max_retries=judge_max_retries)
+        verdict = ask_judge(
+            judge_url,
+            judge_model,
+            question,
+            pred,
+            golds,
+            timeout=judge_timeout,
+            max_retries=judge_max_retries,
+        )
         breaker.record(verdict is not None, judge_breaker_failures, judge_breaker_cooldown)
     if verdict is None:
         out["judge_failed"] = 1.0

@@ -38,7 +38,9 @@ class SyntheticConfig:
         "for small models: the default world asks 2-4 hop questions).",
     )
     max_hops: int = _option(4, "the most gold documents per question (1-4, >= ``min_hops``).")
-    comparison_share: float = _option(0.35, "the share of comparison questions (the rest are bridge questions).")
+    comparison_share: float = _option(
+        0.35, "the share of comparison questions (the rest are bridge questions)."
+    )
     per_region: int = _option(
         100,
         "triplets drawn from each region of about 200 entities (1-500); triplet ``i`` lives in region "
@@ -90,7 +92,9 @@ class SyntheticConfig:
         names = set(cls.option_names())
         unknown = sorted(set(options) - names)
         if unknown:
-            raise LongmillError(f"synthetic: unknown option(s) {unknown}; valid options: {', '.join(sorted(names))}")
+            raise LongmillError(
+                f"synthetic: unknown option(s) {unknown}; valid options: {', '.join(sorted(names))}"
+            )
         return cls(**options)
 
 
@@ -107,7 +111,9 @@ def _as_int(name: str, value: Any) -> int:
             return int(value.strip().replace("_", ""))
         except ValueError:
             pass
-    raise LongmillError(f"synthetic: option {name}={value!r} is not an integer; pass e.g. --source-opt {name}=4")
+    raise LongmillError(
+        f"synthetic: option {name}={value!r} is not an integer; pass e.g. --source-opt {name}=4"
+    )
 
 
 def _as_float(name: str, value: Any) -> float:
@@ -121,7 +127,9 @@ def _as_float(name: str, value: Any) -> float:
             return float(value.strip())
         except ValueError:
             pass
-    raise LongmillError(f"synthetic: option {name}={value!r} is not a number; pass e.g. --source-opt {name}=0.5")
+    raise LongmillError(
+        f"synthetic: option {name}={value!r} is not a number; pass e.g. --source-opt {name}=0.5"
+    )
 
 
 #: the coercion of each field type

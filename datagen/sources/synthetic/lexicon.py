@@ -151,10 +151,16 @@ NUMERIC_COMPARISONS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
 
 #: same-object comparisons (yes/no): (relation, kind) -> templates; each contains "{a} and {b}"
 SAME_COMPARISONS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("birthplace", PERSON): ("Were {a} and {b} born in the same city?", "Were {a} and {b} born in the same place?"),
+    ("birthplace", PERSON): (
+        "Were {a} and {b} born in the same city?",
+        "Were {a} and {b} born in the same place?",
+    ),
     ("citizenship", PERSON): ("Were {a} and {b} citizens of the same country?",),
     ("alma_mater", PERSON): ("Did {a} and {b} study at the same university?",),
-    ("country", CITY): ("Are {a} and {b} located in the same country?", "Are {a} and {b} in the same country?"),
+    ("country", CITY): (
+        "Are {a} and {b} located in the same country?",
+        "Are {a} and {b} in the same country?",
+    ),
     ("river", CITY): ("Do {a} and {b} lie on the same river?",),
     ("hq", COMPANY): ("Are {a} and {b} headquartered in the same city?",),
     ("founder", COMPANY): ("Were {a} and {b} founded by the same person?",),
@@ -178,23 +184,42 @@ PLURAL_NP = {
 FACTS: dict[str, tuple[str, ...]] = {
     # person
     "occupation": ("{s} was {v}.", "{s} worked as {v}.", "{s} is remembered as {v}."),
-    "birthplace": ("{s} was born in {o}.", "{s} was born in the city of {o}.", "The birthplace of {s} is {o}."),
-    "birth_year": ("{s} was born in {v}.", "{s} was born in the year {v}.", "The year of birth of {s} is {v}."),
+    "birthplace": (
+        "{s} was born in {o}.",
+        "{s} was born in the city of {o}.",
+        "The birthplace of {s} is {o}.",
+    ),
+    "birth_year": (
+        "{s} was born in {v}.",
+        "{s} was born in the year {v}.",
+        "The year of birth of {s} is {v}.",
+    ),
     "citizenship": ("{s} was a citizen of {o}.", "{s} held the citizenship of {o}."),
     "alma_mater": ("{s} studied at {o}.", "{s} graduated from {o}.", "{s} earned a degree at {o}."),
     "death_year": ("{s} died in {v}.", "{s} passed away in {v}."),
     "known_for": ("{s} was known for {v}.", "{s} is best remembered for {v}."),
     # city
     "country": ("{s} is a city in {o}.", "{s} is a town in {o}.", "{s} is a city located in {o}."),
-    "population": ("{s} has a population of {v}.", "The population of {s} is {v}.", "{s} is home to {v} people."),
+    "population": (
+        "{s} has a population of {v}.",
+        "The population of {s} is {v}.",
+        "{s} is home to {v} people.",
+    ),
     "river": ("{s} lies on {o}.", "{o} flows through {s}.", "{s} lies on the banks of {o}."),
     "city_founded": ("{s} was founded in {v}.", "{s} received its charter in {v}."),
     "landmark": ("{s} is known for its {v}.", "Visitors to {s} come for its {v}."),
     "economy": ("The economy of {s} rests on {v}.", "{s} grew rich on {v}."),
     "climate": ("{s} has {v} climate.", "The climate of {s} is {v} one."),
     # country
-    "official_name": ("{s} is a country whose official name is {v}.", "{s}, officially {v}, is a sovereign state."),
-    "capital": ("The capital of {s} is {o}.", "{o} is the capital of {s}.", "The capital city of {s} is {o}."),
+    "official_name": (
+        "{s} is a country whose official name is {v}.",
+        "{s}, officially {v}, is a sovereign state.",
+    ),
+    "capital": (
+        "The capital of {s} is {o}.",
+        "{o} is the capital of {s}.",
+        "The capital city of {s} is {o}.",
+    ),
     "independence": ("{s} became independent in {v}.", "{s} gained its independence in {v}."),
     "currency": ("The currency of {s} is the {v}.", "{s} pays in a currency called the {v}."),
     "language": ("The official language of {s} is {v}.", "Most people in {s} speak {v}."),
@@ -207,20 +232,32 @@ FACTS: dict[str, tuple[str, ...]] = {
     "tributaries": ("{s} has {v} major tributaries.", "{v} major tributaries feed {s}."),
     # university
     "uni_type": ("{s} is {v} university.", "{s} is {v} institution of higher education."),
-    "campus": ("{s} is located in {o}.", "{s} has its main campus in {o}.", "The main campus of {s} is in {o}."),
+    "campus": (
+        "{s} is located in {o}.",
+        "{s} has its main campus in {o}.",
+        "The main campus of {s} is in {o}.",
+    ),
     "founder": ("{s} was founded by {o}.", "{o} founded {s}.", "{s} was established by {o}."),
     "founded": ("{s} was founded in {v}.", "{s} was established in {v}.", "{s} dates from {v}."),
     "students": ("{s} enrols about {v} students.", "About {v} students attend {s}."),
     "library": ("The library of {s} holds about {v} volumes.", "The library of {s} keeps some {v} books."),
     # company
     "industry": ("{s} is a company in the {v} industry.", "{s} operates in the {v} industry."),
-    "hq": ("{s} is headquartered in {o}.", "{s} has its headquarters in {o}.", "The head office of {s} is in {o}."),
+    "hq": (
+        "{s} is headquartered in {o}.",
+        "{s} has its headquarters in {o}.",
+        "The head office of {s} is in {o}.",
+    ),
     "employees": ("{s} employs about {v} people.", "About {v} people work for {s}."),
     "products": ("{s} is best known for its {v}.", "The best-known products of {s} are its {v}."),
     # film
     "genre": ("{s} is {v} film.", "{s} is {v} picture."),
     "director": ("{s} was directed by {o}.", "{o} directed {s}.", "{s} is a film by director {o}."),
-    "release_year": ("{s} was released in {v}.", "{s} premiered in {v}.", "{s} first reached cinemas in {v}."),
+    "release_year": (
+        "{s} was released in {v}.",
+        "{s} premiered in {v}.",
+        "{s} first reached cinemas in {v}.",
+    ),
     "studio": ("{s} was produced by {o}.", "{o} produced {s}."),
     "setting": ("{s} is set in {o}.", "The story of {s} takes place in {o}."),
     "runtime": ("{s} runs for {v} minutes.", "The running time of {s} is {v} minutes."),
@@ -228,27 +265,134 @@ FACTS: dict[str, tuple[str, ...]] = {
 }
 
 # value pools the region builder draws attribute values from
-OCCUPATIONS = ("painter", "physician", "architect", "botanist", "composer", "historian", "sculptor", "chemist",
-               "poet", "astronomer", "cartographer", "economist", "novelist", "photographer", "mathematician")
+OCCUPATIONS = (
+    "painter",
+    "physician",
+    "architect",
+    "botanist",
+    "composer",
+    "historian",
+    "sculptor",
+    "chemist",
+    "poet",
+    "astronomer",
+    "cartographer",
+    "economist",
+    "novelist",
+    "photographer",
+    "mathematician",
+)
 FOUNDER_OCCUPATIONS = ("industrialist", "entrepreneur", "engineer", "merchant")
 SCHOLAR_OCCUPATIONS = ("scholar", "philanthropist", "theologian", "physician")
-INDUSTRIES = ("shipbuilding", "textile", "publishing", "mining", "brewing", "railway", "insurance", "software",
-              "chemical", "glassmaking", "aviation", "pharmaceutical", "film", "steel", "telegraph")
-GENRES = ("drama", "comedy", "thriller", "western", "musical", "documentary", "adventure", "romance", "crime",
-          "war", "mystery", "animated")
-UNI_TYPES = ("a public", "a private", "a technical", "an agricultural", "a maritime", "a medical", "a polytechnic")
-KNOWN_FOR = ("a study of tidal mills", "early work on glass lenses", "a map of the northern coast",
-             "a series of winter landscapes", "a treatise on river trade", "a collection of folk songs",
-             "a survey of mountain flora", "a design for iron bridges", "a long correspondence with other scholars",
-             "a reform of the postal service", "a catalogue of double stars", "a history of the salt roads")
-LANDMARKS = ("covered markets", "stone bridges", "spring festival", "old harbour", "clock tower", "botanical garden",
-             "salt works", "cathedral", "lighthouse", "opera house", "canal quarter", "hillside vineyards")
-ECONOMIES = ("fishing", "the wool trade", "shipbuilding", "tourism", "printing", "river trade", "salt mining",
-             "clockmaking", "timber", "wine growing")
-CLIMATES = ("a mild maritime", "a dry continental", "a cool highland", "a humid subtropical", "a windy coastal")
-PRODUCTS = ("marine engines", "printed atlases", "cotton sails", "signal lamps", "pocket watches", "steel cables",
-            "glass bottles", "farm machinery", "radio sets", "travel guides", "paints", "telescopes")
-PRAISED = ("the score", "the photography", "the lead performance", "the screenplay", "the editing", "the costumes")
+INDUSTRIES = (
+    "shipbuilding",
+    "textile",
+    "publishing",
+    "mining",
+    "brewing",
+    "railway",
+    "insurance",
+    "software",
+    "chemical",
+    "glassmaking",
+    "aviation",
+    "pharmaceutical",
+    "film",
+    "steel",
+    "telegraph",
+)
+GENRES = (
+    "drama",
+    "comedy",
+    "thriller",
+    "western",
+    "musical",
+    "documentary",
+    "adventure",
+    "romance",
+    "crime",
+    "war",
+    "mystery",
+    "animated",
+)
+UNI_TYPES = (
+    "a public",
+    "a private",
+    "a technical",
+    "an agricultural",
+    "a maritime",
+    "a medical",
+    "a polytechnic",
+)
+KNOWN_FOR = (
+    "a study of tidal mills",
+    "early work on glass lenses",
+    "a map of the northern coast",
+    "a series of winter landscapes",
+    "a treatise on river trade",
+    "a collection of folk songs",
+    "a survey of mountain flora",
+    "a design for iron bridges",
+    "a long correspondence with other scholars",
+    "a reform of the postal service",
+    "a catalogue of double stars",
+    "a history of the salt roads",
+)
+LANDMARKS = (
+    "covered markets",
+    "stone bridges",
+    "spring festival",
+    "old harbour",
+    "clock tower",
+    "botanical garden",
+    "salt works",
+    "cathedral",
+    "lighthouse",
+    "opera house",
+    "canal quarter",
+    "hillside vineyards",
+)
+ECONOMIES = (
+    "fishing",
+    "the wool trade",
+    "shipbuilding",
+    "tourism",
+    "printing",
+    "river trade",
+    "salt mining",
+    "clockmaking",
+    "timber",
+    "wine growing",
+)
+CLIMATES = (
+    "a mild maritime",
+    "a dry continental",
+    "a cool highland",
+    "a humid subtropical",
+    "a windy coastal",
+)
+PRODUCTS = (
+    "marine engines",
+    "printed atlases",
+    "cotton sails",
+    "signal lamps",
+    "pocket watches",
+    "steel cables",
+    "glass bottles",
+    "farm machinery",
+    "radio sets",
+    "travel guides",
+    "paints",
+    "telescopes",
+)
+PRAISED = (
+    "the score",
+    "the photography",
+    "the lead performance",
+    "the screenplay",
+    "the editing",
+    "the costumes",
+)
 
 
 def cap(s: str) -> str:

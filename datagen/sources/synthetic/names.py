@@ -15,13 +15,58 @@ from datagen.sources.synthetic.lexicon import CITY, COMPANY, COUNTRY, FILM, PERS
 
 COUNTRY_FORMS = ("Republic", "Kingdom", "Federation", "Commonwealth", "Principality", "Grand Duchy")
 SECTORS = ("Holdings", "Industries", "Works", "Group", "Trading", "Company", "Partners", "Enterprises")
-FILM_NOUNS = ("Letters", "Harvest", "Lantern", "Winter", "Crossing", "Orchard", "Tide", "Covenant", "Mirror",
-              "Garden", "Engine", "Silence", "Ballad", "Frontier", "Signal", "Promise")
+FILM_NOUNS = (
+    "Letters",
+    "Harvest",
+    "Lantern",
+    "Winter",
+    "Crossing",
+    "Orchard",
+    "Tide",
+    "Covenant",
+    "Mirror",
+    "Garden",
+    "Engine",
+    "Silence",
+    "Ballad",
+    "Frontier",
+    "Signal",
+    "Promise",
+)
 FILM_PATTERNS = ("The {w} {n}", "{n} of {w}", "{n} over {w}", "The {n} of {w}", "{w} {n}")
 
 # the syllables name words are built from
-ONSETS = ("b", "br", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "pr", "r", "s", "st",
-          "t", "th", "tr", "v", "w", "z", "c", "cl", "bl", "fl", "sh")
+ONSETS = (
+    "b",
+    "br",
+    "d",
+    "dr",
+    "f",
+    "g",
+    "gr",
+    "h",
+    "k",
+    "kr",
+    "l",
+    "m",
+    "n",
+    "p",
+    "pr",
+    "r",
+    "s",
+    "st",
+    "t",
+    "th",
+    "tr",
+    "v",
+    "w",
+    "z",
+    "c",
+    "cl",
+    "bl",
+    "fl",
+    "sh",
+)
 VOWELS = ("a", "e", "i", "o", "u", "a", "e", "i", "o", "a", "e", "o", "ae", "ei", "ou", "y")
 MEDIAL_CODAS = ("", "", "", "", "", "n", "r", "l", "s")
 FINAL_CODAS = ("", "", "n", "r", "l", "s", "th", "m", "k", "nd", "st", "x", "v", "rn")
@@ -35,7 +80,8 @@ VOWEL_CHARS = "aeiouy"
 FINAL_CONSONANTS = "nrlsdtmk"
 
 #: real place names the syllables could spell; never used (the list cannot be complete, see limitations)
-REAL_NAMES = frozenset("""
+REAL_NAMES = frozenset(
+    """
 india russia syria libya nigeria algeria serbia zambia gambia bolivia latvia armenia romania albania tanzania
 estonia slovenia slovakia croatia georgia kenya malta cuba iran iraq chad mali peru togo oman laos fiji samoa
 tonga nauru palau cyprus italy spain france china japan korea nepal yemen sudan ghana benin niger gabon congo
@@ -46,7 +92,8 @@ cairo tunis rabat lagos accra dakar quito manila hanoi seoul berlin madrid londo
 lisbon moscow ankara tehran kabul boston denver dallas austin tampa miami omaha salem toledo verona milan turin
 genoa pisa siena nice lyon lille nantes geneva zurich basel bergen malmo gent bruges leiden delft hamburg
 munich bremen essen bonn dover bath york leeds derby kent devon essex wales mars venus thor odin
-""".split())
+""".split()
+)
 
 #: letter runs that read badly: tripled letters, long consonant or vowel runs, doubled a/i/u/y
 UGLY = re.compile(r"(.)\1\1|[^aeiouy]{4}|[aeiouy]{3}|aa|ii|uu|yy|[^aeiouy]{3}$|^[^aeiouy]{3}")

@@ -27,7 +27,6 @@ from datagen.sources.synthetic.world import Region
 Step = tuple[str, str]  # (relation or attribute key, subject kind)
 
 
-
 def _steps_from(kind: str, relations_only: bool) -> list[tuple[str, str | None]]:
     """(key, object kind or None for attributes) of every step leaving ``kind``."""
     out: list[tuple[str, str | None]] = [(r.key, r.obj) for r in RELATIONS.values() if kind in r.subjects]
@@ -113,7 +112,9 @@ def _noun_phrase(region: Region, d: Draw, entities: Sequence[int], chain: Sequen
         template = templates[0] if j > 0 and d.chance(0.75) else d.pick(templates)
         composed = template.format(x=x)
         if _DOUBLED.search(composed):  # "the river on which ... lies lies": take another wording
-            composed = next((t.format(x=x) for t in templates if not _DOUBLED.search(t.format(x=x))), composed)
+            composed = next(
+                (t.format(x=x) for t in templates if not _DOUBLED.search(t.format(x=x))), composed
+            )
         x = composed
     return x
 
@@ -214,12 +215,19 @@ def _random_side(region: Region, d: Draw, chains: Sequence[tuple[Step, ...]], ki
 
 
 def _matching_side(
-    region: Region, d: Draw, chains: Sequence[tuple[Step, ...]], kind: str, a: _Side, values: dict[int, Any],
+    region: Region,
+    d: Draw,
+    chains: Sequence[tuple[Step, ...]],
+    kind: str,
+    a: _Side,
+    values: dict[int, Any],
     want_yes: bool,
 ) -> _Side | None:
     """A side whose value equals side ``a``'s (``want_yes``) or differs from it: the answer is drawn first."""
     targets = [
-        t for t in region.by_kind[kind] if t != a.target and t in values and (values[t] == a.value) == want_yes
+        t
+        for t in region.by_kind[kind]
+        if t != a.target and t in values and (values[t] == a.value) == want_yes
     ]
     for chain in d.shuffled(chains):
         starts = _backward(region, targets, chain)
@@ -251,8 +259,14 @@ def _same_question(
     else:
         question = template.format(a=a_np, b=b_np)
         if _DOUBLED.search(question):  # "... is located located in the same country?"
-            question = next((t.format(a=a_np, b=b_np) for t in templates
-                             if not _DOUBLED.search(t.format(a=a_np, b=b_np))), question)
+            question = next(
+                (
+                    t.format(a=a_np, b=b_np)
+                    for t in templates
+                    if not _DOUBLED.search(t.format(a=a_np, b=b_np))
+                ),
+                question,
+            )
     return question, ["yes" if a.value == b.value else "no"]
 
 

@@ -108,7 +108,9 @@ def iter_synthetic_triplets(config: SyntheticConfig | None = None, **options: An
         **options: :class:`SyntheticConfig` fields (strings are coerced).
     """
     if config is not None and options:
-        raise LongmillError(f"synthetic: pass either a config or options, not both (got options {sorted(options)})")
+        raise LongmillError(
+            f"synthetic: pass either a config or options, not both (got options {sorted(options)})"
+        )
     cfg = config if config is not None else SyntheticConfig.from_options(options)
     world = SyntheticWorld(cfg.seed)
     seen: set[str] = set()
@@ -131,7 +133,9 @@ def generate_triplets(n: int, seed: int = 0, **options: Any) -> list[Triplet]:
         >>> all(2 <= t.hops == len(t.gold_docs) <= 4 for t in ts)
         True
     """
-    return list(iter_synthetic_triplets(SyntheticConfig.from_options({**options, "num_triplets": n, "seed": seed})))
+    return list(
+        iter_synthetic_triplets(SyntheticConfig.from_options({**options, "num_triplets": n, "seed": seed}))
+    )
 
 
 @SOURCES.register("synthetic")
@@ -152,13 +156,18 @@ class SyntheticSource(Source):
     def __init__(self, input: Any = None, **kwargs: Any):
         super().__init__(input, **kwargs)
         if self.input:
-            raise LongmillError("source 'synthetic' takes no --input; set its size with --source-opt num_triplets=N")
+            raise LongmillError(
+                "source 'synthetic' takes no --input; set its size with --source-opt num_triplets=N"
+            )
         self.config = SyntheticConfig.from_options(self.options)
 
     def _iter(self) -> Iterator[Triplet]:
         log.info(
-            "synthetic: %d triplets, seed %d, %d-%d hops", self.config.num_triplets, self.config.seed,
-            self.config.min_hops, self.config.max_hops,
+            "synthetic: %d triplets, seed %d, %d-%d hops",
+            self.config.num_triplets,
+            self.config.seed,
+            self.config.min_hops,
+            self.config.max_hops,
         )
         yield from iter_synthetic_triplets(self.config)
 

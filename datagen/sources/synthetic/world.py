@@ -141,7 +141,9 @@ class Region:
         try:
             return self.entities[self._by_name[name]]
         except KeyError:
-            raise LongmillError(f"region {self.index} of seed {self.seed} has no entity named {name!r}") from None
+            raise LongmillError(
+                f"region {self.index} of seed {self.seed} has no entity named {name!r}"
+            ) from None
 
     def fact(self, idx: int, key: str) -> SupportingFact:
         """The sentence of entity ``idx``'s document that states fact ``key``."""
@@ -163,7 +165,9 @@ class RegionBuilder:
     """
 
     def __init__(self, seed: int, index: int, lookalike_share: float):
-        ss = np.random.SeedSequence([int(seed), stable_hash("longmill.synthetic.world", WORLD_VERSION), int(index)])
+        ss = np.random.SeedSequence(
+            [int(seed), stable_hash("longmill.synthetic.world", WORLD_VERSION), int(index)]
+        )
         self.d = Draw(np.random.default_rng(ss), chunk=4096)
         self.seed, self.index, self.share = seed, index, lookalike_share
         self.used: set[str] = set()  # lower-cased titles and stems, unique within the region
@@ -211,8 +215,11 @@ class RegionBuilder:
             if pairs > 0 and len(out) < n:
                 word = names.mutate(self.d, p["word"], self.used)
                 twin = {**p, "word": word or "", "stem": (word or "") + p["suffix"]}
-                if (word is not None and twin["stem"].lower() not in names.REAL_NAMES
-                        and names.render(kind, twin)[0].lower() not in self.used):
+                if (
+                    word is not None
+                    and twin["stem"].lower() not in names.REAL_NAMES
+                    and names.render(kind, twin)[0].lower() not in self.used
+                ):
                     out.append(self._add(kind, twin, twin=a))
                     pairs -= 1
         return out
@@ -399,7 +406,9 @@ class SyntheticWorld:
             self._cache.move_to_end(index)
             return self._cache[index]
         region = RegionBuilder(self.seed, index, self.lookalike_share).build()
-        log.debug("built synthetic region %d of seed %d (%d entities)", index, self.seed, len(region.entities))
+        log.debug(
+            "built synthetic region %d of seed %d (%d entities)", index, self.seed, len(region.entities)
+        )
         self._cache[index] = region
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
