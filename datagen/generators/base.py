@@ -148,27 +148,38 @@ class Generator:
 
     def fit(
         self,
-        triplet: Triplet,
+        triplet: Triplet | None,
         rng: np.random.Generator,
         head: str,
         tail: str,
         priority: list[Any],
         pairs: list[str] | tuple[str, ...] = (),
         between: list[bool] | tuple[bool, ...] = (),
+        *,
+        gold: list[Any] | None = None,
+        placement: str | None = None,
+        exclude_titles: bool = True,
     ) -> FitResult:
         """Fill ``head + documents + tail`` for ``triplet`` to the configured length (see :func:`fit_prompt`).
 
         Args:
-            triplet: supplies the gold documents (excluded, with their titles, from the distractors).
+            triplet: supplies the gold documents (excluded, with their titles, from the distractors); None
+                when ``gold`` is given.
             rng: the sample's generator.
             head: text before the documents.
             tail: text after them.
             priority: distractors to use before random documents of the source.
             pairs: key-value pairs to insert after sentence ends.
             between: per pair, True to put it on its own line between documents instead.
+            gold: the documents to place instead of ``triplet.gold_docs`` (KeyChain's LoongRL core block,
+                retrieval needles).
+            placement: where they go, instead of the configured placement.
+            exclude_titles: also keep documents sharing a gold title out of the distractors.
         """
         c = self.config
-        gold_ids, gold_titles = {d.doc_id for d in triplet.gold_docs}, {d.title for d in triplet.gold_docs}
+        gold = list(triplet.gold_docs) if gold is None else gold
+        gold_ids = {d.doc_id for d in gold}
+        gold_titles = {d.title for d in gold} if exclude_titles else set()
         return fit_prompt(
             tokenizer=self.tokenizer,
             counter=self.counter,
@@ -176,10 +187,10 @@ class Generator:
             tolerance=c.tolerance,
             head=head,
             tail=tail,
-            gold=triplet.gold_docs,
+            gold=gold,
             candidates=self.corpus.distractors(rng, gold_ids, gold_titles, priority),
             rng=rng,
-            placement=c.placement,
+            placement=c.placement if placement is None else placement,
             pairs=pairs,
             system_prompt=c.system_prompt,
             between=between,

@@ -22,7 +22,6 @@ from datagen.generators.base import GENERATORS, GenConfig, Generator, user_messa
 from datagen.generators.fit import (
     FitResult,
     ends_sentence,
-    fit_prompt,
     parse_placement,
 )
 from datagen.prompts import HEAD_KEY_PHRASE, keychain_pieces
@@ -298,21 +297,8 @@ class KeyChain(Generator):
             for q in decoys:
                 priority.extend(self.corpus.triplets[self.corpus.question_triplet[q]].gold_docs)
             priority = [priority[i] for i in rng.permutation(len(priority))]
-        ids, titles = {d.doc_id for d in core}, {d.title for d in core}
-        fit = fit_prompt(
-            tokenizer=self.tokenizer,
-            counter=self.counter,
-            length=c.length,
-            tolerance=c.tolerance,
-            head=head,
-            tail=tail,
-            gold=core,
-            candidates=self.corpus.distractors(rng, ids, titles, priority),
-            rng=rng,
-            placement=f"depth:{depth}",
-            pairs=pairs,
-            system_prompt=c.system_prompt,
-            between=between,
+        fit = self.fit(
+            triplet, rng, head, tail, priority, pairs, between, gold=core, placement=f"depth:{depth}"
         )
         g = len(triplet.gold_docs)  # the core's first documents are the gold ones
         return dataclasses.replace(

@@ -28,7 +28,7 @@ import numpy as np
 from datagen.core.errors import LengthBudgetError, LongmillError
 from datagen.core.rng import rng_uuid, stable_id
 from datagen.generators.base import GENERATORS, GenConfig, Generator
-from datagen.generators.fit import FitResult, fit_prompt, parse_placement
+from datagen.generators.fit import FitResult, parse_placement
 from datagen.prompts import longqa_pieces
 from datagen.schema import Document, Sample, SupportingFact, Triplet
 
@@ -101,20 +101,7 @@ class _Retrieval(Generator):
         c = self.config
         placement = c.placement_for(index)
         parse_placement(placement)
-        candidates = self.corpus.distractors(rng, {d.doc_id for d in gold}, set(), others)
-        fit = fit_prompt(
-            tokenizer=self.tokenizer,
-            counter=self.counter,
-            length=c.length,
-            tolerance=c.tolerance,
-            head=head,
-            tail=tail,
-            gold=gold,
-            candidates=candidates,
-            rng=rng,
-            placement=placement,
-            system_prompt=c.system_prompt,
-        )
+        fit = self.fit(None, rng, head, tail, others, gold=gold, placement=placement, exclude_titles=False)
         placed = {d.doc_id for d in fit.docs}
         if not {d.doc_id for d in others} <= placed:
             raise LengthBudgetError(
