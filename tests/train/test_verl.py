@@ -275,21 +275,9 @@ def _verl_wheel_config() -> Path | None:
         import zipfile
 
         root = Path(tempfile.mkdtemp(prefix="verl-wheel-"))
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "-q",
-                "-d",
-                str(root),
-                f"verl=={VERL_VERSION}",
-            ],
-            capture_output=True,
-            text=True,
-        )
+        from eval.pretrained import pip_download
+
+        done = pip_download(f"verl=={VERL_VERSION}", root)
         wheels = sorted(root.glob("verl-*.whl"))
         path = None
         if done.returncode == 0 and wheels:
