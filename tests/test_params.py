@@ -30,6 +30,7 @@ TOP_LEVEL = {
     "sources",
     "source_names",
     "lengths",
+    "keychain_lengths",
     "keychain",
     "longqa",
     "curriculum",
@@ -74,8 +75,10 @@ def test_configs_build_from_each_section(profile):
     """The values are valid, not just the names: each section builds its config dataclass."""
     _, p = profile
     CurriculumConfig(**p["curriculum"])
+    assert set(p["keychain_lengths"]) <= set(p["lengths"])  # KeyChain runs at some of the synthesized lengths
     KeyChainConfig(
-        length=p["lengths"][0], **{k: v for k, v in p["keychain"].items() if k in names(KeyChainConfig)}
+        length=p["keychain_lengths"][0],
+        **{k: v for k, v in p["keychain"].items() if k in names(KeyChainConfig)},
     )
     GenConfig(length=p["lengths"][0], **{k: v for k, v in p["longqa"].items() if k in names(GenConfig)})
     # The GPU profile asks for bf16; TRL checks the hardware, so on a CPU host say that it is one.

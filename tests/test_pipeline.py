@@ -19,6 +19,7 @@ def tiny_params() -> dict:
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["sources"]["synthetic"]["source_opt"] = ["num_triplets=120"]
     p["lengths"] = [768, 1024]
+    p["keychain_lengths"] = [768, 1024]
     p["curriculum"]["bins"] = "768,1024"
     for gen in ("keychain", "longqa"):
         p[gen]["num_samples"] = 8
