@@ -11,13 +11,16 @@ the base model, the SFT model and the final RL model on the curriculum's held-ou
 ``benchmarks/RESULTS.md`` with the command, the machine and the wall time.
 
 Accuracy is the eval's ``em`` (exact match of the extracted answer, what the rule reward pays), averaged per
-``length_target``; the standard error is sqrt(p(1-p)/n). Nothing is tuned on the eval questions: they are
-held out by the curriculum before SFT and RL see any data.
+``length_target`` and over all lengths; its standard error is sqrt(p(1-p)/n). Every model answers the same
+prompts, so the differences between models (RL - SFT, RL - base, SFT - base) are paired, with the standard
+error sd(em_a - em_b)/sqrt(n). Nothing is tuned on the eval questions: they are held out by the curriculum
+before SFT and RL see any data. ``report`` re-scores a finished run without generating anything.
 
 Examples:
     python benchmarks/learning_curve.py model --out models/smollm2-135m-instruct
     python benchmarks/learning_curve.py run --profile profiles/cpu-learning-smollm2.yaml --work runs/learning \
         --write-results
+    python benchmarks/learning_curve.py report --work runs/learning    # the table and plot again
     # a quick look (fewer steps), same held-out questions:
     python benchmarks/learning_curve.py run --work runs/learning-small --set sft.max_steps=10 --set rl.max_steps=2
 """
@@ -112,24 +115,59 @@ def run_cmd(cmd: list[str], log_path: Path, timings: dict[str, float], name: str
         raise click.ClickException(f"{name} failed (exit {proc.returncode}); see {log_path}:\n{tail}")
 
 
-def accuracy_by_length(eval_dir: Path, data_dir: Path) -> dict[int, dict[str, float]]:
-    """Mean ``em`` and its standard error per ``length_target`` of the scored samples in ``eval_dir``."""
+def scored_samples(eval_dir: Path, data_dir: Path) -> Any:
+    """One row per scored held-out prompt: ``uid``, ``length_target`` and ``em`` (0 or 1 for greedy n=1)."""
     import polars as pl
 
     scored = pl.read_parquet(eval_dir / "samples.parquet").select(["uid", "em"])
     lengths = pl.read_parquet(sorted(data_dir.glob("*.parquet")), columns=["uid", "length_target"])
-    df = scored.join(lengths, on="uid", how="inner")
-    out: dict[int, dict[str, float]] = {}
-    for row in (
-        df.group_by("length_target").agg(pl.col("em").mean().alias("acc"), pl.len().alias("n")).to_dicts()
-    ):
-        p, n = float(row["acc"]), int(row["n"])
-        out[int(row["length_target"])] = {
-            "accuracy": p,
-            "stderr": math.sqrt(p * (1 - p) / n) if n else 0.0,
+    return scored.join(lengths, on="uid", how="inner")
+
+
+def accuracy_by_length(df: Any) -> dict[str, dict[str, float]]:
+    """Mean ``em`` and its standard error sqrt(p(1-p)/n) per ``length_target``, and over all lengths ("all")."""
+    import polars as pl
+
+    out: dict[str, dict[str, float]] = {}
+    groups = df.group_by("length_target").agg(pl.col("em").mean().alias("acc"), pl.len().alias("n"))
+    rows = sorted((int(r["length_target"]), float(r["acc"]), int(r["n"])) for r in groups.to_dicts())
+    rows.append(("all", float(df["em"].mean()), df.height))
+    for length, p, n in rows:
+        out[str(length)] = {"accuracy": p, "stderr": math.sqrt(p * (1 - p) / n) if n else 0.0, "n": n}
+    return out
+
+
+def paired_difference(a: Any, b: Any) -> dict[str, dict[str, float]]:
+    """Accuracy of ``a`` minus that of ``b`` on the same prompts, per length and over all lengths.
+
+    Both models answered the same held-out prompts, so the standard error is the paired one:
+    sd(em_a - em_b) / sqrt(n), which is smaller than the two unpaired errors combined when the models agree
+    on most prompts.
+
+    >>> import polars as pl
+    >>> a = pl.DataFrame({"uid": ["x", "y", "z", "w"], "length_target": [1, 1, 1, 1], "em": [1.0, 1.0, 1.0, 0.0]})
+    >>> b = pl.DataFrame({"uid": ["x", "y", "z", "w"], "length_target": [1, 1, 1, 1], "em": [1.0, 0.0, 1.0, 0.0]})
+    >>> d = paired_difference(a, b)["all"]
+    >>> d["difference"], round(d["stderr"], 3), d["n"]
+    (0.25, 0.25, 4)
+    """
+    import polars as pl
+
+    joined = a.join(b.select(["uid", pl.col("em").alias("em_b")]), on="uid", how="inner").with_columns(
+        (pl.col("em") - pl.col("em_b")).alias("d")
+    )
+    out: dict[str, dict[str, float]] = {}
+    keys = sorted({int(x) for x in joined["length_target"].to_list()})
+    for key in [*keys, "all"]:
+        part = joined if key == "all" else joined.filter(pl.col("length_target") == key)
+        n = part.height
+        sd = float(part["d"].std(ddof=1) or 0.0) if n > 1 else 0.0
+        out[str(key)] = {
+            "difference": float(part["d"].mean() or 0.0),
+            "stderr": sd / math.sqrt(n) if n else 0.0,
             "n": n,
         }
-    return dict(sorted(out.items()))
+    return out
 
 
 def rl_rewards(metrics_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -147,33 +185,67 @@ def rl_rewards(metrics_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
+PAIRS = (("rl", "sft"), ("rl", "base"), ("sft", "base"))
+
+
+def _order(keys: Any) -> list[str]:
+    return sorted((k for k in keys if k != "all"), key=int) + (["all"] if "all" in keys else [])
+
+
 def render_table(
-    acc: dict[str, dict[int, dict[str, float]]], rewards: dict[str, list[tuple[int, float]]]
+    acc: dict[str, dict[str, dict[str, float]]],
+    diffs: dict[str, dict[str, dict[str, float]]],
+    rewards: dict[str, list[tuple[int, float]]],
 ) -> str:
-    lengths = sorted({length for per in acc.values() for length in per})
-    lines = [
-        "| model | " + " | ".join(f"{length} tokens" for length in lengths) + " |",
-        "|---|" + "---|" * len(lengths),
-    ]
+    """Markdown: accuracy per model per length, the paired differences, reward per phase, the issue's test."""
+    lengths = _order({length for per in acc.values() for length in per})
+    head = " | ".join("all lengths" if x == "all" else f"{x} tokens" for x in lengths)
+    lines = [f"| model | {head} |", "|---|" + "---|" * len(lengths)]
     for model in MODELS:
-        if model not in acc:
-            continue
-        cells = []
-        for length in lengths:
-            c = acc[model].get(length)
-            cells.append(f"{c['accuracy']:.3f} ± {c['stderr']:.3f} (n={c['n']})" if c else "-")
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        if model in acc:
+            cells = [acc[model].get(x) for x in lengths]
+            lines.append(
+                f"| {model} | "
+                + " | ".join(
+                    f"{c['accuracy']:.3f} ± {c['stderr']:.3f} (n={c['n']})" if c else "-" for c in cells
+                )
+                + " |"
+            )
+    if diffs:
+        lines += ["", f"| paired difference | {head} |", "|---|" + "---|" * len(lengths)]
+        for name, per in diffs.items():
+            cells = [per.get(x) for x in lengths]
+            lines.append(
+                f"| {name.replace('-', ' − ')} | "
+                + " | ".join(f"{c['difference']:+.3f} ± {c['stderr']:.3f}" if c else "-" for c in cells)
+                + " |"
+            )
     if rewards:
-        lines += ["", "| phase | steps | first reward | last reward | mean reward |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| phase | reward logs (one per rollout batch) | first | last | mean |",
+            "|---|---|---|---|---|",
+        ]
         for phase, rows in rewards.items():
             if rows:
                 r = [v for _, v in rows]
                 lines.append(f"| {phase} | {len(rows)} | {r[0]:.3f} | {r[-1]:.3f} | {sum(r) / len(r):.3f} |")
+    if "rl-base" in diffs and "rl-sft" in diffs:
+        trained = [x for x in lengths if x != "all"]
+        vs_base = all(diffs["rl-base"][x]["difference"] >= 0.20 for x in trained)
+        vs_sft = all(diffs["rl-sft"][x]["difference"] > diffs["rl-sft"][x]["stderr"] for x in trained)
+        pooled = diffs["rl-sft"]["all"]
+        lines += [
+            "",
+            f"RL beats base by at least 20 points at every length: **{'yes' if vs_base else 'no'}**. "
+            f"RL beats SFT by more than the standard error at every length: **{'yes' if vs_sft else 'no'}** "
+            f"(over all lengths: {pooled['difference']:+.3f} ± {pooled['stderr']:.3f}).",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def plot(
-    acc: dict[str, dict[int, dict[str, float]]], rewards: dict[str, list[tuple[int, float]]], path: Path
+    acc: dict[str, dict[str, dict[str, float]]], rewards: dict[str, list[tuple[int, float]]], path: Path
 ) -> None:
     import matplotlib
 
@@ -182,10 +254,10 @@ def plot(
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for model in MODELS:
-        if model in acc and acc[model]:
-            xs = sorted(acc[model])
+        xs = [x for x in _order(acc.get(model, {})) if x != "all"]
+        if xs:
             a.errorbar(
-                xs,
+                [int(x) for x in xs],
                 [acc[model][x]["accuracy"] for x in xs],
                 yerr=[acc[model][x]["stderr"] for x in xs],
                 marker="o",
@@ -193,6 +265,9 @@ def plot(
                 label=model,
             )
     a.set_xscale("log", base=2)
+    ticks = sorted({int(x) for per in acc.values() for x in per if x != "all"})
+    a.set_xticks(ticks, [str(t) for t in ticks])
+    a.minorticks_off()
     a.set_xlabel("context length (tokens)")
     a.set_ylabel("held-out accuracy (EM)")
     a.set_ylim(-0.02, 1.02)
@@ -371,7 +446,6 @@ def run(
             "rl",
         )
     policies = {"base": model_path, "sft": work / "sft" / "final", "rl": work / "rl" / "final"}
-    acc: dict[str, dict[int, dict[str, float]]] = {}
     for m in wanted:
         out = work / f"eval-{m}"
         run_cmd(
@@ -393,34 +467,74 @@ def run(
             timings,
             f"eval-{m}",
         )
-        acc[m] = accuracy_by_length(out, work / "curriculum" / "eval")
-    rewards = rl_rewards(work / "metrics" / "rl")
     wall = time.perf_counter() - t_start
-    table = render_table(acc, rewards)
-    plot(acc, rewards, work / "learning_curve.png")
     summary = {
+        "command": "python benchmarks/learning_curve.py " + shlex.join(sys.argv[1:]),
         "profile": str(profile),
         "overrides": list(sets),
-        "accuracy": {m: {str(k): v for k, v in a.items()} for m, a in acc.items()},
-        "rewards": rewards,
+        "models": wanted,
         "timings_s": timings,
         "wall_s": wall,
         "machine": machine(),
     }
+    report_work(work, summary, write_results)
+
+
+def report_work(work: Path, summary: dict[str, Any], write_results: bool) -> None:
+    """Score the evaluated models of ``work`` against each other; write the table, plot and JSON."""
+    samples = {
+        m: scored_samples(work / f"eval-{m}", work / "curriculum" / "eval")
+        for m in summary["models"]
+        if (work / f"eval-{m}" / "samples.parquet").exists()
+    }
+    acc = {m: accuracy_by_length(df) for m, df in samples.items()}
+    diffs = {
+        f"{x}-{y}": paired_difference(samples[x], samples[y])
+        for x, y in PAIRS
+        if x in samples and y in samples
+    }
+    rewards = rl_rewards(work / "metrics" / "rl")
+    table = render_table(acc, diffs, rewards)
+    plot(acc, rewards, work / "learning_curve.png")
+    summary = {**summary, "accuracy": acc, "differences": diffs, "rewards": rewards}
     (work / "learning_curve.json").write_text(json.dumps(summary, indent=2))
     (work / "learning_curve.md").write_text(table)
+    timings, wall = summary["timings_s"], summary["wall_s"]
     click.echo(table)
     click.echo(
         "seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f"; wall {wall:.0f}"
     )
     if write_results:
-        cmd = "python benchmarks/learning_curve.py " + shlex.join(sys.argv[1:])
         with open(RESULTS, "a") as f:
             f.write(
-                f"\n### Learning curve run ({time.strftime('%Y-%m-%d', time.gmtime())})\n\n`{cmd}` on "
+                f"\n### Learning curve run ({time.strftime('%Y-%m-%d', time.gmtime())})\n\n`{summary['command']}` on "
                 f"{summary['machine']}; wall time {wall / 60:.1f} min "
                 f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}).\n\n{table}"
             )
+
+
+@main.command("report")
+@click.option(
+    "--work",
+    type=click.Path(exists=True, path_type=Path),
+    default=ROOT / "runs" / "learning",
+    show_default=True,
+)
+@click.option(
+    "--write-results/--no-write-results", default=False, help="Append the figures to benchmarks/RESULTS.md."
+)
+def report_cmd(work: Path, write_results: bool) -> None:
+    """Re-score a finished run's evaluations (no generation): the table, plot and JSON again.
+
+    Reads WORK/learning_curve.json for the command, machine and timings the run recorded.
+    """
+    path = work / "learning_curve.json"
+    if not path.exists():
+        raise click.ClickException(f"{path} is missing: `run` writes it when it finishes")
+    summary = json.loads(path.read_text())
+    summary.setdefault("models", [m for m in MODELS if (work / f"eval-{m}").exists()])
+    summary.setdefault("command", "python benchmarks/learning_curve.py run (command not recorded)")
+    report_work(work.resolve(), summary, write_results)
 
 
 if __name__ == "__main__":

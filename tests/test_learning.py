@@ -23,6 +23,33 @@ def _bench():
     return mod
 
 
+def test_paired_difference_and_accuracy_per_length():
+    import polars as pl
+
+    lc = _bench()
+    a = pl.DataFrame(
+        {"uid": list("abcdef"), "length_target": [256] * 3 + [512] * 3, "em": [1.0, 1, 0, 1, 1, 1]}
+    )
+    b = pl.DataFrame(
+        {"uid": list("fedcba"), "length_target": [512] * 3 + [256] * 3, "em": [0.0, 1, 1, 1, 0, 1]}
+    )
+    acc = lc.accuracy_by_length(a)
+    assert acc["256"] == {
+        "accuracy": pytest.approx(2 / 3),
+        "stderr": pytest.approx((2 / 9 / 3) ** 0.5),
+        "n": 3,
+    }
+    assert acc["all"]["n"] == 6 and acc["all"]["accuracy"] == pytest.approx(5 / 6)
+    d = lc.paired_difference(a, b)  # joined on uid, not on row order: a-b per uid is 0,1,-1 | 0,0,1
+    assert d["256"]["difference"] == pytest.approx(0.0) and d["512"]["difference"] == pytest.approx(1 / 3)
+    assert d["256"]["stderr"] == pytest.approx(1 / 3**0.5)  # sd of (0, 1, -1) is 1
+    assert d["all"] == {
+        "difference": pytest.approx(1 / 6),
+        "stderr": pytest.approx(d["all"]["stderr"]),
+        "n": 6,
+    }
+
+
 def test_flags_unpack_a_section_as_dvc_does():
     lc = _bench()
     assert lc.flags(
@@ -102,14 +129,36 @@ def test_tiny_learning_run_evaluates_every_model_on_the_same_heldout_questions(t
     summary = json.loads((work / "learning_curve.json").read_text())
     acc = summary["accuracy"]
     assert set(acc) == {"base", "sft", "rl"}
-    assert all(set(per) == {"256", "384"} for per in acc.values())
+    assert all(set(per) == {"256", "384", "all"} for per in acc.values())
     counts = {m: {k: v["n"] for k, v in per.items()} for m, per in acc.items()}
     assert counts["base"] == counts["sft"] == counts["rl"] and all(n > 0 for n in counts["base"].values())
+    assert counts["base"]["all"] == counts["base"]["256"] + counts["base"]["384"]
+    # paired differences on the same prompts agree with the per-model accuracies
+    diffs = summary["differences"]
+    assert set(diffs) == {"rl-sft", "rl-base", "sft-base"}
+    for pair, per in diffs.items():
+        x, y = pair.split("-")
+        for length, d in per.items():
+            assert d["n"] == counts[x][length]
+            assert d["difference"] == pytest.approx(acc[x][length]["accuracy"] - acc[y][length]["accuracy"])
     assert sorted(summary["rewards"]) == ["phase-1", "phase-2"]
     assert all(len(rows) >= 1 for rows in summary["rewards"].values())
     assert (work / "learning_curve.png").stat().st_size > 0
     table = (work / "learning_curve.md").read_text()
-    assert "| rl |" in table and "256 tokens" in table
+    assert "| rl |" in table and "256 tokens" in table and "| rl − sft |" in table
+    assert "RL beats SFT by more than the standard error at every length" in table
+    # `report` re-scores the finished run without generating: the same figures
+    before = (work / "learning_curve.md").read_text()
+    (work / "learning_curve.md").unlink()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "learning_curve.py"), "report", "--work", str(work)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (work / "learning_curve.md").read_text() == before
     # held-out questions never reach SFT or RL: the curriculum's heldout.json names them
     assert json.loads((work / "heldout.json").read_text())
     assert (ROOT / "benchmarks" / "RESULTS.md").read_text() == results_before  # only --write-results appends
@@ -121,7 +170,7 @@ def test_readme_learning_commands_use_real_flags():
     lc = _bench()
     readme = (ROOT / "README.md").read_text()
     lines = [x for x in readme.splitlines() if x.startswith("python benchmarks/learning_curve.py")]
-    assert {x.split()[2] for x in lines} == {"model", "run"}
+    assert {x.split()[2] for x in lines} == {"model", "run", "report"}
     for line in lines:
         sub = line.split()[2]
         help_text = CliRunner().invoke(lc.main, [sub, "--help"]).output
