@@ -116,24 +116,41 @@ def run_cmd(cmd: list[str], log_path: Path, timings: dict[str, float], name: str
 
 
 def scored_samples(eval_dir: Path, data_dir: Path) -> Any:
-    """One row per scored held-out prompt: ``uid``, ``length_target`` and ``em`` (0 or 1 for greedy n=1)."""
+    """One row per scored held-out prompt: ``uid``, ``length_target`` and ``em`` (0 or 1 for greedy n=1).
+
+    The evaluation must cover exactly the prompts of ``data_dir``: models compared on different prompts (an
+    eval left from other data, or one that lost prompts) would make the table's comparisons meaningless.
+    """
     import polars as pl
 
     scored = pl.read_parquet(eval_dir / "samples.parquet").select(["uid", "em"])
     lengths = pl.read_parquet(sorted(data_dir.glob("*.parquet")), columns=["uid", "length_target"])
+    missing = set(lengths["uid"].to_list()) - set(scored["uid"].to_list())
+    extra = set(scored["uid"].to_list()) - set(lengths["uid"].to_list())
+    if missing or extra:
+        raise click.ClickException(
+            f"{eval_dir / 'samples.parquet'} does not cover the held-out prompts of {data_dir}: "
+            f"{len(missing)} missing (e.g. {sorted(missing)[:3]}), {len(extra)} not in the data "
+            f"(e.g. {sorted(extra)[:3]}); run the benchmark again"
+        )
     return scored.join(lengths, on="uid", how="inner")
+
+
+def _by_length(df: Any) -> Any:
+    """``(length, rows)`` for each ``length_target`` in increasing order, then ``("all", every row)``."""
+    import polars as pl
+
+    for length in sorted({int(x) for x in df["length_target"].to_list()}):
+        yield str(length), df.filter(pl.col("length_target") == length)
+    yield "all", df
 
 
 def accuracy_by_length(df: Any) -> dict[str, dict[str, float]]:
     """Mean ``em`` and its standard error sqrt(p(1-p)/n) per ``length_target``, and over all lengths ("all")."""
-    import polars as pl
-
     out: dict[str, dict[str, float]] = {}
-    groups = df.group_by("length_target").agg(pl.col("em").mean().alias("acc"), pl.len().alias("n"))
-    rows = sorted((int(r["length_target"]), float(r["acc"]), int(r["n"])) for r in groups.to_dicts())
-    rows.append(("all", float(df["em"].mean()), df.height))
-    for length, p, n in rows:
-        out[str(length)] = {"accuracy": p, "stderr": math.sqrt(p * (1 - p) / n) if n else 0.0, "n": n}
+    for key, part in _by_length(df):
+        p, n = float(part["em"].mean()), part.height
+        out[key] = {"accuracy": p, "stderr": math.sqrt(p * (1 - p) / n) if n else 0.0, "n": n}
     return out
 
 
@@ -157,12 +174,10 @@ def paired_difference(a: Any, b: Any) -> dict[str, dict[str, float]]:
         (pl.col("em") - pl.col("em_b")).alias("d")
     )
     out: dict[str, dict[str, float]] = {}
-    keys = sorted({int(x) for x in joined["length_target"].to_list()})
-    for key in [*keys, "all"]:
-        part = joined if key == "all" else joined.filter(pl.col("length_target") == key)
+    for key, part in _by_length(joined):
         n = part.height
         sd = float(part["d"].std(ddof=1) or 0.0) if n > 1 else 0.0
-        out[str(key)] = {
+        out[key] = {
             "difference": float(part["d"].mean() or 0.0),
             "stderr": sd / math.sqrt(n) if n else 0.0,
             "n": n,
@@ -201,24 +216,20 @@ def render_table(
     lengths = _order({length for per in acc.values() for length in per})
     head = " | ".join("all lengths" if x == "all" else f"{x} tokens" for x in lengths)
     lines = [f"| model | {head} |", "|---|" + "---|" * len(lengths)]
+
+    def row(name: str, per: dict[str, dict[str, float]], cell: Any) -> str:
+        return f"| {name} | " + " | ".join(cell(per[x]) if x in per else "-" for x in lengths) + " |"
+
     for model in MODELS:
         if model in acc:
-            cells = [acc[model].get(x) for x in lengths]
             lines.append(
-                f"| {model} | "
-                + " | ".join(
-                    f"{c['accuracy']:.3f} ± {c['stderr']:.3f} (n={c['n']})" if c else "-" for c in cells
-                )
-                + " |"
+                row(model, acc[model], lambda c: f"{c['accuracy']:.3f} ± {c['stderr']:.3f} (n={c['n']})")
             )
     if diffs:
         lines += ["", f"| paired difference | {head} |", "|---|" + "---|" * len(lengths)]
         for name, per in diffs.items():
-            cells = [per.get(x) for x in lengths]
             lines.append(
-                f"| {name.replace('-', ' − ')} | "
-                + " | ".join(f"{c['difference']:+.3f} ± {c['stderr']:.3f}" if c else "-" for c in cells)
-                + " |"
+                row(name.replace("-", " − "), per, lambda c: f"{c['difference']:+.3f} ± {c['stderr']:.3f}")
             )
     if rewards:
         lines += [

@@ -50,6 +50,35 @@ def test_paired_difference_and_accuracy_per_length():
     }
 
 
+def test_report_refuses_a_work_folder_it_cannot_score_honestly(tmp_path):
+    """No learning_curve.json: a one-line error. An eval that does not cover the held-out prompts (one lost,
+    one from other data): refused with the file named, never scored on the prompts it happens to share."""
+    import polars as pl
+    from click.testing import CliRunner
+
+    lc = _bench()
+    work = tmp_path / "work"
+    work.mkdir()
+    res = CliRunner().invoke(lc.main, ["report", "--work", str(work)])
+    assert res.exit_code == 1 and "learning_curve.json is missing" in res.output
+    (work / "curriculum" / "eval").mkdir(parents=True)
+    pl.DataFrame({"uid": ["a", "b", "c"], "length_target": [256, 256, 512]}).write_parquet(
+        work / "curriculum" / "eval" / "part-00000.parquet"
+    )
+    for model, uids in (("base", ["a", "b", "c"]), ("sft", ["a", "b", "z"])):
+        (work / f"eval-{model}").mkdir()
+        pl.DataFrame({"uid": uids, "em": [1.0, 0.0, 1.0]}).write_parquet(
+            work / f"eval-{model}" / "samples.parquet"
+        )
+    summary = {"models": ["base", "sft"], "timings_s": {}, "wall_s": 0.0, "machine": "m", "command": "c"}
+    (work / "learning_curve.json").write_text(json.dumps(summary))
+    res = CliRunner().invoke(lc.main, ["report", "--work", str(work)])
+    assert res.exit_code == 1
+    assert "eval-sft/samples.parquet does not cover the held-out prompts" in res.output
+    assert "1 missing (e.g. ['c'])" in res.output and "1 not in the data (e.g. ['z'])" in res.output
+    assert not (work / "learning_curve.md").exists()
+
+
 def test_flags_unpack_a_section_as_dvc_does():
     lc = _bench()
     assert lc.flags(
