@@ -40,8 +40,9 @@ import pyarrow as pa
 
 from datagen.core.errors import LongmillError
 from datagen.core.rng import stable_id
+from datagen.core.secrets import redact
 from datagen.prompts import answer_format_instruction
-from datagen.shards import PartWriter, read_table
+from datagen.shards import OutputLock, PartWriter, check_complete, check_output_path, read_table
 from eval.data import EvalItem
 from eval.metrics import METRICS
 from eval.run import GenerateConfig
@@ -191,8 +192,26 @@ def ground(
     Returns:
         The content of ``stats.json``: counts of rows read, kept, dropped and flagged by reason, failed
         generations, and the distributions of both rates.
+
+    Raises:
+        LongmillError: ``out`` is, contains or lies inside ``inputs``; ``inputs`` is a generator run that
+            did not finish (no ``stats.json``); another run holds ``out``'s lock; or every generation of
+            a pass failed (nothing was measured, so nothing is written but the rollouts).
     """
     out = Path(out)
+    check_output_path(out, [inputs])
+    check_complete(inputs)
+    with OutputLock(out):  # one writer per folder, as the generators and curriculum build
+        return _ground(inputs, out, config, gen, progress_factory)
+
+
+def _ground(
+    inputs: str | Path,
+    out: Path,
+    config: GroundingConfig,
+    gen: GenerateConfig,
+    progress_factory: Callable[[int, str], Any] | None,
+) -> dict[str, Any]:
     table = read_table(inputs)
     missing = [
         c for c in ("uid", "question", "answers", "prompt", "data_source") if c not in table.column_names
@@ -233,6 +252,13 @@ def ground(
         if b:
             b.close()
 
+    for name, rates in (("closed book", closed), ("with context", context)):
+        if rates and all(v is None for v in rates.values()):
+            raise LongmillError(
+                f"every {name} generation failed ({len(rates)} of {len(rates)} samples), so nothing was "
+                f"measured and {out} is not written; check the backend (see the log), then run the same "
+                f"command again (rollouts that succeeded are kept in {work})"
+            )
     keep: list[bool] = []
     flags: list[str | None] = []
     dropped: Counter[str] = Counter()
@@ -301,7 +327,7 @@ def ground(
         CLOSED_BOOK_RATE: dist([closed[u] for u in uids]),
         CONTEXT_RATE: dist([context.get(u) for u in uids]) if config.with_context else None,
         "config": dataclasses.asdict(config),
-        "generation": dataclasses.asdict(gen) | {"api_key": None},
+        "generation": dataclasses.asdict(gen),  # written with its secrets masked (atomic_write_json)
         "parts": n_parts,
     }
     writer.write_stats(stats)
@@ -313,4 +339,4 @@ def ground(
         dict(flagged),
         dict(failed),
     )
-    return json.loads(json.dumps(stats))
+    return redact(json.loads(json.dumps(stats)))  # what stats.json holds

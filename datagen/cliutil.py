@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from datagen.core.errors import LongmillError
+from datagen.core.secrets import SECRETS, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,7 @@ def setup_logging(verbose: int) -> None:
     handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False)
     if verbose < 3:
         handler.addFilter(_QuietLibraries())
+    handler.addFilter(SECRETS)  # every record of every logger: keys and URL credentials masked
     logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 3 else max(level, logging.WARNING))
@@ -294,7 +296,7 @@ def friendly_errors(fn: Callable) -> Callable:
                 )
             where = f"{name}, line {mark.line + 1}" if mark is not None else name or "the YAML file"
             message = f"{where}: not valid YAML ({getattr(e, 'problem', None) or e}); fix the file's syntax"
-        click.secho(f"error: {message}", fg="red", err=True)
+        click.secho(f"error: {redact_text(message)}", fg="red", err=True)
         sys.exit(2)
 
     return wrapper

@@ -16,6 +16,7 @@ from datagen.cliutil import (
     progress_bar,
     setup_logging,
 )
+from datagen.shards import OutputLock, check_output_path
 from eval.backends.base import add_options_help
 from eval.run import GenerateConfig, JudgeFlags, run_eval, score_run
 
@@ -35,8 +36,9 @@ def _summary(metrics: dict, out: Path) -> str:
             f"at most {o.get('max_em_judge_bound', 0):.3f} had they been YES"
         )
     val = o.get(m)
+    of = f" of {c['samples']} (coverage {c.get('coverage', 0):.1%})" if c.get("missing_predictions") else ""
     return (
-        f"{m} = {'n/a' if val is None else f'{val:.3f}'} over {o.get('n', 0)} samples "
+        f"{m} = {'n/a' if val is None else f'{val:.3f}'} over {o.get('n', 0)}{of} samples "
         f"(generation failed {c['generation_failed']}{extra}); wrote {out}/metrics.json, report.md, plots/"
     )
 
@@ -97,9 +99,10 @@ def run(data, out, limit, tokenizer, regenerate, **kw):
     data_source x length bin x gold depth bin), OUT/samples.parquet, OUT/plots/ and OUT/report.md.
 
     Re-running resumes: prompts already answered with the same model, backend, sampling and prompts are
-    skipped, and prompts that failed to generate are retried. Predictions made otherwise are refused
-    (--regenerate moves them aside). A failed judge call keeps the rule's score; the run exits with status
-    1 when prompts failed to generate or more than --max-judge-failures of the judge calls failed.
+    skipped, and prompts that failed to generate are retried. Predictions made otherwise, or for other
+    data, are refused (--regenerate moves them aside). One run at a time writes into OUT (a second fails
+    at once). A failed judge call keeps the rule's score; the run exits with status 1 when prompts failed
+    to generate or more than --max-judge-failures of the judge calls failed.
 
     \b
     Examples:
@@ -141,20 +144,29 @@ add_options_help(run, "backend_option")  # each backend declares its options; th
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option("--limit", type=int, default=None, help="Score at most this many items.")
 @click.option("--tokenizer", default="qwen2.5", show_default=True, help="Measures LongBench prompt lengths.")
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="Score even when some items of --data have no prediction: the metrics then cover only the "
+    "items that do, and the report states the coverage. Without it, missing predictions exit 1.",
+)
 @dataclass_options(JudgeFlags)
 @friendly_errors
-def score(data, predictions, out, limit, tokenizer, **kw):
+def score(data, predictions, out, limit, tokenizer, allow_partial, **kw):
     """Score existing predictions (e.g. from another tool) and write the report.
 
     Each line of --predictions is {"uid": ..., "completions": [k strings]}; "completions": null marks a prompt
-    whose generation failed (counted, not scored). A uid given twice, or an empty file, is an error;
-    predictions for uids that are not in --data are counted (unknown_uids) and ignored. A failed judge call
+    whose generation failed (counted, not scored). A uid given twice, or an empty file, is an error; a line
+    that is not valid UTF-8 is skipped and counted (predictions_skipped). An item of --data without a
+    prediction makes the command exit with status 1 (after writing the report) unless --allow-partial is
+    given; predictions for uids that are not in --data are counted (unknown_uids) and ignored. A failed judge call
     keeps the rule's score, and the report gives the bound had every failed call been a YES; more than
     --max-judge-failures of failed calls makes the command exit with status 1 (after writing the report).
 
     \b
     Examples:
       python -m eval score --data data/curriculum/eval --predictions runs/eval/predictions.jsonl --out runs/rescored
+      python -m eval score --data LongBench/hotpotqa.jsonl --predictions first-half.jsonl --out runs/half --allow-partial
       python -m eval score --data LongBench/hotpotqa.jsonl --predictions preds.jsonl --out runs/lb-judged \\
           --judge-url http://127.0.0.1:8001/v1 --judge-cache runs/judge_cache.jsonl --judge-timeout 20 \\
           --judge-max-retries 3 --max-judge-failures 0.01
@@ -170,16 +182,19 @@ def score(data, predictions, out, limit, tokenizer, **kw):
         "input_skipped": skips.as_dict(),
         "judge": None if judge is None else judge.summary(),
     }
-    metrics = score_run(
-        items,
-        predictions,
-        out,
-        judge,
-        config,
-        _bar,
-        flags.pass_metric,
-        max_judge_failures=flags.max_judge_failures,
-    )
+    check_output_path(out, [data])
+    with OutputLock(out):  # one writer per folder
+        metrics = score_run(
+            items,
+            predictions,
+            out,
+            judge,
+            config,
+            _bar,
+            flags.pass_metric,
+            max_judge_failures=flags.max_judge_failures,
+            allow_partial=allow_partial,
+        )
     _finish(metrics, out)
 
 

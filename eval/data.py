@@ -7,7 +7,6 @@ LongBench-style records (``input``, ``context``, ``answers``, ``length``, ``data
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from datagen.lengths import format_length
 from datagen.prompts import longqa_pieces
 from datagen.schema import OPTIONAL_COLUMNS, SAMPLE_SCHEMA, schema_kind, task_of
 from datagen.shards import iter_rows, list_parts, read_schema
-from datagen.sources.base import SkipCounter
+from datagen.sources.base import SkipCounter, iter_json_records
 
 log = logging.getLogger(__name__)
 
@@ -153,47 +152,54 @@ def longbench_prompt(question: str, context: str) -> list[dict[str, str]]:
 def _load_longbench(
     path: Path, tokenizer: str, limit: int | None, strict: bool
 ) -> tuple[list[EvalItem], SkipCounter]:
+    """Read a LongBench-style JSONL (or JSON list) file as the datagen sources read theirs: a line that is
+    not valid UTF-8 or not JSON, or a record without its fields, is skipped and counted; an ``_id`` given
+    twice is an error (predictions are keyed by it)."""
     from datagen.tokenizers import get_tokenizer
 
     tok = get_tokenizer(tokenizer)
     skips = SkipCounter(strict=strict)
     items: list[EvalItem] = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict):
-                    raise RecordError(str(path), i, "<record>", "expected a JSON object")
-                for key, typ in (("input", str), ("context", str), ("answers", list)):
-                    if not isinstance(rec.get(key), typ):
-                        raise RecordError(str(path), i, key, f"missing or not a {typ.__name__}")
-                answers = [a for a in rec["answers"] if isinstance(a, str) and a.strip()]
-                if not answers:
-                    raise RecordError(str(path), i, "answers", "no non-empty answer")
-            except json.JSONDecodeError as e:
-                skips.skip(path, i, "<line>", f"invalid JSON: {e.msg}")
-                continue
-            except RecordError as e:
-                skips.skip(e.path, e.record, e.field, e.reason)
-                continue
-            dataset = str(rec.get("dataset") or path.stem)
-            prompt = longbench_prompt(rec["input"], rec["context"])
-            items.append(
-                EvalItem(
-                    uid=str(rec.get("_id") or stable_id("longbench", dataset, i)),
-                    data_source=f"longbench/{dataset}",
-                    prompt=prompt,
-                    question=rec["input"].strip(),
-                    answers=answers,
-                    prompt_tokens=tok.count_messages(prompt),
-                    meta={"length_words": rec.get("length")},
-                    task=dataset,
-                )
+    first_seen: dict[str, int] = {}
+    for i, rec in iter_json_records(path):
+        try:
+            if isinstance(rec, RecordError):
+                raise rec
+            if not isinstance(rec, dict):
+                raise RecordError(str(path), i, "<record>", "expected a JSON object")
+            for key, typ in (("input", str), ("context", str), ("answers", list)):
+                if not isinstance(rec.get(key), typ):
+                    raise RecordError(str(path), i, key, f"missing or not a {typ.__name__}")
+            answers = [a for a in rec["answers"] if isinstance(a, str) and a.strip()]
+            if not answers:
+                raise RecordError(str(path), i, "answers", "no non-empty answer")
+        except RecordError as e:
+            skips.skip(e.path, e.record, e.field, e.reason)
+            continue
+        dataset = str(rec.get("dataset") or path.stem)
+        uid = str(rec.get("_id") or stable_id("longbench", dataset, i))
+        if uid in first_seen:
+            raise LongmillError(
+                f"{path}: record {i}: field '_id': {uid!r} is already the _id of record {first_seen[uid]}; "
+                "predictions and scores are keyed by it, so each record needs its own. Remove or rename "
+                "the duplicate"
             )
-            if limit is not None and len(items) >= limit:
-                break
+        first_seen[uid] = i
+        prompt = longbench_prompt(rec["input"], rec["context"])
+        items.append(
+            EvalItem(
+                uid=uid,
+                data_source=f"longbench/{dataset}",
+                prompt=prompt,
+                question=rec["input"].strip(),
+                answers=answers,
+                prompt_tokens=tok.count_messages(prompt),
+                meta={"length_words": rec.get("length")},
+                task=dataset,
+            )
+        )
+        if limit is not None and len(items) >= limit:
+            break
     if not items:
         raise LongmillError(
             f"{path}: no usable LongBench-style records (input, context, answers); skipped: {skips.as_dict()}"

@@ -6,13 +6,18 @@ SDK's own (``max_retries``: connect errors, timeouts, 408/409/429 and 5xx, with 
 
 - :meth:`ChatClient.chat_many`: many requests at a bounded concurrency, in order, each failure returned
   in its slot as an :class:`EndpointError`, and an optional ``max_wait`` after which the requests still
-  running count as failed, so a hanging server cannot stall a run or a training step for long;
+  running count as failed and make no further attempt, so a hanging server cannot stall a run or a
+  training step for long (nor the process's exit);
+- bounded waits: a ``Retry-After`` longer than one attempt's ``timeout`` (or than the batch's time left)
+  fails the request at once instead of sleeping in the SDK;
 - a circuit breaker: after ``breaker_failures`` consecutive failures of the endpoint (timeouts, refused
   connections, 5xx, 429), calls fail at once for ``breaker_cooldown`` seconds; then one probe request
   (no retries) decides whether the endpoint is back;
-- credentials kept out of outputs: the API key and any ``user:pass@`` in the URL are redacted from
-  errors and from log records of this client, the SDK and httpx; a key can come from an environment
-  variable (``api_key_env``, ``OPENAI_API_KEY`` by default) rather than the command line.
+- credentials kept out of outputs: the API key and any ``user:pass@`` in the URL are registered with
+  :data:`datagen.core.secrets.SECRETS` and redacted from errors, from log records of this client, the
+  SDK and httpx, and from every JSON record longmill writes; a key can come from an environment variable
+  (``api_key_env``, ``OPENAI_API_KEY`` by default) rather than the command line. A key together with a
+  ``user:pass@`` URL is refused: both would need the one ``Authorization`` header.
 
 Example (against a running ``vllm serve Qwen/Qwen2.5-1.5B-Instruct``)::
 
@@ -25,17 +30,19 @@ Example (against a running ``vllm serve Qwen/Qwen2.5-1.5B-Instruct``)::
 
 from __future__ import annotations
 
+import email.utils
+import functools
 import logging
 import os
-import re
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from datagen.core.errors import LongmillError
+from datagen.core.secrets import SECRETS, protect_loggers, redact_url, url_credentials
 from datagen.core.stats import Stats
 from datagen.core.types import Messages, Progress
 
@@ -44,55 +51,13 @@ log = logging.getLogger(__name__)
 
 #: Failure reasons that say the endpoint itself is unwell (they count towards opening the breaker).
 ENDPOINT_DOWN = ("timeout", "connect", "transport", "http_408", "http_409", "http_429")
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+#: Statuses the SDK retries (after ``Retry-After`` when the server sends one).
+RETRYABLE = (408, 409, 429)
 
-
-def redact_url(url: str | None) -> str | None:
-    """The URL with any ``user:pass@`` replaced by ``***@``.
-
-    Example:
-        >>> redact_url("http://alice:s3cret@judge.local:8000/v1")
-        'http://***@judge.local:8000/v1'
-        >>> redact_url("http://127.0.0.1:8000/v1")
-        'http://127.0.0.1:8000/v1'
-    """
-    return None if url is None else _USERINFO.sub("***@", url)
-
-
-class _Secrets(logging.Filter):
-    """Redacts registered secrets (API keys, URL credentials) from log records that pass through."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.values: set[str] = set()
-        self._lock = threading.Lock()
-
-    def add(self, *values: str | None) -> None:
-        with self._lock:
-            self.values.update(v for v in values if v and len(v) >= 3)
-
-    def redact(self, text: str) -> str:
-        text = _USERINFO.sub("***@", text)
-        for secret in sorted(self.values, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.values or "@" in str(record.msg):
-            try:
-                message = record.getMessage()
-            except Exception:  # a malformed record is logging's problem, not ours
-                return True
-            clean = self.redact(message)
-            if clean != message:
-                record.msg, record.args = clean, ()
-        return True
-
-
-SECRETS = _Secrets()
 # A logger's filters apply only to records logged through that very logger, so every one that may
-# mention an endpoint gets it: this client's users, the SDK's and the HTTP libraries' (which log URLs).
-for _name in (
+# mention an endpoint gets the redaction filter: this client's users, the SDK's and the HTTP libraries'
+# (which log URLs). The CLIs put the same filter on their log handler.
+protect_loggers(
     __name__,
     "eval.judge",
     "eval.run",
@@ -101,8 +66,11 @@ for _name in (
     "openai._base_client",
     "httpx",
     "httpx2",
-):
-    logging.getLogger(_name).addFilter(SECRETS)
+)
+
+
+#: The environment variable a key is read from unless another is named (it may be unset).
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
 
 def resolve_api_key(api_key: str | None, api_key_env: str | None, what: str = "endpoint") -> str | None:
@@ -119,7 +87,7 @@ def resolve_api_key(api_key: str | None, api_key_env: str | None, what: str = "e
     if not api_key_env:
         return None
     value = os.environ.get(api_key_env)
-    if not value and api_key_env != "OPENAI_API_KEY":
+    if not value and api_key_env != DEFAULT_KEY_ENV:
         raise LongmillError(
             f"{what} api_key_env names ${api_key_env}, which is not set; export it or pass no key"
         )
@@ -211,8 +179,32 @@ class EndpointConfig:
                 f"endpoint breaker_failures and breaker_cooldown must be >= 0, got "
                 f"{self.breaker_failures} and {self.breaker_cooldown}"
             )
-        self.api_key = resolve_api_key(self.api_key, self.api_key_env)
-        SECRETS.add(self.api_key, *_USERINFO.findall(self.url))
+        creds = url_credentials(self.url)
+        SECRETS.add(self.api_key, creds, creds and creds.partition(":")[2])
+        explicit = bool(self.api_key) or self.api_key_env not in (None, "", DEFAULT_KEY_ENV)
+        key = resolve_api_key(self.api_key, self.api_key_env)
+        SECRETS.add(key)
+        if creds and key:
+            # The SDK sends the key as "Authorization: Bearer ..." and httpx, seeing user:pass@ in the URL,
+            # replaces that very header with "Basic ..." (httpx2/_client.py _build_request_auth,
+            # httpx2/_auth.py BasicAuth.auth_flow): a request has one Authorization header, so one of
+            # the two would be dropped without a word.
+            if explicit:
+                given = "api_key" if self.api_key else f"${self.api_key_env} (api_key_env)"
+                raise LongmillError(
+                    f"endpoint url {redact_url(self.url)!r} carries user:pass@ and an API key is given as "
+                    f"well ({given}); both travel in the one Authorization header (Basic for the URL's "
+                    "credentials, Bearer for the key), so one would be silently dropped. Give one of them: "
+                    "the key with a URL without user:pass@, or the URL's credentials without a key"
+                )
+            log.warning(
+                "endpoint url %s carries user:pass@, so $%s is not sent (the URL's credentials take the "
+                "Authorization header); unset it or pass api_key_env='' to silence this",
+                redact_url(self.url),
+                DEFAULT_KEY_ENV,
+            )
+            key = None
+        self.api_key = key
 
 
 @dataclass
@@ -315,11 +307,15 @@ class ChatClient:
         config: the endpoint, retry and breaker settings.
         clock: the breaker's clock (tests pass a fake one).
         http_client: an HTTP client for the SDK (``openai.DefaultHttpxClient(...)``, e.g. for a proxy);
-            its request hooks get an attempt counter added.
+            its request and response hooks get this client's own added.
 
     ``stats`` counts ``requests`` (calls to :meth:`chat`), ``attempts`` (HTTP requests sent, retries
     included), ``retries``, ``succeeded``, ``failures``, ``failures_by_reason`` and ``short_circuited``
     (calls failed at once by the open breaker).
+
+    Waiting is bounded: a ``Retry-After`` longer than one attempt's ``timeout`` (or than what is left of a
+    :meth:`chat_many` batch's ``max_wait``) is not waited for, the request fails at once; and once a
+    batch's ``max_wait`` has passed, its requests start no further attempt.
     """
 
     def __init__(
@@ -335,13 +331,18 @@ class ChatClient:
         self.url = redact_url(config.url) or ""
         self._endpoint = f"{self.url}/chat/completions"
         self._omit_auth = None if config.api_key else {"Authorization": openai.Omit()}
+        # Per calling thread: the batch deadline of the request it runs, its attempts, and the wait a
+        # server asked for that was refused.
+        self._local = threading.local()
         if http_client is None:
-            # The SDK's own client class (its HTTP library differs between SDK versions), counting attempts.
+            # The SDK's own client class (its HTTP library differs between SDK versions), with our hooks.
             http_client = openai.DefaultHttpxClient(
-                timeout=config.timeout, event_hooks={"request": [self._on_attempt], "response": []}
+                timeout=config.timeout,
+                event_hooks={"request": [self._on_attempt], "response": [self._on_response]},
             )
         else:
             http_client.event_hooks["request"].append(self._on_attempt)
+            http_client.event_hooks["response"].append(self._on_response)
         # The SDK needs some key; with none, the Authorization header is omitted on every request.
         self._sdk = openai.OpenAI(
             base_url=config.url,
@@ -375,8 +376,40 @@ class ChatClient:
         snap["breaker_opened"] = self.breaker.opened
         return snap
 
+    def _deadline(self) -> float | None:
+        return getattr(self._local, "deadline", None)
+
     def _on_attempt(self, request: Any) -> None:
+        """Before every HTTP attempt (the SDK's retries included): stop when the batch is out of time."""
+        deadline = self._deadline()
+        if deadline is not None and time.monotonic() >= deadline:
+            # An OpenAIError subclass: the SDK re-raises it as it is, without a retry
+            # (openai/_base_client.py, SyncAPIClient.request: "except OpenAIError as err: raise err").
+            raise _deadline_passed()("the batch's max_wait has passed; no further attempt")
+        self._local.attempts = getattr(self._local, "attempts", 0) + 1
         self._stats.add("attempts")
+
+    def _on_response(self, response: Any) -> None:
+        """After every HTTP response: refuse a retry the server wants delayed beyond what we may wait.
+
+        The SDK honours ``Retry-After`` up to two minutes (openai/_base_client.py,
+        ``_calculate_retry_timeout``, ``MAX_RETRY_AFTER_DELAY``) and sleeps it in the calling thread;
+        ``x-should-retry: false``, which the SDK obeys (``_should_retry``), makes it fail at once instead.
+        """
+        status = response.status_code
+        if status not in RETRYABLE and status < 500:
+            return
+        deadline = self._deadline()
+        left = None if deadline is None else deadline - time.monotonic()
+        cap = self.config.timeout if left is None else min(self.config.timeout, left)
+        asked = _retry_after(response.headers)
+        if left is not None and left <= 0:
+            self._local.refused_wait = 0.0  # the batch is out of time: no wait is short enough
+        elif asked is not None and asked > cap:
+            self._local.refused_wait = asked
+        else:
+            return
+        response.headers["x-should-retry"] = "false"
 
     def _count(self, key: str, reason: str | None = None) -> None:
         self._stats.add(key)
@@ -396,35 +429,52 @@ class ChatClient:
     def _send(self, payload: dict[str, Any], extra: dict[str, Any], probe: bool) -> list[str]:
         openai = self._openai
         sdk = self._probe_sdk if probe else self._sdk
-        attempts = 1 if probe else self.config.max_retries + 1
+        self._local.attempts, self._local.refused_wait = 0, None
         try:
             with self._slots:
                 raw = sdk.chat.completions.with_raw_response.create(
                     **payload, extra_body=extra or None, extra_headers=self._omit_auth
                 )
-        except openai.APITimeoutError as e:
+        except _deadline_passed() as e:
             raise self._error(
-                "timeout",
-                f"timed out after {self.config.timeout}s per attempt, {attempts} attempt(s)",
-                attempts=attempts,
+                "deadline",
+                f"no answer within max_wait={self.config.max_wait}s for the batch "
+                f"({self._local.attempts} attempt(s) made)",
+                attempts=self._local.attempts,
+            ) from e
+        except openai.APITimeoutError as e:
+            n = self._local.attempts
+            raise self._error(
+                "timeout", f"timed out after {self.config.timeout}s per attempt, {n} attempt(s)", attempts=n
             ) from e
         except openai.APIConnectionError as e:
+            n = self._local.attempts
             raise self._error(
-                "connect", f"cannot connect ({e.__cause__ or e}), {attempts} attempt(s)", attempts=attempts
+                "connect", f"cannot connect ({e.__cause__ or e}), {n} attempt(s)", attempts=n
             ) from e
         except openai.APIStatusError as e:
             status = e.status_code
-            retryable = status in (408, 409, 429) or status >= 500
-            reason = f"http_{status}"
-            why = f"{attempts} attempt(s), giving up" if retryable else "not retryable"
+            retryable = status in RETRYABLE or status >= 500
+            refused = self._local.refused_wait
+            if not retryable:
+                why = "not retryable"
+            elif refused:
+                why = (
+                    f"the server asked to retry after {refused:g}s, longer than the {self.config.timeout:g}s "
+                    "timeout per attempt or the time left in the batch; not waited for"
+                )
+            elif refused is not None:
+                why = "the batch's max_wait has passed; not retried"
+            else:
+                why = f"{self._local.attempts} attempt(s), giving up"
             raise self._error(
-                reason,
+                f"http_{status}",
                 f"HTTP {status}: {_snippet(str(e.message))!r}; {why}",
-                attempts=attempts if retryable else 1,
+                attempts=self._local.attempts,
                 status=status,
             ) from e
         except openai.OpenAIError as e:  # anything else the SDK raises about the exchange
-            raise self._error("transport", f"{type(e).__name__}: {e}", attempts=attempts) from e
+            raise self._error("transport", f"{type(e).__name__}: {e}", attempts=self._local.attempts) from e
         response = raw.http_response
         try:
             body = response.json()
@@ -471,8 +521,8 @@ class ChatClient:
             The contents, ordered by choice index.
 
         Raises:
-            EndpointError: after the SDK's retries, at once on a non-retryable 4xx, or at once while the
-                circuit breaker is open.
+            EndpointError: after the SDK's retries, at once on a non-retryable 4xx or on a ``Retry-After``
+                longer than ``timeout``, or at once while the circuit breaker is open.
         """
         if self._closed:
             raise LongmillError(f"ChatClient for {self.url} is closed")
@@ -502,20 +552,23 @@ class ChatClient:
                 f"calls fail at once for up to {self.config.breaker_cooldown:.0f}s",
                 attempts=0,
             )
+        probe = gate == "probe"
         try:
-            contents = self._send(payload, extra, probe=gate == "probe")
+            contents = self._send(payload, extra, probe=probe)
         except EndpointError as e:
-            self._count("failures", e.reason)
+            deadline = self._deadline()
+            if deadline is None or time.monotonic() < deadline:  # past it, chat_many counted it already
+                self._count("failures", e.reason)
             if e.reason in ENDPOINT_DOWN or (e.status or 0) >= 500:
-                self.breaker.record(False, probe=gate == "probe")
-            elif gate == "probe":
-                self.breaker.record(True, probe=True)  # it answered: the endpoint is up
+                self.breaker.record(False, probe=probe)
+            elif probe:  # it answered (the endpoint is up), unless the probe was cut off by the deadline
+                self.breaker.record(e.reason != "deadline", probe=True)
             raise
         except BaseException:
-            if gate == "probe":  # never leave the breaker waiting on a probe that will not report
+            if probe:  # never leave the breaker waiting on a probe that will not report
                 self.breaker.record(False, probe=True)
             raise
-        self.breaker.record(True, probe=gate == "probe")
+        self.breaker.record(True, probe=probe)
         self._count("succeeded")
         return contents
 
@@ -537,7 +590,8 @@ class ChatClient:
         Returns:
             One entry per request: the contents, or the :class:`EndpointError` it ended with. A failed
             request never raises here. With ``max_wait`` set, requests unfinished by then are errors
-            (``deadline``); their threads end on their own timeouts.
+            (``deadline``) and this returns at once: their workers make no further attempt, end within
+            one attempt's ``timeout``, and are daemon threads, so the process never waits for them.
         """
         reqs = [r if isinstance(r, ChatRequest) else ChatRequest(**r) for r in requests]
         results: list[list[str] | EndpointError | None] = [None] * len(reqs)
@@ -567,39 +621,62 @@ class ChatClient:
                 progress(1)
 
         deadline = None if self.config.max_wait is None else time.monotonic() + self.config.max_wait
-        pool = ThreadPoolExecutor(
-            max_workers=min(self.config.concurrency, len(reqs)), thread_name_prefix="longmill-http"
-        )
-        futures: dict[Future, int] = {pool.submit(run, r): i for i, r in enumerate(reqs)}
-        pending = set(futures)
+        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for i in range(len(reqs)):
+            todo.put(i)
+        done: queue.SimpleQueue[tuple[int, Any, BaseException | None]] = queue.SimpleQueue()
+        stop = threading.Event()
+
+        def worker() -> None:
+            # Daemon threads, not a ThreadPoolExecutor: the interpreter joins an executor's workers at
+            # exit (concurrent/futures/thread.py, _python_exit), so a worker asleep in the SDK's retry
+            # backoff would hold the process past the batch's deadline.
+            self._local.deadline = deadline
+            while not stop.is_set():
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    done.put((i, run(reqs[i]), None))
+                except BaseException as e:  # a bug: the calling thread raises it
+                    done.put((i, None, e))
+
+        for k in range(min(self.config.concurrency, len(reqs))):
+            threading.Thread(target=worker, name=f"longmill-http-{k}", daemon=True).start()
+        left_over = len(reqs)
         try:
-            while pending:
+            while left_over:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                done, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    finish(futures[fut], fut.result())
-                if pending and deadline is not None and time.monotonic() >= deadline:
-                    for fut in sorted(pending, key=futures.get):
-                        fut.cancel()
-                        self._count("failures", "deadline")
-                        finish(
-                            futures[fut],
-                            self._error(
-                                "deadline",
-                                f"no answer within max_wait={self.config.max_wait}s for the batch",
-                                attempts=0,
-                            ),
-                        )
-                    log.warning(
-                        "%s: %d of %d requests unfinished after max_wait=%ss count as failed",
-                        self.url,
-                        len(pending),
-                        len(reqs),
-                        self.config.max_wait,
-                    )
-                    pending = set()
+                try:
+                    i, res, bug = done.get(timeout=left)
+                except queue.Empty:
+                    break
+                if bug is not None:
+                    raise bug
+                finish(i, res)
+                left_over -= 1
         finally:
-            pool.shutdown(wait=deadline is None, cancel_futures=True)
+            stop.set()
+        if left_over:
+            unfinished = [i for i, r in enumerate(results) if r is None]
+            for i in unfinished:
+                self._count("failures", "deadline")
+                finish(
+                    i,
+                    self._error(
+                        "deadline",
+                        f"no answer within max_wait={self.config.max_wait}s for the batch",
+                        attempts=0,
+                    ),
+                )
+            log.warning(
+                "%s: %d of %d requests unfinished after max_wait=%ss count as failed",
+                self.url,
+                len(unfinished),
+                len(reqs),
+                self.config.max_wait,
+            )
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -613,6 +690,36 @@ class ChatClient:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+@functools.cache
+def _deadline_passed() -> type[Exception]:
+    """The exception the request hook raises once a batch's deadline has passed (an ``OpenAIError``, so
+    that the SDK passes it through without retrying; built lazily, as the SDK is imported lazily)."""
+    import openai
+
+    class DeadlinePassed(openai.OpenAIError):
+        pass
+
+    return DeadlinePassed
+
+
+def _retry_after(headers: Any) -> float | None:
+    """The seconds a response asks to wait (``retry-after-ms``, else ``retry-after`` as seconds or as an
+    HTTP date), read as the SDK reads them; None when absent or unreadable."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return float(value) / scale
+        except ValueError:
+            continue
+    try:
+        when = email.utils.parsedate_tz(headers.get("retry-after") or "")
+        return None if when is None else email.utils.mktime_tz(when) - time.time()
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 def _contents(body: Any) -> list[str]:

@@ -326,7 +326,8 @@ class Judge:
         cache_path: a JSONL verdict cache, loaded now and appended to; None keeps it in memory.
 
     ``stats`` holds ``items`` (asked for), ``cache_hits``, ``calls`` (prompts sent to the model),
-    ``verdicts`` (successful model verdicts), ``failures`` and ``failures_by_reason``.
+    ``verdicts`` (successful model verdicts), ``failures`` and ``failures_by_reason``, and, when the cache
+    file had lines it could not read (torn, not JSON, not UTF-8), ``cache_skipped``.
     """
 
     def __init__(self, engine: JudgeEngine, *, model: str = "", cache_path: str | os.PathLike | None = None):
@@ -350,17 +351,19 @@ class Judge:
         if not path.exists():
             return
         bad = other_model = 0
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
+        with path.open("rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if not raw.strip():
                     continue
                 try:
-                    rec = json.loads(line)
+                    # A line that is not UTF-8 (a damaged or foreign file) is skipped and counted like
+                    # any other malformed record.
+                    rec = json.loads(raw.decode("utf-8"))
                     key = _key(rec["question"], rec["prediction"], rec["golds"])
                     verdict = rec["verdict"]
                     if not isinstance(verdict, bool):
                         raise TypeError("verdict is not a boolean")
-                except (json.JSONDecodeError, KeyError, TypeError, LongmillError) as e:
+                except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, LongmillError) as e:
                     bad += 1
                     if bad == 1:
                         log.warning(
@@ -371,6 +374,8 @@ class Judge:
                     other_model += 1
                     continue
                 self._cache[key] = (verdict, rec.get("raw"))
+        if bad:
+            self._stats.add("cache_skipped", bad)
         log.info(
             "loaded %d judge verdicts from %s (%d malformed lines skipped, %d from other models)",
             len(self._cache),
@@ -383,8 +388,14 @@ class Judge:
         if self.cache_path is None or not records:
             return
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.cache_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.cache_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            # A killed run can leave a torn last line; the next record must not be glued onto it (the
+            # whole line would be unreadable at the next load). Append-only, so concurrent writers are
+            # safe: at worst an extra empty line, which loading skips.
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                os.write(fd, b"\n")
             for rec in records:
                 # One write() per line on an O_APPEND file: concurrent writers never interleave a line,
                 # and an interrupted run leaves at most one partial last line, which loading skips.

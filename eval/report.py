@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from datagen.core.io import atomic_write_bytes, atomic_write_json
+from datagen.core.secrets import redact
 from eval.metrics import JUDGE_METRICS, METRICS
 from eval.scoring import Scored
 
@@ -104,7 +105,7 @@ def write_report(scored: Scored, out: str | Path, config: dict[str, Any] | None 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     df = _table(scored)
-    metrics = build_metrics(scored, config, df)
+    metrics = redact(build_metrics(scored, config, df))  # report.md is rendered from it too
     atomic_write_json(out / "metrics.json", metrics)
     tmp = out / ".samples.parquet.tmp"
     df.write_parquet(tmp)
@@ -122,6 +123,7 @@ def write_report(scored: Scored, out: str | Path, config: dict[str, Any] | None 
 def write_summary(metrics: dict[str, Any], out: str | Path) -> None:
     """Rewrite metrics.json and report.md from ``metrics`` (after problems were added to it)."""
     out = Path(out)
+    metrics = redact(metrics)
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_bytes(out / "report.md", render_markdown(metrics).encode())
 
@@ -256,7 +258,7 @@ def render_markdown(metrics: dict[str, Any]) -> str:
     if metrics.get("problems"):
         lines += ["## Problems", ""] + [f"- **{p}**" for p in metrics["problems"]] + [""]
     lines += [
-        f"Primary metric: **{m}** = {_fmt(o.get(m))} over {o.get('n', 0)} samples.",
+        f"Primary metric: **{m}** = {_fmt(o.get(m))} over {o.get('n', 0)} samples{_coverage(c)}.",
         "",
         "| metric | value |",
         "|---|---|",
@@ -289,6 +291,17 @@ def render_markdown(metrics: dict[str, Any]) -> str:
         lines.append(f"| {r['task']} | {r['n']} | " + " | ".join(_fmt(r.get(k)) for k in show) + " |")
     lines += ["", "Plots: `plots/accuracy_vs_length.png`, `plots/length_depth_heatmap.png`.", ""]
     return "\n".join(lines)
+
+
+def _coverage(counts: dict[str, Any]) -> str:
+    """`` of N items (coverage x%: partial)`` when some items were not scored, else nothing."""
+    samples, missing = counts.get("samples"), counts.get("missing_predictions", 0)
+    if not samples or not missing:
+        return ""
+    return (
+        f" of {samples} items (coverage {counts.get('coverage', 0):.1%}: {missing} have no prediction; "
+        "a partial score)"
+    )
 
 
 def _fmt(v: Any) -> str:

@@ -22,7 +22,10 @@ from typing import Any
 
 from datagen.core.errors import LongmillError
 from datagen.core.io import atomic_write_bytes, atomic_write_json
+from datagen.core.secrets import redact_url
 from datagen.core.types import Progress
+from datagen.shards import OutputLock, check_output_path
+from datagen.sources.base import SkipCounter
 from eval.backends.base import (
     SamplingParams,
     backend_options,
@@ -31,7 +34,6 @@ from eval.backends.base import (
     split_option_items,
 )
 from eval.data import EvalItem, load_items
-from eval.http import redact_url
 from eval.judge import JudgeConfig, make_judge
 from eval.report import write_report, write_summary
 from eval.scoring import read_prediction_records, read_predictions, score
@@ -170,6 +172,16 @@ def prompt_digest(prompt: list[dict[str, str]]) -> str:
     """
     text = json.dumps(prompt, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def data_fingerprint(digests: dict[str, str]) -> str:
+    """A digest of the items a predictions file answers: every uid with the digest of its prompt.
+
+    Example:
+        >>> data_fingerprint({"a": "4e79873118cd9be7"})
+        '0a05100919be7d65'
+    """
+    return hashlib.sha256("".join(f"{u}:{d}\n" for u, d in sorted(digests.items())).encode()).hexdigest()[:16]
 
 
 def meta_path(predictions: Path) -> Path:
@@ -321,9 +333,7 @@ def generate_predictions(
             atomic_write_bytes(path, keep)
             log.info("%s: %d prompt(s) recorded as failed are generated again", path, len(failed_before))
         done = {rec["uid"] for _, rec in records if rec["completions"] is not None}
-    fingerprint = hashlib.sha256(
-        "".join(f"{u}:{d}\n" for u, d in sorted(digests.items())).encode()
-    ).hexdigest()[:16]
+    fingerprint = data_fingerprint(digests)
     atomic_write_json(
         meta_path(path),
         {
@@ -396,9 +406,10 @@ def _resume_problem(path: Path, ident: dict[str, Any], digests: dict[str, str]) 
     ]
     if diffs:
         return f"{path} was generated with other settings ({'; '.join(diffs)})"
+    records = read_prediction_records(path)
     changed = [
         rec["uid"]
-        for _, rec in read_prediction_records(path)
+        for _, rec in records
         if rec["uid"] in digests and rec.get("prompt_sha") not in (None, digests[rec["uid"]])
     ]
     if changed:
@@ -406,6 +417,18 @@ def _resume_problem(path: Path, ident: dict[str, Any], digests: dict[str, str]) 
             f"{path} answers other prompts: {len(changed)} uid(s) now have a different prompt (first: "
             f"{changed[0]}); the data changed since"
         )
+    if meta.get("data_fingerprint") != data_fingerprint(digests):
+        # Other items than recorded. A larger or smaller --limit of the same data keeps one set inside
+        # the other; predictions for other data answer uids this data lacks while it has uids they lack.
+        recorded = {rec["uid"] for _, rec in records}
+        foreign = sorted(recorded - digests.keys())
+        if foreign and digests.keys() - recorded:
+            return (
+                f"{path} holds predictions for other data: {len(foreign)} of its {len(recorded)} uid(s) "
+                f"are not among the {len(digests)} items of this --data (first: {foreign[0]}), and "
+                f"{len(digests.keys() - recorded)} item(s) have no prediction there (it was made for "
+                f"{meta.get('data')!r}, data fingerprint {meta.get('data_fingerprint')})"
+            )
     return None
 
 
@@ -425,9 +448,39 @@ def run_eval(
     """``python -m eval run``: generate into ``out/predictions.jsonl``, then score and report.
 
     Prompts whose generation failed are reported as ``generation_failed`` (and listed in ``problems``);
-    the next run with the same settings retries them.
+    the next run with the same settings retries them. The run holds ``out``'s lock
+    (:class:`datagen.shards.OutputLock`), so a second run into the same folder fails at once.
     """
     out = Path(out)
+    check_output_path(out, [data])
+    with OutputLock(out):
+        return _run_eval(
+            data,
+            out,
+            gen,
+            judge,
+            limit,
+            tokenizer,
+            progress_factory,
+            pass_metric,
+            regenerate=regenerate,
+            max_judge_failures=max_judge_failures,
+        )
+
+
+def _run_eval(
+    data: str,
+    out: Path,
+    gen: GenerateConfig,
+    judge: JudgeConfig | None,
+    limit: int | None,
+    tokenizer: str,
+    progress_factory: Callable[[int, str], Any] | None,
+    pass_metric: str | None,
+    *,
+    regenerate: bool,
+    max_judge_failures: float | None,
+) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     items, skips = load_items(data, tokenizer=tokenizer, limit=limit)
     bar = progress_factory(len(items), "generate") if progress_factory else None
@@ -437,14 +490,20 @@ def run_eval(
     )
     if bar:
         bar.close()
+    unreadable = SkipCounter()
+    preds = (
+        read_predictions(predictions, unreadable)
+        if predictions.exists() and predictions.stat().st_size
+        else {}
+    )
     config = {
         "data": str(data),
         "generation": gen.summary(),
         "judge": _judge_summary(judge),
         "input_skipped": skips.as_dict(),
+        "predictions_skipped": unreadable.as_dict(),
         "generation_counts": gen_counts,
     }
-    preds = read_predictions(predictions) if predictions.exists() and predictions.stat().st_size else {}
     for it in items:  # not written: failed in this run (the next run retries them)
         preds.setdefault(it.uid, None)
     return score_run(
@@ -462,12 +521,15 @@ def score_run(
     pass_metric: str | None = None,
     *,
     max_judge_failures: float | None = None,
+    allow_partial: bool = False,
 ) -> dict[str, Any]:
     """Score predictions (a predictions.jsonl, or ``{uid: completions}``) and write the report into ``out``.
 
     Args:
         max_judge_failures: the largest share of judge calls allowed to fail; more is listed in the
             metrics' ``problems`` (None: no limit). Failed calls keep their rule score either way.
+        allow_partial: items without a prediction are scored over what there is, and the report states
+            the coverage; off, they are listed in ``problems`` (the CLI exits non-zero).
 
     Raises:
         LongmillError: the predictions file is empty or holds a uid twice.
@@ -475,7 +537,9 @@ def score_run(
     if isinstance(predictions, dict):
         preds = predictions
     else:
-        preds = read_predictions(predictions)
+        unreadable = SkipCounter()
+        preds = read_predictions(predictions, unreadable)
+        config = dict(config) | {"predictions_skipped": unreadable.as_dict()}
         if not preds:
             raise LongmillError(
                 f"{predictions}: the predictions file is empty; nothing to score. Expected one "
@@ -490,25 +554,39 @@ def score_run(
     finally:
         if j:
             j.close()
-    config = dict(config) | {"max_judge_failures": max_judge_failures}
+    config = dict(config) | {"max_judge_failures": max_judge_failures, "allow_partial": allow_partial}
     metrics = write_report(scored, out, config)
-    problems = health_problems(metrics, max_judge_failures)
+    problems = health_problems(metrics, max_judge_failures, allow_partial=allow_partial)
     if problems:
         metrics["problems"] = problems
         write_summary(metrics, out)
     return metrics
 
 
-def health_problems(metrics: dict[str, Any], max_judge_failures: float | None = None) -> list[str]:
+def health_problems(
+    metrics: dict[str, Any], max_judge_failures: float | None = None, *, allow_partial: bool = False
+) -> list[str]:
     """What makes a run's numbers untrustworthy or incomplete; the CLI exits non-zero when any.
 
     Example:
         >>> health_problems({"counts": {"judge_calls": 10, "judge_failed": 2, "generation_failed": 0},
         ...                  "overall": {"max_em_judge": 0.4, "max_em_judge_bound": 0.6}}, 0.05)[0][:38]
         'the judge failed on 2 of 10 calls (20%'
+        >>> health_problems({"counts": {"samples": 12, "missing_predictions": 6}, "overall": {"n": 6},
+        ...                  "primary_metric": "em"})[0][:47]
+        '6 of 12 items have no prediction (first: n/a); '
     """
     c, o = metrics.get("counts", {}), metrics.get("overall", {})
     problems = []
+    missing = c.get("missing_predictions", 0)
+    if missing and not allow_partial:
+        first = (c.get("missing_predictions_first") or ["n/a"])[0]
+        m = metrics.get("primary_metric", "em")
+        problems.append(
+            f"{missing} of {c.get('samples')} items have no prediction (first: {first}); "
+            f"{m} = {_fmt(o.get(m))} covers only the {o.get('n', 0)} scored. Generate the missing ones, "
+            "or pass --allow-partial to score part of the data on purpose (the report states the coverage)"
+        )
     calls, failed = c.get("judge_calls", 0), c.get("judge_failed", 0)
     if max_judge_failures is not None and calls and failed / calls > max_judge_failures:
         problems.append(

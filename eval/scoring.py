@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.core.errors import LongmillError
+from datagen.sources.base import SkipCounter
 from eval.data import EvalItem, length_label
 from eval.extract import extract_answer
 from eval.judge import Judge
@@ -49,25 +50,43 @@ def default_ks(n: int) -> list[int]:
     return ks
 
 
-def read_prediction_records(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+def read_prediction_records(
+    path: str | Path, skips: SkipCounter | None = None
+) -> list[tuple[int, dict[str, Any]]]:
     """``(line number, record)`` for every line of a predictions.jsonl, validated.
 
-    A torn last line (a killed run) is skipped with a warning. A uid that appears twice is an error:
-    which line to believe is not ours to guess (a file concatenated twice, or two runs into one file).
+    A torn last line (a killed run) is skipped with a warning. A line that is not valid UTF-8 is skipped
+    and counted in ``skips`` (``malformed:<line>``), as the datagen sources count theirs; its prompt then
+    has no prediction. A uid that appears twice is an error: which line to believe is not ours to guess
+    (a file concatenated twice, or two runs into one file).
+
+    Args:
+        path: the predictions file.
+        skips: counts the skipped lines (None: a fresh counter, only logged).
     """
     path = Path(path)
     if not path.exists():
         raise LongmillError(f"{path}: no such predictions file")
+    skips = skips if skips is not None else SkipCounter()
     out: list[tuple[int, dict[str, Any]]] = []
     first_line: dict[str, int] = {}
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
+    raw_lines = path.read_bytes().splitlines()
+    for i, raw in enumerate(raw_lines):
+        last = i == len(raw_lines) - 1
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if last:  # a kill can cut a line inside a character
+                log.warning("%s: ignoring a torn last line (an interrupted run)", path)
+                continue
+            skips.skip(path, i, "<line>", f"not valid UTF-8 (byte {e.start} of the line: {e.reason})")
+            continue
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            if i == len(lines) - 1:
+            if last:
                 log.warning("%s: ignoring a torn last line (an interrupted run)", path)
                 continue
             raise LongmillError(f"{path}: line {i + 1}: invalid JSON ({e.msg})") from e
@@ -96,13 +115,14 @@ def read_prediction_records(path: str | Path) -> list[tuple[int, dict[str, Any]]
     return out
 
 
-def read_predictions(path: str | Path) -> dict[str, list[str] | None]:
+def read_predictions(path: str | Path, skips: SkipCounter | None = None) -> dict[str, list[str] | None]:
     """``{uid: completions}`` from a predictions.jsonl (see :func:`read_prediction_records`).
 
     Each line is ``{"uid": ..., "completions": [k strings]}``; ``"completions": null`` (with an
-    ``"error"``) marks a prompt whose generation failed. A duplicate uid is an error.
+    ``"error"``) marks a prompt whose generation failed. A duplicate uid is an error; a line that is not
+    UTF-8 is skipped and counted in ``skips``.
     """
-    return {rec["uid"]: rec["completions"] for _, rec in read_prediction_records(path)}
+    return {rec["uid"]: rec["completions"] for _, rec in read_prediction_records(path, skips)}
 
 
 @dataclass
@@ -151,6 +171,7 @@ def _step_match(st: _ScoreState) -> None:
         }
     )
     if missing:
+        st.counts["missing_predictions_first"] = missing[:5]
         log.warning(
             "%d of %d items have no prediction (first: %s); they are not scored",
             len(missing),
@@ -284,6 +305,9 @@ def score(
     for name, step in SCORE_STEPS:
         log.debug("scoring: %s", name)
         step(st)
+    # Coverage: the share of the items that the metrics are taken over.
+    st.counts["scored"] = len(st.rows)
+    st.counts["coverage"] = round(len(st.rows) / len(items), 6) if items else 0.0
     judge_names = ["judge", "max_em_judge", "max_em_judge_bound"] if judge is not None else []
     names = RULE_METRICS + judge_names + [f"pass@{k}" for k in st.ks]
     st.counts["pass_metric"] = st.pass_metric

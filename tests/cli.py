@@ -35,3 +35,14 @@ def run_cli(main, *args: str, prog_name: str, cwd: Path | None = None) -> subpro
         root.handlers[:] = handlers
         root.setLevel(level)
     return subprocess.CompletedProcess([prog_name, *args], res.exit_code, res.stdout, res.stderr)
+
+
+def files_holding(root: Path, *secrets: str) -> list[str]:
+    """``"path: secret"`` for every file under ``root`` (hidden ones and subfolders included) whose bytes
+    hold one of ``secrets``: what a test of "secrets never reach a file" greps every written file with."""
+    found = []
+    for path in sorted(Path(root).rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [f"{path}: {s}" for s in secrets if s.encode() in data]
+    return found

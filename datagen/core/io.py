@@ -1,6 +1,7 @@
 """Atomic writes: a temporary file in the target's folder, fsync, then a rename.
 
-An interrupted write leaves the old file (or none), never a half-written one that looks complete.
+An interrupted write leaves the old file (or none), never a half-written one that looks complete. JSON
+records are written with their secrets masked (:func:`atomic_write_json`).
 Parquet is written with fixed settings, so the same table gives the same bytes.
 """
 
@@ -15,6 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from datagen.core.secrets import redact
 
 #: zstd keeps long-context shards small; fixed settings keep the bytes reproducible.
 PARQUET_OPTIONS: dict[str, Any] = dict(
@@ -77,8 +80,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON, atomically, with every secret masked.
+
+    This is the writer of every ``stats.json``, ``manifest.json``, ``metrics.json``, ``--stats-out`` copy
+    and meta file, so the redaction (:func:`datagen.core.secrets.redact`: API keys, ``user:pass@`` in
+    URLs, ``api_key=`` option items) happens here, once, for all of them.
+    """
     atomic_write_bytes(
-        Path(path), (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+        Path(path), (json.dumps(redact(obj), indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
     )
 
 

@@ -216,3 +216,78 @@ def test_a_tiny_qwen2_on_cpu_end_to_end(shards, tmp_path, tiny_qwen2):
     for name in ("closed_book.jsonl", "context.jsonl"):
         lines = (tmp_path / "g" / "grounding" / name).read_text().splitlines()
         assert len(lines) == 6 and all(len(json.loads(x)["completions"]) == 2 for x in lines)
+
+
+def test_ground_writes_no_secret_to_any_file(shards, tmp_path, monkeypatch):
+    """URL credentials and an API key reach the server (a real loopback one) but no file: not the stats,
+    not the --stats-out copy, not the rollouts' meta files."""
+    from curriculum.cli import main
+
+    from ..cli import files_holding, run_cli
+    from ..eval.fake_server import FakeServer
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with FakeServer() as server:
+        creds = server.url.replace("http://", "http://grounder:pa55-ground-word@")
+        for name, auth in (
+            ("creds", ["--url", creds]),
+            ("key", ["--url", server.url, "--api-key", "sk-ground-987654"]),
+        ):
+            args = [
+                "ground",
+                "--input",
+                shards,
+                "--out",
+                tmp_path / name,
+                "--stats-out",
+                tmp_path / f"{name}.json",
+            ]
+            args += ["--k", "2", "--backend", "openai", "--model", "served", "--max-tokens", "8", *auth]
+            proc = run_cli(main, *map(str, args), prog_name="python -m curriculum")
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert "pa55-ground-word" not in proc.stderr + proc.stdout and "sk-ground" not in proc.stderr
+        sent = {r.headers["Authorization"] for r in server.requests}
+    assert len(sent) == 2 and "Bearer sk-ground-987654" in sent  # the Basic one and the key
+    assert files_holding(tmp_path, "pa55-ground-word", "sk-ground-987654") == []
+    stats = json.loads((tmp_path / "creds.json").read_text())
+    assert stats["generation"]["url"].startswith("http://***@127.0.0.1") and stats["read"] == 6
+    assert json.loads((tmp_path / "key" / "stats.json").read_text())["generation"]["api_key"] == "***"
+
+
+def test_ground_refuses_its_own_input_and_an_unfinished_run(shards, fake, tmp_path):
+    import shutil
+
+    before = {p.name: p.read_bytes() for p in shards.iterdir() if p.is_file()}
+    for out, how in ((shards, "is the input"), (shards / "grounded", "lies inside the input")):
+        with pytest.raises(LongmillError, match=how):
+            ground(shards, out, GroundingConfig(k=4), gen_config())
+    assert {p.name: p.read_bytes() for p in shards.iterdir() if p.is_file()} == before
+    assert not (shards / "grounded").exists() and not (shards / "grounding").exists()
+    killed = tmp_path / "killed"
+    shutil.copytree(shards, killed)
+    (killed / "stats.json").unlink()  # a generator run that was stopped before its end
+    with pytest.raises(LongmillError, match="incomplete: it has no stats.json"):
+        ground(killed, tmp_path / "g", GroundingConfig(k=4), gen_config())
+    assert not (tmp_path / "g").exists() and FakeBackend.calls == []
+
+
+def test_ground_fails_when_every_generation_failed(shards, fake, tmp_path, monkeypatch):
+    from curriculum.cli import main
+
+    from ..cli import run_cli
+
+    monkeypatch.setattr(FakeBackend, "plan", {q: (None, None) for q in FakeBackend.plan})
+    args = ["ground", "--input", shards, "--out", tmp_path / "g", "--k", "4", "--backend", "fake-grounding"]
+    proc = run_cli(main, *map(str, [*args, "--model", "fake"]), prog_name="python -m curriculum")
+    assert proc.returncode == 2
+    assert "every closed book generation failed (6 of 6 samples)" in proc.stderr
+    assert not list((tmp_path / "g").glob("part-*.parquet")) and not (tmp_path / "g" / "stats.json").exists()
+
+
+def test_a_second_ground_into_a_folder_being_written_fails(shards, fake, tmp_path):
+    from datagen.shards import OutputLock
+
+    with OutputLock(tmp_path / "g"):
+        with pytest.raises(LongmillError, match="being written by another run"):
+            ground(shards, tmp_path / "g", GroundingConfig(k=4), gen_config())
+    assert FakeBackend.calls == [] and not (tmp_path / "g" / "grounding").exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -174,6 +176,53 @@ def test_a_hanging_server_cannot_stall_chat_many_past_max_wait(server):
     assert stats["failures_by_reason"]["deadline"] == 6
 
 
+def test_a_retry_after_longer_than_an_attempt_is_not_waited_for(server):
+    """The SDK honours Retry-After up to 120 s, sleeping in the worker; a wait beyond one attempt's
+    timeout (or the batch's time left) fails the request at once instead."""
+    server.default = Action.error(429, retry_after="100")
+    reqs = [ChatRequest(messages=[{"role": "user", "content": f"p{i}"}]) for i in range(3)]
+    start = time.monotonic()
+    with make_client(server, timeout=5, max_retries=2, max_wait=20, concurrency=2) as client:
+        out = client.chat_many(reqs)
+    assert time.monotonic() - start < 5  # not the 20 s max_wait, nor the 100 s asked for
+    assert all(isinstance(o, EndpointError) and o.reason == "http_429" for o in out)
+    assert "asked to retry after 100s" in str(out[0]) and out[0].attempts == 1
+    assert server.count() == 3  # no retry was sent
+    server.default = Action.error(429, retry_after="0.05")  # a short wait is still honoured
+    with make_client(server, timeout=5, max_retries=1, max_wait=20) as client:
+        assert client.chat_many(reqs[:1])[0].attempts == 2
+
+
+def test_no_attempt_starts_after_the_batch_deadline(server):
+    server.default = Action.hang(30)
+    reqs = [ChatRequest(messages=[{"role": "user", "content": f"p{i}"}]) for i in range(2)]
+    with make_client(server, timeout=0.4, max_retries=5, max_wait=0.6, concurrency=2) as client:
+        out = client.chat_many(reqs)
+        time.sleep(3.0)  # the SDK's retries (0.4 s attempts, 0.5 s, 1 s, 2 s backoff) would go on
+        stats = client.stats
+    assert all(o.reason == "deadline" for o in out)
+    assert server.count() == 2 and stats["attempts"] == 2  # the first attempts only
+    assert stats["failures_by_reason"] == {"deadline": 2}  # counted once, by the batch
+
+
+def test_the_process_does_not_wait_for_abandoned_requests_at_exit(server):
+    """After max_wait the batch returns; its workers, stuck in a 20 s attempt, must not hold the process
+    (an executor's threads are joined at exit). A subprocess, to measure the exit."""
+    server.default = Action.hang(60)
+    script = (
+        "from eval.http import ChatClient, EndpointConfig\n"
+        f"c = ChatClient(EndpointConfig(url={server.url!r}, model='m', timeout=20, max_retries=2, "
+        "max_wait=1, api_key_env=None))\n"
+        "out = c.chat_many([{'messages': [{'role': 'user', 'content': 'p'}]}] * 2)\n"
+        "assert all(o.reason == 'deadline' for o in out)\n"
+    )
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    assert took < 12, f"the process took {took:.1f}s to exit (max_wait 1 s, attempt timeout 20 s)"
+
+
 def test_circuit_breaker_fails_fast_while_down_and_recovers(server):
     now = [0.0]
     down = [True]
@@ -214,25 +263,45 @@ def test_circuit_breaker_fails_fast_while_down_and_recovers(server):
 
 def test_credentials_never_reach_errors_or_logs(server, caplog, monkeypatch):
     monkeypatch.setenv("LONGMILL_TEST_SECRET", "sk-verysecret123")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     creds_url = server.url.replace("http://", "http://alice:pa55word@")
     server.default = Action.error(401)
+    errors = []
     with caplog.at_level(logging.DEBUG):
-        with ChatClient(
-            EndpointConfig(
-                url=creds_url, model="m", api_key_env="LONGMILL_TEST_SECRET", timeout=0.3, max_retries=0
-            )
-        ) as client:
-            with pytest.raises(EndpointError) as info:
-                client.chat(MSG)
-            logging.getLogger("eval.http").warning("calling %s with %s", creds_url, "sk-verysecret123")
-            logging.getLogger("eval.judge").warning("judge at %s", creds_url)
-    assert (
-        server.requests[0].headers["Authorization"].startswith("Basic ")
-    )  # the URL's credentials were sent...
-    text = str(info.value) + info.value.url + "\n".join(r.getMessage() for r in caplog.records)
-    assert "pa55word" not in text and "sk-verysecret123" not in text  # ...and appears nowhere else
-    assert "***@" in str(info.value) and "API key" in str(info.value)
+        for url, key_env in ((creds_url, None), (server.url, "LONGMILL_TEST_SECRET")):
+            config = EndpointConfig(url=url, model="m", api_key_env=key_env, timeout=0.3, max_retries=0)
+            with ChatClient(config) as client:
+                with pytest.raises(EndpointError) as info:
+                    client.chat(MSG)
+                errors.append(info.value)
+        logging.getLogger("eval.http").warning("calling %s with %s", creds_url, "sk-verysecret123")
+        logging.getLogger("eval.judge").warning("judge at %s", creds_url)
+    # The URL's credentials and the key were sent...
+    assert server.requests[0].headers["Authorization"].startswith("Basic ")
+    assert server.requests[1].headers["Authorization"] == "Bearer sk-verysecret123"
+    text = "".join(str(e) + e.url for e in errors) + "\n".join(r.getMessage() for r in caplog.records)
+    assert "pa55word" not in text and "sk-verysecret123" not in text  # ...and appear nowhere else
+    assert "***@" in str(errors[0]) and "API key" in str(errors[0])
     assert "pa55word" not in repr(EndpointConfig(url=creds_url, model="m")).replace(creds_url, "")
+
+
+def test_credentials_in_the_url_and_a_key_are_refused_together(server, caplog, monkeypatch):
+    """httpx replaces the SDK's "Authorization: Bearer <key>" with the URL's Basic credentials, so a key
+    given with a user:pass@ URL would never reach the server: refused; an ambient OPENAI_API_KEY (not asked
+    for) is left out with a warning."""
+    creds_url = server.url.replace("http://", "http://alice:pa55word@")
+    monkeypatch.setenv("LONGMILL_TEST_SECRET", "sk-verysecret123")
+    for given in (dict(api_key="sk-verysecret123"), dict(api_key_env="LONGMILL_TEST_SECRET")):
+        with pytest.raises(LongmillError, match="carries user:pass@ and an API key is given as well") as info:
+            EndpointConfig(url=creds_url, model="m", **given)
+        assert "pa55word" not in str(info.value) and "sk-verysecret123" not in str(info.value)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-ambient-key")
+    with caplog.at_level(logging.WARNING):
+        config = EndpointConfig(url=creds_url, model="m", timeout=1, max_retries=0)
+    assert config.api_key is None and "OPENAI_API_KEY is not sent" in caplog.text
+    with ChatClient(config) as client:
+        client.chat(MSG)
+    assert server.requests[-1].headers["Authorization"].startswith("Basic ")
 
 
 def test_endpoint_config_rejects_bad_values():

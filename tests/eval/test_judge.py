@@ -228,6 +228,36 @@ def test_jsonl_cache_survives_a_new_judge_and_keeps_failures_out(server, tmp_pat
         assert judge.stats["cache_hits"] == 0
 
 
+def test_a_torn_cache_line_does_not_swallow_the_next_verdict(server, tmp_path):
+    """A killed run leaves a torn last line; the next verdict starts on a line of its own, so the next
+    load reads it (glued onto the torn line, it would be unreadable and lost)."""
+    cache = tmp_path / "judge.jsonl"
+    with make_judge(judge_config(server, cache_path=str(cache))) as judge:
+        judge.judge_many(ITEMS[:1])
+    with cache.open("a") as f:
+        f.write('{"question": "torn')  # the kill
+    with make_judge(judge_config(server, cache_path=str(cache))) as judge:
+        judge.judge_many(ITEMS[1:2])
+        assert judge.stats["cache_skipped"] == 1
+    asked = server.count()
+    with make_judge(judge_config(server, cache_path=str(cache))) as judge:
+        again = judge.judge_many(ITEMS[:2])
+    assert all(r.cached for r in again) and server.count() == asked
+    assert [r.verdict for r in again] == [True, False]
+
+
+def test_a_cache_line_that_is_not_utf8_is_skipped_and_counted(server, tmp_path):
+    cache = tmp_path / "judge.jsonl"
+    with make_judge(judge_config(server, cache_path=str(cache))) as judge:
+        judge.judge_many(ITEMS[:2])
+    lines = cache.read_bytes().splitlines(keepends=True)
+    cache.write_bytes(lines[0] + b'{"question": "caf\xe9", "verdict": true}\n' + lines[1])
+    with make_judge(judge_config(server, cache_path=str(cache))) as judge:
+        again = judge.judge_many(ITEMS[:2])
+        stats = judge.stats
+    assert all(r.cached for r in again) and stats["cache_skipped"] == 1 and stats["calls"] == 0
+
+
 def test_failures_are_logged_rate_limited(server, caplog):
     server.default = Action.ok("garbage")
     items = [(f"q{i}", f"p{i}", ["g"]) for i in range(40)]
@@ -338,9 +368,10 @@ def test_max_wait_bounds_a_judge_batch(server):
 def test_judge_config_keeps_secrets_out_of_reprs_and_summaries(server, monkeypatch):
     monkeypatch.setenv("LONGMILL_JUDGE_KEY", "sk-judge-secret")
     url = server.url.replace("http://", "http://bob:hunter22@")
-    cfg = JudgeConfig(url=url, api_key_env="LONGMILL_JUDGE_KEY")
-    assert cfg.endpoint().api_key == "sk-judge-secret"
-    text = repr(cfg).replace(url, "") + json.dumps(cfg.summary())
+    keyed = JudgeConfig(url=server.url, api_key_env="LONGMILL_JUDGE_KEY")
+    assert keyed.endpoint().api_key == "sk-judge-secret"
+    cfg = JudgeConfig(url=url, api_key_env=None)
+    text = repr(keyed) + repr(cfg).replace(url, "") + json.dumps(cfg.summary()) + json.dumps(keyed.summary())
     assert "sk-judge-secret" not in text and "hunter22" not in text and "***@" in cfg.summary()["url"]
 
 

@@ -7,6 +7,7 @@ is loaded and every test is fast.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -216,3 +217,123 @@ def test_run_and_score_help_show_runnable_examples():
     for cmd in ("run", "score"):
         res = CliRunner().invoke(main, [cmd, "--help"])
         assert res.exit_code == 0 and "Examples:" in res.output and f"python -m eval {cmd} --" in res.output
+
+
+def test_eval_run_writes_no_secret_to_any_file(tmp_path, server, longbench, monkeypatch):
+    """`--backend-option api_key=KEY` and a judge URL with user:pass@: both reach the server, and neither
+    reaches any file the run writes (nor its output)."""
+    from ..cli import files_holding, run_cli
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server.rule = lambda body: (
+        None if "Prediction:" in str(body) else Action.ok("Therefore, the answer is Bea.")
+    )
+    judge_url = server.url.replace("http://", "http://judge:pa55-judge-word@")
+    out = tmp_path / "run"
+    args = [
+        "-vv",
+        "run",
+        "--model",
+        "served",
+        "--backend",
+        "openai",
+        "--url",
+        server.url,
+        "--max-tokens",
+        "8",
+    ]
+    args += ["--backend-option", "api_key=sk-gen-0123456789", "--data", longbench, "--out", out]
+    args += ["--judge-url", judge_url, "--judge-cache", out / "judge.jsonl", "--judge-api-key-env", ""]
+    proc = run_cli(main, *map(str, args), prog_name="python -m eval")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    auth = {r.headers["Authorization"].split()[0] for r in server.requests}
+    assert server.requests[0].headers["Authorization"] == "Bearer sk-gen-0123456789" and auth == {
+        "Bearer",
+        "Basic",
+    }
+    written = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert {"metrics.json", "predictions.meta.json", "judge.jsonl", "report.md"} <= set(written)
+    secrets = ("sk-gen-0123456789", "pa55-judge-word")
+    assert files_holding(tmp_path, *secrets) == []
+    assert not any(s in proc.stdout + proc.stderr for s in secrets)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["generation"]["backend_option"] == ["api_key=***"]
+    assert m["config"]["judge"]["url"].startswith("http://***@127.0.0.1")
+
+
+def test_two_runs_into_one_out_cannot_both_write(tmp_path, server, longbench):
+    """The second run fails at once while the first holds the folder; the first then finishes alone, with
+    one line per uid."""
+    import threading
+
+    server.default = Action.ok("Therefore, the answer is Ada 0.", delay=0.5)
+    out = tmp_path / "run"
+    first = threading.Thread(target=run_eval, args=(str(longbench), out, gen(server, batch_size=1)))
+    first.start()
+    try:
+        for _ in range(100):
+            if server.count():
+                break
+            time.sleep(0.05)
+        with pytest.raises(LongmillError, match="being written by another run"):
+            run_eval(str(longbench), out, gen(server, batch_size=1))
+    finally:
+        first.join()
+    assert sorted(r["uid"] for r in lines(out / "predictions.jsonl")) == ["lb0", "lb1", "lb2", "lb3"]
+    assert server.count() == 4
+    from datagen.shards import OutputLock
+
+    with OutputLock(tmp_path / "scored"):  # `eval score` takes the same lock
+        res = CliRunner().invoke(
+            main,
+            ["score", "--data", str(longbench), "--predictions", str(out / "predictions.jsonl"), "--out",
+             str(tmp_path / "scored")],
+        )  # fmt: skip
+    assert res.exit_code == 2 and "being written by another run" in res.output
+    assert not (tmp_path / "scored" / "metrics.json").exists()
+
+
+def test_predictions_for_other_data_are_refused_or_regenerated(tmp_path, server, longbench):
+    out = tmp_path / "run"
+    run_eval(str(longbench), out, gen(server))
+    recs = [json.loads(x) for x in longbench.read_text().splitlines()]
+    other = tmp_path / "musique.jsonl"
+    other.write_text(
+        "".join(
+            json.dumps(r | {"_id": f"mq{i}", "input": f"Where is {i}?"}) + "\n" for i, r in enumerate(recs)
+        )
+    )
+    before = (out / "predictions.jsonl").read_bytes()
+    with pytest.raises(
+        LongmillError, match=r"predictions for other data: 4 of its 4 uid\(s\) .* \(first: lb0\)"
+    ):
+        run_eval(str(other), out, gen(server))
+    assert (out / "predictions.jsonl").read_bytes() == before and server.count() == 4
+    m = run_eval(str(other), out, gen(server), regenerate=True)
+    assert m["overall"]["n"] == 4 and (out / "predictions.jsonl.old").read_bytes() == before
+    assert sorted(r["uid"] for r in lines(out / "predictions.jsonl")) == ["mq0", "mq1", "mq2", "mq3"]
+
+
+def test_a_duplicate_longbench_id_is_refused_up_front(tmp_path, server, longbench):
+    text = longbench.read_text().splitlines()
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text("\n".join([text[0], text[1], text[1].replace("Who founded", "Who ran"), text[2]]) + "\n")
+    with pytest.raises(LongmillError, match=r"record 2: field '_id': 'lb1' is already the _id of record 1"):
+        run_eval(str(dup), tmp_path / "run", gen(server))
+    assert server.count() == 0 and not (tmp_path / "run" / "predictions.jsonl").exists()
+
+
+def test_a_longbench_line_that_is_not_utf8_is_skipped_and_counted(tmp_path, server, longbench):
+    from ..cli import run_cli
+
+    raw = longbench.read_bytes().splitlines(keepends=True)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(raw[0] + raw[1].replace(b"Ada 1", b"Ad\xe9 1") + raw[2] + raw[3])
+    args = ["run", "--model", "served", "--backend", "openai", "--url", server.url, "--max-tokens", "8"]
+    proc = run_cli(
+        main, *args, "--data", str(bad), "--out", str(tmp_path / "run"), prog_name="python -m eval"
+    )
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["config"]["input_skipped"] == {"malformed:<line>": 1} and m["counts"]["samples"] == 3
+    assert "record 1: field '<line>': not valid UTF-8" in proc.stderr

@@ -172,3 +172,89 @@ def test_duplicate_unknown_and_empty_predictions_are_reported(tmp_path):
     assert m["counts"]["unknown_uids"] == 2 and m["counts"]["unknown_uids_first"] == ["zz", "yy"]
     assert m["counts"]["predictions"] == 4 and m["overall"]["n"] == 2 and m["overall"]["em"] == 0.5
     assert "unknown_uids 2" in (tmp_path / "o3" / "report.md").read_text()
+
+
+def longbench_file(path, n):
+    recs = [
+        {
+            "input": f"Who founded company {i}?",
+            "context": f"Company {i} was founded by Ada {i}. " * 5,
+            "answers": [f"Ada {i}"],
+            "dataset": "hotpotqa",
+            "_id": f"lb{i}",
+        }
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+def evalcli(*args):
+    from eval.cli import main
+
+    from ..cli import run_cli
+
+    return run_cli(main, *map(str, args), prog_name="python -m eval")
+
+
+def test_missing_predictions_fail_unless_partial_scoring_is_asked_for(tmp_path):
+    data = longbench_file(tmp_path / "lb.jsonl", 12)
+    preds = write_preds(
+        tmp_path / "p.jsonl", {f"lb{i}": [f"Therefore, the answer is Ada {i}."] for i in range(0, 12, 2)}
+    )
+    base = ["score", "--data", data, "--predictions", preds]
+    proc = evalcli(*base, "--out", tmp_path / "strict")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "em = 1.000 over 6 of 12 (coverage 50.0%) samples" in proc.stdout
+    assert "6 of 12 items have no prediction (first: lb1)" in proc.stderr and "--allow-partial" in proc.stderr
+    m = json.loads((tmp_path / "strict" / "metrics.json").read_text())
+    assert "6 of 12 items have no prediction" in m["problems"][0] and m["counts"]["coverage"] == 0.5
+    proc = evalcli(*base, "--out", tmp_path / "partial", "--allow-partial")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = (tmp_path / "partial" / "report.md").read_text()
+    assert "over 6 samples of 12 items (coverage 50.0%: 6 have no prediction; a partial score)" in report
+    m = json.loads((tmp_path / "partial" / "metrics.json").read_text())
+    assert "problems" not in m and m["config"]["allow_partial"] is True and m["counts"]["scored"] == 6
+
+
+def test_a_predictions_line_that_is_not_utf8_is_skipped_and_counted(tmp_path):
+    data = longbench_file(tmp_path / "lb.jsonl", 3)
+    preds = tmp_path / "p.jsonl"
+    preds.write_bytes(
+        b'{"uid": "lb0", "completions": ["Therefore, the answer is Ada 0."]}\n'
+        b'{"uid": "lb1", "completions": ["Therefore, the answer is Ad\xe9 1."]}\n'
+        b'{"uid": "lb2", "completions": ["Therefore, the answer is Ada 2."]}\n'
+    )
+    proc = evalcli("score", "--data", data, "--predictions", preds, "--out", tmp_path / "o")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "1 of 3 items have no prediction (first: lb1)" in proc.stderr
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["config"]["predictions_skipped"] == {"malformed:<line>": 1}
+    assert m["overall"]["n"] == 2 and m["overall"]["em"] == 1.0
+
+
+def test_the_judge_batch_deadline_holds_end_to_end(tmp_path):
+    """A judge answering 429 with Retry-After: 100 under --judge-timeout 5 --judge-max-wait 20: the SDK
+    would sleep 100 s in each worker and the process would wait for them at exit (this test measured
+    104 s before the fix). A real `python -m eval score` process, timed from start to exit."""
+    import subprocess
+    import sys
+    import time
+
+    data = longbench_file(tmp_path / "lb.jsonl", 4)
+    preds = write_preds(tmp_path / "p.jsonl", {f"lb{i}": ["Therefore, the answer is Bea."] for i in range(4)})
+    with FakeServer(default=Action.error(429, retry_after="100")) as judge:
+        start = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "eval", "score", "--data", str(data), "--predictions", str(preds),
+             "--out", str(tmp_path / "o"), "--judge-url", judge.url, "--judge-timeout", "5",
+             "--judge-max-wait", "20", "--judge-api-key-env", ""],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )  # fmt: skip
+        took = time.monotonic() - start
+    assert proc.returncode == 1 and "judge failed on 4 of 4 calls" in proc.stderr, proc.stderr
+    assert took < 15, f"eval score took {took:.1f}s (judge timeout 5 s, max wait 20 s)"
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["counts"]["judge"]["failures_by_reason"] == {"endpoint": 4}
