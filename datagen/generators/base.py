@@ -17,7 +17,7 @@ from datagen.core.rng import sample_rng, stable_id
 from datagen.corpus import Corpus
 from datagen.generators.fit import AUDIT_EVERY, DocCounter, FitResult, fit_prompt, parse_placement
 from datagen.lengths import parse_length
-from datagen.prompts import DOC_TEMPLATES
+from datagen.prompts import DOC_TEMPLATES, longqa_pieces
 from datagen.schema import Sample, Triplet
 from datagen.tokenizers import DEFAULT_TOKENIZER, get_tokenizer
 
@@ -300,6 +300,50 @@ class Generator:
 def user_message(row: dict) -> str:
     """The content of the last user message of a sample row ("" when it has none)."""
     return next((m["content"] for m in reversed(list(row["prompt"])) if m["role"] == "user"), "")
+
+
+def _difference(got: str, want: str, width: int = 40) -> str:
+    """Where ``got`` first departs from ``want``, as a short quote of each."""
+    i = next((k for k, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
+    start = max(0, i - 10)
+    return f"{got[start : i + width]!r} where {want[start : i + width]!r} was expected"
+
+
+def longqa_question_problems(check: str, row: dict, question: str) -> list[tuple[str, str]]:
+    """Does ``row`` ask ``question``, the question re-derived from its structured data?
+
+    The question column and the long-QA prompt (instructions, the text, then the question, written by
+    :func:`datagen.prompts.longqa_pieces`, the function that wrote the prompt) must both ask it, so a question
+    edited in either place, with the answer kept, is caught.
+
+    Args:
+        check: the name the violations are reported under (the generator's).
+        row: a sample row.
+        question: the question its ``extra_info.task_data`` describes.
+    """
+    problems = []
+    if row["question"] != question:
+        problems.append(
+            (
+                check,
+                "the question column is not the question that task_data describes: "
+                + _difference(str(row["question"]), question),
+            )
+        )
+    user = user_message(row)
+    head, tail = longqa_pieces(question)
+    if not user.startswith(head):
+        problems.append((check, "the user message does not start with the long-QA instructions"))
+    if not user.endswith(tail):
+        at = user.rfind(tail[: tail.index(question)])  # where the text ends and the question begins
+        got = user[at:] if at >= 0 else user[-len(tail) :]
+        problems.append(
+            (
+                check,
+                "the prompt does not ask the question that task_data describes: " + _difference(got, tail),
+            )
+        )
+    return problems
 
 
 GENERATORS: Registry[type[Generator]] = Registry("generator")

@@ -208,3 +208,57 @@ def test_cli_grid_over_length_and_depth(tmp_path):
         r["length_target"] == 4000 for r in rs
     )
     assert "OK: 12 rows" in datagen("verify", str(tmp_path))
+
+
+def _ask_instead(row: dict, old: str, new: str, prompt_only: bool) -> dict:
+    """``row`` asking about ``new`` where it asked about ``old`` (the question after the text)."""
+    user = row["prompt"][-1]["content"]
+    at = user.rindex("Question: ")
+    assert old in user[at:]
+    row["prompt"][-1]["content"] = user[:at] + user[at:].replace(old, new)
+    if not prompt_only:
+        row["question"] = row["extra_info"]["question"] = row["question"].replace(old, new)
+    return row
+
+
+def test_needles_verify_catches_a_question_about_a_distractor(toy_corpus):
+    """Issue 19: a needles prompt that asks for a distractor's key passed verify."""
+    s = make("needles", toy_corpus, n=1, num_needles=5)[0]
+    key = json.loads(s.extra_info["task_data"])["queries"][0]
+    table = dict(NEEDLE.findall(s.user_text))
+    other = next(k for k in table if k != key)
+    for prompt_only in (True, False):
+        row = _ask_instead(s.to_row(), key, other, prompt_only)
+        assert any("question" in m for m in _problems(row, "needles")), (prompt_only, check_row(row))
+    # everything re-pointed at the distractor, its value as the answer: the gold needle is still the old one
+    row = _ask_instead(s.to_row(), key, other, False)
+    row["answers"] = row["reward_model"]["ground_truth"] = row["extra_info"]["answers"] = [table[other]]
+    data = json.loads(row["extra_info"]["task_data"])
+    data["queries"] = [other]
+    row["extra_info"]["task_data"] = json.dumps(data)
+    assert any("gold" in m for m in _problems(row, "needles")), check_row(row)
+
+
+def test_vartrack_verify_catches_a_question_about_another_chain(toy_corpus):
+    """Issue 19: a vartrack prompt that asks about another chain's value passed verify."""
+    s = make("vartrack", toy_corpus, n=1, num_chains=2, chain_length=3)[0]
+    value = json.loads(s.extra_info["task_data"])["value"]
+    found = ASSIGN.findall(s.user_text)
+    other = next(num for _, num, _ in found if num and num != value)
+    for prompt_only in (True, False):
+        row = _ask_instead(s.to_row(), f"value {value}", f"value {other}", prompt_only)
+        assert any("question" in m for m in _problems(row, "vartrack")), (prompt_only, check_row(row))
+    # everything re-pointed at the other chain: its variables are not the gold documents
+    holders = [n for n, v in resolve_assignments(found).items() if v == other]
+    first = next(n for n, num, _ in found if num == other)
+    order = [first]
+    copies = {src: n for n, _, src in found if src}
+    while order[-1] in copies:
+        order.append(copies[order[-1]])
+    assert sorted(order) == sorted(holders)
+    row = _ask_instead(s.to_row(), f"value {value}", f"value {other}", False)
+    row["answers"] = row["reward_model"]["ground_truth"] = row["extra_info"]["answers"] = [" ".join(order)]
+    data = json.loads(row["extra_info"]["task_data"])
+    data["value"] = other
+    row["extra_info"]["task_data"] = json.dumps(data)
+    assert any("gold" in m for m in _problems(row, "vartrack")), check_row(row)
