@@ -76,6 +76,16 @@ class GenConfig:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
+    def check_given(self, given: set[str]) -> None:
+        """Refuse, with the reason, options the user gave explicitly that this config cannot honour.
+
+        ``given`` names the fields typed on the command line (click's parameter source, not a comparison
+        with the default: a typed value equal to the default counts). Nothing is refused here.
+
+        Raises:
+            LongmillError: an explicit option that the other options override.
+        """
+
 
 class Generator:
     """Base class: picks the triplet for sample ``i``, calls :meth:`build`, handles skips.
