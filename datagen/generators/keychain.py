@@ -186,6 +186,9 @@ class KeyChainConfig(GenConfig):
     doc_template: str | None = None  # GenConfig's field, with "not given" as its default here
 
     def __post_init__(self) -> None:
+        #: options derived from the length, which ``at_length`` derives again (an attribute, not a field:
+        #: not part of ``params``)
+        self.derived: tuple[str, ...] = ("num_chains",) if self.num_chains is None else ()
         if self.preset is not None:
             if self.preset not in PRESETS:
                 close = difflib.get_close_matches(self.preset, PRESETS, n=1)

@@ -104,7 +104,17 @@ class _Retrieval(Generator):
         c = self.config
         placement = c.placement_for(index)
         parse_placement(placement)
-        fit = self.fit(None, rng, head, tail, others, gold=gold, placement=placement, exclude_titles=False)
+        fit = self.fit(
+            None,
+            rng,
+            head,
+            tail,
+            others,
+            gold=gold,
+            placement=placement,
+            exclude_titles=False,
+            required=others,
+        )
         placed = {d.doc_id for d in fit.docs}
         if not {d.doc_id for d in others} <= placed:
             raise LengthBudgetError(
