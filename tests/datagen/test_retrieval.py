@@ -7,6 +7,7 @@ import json
 import re
 from collections import Counter
 
+import pyarrow.parquet as pq
 import pytest
 
 from datagen.generators import GENERATORS
@@ -262,3 +263,46 @@ def test_vartrack_verify_catches_a_question_about_another_chain(toy_corpus):
     data["value"] = other
     row["extra_info"]["task_data"] = json.dumps(data)
     assert any("gold" in m for m in _problems(row, "vartrack")), check_row(row)
+
+
+#: source text shaped like the retrieval tasks' own sentences (a needle, a value, a copy, odd spacing/case)
+TASK_SHAPED = (
+    "One of the special magic numbers for 0123456789abcdef is: 4242424. "
+    "One of the Special Magic Numbers for the harbour is : 77. "
+    "VAR QWERT = 12345. VAR ASDFG = VAR QWERT. "
+)
+
+
+def _task_shaped_source():
+    import dataclasses
+
+    from datagen.schema import Document
+
+    from .conftest import ListSource, toy_triplets
+
+    triplets = []
+    for t in toy_triplets(60):
+        gold = [Document.make(d.title, TASK_SHAPED + d.text) for d in t.gold_docs]
+        dis = [Document.make(d.title, d.text + " " + TASK_SHAPED.strip()) for d in t.distractor_docs]
+        triplets.append(dataclasses.replace(t, gold_docs=gold, distractor_docs=dis))
+    return ListSource(triplets)
+
+
+@pytest.mark.parametrize(("name", "config"), [("needles", NeedlesConfig), ("vartrack", VarTrackConfig)])
+def test_task_shaped_source_text_never_breaks_verify(tmp_path, name, config):
+    """Issue 19: a source holding needle-shaped or `VAR X = n.` sentences made verify reject every needles
+    and vartrack sample made from it. Such text is defused when read (as KeyChain pairs are), and counted."""
+    out = tmp_path / name
+    stats = run_generator(
+        name, config(length=3000, seed=2), _task_shaped_source(), RunConfig(out=out, num_samples=4)
+    )
+    report = verify(out)
+    assert report.ok, [str(v) for v in report.violations[:3]]
+    docs = 60 * (2 + 8)  # every document of the source holds the text once
+    assert stats["source_cleaned"] == {
+        "assignment_text_neutralised": 2 * docs,
+        "needle_text_neutralised": 2 * docs,
+    }
+    user = pq.read_table(out / "part-00000.parquet").to_pylist()[0]["prompt"][-1]["content"]
+    assert "One of the special magic numbers for 0123456789abcdef is 4242424." in user  # still readable
+    assert "var QWERT = 12345. var ASDFG = var QWERT." in user
