@@ -79,8 +79,9 @@ class CurriculumConfig:
             unknown key is an error that suggests the closest.
         correct_if: the rule that marks a rollout correct (a metric of eval.metrics, e.g. sub_em, em).
         rows_per_part: samples per Parquet part.
-        task_balance: give every task (the task column: keychain, longqa, aggregation, ...) an equal share of
-            each stage's own samples, by drawing each task down to the smallest task's count in that stage.
+        task_balance: give every task (the task column: keychain, longqa, aggregation, ...) of a stage an
+            equal share of it: its own samples are drawn down to the smallest task's count, and each task
+            draws the same number of retrospective samples; a stage cut to less than half is warned about.
     """
 
     bins: list[int] = field(
@@ -226,16 +227,22 @@ def hold_out(table: pa.Table, held: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 
 def retro_draw(
-    candidates: np.ndarray, weights: np.ndarray, own: int, share: float, rng: np.random.Generator
+    candidates: np.ndarray,
+    weights: np.ndarray,
+    own: int,
+    share: float,
+    rng: np.random.Generator,
+    limit: int | None = None,
 ) -> tuple[np.ndarray, int]:
     """Indices of hard earlier samples for a stage with ``own`` samples, and the target count.
 
-    Drawn without replacement, with probability proportional to ``weights`` (difficulty).
+    Drawn without replacement, with probability proportional to ``weights`` (difficulty); at most
+    ``limit`` of them when given (the task balance's common count).
     """
     target = int(round(share * own / (1.0 - share))) if share > 0 else 0
     usable = candidates[weights > 0]
     w = weights[weights > 0]
-    n = min(target, len(usable))
+    n = min(target, len(usable), target if limit is None else limit)
     if n == 0:
         return np.array([], dtype=np.int64), target
     chosen = rng.choice(len(usable), size=n, replace=False, p=w / w.sum())
@@ -358,6 +365,8 @@ class _BuildState:
     pass_rate: np.ndarray | None = None
     keep: np.ndarray | None = None
     hard: np.ndarray | None = None
+    #: the rows that are an earlier stage's own rows (what retrospective sampling may draw again)
+    staged: np.ndarray | None = None
     stages: list[dict[str, Any]] = field(default_factory=list)
     ev: np.ndarray | None = None
     eval_shards: list[dict[str, Any]] = field(default_factory=list)
@@ -468,19 +477,81 @@ def _step_hard(st: _BuildState) -> None:
             )
 
 
-def _stage_rows(st: _BuildState, k: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Stage k's own rows (task-balanced if asked; drops ``task_balance``) and its retrospective draw."""
+#: A stage whose own rows the task balance cuts to less than this share is warned about: "most of a
+#: stage" is more than half. Below that, balancing trims the surplus of the larger tasks, which is what it
+#: is for; beyond it the smallest task, not the data, sets the stage's size (usually a task generated with
+#: too few samples), and a run on such a stage should not start unnoticed.
+BALANCE_WARN_KEPT = 0.5
+
+
+def _stage_rows(st: _BuildState, k: int) -> tuple[np.ndarray, np.ndarray, int, dict[str, Any] | None]:
+    """Stage k's own rows and its retrospective draw (task-balanced if asked).
+
+    Retrospective rows are drawn only from rows that are an earlier stage's own rows (``st.staged``), so a
+    row that the balance cut from its stage does not come back under another name.
+
+    Returns:
+        ``(own, retro, retro target, task-balance record or None)``.
+    """
     c = st.config
     own = np.flatnonzero(st.keep & (st.bins == k))
-    if c.task_balance:
-        own, cut = balance_tasks(own, st.tasks, sample_rng(c.seed, "curriculum/task-balance", k))
-        st.dropped["task_balance"] += cut
-    if not k:
-        return own, np.array([], dtype=np.int64), 0
-    earlier = np.flatnonzero(st.keep & (st.bins >= 0) & (st.bins < k) & st.hard)
+    earlier = np.flatnonzero(st.staged & st.hard)
     rng = sample_rng(c.seed, "curriculum/retro", k)
-    retro, target = retro_draw(earlier, st.difficulty[earlier], len(own), c.retro_share, rng)
-    return own, retro, target
+    if not c.task_balance:
+        if not k:
+            return own, np.array([], dtype=np.int64), 0, None
+        retro, target = retro_draw(earlier, st.difficulty[earlier], len(own), c.retro_share, rng)
+        return own, retro, target, None
+    return _balanced_stage_rows(st, k, own, earlier, rng)
+
+
+def _balanced_stage_rows(
+    st: _BuildState, k: int, own: np.ndarray, earlier: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, int, dict[str, Any]]:
+    """``--task-balance``: every task of the stage's own rows gets the same count, retrospective rows
+    included. The own rows are drawn down to the smallest task's count, then each task draws the same
+    number of retrospective rows (by difficulty, among that task's hard rows of earlier stages): the
+    target share of the balanced stage, or fewer when some task has fewer such rows. Retrospective rows
+    of tasks that the stage does not train on are not drawn (they would unbalance it)."""
+    c = st.config
+    before = Counter(str(t) for t in st.tasks[own])
+    own, _ = balance_tasks(own, st.tasks, sample_rng(c.seed, "curriculum/task-balance", k))
+    names = sorted(before)
+    per_task = len(own) // len(names)
+    retro, target, common = np.array([], dtype=np.int64), 0, 0
+    if k:
+        pools = {t: earlier[st.tasks[earlier] == t] for t in names}
+        usable = {t: int((st.difficulty[p] > 0).sum()) for t, p in pools.items()}
+        common = min([*usable.values(), int(round(c.retro_share * per_task / (1.0 - c.retro_share)))])
+        drawn = []
+        for t in names:
+            d, q = retro_draw(pools[t], st.difficulty[pools[t]], per_task, c.retro_share, rng, limit=common)
+            drawn.append(d)
+            target += q
+        retro = np.sort(np.concatenate(drawn))
+        if target and not len(retro):
+            lacking = [t for t in names if not usable[t]]
+            log.warning(
+                "stage-%d: no retrospective rows under the task balance: %s %s no hard rows in earlier "
+                "stages, and every task draws the same number",
+                k + 1,
+                ", ".join(lacking),
+                "has" if len(lacking) == 1 else "have",
+            )
+    smallest = min(names, key=lambda t: before[t])
+    total = sum(before.values())
+    if len(own) < BALANCE_WARN_KEPT * total:
+        log.warning(
+            "stage-%d: the task balance keeps %d of the stage's %d own rows: every task is drawn down to the "
+            "count of the smallest, %s (%d); generate more samples of it, or build without --task-balance",
+            k + 1,
+            len(own),
+            total,
+            smallest,
+            before[smallest],
+        )
+    record = {"own_before": total, "smallest_task": smallest, "retro_per_task": int(common)}
+    return own, retro, target, record
 
 
 def _stage_record(
@@ -491,13 +562,14 @@ def _stage_record(
     target: int,
     idx: np.ndarray,
     shards: list[dict[str, Any]],
+    balance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Stage k's manifest entry."""
     c, meta, tokens, difficulty = st.config, st.meta, st.tokens, st.difficulty
     edge = c.bins[k]
     lo = c.bins[k - 1] if k else 0
     by_source = Counter(meta["data_source"][i] for i in idx)
-    return {
+    record = {
         "name": f"stage-{k + 1}",
         "bin": [lo, edge],
         "max_prompt_length": edge,
@@ -517,19 +589,26 @@ def _stage_record(
         "difficulty_mean_retro": round(float(difficulty[retro].mean()), 6) if len(retro) else None,
         "shards": shards,
     }
+    if balance is not None:  # only with --task-balance: other manifests stay as they were
+        record["task_balance"] = balance
+    return record
 
 
 def _step_stages(st: _BuildState) -> None:
     """Write ``stage-1`` .. ``stage-K``: own rows plus retrospective ones, shuffled with the stage's seed."""
     c = st.config
+    st.staged = np.zeros(st.table.num_rows, dtype=bool)
     for k in range(len(c.bins)):
-        own, retro, target = _stage_rows(st, k)
+        own, retro, target, balance = _stage_rows(st, k)
+        st.staged[own] = True
         idx = np.concatenate([own, retro])
         order = sample_rng(c.seed, "curriculum/shuffle", k).permutation(len(idx))
         name = f"stage-{k + 1}"
         shards = write_stage(st.table.take(pa.array(idx[order])), st.out / name, c.rows_per_part)
-        st.stages.append(_stage_record(st, k, own, retro, target, idx, shards))
+        st.stages.append(_stage_record(st, k, own, retro, target, idx, shards, balance))
         log.info("%s: %d samples (%d own, %d retrospective)", name, len(idx), len(own), len(retro))
+    if c.task_balance:  # what the balance really dropped: training rows that are in no stage
+        st.dropped["task_balance"] = int((st.keep & ~st.staged).sum())
 
 
 def _step_eval(st: _BuildState) -> None:

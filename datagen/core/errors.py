@@ -30,7 +30,24 @@ class RecordError(LongmillError):
 
 
 class LengthBudgetError(LongmillError):
-    """The fixed parts of a sample (instructions, chains, gold documents) do not fit the length."""
+    """The fixed parts of a sample (instructions, chains, gold documents) do not fit the length.
+
+    Args:
+        reason: what does not fit.
+        need: the smallest length that holds it, when known; the message then names it.
+        advice: what else helps, appended after the length (", or fewer chains/hops").
+    """
+
+    def __init__(self, reason: str, need: int | None = None, advice: str = "", made: bool = False):
+        self.reason, self.need, self.advice = reason, need, advice
+        found = ", the smallest at which sample 0 was made" if made else ""
+        super().__init__(
+            reason if need is None else f"{reason}; use a larger --length (at least {need}{found}){advice}"
+        )
+
+    def with_need(self, need: int) -> LengthBudgetError:
+        """The same error naming the length at which a sample was then made."""
+        return LengthBudgetError(self.reason, need, self.advice, made=True)
 
 
 class SourceTooSmallError(LongmillError):

@@ -13,9 +13,10 @@ every one of the N documents must be read: skimming a few fails. The N documents
 context among distractors (the named entities' look-alikes, whose names differ by one letter, first).
 
 Each row carries, as data in ``extra_info.task_data``, the operation, the property and for each named
-entity its document id and the sentence stating the fact; :meth:`Aggregation.check_row` finds each sentence
-inside its document's span of the prompt, reads the value back from that sentence, recomputes the answer
-and compares it with the ground truth.
+entity its document id and the sentence stating the fact; :meth:`Aggregation.check_row` rebuilds the
+question from that data with :func:`question_text` (the function that wrote it) and compares it with the
+question column and the prompt, finds each sentence inside its document's span of the prompt, reads the
+value back from that sentence, recomputes the answer and compares it with the ground truth.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 
 from datagen.core.errors import LongmillError
 from datagen.core.rng import stable_id
-from datagen.generators.base import GENERATORS, GenConfig, Generator
+from datagen.generators.base import GENERATORS, GenConfig, Generator, longqa_question_problems
 from datagen.prompts import longqa_pieces
 from datagen.schema import Sample, SupportingFact, Triplet
 from datagen.sources.synthetic import (
@@ -266,6 +267,42 @@ def compute_answer(
     raise ValueError(f"unknown operation {op!r}")
 
 
+def question_text(
+    op: str, kind: str, key: str, names: list[str], direction: str | None = None, target: Any = None
+) -> str:
+    """The question, written from its structure: the generator writes it with this, and
+    :meth:`Aggregation.check_row` rebuilds it from ``extra_info.task_data`` to compare with the prompt.
+
+    Args:
+        op: one of :data:`OPS`.
+        kind: the entities' kind (a key of :data:`PLURAL`).
+        key: the property asked about (with ``kind`` a key of :data:`NUMERIC` or :data:`CATEGORICAL`).
+        names: the named entities, in the order the question lists them.
+        direction: ``less`` or ``more`` for threshold counts; None otherwise.
+        target: the threshold (count with a direction) or the value looked for (count, select).
+
+    Example:
+        >>> question_text("max", "river", "length", ["Ostra River", "Vel River", "Ama River"])
+        'Consider these 3 rivers: Ostra River, Vel River and Ama River. Which of them is the longest?'
+    """
+    n = len(names)
+    intro = f"Consider these {n} {PLURAL[kind]}: {_names(names)}."
+    if op == "sum":
+        ask = (NUMERIC[(kind, key)].sum or "").format(n=n)
+    elif op in ("max", "min"):
+        ask = f"Which of them {getattr(NUMERIC[(kind, key)], op)}?"
+    elif op == "count" and (kind, key) in NUMERIC:
+        spec = NUMERIC[(kind, key)]
+        ask = f"How many of them {getattr(spec, str(direction)).format(t=_threshold_text(target, spec.commas))}?"
+    elif op in ("count", "select"):
+        plural, singular = CATEGORICAL[(kind, key)]
+        predicate = (singular if op == "select" else plural).format(o=target, a=_article(str(target)))
+        ask = f"{'Which' if op == 'select' else 'How many'} of them {predicate}?"
+    else:
+        raise ValueError(f"unknown operation {op!r}")
+    return f"{intro} {ask}"
+
+
 @dataclass
 class AggregationConfig(GenConfig):
     """Aggregation options, on top of :class:`GenConfig`.
@@ -364,16 +401,9 @@ class Aggregation(Generator):
         n = len(members)
         names = [region.entities[m].name for m in members]
         values = [self.value(region, m, key) for m in members]
-        intro = f"Consider these {n} {PLURAL[kind]}: {_names(names)}."
         numeric = (kind, key) in NUMERIC
         direction, target = None, None
-        if op == "sum":
-            spec = NUMERIC[(kind, key)]
-            ask = (spec.sum or "").format(n=n)
-        elif op in ("max", "min"):
-            ask = f"Which of them {getattr(NUMERIC[(kind, key)], op)}?"
-        elif op == "count" and numeric:
-            spec = NUMERIC[(kind, key)]
+        if op == "count" and numeric:
             ordered = sorted(set(values))
             if len(ordered) < 2:
                 return None
@@ -386,11 +416,7 @@ class Aggregation(Generator):
                 target = hi if kind_is_year(key) else _nice_between(lo, hi)
             else:
                 target = lo if kind_is_year(key) else _nice_between(lo - 1, hi - 1)
-            ask = (
-                f"How many of them {getattr(spec, direction).format(t=_threshold_text(target, spec.commas))}?"
-            )
-        else:
-            plural, singular = CATEGORICAL[(kind, key)]
+        elif op in ("count", "select"):
             counts: dict[Any, int] = {}
             for v in values:
                 counts[v] = counts.get(v, 0) + 1
@@ -401,10 +427,6 @@ class Aggregation(Generator):
             if not options:
                 return None
             target = options[int(rng.integers(len(options)))]
-            if op == "select":
-                ask = f"Which of them {singular.format(o=target, a=_article(str(target)))}?"
-            else:
-                ask = f"How many of them {plural.format(o=target, a=_article(str(target)))}?"
         answer, winner = compute_answer(op, values, names, direction, target)
         if answer is None:
             return None
@@ -417,9 +439,8 @@ class Aggregation(Generator):
         else:
             assert winner is not None
             answers = list(region.entities[members[winner]].aliases)
-        return _Question(
-            op, kind, key, members, f"{intro} {ask}", list(dict.fromkeys(answers)), direction, target
-        )
+        question = question_text(op, kind, key, names, direction, target)
+        return _Question(op, kind, key, members, question, list(dict.fromkeys(answers)), direction, target)
 
     # -- the sample ----------------------------------------------------------------------------------
     def build(self, index: int, triplet: Triplet, rng: np.random.Generator) -> Sample:
@@ -505,8 +526,6 @@ class Aggregation(Generator):
             if it["name"] not in span or it["fact"] not in span:
                 problems.append((name, f"the document of {it['name']!r} does not state {it['fact']!r}"))
                 continue
-            if it["name"] not in row["question"]:
-                problems.append((name, f"the question does not name {it['name']!r}"))
             if data["numeric"]:
                 try:
                     values.append(fact_number(it["fact"]))
@@ -523,6 +542,20 @@ class Aggregation(Generator):
                         (name, f"the fact about {it['name']!r} does not say {v!r}: {it['fact']!r}")
                     )
                 values.append(v)
+        try:
+            question = question_text(
+                op,
+                data["kind"],
+                data["key"],
+                [it["name"] for it in items],
+                data.get("direction"),
+                data.get("target"),
+            )
+        except (KeyError, AttributeError, ValueError) as e:
+            return problems + [
+                (name, f"extra_info.task_data describes no question ({type(e).__name__}: {e})")
+            ]
+        problems += longqa_question_problems(name, row, question)
         if problems:
             return problems
         answer, _ = compute_answer(

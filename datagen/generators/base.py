@@ -11,13 +11,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from datagen.core.errors import LengthBudgetError, LongmillError, SourceTooSmallError
+from datagen.core.errors import LengthBudgetError, LengthFitError, LongmillError, SourceTooSmallError
 from datagen.core.registry import Registry
 from datagen.core.rng import sample_rng, stable_id
 from datagen.corpus import Corpus
 from datagen.generators.fit import AUDIT_EVERY, DocCounter, FitResult, fit_prompt, parse_placement
 from datagen.lengths import parse_length
-from datagen.prompts import DOC_TEMPLATES
+from datagen.prompts import DOC_TEMPLATES, longqa_pieces
 from datagen.schema import Sample, Triplet
 from datagen.tokenizers import DEFAULT_TOKENIZER, get_tokenizer
 
@@ -30,10 +30,13 @@ _STRIDE = 104_729  # a large prime: the k-th fallback triplet of sample i is ord
 
 
 class SkipSample(LongmillError):
-    """Sample ``i`` could not be made; ``kind`` is counted in stats.json."""
+    """Sample ``i`` could not be made; ``kind`` is counted in stats.json.
 
-    def __init__(self, kind: str, message: str):
-        self.kind = kind
+    ``least`` is, among the triplets tried, the budget error naming the smallest length.
+    """
+
+    def __init__(self, kind: str, message: str, least: LengthBudgetError | None = None):
+        self.kind, self.least = kind, least
         super().__init__(message)
 
 
@@ -75,6 +78,21 @@ class GenConfig:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def at_length(self, length: int) -> GenConfig:
+        """This config at another length, with the options that follow from the length (those listed in
+        ``derived``, e.g. KeyChain's default chain count) derived again, as a run at that length would."""
+        return dataclasses.replace(self, length=length, **dict.fromkeys(getattr(self, "derived", ()), None))
+
+    def check_given(self, given: set[str]) -> None:
+        """Refuse, with the reason, options the user gave explicitly that this config cannot honour.
+
+        ``given`` names the fields typed on the command line (click's parameter source, not a comparison
+        with the default: a typed value equal to the default counts). Nothing is refused here.
+
+        Raises:
+            LongmillError: an explicit option that the other options override.
+        """
 
 
 class Generator:
@@ -135,13 +153,48 @@ class Generator:
         """Fail fast, before any work, on options the source cannot satisfy.
 
         Making sample 0 once checks the budget against real triplets: when not even one triplet fits,
-        the run fails here with the fitter's message (which says how large --length must be) instead
-        of skipping every sample.
+        the run fails here instead of skipping every sample, with the smallest length at which sample 0
+        is made (see :meth:`minimum_length`).
         """
         try:
             self.sample(0, Counter())
         except SkipSample as e:
-            raise LengthBudgetError(str(e).split("last error: ", 1)[-1]) from None
+            if e.least is None or e.least.need is None:
+                raise LengthBudgetError(str(e).split("last error: ", 1)[-1]) from None
+            need = self.minimum_length(e.least.need)
+            if need is None:
+                raise LengthBudgetError(
+                    f"{e.least.reason}; no length from {e.least.need} up that was tried made sample 0 either: "
+                    "use a much larger --length"
+                ) from None
+            raise e.least.with_need(need) from None
+
+    def minimum_length(self, start: int, tries: int = 40) -> int | None:
+        """The smallest length from ``start`` up at which sample 0 is made, found by making it.
+
+        The fitter's count (instructions, pairs and gold documents) is where the search starts, not the
+        answer: the documents a sample must also hold (retrieval's other needles), pairs that find no
+        sentence end in the few documents left at that length, chain counts that grow with the length
+        (``--preset loongrl``) and chat templates that do not add up can each need more. Each step makes
+        sample 0 with the config at that length (:meth:`GenConfig.at_length`), the sample a run at that
+        length makes first, and moves to the larger of the next length and the one its failure names.
+
+        Returns:
+            The length, or None when ``tries`` lengths did not make it.
+        """
+        length = start
+        for _ in range(tries):
+            gen = type(self)(self.config.at_length(length), self.corpus)
+            try:
+                gen.sample(0, Counter())
+                return length
+            except SkipSample as e:
+                need = e.least.need if e.least is not None and e.least.need is not None else 0
+                length = max(length + 1, need)
+            except LengthFitError:  # at the edge of the tolerance window: one token more
+                length += 1
+        log.warning("sample 0 was not made at any of %d lengths from %d up", tries, start)
+        return None
 
     def build(self, index: int, triplet: Triplet, rng: np.random.Generator) -> Sample:
         raise NotImplementedError
@@ -159,6 +212,7 @@ class Generator:
         gold: list[Any] | None = None,
         placement: str | None = None,
         exclude_titles: bool = True,
+        required: list[Any] | tuple[Any, ...] = (),
     ) -> FitResult:
         """Fill ``head + documents + tail`` for ``triplet`` to the configured length (see :func:`fit_prompt`).
 
@@ -175,6 +229,8 @@ class Generator:
                 retrieval needles).
             placement: where they go, instead of the configured placement.
             exclude_titles: also keep documents sharing a gold title out of the distractors.
+            required: documents of ``priority`` that must all be in the context (retrieval's other needles):
+                a length too small for them fails the budget check, with the length that holds them.
         """
         c = self.config
         gold = list(triplet.gold_docs) if gold is None else gold
@@ -195,6 +251,7 @@ class Generator:
             system_prompt=c.system_prompt,
             between=between,
             measure=self._measure,
+            required=required,
         )
 
     # -- driver ------------------------------------------------------------------------------------
@@ -211,6 +268,7 @@ class Generator:
         rng = sample_rng(self.config.seed, self.name, index)
         self._measure = index % AUDIT_EVERY == 0  # by index: which samples are audited is deterministic
         last: Exception | None = None
+        least: LengthBudgetError | None = None
         for attempt in range(min(MAX_TRIPLET_TRIES, len(self.corpus))):
             triplet = self.triplet_for(index, attempt)
             try:
@@ -218,8 +276,12 @@ class Generator:
             except LengthBudgetError as e:
                 skips["gold_exceeds_budget"] += 1
                 last = e
+                if e.need is not None and (least is None or least.need is None or e.need < least.need):
+                    least = e
                 log.debug("sample %d: triplet %s does not fit: %s", index, triplet.id, e)
-        raise SkipSample("no_triplet_fits", f"sample {index}: no triplet fits the budget; last error: {last}")
+        raise SkipSample(
+            "no_triplet_fits", f"sample {index}: no triplet fits the budget; last error: {last}", least
+        )
 
     def make_sample(
         self,
@@ -300,6 +362,50 @@ class Generator:
 def user_message(row: dict) -> str:
     """The content of the last user message of a sample row ("" when it has none)."""
     return next((m["content"] for m in reversed(list(row["prompt"])) if m["role"] == "user"), "")
+
+
+def _difference(got: str, want: str, width: int = 40) -> str:
+    """Where ``got`` first departs from ``want``, as a short quote of each."""
+    i = next((k for k, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
+    start = max(0, i - 10)
+    return f"{got[start : i + width]!r} where {want[start : i + width]!r} was expected"
+
+
+def longqa_question_problems(check: str, row: dict, question: str) -> list[tuple[str, str]]:
+    """Does ``row`` ask ``question``, the question re-derived from its structured data?
+
+    The question column and the long-QA prompt (instructions, the text, then the question, written by
+    :func:`datagen.prompts.longqa_pieces`, the function that wrote the prompt) must both ask it, so a question
+    edited in either place, with the answer kept, is caught.
+
+    Args:
+        check: the name the violations are reported under (the generator's).
+        row: a sample row.
+        question: the question its ``extra_info.task_data`` describes.
+    """
+    problems = []
+    if row["question"] != question:
+        problems.append(
+            (
+                check,
+                "the question column is not the question that task_data describes: "
+                + _difference(str(row["question"]), question),
+            )
+        )
+    user = user_message(row)
+    head, tail = longqa_pieces(question)
+    if not user.startswith(head):
+        problems.append((check, "the user message does not start with the long-QA instructions"))
+    if not user.endswith(tail):
+        at = user.rfind(tail[: tail.index(question)])  # where the text ends and the question begins
+        got = user[at:] if at >= 0 else user[-len(tail) :]
+        problems.append(
+            (
+                check,
+                "the prompt does not ask the question that task_data describes: " + _difference(got, tail),
+            )
+        )
+    return problems
 
 
 GENERATORS: Registry[type[Generator]] = Registry("generator")

@@ -274,6 +274,7 @@ def fit_prompt(
     system_prompt: str | None = None,
     between: Sequence[bool] = (),
     measure: bool = True,
+    required: Sequence[Document] = (),
 ) -> FitResult:
     """Fill ``head + documents + tail`` to ``L*(1-tolerance) <= tokens <= L`` of the rendered prompt.
 
@@ -296,6 +297,9 @@ def fit_prompt(
             tokenizer's count is the exact sum of the measured counts of the prompt's pieces (see the
             module docstring), and the prompt is not tokenised again; non-additive tokenizers always
             measure. Generators measure every :data:`AUDIT_EVERY`-th sample as a check.
+        required: distractors that must all be in the context (retrieval's other needles); they come
+            first among ``candidates``, and only the budget check counts them here, so that a length too
+            small for them fails with the length that holds them.
 
     Returns:
         A :class:`FitResult` whose ``prompt_tokens`` is the token count of the final rendered prompt.
@@ -339,11 +343,16 @@ def fit_prompt(
         )
     budget = length - fixed - pair_total
     plan = _Plan(counter, gold)
-    if plan.cost > budget:
+    held = _Plan(counter, [*gold, *required]).cost if required else plan.cost
+    if held > budget:
+        parts = [f"the instructions take {fixed} tokens"]
+        parts += [f"the {len(pairs)} chain pairs {pair_total}"] if pairs else []
+        parts += [f"the {len(gold)} gold documents {plan.cost}"]
+        parts += [f"the {len(required)} other documents it must hold {held - plan.cost}"] if required else []
         raise LengthBudgetError(
-            f"length {length} is too small: the instructions take {fixed} tokens, the {len(pairs)} chain pairs "
-            f"{pair_total} and the {len(gold)} gold documents {plan.cost}; use a larger --length "
-            f"(at least {fixed + pair_total + plan.cost}) or fewer chains/hops"
+            f"length {length} is too small: {', '.join(parts[:-1])} and {parts[-1]}",
+            fixed + pair_total + held,
+            " or fewer chains/hops" if pairs else "",
         )
     _fill(plan, candidates, budget, lo - fixed - pair_total, tokenizer)
     docs, gold_pos = _order(plan, rng, depth)
@@ -399,7 +408,8 @@ def fit_prompt(
             if floor > length:
                 raise LengthBudgetError(
                     f"length {length} is too small with tokenizer {tokenizer.name} and its chat template: with no "
-                    f"distractor left the prompt still takes {floor} tokens; use a larger --length (at least {floor})"
+                    f"distractor left the prompt still takes {floor} tokens",
+                    floor,
                 ) from None
             raise LengthFitError(
                 f"could not fit the prompt into [{lo}, {length}] tokens with tokenizer {tokenizer.name}: its counts "

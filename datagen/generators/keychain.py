@@ -12,6 +12,7 @@ import difflib
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,14 +29,21 @@ from datagen.prompts import HEAD_KEY_PHRASE, keychain_pieces
 from datagen.schema import Chain, Sample, Triplet
 
 UUID_FORMATS = ("full", "short", "hex8")
-#: Presets: ``loongrl`` reproduces the task of LoongRL's KeyChain generator (see docs/design-notes.md).
-PRESETS = ("loongrl",)
 #: LoongRL: 4 chains per 1,024 tokens of budget, of 4 keys each.
 LOONGRL_CHAINS_PER_1024 = 4
 #: The share of pairs put on their own line between documents under the ``loongrl`` preset.
 LOONGRL_PAIRS_BETWEEN = 0.5
 #: The standard deviation of the core block's depth around the middle under the ``loongrl`` preset.
 LOONGRL_CORE_SIGMA = 0.1
+#: What a run takes for the options below when they are not given: without a preset, and per preset
+#: (whose chain count, ``loongrl_num_chains``, depends on the length). A value given explicitly, even one
+#: equal to the default, is never replaced.
+OPTION_DEFAULTS: dict[str, Any] = {"uuid_format": "full", "pairs_between": 0.0, "doc_template": "default"}
+PRESET_VALUES: dict[str, dict[str, Any]] = {
+    "loongrl": {"uuid_format": "hex8", "pairs_between": LOONGRL_PAIRS_BETWEEN, "doc_template": "passage"},
+}
+#: Presets: ``loongrl`` reproduces the task of LoongRL's KeyChain generator (see docs/design-notes.md).
+PRESETS = tuple(PRESET_VALUES)
 
 
 def default_num_chains(length: int) -> int:
@@ -156,22 +164,31 @@ class KeyChainConfig(GenConfig):
     Args:
         hops: keys per chain (the true chain has ``hops`` pairs, the last pointing at the question).
         num_chains: chains in total (1 true + decoys); default scales with the length.
-        uuid_format: ``full`` (36-character UUIDs), ``short`` (16 hex digits) or ``hex8`` (8 hex digits).
+        uuid_format: ``full`` (36-character UUIDs), ``short`` (16 hex digits) or ``hex8`` (8 hex digits);
+            default full (hex8 under the loongrl preset).
         pairs_between: the share of pairs written on their own line between documents rather than
-            after a sentence end (0 to 1).
+            after a sentence end (0 to 1); default 0 (0.5 under the loongrl preset).
+        doc_template: how documents are written: ``default``, ``passage`` or ``plain``; default default
+            (passage under the loongrl preset).
         preset: ``loongrl`` for LoongRL's task: 4 chains per 1,024 tokens, ``hex8`` keys, ``passage``
             documents, half the pairs between documents, and the source record's whole paragraph set
-            kept together as a core block around the middle (options left at their defaults take the
-            preset's values; docs/design-notes.md says how it differs from the default).
+            kept together as a core block around the middle. Options given explicitly win over the
+            preset's, options left out take them (docs/design-notes.md says how it differs from the
+            default).
     """
 
     hops: int = 4
+    # None: not given; the preset's value applies, else OPTION_DEFAULTS' (so what the user gives wins)
     num_chains: int | None = None
-    uuid_format: str = "full"
-    pairs_between: float = 0.0
+    uuid_format: str | None = None
+    pairs_between: float | None = None
     preset: str | None = None
+    doc_template: str | None = None  # GenConfig's field, with "not given" as its default here
 
     def __post_init__(self) -> None:
+        #: options derived from the length, which ``at_length`` derives again (an attribute, not a field:
+        #: not part of ``params``)
+        self.derived: tuple[str, ...] = ("num_chains",) if self.num_chains is None else ()
         if self.preset is not None:
             if self.preset not in PRESETS:
                 close = difflib.get_close_matches(self.preset, PRESETS, n=1)
@@ -181,12 +198,10 @@ class KeyChainConfig(GenConfig):
                 )
             if self.num_chains is None:
                 self.num_chains = loongrl_num_chains(self.length)
-            if self.uuid_format == "full":
-                self.uuid_format = "hex8"
-            if self.doc_template == "default":
-                self.doc_template = "passage"
-            if self.pairs_between == 0.0:
-                self.pairs_between = LOONGRL_PAIRS_BETWEEN
+        preset = PRESET_VALUES.get(self.preset or "", {})
+        for name, default in OPTION_DEFAULTS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, preset.get(name, default))
         super().__post_init__()
         if self.hops < 1:
             raise LongmillError(f"hops must be >= 1, got {self.hops}")
@@ -201,6 +216,18 @@ class KeyChainConfig(GenConfig):
             )
         if not 0.0 <= self.pairs_between <= 1.0:
             raise LongmillError(f"pairs_between must be in [0, 1], got {self.pairs_between}")
+
+    def check_given(self, given: set[str]) -> None:
+        """Under a preset the record's paragraphs are one core block, which ``uniform`` cannot place (the
+        default placement puts it around the middle, as LoongRL does); a typed ``--placement uniform``
+        is refused rather than silently replaced."""
+        if self.preset is not None and "placement" in given and self.placement == "uniform":
+            raise LongmillError(
+                f"--placement uniform places each gold document on its own, but under --preset {self.preset} "
+                "the record's paragraphs form one core block: leave --placement out to put the block "
+                f"around the middle (depth drawn from N(0.5, {LOONGRL_CORE_SIGMA})), or give "
+                "--placement middle or depth:X"
+            )
 
 
 @GENERATORS.register("keychain")

@@ -12,8 +12,11 @@ to the exact length. The queried needles (or the queried chain) are the gold doc
 ``--placement`` or, for a grid, by ``--depths`` (sample ``i`` at ``depths[i % len(depths)]``); the other
 needles and chains are spread uniformly. Run one command per length for the length axis.
 
-:meth:`check_row` re-derives the answer from the prompt text (every needle or assignment in it), so
-extra, missing or edited needles, and a tampered answer, are caught.
+:meth:`check_row` rebuilds the question from ``extra_info.task_data`` (with :func:`needles_question` or
+:func:`vartrack_question`, which wrote it) and compares it with the question column and the prompt, checks
+that the gold documents are the queried needles (or chain), and re-derives the answer from the prompt
+text (every needle or assignment in it), so a question re-pointed at a distractor, extra, missing or
+edited needles, and a tampered answer, are caught.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 
 from datagen.core.errors import LengthBudgetError, LongmillError
 from datagen.core.rng import rng_uuid, stable_id
-from datagen.generators.base import GENERATORS, GenConfig, Generator
+from datagen.generators.base import GENERATORS, GenConfig, Generator, longqa_question_problems
 from datagen.generators.fit import FitResult, parse_placement
 from datagen.prompts import longqa_pieces
 from datagen.schema import Document, Sample, SupportingFact, Triplet
@@ -101,7 +104,17 @@ class _Retrieval(Generator):
         c = self.config
         placement = c.placement_for(index)
         parse_placement(placement)
-        fit = self.fit(None, rng, head, tail, others, gold=gold, placement=placement, exclude_titles=False)
+        fit = self.fit(
+            None,
+            rng,
+            head,
+            tail,
+            others,
+            gold=gold,
+            placement=placement,
+            exclude_titles=False,
+            required=others,
+        )
         placed = {d.doc_id for d in fit.docs}
         if not {d.doc_id for d in others} <= placed:
             raise LengthBudgetError(
@@ -168,6 +181,17 @@ class NeedlesConfig(RetrievalConfig):
             )
 
 
+def needles_question(keys: list[str]) -> str:
+    """The question asking for the values of ``keys``, in that order (written here only: the generator
+    writes it with this, and :meth:`Needles.check_row` rebuilds it from ``task_data`` to compare)."""
+    if len(keys) == 1:
+        return f"What is the special magic number for {keys[0]} mentioned in the provided text?"
+    return (
+        f"What are the special magic numbers for {', '.join(keys[:-1])} and {keys[-1]} mentioned in "
+        "the provided text? Give them in that order, separated by commas."
+    )
+
+
 def needles_answer(values: list[str]) -> list[str]:
     """Accepted answers for values asked in order: "a, b and c" and "a, b, c" (one value: itself)."""
     if len(values) == 1:
@@ -202,13 +226,7 @@ class Needles(_Retrieval):
         gold = [docs[i] for i in asked]
         others = [d for i, d in enumerate(docs) if i not in set(asked)]
         qkeys, qvalues = [keys[i] for i in asked], [values[i] for i in asked]
-        if len(qkeys) == 1:
-            question = f"What is the special magic number for {qkeys[0]} mentioned in the provided text?"
-        else:
-            question = (
-                f"What are the special magic numbers for {', '.join(qkeys[:-1])} and {qkeys[-1]} mentioned in "
-                "the provided text? Give them in that order, separated by commas."
-            )
+        question = needles_question(qkeys)
         answers = needles_answer(qvalues)
         item = self.item(triplet, question, answers, gold, len(gold), "single" if len(gold) == 1 else "multi")
         head, tail = longqa_pieces(question)
@@ -233,11 +251,15 @@ class Needles(_Retrieval):
             problems.append(("needles", f"the text has {len(found)} needles, task_data says {n}"))
         if any(len(v) > 1 for v in table.values()):
             problems.append(("needles", "a key has more than one needle in the text"))
+        problems += longqa_question_problems("needles", row, needles_question(queries))
         missing = [k for k in queries if k not in table]
         if missing:
             return problems + [("needles", f"no needle in the text for the queried key(s) {missing}")]
-        if any(k not in row["question"] for k in queries):
-            problems.append(("needles", "the question does not name every queried key"))
+        gold = {k for g in row["gold_docs"] for k, _ in _NEEDLE.findall(g["text"])}
+        if gold != set(queries):
+            problems.append(
+                ("needles", f"the gold documents hold the needles of {sorted(gold)}, not of the queried keys")
+            )
         return problems + cls.compare("needles", row, needles_answer([table[k][0] for k in queries])[0])
 
 
@@ -293,6 +315,16 @@ def resolve_assignments(assignments: list[tuple[str, str, str]]) -> dict[str, st
     return out
 
 
+def vartrack_question(value: str) -> str:
+    """The question asking which variables hold ``value`` (written here only: the generator writes it with
+    this, and :meth:`VarTrack.check_row` rebuilds it from ``task_data`` to compare)."""
+    return (
+        f"Find all variables that are assigned the value {value} in the text above, directly or "
+        "through other variables. List them in the order of their assignment chain, separated by "
+        "spaces."
+    )
+
+
 @GENERATORS.register("vartrack")
 class VarTrack(_Retrieval):
     """RULER-style variable tracking: which variables end up holding a given value."""
@@ -320,11 +352,7 @@ class VarTrack(_Retrieval):
             texts += [VAR_COPY.format(name=chain[i], source=chain[i - 1]) for i in range(1, len(chain))]
             docs.append([Document.make(NEEDLE_TITLE, t) for t in texts])
         gold, others = docs[0], [d for chain_docs in docs[1:] for d in chain_docs]
-        question = (
-            f"Find all variables that are assigned the value {values[0]} in the text above, directly or "
-            "through other variables. List them in the order of their assignment chain, separated by "
-            "spaces."
-        )
+        question = vartrack_question(values[0])
         head, tail = longqa_pieces(question)
         fit = self.fit_needles(
             index, rng, head, tail, gold, [others[int(i)] for i in rng.permutation(len(others))]
@@ -364,8 +392,7 @@ class VarTrack(_Retrieval):
                     f"the text has {len(found)} assignments, task_data says {chains} chains of {length}",
                 )
             )
-        if value not in row["question"]:
-            problems.append(("vartrack", f"the question does not ask about {value}"))
+        problems += longqa_question_problems("vartrack", row, vartrack_question(value))
         holders = {name for name, v in resolved.items() if v == value}
         # the chain order: the variable assigned the number first, then each one that copies the previous
         copies = {source: name for name, number, source in found if source}
@@ -374,6 +401,14 @@ class VarTrack(_Retrieval):
             order.append(copies[order[-1]])
         if set(order) != holders:
             return problems + [("vartrack", f"the variables holding {value} do not form one chain")]
+        gold = {name for g in row["gold_docs"] for name, _, _ in _ASSIGN.findall(g["text"])}
+        if gold != holders:
+            problems.append(
+                (
+                    "vartrack",
+                    f"the gold documents are the assignments of {sorted(gold)}, not of the chain of {value}",
+                )
+            )
         if any(sorted(a.split()) != sorted(holders) for a in row["reward_model"]["ground_truth"]):
             problems.append(("vartrack", f"an accepted answer is not exactly the variables holding {value}"))
         return problems + cls.compare("vartrack", row, " ".join(order))

@@ -32,6 +32,31 @@ _ROOT_FIELD = re.compile(r"[\[.]")
 #: Text shaped like a KeyChain pair: a brace, then a quoted hex key (8+ hex digits, dashes allowed, any
 #: case) and a colon. Broader than the keys KeyChain writes, so that no source text can pass for a pair.
 _PAIR_SHAPED = re.compile(r'\{(\s*)"([0-9A-Fa-f][0-9A-Fa-f-]{6,}[0-9A-Fa-f])"(\s*):')
+#: Text shaped like a ``needles`` needle ("One of the special magic numbers for <key> is: <value>."): any
+#: case, spacing and key. Broader than what the generator writes, for the same reason.
+_NEEDLE_SHAPED = re.compile(r"(?i)(\bmagic\s+numbers?\b[^.:\n]{0,80}?\bis)\s*:")
+#: Text shaped like a ``vartrack`` assignment ("VAR ABCDE = 12345.", "VAR ABCDE = VAR FGHIJ."): any name,
+#: value and spacing. ``VAR`` alone (football's video assistant referee) is left as it is.
+_ASSIGN_SHAPED = re.compile(r"\bVAR(\s+\w+\s*=\s*)(VAR\b)?")
+
+
+def _lower_assignment(m: re.Match[str]) -> str:
+    return "var" + m.group(1) + ("var" if m.group(2) else "")
+
+
+#: Each task's own text that a source could imitate: (the count in stats.json, its shape, the defused
+#: form). ``datagen verify`` re-reads these shapes from the whole prompt, so a source document holding one
+#: would add a pair, needle or assignment that belongs to no task.
+TASK_SHAPES: list[tuple[str, re.Pattern[str], Any]] = [
+    ("pair_text_neutralised", _PAIR_SHAPED, r"{\1\2\3:"),  # the key's quotes go: {1f2e3d4c: "x"}
+    ("needle_text_neutralised", _NEEDLE_SHAPED, r"\1"),  # the colon goes: "... for <key> is 42."
+    ("assignment_text_neutralised", _ASSIGN_SHAPED, _lower_assignment),  # "var ABCDE = var FGHIJ."
+]
+
+
+def _maybe_task_shaped(text: str) -> bool:
+    """A quick test (plain substring scans) that every task-shaped text passes, so most texts skip the regexes."""
+    return "{" in text or "VAR" in text or "agic" in text or "AGIC" in text
 
 
 def neutralise_pairs(text: str) -> tuple[str, int]:
@@ -51,18 +76,37 @@ def neutralise_pairs(text: str) -> tuple[str, int]:
     return _PAIR_SHAPED.subn(r"{\1\2\3:", text)
 
 
-def neutralise_triplet(t: Triplet) -> tuple[Triplet, int]:
-    """``t`` with pair-shaped text defused in every text that reaches a prompt; returns (triplet, count)."""
-    if "{" not in t.question and not any(
-        "{" in d.text or "{" in d.title for d in itertools.chain(t.gold_docs, t.distractor_docs)
+def neutralise_task_text(text: str) -> tuple[str, dict[str, int]]:
+    """``text`` with everything shaped like a task's own text defused (:data:`TASK_SHAPES`: KeyChain pairs,
+    needles, variable assignments), and how many of each kind were.
+
+    Example:
+        >>> neutralise_task_text("VAR ABCDE = 12345. One of the special magic numbers for x is: 7.")
+        ('var ABCDE = 12345. One of the special magic numbers for x is 7.', {'needle_text_neutralised': 1, 'assignment_text_neutralised': 1})
+    """
+    counts: dict[str, int] = {}
+    if not _maybe_task_shaped(text):
+        return text, counts
+    for kind, shape, repl in TASK_SHAPES:
+        text, k = shape.subn(repl, text)
+        if k:
+            counts[kind] = k
+    return text, counts
+
+
+def neutralise_triplet(t: Triplet) -> tuple[Triplet, dict[str, int]]:
+    """``t`` with task-shaped text defused in every text that reaches a prompt; returns (triplet, counts)."""
+    if not _maybe_task_shaped(t.question) and not any(
+        _maybe_task_shaped(d.text) or _maybe_task_shaped(d.title)
+        for d in itertools.chain(t.gold_docs, t.distractor_docs)
     ):
-        return t, 0  # the common case: one scan, no copies
-    n = 0
+        return t, {}  # the common case: plain scans, no copies
+    counts: dict[str, int] = {}
 
     def fix(text: str) -> str:
-        nonlocal n
-        out, k = neutralise_pairs(text)
-        n += k
+        out, k = neutralise_task_text(text)
+        for kind, n in k.items():
+            counts[kind] = counts.get(kind, 0) + n
         return out
 
     def fix_docs(docs: list[Document]) -> list[Document]:
@@ -76,15 +120,15 @@ def neutralise_triplet(t: Triplet) -> tuple[Triplet, int]:
     gold, distractors = fix_docs(t.gold_docs), fix_docs(t.distractor_docs)
     facts = [
         f
-        if "{" not in f.text and "{" not in f.title
+        if not _maybe_task_shaped(f.text) and not _maybe_task_shaped(f.title)
         else dataclasses.replace(f, title=fix(f.title), text=fix(f.text))
         for f in t.supporting_facts
     ]
-    if not n:
-        return t, 0
+    if not counts:
+        return t, counts
     return dataclasses.replace(
         t, question=question, gold_docs=gold, distractor_docs=distractors, supporting_facts=facts
-    ), n
+    ), counts
 
 
 def clean_text(text: str) -> str:
@@ -208,22 +252,19 @@ class Source:
     def iter_triplets(self) -> Iterator[Triplet]:
         """Yield triplets, in a deterministic order, honouring ``limit``.
 
-        Every reader's triplets pass through here, so pair-shaped text (see :func:`neutralise_pairs`)
-        is defused once for all sources, and counted in :attr:`cleaned`.
+        Every reader's triplets pass through here, so text shaped like a task's own (KeyChain pairs,
+        needles, variable assignments: see :func:`neutralise_task_text`) is defused once for all sources
+        and all generators, and counted in :attr:`cleaned`.
         """
         n = 0
         for t in self._iter():
             if self.limit is not None and n >= self.limit:
                 return
-            t, k = neutralise_triplet(t)
-            if k:
-                if not self.cleaned:
-                    log.info(
-                        '%s: defusing text shaped like KeyChain pairs ({"<hex>": ...}) in record %s',
-                        self.name,
-                        t.id,
-                    )
-                self.cleaned.add("pair_text_neutralised", k)
+            t, counts = neutralise_triplet(t)
+            for kind, k in counts.items():
+                if not self.cleaned.get(kind):
+                    log.info("%s: defusing task-shaped text (%s) from record %s on", self.name, kind, t.id)
+                self.cleaned.add(kind, k)
             yield t
             n += 1
 

@@ -240,3 +240,33 @@ def test_facts_that_start_with_the_value_still_verify(corpus):
             for it in d["items"]
         )
     assert capitalised > 0
+
+
+def _reworded(row: dict, old: str, new: str, prompt_only: bool = False) -> dict:
+    """``row`` with ``old`` replaced by ``new`` in the question where a reader sees it, the answer kept."""
+    user = row["prompt"][-1]["content"]
+    at = user.rindex("Question: ")  # the question after the text, not the documents
+    assert old in user[at:], (old, user[at:])
+    row["prompt"][-1]["content"] = user[:at] + user[at:].replace(old, new)
+    if not prompt_only:
+        row["question"] = row["extra_info"]["question"] = row["question"].replace(old, new)
+    return row
+
+
+def test_verify_catches_a_question_changed_with_its_answer_kept(samples):
+    """Issue 19: "released after 1936" -> "after 1996" kept the answer 7 (the true count is 5), and a
+    "smallest" flipped to "largest" passed too: the question is rebuilt from task_data and compared."""
+    year = _first(samples, lambda s: "were released after 1936?" in s.question)
+    smallest = _first(samples, lambda s: "has the smallest population?" in s.question)
+    assert check_row(year) == [] and check_row(smallest) == []
+    for row, old, new in ((year, "after 1936", "after 1996"), (smallest, "smallest", "largest")):
+        for prompt_only in (False, True):
+            bad = _reworded(json.loads(json.dumps(row)), old, new, prompt_only)
+            assert check_row(bad) != [], (old, prompt_only)
+            assert any("question" in m for _, m in _problems(bad)), _problems(bad)
+    # the carried threshold changed with the question: the recomputed answer no longer matches
+    d = json.loads(year["extra_info"]["task_data"])
+    d["target"] = 1996
+    bad = _reworded(json.loads(json.dumps(year)), "after 1936", "after 1996")
+    bad["extra_info"]["task_data"] = json.dumps(d)
+    assert any("ground truth" in m for _, m in _problems(bad)), _problems(bad)

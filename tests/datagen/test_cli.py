@@ -427,3 +427,35 @@ def test_no_distractor_left_to_remove_names_the_length_that_works():
         ]
     )
     assert 300 < floor and abs(floor - gold_only) <= 4
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["needles"],
+        ["needles", "--num-needles", "12", "--num-queries", "3"],
+        ["vartrack"],
+        ["longqa"],
+        ["aggregation"],
+        ["keychain"],
+        ["keychain", "--preset", "loongrl"],  # the chain count grows with the length
+    ],
+    ids=lambda a: "-".join(x.strip("-") for x in a),
+)
+def test_the_minimum_length_a_too_small_length_names_works(tmp_path, args):
+    """Issue 19: `datagen needles --length 1` said "at least 136", which could not hold the needles, and
+    the hint led to an unrelated error. The length named must work: the generator runs at exactly it."""
+    import re
+
+    small = datagen(*args, "--length", "1", "--out", str(tmp_path / "a"), check=False)
+    assert small.returncode == 2, small.stderr
+    need = int(re.search(r"use a larger --length \(at least (\d+)", small.stderr).group(1))
+    if args[0] in ("needles", "vartrack"):  # the reason counts every needle, not only the queried ones
+        assert "other documents it must hold" in small.stderr, small.stderr
+    out = tmp_path / "b"
+    datagen(*args, "--length", str(need), "--num-samples", "1", "--out", str(out))
+    assert "OK: 1 rows" in datagen("verify", str(out)).stdout
+    lower = datagen(
+        *args, "--length", str(need - 1), "--num-samples", "1", "--out", str(tmp_path / "c"), check=False
+    )
+    assert lower.returncode == 2 and "use a larger --length" in lower.stderr  # the minimum, for sample 0

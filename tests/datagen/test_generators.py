@@ -6,6 +6,7 @@ import json
 import re
 from collections import Counter
 
+import pyarrow.parquet as pq
 import pytest
 
 from datagen.corpus import normalize_question
@@ -321,3 +322,71 @@ def test_loongrl_preset_from_the_command_line(tmp_path):
         main, ["keychain", "--length", "8k", "--preset", "loong", "--out", str(tmp_path / "x")]
     )
     assert bad.exit_code != 0 and "did you mean 'loongrl'" in bad.output
+
+
+def test_options_typed_with_the_loongrl_preset_win(tmp_path):
+    """Issue 19: with --preset loongrl, --uuid-format full, --pairs-between 0 and --doc-template default,
+    typed explicitly, were replaced by the preset's values because they equal the defaults."""
+    from click.testing import CliRunner
+
+    from datagen.cli import main
+    from datagen.generators.keychain import KeyChainConfig
+
+    typed = KeyChainConfig(
+        length=8192, preset="loongrl", uuid_format="full", pairs_between=0.0, doc_template="default"
+    )
+    assert (typed.uuid_format, typed.pairs_between, typed.doc_template, typed.num_chains) == (
+        "full",
+        0.0,
+        "default",
+        32,
+    )
+    base = [
+        "keychain",
+        "--length",
+        "4k",
+        "--preset",
+        "loongrl",
+        "--num-samples",
+        "1",
+        "--source-opt",
+        "num_triplets=200",
+    ]
+    out = tmp_path / "kc"
+    r = CliRunner().invoke(
+        main,
+        [
+            *base,
+            "--num-chains",
+            "4",
+            "--uuid-format",
+            "full",
+            "--pairs-between",
+            "0",
+            "--doc-template",
+            "default",
+            "--out",
+            str(out),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    params = json.loads((out / "stats.json").read_text())["params"]
+    assert (params["uuid_format"], params["pairs_between"], params["doc_template"]) == (
+        "full",
+        0.0,
+        "default",
+    )
+    row = pq.read_table(out / "part-00000.parquet").to_pylist()[0]
+    text = row["prompt"][-1]["content"]
+    assert "Document 1:\n" in text and all(re.fullmatch(r"[0-9a-f-]{36}", k) for k, _ in parse_pairs(text))
+    # left out, they take the preset's values; given, --placement uniform cannot place the core block
+    r = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "p")])
+    params = json.loads((tmp_path / "p" / "stats.json").read_text())["params"]
+    assert (params["uuid_format"], params["pairs_between"], params["doc_template"]) == (
+        "hex8",
+        0.5,
+        "passage",
+    )
+    r = CliRunner().invoke(main, [*base, "--placement", "uniform", "--out", str(tmp_path / "u")])
+    assert r.exit_code == 2 and "--placement uniform" in r.output and "core block" in r.output, r.output
+    assert not (tmp_path / "u").exists()

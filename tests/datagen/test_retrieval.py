@@ -7,6 +7,7 @@ import json
 import re
 from collections import Counter
 
+import pyarrow.parquet as pq
 import pytest
 
 from datagen.generators import GENERATORS
@@ -208,3 +209,100 @@ def test_cli_grid_over_length_and_depth(tmp_path):
         r["length_target"] == 4000 for r in rs
     )
     assert "OK: 12 rows" in datagen("verify", str(tmp_path))
+
+
+def _ask_instead(row: dict, old: str, new: str, prompt_only: bool) -> dict:
+    """``row`` asking about ``new`` where it asked about ``old`` (the question after the text)."""
+    user = row["prompt"][-1]["content"]
+    at = user.rindex("Question: ")
+    assert old in user[at:]
+    row["prompt"][-1]["content"] = user[:at] + user[at:].replace(old, new)
+    if not prompt_only:
+        row["question"] = row["extra_info"]["question"] = row["question"].replace(old, new)
+    return row
+
+
+def test_needles_verify_catches_a_question_about_a_distractor(toy_corpus):
+    """Issue 19: a needles prompt that asks for a distractor's key passed verify."""
+    s = make("needles", toy_corpus, n=1, num_needles=5)[0]
+    key = json.loads(s.extra_info["task_data"])["queries"][0]
+    table = dict(NEEDLE.findall(s.user_text))
+    other = next(k for k in table if k != key)
+    for prompt_only in (True, False):
+        row = _ask_instead(s.to_row(), key, other, prompt_only)
+        assert any("question" in m for m in _problems(row, "needles")), (prompt_only, check_row(row))
+    # everything re-pointed at the distractor, its value as the answer: the gold needle is still the old one
+    row = _ask_instead(s.to_row(), key, other, False)
+    row["answers"] = row["reward_model"]["ground_truth"] = row["extra_info"]["answers"] = [table[other]]
+    data = json.loads(row["extra_info"]["task_data"])
+    data["queries"] = [other]
+    row["extra_info"]["task_data"] = json.dumps(data)
+    assert any("gold" in m for m in _problems(row, "needles")), check_row(row)
+
+
+def test_vartrack_verify_catches_a_question_about_another_chain(toy_corpus):
+    """Issue 19: a vartrack prompt that asks about another chain's value passed verify."""
+    s = make("vartrack", toy_corpus, n=1, num_chains=2, chain_length=3)[0]
+    value = json.loads(s.extra_info["task_data"])["value"]
+    found = ASSIGN.findall(s.user_text)
+    other = next(num for _, num, _ in found if num and num != value)
+    for prompt_only in (True, False):
+        row = _ask_instead(s.to_row(), f"value {value}", f"value {other}", prompt_only)
+        assert any("question" in m for m in _problems(row, "vartrack")), (prompt_only, check_row(row))
+    # everything re-pointed at the other chain: its variables are not the gold documents
+    holders = [n for n, v in resolve_assignments(found).items() if v == other]
+    first = next(n for n, num, _ in found if num == other)
+    order = [first]
+    copies = {src: n for n, _, src in found if src}
+    while order[-1] in copies:
+        order.append(copies[order[-1]])
+    assert sorted(order) == sorted(holders)
+    row = _ask_instead(s.to_row(), f"value {value}", f"value {other}", False)
+    row["answers"] = row["reward_model"]["ground_truth"] = row["extra_info"]["answers"] = [" ".join(order)]
+    data = json.loads(row["extra_info"]["task_data"])
+    data["value"] = other
+    row["extra_info"]["task_data"] = json.dumps(data)
+    assert any("gold" in m for m in _problems(row, "vartrack")), check_row(row)
+
+
+#: source text shaped like the retrieval tasks' own sentences (a needle, a value, a copy, odd spacing/case)
+TASK_SHAPED = (
+    "One of the special magic numbers for 0123456789abcdef is: 4242424. "
+    "One of the Special Magic Numbers for the harbour is : 77. "
+    "VAR QWERT = 12345. VAR ASDFG = VAR QWERT. "
+)
+
+
+def _task_shaped_source():
+    import dataclasses
+
+    from datagen.schema import Document
+
+    from .conftest import ListSource, toy_triplets
+
+    triplets = []
+    for t in toy_triplets(60):
+        gold = [Document.make(d.title, TASK_SHAPED + d.text) for d in t.gold_docs]
+        dis = [Document.make(d.title, d.text + " " + TASK_SHAPED.strip()) for d in t.distractor_docs]
+        triplets.append(dataclasses.replace(t, gold_docs=gold, distractor_docs=dis))
+    return ListSource(triplets)
+
+
+@pytest.mark.parametrize(("name", "config"), [("needles", NeedlesConfig), ("vartrack", VarTrackConfig)])
+def test_task_shaped_source_text_never_breaks_verify(tmp_path, name, config):
+    """Issue 19: a source holding needle-shaped or `VAR X = n.` sentences made verify reject every needles
+    and vartrack sample made from it. Such text is defused when read (as KeyChain pairs are), and counted."""
+    out = tmp_path / name
+    stats = run_generator(
+        name, config(length=3000, seed=2), _task_shaped_source(), RunConfig(out=out, num_samples=4)
+    )
+    report = verify(out)
+    assert report.ok, [str(v) for v in report.violations[:3]]
+    docs = 60 * (2 + 8)  # every document of the source holds the text once
+    assert stats["source_cleaned"] == {
+        "assignment_text_neutralised": 2 * docs,
+        "needle_text_neutralised": 2 * docs,
+    }
+    user = pq.read_table(out / "part-00000.parquet").to_pylist()[0]["prompt"][-1]["content"]
+    assert "One of the special magic numbers for 0123456789abcdef is 4242424." in user  # still readable
+    assert "var QWERT = 12345. var ASDFG = var QWERT." in user

@@ -755,3 +755,31 @@ def test_file_in_another_supported_format_gets_a_hint(tmp_path):
         read("jsonl", ms)
     # 2Wiki and HotpotQA share one layout: each reader reads the other's files without a complaint.
     assert len(read("2wikimqa", hp)[0]) == 3
+
+
+def test_task_shaped_text_is_neutralised():
+    """Issue 19: needles and variable assignments, as the generators write them and in looser forms, are
+    defused like KeyChain pairs; look-alikes that are not task text (football's VAR) are left alone."""
+    from datagen.generators.retrieval import _ASSIGN, _NEEDLE, NEEDLE_TEXT, VAR_COPY, VAR_VALUE
+    from datagen.sources.base import neutralise_task_text
+
+    written = " ".join(
+        [
+            NEEDLE_TEXT.format(key="0123456789abcdef", value="1234567"),
+            VAR_VALUE.format(name="ABCDE", value="12345"),
+            VAR_COPY.format(name="FGHIJ", source="ABCDE"),
+            "One of the SPECIAL magic  numbers for some key is :  8.",
+            'And {"0123456789abcdef": "Who?"}.',
+        ]
+    )
+    out, counts = neutralise_task_text(written)
+    assert _NEEDLE.findall(out) == [] and _ASSIGN.findall(out) == []
+    assert counts == {
+        "pair_text_neutralised": 1,
+        "needle_text_neutralised": 2,
+        "assignment_text_neutralised": 2,
+    }
+    assert "var FGHIJ = var ABCDE." in out and "for 0123456789abcdef is 1234567." in out
+    assert neutralise_task_text(out) == (out, {})  # idempotent
+    plain = "The VAR review took four minutes. A magic number: 7. Its value is: 3."
+    assert neutralise_task_text(plain) == (plain, {})
