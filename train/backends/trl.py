@@ -237,6 +237,8 @@ class TRLBackend(TrainerBackend):
 
         state = _state()
         missing = missing_files(folder)
+        if state.num_processes == 1 and not Path(folder).exists():
+            return  # one process: the loader says the model is missing, in its own words
         report = [(socket.gethostname(), state.process_index, len(missing), missing[0])] if missing else []
         if state.num_processes > 1:
             from accelerate.utils import gather_object
