@@ -241,19 +241,54 @@ def grpo(
     "--n-gpus-per-node", type=int, default=8, show_default=True, help="GPUs per node of the verl cluster."
 )
 @click.option("--nnodes", type=int, default=1, show_default=True, help="Nodes of the verl cluster.")
+@click.option(
+    "--gpu-memory-gib",
+    type=float,
+    default=80.0,
+    show_default=True,
+    help="Memory of one GPU of the verl cluster (the memory plan sets the token budget per GPU and offload).",
+)
 @config_options(GRPOPhaseConfig, shown=GRPO_SHOWN)
 @friendly_errors
 def verl_config(
-    curriculum: str, out: Path, config_file: str | None, n_gpus_per_node: int, nnodes: int, **kw
+    curriculum: str,
+    out: Path,
+    config_file: str | None,
+    n_gpus_per_node: int,
+    nnodes: int,
+    gpu_memory_gib: float,
+    **kw,
 ) -> None:
-    """Write, per stage, a ready-to-run verl DAPO command with settings equivalent to longmill's GRPO."""
+    """Write, per stage, a ready-to-run verl DAPO command with settings equivalent to longmill's GRPO.
+
+    Each option is written in verl 0.9.1's names; an option verl lacks is refused (a scheduler, loss, logger or
+    reward scaling it has not) or named in a warning (it is ignored). Long prompts get QwenLong-L1's levers:
+    padding removal, Ulysses sequence parallelism (--sp-size), dynamic batches with a token budget per GPU and
+    parameter/optimizer offload, sized by `train plan` for --gpu-memory-gib.
+
+    \b
+    Examples:
+      python -m train verl-config --curriculum data/curriculum --config train/configs/grpo-gpu-qwen2.5-7b.yaml \\
+          --out runs/verl --sp-size 4
+      python -m train verl-config --curriculum data/curriculum --model Qwen/Qwen2.5-32B-Instruct --out runs/verl \\
+          --nnodes 4 --sp-size 8 --judge-url http://judge-host:8001/v1
+    """
+    from train.backends import TRAINER_BACKENDS
     from train.phases import run_phases
 
     config = load_yaml_config(
         GRPOPhaseConfig, config_file, export_only(typed_options(GRPOPhaseConfig, kw), "verl")
     )
+    for warning in TRAINER_BACKENDS.get("verl").preflight(config, curriculum):
+        click.echo(f"warning: {warning}", err=True)
     summary = run_phases(
-        curriculum, out, config, backend="verl", n_gpus_per_node=n_gpus_per_node, nnodes=nnodes
+        curriculum,
+        out,
+        config,
+        backend="verl",
+        n_gpus_per_node=n_gpus_per_node,
+        nnodes=nnodes,
+        gpu_memory_gib=gpu_memory_gib,
     )
     click.echo(
         json.dumps(

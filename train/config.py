@@ -30,6 +30,8 @@ from datagen.core.errors import LongmillError
 
 ROLLOUTS = ("auto", "hf", "vllm-colocate", "vllm-server")
 DYNAMIC_SAMPLING_METRICS = ("accuracy", "reward")
+JUDGE_ON_FAILURE = ("stop", "warn")
+MODEL_FOLDER_FILES = ("auto", "link", "copy")
 
 #: GRPOConfig fields whose loss of meaning would silently turn DAPO into something else. If the installed TRL
 #: lacks one (renamed or removed), declaring it here would create a field TRL never reads: refuse instead.
@@ -144,6 +146,16 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
         yarn_within_native_window: also use YaRN for stages whose prompts and completions fit the native
             window (default true: one position encoding for every phase; see docs/design-notes.md).
         attn_implementation: e.g. sdpa or flash_attention_2.
+        judge_max_failed_batches: stop training (or, with judge_on_failure warn, log an error) once every judge
+            call of this many consecutive logged batches has failed; 0 turns the check off.
+        judge_on_failure: stop (save a checkpoint and end the run with an error; resume once the judge is back)
+            or warn. The same setting decides whether an unreachable judge_url refuses to start the run.
+        model_folder_files: how a phase's model folder holds the weights of the folder it starts from: link
+            (symbolic links into it, e.g. the main process's hub cache), copy (a self-sufficient folder, for runs
+            whose nodes share the run folder but not the cache), or auto (copy when the run spans nodes).
+        sp_size: Ulysses sequence-parallel size (GPUs that share one sequence). verl-config exports it as
+            ulysses_sequence_parallel_size; TRL's GRPOTrainer (1.16) has no sequence parallelism, so train grpo
+            refuses sp_size > 1.
     """
 
     # Defaults that differ from TRL's (DAPO and longmill's logging).
@@ -204,6 +216,11 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
     yarn_original_max_position_embeddings: int = 32_768
     yarn_within_native_window: bool = True
     attn_implementation: str | None = None
+    # Issue 17: the judge's health, multi-node model folders, sequence parallelism (kept together).
+    judge_max_failed_batches: int = 3
+    judge_on_failure: str = "stop"
+    model_folder_files: str = "auto"
+    sp_size: int = 1
 
     def __post_init__(self) -> None:
         check_trl_fields(TRLGRPOConfig)
@@ -245,6 +262,18 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
                 f"dynamic_sampling_metric must be one of {', '.join(DYNAMIC_SAMPLING_METRICS)}, "
                 f"got {self.dynamic_sampling_metric!r}"
             )
+        if self.judge_max_failed_batches < 0:
+            raise LongmillError(
+                f"judge_max_failed_batches must be >= 0 (0 turns the check off), got {self.judge_max_failed_batches}"
+            )
+        for name, valid in (
+            ("judge_on_failure", JUDGE_ON_FAILURE),
+            ("model_folder_files", MODEL_FOLDER_FILES),
+        ):
+            if getattr(self, name) not in valid:
+                raise LongmillError(f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
+        if self.sp_size < 1:
+            raise LongmillError(f"sp_size must be >= 1, got {self.sp_size}")
         if self.yarn_factor is not None and self.yarn_factor <= 1.0:
             raise LongmillError(f"yarn_factor must be > 1 (or unset), got {self.yarn_factor}")
         if self.bf16 is None:

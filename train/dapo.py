@@ -307,8 +307,14 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
             if most == 0:
                 break
             rounds += 1
-            prompts, drawn = self._fresh_prompts(most, exclude)
-            exclude.update(drawn)
+            if int(empty.sum()):
+                prompts, drawn = self._fresh_prompts(most, exclude)
+                exclude.update(drawn)
+            else:
+                # Nothing to refill here, but TRL gathers rewards across ranks inside generation, so this rank
+                # generates as many groups as the neediest one; it re-uses its own prompts for that rather than
+                # spending its refill sampler's draws (and share of the stage) on groups it would throw away.
+                prompts = [inputs[i % len(inputs)] for i in range(most * g)]
             fresh, fresh_signal = self._score(prompts)
             usable = [i for i, z in enumerate(no_signal_groups(fresh_signal, g).tolist()) if not z]
             holes = [i for i, z in enumerate(empty.tolist()) if z]

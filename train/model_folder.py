@@ -4,7 +4,9 @@ HF training, TRL's colocated vLLM (which loads ``model.name_or_path``), ``trl vl
 eval and verl all read ``config.json`` from the folder they are given. Setting YaRN only on the in-memory
 config would leave vLLM sampling from a plain-RoPE model while a YaRN model is trained, so the scaling goes
 into the folder: a phase's starting folder gets a ``config.json`` with the rope scaling and the matching
-``max_position_embeddings``; its weights are symbolic links to the source folder (no copy).
+``max_position_embeddings``; its weights are symbolic links to the source folder (no copy), or copies where
+the folder must stand on its own (``copy=True``: a run whose nodes share the run folder but not the main
+process's model cache, which the links would point into).
 
 The module needs only the standard library (and ``huggingface_hub`` for a hub id), so that ``train
 verl-config`` can copy it next to verl's stage scripts, which run it on the cluster to write each stage's
@@ -100,17 +102,41 @@ def local_folder(name_or_path: str) -> Path:
         ) from e
 
 
-def prepare_model_folder(src: str, dst: str | Path, scaling: dict[str, Any] | None, native: int) -> str:
+def run_spans_nodes(env: dict[str, str] | None = None) -> bool:
+    """Whether this process belongs to a run over several nodes (torchrun's and accelerate's WORLD_SIZE and
+    LOCAL_WORLD_SIZE: more processes in all than on this node)."""
+    env = os.environ if env is None else env
+    try:
+        return int(env.get("WORLD_SIZE", "1")) > int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return False
+
+
+def missing_files(folder: str | Path) -> list[str]:
+    """Entries of a local model ``folder`` that cannot be read from this host (a dangling link, or the folder
+    itself absent); empty for a hub id, which each host resolves for itself."""
+    p = Path(folder)
+    if not p.exists() and not p.is_absolute() and str(folder).count("/") <= 1 and str(folder)[:1] not in ".~":
+        return []  # a hub id ("org/name"), which each host resolves itself
+    if not p.is_dir():
+        return [str(p)]
+    return [str(item) for item in sorted(p.iterdir()) if not item.exists()]
+
+
+def prepare_model_folder(
+    src: str, dst: str | Path, scaling: dict[str, Any] | None, native: int, copy: bool = False
+) -> str:
     """The folder a phase starts from: ``src`` itself when its rope already matches, else ``dst``.
 
-    ``dst`` holds ``config.json`` with the rope set as asked and links to every other file of ``src``.
-    Written atomically (a temporary folder renamed into place); call it on the main process only.
+    ``dst`` holds ``config.json`` with the rope set as asked and links to every other file of ``src`` (copies
+    with ``copy``). Written atomically (a temporary folder renamed into place); call it on the main process only.
 
     Args:
         src: a model folder or hub id.
         dst: where to write the adjusted folder.
         scaling: :func:`yarn_scaling` output, or None for plain RoPE over the native window.
         native: the model's native window (YaRN's original_max_position_embeddings).
+        copy: copy the other files instead of linking them, so ``dst`` does not depend on ``src``'s host.
     """
     folder = local_folder(src)
     cfg_path = folder / "config.json"
@@ -132,8 +158,14 @@ def prepare_model_folder(src: str, dst: str | Path, scaling: dict[str, Any] | No
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the folder is read by other processes and users
     try:
         for item in folder.iterdir():
-            if item.name != "config.json" and not item.name.startswith("."):
+            if item.name == "config.json" or item.name.startswith("."):
+                continue
+            if not copy:
                 os.symlink(item.resolve(), tmp / item.name, target_is_directory=item.is_dir())
+            elif item.is_dir():
+                shutil.copytree(item.resolve(), tmp / item.name)
+            else:
+                shutil.copy2(item.resolve(), tmp / item.name)
         (tmp / "config.json").write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n")
         if dst.exists():
             shutil.rmtree(dst)
@@ -142,7 +174,11 @@ def prepare_model_folder(src: str, dst: str | Path, scaling: dict[str, Any] | No
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     log.info(
-        "model folder %s: %s from %s", dst, f"YaRN x{scaling['factor']}" if scaling else "plain RoPE", src
+        "model folder %s: %s from %s (%s)",
+        dst,
+        f"YaRN x{scaling['factor']}" if scaling else "plain RoPE",
+        src,
+        "copied" if copy else "linked",
     )
     return str(dst)
 
@@ -196,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         "--needed", type=int, required=True, help="prompt plus completion positions of the stage"
     )
     parser.add_argument(
+        "--copy",
+        action="store_true",
+        help="copy SRC's files instead of linking them (nodes that do not share SRC's storage load DST)",
+    )
+    parser.add_argument(
         "--no-yarn-within-native-window",
         action="store_true",
         help="plain RoPE for stages that fit the native window",
@@ -205,11 +246,21 @@ def main(argv: list[str] | None = None) -> int:
         scaling = phase_scaling(
             args.yarn_factor, args.native, args.needed, not args.no_yarn_within_native_window
         )
-        chosen = prepare_model_folder(args.src, args.dst, scaling, args.native)
+        chosen = prepare_model_folder(args.src, args.dst, scaling, args.native, copy=args.copy)
     except LongmillError as e:
         parser.exit(2, f"error: {e}\n")
     dst = Path(args.dst)
-    if chosen != str(
+    if chosen != str(dst) and args.copy:  # the source already has the rope wanted: DST is a copy of it
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+        shutil.rmtree(tmp)
+        shutil.copytree(local_folder(chosen).resolve(), tmp, symlinks=False)
+        if dst.is_symlink() or dst.is_file():
+            dst.unlink()
+        elif dst.is_dir():
+            shutil.rmtree(dst)
+        os.replace(tmp, dst)
+    elif chosen != str(
         dst
     ):  # the source already has the rope wanted: DST links to it, so DST is always the path
         link = dst.with_name(f".{dst.name}.link")

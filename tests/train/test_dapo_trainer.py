@@ -1,4 +1,5 @@
-"""DAPO on a real TRL GRPOTrainer (tiny-qwen2, CPU): clip-higher acts, dynamic sampling filters on accuracy.
+"""DAPO on a real TRL GRPOTrainer (tiny-qwen2, CPU): clip-higher raises the upper clip bound, dynamic sampling
+filters on accuracy.
 
 The toy task: prompts with an even index are "easy" (every completion is correct); on odd prompts a
 completion is correct when its first token id is even. The shaped reward adds a small term that varies
@@ -103,13 +104,9 @@ def make_trainer(tmp_path: Path, model_dir: Path, reward, **kw) -> Recording:
 
 
 @pytest.mark.slow
-def test_clip_higher_acts_and_dynamic_sampling_filters_on_accuracy(tmp_path, tiny_qwen2):
+def test_dynamic_sampling_filters_on_accuracy(tmp_path, tiny_qwen2):
     trainer = make_trainer(tmp_path, tiny_qwen2, ToyAccuracyReward())
     trainer.train()
-    logs = [h for h in trainer.state.log_history if "loss" in h]
-    # steps_per_generation=2 > gradient_accumulation_steps=1: the second step of each generation batch is
-    # off-policy, so the importance ratio leaves 1 and the clip range acts.
-    assert any(h["clip_ratio/region_mean"] > 0 for h in logs), [h.get("clip_ratio/region_mean") for h in logs]
     assert len(trainer.batches) == 2
     for b in trainer.batches:
         assert b["reward_values"] == 1  # TRL's metrics once per generation batch, not once per refill
@@ -150,3 +147,31 @@ def test_groups_without_signal_after_the_last_round_leave_the_loss_and_its_norma
     assert remaining == [1.0]
     after = trainer.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # nothing to learn from, nothing learnt
+
+
+@pytest.mark.slow
+def test_clip_higher_clips_fewer_positive_advantage_tokens_above_one(tmp_path, tiny_qwen2):
+    """Same seed, same data, epsilon_high 0.28 against symmetric 0.2.
+
+    steps_per_generation=2 > gradient_accumulation_steps=1, so the second step of the generation batch is
+    off-policy. Its ratios are the same in both runs (the first step's ratio is exactly 1, where neither bound
+    acts, so both runs take the same first update). TRL counts ``clip_ratio/high_mean`` as the share of tokens
+    with ratio > 1 + epsilon_high and a positive advantage, and ``clip_ratio/low_mean`` as the share with
+    ratio < 1 - epsilon and a negative one (trl/trainer/grpo_trainer.py, ``_compute_loss``): clip-higher must
+    clip fewer tokens above and exactly as many below."""
+    second = {}
+    for eps_high in (0.28, 0.2):
+        trainer = make_trainer(
+            tmp_path / str(eps_high),
+            tiny_qwen2,
+            ToyAccuracyReward(),
+            epsilon_high=eps_high,
+            max_steps=2,
+            save_strategy="no",
+        )
+        trainer.train()
+        logs = [h for h in trainer.state.log_history if "loss" in h]
+        assert len(logs) == 2 and logs[0]["clip_ratio/region_mean"] == 0.0  # on-policy: ratio 1
+        second[eps_high] = logs[1]
+    assert second[0.28]["clip_ratio/low_mean"] == second[0.2]["clip_ratio/low_mean"]
+    assert second[0.2]["clip_ratio/high_mean"] > second[0.28]["clip_ratio/high_mean"], second

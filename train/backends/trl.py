@@ -16,7 +16,8 @@ from eval.models import load_causal_lm
 from train.backends.base import TRAINER_BACKENDS, StageSpec, TrainerBackend
 from train.callbacks import MetricsLogger
 from train.config import GRPOPhaseConfig
-from train.model_folder import phase_scaling, prepare_model_folder
+from train.judge_health import JudgeHealth, check_judge_url
+from train.model_folder import missing_files, phase_scaling, prepare_model_folder, run_spans_nodes
 from train.rewards import build_rewards
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,8 @@ class TRLBackend(TrainerBackend):
         metrics_dir: also write each phase's metrics.csv here as phase-K.csv (for `dvc plots`).
 
     Raises:
-        LongmillError: a vLLM rollout without vLLM installed (see :func:`check_rollout`).
+        LongmillError: a vLLM rollout without vLLM installed (see :func:`check_rollout`); ``sp_size`` > 1;
+            a judge some rank cannot reach (:func:`train.judge_health.check_judge_url`).
     """
 
     name = "trl"
@@ -156,6 +158,13 @@ class TRLBackend(TrainerBackend):
         metrics_dir: str | Path | None = None,
     ):
         check_rollout(config.resolved_rollout())
+        if getattr(config, "sp_size", 1) > 1:
+            raise LongmillError(
+                f"sp_size={config.sp_size}: TRL's GRPOTrainer (1.16) has no sequence parallelism (it refuses "
+                "parallelism_config.sp_size > 1), so train grpo cannot split one sequence over GPUs; use sp_size 1 "
+                "here, or export the run to verl (python -m train verl-config), which maps it to Ulysses"
+            )
+        check_judge_url(config)  # every rank, before any training: a judge some node cannot reach is refused
         self.config = config
         self.out = Path(out)
         self.resume = resume
@@ -190,16 +199,24 @@ class TRLBackend(TrainerBackend):
         return self.reward_funcs or build_rewards(self.config.reward_funcs, self.config)
 
     def model_folder(self, stage: StageSpec, init_checkpoint: str, phase_dir: Path) -> str:
-        """The folder this phase loads (and hands to vLLM): YaRN written into its config.json where asked."""
+        """The folder this phase loads (and hands to vLLM): YaRN written into its config.json where asked.
+
+        The folder's other files are links into the folder it starts from (the main process's hub cache for a
+        hub id), or copies with ``model_folder_files: copy`` (and ``auto`` in a run over several nodes). Every
+        rank then checks that it can read the folder, before any training.
+        """
         cfg = self.config
-        if not cfg.yarn_factor:
-            return init_checkpoint
         state = _state()
+        if not cfg.yarn_factor:
+            self.check_model_folder(init_checkpoint)
+            return init_checkpoint
         native = cfg.yarn_original_max_position_embeddings
         needed = stage.max_prompt_length + (cfg.max_completion_length or 0)
         scaling = phase_scaling(cfg.yarn_factor, native, needed, cfg.yarn_within_native_window)
+        mode = getattr(cfg, "model_folder_files", "auto")
+        copy = mode == "copy" or (mode == "auto" and run_spans_nodes())
         chosen = [
-            prepare_model_folder(init_checkpoint, phase_dir / "init-model", scaling, native)
+            prepare_model_folder(init_checkpoint, phase_dir / "init-model", scaling, native, copy=copy)
             if state.is_main_process
             else None
         ]
@@ -207,7 +224,33 @@ class TRLBackend(TrainerBackend):
             from accelerate.utils import broadcast_object_list
 
             broadcast_object_list(chosen, from_process=0)  # also the barrier: the folder is written
+        self.check_model_folder(chosen[0])
         return chosen[0]
+
+    def check_model_folder(self, folder: str) -> None:
+        """Every rank reads ``folder`` from its own host; one that cannot stops the run before it trains.
+
+        Raises:
+            LongmillError: on every rank, naming the hosts and files that are missing.
+        """
+        import socket
+
+        state = _state()
+        missing = missing_files(folder)
+        if state.num_processes == 1 and not Path(folder).exists():
+            return  # one process: the loader says the model is missing, in its own words
+        report = [(socket.gethostname(), state.process_index, len(missing), missing[0])] if missing else []
+        if state.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            report = gather_object(report)
+        if report:
+            where = "; ".join(f"rank {r} on {h}: {n} unreadable, e.g. {m}" for h, r, n, m in report)
+            raise LongmillError(
+                f"model folder {folder} cannot be read on every node ({where}). Put the run folder (--out) "
+                "on storage every node mounts, and set model_folder_files: copy (auto does so when the launcher "
+                "reports several nodes) so the folder holds its weights instead of links into one node's cache"
+            )
 
     def run_phase(self, stage: StageSpec, init_checkpoint: str) -> dict[str, Any]:
         from transformers.trainer_utils import get_last_checkpoint
@@ -231,6 +274,7 @@ class TRLBackend(TrainerBackend):
         dataset = load_stage_dataset(stage.files)
         args = grpo_args(cfg, phase_dir, stage, rollout)
         rewards = self.rewards()
+        judge_health = JudgeHealth(cfg.judge_max_failed_batches, cfg.judge_on_failure, cfg.judge_url)
         trainer = DynamicSamplingGRPOTrainer(
             model=model,
             reward_funcs=rewards,
@@ -245,6 +289,7 @@ class TRLBackend(TrainerBackend):
                     self.metrics_dir / f"phase-{stage.index}.csv" if self.metrics_dir else None,
                     is_main=state.is_main_process,
                 ),
+                judge_health,
                 *self.callbacks,
             ],
             dynamic_sampling_rounds=cfg.dynamic_sampling_rounds,
@@ -262,6 +307,8 @@ class TRLBackend(TrainerBackend):
             f", resuming {last}" if last else "",
         )
         result = trainer.train(resume_from_checkpoint=last)
+        if judge_health.tripped:  # the same on every rank (it reads the logged, rank-averaged metrics)
+            raise LongmillError(f"phase {stage.index}: {judge_health.tripped}")
         final = phase_dir / "final"
         trainer.save_model(str(final))  # every rank: ZeRO-3 and FSDP gather the weights collectively
         record = {

@@ -60,6 +60,220 @@ def verl_batch_sizes(cfg: Any, n_gpus: int) -> tuple[int, int]:
     return train - train % mini, mini
 
 
+#: Fields of the phase settings that verl_overrides (or the stage's model-folder step) translates. A field a user
+#: sets that is not here has no verl equivalent: it is named in a warning rather than dropped silently.
+EXPORTED = frozenset(
+    {
+        "model", "max_completion_length", "num_generations", "per_device_train_batch_size",
+        "gradient_accumulation_steps", "steps_per_generation", "num_iterations", "learning_rate",
+        "lr_scheduler_type", "warmup_steps", "weight_decay", "adam_beta1", "adam_beta2", "max_grad_norm",
+        "num_train_epochs", "max_steps", "save_steps", "save_total_limit", "report_to", "seed", "loss_type",
+        "epsilon", "epsilon_high", "beta", "scale_rewards", "temperature", "top_p", "top_k",
+        "gradient_checkpointing", "bf16", "attn_implementation", "vllm_gpu_memory_utilization",
+        "vllm_enable_sleep_mode", "vllm_tensor_parallel_size", "vllm_importance_sampling_correction",
+        "vllm_importance_sampling_mode", "vllm_importance_sampling_clip_max", "vllm_importance_sampling_clip_min",
+        "overlong_buffer", "overlong_penalty", "dynamic_sampling_rounds", "dynamic_sampling_metric",
+        "reward_funcs", "reward_rule", "reward_max_extra_tokens", "judge_url", "judge_model", "judge_backend",
+        "yarn_factor", "yarn_original_max_position_embeddings", "yarn_within_native_window",
+        "model_folder_files", "sp_size",
+    }
+)  # fmt: skip
+#: Fields that concern only the host that writes the commands (or TRL's own process); never worth a warning.
+LOCAL_ONLY = frozenset({"output_dir", "use_cpu", "disable_tqdm", "logging_dir", "rollout", "metrics_dir"})
+#: TRL's schedulers that verl 0.9.1's FSDP optimizer has (``FSDPOptimizerConfig``: constant or cosine, each
+#: with linear warm-up); TRL's ``constant`` has no warm-up, so it is exported with none.
+LR_SCHEDULERS = {"constant": "constant", "constant_with_warmup": "constant", "cosine": "cosine"}
+#: TRL's loss types and verl's loss aggregation of the same normalisation (``actor.loss_agg_mode``).
+LOSS_AGG = {
+    "dapo": "token-mean",
+    "bnpo": "token-mean",
+    "grpo": "seq-mean-token-mean",
+    "dr_grpo": "seq-mean-token-sum-norm",
+}
+#: ``report_to`` names that verl's ``Tracking`` (verl/utils/tracking.py) has under the same name.
+LOGGERS = ("wandb", "mlflow", "swanlab", "tensorboard", "clearml", "trackio")
+#: How ``dynamic_sampling_metric`` reads in verl's ``algorithm.filter_groups.metric``: the reward's ``acc``
+#: (extra info of longmill_reward.compute_score) or ``reward``, the replay buffer's canonical score.
+FILTER_METRICS = {"accuracy": "acc", "reward": "reward"}
+
+
+def _is_whole(x: float) -> bool:
+    return float(x) == int(float(x))
+
+
+def export_warnings(cfg: Any) -> list[str]:
+    """One line per option the user set (away from its default) that the verl commands cannot carry: those not in
+    :data:`EXPORTED`, and those exported only in part."""
+    given = dict(getattr(cfg, "given", {}) or {})
+    out = [
+        f"{k}={given[k]!r} has no verl 0.9.1 equivalent; the verl commands ignore it"
+        for k in sorted(given)
+        if k not in EXPORTED and k not in LOCAL_ONLY
+    ]
+    attn = given.get("attn_implementation")
+    if attn and attn != "flash_attention_2":
+        out.append(
+            f"attn_implementation={attn!r} is not exported: verl's padding removal and Ulysses sequence parallelism "
+            "patch transformers' flash-attention path (verl/models/transformers/monkey_patch.py), so the command "
+            "keeps verl's flash_attention_2 (install flash-attn in verl's environment)"
+        )
+    if given.get("dynamic_sampling_rounds", 0) > 0:
+        out.append(
+            f"dynamic_sampling_rounds={given['dynamic_sampling_rounds']} is exported as algorithm.filter_groups.enable "
+            "only: verl 0.9.1's replay buffer refills filtered groups without a round cap (max_num_gen_batches is "
+            "not read by its V1 trainer)"
+        )
+    if given.get("rollout") not in (None, "auto", "vllm-colocate"):
+        out.append(f"rollout={given['rollout']!r} is not exported: verl rolls out with vLLM beside the actor")
+    if "vllm_importance_sampling_clip_min" in given and str(
+        getattr(cfg, "vllm_importance_sampling_mode", "token_truncate")
+    ).endswith("_truncate"):
+        out.append(
+            "vllm_importance_sampling_clip_min is not exported with a *_truncate mode: verl's truncated importance "
+            "sampling clamps the weights from above only"
+        )
+    return out
+
+
+def _scheduler(cfg: Any) -> list[str]:
+    name = _get(cfg, "lr_scheduler_type", "constant_with_warmup")
+    name = str(getattr(name, "value", name))  # TrainingArguments holds a SchedulerType enum
+    if name not in LR_SCHEDULERS:
+        raise LongmillError(
+            f"lr_scheduler_type {name!r} has no verl 0.9.1 equivalent (its FSDP optimizer has constant and "
+            f"cosine, with warm-up); use one of {', '.join(LR_SCHEDULERS)} for verl-config"
+        )
+    warmup = float(_get(cfg, "warmup_steps", 0) or 0)
+    if name == "constant":  # TRL's constant schedule has no warm-up
+        warmup = 0.0
+    o = [f"actor_rollout_ref.actor.optim.lr_scheduler_type={LR_SCHEDULERS[name]}"]
+    if 0 < warmup < 1:  # transformers reads warmup_steps below 1 as a share of the steps
+        o += [
+            "actor_rollout_ref.actor.optim.lr_warmup_steps=-1",
+            f"actor_rollout_ref.actor.optim.lr_warmup_steps_ratio={warmup}",
+        ]
+    else:
+        o.append(f"actor_rollout_ref.actor.optim.lr_warmup_steps={int(warmup)}")
+    if LR_SCHEDULERS[name] == "cosine":
+        o.append("actor_rollout_ref.actor.optim.min_lr_ratio=0.0")  # TRL's cosine decays to 0
+    return o
+
+
+def _loggers(cfg: Any) -> str:
+    report = _get(cfg, "report_to", [])
+    names = [report] if isinstance(report, str) else list(report or [])
+    names = [n for n in names if n not in ("none", None)]
+    unknown = [n for n in names if n not in LOGGERS]
+    if unknown:
+        raise LongmillError(
+            f"report_to {unknown} has no verl 0.9.1 logger; verl-config exports {', '.join(LOGGERS)} "
+            "(verl/utils/tracking.py), always beside console"
+        )
+    return "trainer.logger=[" + ",".join(["console", *names]) + "]"
+
+
+def _importance_sampling(cfg: Any) -> list[str]:
+    """TRL's vLLM importance-sampling correction in verl's ``algorithm.rollout_correction`` (decoupled mode).
+
+    TRL (grpo_trainer.py, ``_generate_and_score_completions``): the ratio of trainer to vLLM probabilities per
+    token or per sequence, clamped above at ``clip_max`` (``*_truncate``) or zeroed outside
+    ``[clip_min, clip_max]`` (``*_mask``). verl: ``rollout_is`` token/sequence with a threshold that is an upper
+    bound (TIS) or a ``lower_upper`` string (IcePop: zero outside), rollout_corr_helper.py.
+    """
+    key = "algorithm.rollout_correction"
+    if not bool(_get(cfg, "vllm_importance_sampling_correction", True)):
+        return [f"{key}.rollout_is=null"]
+    mode = str(_get(cfg, "vllm_importance_sampling_mode", "token_truncate"))
+    level, kind = mode.split("_", 1)
+    hi = float(_get(cfg, "vllm_importance_sampling_clip_max", 3.0))
+    lo = getattr(cfg, "vllm_importance_sampling_clip_min", None)
+    threshold = f"{hi}" if kind == "truncate" else f"'{float(lo or 0.0)}_{hi}'"
+    return [
+        f"{key}.rollout_is={level}",
+        f"{key}.rollout_is_threshold={threshold}",
+        f"{key}.rollout_rs=null",
+        f"{key}.bypass_mode=False",
+    ]
+
+
+def verl_gpu_memory_utilization(cfg: Any) -> float:
+    """vLLM's share of each GPU in the verl command: the user's value as given, else verl's default (0.5,
+    ``actor_rollout_ref.rollout.gpu_memory_utilization``); TRL's default (0.3) is not carried over."""
+    given = getattr(cfg, "given", {}) or {}
+    return float(cfg.vllm_gpu_memory_utilization) if "vllm_gpu_memory_utilization" in given else 0.5
+
+
+def verl_memory_plan(
+    cfg: Any, stage: StageSpec, n_gpus: int, gpu_memory_gib: float, model: str | None = None
+) -> dict[str, Any]:
+    """The token budget per GPU (``ppo_max_token_len_per_gpu``) and whether to offload, from ``train plan``.
+
+    With Ulysses over ``sp_size`` GPUs each GPU holds ``1/sp_size`` of a sequence, and verl packs up to
+    ``ppo_max_token_len_per_gpu x sp_size`` tokens into a micro-batch (verl/workers/engine/utils.py), so one
+    sequence of T tokens needs a budget of at least ceil(T / sp_size). The plan is asked for that share of the
+    stage's longest prompt and completion under FSDP over ``n_gpus`` with colocated vLLM: the budget is the
+    largest share that fits (at least one sequence); when even one sequence does not fit, parameters and
+    optimizer states go to host memory (verl's ``param_offload``/``optimizer_offload``, as QwenLong-L1's 60K
+    script does) and the budget is one sequence.
+    """
+    import math
+
+    from train.plan import plan_report, plan_settings, resolve_shape
+
+    sp = int(_get(cfg, "sp_size", 1))
+    completion = int(_get(cfg, "max_completion_length", 1024))
+    total = stage.max_prompt_length + completion
+    one_sequence = math.ceil(total / sp)
+    plan: dict[str, Any] = {"sp_size": sp, "sequence_tokens": total, "tokens_per_gpu": one_sequence}
+    try:
+        shape = resolve_shape(model or str(_get(cfg, "model", "")))
+    except LongmillError as e:
+        plan.update(offload=False, planned=False, note=f"no memory plan ({e}); one sequence per micro-batch")
+        return plan
+    for what, n in (
+        ("attention heads", shape.num_attention_heads),
+        ("key/value heads", shape.num_key_value_heads),
+    ):
+        if sp > 1 and n % sp and not (what.startswith("key") and sp % n == 0):
+            raise LongmillError(
+                f"sp_size={sp} does not divide {shape.name}'s {n} {what} (verl's Ulysses splits heads over the "
+                f"sequence-parallel group, verl/models/transformers/monkey_patch.py); choose a divisor of {n}"
+            )
+    values = {
+        "per_device_train_batch_size": 1,
+        "gradient_checkpointing": bool(_get(cfg, "gradient_checkpointing", True)),
+        "attn_implementation": "flash_attention_2",
+        "rollout": "vllm-colocate",
+        "vllm_gpu_memory_utilization": verl_gpu_memory_utilization(cfg),
+        "vllm_enable_sleep_mode": True,
+        "vllm_tensor_parallel_size": int(_get(cfg, "vllm_tensor_parallel_size", 1)),
+        "beta": float(_get(cfg, "beta", 0.0)),
+        "max_completion_length": math.ceil(completion / sp),
+    }
+    report = plan_report(
+        shape,
+        plan_settings(
+            math.ceil(stage.max_prompt_length / sp), values, num_gpus=n_gpus, sharding="fsdp",
+            gpu_memory_gib=gpu_memory_gib,
+        ),
+    )  # fmt: skip
+    g = report["gib"]
+    states = g["weights"] + g["gradients"] + g["optimizer"]
+    if report["fits"]:
+        largest = int(report.get("largest_prompt_length") or 0) + values["max_completion_length"]
+        plan.update(tokens_per_gpu=max(one_sequence, largest), offload=False, peak_gib=round(g["peak"], 1))
+    else:
+        peak = g["peak"] - states
+        plan.update(offload=True, peak_gib=round(peak, 1))
+        if peak > g["gpu_memory"]:
+            plan["note"] = (
+                f"{stage.name}: even with parameters and optimizer offloaded, the plan puts {peak:.1f} GiB of "
+                f"{g['gpu_memory']:.0f} on a GPU for one sequence of {total:,} tokens over sp_size={sp}; raise sp_size"
+            )
+    plan.update(planned=True, model=shape.name, gpu_memory_gib=gpu_memory_gib)
+    return plan
+
+
 def verl_overrides(
     cfg: Any,
     stage: StageSpec,
@@ -69,6 +283,7 @@ def verl_overrides(
     reward_path: Path,
     n_gpus_per_node: int = 8,
     nnodes: int = 1,
+    plan: dict[str, Any] | None = None,
 ) -> list[str]:
     """Hydra overrides for ``python -m verl.trainer.main_ppo`` (verl 0.9.1): our GRPO/DAPO settings in verl's names.
 
@@ -80,6 +295,13 @@ def verl_overrides(
         val_files: this stage's validation Parquet (rows that fit the stage); empty disables validation.
         reward_path: the copy of :mod:`train.backends.verl_reward` verl loads.
         n_gpus_per_node, nnodes: the cluster.
+        plan: :func:`verl_memory_plan` for this stage (token budget per GPU, offload); default one sequence per
+            micro-batch without offload.
+
+    Raises:
+        LongmillError: a setting verl cannot carry (a loss type, scheduler, logger, reward scaling or judge backend
+            it lacks, a fractional epoch count), a stage with fewer rows than ``data.train_batch_size``, or an
+            ``sp_size`` that does not divide the GPUs.
     """
     rule = str(_get(cfg, "reward_rule", "em"))
     if rule not in verl_reward.RULES:
@@ -87,15 +309,51 @@ def verl_overrides(
             f"reward_rule {rule!r} has no verl implementation; verl-config supports "
             f"{', '.join(verl_reward.RULES)}"
         )
+    if str(_get(cfg, "judge_backend", "openai")) != "openai":
+        raise LongmillError(
+            f"judge_backend {cfg.judge_backend!r} cannot be exported: verl loads the reward as one stdlib file that "
+            "asks an OpenAI-compatible judge over HTTP (judge_url)"
+        )
+    loss_type = str(_get(cfg, "loss_type", "dapo"))
+    if loss_type not in LOSS_AGG:
+        raise LongmillError(
+            f"loss_type {loss_type!r} has no verl loss aggregation; verl-config exports {', '.join(LOSS_AGG)}"
+        )
+    scale = str(getattr(_get(cfg, "scale_rewards", "group"), "value", _get(cfg, "scale_rewards", "group")))
+    if scale not in ("group", "none", "True", "False"):
+        raise LongmillError(
+            f"scale_rewards={scale!r} cannot be exported: verl's GRPO normalises by the group's std or not at all "
+            "(algorithm.norm_adv_by_std_in_grpo)"
+        )
+    epochs = float(_get(cfg, "num_train_epochs", 1.0))
+    if epochs < 1 or not _is_whole(epochs):
+        raise LongmillError(
+            f"num_train_epochs={epochs:g}: verl counts whole epochs (trainer.total_epochs); use an integer >= 1, "
+            "or max_steps"
+        )
+    sp = int(_get(cfg, "sp_size", 1))
+    n_gpus = n_gpus_per_node * nnodes
+    if n_gpus % sp:
+        raise LongmillError(f"sp_size={sp} must divide the cluster's {n_gpus} GPUs")
     files = "[" + ",".join(str(f.resolve()) for f in stage.files) + "]"
     val = "[" + ",".join(str(f.resolve()) for f in (val_files or stage.files)) + "]"
     completion = int(_get(cfg, "max_completion_length", 1024))
-    train_bsz, mini_bsz = verl_batch_sizes(cfg, n_gpus_per_node * nnodes)
+    train_bsz, mini_bsz = verl_batch_sizes(cfg, n_gpus)
+    if stage.rows < train_bsz:
+        raise LongmillError(
+            f"{stage.name} has {stage.rows} rows, fewer than verl's data.train_batch_size={train_bsz} prompts: verl "
+            f"would count rows // train_batch_size = 0 steps per epoch and divide by it (verl/trainer/ppo/v1/"
+            f"trainer_base.py). Build a larger stage, or lower per_device_train_batch_size x steps_per_generation x "
+            f"GPUs / num_generations"
+        )
     max_len = stage.max_prompt_length + completion
+    plan = plan or {"tokens_per_gpu": max_len // sp + (max_len % sp > 0), "offload": False}
+    budget = int(plan["tokens_per_gpu"])
+    offload = bool(plan["offload"])
     beta = float(_get(cfg, "beta", 0.0))
     rounds = int(_get(cfg, "dynamic_sampling_rounds", 0))
     buffer = int(getattr(cfg, "overlong_cache", completion // 4) or 0)
-    loss_type = str(_get(cfg, "loss_type", "dapo"))
+    seed = int(_get(cfg, "seed", 42))
     o = [
         f"data.train_files={files}",
         f"data.val_files={val}",
@@ -105,37 +363,51 @@ def verl_overrides(
         "data.filter_overlong_prompts=True",
         "data.truncation=error",
         f"data.train_batch_size={train_bsz}",
+        f"data.seed={seed}",
         "algorithm.adv_estimator=grpo",
-        f"algorithm.norm_adv_by_std_in_grpo={_get(cfg, 'scale_rewards', 'group') != 'none'}",
+        f"algorithm.norm_adv_by_std_in_grpo={scale not in ('none', 'False')}",
         "algorithm.use_kl_in_reward=False",
         f"algorithm.filter_groups.enable={rounds > 0}",
-        "algorithm.filter_groups.metric=acc",  # correctness, not the shaped score (see verl_reward.compute_score)
+        f"algorithm.filter_groups.metric={FILTER_METRICS[str(_get(cfg, 'dynamic_sampling_metric', 'accuracy'))]}",
+        *_importance_sampling(cfg),
         f"actor_rollout_ref.model.path={init_checkpoint}",
         f"actor_rollout_ref.model.enable_gradient_checkpointing={bool(_get(cfg, 'gradient_checkpointing', True))}",
-        "actor_rollout_ref.model.use_remove_padding=True",
+        "actor_rollout_ref.model.use_remove_padding=True",  # packed sequences, no padding (flash-attention varlen)
+        "+actor_rollout_ref.model.override_config.attn_implementation=flash_attention_2",
         f"actor_rollout_ref.actor.optim.lr={_get(cfg, 'learning_rate', 1e-6)}",
+        *_scheduler(cfg),
+        f"actor_rollout_ref.actor.optim.weight_decay={float(_get(cfg, 'weight_decay', 0.0))}",
+        f"actor_rollout_ref.actor.optim.betas=[{float(_get(cfg, 'adam_beta1', 0.9))},{float(_get(cfg, 'adam_beta2', 0.999))}]",
+        f"actor_rollout_ref.actor.optim.clip_grad={float(_get(cfg, 'max_grad_norm', 1.0))}",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={mini_bsz}",
         f"actor_rollout_ref.actor.ppo_epochs={int(_get(cfg, 'num_iterations', 1))}",
+        f"actor_rollout_ref.actor.data_loader_seed={seed}",
         "actor_rollout_ref.actor.use_dynamic_bsz=True",
-        f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={max_len}",
+        f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={budget}",
+        f"actor_rollout_ref.actor.fsdp_config.ulysses_sequence_parallel_size={sp}",
+        f"actor_rollout_ref.actor.fsdp_config.param_offload={offload}",
+        f"actor_rollout_ref.actor.fsdp_config.optimizer_offload={offload}",
+        f"actor_rollout_ref.actor.fsdp_config.seed={seed}",
         f"actor_rollout_ref.actor.use_kl_loss={beta > 0}",
         f"actor_rollout_ref.actor.kl_loss_coef={beta}",
         f"actor_rollout_ref.actor.clip_ratio_low={_get(cfg, 'epsilon', 0.2)}",
         f"actor_rollout_ref.actor.clip_ratio_high={_get(cfg, 'epsilon_high', 0.28)}",
-        "actor_rollout_ref.actor.loss_agg_mode="
-        + ("token-mean" if loss_type in ("dapo", "bnpo") else "seq-mean-token-mean"),
+        f"actor_rollout_ref.actor.loss_agg_mode={LOSS_AGG[loss_type]}",
         "actor_rollout_ref.ref.log_prob_use_dynamic_bsz=True",
-        f"actor_rollout_ref.ref.log_prob_max_token_len_per_gpu={max_len}",
+        f"actor_rollout_ref.ref.log_prob_max_token_len_per_gpu={budget}",
+        f"actor_rollout_ref.ref.fsdp_config.ulysses_sequence_parallel_size={sp}",
+        f"actor_rollout_ref.ref.fsdp_config.param_offload={offload}",
         "actor_rollout_ref.rollout.name=vllm",
         f"actor_rollout_ref.rollout.n={int(_get(cfg, 'num_generations', 8))}",
         f"actor_rollout_ref.rollout.temperature={_get(cfg, 'temperature', 1.0)}",
         f"actor_rollout_ref.rollout.top_p={_get(cfg, 'top_p', 1.0)}",
+        f"actor_rollout_ref.rollout.top_k={int(_get(cfg, 'top_k', 0)) or -1}",
+        f"actor_rollout_ref.rollout.seed={seed}",
         f"actor_rollout_ref.rollout.max_model_len={max_len}",
         f"actor_rollout_ref.rollout.max_num_batched_tokens={max_len}",
-        f"actor_rollout_ref.rollout.gpu_memory_utilization={max(float(_get(cfg, 'vllm_gpu_memory_utilization', 0.3)), 0.6)}",
         f"actor_rollout_ref.rollout.tensor_model_parallel_size={int(_get(cfg, 'vllm_tensor_parallel_size', 1))}",
         "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=True",
-        f"actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu={max_len}",
+        f"actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu={budget}",
         "reward.reward_manager.name=dapo",
         f"reward.custom_reward_function.path={reward_path}",
         "reward.custom_reward_function.name=compute_score",
@@ -149,15 +421,27 @@ def verl_overrides(
         f"trainer.default_local_dir={ckpt_dir}",
         f"trainer.n_gpus_per_node={n_gpus_per_node}",
         f"trainer.nnodes={nnodes}",
-        "trainer.total_epochs=1",
+        f"trainer.total_epochs={int(epochs)}",
         f"trainer.save_freq={int(_get(cfg, 'save_steps', 50))}",
+        f"trainer.max_actor_ckpt_to_keep={_get(cfg, 'save_total_limit', 'null')}",
         "trainer.resume_mode=auto",
-        "trainer.logger=[console]",
+        _loggers(cfg),
         "trainer.project_name=longmill",
         f"trainer.experiment_name=longmill-{stage.name}",
         f"trainer.val_before_train={bool(val_files)}",
         f"trainer.test_freq={int(_get(cfg, 'save_steps', 50)) if val_files else -1}",
     ]
+    given = getattr(cfg, "given", {}) or {}
+    if "vllm_gpu_memory_utilization" in given:  # as given (verl's own default otherwise), never raised
+        o.append(f"actor_rollout_ref.rollout.gpu_memory_utilization={verl_gpu_memory_utilization(cfg)}")
+    if "bf16" in given:  # verl trains in bf16 mixed precision unless told otherwise
+        dtype = "bfloat16" if cfg.bf16 else "float32"
+        o += [
+            f"actor_rollout_ref.actor.fsdp_config.dtype={dtype}",
+            f"actor_rollout_ref.ref.fsdp_config.dtype={dtype}",
+        ]
+    if "vllm_enable_sleep_mode" in given:  # verl frees the KV cache between rollouts (free_cache_engine)
+        o.append(f"actor_rollout_ref.rollout.free_cache_engine={bool(cfg.vllm_enable_sleep_mode)}")
     judge_url = _get(cfg, "judge_url", None)
     if judge_url:
         o.append(f"+reward.custom_reward_function.reward_kwargs.judge_url={judge_url}")
@@ -220,7 +504,25 @@ class VerlBackend(TrainerBackend):
     name = "verl"
     trains_here = False
 
-    def __init__(self, config: Any, out: str | Path, n_gpus_per_node: int = 8, nnodes: int = 1, **_: Any):
+    #: The install that starts verl 0.9.1's trainer: main_ppo runs the V1 trainer, which imports transfer_queue,
+    #: shipped only with the ``verl-core`` extra (pulled in by ``verl[vllm]``, with vLLM 0.24.0, torch 2.11.0 and
+    #: transformers 5.9.0); flash-attn is in neither, and padding removal and Ulysses need it.
+    INSTALL = f'pip install "verl[vllm]=={VERL_VERSION}" && pip install flash-attn --no-build-isolation'
+
+    @classmethod
+    def preflight(cls, config: Any, curriculum: str | Path) -> list[str]:
+        """The options set away from their defaults that the verl commands cannot carry (see :func:`export_warnings`)."""
+        return export_warnings(config)
+
+    def __init__(
+        self,
+        config: Any,
+        out: str | Path,
+        n_gpus_per_node: int = 8,
+        nnodes: int = 1,
+        gpu_memory_gib: float = 80.0,
+        **_: Any,
+    ):
         rewards = list(_get(config, "reward_funcs", ["hybrid_qa"]))
         if rewards != ["hybrid_qa"]:
             raise LongmillError(
@@ -232,6 +534,7 @@ class VerlBackend(TrainerBackend):
         self.out = Path(out)
         self.n_gpus_per_node = n_gpus_per_node
         self.nnodes = nnodes
+        self.gpu_memory_gib = gpu_memory_gib
         self.scripts: list[Path] = []
         self.reward_path = (self.out / REWARD_FILE).resolve()
         atomic_write_bytes(self.reward_path, Path(verl_reward.__file__).read_bytes())
@@ -246,6 +549,15 @@ class VerlBackend(TrainerBackend):
         val_files = [val.resolve()] if val else []
         prepare = self.model_folder_command(stage, init_checkpoint, folder)
         model_path = str((folder / "model").resolve()) if prepare else init_checkpoint
+        plan = verl_memory_plan(
+            self.config,
+            stage,
+            self.n_gpus_per_node * self.nnodes,
+            self.gpu_memory_gib,
+            model=str(_get(self.config, "model", init_checkpoint)),
+        )
+        if plan.get("note"):
+            log.warning("%s", plan["note"])
         overrides = verl_overrides(
             self.config,
             stage,
@@ -255,13 +567,18 @@ class VerlBackend(TrainerBackend):
             self.reward_path,
             self.n_gpus_per_node,
             self.nnodes,
+            plan=plan,
         )
         lines = [
             "#!/usr/bin/env bash",
             f"# longmill phase {stage.index}: {stage.name}, {stage.rows} samples, prompts <= {stage.max_prompt_length} tokens.",
-            f"# Needs verl=={VERL_VERSION} (pip install verl=={VERL_VERSION} vllm ...; see the README), on the Ray",
-            "# cluster's head node. longmill itself need not be installed there: the reward is "
-            f"{REWARD_FILE}.",
+            f"# Needs verl=={VERL_VERSION} on every node of the Ray cluster, installed with the trainer's extras:",
+            f"#   {self.INSTALL}",
+            f"# longmill itself need not be installed there: the reward is {REWARD_FILE}.",
+            f"# Memory: {plan['tokens_per_gpu']:,} tokens per GPU per micro-batch, Ulysses over {plan['sp_size']} GPUs, "
+            f"offload {'on' if plan.get('offload') else 'off'} ({'from train plan' if plan.get('planned') else 'not planned'}).",
+            "# Where this differs from train grpo: truncated completions are trained (score plus the full overlong",
+            "# penalty, no mask), and group refills have no round cap (docs/design-notes.md).",
             "set -euo pipefail",
         ]
         if prepare:
@@ -292,6 +609,9 @@ class VerlBackend(TrainerBackend):
                 "next_checkpoint": str(merged),
                 "reward_file": str(self.reward_path),
                 "val_files": [str(v) for v in val_files],
+                "memory_plan": plan,
+                "install": self.INSTALL,
+                "not_exported": export_warnings(self.config),
             },
         )
         self.scripts.append(script)
@@ -321,6 +641,11 @@ class VerlBackend(TrainerBackend):
         ]
         if not _get(self.config, "yarn_within_native_window", True):
             args.append("--no-yarn-within-native-window")
+        mode = str(_get(self.config, "model_folder_files", "auto"))
+        if mode == "copy" or (mode == "auto" and self.nnodes > 1):
+            args.append(
+                "--copy"
+            )  # verl's workers on other nodes load the folder: no links into this node's cache
         return "python3 " + " ".join(shlex.quote(a) for a in args) + " > /dev/null"
 
     def finish(self, final_checkpoint: str) -> dict[str, Any]:
