@@ -596,3 +596,47 @@ def test_a_decoy_asking_a_held_out_fact_in_other_words_is_dropped(paraphrased):
     _, uses_fact, decoy, report = hold_out(pa.Table.from_pylist(d, schema=table.schema), held)
     assert decoy[free] and not uses_fact[free]
     assert report["report"]["decoy_rows_dropped"] >= 1
+
+
+def test_without_fact_keys_a_decoy_naming_a_held_out_question_is_dropped_by_its_text(paraphrased):
+    """Real sources carry no fact keys: a decoy chain that names a held-out question (in another case and
+    punctuation) is recognised by its normalised text."""
+    from curriculum.build import hold_out
+
+    _, inputs, _, _ = paraphrased
+    table = pa.concat_tables(pq.read_table(p) for d in inputs for p in sorted(d.glob("part-*.parquet")))
+    d = table.to_pylist()
+    for r in d:  # as a real source's rows: no fact identity anywhere
+        r["fact_keys"] = None
+        for c in r["chains"]:
+            c["fact_keys"] = None
+    held = np.zeros(len(d), dtype=bool)
+    target = next(i for i, r in enumerate(d) if r["task"] == "longqa")
+    held[target] = True
+    plain = pa.Table.from_pylist(d, schema=table.schema)
+    _, _, decoy, _ = hold_out(plain, held)
+    free = next(
+        i
+        for i, r in enumerate(d)
+        if r["num_chains"] > 1 and not decoy[i] and r["source_id"] != d[target]["source_id"]
+    )
+    chain = next(c for c in d[free]["chains"] if not c["is_true"])
+    chain["target"] = d[target]["question"].upper().rstrip("?") + " ?"
+    _, uses_fact, decoy, _ = hold_out(pa.Table.from_pylist(d, schema=table.schema), held)
+    assert decoy[free] and not uses_fact.any()
+
+
+def test_the_warm_up_sft_leaves_out_a_held_out_source_id_whatever_its_question(tmp_path):
+    """heldout.json's source ids are a rule of their own: a triplet under a held-out id is left out even when
+    its question text and facts are not listed (a source that reworded it between runs, say)."""
+    from train.config import SFTConfig
+    from train.sft import build_sft_examples
+
+    trip = tmp_path / "t"
+    run_triplets(get_source("synthetic", options={"num_triplets": 12}), trip)
+    (tmp_path / "heldout.json").write_text(
+        json.dumps({"source_ids": ["synthetic:0-3", "synthetic:0-7"], "questions": [], "fact_keys": []})
+    )
+    kept = build_sft_examples(trip, SFTConfig(max_examples=None), heldout=tmp_path / "heldout.json")
+    ids = [e["source_id"] for e in kept]
+    assert len(ids) == 10 and "synthetic:0-3" not in ids and "synthetic:0-7" not in ids
