@@ -2,24 +2,30 @@
 
 Runs the pipeline's own commands with the values of a params profile (default
 ``profiles/cpu-learning-smollm2.yaml``): ``datagen triplets``, ``datagen longqa`` at every length (KeyChain is
-left out: the benchmark measures long-context QA), ``python -m curriculum build`` (held-out split, length bins,
-retrospective samples), ``python -m train sft`` on the training split only (``--heldout``),
-``python -m train grpo`` (one DAPO phase per curriculum stage, rule reward), then ``python -m eval run`` with
-the base model, the SFT model and the final RL model on the curriculum's held-out eval split. It writes
-``WORK/learning_curve.md`` (accuracy per model per length with its standard error, reward per step per phase),
-``WORK/learning_curve.png`` and ``WORK/learning_curve.json``; ``--write-results`` also appends the table to
-``benchmarks/RESULTS.md`` with the command, the machine and the wall time.
+left out: the benchmark measures long-context QA), ``python -m curriculum build`` (held-out split closed over
+what questions ask, length bins, retrospective samples), then for each training seed (``--seeds 0,1``)
+``python -m train sft`` on the training split only (``--heldout``) and ``python -m train grpo`` (one DAPO phase
+per curriculum stage, rule reward), then ``python -m eval run`` with the base model (once) and each seed's SFT
+and RL models on the curriculum's held-out eval split, and again on the same prompts with their gold documents
+cut out (the no-evidence control: a model that still answers has memorised, not read). It writes
+``WORK/learning_curve.md`` (accuracy per model per length, the mean over seeds and each seed, paired
+differences, the control, reward per step per phase, the issue's done-when line), ``WORK/learning_curve.png``
+and ``WORK/learning_curve.json`` (with the code commit and the exact command); ``--write-results`` also
+appends the table to ``benchmarks/RESULTS.md``.
 
-Accuracy is the eval's ``em`` (exact match of the extracted answer, what the rule reward pays), averaged per
-``length_target`` and over all lengths; its standard error is sqrt(p(1-p)/n). Every model answers the same
-prompts, so the differences between models (RL - SFT, RL - base, SFT - base) are paired, with the standard
-error sd(em_a - em_b)/sqrt(n). Nothing is tuned on the eval questions: they are held out by the curriculum
-before SFT and RL see any data. ``report`` re-scores a finished run without generating anything.
+Accuracy is the eval's ``em`` (exact match of the extracted answer, what the rule reward pays). Its standard
+error is clustered by source question: the eval holds each question at every length (and a paraphrase of a
+held-out fact is the same question), so over all lengths the rows are not independent. Every model answers
+the same prompts, so differences between models are paired: the clustered error of the per-prompt
+differences. Per length, where each question appears once, both reduce to the usual sd/sqrt(n). With several
+seeds, a model's figure is the mean over seeds of its per-prompt scores, and the seeds' spread is shown beside
+it. Nothing is tuned on the eval questions: the curriculum holds them out before SFT and RL see any data.
+``report`` re-scores a finished run without generating anything.
 
 Examples:
     python benchmarks/learning_curve.py model --out models/smollm2-135m-instruct
     python benchmarks/learning_curve.py run --profile profiles/cpu-learning-smollm2.yaml --work runs/learning \
-        --write-results
+        --seeds 0,1 --write-results
     python benchmarks/learning_curve.py report --work runs/learning    # the table and plot again
     # a quick look (fewer steps), same held-out questions:
     python benchmarks/learning_curve.py run --work runs/learning-small --set sft.max_steps=10 --set rl.max_steps=2
@@ -115,25 +121,80 @@ def run_cmd(cmd: list[str], log_path: Path, timings: dict[str, float], name: str
         raise click.ClickException(f"{name} failed (exit {proc.returncode}); see {log_path}:\n{tail}")
 
 
-def scored_samples(eval_dir: Path, data_dir: Path) -> Any:
-    """One row per scored held-out prompt: ``uid``, ``length_target`` and ``em`` (0 or 1 for greedy n=1).
+def eval_rows(data_dir: Path) -> Any:
+    """The held-out prompts of ``data_dir``: ``uid``, ``length_target`` and ``cluster``, the source question a
+    prompt asks (:func:`curriculum.manifest.question_groups`: the same source id, text or fact keys)."""
+    import polars as pl
 
-    The evaluation must cover exactly the prompts of ``data_dir``: models compared on different prompts (an
-    eval left from other data, or one that lost prompts) would make the table's comparisons meaningless.
+    from curriculum.manifest import question_groups
+
+    parts = sorted(data_dir.glob("*.parquet"))
+    names = set(pl.read_parquet_schema(parts[0])) if parts else set()
+    cols = ["uid", "length_target", "source_id", "question"] + (["fact_keys"] if "fact_keys" in names else [])
+    df = pl.read_parquet(parts, columns=cols)
+    if "fact_keys" not in df.columns:  # shards written before the fact identity existed
+        df = df.with_columns(pl.lit(None).alias("fact_keys"))
+    groups = question_groups(df.select(["source_id", "question", "fact_keys"]).to_dicts())
+    return df.select(["uid", "length_target"]).with_columns(pl.Series("cluster", groups, dtype=pl.Int64))
+
+
+#: the uid suffix of a no-evidence control prompt (evaluated in the same run as the held-out prompts)
+NO_EVIDENCE = "~no-evidence"
+
+
+def scored_samples(eval_dir: Path, data: Any, control: bool = False) -> Any:
+    """One row per scored held-out prompt: ``uid``, ``length_target``, ``cluster`` and ``em`` (0 or 1 for greedy
+    n=1). ``data`` is :func:`eval_rows` of the prompts, or their folder. With ``control``, the scores of the
+    same prompts without their gold documents (uids ending in :data:`NO_EVIDENCE`), under the plain uids.
+
+    The evaluation must cover exactly those prompts: models compared on different prompts (an eval left from
+    other data, or one that lost prompts) would make the table's comparisons meaningless.
     """
     import polars as pl
 
+    rows = eval_rows(data) if isinstance(data, Path) else data
     scored = pl.read_parquet(eval_dir / "samples.parquet").select(["uid", "em"])
-    lengths = pl.read_parquet(sorted(data_dir.glob("*.parquet")), columns=["uid", "length_target"])
-    missing = set(lengths["uid"].to_list()) - set(scored["uid"].to_list())
-    extra = set(scored["uid"].to_list()) - set(lengths["uid"].to_list())
+    is_control = pl.col("uid").str.ends_with(NO_EVIDENCE)
+    scored = (
+        scored.filter(is_control).with_columns(pl.col("uid").str.strip_suffix(NO_EVIDENCE))
+        if control
+        else scored.filter(~is_control)
+    )
+    missing = set(rows["uid"].to_list()) - set(scored["uid"].to_list())
+    extra = set(scored["uid"].to_list()) - set(rows["uid"].to_list())
     if missing or extra:
         raise click.ClickException(
-            f"{eval_dir / 'samples.parquet'} does not cover the held-out prompts of {data_dir}: "
+            f"{eval_dir / 'samples.parquet'} does not cover the held-out prompts"
+            f"{' without their gold documents' if control else ''}: "
             f"{len(missing)} missing (e.g. {sorted(missing)[:3]}), {len(extra)} not in the data "
             f"(e.g. {sorted(extra)[:3]}); run the benchmark again"
         )
-    return scored.join(lengths, on="uid", how="inner")
+    return scored.join(rows, on="uid", how="inner")
+
+
+def clustered_stderr(values: list[float], clusters: list[Any]) -> float:
+    """The standard error of the mean of ``values``, clustered by ``clusters`` (the CR1 sandwich estimator).
+
+    sqrt(G/(G-1) * sum_g (sum_{i in g} (x_i - mean))^2) / n over G clusters and n values. With one value per
+    cluster it is the usual sd/sqrt(n) (sd with n-1); values that repeat a cluster do not shrink it the way
+    independent ones would. Undefined (NaN) with fewer than two clusters: no error is better than a zero.
+
+    >>> round(clustered_stderr([1.0, 0.0, 1.0, 0.0], ["a", "b", "c", "d"]), 6)  # sd 0.577 / 2
+    0.288675
+    >>> round(clustered_stderr([1.0, 1.0, 0.0, 0.0], ["a", "a", "b", "b"]), 6)  # 2 questions, not 4
+    0.5
+    >>> import math; math.isnan(clustered_stderr([1.0, 0.0], ["a", "a"]))
+    True
+    """
+    n = len(values)
+    totals: dict[Any, float] = {}
+    mean = sum(values) / n if n else 0.0
+    for v, c in zip(values, clusters, strict=True):
+        totals[c] = totals.get(c, 0.0) + (v - mean)
+    g = len(totals)
+    if g < 2:
+        return math.nan
+    return math.sqrt(g / (g - 1) * sum(t * t for t in totals.values())) / n
 
 
 def _by_length(df: Any) -> Any:
@@ -145,21 +206,31 @@ def _by_length(df: Any) -> Any:
     yield "all", df
 
 
+def _clusters(df: Any) -> list[Any]:
+    return df["cluster"].to_list() if "cluster" in df.columns else df["uid"].to_list()
+
+
 def accuracy_by_length(df: Any) -> dict[str, dict[str, float]]:
-    """Mean ``em`` and its standard error sqrt(p(1-p)/n) per ``length_target``, and over all lengths ("all")."""
+    """Mean ``em`` and its standard error (clustered by source question) per ``length_target``, and over all
+    lengths ("all"). ``n`` counts prompts, ``questions`` the clusters among them."""
     out: dict[str, dict[str, float]] = {}
     for key, part in _by_length(df):
-        p, n = float(part["em"].mean()), part.height
-        out[key] = {"accuracy": p, "stderr": math.sqrt(p * (1 - p) / n) if n else 0.0, "n": n}
+        em, cl = part["em"].to_list(), _clusters(part)
+        out[key] = {
+            "accuracy": float(sum(em) / len(em)) if em else 0.0,
+            "stderr": clustered_stderr(em, cl),
+            "n": len(em),
+            "questions": len(set(cl)),
+        }
     return out
 
 
 def paired_difference(a: Any, b: Any) -> dict[str, dict[str, float]]:
     """Accuracy of ``a`` minus that of ``b`` on the same prompts, per length and over all lengths.
 
-    Both models answered the same held-out prompts, so the standard error is the paired one:
-    sd(em_a - em_b) / sqrt(n), which is smaller than the two unpaired errors combined when the models agree
-    on most prompts.
+    Both models answered the same held-out prompts, so the error is that of the per-prompt differences
+    em_a - em_b, clustered by source question: per length (one prompt per question) that is
+    sd(em_a - em_b)/sqrt(n); over all lengths a question's prompts move together, and the error says so.
 
     >>> import polars as pl
     >>> a = pl.DataFrame({"uid": ["x", "y", "z", "w"], "length_target": [1, 1, 1, 1], "em": [1.0, 1.0, 1.0, 0.0]})
@@ -175,14 +246,34 @@ def paired_difference(a: Any, b: Any) -> dict[str, dict[str, float]]:
     )
     out: dict[str, dict[str, float]] = {}
     for key, part in _by_length(joined):
-        n = part.height
-        sd = float(part["d"].std(ddof=1) or 0.0) if n > 1 else 0.0
+        d = part["d"].to_list()
         out[key] = {
-            "difference": float(part["d"].mean() or 0.0),
-            "stderr": sd / math.sqrt(n) if n else 0.0,
-            "n": n,
+            "difference": float(sum(d) / len(d)) if d else 0.0,
+            "stderr": clustered_stderr(d, _clusters(part)),
+            "n": len(d),
         }
     return out
+
+
+def mean_over_seeds(frames: list[Any]) -> Any:
+    """One frame whose ``em`` is each prompt's mean over the seeds' frames (same prompts in each)."""
+    import polars as pl
+
+    if len(frames) == 1:
+        return frames[0]
+    stacked = pl.concat([f.select(["uid", "em"]) for f in frames])
+    mean = stacked.group_by("uid").agg(pl.col("em").mean())
+    return frames[0].drop("em").join(mean, on="uid", how="inner").sort("uid")
+
+
+def seed_spread(per_seed: list[dict[str, dict[str, float]]], field: str) -> dict[str, float]:
+    """Per length, max - min over seeds of ``field`` (0 with one seed)."""
+    keys = set().union(*(p.keys() for p in per_seed)) if per_seed else set()
+    return {
+        k: max(p[k][field] for p in per_seed) - min(p[k][field] for p in per_seed)
+        for k in keys
+        if all(k in p for p in per_seed)
+    }
 
 
 def rl_rewards(metrics_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -201,63 +292,149 @@ def rl_rewards(metrics_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 PAIRS = (("rl", "sft"), ("rl", "base"), ("sft", "base"))
+#: the issue's done-when (issue 18): RL beats base by this much at every trained length ...
+DONE_VS_BASE = 0.20
+#: ... and beats SFT over all lengths by more than this many clustered standard errors
+DONE_VS_SFT_SE = 2.0
 
 
 def _order(keys: Any) -> list[str]:
     return sorted((k for k in keys if k != "all"), key=int) + (["all"] if "all" in keys else [])
 
 
-def render_table(
-    acc: dict[str, dict[str, dict[str, float]]],
-    diffs: dict[str, dict[str, dict[str, float]]],
-    rewards: dict[str, list[tuple[int, float]]],
-) -> str:
-    """Markdown: accuracy per model per length, the paired differences, reward per phase, the issue's test."""
+def done_when(diffs: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """The issue's test on the mean over seeds: RL >= base + 20 points at every trained length, and RL > SFT
+    by more than two clustered standard errors over all lengths. A NaN error never passes.
+
+    >>> d = {"rl-base": {"256": {"difference": 0.3}, "all": {"difference": 0.3}},
+    ...      "rl-sft": {"all": {"difference": 0.10, "stderr": 0.04}}}
+    >>> done_when(d)["passed"]
+    True
+    >>> d["rl-sft"]["all"]["stderr"] = 0.06
+    >>> done_when(d)["passed"], done_when(d)["rl_vs_sft"]
+    (False, False)
+    """
+    if "rl-base" not in diffs or "rl-sft" not in diffs:
+        return {"passed": False, "why": "base, SFT and RL are not all evaluated"}
+    trained = [x for x in diffs["rl-base"] if x != "all"]
+    vs_base = bool(trained) and all(diffs["rl-base"][x]["difference"] >= DONE_VS_BASE for x in trained)
+    pooled = diffs["rl-sft"]["all"]
+    vs_sft = not math.isnan(pooled["stderr"]) and pooled["difference"] > DONE_VS_SFT_SE * pooled["stderr"]
+    return {"rl_vs_base": vs_base, "rl_vs_sft": vs_sft, "passed": vs_base and vs_sft}
+
+
+def _cell(c: dict[str, float], spread: float | None = None, key: str = "accuracy") -> str:
+    sign = "+" if key == "difference" else ""
+    text = f"{c[key]:{sign}.3f} ± {c['stderr']:.3f}"
+    return text + (f" (seeds ±{spread / 2:.3f})" if spread else "")
+
+
+def render_table(report: dict[str, Any]) -> str:
+    """Markdown: the mean over seeds (accuracy, paired differences), each seed, the no-evidence control,
+    reward per phase, and the issue's done-when line."""
+    acc, diffs, seeds = report["accuracy"], report["differences"], report["seeds"]
     lengths = _order({length for per in acc.values() for length in per})
     head = " | ".join("all lengths" if x == "all" else f"{x} tokens" for x in lengths)
-    lines = [f"| model | {head} |", "|---|" + "---|" * len(lengths)]
+    rule = "|---|" + "---|" * len(lengths)
 
-    def row(name: str, per: dict[str, dict[str, float]], cell: Any) -> str:
-        return f"| {name} | " + " | ".join(cell(per[x]) if x in per else "-" for x in lengths) + " |"
+    def row(name: str, per: dict[str, Any], cell: Any) -> str:
+        return f"| {name} | " + " | ".join(cell(per[x], x) if x in per else "-" for x in lengths) + " |"
 
+    any_acc = next(iter(acc.values()), {})
+    counts = ", ".join(
+        f"{x}: {any_acc[x]['n']} prompts / {any_acc[x]['questions']} questions"
+        for x in lengths
+        if x in any_acc
+    )
+    several = len(seeds) > 1
+    lines = [
+        f"Held-out exact match{' (mean over training seeds ' + ', '.join(map(str, seeds)) + ')' if several else ''};"
+        f" ± is the standard error clustered by source question{', (seeds ±h) half the range over seeds' if several else ''}."
+        f" {counts}.",
+        "",
+        f"| model | {head} |",
+        rule,
+    ]
+    spread = report.get("accuracy_spread", {})
     for model in MODELS:
         if model in acc:
-            lines.append(
-                row(model, acc[model], lambda c: f"{c['accuracy']:.3f} ± {c['stderr']:.3f} (n={c['n']})")
-            )
+            lines.append(row(model, acc[model], lambda c, x, m=model: _cell(c, spread.get(m, {}).get(x))))
     if diffs:
-        lines += ["", f"| paired difference | {head} |", "|---|" + "---|" * len(lengths)]
+        dspread = report.get("differences_spread", {})
+        lines += ["", f"| paired difference | {head} |", rule]
         for name, per in diffs.items():
             lines.append(
-                row(name.replace("-", " − "), per, lambda c: f"{c['difference']:+.3f} ± {c['stderr']:.3f}")
+                row(
+                    name.replace("-", " − "),
+                    per,
+                    lambda c, x, n=name: _cell(c, dspread.get(n, {}).get(x), key="difference"),
+                )
             )
-    if rewards:
+    if several:
+        lines += ["", f"| each seed | {head} |", rule]
+        for seed in seeds:
+            for model in ("sft", "rl"):
+                per = report["accuracy_by_seed"].get(model, {}).get(str(seed))
+                if per:
+                    lines.append(row(f"{model} (seed {seed})", per, lambda c, x: _cell(c)))
+            per = report["differences_by_seed"].get("rl-sft", {}).get(str(seed))
+            if per:
+                lines.append(row(f"rl − sft (seed {seed})", per, lambda c, x: _cell(c, key="difference")))
+    control = report.get("control", {})
+    if control:
         lines += [
             "",
-            "| phase | reward logs (one per rollout batch) | first | last | mean |",
-            "|---|---|---|---|---|",
+            "No-evidence control: the same held-out prompts with their gold documents cut out (the distractors stay).",
+            "",
+            f"| model, no evidence | {head} |",
+            rule,
         ]
-        for phase, rows in rewards.items():
-            if rows:
-                r = [v for _, v in rows]
-                lines.append(f"| {phase} | {len(rows)} | {r[0]:.3f} | {r[-1]:.3f} | {sum(r) / len(r):.3f} |")
-    if "rl-base" in diffs and "rl-sft" in diffs:
-        trained = [x for x in lengths if x != "all"]
-        vs_base = all(diffs["rl-base"][x]["difference"] >= 0.20 for x in trained)
-        vs_sft = all(diffs["rl-sft"][x]["difference"] > diffs["rl-sft"][x]["stderr"] for x in trained)
-        pooled = diffs["rl-sft"]["all"]
+        for model in MODELS:
+            if model in control:
+                lines.append(row(model, control[model], lambda c, x: _cell(c)))
+    rewards = report.get("rewards", {})
+    if any(rewards.values()):
         lines += [
             "",
-            f"RL beats base by at least 20 points at every length: **{'yes' if vs_base else 'no'}**. "
-            f"RL beats SFT by more than the standard error at every length: **{'yes' if vs_sft else 'no'}** "
-            f"(over all lengths: {pooled['difference']:+.3f} ± {pooled['stderr']:.3f}).",
+            "| seed | phase | reward logs (one per rollout batch) | first | last | mean |",
+            "|---|---|---|---|---|---|",
+        ]
+        for seed, phases in rewards.items():
+            for phase, rows in phases.items():
+                if rows:
+                    r = [v for _, v in rows]
+                    lines.append(
+                        f"| {seed} | {phase} | {len(rows)} | {r[0]:.3f} | {r[-1]:.3f} | {sum(r) / len(r):.3f} |"
+                    )
+    done = report.get("done_when")
+    if done and "rl_vs_base" in done:
+        pooled = diffs["rl-sft"]["all"]
+        yn = {True: "yes", False: "no"}
+        lines += [
+            "",
+            f"Done when (issue 18, on the mean over seeds): RL >= base + {DONE_VS_BASE * 100:.0f} points at every "
+            f"trained length: **{yn[done['rl_vs_base']]}**; RL > SFT by more than {DONE_VS_SFT_SE:g} clustered "
+            f"standard errors over all lengths ({pooled['difference']:+.3f} ± {pooled['stderr']:.3f}): "
+            f"**{yn[done['rl_vs_sft']]}**. Both: **{yn[done['passed']]}**.",
+        ]
+    code = report.get("code")
+    if code:
+        lines += [
+            "",
+            f"Code: `{code['commit']}`{' with uncommitted changes' if code['dirty'] else ''}; "
+            f"command: `{report.get('command', '?')}`.",
         ]
     return "\n".join(lines) + "\n"
 
 
 def plot(
-    acc: dict[str, dict[str, dict[str, float]]], rewards: dict[str, list[tuple[int, float]]], path: Path
+    acc: dict[str, dict[str, dict[str, float]]],
+    rewards: dict[str, dict[str, list[tuple[int, float]]]],
+    path: Path,
+    control: dict[str, dict[str, dict[str, float]]] | None = None,
 ) -> None:
+    """Accuracy per model per length (mean over seeds, clustered errors; the no-evidence control dashed),
+    and the reward per step of every phase, one line per seed and phase."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -275,6 +452,16 @@ def plot(
                 capsize=3,
                 label=model,
             )
+    for model in MODELS:
+        xs = [x for x in _order((control or {}).get(model, {})) if x != "all"]
+        if xs:
+            a.plot(
+                [int(x) for x in xs],
+                [control[model][x]["accuracy"] for x in xs],  # type: ignore[index]
+                linestyle="--",
+                marker="x",
+                label=f"{model}, no evidence",
+            )
     a.set_xscale("log", base=2)
     ticks = sorted({int(x) for per in acc.values() for x in per if x != "all"})
     a.set_xticks(ticks, [str(t) for t in ticks])
@@ -284,16 +471,18 @@ def plot(
     a.set_ylim(-0.02, 1.02)
     a.set_title("Accuracy per model per length")
     a.legend()
-    offset = 0
-    for phase, rows in rewards.items():
-        if rows:
-            b.plot([offset + s for s, _ in rows], [r for _, r in rows], marker=".", label=phase)
-            offset += max(s for s, _ in rows)
+    for seed, phases in rewards.items():
+        offset = 0
+        for phase, rows in phases.items():
+            if rows:
+                label = phase if len(rewards) == 1 else f"seed {seed} {phase}"
+                b.plot([offset + s for s, _ in rows], [r for _, r in rows], marker=".", label=label)
+                offset += max(s for s, _ in rows)
     b.set_xlabel("RL step (phases in sequence)")
     b.set_ylabel("mean reward")
     b.set_title("Reward per step per phase")
-    if rewards:
-        b.legend()
+    if any(rewards.values()):
+        b.legend(fontsize="small")
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -326,6 +515,89 @@ def model_cmd(out: Path) -> None:
     click.echo(materialize_model(out))
 
 
+def code_version() -> dict[str, Any]:
+    """The commit the benchmark ran on, and whether tracked files differed from it."""
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "unknown (not a git checkout)"
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def no_evidence_data(eval_dir: Path, out: Path) -> Path:
+    """``out``: the held-out prompts of ``eval_dir`` as they are, plus each again with its gold documents cut
+    out of the user message (by the rows' ``doc_offsets`` and ``doc_ids``; the distractors, instructions and
+    question stay), re-measured with each row's tokenizer, under the uid plus :data:`NO_EVIDENCE` and the
+    data source ``<generator>-no-evidence/<source>`` (so eval's own report keeps them apart). One eval run
+    per model scores both: what a model answers without the evidence it did not read in the context."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from datagen.schema import SAMPLE_SCHEMA, conform_samples
+    from datagen.tokenizers import get_tokenizer
+
+    rows = conform_samples(pa.concat_tables(pq.read_table(p) for p in sorted(eval_dir.glob("*.parquet"))))
+    out_rows = []
+    for r in rows.to_pylist():
+        gold = {d["doc_id"] for d in r["gold_docs"]}
+        user_i = max(i for i, m in enumerate(r["prompt"]) if m["role"] == "user")
+        text, off = r["prompt"][user_i]["content"], r["doc_offsets"]
+        keep = [i for i, d in enumerate(r["doc_ids"]) if d not in gold]
+        pieces, new_off, pos = [text[: off[0]]], [], off[0]
+        for i in keep:
+            new_off.append(pos)
+            pieces.append(text[off[i] : off[i + 1]])
+            pos += off[i + 1] - off[i]
+        pieces.append(text[off[-1] :])
+        prompt = [dict(m) for m in r["prompt"]]
+        prompt[user_i]["content"] = "".join(pieces)
+        gen, _, source = r["data_source"].partition("/")
+        r.update(
+            uid=r["uid"] + NO_EVIDENCE,
+            data_source=f"{gen}-no-evidence/{source}",
+            prompt=prompt,
+            prompt_tokens=get_tokenizer(r["tokenizer"]).count_messages(prompt),
+            doc_ids=[r["doc_ids"][i] for i in keep],
+            doc_offsets=new_off + [pos],
+            num_docs=len(keep),
+            gold_doc_depths=[],
+        )
+        out_rows.append(r)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    pq.write_table(rows, out / "part-00000.parquet")
+    pq.write_table(pa.Table.from_pylist(out_rows, schema=SAMPLE_SCHEMA), out / "part-00001.parquet")
+    return out
+
+
+def parse_seeds(text: str | None, params: dict[str, Any]) -> list[int]:
+    """``--seeds 0,1`` as a list; without it, the profile's SFT seed alone."""
+    if not text:
+        return [int(params.get("sft", {}).get("seed", 0))]
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise click.BadParameter(f"--seeds {text!r}: expected distinct integers, e.g. 0,1")
+    return seeds
+
+
+def model_dirs(work: Path, summary: dict[str, Any]) -> dict[str, dict[str, Path]]:
+    """Where each model's run lives: ``{model: {seed: folder}}`` (base once, under seed "-")."""
+    seeds = summary.get("seeds")
+    out: dict[str, dict[str, Path]] = {"base": {"-": work}}
+    for m in ("sft", "rl"):
+        if seeds is None:  # a run written before --seeds: one seed, at the top of WORK
+            out[m] = {str(summary.get("seed", 0)): work}
+        else:
+            out[m] = {str(s): work / f"seed-{s}" for s in seeds}
+    return out
+
+
 @main.command("run")
 @click.option(
     "--profile", type=click.Path(exists=True, path_type=Path), default=DEFAULT_PROFILE, show_default=True
@@ -341,14 +613,42 @@ def model_cmd(out: Path) -> None:
 )
 @click.option("--models", default="base,sft,rl", show_default=True, help="Which models to evaluate.")
 @click.option(
+    "--seeds",
+    default=None,
+    help="Training seeds, e.g. 0,1: SFT and RL are trained and evaluated once per seed (sft.seed and rl.seed), "
+    "on the same data, split and base evaluation. Default: the profile's sft.seed.",
+)
+@click.option(
+    "--control/--no-control",
+    default=True,
+    show_default=True,
+    help="Also evaluate every model on the held-out prompts with their gold documents cut out.",
+)
+@click.option(
     "--write-results/--no-write-results", default=False, help="Append the figures to benchmarks/RESULTS.md."
 )
 def run(
-    profile: Path, work: Path, sets: tuple[str, ...], model: str | None, models: str, write_results: bool
+    profile: Path,
+    work: Path,
+    sets: tuple[str, ...],
+    model: str | None,
+    models: str,
+    seeds: str | None,
+    control: bool,
+    write_results: bool,
 ) -> None:
-    """Run the profile end to end and evaluate base / SFT / RL on the same held-out questions."""
+    """Run the profile end to end and evaluate base / SFT / RL on the same held-out questions.
+
+    \b
+    Examples:
+      python benchmarks/learning_curve.py run --seeds 0,1 --write-results
+      python benchmarks/learning_curve.py run --work runs/tiny --set sft.max_steps=2 --set rl.max_steps=1
+    """
     t_start = time.perf_counter()
+    command = "python benchmarks/learning_curve.py " + shlex.join(sys.argv[1:])
+    code = code_version()
     params = apply_overrides(yaml.safe_load(profile.read_text()), sets)
+    seed_list = parse_seeds(seeds, params)
     work = work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     logf = work / "commands.log"
@@ -411,54 +711,14 @@ def run(
         timings,
         "curriculum",
     )
+    eval_data = work / "curriculum" / "eval"
+    if control:  # the held-out prompts, and each again without its gold documents, in one eval per model
+        eval_data = no_evidence_data(eval_data, work / "eval-data")
     wanted = [m for m in models.split(",") if m]
-    if "sft" in wanted or "rl" in wanted:
-        run_cmd(
-            [
-                py,
-                "-m",
-                "train",
-                "sft",
-                "--data",
-                str(work / "triplets"),
-                "--model",
-                str(model_path),
-                "--out",
-                str(work / "sft"),
-                *flags(params["sft"]),
-                "--metrics-dir",
-                str(work / "metrics" / "sft"),
-                "--heldout",
-                str(work / "heldout.json"),
-            ],
-            logf,
-            timings,
-            "sft",
-        )
-    if "rl" in wanted:
-        run_cmd(
-            [
-                py,
-                "-m",
-                "train",
-                "grpo",
-                "--curriculum",
-                str(work / "curriculum"),
-                "--model",
-                str(work / "sft" / "final"),
-                "--out",
-                str(work / "rl"),
-                *flags(params["rl"]),
-                "--metrics-dir",
-                str(work / "metrics" / "rl"),
-            ],
-            logf,
-            timings,
-            "rl",
-        )
-    policies = {"base": model_path, "sft": work / "sft" / "final", "rl": work / "rl" / "final"}
-    for m in wanted:
-        out = work / f"eval-{m}"
+    summary = {"command": command, "code": code, "seeds": seed_list, "control": control}
+    dirs = model_dirs(work, summary)
+
+    def evaluate(policy: Path, out: Path, name: str) -> None:
         run_cmd(
             [
                 py,
@@ -466,49 +726,137 @@ def run(
                 "eval",
                 "run",
                 "--model",
-                str(policies[m]),
+                str(policy),
                 "--data",
-                str(work / "curriculum" / "eval"),
+                str(eval_data),
                 "--out",
-                str(out),
+                str(out / f"eval-{name}"),
                 "--regenerate",
                 *flags(params["eval"]),
             ],
             logf,
             timings,
-            f"eval-{m}",
+            f"eval-{name}",
         )
-    wall = time.perf_counter() - t_start
-    summary = {
-        "command": "python benchmarks/learning_curve.py " + shlex.join(sys.argv[1:]),
-        "profile": str(profile),
-        "overrides": list(sets),
-        "models": wanted,
-        "timings_s": timings,
-        "wall_s": wall,
-        "machine": machine(),
-    }
+
+    if "base" in wanted:
+        evaluate(model_path, work, "base")
+    for seed in seed_list:
+        sd = work / f"seed-{seed}"
+        if "sft" in wanted or "rl" in wanted:
+            run_cmd(
+                [
+                    py,
+                    "-m",
+                    "train",
+                    "sft",
+                    "--data",
+                    str(work / "triplets"),
+                    "--model",
+                    str(model_path),
+                    "--out",
+                    str(sd / "sft"),
+                    *flags({**params["sft"], "seed": seed}),
+                    "--metrics-dir",
+                    str(sd / "metrics" / "sft"),
+                    "--heldout",
+                    str(work / "heldout.json"),
+                ],
+                logf,
+                timings,
+                "sft",
+            )
+        if "rl" in wanted:
+            run_cmd(
+                [
+                    py,
+                    "-m",
+                    "train",
+                    "grpo",
+                    "--curriculum",
+                    str(work / "curriculum"),
+                    "--model",
+                    str(sd / "sft" / "final"),
+                    "--out",
+                    str(sd / "rl"),
+                    *flags({**params["rl"], "seed": seed}),
+                    "--metrics-dir",
+                    str(sd / "metrics" / "rl"),
+                ],
+                logf,
+                timings,
+                "rl",
+            )
+        for m in ("sft", "rl"):
+            if m in wanted:
+                evaluate(sd / m / "final", dirs[m][str(seed)], m)
+    summary.update(
+        profile=str(profile),
+        overrides=list(sets),
+        models=wanted,
+        timings_s=timings,
+        wall_s=time.perf_counter() - t_start,
+        machine=machine(),
+    )
     report_work(work, summary, write_results)
+
+
+def _load(work: Path, summary: dict[str, Any], control: bool = False) -> dict[str, dict[str, Any]]:
+    """Every evaluated model's scored held-out prompts (or, with ``control``, the same prompts without their
+    gold documents): ``{model: {seed: frame}}``."""
+    data = eval_rows(work / "curriculum" / "eval")
+    out: dict[str, dict[str, Any]] = {}
+    for m, per_seed in model_dirs(work, summary).items():
+        if m not in summary["models"]:
+            continue
+        for seed, d in per_seed.items():
+            if (d / f"eval-{m}" / "samples.parquet").exists():
+                out.setdefault(m, {})[seed] = scored_samples(d / f"eval-{m}", data, control)
+    return out
+
+
+def score(work: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy and paired differences: the mean over seeds (with the seeds' spread) and each seed; the
+    no-evidence control; rewards; the done-when test."""
+    samples = _load(work, summary)
+    mean = {m: mean_over_seeds(list(per.values())) for m, per in samples.items()}
+    by_seed = {m: {s: accuracy_by_length(df) for s, df in per.items()} for m, per in samples.items()}
+    diffs = {f"{x}-{y}": paired_difference(mean[x], mean[y]) for x, y in PAIRS if x in mean and y in mean}
+    diffs_by_seed: dict[str, dict[str, Any]] = {}
+    for x, y in PAIRS:
+        if x in samples and y in samples:
+            for s, df in samples[x].items():
+                other = samples[y].get(s) if y != "base" else next(iter(samples[y].values()))
+                if other is not None:
+                    diffs_by_seed.setdefault(f"{x}-{y}", {})[s] = paired_difference(df, other)
+    control = _load(work, summary, control=True) if summary.get("control") else {}
+    rewards = {
+        s: rl_rewards(d / "metrics" / "rl") for s, d in model_dirs(work, summary).get("rl", {}).items()
+    }
+    return {
+        "seeds": summary.get("seeds") or [summary.get("seed", 0)],
+        "command": summary.get("command"),
+        "code": summary.get("code"),
+        "accuracy": {m: accuracy_by_length(df) for m, df in mean.items()},
+        "accuracy_spread": {m: seed_spread(list(per.values()), "accuracy") for m, per in by_seed.items()},
+        "accuracy_by_seed": by_seed,
+        "differences": diffs,
+        "differences_spread": {
+            k: seed_spread(list(per.values()), "difference") for k, per in diffs_by_seed.items()
+        },
+        "differences_by_seed": diffs_by_seed,
+        "control": {m: accuracy_by_length(mean_over_seeds(list(per.values()))) for m, per in control.items()},
+        "rewards": rewards,
+        "done_when": done_when(diffs),
+    }
 
 
 def report_work(work: Path, summary: dict[str, Any], write_results: bool) -> None:
     """Score the evaluated models of ``work`` against each other; write the table, plot and JSON."""
-    samples = {
-        m: scored_samples(work / f"eval-{m}", work / "curriculum" / "eval")
-        for m in summary["models"]
-        if (work / f"eval-{m}" / "samples.parquet").exists()
-    }
-    acc = {m: accuracy_by_length(df) for m, df in samples.items()}
-    diffs = {
-        f"{x}-{y}": paired_difference(samples[x], samples[y])
-        for x, y in PAIRS
-        if x in samples and y in samples
-    }
-    rewards = rl_rewards(work / "metrics" / "rl")
-    table = render_table(acc, diffs, rewards)
-    plot(acc, rewards, work / "learning_curve.png")
-    summary = {**summary, "accuracy": acc, "differences": diffs, "rewards": rewards}
-    (work / "learning_curve.json").write_text(json.dumps(summary, indent=2))
+    report = score(work, summary)
+    table = render_table(report)
+    plot(report["accuracy"], report["rewards"], work / "learning_curve.png", report["control"])
+    (work / "learning_curve.json").write_text(json.dumps({**summary, **report}, indent=2))
     (work / "learning_curve.md").write_text(table)
     timings, wall = summary["timings_s"], summary["wall_s"]
     click.echo(table)
@@ -543,7 +891,7 @@ def report_cmd(work: Path, write_results: bool) -> None:
     if not path.exists():
         raise click.ClickException(f"{path} is missing: `run` writes it when it finishes")
     summary = json.loads(path.read_text())
-    summary.setdefault("models", [m for m in MODELS if (work / f"eval-{m}").exists()])
+    summary.setdefault("models", list(MODELS))
     summary.setdefault("command", "python benchmarks/learning_curve.py run (command not recorded)")
     report_work(work.resolve(), summary, write_results)
 

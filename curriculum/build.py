@@ -4,8 +4,10 @@ a held-out eval split, and the manifest.
 Stage k holds the samples whose *measured* ``prompt_tokens`` fall in ``(L(k-1), L(k)]``, plus hard
 samples of earlier bins drawn without replacement with probability proportional to difficulty, up to
 ``retro_share`` of the stage (QwenLong-L1's retrospective sampling). Source questions are split between
-training and eval by a seeded hash of ``source_id``, so a question never lands on both sides, at any
-length. Every choice is seeded: the same inputs and seed give the same shards, byte for byte.
+training and eval by a seeded hash of ``source_id``, then closed over what questions ask (the same text or
+the same fact keys under another id is held out too; a training question through a held-out fact, or a
+decoy chain asking a held-out question, is dropped), so a question never lands on both sides, at any
+length, in any wording. Every choice is seeded: the same inputs and seed give the same shards, byte for byte.
 """
 
 from __future__ import annotations
@@ -176,54 +178,74 @@ def eval_mask(source_ids: list[str], share: float, seed: int) -> np.ndarray:
     return u < share
 
 
-def hold_out(table: pa.Table, held: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Close the eval split over questions, so no training row carries a held-out question in any form.
+def hold_out(table: pa.Table, held: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Close the eval split over what questions ask, so no training row asks or answers a held-out fact.
 
     Args:
         table: the sample rows.
         held: the rows the source-id hash holds out.
 
     Returns:
-        ``(held, decoy, heldout)``: ``held`` extended to every row whose true question (normalised text)
-        is a held-out question under another source id; ``decoy``, the other rows that name a held-out
-        question in a decoy chain (they must not train, and their true question is a training question,
-        so they cannot be evaluated either: they are dropped); and ``heldout``, the content of
-        ``heldout.json`` (source ids and questions for the SFT stage, plus a report).
+        ``(held, uses_fact, decoy, heldout)``. ``held`` is extended, until nothing changes, to every row that asks a
+        held-out question under another source id: the same normalised text, or the same ``fact_keys``
+        (the same facts in other words; the synthetic world carries them as data). The other two mark rows
+        that may neither train nor be evaluated: ``uses_fact``, a true question that uses a gold fact of a
+        held-out question (through a held-out fact it would answer it or train on its evidence), and
+        ``decoy``, a KeyChain decoy chain that asks a held-out question (by text or by fact keys).
+        ``heldout`` is the content of ``heldout.json``: the source ids, normalised questions and fact keys
+        for the SFT stage, plus a report of what the closure removed.
 
     Documents are not held out: a held-out question's gold documents may still fill other samples'
     contexts as distractors (counted in the report; see docs/design-notes.md).
     """
-    cols = table.select(["question", "source_id", "chains", "doc_ids", "gold_docs"]).to_pydict()
+    cols = table.select(["question", "source_id", "chains", "doc_ids", "gold_docs", "fact_keys"]).to_pydict()
     q = [normalize_question(x) for x in cols["question"]]
-    held_q = {q[i] for i in np.flatnonzero(held)}
-    same = np.array([x in held_q for x in q], dtype=bool) & ~held
-    held = held | same
-    decoy = (
-        np.array(
-            [
-                any(not ch["is_true"] and normalize_question(ch["target"]) in held_q for ch in chains or [])
-                for chains in cols["chains"]
-            ],
-            dtype=bool,
-        )
-        & ~held
-    )
+    facts = [frozenset(f or ()) for f in cols["fact_keys"]]
+    first = held.copy()
+    same_q = np.zeros(len(q), dtype=bool)
+    same_fact = np.zeros(len(q), dtype=bool)
+    while True:  # a paraphrase held for its facts brings its own text along, and so on
+        held_q = {q[i] for i in np.flatnonzero(held)}
+        held_sets = {facts[i] for i in np.flatnonzero(held) if facts[i]}
+        by_q = np.array([x in held_q for x in q], dtype=bool) & ~held
+        by_fact = np.array([bool(f) and f in held_sets for f in facts], dtype=bool) & ~held & ~by_q
+        if not (by_q.any() or by_fact.any()):
+            break
+        same_q |= by_q
+        same_fact |= by_fact
+        held = held | by_q | by_fact
+    held_facts = frozenset().union(*held_sets) if held_sets else frozenset()
+    uses_fact = np.array([bool(f & held_facts) for f in facts], dtype=bool) & ~held
+
+    def asks_held(chain: dict[str, Any]) -> bool:
+        if chain["is_true"]:
+            return False
+        keys = frozenset(chain.get("fact_keys") or ())
+        return normalize_question(chain["target"]) in held_q or (bool(keys) and keys in held_sets)
+
+    decoy = np.array([any(asks_held(ch) for ch in chains or []) for chains in cols["chains"]], dtype=bool)
+    decoy &= ~held & ~uses_fact
     held_gold = {d["doc_id"] for i in np.flatnonzero(held) for d in cols["gold_docs"][i]}
     gold_as_distractor = 0
-    for i in np.flatnonzero(~held & ~decoy):
+    for i in np.flatnonzero(~held & ~uses_fact & ~decoy):
         own = {d["doc_id"] for d in cols["gold_docs"][i]}
         gold_as_distractor += bool((set(cols["doc_ids"][i] or []) - own) & held_gold)
     heldout = {
         "source_ids": sorted({cols["source_id"][i] for i in np.flatnonzero(held)}),
         "questions": sorted(held_q),
+        "fact_keys": sorted(held_facts),
         "report": {
             "rows": int(held.sum()),
-            "same_question_other_id": int(same.sum()),
+            "split_rows": int(first.sum()),
+            "same_question_other_id": int(same_q.sum()),
+            "same_facts_other_wording": int(same_fact.sum()),
+            "held_facts": len(held_facts),
+            "fact_rows_dropped": int(uses_fact.sum()),
             "decoy_rows_dropped": int(decoy.sum()),
             "train_rows_with_heldout_gold_as_distractor": int(gold_as_distractor),
         },
     }
-    return held, decoy, heldout
+    return held, uses_fact, decoy, heldout
 
 
 def retro_draw(
@@ -356,7 +378,7 @@ class _BuildState:
     tokens: np.ndarray | None = None
     bins: np.ndarray | None = None
     held: np.ndarray | None = None
-    decoy: np.ndarray | None = None
+    excluded: np.ndarray | None = None  # rows that neither train nor are evaluated (held-out closure)
     heldout: dict[str, Any] = field(default_factory=dict)
     dropped: Counter[str] = field(default_factory=Counter)
     fdf: pl.DataFrame | None = None
@@ -380,15 +402,19 @@ def _step_bin(st: _BuildState) -> None:
 
 
 def _step_hold_out(st: _BuildState) -> None:
-    """The eval split, closed over questions; drops ``heldout_decoy`` (training rows naming a held-out question)."""
+    """The eval split, closed over what questions ask; drops ``heldout_fact`` (training rows whose question
+    uses a held-out question's gold fact) and ``heldout_decoy`` (training rows naming a held-out question)."""
     c = st.config
-    st.held, st.decoy, st.heldout = hold_out(st.table, eval_mask(st.meta["source_id"], c.eval_share, c.seed))
-    if st.heldout["report"]["decoy_rows_dropped"]:
-        st.dropped["heldout_decoy"] = int((st.decoy & (st.bins >= 0)).sum())
-        log.warning(
-            "%d training samples name a held-out question in a decoy chain and are left out",
-            st.heldout["report"]["decoy_rows_dropped"],
-        )
+    held = eval_mask(st.meta["source_id"], c.eval_share, c.seed)
+    st.held, uses_fact, decoy, st.heldout = hold_out(st.table, held)
+    st.excluded = uses_fact | decoy  # neither trains nor is evaluated
+    for name, mask, what in (
+        ("heldout_fact", uses_fact, "ask a question through a held-out question's fact"),
+        ("heldout_decoy", decoy, "name a held-out question in a decoy chain"),
+    ):
+        if mask.any():
+            st.dropped[name] = int((mask & (st.bins >= 0)).sum())
+            log.warning("%d training samples %s and are left out", int(mask.sum()), what)
     if st.dropped["above_last_bin"]:
         log.warning(
             "%d samples are longer than the last bin (%s tokens) and are left out",
@@ -419,7 +445,7 @@ def _step_model_difficulty(st: _BuildState) -> None:
     if not c.difficulty_model:
         return
     rates = _model_pass_rates(
-        st.table, (~st.held) & ~st.decoy & (st.bins >= 0), c, st.out, st.progress_factory
+        st.table, (~st.held) & ~st.excluded & (st.bins >= 0), c, st.out, st.progress_factory
     )
     label = f"pass_rate:{c.difficulty_model}:k={c.k}:{c.correct_if}"
     for i, uid in enumerate(st.meta["uid"]):
@@ -432,7 +458,7 @@ def _step_model_difficulty(st: _BuildState) -> None:
 def _step_filter_extremes(st: _BuildState) -> None:
     """The training rows; with model difficulty, drops ``solved`` (pass rate 1) and ``unsolved`` (0)."""
     c = st.config
-    st.keep = (st.bins >= 0) & ~st.held & ~st.decoy
+    st.keep = (st.bins >= 0) & ~st.held & ~st.excluded
     if c.difficulty_model and c.filter_extremes:
         solved, unsolved = st.keep & (st.pass_rate == 1.0), st.keep & (st.pass_rate == 0.0)
         st.dropped["solved"], st.dropped["unsolved"] = int(solved.sum()), int(unsolved.sum())

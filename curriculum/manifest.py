@@ -6,6 +6,7 @@ Light on purpose (no numpy, no eval): training imports it to check a curriculum 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,20 @@ from datagen.shards import PART_GLOB
 HELDOUT = "heldout.json"
 
 
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
 def normalize_question(question: str) -> str:
-    """The form in which questions are compared for held-out checks: lower case, single spaces.
+    """The form in which questions are compared for held-out checks: case-folded, punctuation and space
+    runs as one space (the form datagen's corpus tells questions apart by).
 
     Example:
         >>> normalize_question("  Who  wrote\\nHamlet? ")
-        'who wrote hamlet?'
+        'who wrote hamlet'
+        >>> normalize_question("Who wrote 'Hamlet'") == normalize_question("who wrote Hamlet?")
+        True
     """
-    return " ".join(str(question).lower().split())
+    return _NON_WORD.sub(" ", str(question).casefold()).strip()
 
 
 def check(folder: str | Path) -> dict[str, Any]:
@@ -76,8 +83,10 @@ def check(folder: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_heldout(path: str | Path) -> tuple[set[str], set[str]]:
-    """The held-out source ids and normalised questions of ``heldout.json`` (a file, or a curriculum folder).
+def load_heldout(path: str | Path) -> tuple[set[str], set[str], set[str]]:
+    """The held-out source ids, normalised questions and fact keys of ``heldout.json`` (a file, or a
+    curriculum folder). A training example whose id, question or any gold fact is among them must not
+    train (``fact_keys`` is empty for files written before facts were held out, and for real sources).
 
     Raises:
         LongmillError: the file is missing or malformed.
@@ -93,8 +102,49 @@ def load_heldout(path: str | Path) -> tuple[set[str], set[str]]:
     try:
         data = json.loads(p.read_text())
         ids, questions = set(data["source_ids"]), {normalize_question(q) for q in data["questions"]}
-    except (ValueError, KeyError, TypeError) as e:
+        facts = set(data.get("fact_keys") or [])
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise LongmillError(
             f"{p}: not a held-out file written by `python -m curriculum build` ({e})"
         ) from None
-    return ids, questions
+    return ids, questions, facts
+
+
+def question_groups(rows: list[dict[str, Any]]) -> list[int]:
+    """One group number per row: rows that ask the same question (the same source id, the same normalised
+    text, or the same fact keys) share a group, transitively. The learning benchmark clusters its standard
+    errors by these groups, since paraphrases of one held-out fact are not independent questions.
+
+    Args:
+        rows: dicts with ``source_id``, ``question`` and ``fact_keys`` (None where the source has none).
+
+    Example:
+        >>> question_groups([
+        ...     {"source_id": "a", "question": "How long is X?", "fact_keys": ["x.length"]},
+        ...     {"source_id": "b", "question": "What is the length of X?", "fact_keys": ["x.length"]},
+        ...     {"source_id": "a", "question": "How long is X?", "fact_keys": ["x.length"]},
+        ...     {"source_id": "c", "question": "Who founded Y?", "fact_keys": None},
+        ... ])
+        [0, 0, 0, 1]
+    """
+    parent: dict[Any, Any] = {}
+
+    def find(x: Any) -> Any:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def keys(r: dict[str, Any]) -> list[Any]:
+        out: list[Any] = [("id", r["source_id"]), ("q", normalize_question(r["question"]))]
+        if r.get("fact_keys"):
+            out.append(("facts", tuple(sorted(r["fact_keys"]))))
+        return out
+
+    for r in rows:
+        first, *rest = keys(r)
+        for k in rest:
+            parent[find(k)] = find(first)
+    numbers: dict[Any, int] = {}
+    return [numbers.setdefault(find(keys(r)[0]), len(numbers)) for r in rows]

@@ -228,7 +228,9 @@ def verify(folder, max_violations):
     """Re-derive every chain from the text alone and re-measure every length.
 
     Checks, per row: the rendered prompt's token count equals prompt_tokens and lies in
-    [L*(1-tolerance), L]; the gold documents are in the text; for KeyChain rows, the chain that starts
+    [L*(1-tolerance), L]; the gold documents are in the text; for long-QA and KeyChain rows, an accepted
+    answer (or alias) occurs in the gold documents' text (yes/no answers, and sources whose answers need not
+    be text of the documents, are counted, not failed); for KeyChain rows, the chain that starts
     at the head key named in the instructions resolves to exactly the question, has chain_hops keys,
     keys are unique, and the text's pairs equal the carried chains. Exits 1 on any violation.
 
@@ -244,6 +246,13 @@ def verify(folder, max_violations):
         report = run_verify(folder, progress=bar.update)
     for v in report.violations[:max_violations]:
         click.secho(str(v), fg="red", err=True)
+    if report.answers:
+        a = report.answers
+        click.echo(
+            f"answers: {a.get('found', 0)} found in their gold documents, {a.get('yes_no', 0)} yes/no, "
+            f"{a.get('not_extractive', 0)} from sources whose answers need not be text of the documents "
+            f"(not checked), {a.get('missing', 0)} missing"
+        )
     if report.ok:
         click.echo(
             f"OK: {report.rows} rows in {report.files} file(s) ({report.keychain_rows} KeyChain), no violations"

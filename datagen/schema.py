@@ -25,7 +25,16 @@ SCHEMA_VERSION = "1"
 DOC_TYPE = pa.struct([("doc_id", pa.string()), ("title", pa.string()), ("text", pa.string())])
 FACT_TYPE = pa.struct([("title", pa.string()), ("sent_idx", pa.int32()), ("text", pa.string())])
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
-CHAIN_TYPE = pa.struct([("keys", pa.list_(pa.string())), ("target", pa.string()), ("is_true", pa.bool_())])
+CHAIN_TYPE = pa.struct(
+    [
+        ("keys", pa.list_(pa.string())),
+        ("target", pa.string()),
+        ("is_true", pa.bool_()),
+        ("fact_keys", pa.list_(pa.string())),
+    ]
+)
+#: chain fields added after schema version 1 shipped; older shards lack them (read as null).
+CHAIN_OPTIONAL = ("fact_keys",)
 REWARD_MODEL_TYPE = pa.struct([("style", pa.string()), ("ground_truth", pa.list_(pa.string()))])
 EXTRA_INFO_TYPE = pa.struct(
     [
@@ -85,6 +94,13 @@ TRIPLET_SCHEMA = pa.schema(
         _f("gold_docs", pa.list_(DOC_TYPE), "the documents that support the answer"),
         _f("supporting_facts", pa.list_(FACT_TYPE), "supporting sentences, where the format has them"),
         _f("distractor_docs", pa.list_(DOC_TYPE), "the record's own distractors (hard negatives)"),
+        _f(
+            "fact_keys",
+            pa.list_(pa.string()),
+            "what the question asks, as data: one key per gold fact (entity and relation in the synthetic "
+            "world); the same set is the same question in other words; null where the source has none",
+            nullable=True,
+        ),
     ],
     metadata={"longmill.schema": "triplet", "longmill.schema_version": SCHEMA_VERSION},
 )
@@ -105,6 +121,10 @@ class Triplet:
         gold_docs: documents that contain the evidence.
         supporting_facts: the evidence sentences, where the format has them.
         distractor_docs: the record's own distractor documents.
+        fact_keys: the identity of what the question asks, one key per gold fact, sorted (the synthetic
+            world gives ``synthetic:<seed>:<region>:<entity>.<relation>``); two questions with the same
+            keys ask the same thing in other words. None where the source cannot tell (real sources, whose
+            questions are told apart by id and text).
     """
 
     id: str
@@ -117,6 +137,7 @@ class Triplet:
     gold_docs: list[Document] = field(default_factory=list)
     supporting_facts: list[SupportingFact] = field(default_factory=list)
     distractor_docs: list[Document] = field(default_factory=list)
+    fact_keys: list[str] | None = None
 
     def to_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,7 +155,12 @@ class Triplet:
             gold_docs=[Document(**d) for d in row["gold_docs"]],
             supporting_facts=[SupportingFact(**f) for f in row["supporting_facts"]],
             distractor_docs=[Document(**d) for d in row["distractor_docs"]],
+            fact_keys=list(row["fact_keys"]) if row.get("fact_keys") is not None else None,
         )
+
+
+#: Triplet columns added after schema version 1 shipped: older triplet shards lack them and still read.
+TRIPLET_OPTIONAL = ("fact_keys",)
 
 
 SAMPLE_SCHEMA = pa.schema(
@@ -174,7 +200,11 @@ SAMPLE_SCHEMA = pa.schema(
             "character offset of each document in the user message, then the end of the last one",
         ),
         _f("chain_head", pa.string(), "the head key named in the instructions", nullable=True),
-        _f("chains", pa.list_(CHAIN_TYPE), "every chain: its keys in order, its target, whether true"),
+        _f(
+            "chains",
+            pa.list_(CHAIN_TYPE),
+            "every chain: its keys in order, its target, whether true, and the target question's fact_keys",
+        ),
         _f("params", pa.string(), "generator parameters as canonical JSON"),
         _f(
             "task",
@@ -202,6 +232,12 @@ SAMPLE_SCHEMA = pa.schema(
             "answerable_closed_book when `curriculum ground --action flag` marked it",
             nullable=True,
         ),
+        _f(
+            "fact_keys",
+            pa.list_(pa.string()),
+            "the true question's fact identity (the triplet's fact_keys; null where the source has none)",
+            nullable=True,
+        ),
     ],
     metadata={"longmill.schema": "sample", "longmill.schema_version": SCHEMA_VERSION},
 )
@@ -209,11 +245,16 @@ SAMPLE_SCHEMA = pa.schema(
 
 @dataclass
 class Chain:
-    """A chain of keys; the value of ``keys[i]`` is ``keys[i+1]`` and the last key's value is ``target``."""
+    """A chain of keys; the value of ``keys[i]`` is ``keys[i+1]`` and the last key's value is ``target``.
+
+    ``fact_keys`` is the target question's fact identity (:attr:`Triplet.fact_keys`), carried so that the
+    curriculum can tell a decoy that asks a held-out question in other words without reading its text.
+    """
 
     keys: list[str]
     target: str
     is_true: bool
+    fact_keys: list[str] | None = None
 
 
 @dataclass
@@ -257,6 +298,7 @@ class Sample:
     closed_book_pass_rate: float | None = None
     context_pass_rate: float | None = None
     grounding_flag: str | None = None
+    fact_keys: list[str] | None = None
 
     def to_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -267,8 +309,16 @@ class Sample:
         kw.update({name: row.get(name) for name in OPTIONAL_COLUMNS})
         kw["gold_docs"] = [Document(**d) for d in row["gold_docs"]]
         kw["chains"] = [
-            Chain(keys=list(c["keys"]), target=c["target"], is_true=bool(c["is_true"])) for c in row["chains"]
+            Chain(
+                keys=list(c["keys"]),
+                target=c["target"],
+                is_true=bool(c["is_true"]),
+                fact_keys=list(c["fact_keys"]) if c.get("fact_keys") is not None else None,
+            )
+            for c in row["chains"]
         ]
+        if kw["fact_keys"] is not None:
+            kw["fact_keys"] = list(kw["fact_keys"])
         kw["prompt"] = [dict(m) for m in row["prompt"]]
         kw["answers"] = list(row["answers"])
         kw["gold_doc_depths"] = [float(x) for x in row["gold_doc_depths"]]
@@ -297,7 +347,7 @@ class Sample:
 
 
 #: Columns added after schema version 1 shipped: older shards lack them and still read (see :func:`conform_samples`).
-OPTIONAL_COLUMNS = ("task", "closed_book_pass_rate", "context_pass_rate", "grounding_flag")
+OPTIONAL_COLUMNS = ("task", "closed_book_pass_rate", "context_pass_rate", "grounding_flag", "fact_keys")
 
 
 def task_of(row: dict[str, Any]) -> str:
@@ -331,14 +381,35 @@ def conform_samples(table: pa.Table) -> pa.Table:
                 list(arrays.values()), fields=list(EXTRA_INFO_TYPE), mask=ei.is_null()
             )
             table = table.set_column(table.schema.get_field_index("extra_info"), "extra_info", fixed)
+    if "chains" in names:
+        table = _conform_chains(table)
     missing = set(SAMPLE_SCHEMA.names) - set(table.schema.names)
     if missing:
         raise ValueError(f"not a longmill sample table: columns {sorted(missing)} are missing")
     return table.select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA)
 
 
+def _conform_chains(table: pa.Table) -> pa.Table:
+    """The ``chains`` column with the chain fields added since its shard was written (null).
+
+    pyarrow 19 and later fill such fields in a plain cast (apache/arrow#44587); the floor is pyarrow 15,
+    whose cast refuses a struct with more fields, so the column is rebuilt here.
+    """
+    col = table.column("chains").combine_chunks()
+    if not (pa.types.is_list(col.type) and pa.types.is_struct(col.type.value_type)):
+        return table
+    have = {f.name for f in col.type.value_type}
+    if not set(CHAIN_OPTIONAL) - have:
+        return table
+    flat = col.values
+    arrays = [flat.field(f.name) if f.name in have else pa.nulls(len(flat), f.type) for f in CHAIN_TYPE]
+    values = pa.StructArray.from_arrays(arrays, fields=list(CHAIN_TYPE), mask=flat.is_null())
+    fixed = pa.ListArray.from_arrays(col.offsets, values, mask=col.is_null())
+    return table.set_column(table.schema.get_field_index("chains"), "chains", fixed)
+
+
 def schema_core(schema: pa.Schema) -> pa.Schema:
-    """``schema`` without its metadata and without the columns and extra_info fields added since schema
+    """``schema`` without its metadata and without the columns, extra_info and chain fields added since schema
     version 1, so that an older shard and a newer one compare equal (and anything else does not)."""
     fields = []
     for f in schema.remove_metadata():
@@ -346,6 +417,9 @@ def schema_core(schema: pa.Schema) -> pa.Schema:
             continue
         if f.name == "extra_info" and pa.types.is_struct(f.type):
             f = f.with_type(pa.struct([c for c in f.type if c.name not in EXTRA_INFO_OPTIONAL]))
+        if f.name == "chains" and pa.types.is_list(f.type) and pa.types.is_struct(f.type.value_type):
+            chain = pa.struct([c for c in f.type.value_type if c.name not in CHAIN_OPTIONAL])
+            f = f.with_type(pa.list_(pa.field(f.type.value_field.name, chain)))
         fields.append(f.with_nullable(True))  # what a writer declared nullable is not a schema difference
     return pa.schema(fields)
 

@@ -1,4 +1,5 @@
-"""``datagen verify``: re-derive every chain from the text alone and re-measure every length.
+"""``datagen verify``: re-derive every chain from the text alone, re-measure every length, and find every
+long-QA and KeyChain answer in its gold documents.
 
 The checks do not trust the generator's bookkeeping: chains are parsed out of the prompt text, the head
 key is read from the instructions, and lengths are measured again with the tokenizer named in the row.
@@ -24,13 +25,14 @@ from datagen.generators import GENERATORS
 from datagen.generators.base import user_message
 from datagen.generators.fit import lower_bound
 from datagen.generators.keychain import follow_chain, parse_pairs, strip_pairs
-from datagen.schema import OPTIONAL_COLUMNS, SAMPLE_SCHEMA, schema_kind
+from datagen.schema import OPTIONAL_COLUMNS, SAMPLE_SCHEMA, schema_kind, task_of
 from datagen.shards import MARKER_DIR, STATS_FILE, iter_rows, list_parts, read_schema
+from datagen.sources import SOURCES
 from datagen.tokenizers import get_tokenizer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VerifyReport", "Violation", "check_row", "follow_chain", "verify"]
+__all__ = ["VerifyReport", "Violation", "answer_support", "check_row", "follow_chain", "verify"]
 
 
 @dataclass
@@ -52,6 +54,9 @@ class VerifyReport:
     keychain_rows: int = 0
     violations: list[Violation] = field(default_factory=list)
     checks: dict[str, int] = field(default_factory=dict)
+    #: long-QA and KeyChain rows by answer support (:func:`answer_support`): found, yes_no, not_extractive,
+    #: missing (each missing one is also an ``answer`` violation)
+    answers: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -102,6 +107,45 @@ def _answer_checks(row: dict[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+#: the tasks whose answer is a question's answer read from gold documents (others re-derive theirs)
+ANSWER_TASKS = ("longqa", "keychain")
+
+
+def _words(text: str) -> str:
+    return " " + _NON_WORD.sub(" ", str(text).casefold()).strip() + " "
+
+
+def answer_support(row: dict[str, Any]) -> str:
+    """Whether a long-QA or KeyChain row's answer is supported by its gold documents.
+
+    Returns ``found`` when an accepted answer (or alias) occurs in a gold document's title or text (as whole
+    words, case and punctuation aside), ``yes_no`` for a yes/no answer (a comparison: no span to find),
+    ``not_extractive`` when the row's source says its answers need not be text of the documents
+    (:attr:`datagen.sources.base.Source.extractive_answers`), else ``missing``. Rows of other tasks get
+    ``n/a`` (their generators re-derive the answer in ``check_row``).
+
+    Example:
+        >>> gold = [{"title": "Ostra River", "text": "The Ostra River is 1,104 km long."}]
+        >>> row = {"task": "longqa", "generator": "longqa", "source": "synthetic", "gold_docs": gold}
+        >>> [answer_support({**row, "answers": a}) for a in (["1104 km", "1,104 km"], ["Atlantis"], ["no"])]
+        ['found', 'missing', 'yes_no']
+    """
+    if task_of(row) not in ANSWER_TASKS:
+        return "n/a"
+    answers = [_words(a) for a in row["answers"] if isinstance(a, str) and a.strip()]
+    if answers and all(a.strip() in ("yes", "no") for a in answers):
+        return "yes_no"
+    gold = " ".join(_words(f"{d['title']} {d['text']}") for d in row["gold_docs"])
+    if any(a.strip() and a in gold for a in answers):
+        return "found"
+    try:
+        extractive = SOURCES.get(str(row["source"])).extractive_answers
+    except UnknownNameError:  # a source outside the registry (e.g. a test's): held to the strict rule
+        extractive = True
+    return "missing" if extractive else "not_extractive"
+
+
 def check_row(row: dict[str, Any], run: dict[str, Any] | None = None) -> list[tuple[str, str]]:
     """All problems with one sample row, as (check, message) pairs: the generic checks, then the
     checks of the row's own generator (:meth:`Generator.check_row`).
@@ -135,6 +179,14 @@ def check_row(row: dict[str, Any], run: dict[str, Any] | None = None) -> list[tu
     if not lo <= measured <= length:
         problems.append(("length", f"{measured} tokens is outside [{lo}, {length}]"))
     problems += _answer_checks(row)
+    if answer_support(row) == "missing":
+        problems.append(
+            (
+                "answer",
+                f"no accepted answer {list(row['answers'])[:3]!r} occurs in the gold documents' text; a row "
+                "whose answer its evidence does not contain cannot be verified",
+            )
+        )
 
     user = user_message(row)
     text_pairs = parse_pairs(user)
@@ -354,6 +406,9 @@ def _verify_row(
     problems: list[tuple[str, str]] = []
     try:
         report.keychain_rows += int((row["num_chains"] or 0) > 0)
+        support = answer_support(row)
+        if support != "n/a":
+            report.answers[support] = report.answers.get(support, 0) + 1
         own = json.loads(row["params"])
         if not isinstance(own, dict):
             raise ValueError("params is not a JSON object")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -23,31 +24,129 @@ def _bench():
     return mod
 
 
-def test_paired_difference_and_accuracy_per_length():
+def test_paired_difference_and_accuracy_per_length_are_clustered_by_question():
+    """Three questions at two lengths. Expected values are worked out by hand below (not by the code under
+    test): over all lengths the errors are the clustered ones, per length the usual sd/sqrt(n)."""
     import polars as pl
 
     lc = _bench()
+    q = ["q1", "q2", "q3"] * 2
     a = pl.DataFrame(
-        {"uid": list("abcdef"), "length_target": [256] * 3 + [512] * 3, "em": [1.0, 1, 0, 1, 1, 1]}
-    )
-    b = pl.DataFrame(
-        {"uid": list("fedcba"), "length_target": [512] * 3 + [256] * 3, "em": [0.0, 1, 1, 1, 0, 1]}
-    )
+        {"uid": [f"{x}@{n}" for n, x in zip([256] * 3 + [512] * 3, q, strict=True)], "length_target": [256] * 3 + [512] * 3,
+         "cluster": q, "em": [1.0, 1, 0, 1, 1, 1]}
+    )  # fmt: skip
+    b = a.with_columns(pl.Series("em", [1.0, 0, 1, 0, 1, 0])).reverse()  # joined on uid, not on row order
     acc = lc.accuracy_by_length(a)
+    # 256: em 1,1,0 -> p = 2/3, sd (n-1) = 0.577 -> 0.577/sqrt(3) = 1/3
     assert acc["256"] == {
         "accuracy": pytest.approx(2 / 3),
-        "stderr": pytest.approx((2 / 9 / 3) ** 0.5),
+        "stderr": pytest.approx(1 / 3),
         "n": 3,
+        "questions": 3,
     }
-    assert acc["all"]["n"] == 6 and acc["all"]["accuracy"] == pytest.approx(5 / 6)
-    d = lc.paired_difference(a, b)  # joined on uid, not on row order: a-b per uid is 0,1,-1 | 0,0,1
-    assert d["256"]["difference"] == pytest.approx(0.0) and d["512"]["difference"] == pytest.approx(1 / 3)
-    assert d["256"]["stderr"] == pytest.approx(1 / 3**0.5)  # sd of (0, 1, -1) is 1
-    assert d["all"] == {
-        "difference": pytest.approx(1 / 6),
-        "stderr": pytest.approx(d["all"]["stderr"]),
+    # all: p = 5/6; per-question sums of (em - 5/6): 1/3, 1/3, -2/3 -> sqrt(3/2 * 2/3) / 6 = 1/6
+    assert acc["all"] == {
+        "accuracy": pytest.approx(5 / 6),
+        "stderr": pytest.approx(1 / 6),
         "n": 6,
+        "questions": 3,
     }
+    d = lc.paired_difference(a, b)  # a - b per uid: 0, 1, -1 | 1, 0, 1
+    assert d["256"] == {"difference": pytest.approx(0.0), "stderr": pytest.approx(1 / 3**0.5), "n": 3}
+    assert d["512"] == {"difference": pytest.approx(2 / 3), "stderr": pytest.approx(1 / 3), "n": 3}
+    # all: mean 1/3; per-question sums of (d - 1/3): 1/3, 1/3, -2/3 -> 1/6 (rows as independent: 1/3)
+    assert d["all"] == {"difference": pytest.approx(1 / 6 * 2), "stderr": pytest.approx(1 / 6), "n": 6}
+
+
+def test_a_question_asked_twice_does_not_shrink_its_error():
+    lc = _bench()
+    values, clusters = [1.0, 0.0, 1.0, 1.0, 0.0], ["a", "b", "c", "d", "e"]
+    once = lc.clustered_stderr(values, clusters)
+    assert once == pytest.approx((0.6 * 0.4 * 5 / 4) ** 0.5 / 5**0.5)  # sd with n-1, over sqrt(n)
+    assert lc.clustered_stderr(values * 2, clusters * 2) == pytest.approx(once)  # 10 rows, still 5 questions
+    assert (
+        lc.clustered_stderr(values * 2, clusters + [c + "'" for c in clusters]) < once / 1.3
+    )  # 10 questions
+    assert math.isnan(lc.clustered_stderr([1.0, 0.0, 1.0], ["a", "a", "a"]))  # one question: no error
+
+
+def test_seeds_are_averaged_per_prompt_and_the_done_when_line_reads_the_mean(tmp_path):
+    """A finished two-seed run (eval outputs written by hand): the table's figures are the mean over seeds of
+    each prompt's score, errors are clustered by source question (paraphrases of one fact are one question),
+    each seed is reported, and the done-when line is a yes/no on the mean."""
+    import polars as pl
+    from click.testing import CliRunner
+
+    lc = _bench()
+    work = tmp_path / "work"
+    (work / "curriculum" / "eval").mkdir(parents=True)
+    qs = [(f"s{i}", f"Question {i}?", [f"f{i}"]) for i in range(8)] + [("s8", "Other words 0?", ["f0"])]
+    rows = [
+        {"uid": f"{sid}@{n}", "length_target": n, "source_id": sid, "question": q, "fact_keys": fk}
+        for n in (256, 512)
+        for sid, q, fk in qs
+    ]
+    pl.DataFrame(rows).write_parquet(work / "curriculum" / "eval" / "part-00000.parquet")
+    uids = [r["uid"] for r in rows]
+
+    def write(folder, em, control):
+        folder.mkdir(parents=True)  # the eval scores each prompt, and each again without its gold documents
+        ids = uids + [u + lc.NO_EVIDENCE for u in uids]
+        pl.DataFrame({"uid": ids, "em": [float(x) for x in em + control]}).write_parquet(
+            folder / "samples.parquet"
+        )
+
+    n = len(uids)
+    write(work / "eval-base", [0] * n, [0] * n)
+    write(work / "seed-0" / "eval-sft", [1, 0] * (n // 2), [0] * n)
+    write(work / "seed-1" / "eval-sft", [0, 0] * (n // 2), [0] * n)
+    write(work / "seed-0" / "eval-rl", [1] * n, [1] + [0] * (n - 1))
+    write(work / "seed-1" / "eval-rl", [1, 1, 1, 0] * (n // 4) + [1] * (n % 4), [0] * n)
+    summary = {"models": ["base", "sft", "rl"], "seeds": [0, 1], "control": True, "timings_s": {}, "wall_s": 0.0,
+               "machine": "m", "command": "python benchmarks/learning_curve.py run --seeds 0,1",
+               "code": {"commit": "abc123", "dirty": True}}  # fmt: skip
+    (work / "learning_curve.json").write_text(json.dumps(summary))
+    res = CliRunner().invoke(lc.main, ["report", "--work", str(work)])
+    assert res.exit_code == 0, res.output
+    out = json.loads((work / "learning_curve.json").read_text())
+    sft0 = [1, 0] * (n // 2)
+    rl1 = [1, 1, 1, 0] * (n // 4) + [1] * (n % 4)
+    assert out["accuracy"]["sft"]["all"]["accuracy"] == pytest.approx(sum(sft0) / n / 2)
+    assert out["accuracy"]["rl"]["all"]["accuracy"] == pytest.approx((n + sum(rl1)) / n / 2)
+    assert out["accuracy_by_seed"]["sft"]["0"]["all"]["accuracy"] == pytest.approx(sum(sft0) / n)
+    assert out["accuracy_spread"]["sft"]["all"] == pytest.approx(sum(sft0) / n)
+    # 18 prompts, 8 questions: s0 and its paraphrase s8 are one question, at both lengths
+    assert out["accuracy"]["rl"]["all"]["n"] == 18 and out["accuracy"]["rl"]["all"]["questions"] == 8
+    # the control: one prompt of 18 answered by one of two seeds without its evidence
+    assert (
+        out["control"]["rl"]["all"]["accuracy"] == pytest.approx(0.5 / n)
+        and out["control"]["rl"]["all"]["n"] == n
+    )
+    d = out["differences"]["rl-sft"]["all"]
+    per_prompt = [(1 + r) / 2 - s / 2 for r, s in zip(rl1, sft0, strict=True)]
+    groups = [r["source_id"] if r["source_id"] != "s8" else "s0" for r in rows]
+    assert d["difference"] == pytest.approx(sum(per_prompt) / n)
+    assert d["stderr"] == pytest.approx(_cr1(per_prompt, groups))
+    assert out["done_when"] == {"rl_vs_base": True, "rl_vs_sft": d["difference"] > 2 * d["stderr"],
+                                "passed": d["difference"] > 2 * d["stderr"]}  # fmt: skip
+    table = (work / "learning_curve.md").read_text()
+    assert "| rl (seed 1) |" in table and "| rl − sft (seed 0) |" in table and "no evidence" in table
+    assert "Done when (issue 18, on the mean over seeds)" in table
+    assert (
+        "Code: `abc123` with uncommitted changes; command: `python benchmarks/learning_curve.py run --seeds 0,1`"
+        in table
+    )
+
+
+def _cr1(values, groups):
+    """The clustered standard error written out independently of the benchmark's implementation."""
+    import numpy as np
+
+    v, g = np.asarray(values, dtype=float), np.asarray(groups)
+    resid = v - v.mean()
+    sums = np.array([resid[g == k].sum() for k in np.unique(g)])
+    G = len(sums)
+    return float(np.sqrt(G / (G - 1) * (sums**2).sum()) / len(v))
 
 
 def test_report_refuses_a_work_folder_it_cannot_score_honestly(tmp_path):
@@ -62,7 +161,14 @@ def test_report_refuses_a_work_folder_it_cannot_score_honestly(tmp_path):
     res = CliRunner().invoke(lc.main, ["report", "--work", str(work)])
     assert res.exit_code == 1 and "learning_curve.json is missing" in res.output
     (work / "curriculum" / "eval").mkdir(parents=True)
-    pl.DataFrame({"uid": ["a", "b", "c"], "length_target": [256, 256, 512]}).write_parquet(
+    pl.DataFrame(
+        {
+            "uid": ["a", "b", "c"],
+            "length_target": [256, 256, 512],
+            "source_id": ["x", "y", "x"],
+            "question": ["Qx?", "Qy?", "Qx?"],
+        }
+    ).write_parquet(  # fmt: skip
         work / "curriculum" / "eval" / "part-00000.parquet"
     )
     for model, uids in (("base", ["a", "b", "c"]), ("sft", ["a", "b", "z"])):
@@ -122,8 +228,12 @@ def test_profile_trains_on_single_document_lookups_measured_by_the_policys_token
 
 @pytest.mark.slow
 def test_tiny_learning_run_evaluates_every_model_on_the_same_heldout_questions(tiny_qwen2, tmp_path):
-    """The whole benchmark on a tiny random policy: triplets -> longqa x2 -> curriculum -> SFT -> 2 RL phases ->
-    eval of base, SFT and RL; the table, plot and JSON are written and every model saw the same questions."""
+    """The whole benchmark on a tiny random policy, two training seeds: triplets -> longqa x2 -> curriculum ->
+    per seed SFT -> 2 RL phases -> eval of base (once), SFT and RL, each also without its gold documents; the
+    table, plot and JSON are written, every model saw the same questions, and what SFT and RL trained on
+    holds no held-out question or fact."""
+    import polars as pl
+
     work = tmp_path / "work"
     results_before = (ROOT / "benchmarks" / "RESULTS.md").read_text()
     sets = [
@@ -133,7 +243,7 @@ def test_tiny_learning_run_evaluates_every_model_on_the_same_heldout_questions(t
         "curriculum.eval_share=0.2",
         "longqa.num_samples=30",
         "sft.max_steps=2",
-        "sft.max_examples=8",
+        "sft.max_examples=30",  # every triplet it may use: without --heldout, held-out ones would be among them
         "sft.max_length=512",
         "rl.max_steps=1",
         "rl.per_device_train_batch_size=4",
@@ -152,17 +262,22 @@ def test_tiny_learning_run_evaluates_every_model_on_the_same_heldout_questions(t
         str(work),
         "--model",
         str(tiny_qwen2),
+        "--seeds",
+        "0,1",
     ] + [a for s in sets for a in ("--set", s)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     summary = json.loads((work / "learning_curve.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["command"].endswith("--seeds 0,1 " + " ".join(
+        f"--set '{s}'" if " " in s else f"--set {s}" for s in sets))  # fmt: skip
+    assert len(summary["code"]["commit"]) == 40 and isinstance(summary["code"]["dirty"], bool)
     acc = summary["accuracy"]
-    assert set(acc) == {"base", "sft", "rl"}
+    assert set(acc) == {"base", "sft", "rl"} and set(summary["accuracy_by_seed"]["rl"]) == {"0", "1"}
     assert all(set(per) == {"256", "384", "all"} for per in acc.values())
     counts = {m: {k: v["n"] for k, v in per.items()} for m, per in acc.items()}
     assert counts["base"] == counts["sft"] == counts["rl"] and all(n > 0 for n in counts["base"].values())
     assert counts["base"]["all"] == counts["base"]["256"] + counts["base"]["384"]
-    # paired differences on the same prompts agree with the per-model accuracies
+    # paired differences on the same prompts agree with the per-model accuracies (mean over seeds, and per seed)
     diffs = summary["differences"]
     assert set(diffs) == {"rl-sft", "rl-base", "sft-base"}
     for pair, per in diffs.items():
@@ -170,12 +285,31 @@ def test_tiny_learning_run_evaluates_every_model_on_the_same_heldout_questions(t
         for length, d in per.items():
             assert d["n"] == counts[x][length]
             assert d["difference"] == pytest.approx(acc[x][length]["accuracy"] - acc[y][length]["accuracy"])
-    assert sorted(summary["rewards"]) == ["phase-1", "phase-2"]
-    assert all(len(rows) >= 1 for rows in summary["rewards"].values())
+    for seed in ("0", "1"):
+        d = summary["differences_by_seed"]["rl-sft"][seed]["all"]["difference"]
+        by = summary["accuracy_by_seed"]
+        assert d == pytest.approx(by["rl"][seed]["all"]["accuracy"] - by["sft"][seed]["all"]["accuracy"])
+    assert set(summary["control"]) == {"base", "sft", "rl"}
+    assert sorted(summary["rewards"]) == ["0", "1"]
+    assert all(sorted(p) == ["phase-1", "phase-2"] and all(p.values()) for p in summary["rewards"].values())
+    assert set(summary["done_when"]) == {"rl_vs_base", "rl_vs_sft", "passed"}
     assert (work / "learning_curve.png").stat().st_size > 0
     table = (work / "learning_curve.md").read_text()
-    assert "| rl |" in table and "256 tokens" in table and "| rl − sft |" in table
-    assert "RL beats SFT by more than the standard error at every length" in table
+    assert (
+        "| rl |" in table and "256 tokens" in table and "| rl − sft |" in table and "| rl (seed 1) |" in table
+    )
+    assert "Done when (issue 18, on the mean over seeds)" in table and "no evidence" in table
+    # the control's prompts are the eval's without their gold documents
+    ev = pl.read_parquet(work / "curriculum" / "eval" / "*.parquet")
+    both = pl.read_parquet(work / "eval-data" / "*.parquet")
+    assert both.height == 2 * ev.height and both.head(ev.height)["uid"].to_list() == ev["uid"].to_list()
+    ne = both.tail(ev.height)
+    assert [u + "~no-evidence" for u in ev["uid"].to_list()] == ne["uid"].to_list()
+    assert set(ne["data_source"].to_list()) == {"longqa-no-evidence/synthetic"}
+    for e, n in zip(ev.iter_rows(named=True), ne.iter_rows(named=True), strict=True):
+        assert all(g["text"] not in n["prompt"][-1]["content"] for g in e["gold_docs"])
+        assert all(g["text"] in e["prompt"][-1]["content"] for g in e["gold_docs"])
+        assert n["question"] == e["question"] and e["question"] in n["prompt"][-1]["content"]
     # `report` re-scores the finished run without generating: the same figures
     before = (work / "learning_curve.md").read_text()
     (work / "learning_curve.md").unlink()
@@ -188,8 +322,21 @@ def test_tiny_learning_run_evaluates_every_model_on_the_same_heldout_questions(t
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (work / "learning_curve.md").read_text() == before
-    # held-out questions never reach SFT or RL: the curriculum's heldout.json names them
-    assert json.loads((work / "heldout.json").read_text())
+    # held-out questions never reach SFT or RL: what each seed's SFT trained on, and the RL stages
+    held = json.loads((work / "heldout.json").read_text())
+    ids, facts = set(held["source_ids"]), set(held["fact_keys"])
+    assert ids and facts
+    triplet_facts = {
+        r["id"]: set(r["fact_keys"])
+        for r in pl.read_parquet(work / "triplets" / "*" / "*.parquet").to_dicts()
+    }
+    for seed in (0, 1):
+        sft = json.loads((work / f"seed-{seed}" / "sft" / "summary.json").read_text())
+        assert sft["source_ids"] and not set(sft["source_ids"]) & ids
+        assert not any(triplet_facts[i] & facts for i in sft["source_ids"])
+    stages = pl.read_parquet(work / "curriculum" / "stage-*" / "*.parquet")
+    assert not set(stages["source_id"].to_list()) & ids
+    assert not any(set(f) & facts for f in stages["fact_keys"].to_list())
     assert (ROOT / "benchmarks" / "RESULTS.md").read_text() == results_before  # only --write-results appends
 
 

@@ -180,7 +180,15 @@ def test_trl_snippet_runs(stage, tiny_qwen2, tmp_path):
         )
         .replace("4096", "8")
     )
-    exec(compile(code, "README-trl-snippet", "exec"), {})
+    ns: dict = {}
+    exec(compile(code, "README-trl-snippet", "exec"), ns)
+    # the snippet trained: one optimiser step, the stage's rows reached the reward with their answers
+    trainer, reward = ns["trainer"], ns["trainer"].reward_funcs[0]
+    assert trainer.state.global_step == 1 and len(ns["train"]) == 4
+    assert reward.stats.to_dict()["completions"] >= 8  # one generation batch was scored
+    assert len(reward.last_accuracy) >= 1 and all(r in (0.0, 1.0) for r in reward.last_accuracy)
+    logged = {k for entry in trainer.state.log_history for k in entry}
+    assert "rewards/hybrid_qa/mean" in logged
 
 
 def test_verl_snippet_points_at_a_real_reward_function():

@@ -64,13 +64,18 @@ def build_sft_examples(
     Args:
         data: triplet shards.
         config: the SFT settings.
-        heldout: the curriculum's ``heldout.json``: triplets whose id or question it lists are left out.
+        heldout: the curriculum's ``heldout.json``: triplets whose id, question or any gold fact (fact
+            keys) it lists are left out, so no SFT target asks, answers or cites a held-out fact.
     """
     check_complete(data)
-    ids, questions = load_heldout(heldout) if heldout else (set(), set())
+    ids, questions, facts = load_heldout(heldout) if heldout else (set(), set(), set())
     src = get_source("triplets", str(data), limit=None if heldout else config.max_examples)
     kept = (
-        t for t in src.iter_triplets() if t.id not in ids and normalize_question(t.question) not in questions
+        t
+        for t in src.iter_triplets()
+        if t.id not in ids
+        and normalize_question(t.question) not in questions
+        and not facts.intersection(t.fact_keys or ())
     )
     examples = []
     for i, t in enumerate(kept):
@@ -189,6 +194,9 @@ def run_sft(
         "train_loss": float(result.training_loss),
         "checkpoint": str(final),
         "model": config.model,
+        # what the warm-up trained on, so that a held-out check reads the run, not only its inputs
+        "heldout": str(heldout) if heldout else None,
+        "source_ids": sorted(e["source_id"] for e in examples),
     }
     if state.is_main_process:
         tokenizer.save_pretrained(str(final))

@@ -356,6 +356,7 @@ class Generator:
             chains=list(chains or []),
             params=self.params,
             task=task,
+            fact_keys=list(triplet.fact_keys) if triplet.fact_keys is not None else None,
         )
 
 

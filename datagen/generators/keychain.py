@@ -265,11 +265,14 @@ class KeyChain(Generator):
         hops, n_chains = c.hops, int(c.num_chains or 1)
         decoys = self.corpus.decoy_questions(rng, triplet.question, n_chains - 1)
         keys = self._keys(rng, hops * n_chains)
-        chains = [Chain(keys=keys[:hops], target=triplet.question, is_true=True)]
+        chains = [Chain(keys=keys[:hops], target=triplet.question, is_true=True, fact_keys=triplet.fact_keys)]
         for j, q in enumerate(decoys):
             chains.append(
                 Chain(
-                    keys=keys[(j + 1) * hops : (j + 2) * hops], target=self.corpus.questions[q], is_true=False
+                    keys=keys[(j + 1) * hops : (j + 2) * hops],
+                    target=self.corpus.questions[q],
+                    is_true=False,
+                    fact_keys=self.corpus.triplets[self.corpus.question_triplet[q]].fact_keys,
                 )
             )
         pairs = [

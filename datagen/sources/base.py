@@ -192,6 +192,9 @@ class Source:
 
     name: ClassVar[str] = ""
     needs_input: ClassVar[bool] = True
+    #: whether an answer (or one of its aliases) is text of the gold documents, yes/no answers aside;
+    #: ``datagen verify`` fails a row whose answer is not there, and counts it for sources marked False
+    extractive_answers: ClassVar[bool] = True
     #: file extensions accepted when ``input`` is a directory
     extensions: ClassVar[tuple[str, ...]] = (".json", ".jsonl")
 

@@ -76,6 +76,8 @@ class HFSource(Source):
 
     name = "hf"
     needs_input = False
+    #: as for jsonl: a mapped dataset's answers may be free-form (format=hotpotqa rows are labelled hotpotqa)
+    extractive_answers = False
     option_names = ("path", "config", "split", "revision", "format", "map", "cache_dir", "streaming")
 
     def __init__(self, input: Any = None, **kwargs: Any):

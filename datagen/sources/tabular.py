@@ -223,6 +223,8 @@ class _Mapped(Source):
     """Shared option handling of the mapped file sources."""
 
     option_names = ("map", "split")
+    #: a column map says nothing about where a user's answers come from (they may be free-form)
+    extractive_answers = False
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

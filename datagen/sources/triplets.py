@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from datagen.core.errors import LongmillError
-from datagen.schema import TRIPLET_SCHEMA, Triplet, schema_kind
+from datagen.schema import TRIPLET_OPTIONAL, TRIPLET_SCHEMA, Triplet, schema_kind
 from datagen.shards import iter_rows, list_parts, read_schema
 from datagen.sources.base import SOURCES, Source
 
@@ -23,14 +23,19 @@ class TripletShards(Source):
     def _iter(self) -> Iterator[Triplet]:
         assert self.input is not None
         parts = list_parts(self.input)
+        required = set(TRIPLET_SCHEMA.names) - set(TRIPLET_OPTIONAL)
+        columns: list[str] | None = None
         for p in parts:
             schema = read_schema(p)
-            if schema_kind(schema) != "triplet" or not set(TRIPLET_SCHEMA.names) <= set(schema.names):
+            if schema_kind(schema) != "triplet" or not required <= set(schema.names):
                 raise LongmillError(
                     f"{p} is not a triplet shard (columns: {', '.join(schema.names)}); "
                     "make triplets with `datagen triplets --source NAME --input PATH --out DIR`"
                 )
-        for path, i, row in iter_rows(parts, columns=TRIPLET_SCHEMA.names):
+            # shards written before an optional column existed read it as null
+            have = [n for n in TRIPLET_SCHEMA.names if n in schema.names]
+            columns = have if columns is None else [n for n in columns if n in have]
+        for path, i, row in iter_rows(parts, columns=columns or TRIPLET_SCHEMA.names):
             try:
                 yield Triplet.from_row(row)
             except (KeyError, TypeError, ValueError) as e:

@@ -356,7 +356,7 @@ def test_held_out_questions_reach_training_neither_as_question_nor_as_decoy(buil
     out, m = built
     ev = rows(out / "eval")
     held_q = {normalize_question(r["question"]) for r in ev}
-    ids, questions = load_heldout(out / "heldout.json")
+    ids, questions, _ = load_heldout(out / "heldout.json")
     assert held_q <= questions and {r["source_id"] for r in ev} <= ids
     train = _train_rows(out, m)
     assert not {normalize_question(r["question"]) for r in train} & questions
@@ -392,13 +392,17 @@ def test_the_warm_up_sft_leaves_out_the_held_out_questions(built, tmp_path):
     out, m = built
     trip = tmp_path / "t"
     run_triplets(get_source("synthetic", options={"num_triplets": 50}), trip)
-    ids, questions = load_heldout(out / "heldout.json")
+    ids, questions, facts = load_heldout(out / "heldout.json")
     everything = build_sft_examples(trip, SFTConfig(max_examples=None))
     assert {e["source_id"] for e in everything} & ids  # the triplets do hold the eval questions
     kept = build_sft_examples(trip, SFTConfig(max_examples=None), heldout=out / "heldout.json")
     assert kept and not {e["source_id"] for e in kept} & ids
     assert not {normalize_question(e["question"]) for e in kept} & questions
-    assert len(kept) == len(everything) - len({e["source_id"] for e in everything} & ids)
+    fact_keys = {t.id: set(t.fact_keys) for t in get_source("triplets", str(trip)).iter_triplets()}
+    assert facts and not any(fact_keys[e["source_id"]] & facts for e in kept)  # no held-out fact either
+    through_fact = {i for i, f in fact_keys.items() if f & facts} - ids
+    assert through_fact  # multi-hop questions through a held-out fact exist here, and are left out
+    assert len(kept) == len(everything) - len(({e["source_id"] for e in everything} & ids) | through_fact)
     assert len(build_sft_examples(trip, SFTConfig(max_examples=5), heldout=out / "heldout.json")) == 5
 
 
@@ -498,4 +502,145 @@ def test_the_build_is_named_steps_and_each_counts_its_own_drops(built):
     names = [name for name, _ in build_mod.BUILD_STEPS]
     assert names[:2] == ["bin", "hold_out"] and names.index("filter_extremes") < names.index("stages")
     assert "difficulty_backend_option" not in m["config"]  # unset: older manifests keep their bytes
-    assert m["dropped"]["above_last_bin"] == 0 and set(m["dropped"]) <= {"above_last_bin", "heldout_decoy"}
+    assert m["dropped"]["above_last_bin"] == 0 and set(m["dropped"]) <= {
+        "above_last_bin",
+        "heldout_decoy",
+        "heldout_fact",
+    }
+
+
+# -- issue 18 §1: held out by fact, not by wording ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def paraphrased(tmp_path_factory):
+    """A synthetic world dense enough that one fact is asked twice in other words under two ids (1-hop
+    lookups) and multi-hop questions run through other questions' facts (2 hops), as long-QA and KeyChain
+    rows (decoy chains), with the curriculum built over them."""
+    root = tmp_path_factory.mktemp("para")
+    trip = root / "triplets"
+    opts = {"num_triplets": 80, "per_region": 80, "min_hops": 1, "max_hops": 2, "comparison_share": 0}
+    run_triplets(get_source("synthetic", options=opts), trip)
+    src = get_source("triplets", str(trip))
+    for name, cfg, n in (
+        ("longqa", GenConfig(length=1500, seed=1), 56),
+        ("keychain", KeyChainConfig(length=1500, num_chains=6, hops=1, seed=1), 40),
+    ):
+        run_generator(name, cfg, src, RunConfig(out=root / name, num_samples=n))
+    out = root / "cur"
+    m = build_curriculum(
+        [root / "longqa", root / "keychain"], out, CurriculumConfig(bins=[1500], eval_share=0.25, seed=5)
+    )
+    return trip, [root / "longqa", root / "keychain"], out, m
+
+
+def test_no_held_out_fact_is_asked_answered_or_a_target_in_training(paraphrased):
+    from train.config import SFTConfig
+    from train.sft import build_sft_examples
+
+    trip, inputs, out, m = paraphrased
+    every = [r for d in inputs for r in rows(d)]
+    ev, train = rows(out / "eval"), _train_rows(out, m)
+    # the case this test is about is present: paraphrases across the split and questions through held facts
+    rep = m["heldout"]
+    assert rep["same_facts_other_wording"] > 0 and rep["fact_rows_dropped"] > 0
+    by_facts = {}
+    for r in every:
+        by_facts.setdefault(frozenset(r["fact_keys"]), set()).add(normalize_question(r["question"]))
+    assert any(len(qs) > 1 for qs in by_facts.values())
+    # held facts, from the eval rows themselves (not from the build's own bookkeeping)
+    held_sets = {frozenset(r["fact_keys"]) for r in ev}
+    held_facts = set().union(*held_sets)
+    held_q = {normalize_question(r["question"]) for r in ev}
+    ids, questions, facts = load_heldout(out / "heldout.json")
+    assert facts == held_facts and held_q <= questions
+    # RL rows: no true question asks or goes through a held-out fact, in any wording
+    assert train and not any(set(r["fact_keys"]) & held_facts for r in train)
+    assert not {normalize_question(r["question"]) for r in train} & held_q
+    # decoy chains: none asks a held-out question, by text or by facts
+    decoys = [c for r in train for c in r["chains"] if not c["is_true"]]
+    assert decoys and all(c["fact_keys"] for c in decoys)
+    assert not any(frozenset(c["fact_keys"]) in held_sets for c in decoys)
+    assert not any(normalize_question(c["target"]) in held_q for c in decoys)
+    # every row is accounted for: evaluated, trained, or counted as dropped by the closure
+    own = sum(s["own"] for s in m["stages"])
+    dropped = m["dropped"].get("heldout_fact", 0) + m["dropped"].get("heldout_decoy", 0)
+    assert len(ev) + own + dropped == len(every)
+    # the SFT examples `train sft --heldout` builds: no held-out fact asked, answered or cited in a target
+    triplets = {t.id: t for t in get_source("triplets", str(trip)).iter_triplets()}
+    kept = build_sft_examples(trip, SFTConfig(max_examples=None), heldout=out / "heldout.json")
+    assert kept and not any(set(triplets[e["source_id"]].fact_keys) & held_facts for e in kept)
+    held_sentences = {s for r in ev for s in r["supporting_facts"]}
+    targets = [e["completion"][0]["content"] for e in kept]
+    assert held_sentences and not any(s in t for s in held_sentences for t in targets)
+    assert not {normalize_question(e["question"]) for e in kept} & held_q
+
+
+def test_a_decoy_asking_a_held_out_fact_in_other_words_is_dropped(paraphrased):
+    """A decoy chain whose question is a held-out question in words no row uses (its source question was
+    never sampled as a row, only drawn as a decoy) is recognised by its fact keys, not by its text."""
+    from curriculum.build import hold_out
+
+    _, inputs, _, _ = paraphrased
+    table = pa.concat_tables(pq.read_table(p) for d in inputs for p in sorted(d.glob("part-*.parquet")))
+    d = table.to_pylist()
+    held = np.zeros(len(d), dtype=bool)
+    target = next(i for i, r in enumerate(d) if r["task"] == "longqa")
+    held[target] = True
+    keychain = [
+        i for i, r in enumerate(d) if r["num_chains"] > 1 and r["source_id"] != d[target]["source_id"]
+    ]
+    _, _, decoy, _ = hold_out(table, held)
+    free = next(
+        i for i in keychain if not decoy[i] and not set(d[i]["fact_keys"]) & set(d[target]["fact_keys"])
+    )
+    chain = next(c for c in d[free]["chains"] if not c["is_true"])
+    chain["target"] = "Put another way: " + d[target]["question"].lower()  # a wording no row has
+    chain["fact_keys"] = list(d[target]["fact_keys"])
+    _, uses_fact, decoy, report = hold_out(pa.Table.from_pylist(d, schema=table.schema), held)
+    assert decoy[free] and not uses_fact[free]
+    assert report["report"]["decoy_rows_dropped"] >= 1
+
+
+def test_without_fact_keys_a_decoy_naming_a_held_out_question_is_dropped_by_its_text(paraphrased):
+    """Real sources carry no fact keys: a decoy chain that names a held-out question (in another case and
+    punctuation) is recognised by its normalised text."""
+    from curriculum.build import hold_out
+
+    _, inputs, _, _ = paraphrased
+    table = pa.concat_tables(pq.read_table(p) for d in inputs for p in sorted(d.glob("part-*.parquet")))
+    d = table.to_pylist()
+    for r in d:  # as a real source's rows: no fact identity anywhere
+        r["fact_keys"] = None
+        for c in r["chains"]:
+            c["fact_keys"] = None
+    held = np.zeros(len(d), dtype=bool)
+    target = next(i for i, r in enumerate(d) if r["task"] == "longqa")
+    held[target] = True
+    plain = pa.Table.from_pylist(d, schema=table.schema)
+    _, _, decoy, _ = hold_out(plain, held)
+    free = next(
+        i
+        for i, r in enumerate(d)
+        if r["num_chains"] > 1 and not decoy[i] and r["source_id"] != d[target]["source_id"]
+    )
+    chain = next(c for c in d[free]["chains"] if not c["is_true"])
+    chain["target"] = d[target]["question"].upper().rstrip("?") + " ?"
+    _, uses_fact, decoy, _ = hold_out(pa.Table.from_pylist(d, schema=table.schema), held)
+    assert decoy[free] and not uses_fact.any()
+
+
+def test_the_warm_up_sft_leaves_out_a_held_out_source_id_whatever_its_question(tmp_path):
+    """heldout.json's source ids are a rule of their own: a triplet under a held-out id is left out even when
+    its question text and facts are not listed (a source that reworded it between runs, say)."""
+    from train.config import SFTConfig
+    from train.sft import build_sft_examples
+
+    trip = tmp_path / "t"
+    run_triplets(get_source("synthetic", options={"num_triplets": 12}), trip)
+    (tmp_path / "heldout.json").write_text(
+        json.dumps({"source_ids": ["synthetic:0-3", "synthetic:0-7"], "questions": [], "fact_keys": []})
+    )
+    kept = build_sft_examples(trip, SFTConfig(max_examples=None), heldout=tmp_path / "heldout.json")
+    ids = [e["source_id"] for e in kept]
+    assert len(ids) == 10 and "synthetic:0-3" not in ids and "synthetic:0-7" not in ids

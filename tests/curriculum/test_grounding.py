@@ -46,6 +46,8 @@ class FakeBackend(GenerationBackend):
     plan: dict[str, tuple[int | None, int | None]] = {}
     answers: dict[str, str] = {}
     calls: list[int] = []
+    #: every prompt seen, as (closed book?, its text), for the tests to check what each kind holds
+    seen: list[tuple[bool, str]] = []
 
     def __init__(self, model, **kw):
         pass
@@ -58,6 +60,7 @@ class FakeBackend(GenerationBackend):
             q = next(q for q in self.plan if q in text)
             right = self.plan[q][0 if closed else 1]
             FakeBackend.calls.append(n)
+            FakeBackend.seen.append((closed, text))
             out.append(
                 None
                 if right is None
@@ -83,6 +86,7 @@ def fake(shards, monkeypatch):
     monkeypatch.setattr(FakeBackend, "plan", plan)
     monkeypatch.setattr(FakeBackend, "answers", {r["question"]: r["answers"][0] for r in rs})
     monkeypatch.setattr(FakeBackend, "calls", [])
+    monkeypatch.setattr(FakeBackend, "seen", [])
     return rs
 
 
@@ -121,6 +125,19 @@ def test_known_pass_rates_are_recorded_and_answerable_samples_dropped(shards, fa
 
     report = verify(tmp_path / "g")  # a grounded folder is still a valid sample folder
     assert report.ok, [str(v) for v in report.violations[:3]]
+
+    # what each pass was shown: the closed-book prompts hold the question and no gold-document text at all
+    # (not one sentence of it), the with-context prompts hold every gold document
+    closed = [t for c, t in FakeBackend.seen if c]
+    context = [t for c, t in FakeBackend.seen if not c]
+    assert len(closed) == len(context) == len(fake)
+    for r in fake:
+        gold_sentences = [s for d in r["gold_docs"] for s in d["text"].split(". ") if len(s) > 20]
+        mine = [t for t in closed if r["question"] in t]
+        assert len(mine) == 1 and not any(s in mine[0] for s in gold_sentences)
+        assert not any(d["title"] in mine[0] for d in r["gold_docs"] if d["title"] not in r["question"])
+        ctx = [t for t in context if r["question"] in t]
+        assert len(ctx) == 1 and all(d["text"] in ctx[0] for d in r["gold_docs"])
 
 
 def test_flag_mode_keeps_every_row_and_marks_the_answerable_ones(shards, fake, tmp_path):

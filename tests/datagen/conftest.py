@@ -23,8 +23,13 @@ def toy_triplets(n: int = 200, seed: int = 0, docs_per_triplet: int = 8, sentenc
 
     out = []
     for i in range(n):
+        # the answer is text of the first gold document, as in an extractive source (datagen verify checks it)
         gold = [
-            Document.make(f"Gold {i}-{j}", f"Entity {i}-{j} is notable. " + para(sentences)) for j in range(2)
+            Document.make(
+                f"Gold {i}-{j}",
+                f"Entity {i}-{j} is notable. " + (f"It is answer {i}. " if j == 0 else "") + para(sentences),
+            )
+            for j in range(2)
         ]
         dis = [Document.make(f"Other {i}-{j}", para(sentences)) for j in range(docs_per_triplet)]
         out.append(
@@ -39,6 +44,9 @@ def toy_triplets(n: int = 200, seed: int = 0, docs_per_triplet: int = 8, sentenc
                 gold_docs=gold,
                 supporting_facts=[SupportingFact(g.title, 0, g.text.split(". ")[0] + ".") for g in gold],
                 distractor_docs=dis,
+                # half the toy questions carry a fact identity, as the synthetic world's do; half have none,
+                # as real sources' do
+                fact_keys=[f"toy:{i}.first", f"toy:{i}.second"] if i % 2 == 0 else None,
             )
         )
     return out

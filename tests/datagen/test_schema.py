@@ -42,9 +42,10 @@ PINNED_SAMPLE_COLUMNS = [
     ("supporting_facts", "list<item: string>"), ("doc_ids", "list<item: string>"),
     ("doc_offsets", "list<item: int64>"),
     ("chain_head", "string"),
-    ("chains", "list<item: struct<keys: list<item: string>, target: string, is_true: bool>>"),
+    ("chains", "list<item: struct<keys: list<item: string>, target: string, is_true: bool, "
+               "fact_keys: list<item: string>>>"),
     ("params", "string"), ("task", "string"), ("closed_book_pass_rate", "double"), ("context_pass_rate", "double"),
-    ("grounding_flag", "string"),
+    ("grounding_flag", "string"), ("fact_keys", "list<item: string>"),
 ]  # fmt: skip
 
 
@@ -77,6 +78,11 @@ def test_round_trip_through_parquet(tmp_path, samples):
     assert schema_kind(table.schema) == "sample"
     back = [Sample.from_row(r) for r in table.to_pylist()]
     assert back == samples
+    # the fact identity rides along, for the true question and for every decoy chain's question
+    keychain = [s for s in back if s.num_chains > 1]
+    assert any(s.fact_keys for s in keychain) and any(s.fact_keys is None for s in back)
+    assert all(s.chains[0].fact_keys == s.fact_keys for s in keychain)
+    assert any(c.fact_keys and not c.is_true for s in keychain for c in s.chains)
 
 
 def test_loads_unchanged_with_datasets(tmp_path, samples):
@@ -105,7 +111,18 @@ def test_triplet_round_trip(tmp_path):
     ts = toy_triplets(n=4)
     path = tmp_path / "t.parquet"
     write_table_atomic(to_table([t.to_row() for t in ts], TRIPLET_SCHEMA), path)
-    assert [Triplet.from_row(r) for r in pq.read_table(path).to_pylist()] == ts
+    back = [Triplet.from_row(r) for r in pq.read_table(path).to_pylist()]
+    assert back == ts and back[0].fact_keys == ["toy:0.first", "toy:0.second"] and back[1].fact_keys is None
+
+
+def test_older_triplet_shards_without_fact_keys_still_read(tmp_path):
+    from datagen.sources import get_source
+
+    ts = toy_triplets(n=4)
+    table = to_table([t.to_row() for t in ts], TRIPLET_SCHEMA).drop_columns(["fact_keys"])
+    write_table_atomic(table, tmp_path / "old" / "part-00000.parquet")
+    back = list(get_source("triplets", str(tmp_path / "old")).iter_triplets())
+    assert [t.id for t in back] == [t.id for t in ts] and all(t.fact_keys is None for t in back)
 
 
 def test_rows_that_do_not_match_are_rejected(samples):
@@ -130,7 +147,13 @@ def _old_shard(tmp_path, samples):
     """A shard as written before the task column and extra_info.task/task_data existed."""
     import pyarrow as pa
 
-    table = to_table([s.to_row() for s in samples], SAMPLE_SCHEMA).drop_columns(["task"])
+    table = to_table([s.to_row() for s in samples], SAMPLE_SCHEMA).drop_columns(["task", "fact_keys"])
+    ch = table.column("chains").combine_chunks()  # chains without fact_keys, as they were written then
+    keep_ch = [f for f in ch.type.value_type if f.name != "fact_keys"]
+    old_ch = pa.ListArray.from_arrays(
+        ch.offsets, pa.StructArray.from_arrays([ch.values.field(f.name) for f in keep_ch], fields=keep_ch)
+    )
+    table = table.set_column(table.schema.get_field_index("chains"), "chains", old_ch)
     ei = table.column("extra_info").combine_chunks()
     keep = [f for f in ei.type if f.name not in ("task", "task_data")]
     old_ei = pa.StructArray.from_arrays([ei.field(f.name) for f in keep], fields=keep)
@@ -154,6 +177,9 @@ def test_older_shards_without_the_task_column_still_read(tmp_path, samples):
     assert [b.uid for b in back] == [s.uid for s in samples[:6]] and all(b.task is None for b in back)
     assert [task_of(r) for r in rows] == ["keychain"] * 3 + ["longqa"] * 3
     assert all(b.extra_info["task_data"] is None for b in back)
+    assert all(b.fact_keys is None and all(c.fact_keys is None for c in b.chains) for b in back)
+    chains = table.column("chains").to_pylist()
+    assert chains[0] and all(c["fact_keys"] is None for ch in chains for c in ch)
 
 
 def test_verify_accepts_older_shards(tmp_path, samples):

@@ -291,3 +291,107 @@ def test_a_folder_of_several_runs_without_run_files_judges_each_row_by_its_own(t
     shutil.copy(good_longqa / "part-00000.parquet", mixed / "part-00001.parquet")
     r = verify(mixed)
     assert r.ok and r.rows == 5, [str(v) for v in r.violations]
+
+
+# -- verify checks answers too (issue 18 §4) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synthetic_rows(tmp_path_factory):
+    """Long-QA and KeyChain rows from the synthetic world (bridge and yes/no comparison questions)."""
+    from datagen.generators import GenConfig
+    from datagen.runner import run_triplets
+    from datagen.sources import get_source
+
+    root = tmp_path_factory.mktemp("answers")
+    run_triplets(get_source("synthetic", options={"num_triplets": 40}), root / "t")
+    src = get_source("triplets", str(root / "t"))
+    run_generator("longqa", GenConfig(length=2000, seed=3), src, RunConfig(out=root / "lq", num_samples=40))
+    run_generator(
+        "keychain",
+        KeyChainConfig(length=2500, num_chains=2, seed=3),
+        src,
+        RunConfig(out=root / "kc", num_samples=6),
+    )
+    return root
+
+
+def _copy(folder, tmp_path):
+    import shutil
+
+    shutil.copytree(folder, tmp_path / folder.name)
+    return tmp_path / folder.name
+
+
+@pytest.mark.parametrize("kind", ["lq", "kc"])
+def test_an_answer_its_gold_documents_do_not_contain_fails(synthetic_rows, tmp_path, kind):
+    """The three copies of the answer changed together to "Atlantis" agree with each other, but no gold
+    document says it: verify fails the row."""
+    folder = _copy(synthetic_rows / kind, tmp_path)
+    before = verify(folder)
+    assert before.ok, [str(v) for v in before.violations[:3]]
+    assert before.answers.get("found", 0) > 0 and before.answers.get("missing", 0) == 0
+    rows = pq.read_table(folder / "part-00000.parquet").to_pylist()
+    i = next(i for i, r in enumerate(rows) if r["answers"][0] not in ("yes", "no"))
+
+    def f(rows):
+        rows[i]["answers"] = ["Atlantis"]
+        rows[i]["reward_model"] = {**rows[i]["reward_model"], "ground_truth": ["Atlantis"]}
+        rows[i]["extra_info"] = {**rows[i]["extra_info"], "answers": ["Atlantis"]}
+
+    rewrite(folder, f)
+    r = verify(folder)
+    assert r.checks == {"answer": 1} and r.violations[0].row == i
+    assert "'Atlantis'" in r.violations[0].message and r.answers["missing"] == 1
+
+
+def test_yes_no_answers_are_counted_not_failed(synthetic_rows):
+    r = verify(synthetic_rows / "lq")
+    assert r.ok and r.answers["yes_no"] > 0 and r.answers["found"] > 0
+    assert r.answers["found"] + r.answers["yes_no"] == r.rows == 40
+
+
+def test_answers_of_a_source_that_marks_them_free_form_are_counted_not_failed(tmp_path):
+    """A jsonl source read through a column map may hold free-form answers: counted, not failed; the same
+    row from an extractive source fails."""
+    from datagen.generators import GenConfig
+    from datagen.sources import get_source
+
+    from .formats import make_qa_records, write_jsonl
+
+    recs = make_qa_records(6, seed=4)
+    for r in recs[:2]:
+        r.answer, r.aliases = "a summary in other words", []
+    write_jsonl(tmp_path / "mine.jsonl", recs)
+    src = get_source("jsonl", str(tmp_path / "mine.jsonl"))
+    run_generator(
+        "longqa", GenConfig(length=2000, seed=1), src, RunConfig(out=tmp_path / "lq", num_samples=6)
+    )
+    r = verify(tmp_path / "lq")
+    assert r.ok and r.answers == {"found": 4, "not_extractive": 2}
+
+
+@pytest.mark.parametrize("source", ["hotpotqa", "musique", "2wikimqa"])
+def test_published_layouts_answers_are_found(tmp_path, source):
+    """The readers of the published formats, on the repository's format fixtures (hand-written records
+    modelled on each data set's first dev record plus generated records in its layout; not the real data):
+    every answer is found in the gold documents or is a yes/no comparison."""
+    from datagen.generators import GenConfig
+    from datagen.sources import get_source
+
+    from . import formats
+
+    recs = formats.make_qa_records(8, seed=7)
+    writer, example = {
+        "hotpotqa": (formats.write_hotpotqa, formats.hotpotqa_example),
+        "musique": (formats.write_musique, formats.musique_example),
+        "2wikimqa": (formats.write_2wikimqa, formats.twowiki_example),
+    }[source]
+    path = writer(tmp_path / f"{source}.json", [example(), *recs])
+    src = get_source(source, str(path))
+    run_generator(
+        "longqa", GenConfig(length=3000, seed=1), src, RunConfig(out=tmp_path / "lq", num_samples=9)
+    )
+    r = verify(tmp_path / "lq")
+    assert r.ok, [str(v) for v in r.violations[:3]]
+    assert r.answers.get("missing", 0) == 0 and sum(r.answers.values()) == r.rows == 9

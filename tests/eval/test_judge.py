@@ -396,11 +396,11 @@ def test_hf_judge_with_a_tiny_random_model_fails_cleanly(tiny_judge_model):
         again = judge.judge_many(items)
         stats = judge.stats
     for r in results:
-        assert isinstance(r, JudgeResult)
-        if r.failed:
-            assert r.verdict is None and r.reason == "unparseable" and isinstance(r.raw, str)
-        else:
-            assert isinstance(r.verdict, bool)
+        # each verdict is what the model's own reply says: a reply that is neither YES nor NO is a failure
+        # (reason unparseable), never a NO, and a YES/NO reply is never a failure
+        assert isinstance(r, JudgeResult) and isinstance(r.raw, str)
+        assert r.verdict == parse_verdict(r.raw) and r.failed == (r.verdict is None)
+        assert r.reason == ("unparseable" if r.failed else None)
     failed = sum(r.failed for r in results)
     assert stats["failures_by_reason"] == ({"unparseable": 2 * failed} if failed else {})
     assert failed >= 1  # a random model says garbage (fixed seed), and garbage is never a NO

@@ -87,6 +87,27 @@ def test_predictions_made_otherwise_are_refused_or_regenerated(tmp_path, server,
     assert server.count() == 8
 
 
+def test_a_model_retrained_into_the_same_folder_does_not_pass_for_the_old_one(tmp_path, server, longbench):
+    """The model is a local folder; its weights are replaced (as a new training run saving to the same path
+    would): the old predictions are refused, not reused as the new model's."""
+    import os
+
+    model = tmp_path / "runs" / "sft" / "final"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"old weights")
+    out = tmp_path / "run"
+    run_eval(str(longbench), out, gen(server, model=str(model)))
+    run_eval(str(longbench), out, gen(server, model=str(model)))  # the same folder, untouched: reused
+    assert server.count() == 4
+    st = (model / "model.safetensors").stat()
+    (model / "model.safetensors").write_bytes(b"new weights")  # same size and name
+    os.utime(model / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(LongmillError, match="--regenerate") as info:
+        run_eval(str(longbench), out, gen(server, model=str(model)))
+    assert "model_files" in str(info.value) and server.count() == 4
+
+
 def test_changed_data_or_a_missing_record_is_refused(tmp_path, server, longbench):
     out = tmp_path / "run"
     run_eval(str(longbench), out, gen(server))

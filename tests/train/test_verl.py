@@ -218,13 +218,13 @@ def test_reward_file_agrees_with_longmill():
     for reply in ["YES", " no. ", "**Yes**", "Verdict: NO", "yes no", "maybe", "", "<think>no</think>yes"]:
         assert vr.parse_verdict(reply) == parse_verdict(reply)
     rewards = importlib.import_module("train.rewards")
-    if hasattr(rewards, "bounded_sub_exact_match"):  # the listing-resistant rule, where train.rewards has it
-        assert set(vr.RULES) == set(rewards.RULES)
-        for text, golds in zip(COMPLETIONS, GOLDS, strict=True):
-            pred = extract_answer(text)
-            assert vr.rule_score("bounded_sub_em", pred, golds) == rewards.bounded_sub_exact_match(
-                pred, golds
-            ), text
+    assert set(vr.RULES) == set(rewards.RULES) == {"em", "sub_em", "bounded_sub_em"}
+    bounded = [
+        rewards.bounded_sub_exact_match(extract_answer(t), g) for t, g in zip(COMPLETIONS, GOLDS, strict=True)
+    ]
+    assert 0.0 in bounded and 1.0 in bounded  # the cases exercise both outcomes of the listing-resistant rule
+    for text, golds, want in zip(COMPLETIONS, GOLDS, bounded, strict=True):
+        assert vr.rule_score("bounded_sub_em", extract_answer(text), golds) == want, text
     with pytest.raises(ValueError, match="unknown reward rule"):
         vr.rule_score("sub-em", "a", ["a"])
 

@@ -60,6 +60,17 @@ def _gold(region: Region, draft: Draft, seen: set[str]) -> list[int] | str:
     return gold
 
 
+def fact_keys(seed: int, region: int, facts: Sequence[tuple[int, str]]) -> list[str]:
+    """What a question asks, as data: one key per gold fact (the entity and the relation or attribute),
+    sorted, so that two wordings of one question (or a comparison with its sides swapped) get the same keys.
+
+    Example:
+        >>> fact_keys(0, 3, [(17, "length"), (4, "river")])
+        ['synthetic:0:3:17.length', 'synthetic:0:3:4.river']
+    """
+    return sorted({f"synthetic:{seed}:{region}:{e}.{key}" for e, key in facts})
+
+
 def _triplet(world: SyntheticWorld, cfg: SyntheticConfig, i: int, seen: set[str]) -> Triplet:
     region = world.region(i // cfg.per_region)
     d = Draw(sample_rng(cfg.seed, "synthetic", i), chunk=256)
@@ -89,6 +100,7 @@ def _triplet(world: SyntheticWorld, cfg: SyntheticConfig, i: int, seen: set[str]
             gold_docs=[region.documents[g] for g in gold],
             supporting_facts=[region.fact(e, key) for e, key in draft.facts],
             distractor_docs=[region.documents[x] for x in distractors],
+            fact_keys=fact_keys(cfg.seed, region.index, draft.facts),
         )
     raise LongmillError(
         f"synthetic: could not draw a new question for triplet {i} (region {i // cfg.per_region}); "
