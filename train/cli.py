@@ -305,6 +305,11 @@ def verl_config(
 )
 @click.option("--attn-implementation", default=None, help="sdpa [default], flash_attention_2 or eager.")
 @click.option(
+    "--padding-free/--no-padding-free",
+    default=None,
+    help="longmill's padding-free forward [on]; off plans TRL's padded forward (T x T mask with SDPA).",
+)
+@click.option(
     "--rollout",
     type=click.Choice(["vllm-colocate", "vllm-server", "hf"]),
     default=None,
