@@ -144,6 +144,8 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
         yarn_within_native_window: also use YaRN for stages whose prompts and completions fit the native
             window (default true: one position encoding for every phase; see docs/design-notes.md).
         attn_implementation: e.g. sdpa or flash_attention_2.
+        padding_free: score each micro-batch from its real tokens only (no T x T attention mask; see
+            ``train/padfree.py``); off gives TRL's padded forward.
     """
 
     # Defaults that differ from TRL's (DAPO and longmill's logging).
@@ -204,6 +206,8 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
     yarn_original_max_position_embeddings: int = 32_768
     yarn_within_native_window: bool = True
     attn_implementation: str | None = None
+    # issue 17 (memory): the padding-free training forward
+    padding_free: bool = True
 
     def __post_init__(self) -> None:
         check_trl_fields(TRLGRPOConfig)
