@@ -75,6 +75,7 @@ def rows(quick: bool) -> list[tuple[str, object, object]]:
         ("4 layers, 4K, no checkpointing", s4, run(3600, 512, gradient_checkpointing=False)),
         ("2 layers, 8K, TRL padded", s2, run(7400, 800, padding_free=False)),
         ("2 layers, 8K, padding-free", s2, run(7400, 800)),
+        ("2 layers, 8K, I 4096, padding-free", shape(2, 256, 4096, 8, 2, 1024), run(7400, 800)),
         ("2 layers, 16K, padding-free", s2, run(15000, 1400)),
     ]
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,8 +236,22 @@ class StepSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def build_model(
+    shape: TinyShape, *, dtype: torch.dtype = torch.bfloat16, device: str = "cuda", seed: int = 0
+) -> Any:
+    """A randomly initialised model of ``shape`` built in memory on ``device`` (no folder: for large shapes)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(shape.config(), dtype=dtype)
+    model.generation_config.eos_token_id = EOS_ID
+    model.generation_config.pad_token_id = PAD_ID
+    return model
+
+
 def make_trainer(
-    model_dir: str | Path,
+    model_dir: str | Path | Any,
     s: StepSettings,
     out_dir: str | Path,
     *,
@@ -245,8 +260,8 @@ def make_trainer(
     dataset_rows: int = 64,
     **trainer_kwargs: Any,
 ) -> Any:
-    """longmill's GRPO trainer (:class:`train.dapo.DynamicSamplingGRPOTrainer`) on ``model_dir`` with scripted
-    rollouts (``rollout``, default :class:`ScriptedRollout` from ``s``)."""
+    """longmill's GRPO trainer (:class:`train.dapo.DynamicSamplingGRPOTrainer`) on ``model_dir`` (a folder, or a
+    model built by :func:`build_model`) with scripted rollouts (``rollout``, default :class:`ScriptedRollout`)."""
     from datasets import Dataset
 
     from eval.models import load_causal_lm
@@ -254,8 +269,11 @@ def make_trainer(
     from train.dapo import DynamicSamplingGRPOTrainer
 
     dtype = "bfloat16" if s.bf16 else "float32"
-    model, tok = load_causal_lm(str(model_dir), dtype=dtype, device="auto", attn_implementation="sdpa")
-    tok.pad_token, tok.eos_token = "!", '"'
+    if isinstance(model_dir, str | Path):
+        model, tok = load_causal_lm(str(model_dir), dtype=dtype, device="auto", attn_implementation="sdpa")
+        tok.pad_token, tok.eos_token = "!", '"'
+    else:
+        model, tok, model_dir = model_dir, scripted_tokenizer(), "in-memory"
     spg = s.steps_per_generation or s.gradient_accumulation_steps
     kw: dict[str, Any] = dict(
         output_dir=str(out_dir),
@@ -307,7 +325,11 @@ def make_trainer(
         train_dataset=dataset,
         processing_class=tok,
         rollout_func=rollout,
-        **{"dynamic_sampling_rounds": args.dynamic_sampling_rounds, **trainer_kwargs},
+        **{
+            "dynamic_sampling_rounds": args.dynamic_sampling_rounds,
+            "dynamic_sampling_metric": args.dynamic_sampling_metric,
+            **trainer_kwargs,
+        },
     )
 
 
@@ -507,6 +529,7 @@ class MicroStepMemory:
             recompute and backward).
         rows: per row of the micro-batch, (prompt width, completion width, real prompt tokens, real completion
             tokens) as TRL padded them.
+        seconds: the step's wall time after its inputs were prepared (slower under CPU profiling).
     """
 
     index: int
@@ -515,6 +538,7 @@ class MicroStepMemory:
     head_peak: int = 0
     layer_peak: int = 0
     rows: list[tuple[int, int, int, int]] = field(default_factory=list)
+    seconds: float = 0.0
 
     @property
     def added(self) -> int:
@@ -550,6 +574,7 @@ def measure_micro_steps(
     original = trainer.training_step
     calls = {"n": 0}
     rows: dict[int, list[tuple[int, int, int, int]]] = {}
+    seconds: dict[int, float] = {}
 
     def marked(model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         i = calls["n"]
@@ -557,12 +582,13 @@ def measure_micro_steps(
         with record_function(f"{MARK}{i}"):
             prepared = trainer._prepare_inputs(inputs)
             rows[i] = _rows(prepared)
-            trainer._prepare_inputs = lambda _x: (
-                prepared
-            )  # the step prepares its inputs again; hand them over
+            # the step prepares its inputs again: hand it these
+            trainer._prepare_inputs = lambda _x: prepared
+            t0 = time.perf_counter()
             try:
                 return original(model, inputs, *args, **kwargs)
             finally:
+                seconds[i] = time.perf_counter() - t0
                 del trainer._prepare_inputs
 
     if device == "cuda":  # the CUDA allocator keeps its own peak: no profiler needed
@@ -577,7 +603,7 @@ def measure_micro_steps(
         trainer.training_step = original
     out = micro_step_peaks(prof, steps, device, before)
     for i, m in out.items():
-        m.rows = rows.get(i, [])
+        m.rows, m.seconds = rows.get(i, []), seconds.get(i, 0.0)
     return out
 
 
@@ -596,13 +622,15 @@ def _measure_cuda(
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         start = torch.cuda.memory_allocated()
+        t0 = time.perf_counter()
         try:
             return original(model, inputs, *args, **kwargs)
         finally:
             del trainer._prepare_inputs
             torch.cuda.synchronize()
             if i in steps:
-                out[i] = MicroStepMemory(i, start, torch.cuda.max_memory_allocated(), rows=rows[i])
+                peak = torch.cuda.max_memory_allocated()
+                out[i] = MicroStepMemory(i, start, peak, rows=rows[i], seconds=time.perf_counter() - t0)
 
     trainer.training_step = marked
     try:
@@ -769,7 +797,6 @@ def check_plan_row(
     """Measure micro-step ``step`` of a scripted GRPO run of ``shape`` (a random model written to ``workdir``)
     and estimate the same row with :func:`train.plan.estimate` (``device="cpu"`` on CPU)."""
     import tempfile
-    import time
 
     from train.plan import estimate
 
@@ -799,6 +826,7 @@ __all__ = [
     "AlternatingReward",
     "MicroStepMemory",
     "PlanCheck",
+    "build_model",
     "check_plan_row",
     "ScriptedRollout",
     "StepSettings",

@@ -487,19 +487,21 @@ def test_train_grpo_warns_before_launching_a_plan_that_cannot_fit(tmp_path, smal
 
 
 @pytest.mark.slow
-def test_grpo_step_bench_cpu_check_runs():
+def test_grpo_step_bench_cpu_check_runs_trls_batches_and_matches_the_planner(tmp_path):
     import os
     import subprocess
     import sys
 
+    out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "grpo_step_bench.py"), "--cpu-check"],
+        [sys.executable, str(ROOT / "benchmarks" / "grpo_step_bench.py"), "--cpu-check", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=900,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    row = next(line for line in proc.stdout.splitlines() if line.startswith("| 256 |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == "288" and float(cells[2]) > 0 and float(cells[3]) > 0 and float(cells[7]) > 0
+    assert "| 256 |" in proc.stdout and "padded by TRL" in proc.stdout
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["prompt"] == 256 and row["tokens"] in (256 + 32, 256 + 29) and row["padded_width"] == 288
+    assert row["step_s"] > 0 and abs(row["plan_gib"] / row["peak_gib"] - 1) < 0.05
