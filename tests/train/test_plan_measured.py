@@ -113,6 +113,8 @@ def test_checkpoint_term_per_layer_and_offload():
     # offload: the checkpoints leave the device (measured as on a GPU), the recomputed input comes back
     assert offload.estimate.activation_checkpoints == 0
     assert close(base.estimate.activation_checkpoints, head(base)[1] - head(offload)[1], 0.02, 8 * KIB)
+    # at the layers the recomputed layer's input is back on the device: one checkpoint less than all of them
+    assert close(layer(base)[0] - layer(offload)[0], layer(base)[1] - layer(offload)[1], 0.02, 8 * KIB)
     assert close(*head(offload)) and close(*layer(offload))
 
 
