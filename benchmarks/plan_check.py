@@ -138,7 +138,7 @@ def main() -> None:
     if args.write_results:
         cmd = "python benchmarks/plan_check.py" + (" --quick" if args.quick else "")
         head = (
-            f"\n### Planner against measured peaks ({datetime.date.today().isoformat()}, commit {commit()})\n\n"
+            f"\n## Planner against measured peaks ({datetime.date.today().isoformat()}, commit {commit()})\n\n"
             f"`{cmd}` on {platform.machine()} CPU ({os.cpu_count()} cores), torch {torch.__version__}, "
             f"{time.perf_counter() - t0:.0f} s. Peak = the most bytes PyTorch's allocator held during the "
             "micro-step (profiler memory events); planner = `train.plan.estimate` for the same row without the "
