@@ -340,6 +340,11 @@ def verl_config(
 )
 @click.option("--attn-implementation", default=None, help="sdpa [default], flash_attention_2 or eager.")
 @click.option(
+    "--padding-free/--no-padding-free",
+    default=None,
+    help="longmill's padding-free forward [on]; off plans TRL's padded forward (T x T mask with SDPA).",
+)
+@click.option(
     "--rollout",
     type=click.Choice(["vllm-colocate", "vllm-server", "hf"]),
     default=None,
@@ -366,10 +371,16 @@ def plan(
 ) -> None:
     """Expected peak GPU memory of a GRPO run, by component, and the largest prompt and batch that fit.
 
+    It prints the attention path it assumes (longmill's padding-free forward by default) and whether the
+    micro-step peaks at the LM head's backward or at the last layer's; the activation terms are checked against
+    measured peaks by benchmarks/plan_check.py.
+
     \b
-    Example:
+    Examples:
       python -m train plan --model qwen2.5-7b-instruct --prompt-length 20k,40k,60k --completion-length 10000 \\
           --config train/configs/grpo-gpu-qwen2.5-7b.yaml --num-gpus 8 --sharding zero3 --gpu-memory-gib 80
+      python -m train plan --config train/configs/grpo-gpu-qwen2.5-7b.yaml --prompt-length 60k --no-padding-free
+      python -m train plan --config train/configs/grpo-gpu-qwen2.5-7b.yaml --prompt-length 120k --activation-offload
     """
     from datagen.lengths import parse_length, parse_lengths
     from train.plan import format_report, plan_report, plan_settings, read_plan_yaml, resolve_shape

@@ -156,6 +156,8 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
         sp_size: Ulysses sequence-parallel size (GPUs that share one sequence). verl-config exports it as
             ulysses_sequence_parallel_size; TRL's GRPOTrainer (1.16) has no sequence parallelism, so train grpo
             refuses sp_size > 1.
+        padding_free: score each micro-batch from its real tokens only (no T x T attention mask; see
+            ``train/padfree.py``); off gives TRL's padded forward.
     """
 
     # Defaults that differ from TRL's (DAPO and longmill's logging).
@@ -221,6 +223,8 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
     judge_on_failure: str = "stop"
     model_folder_files: str = "auto"
     sp_size: int = 1
+    # issue 17 (memory): the padding-free training forward
+    padding_free: bool = True
 
     def __post_init__(self) -> None:
         check_trl_fields(TRLGRPOConfig)

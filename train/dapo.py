@@ -15,6 +15,10 @@ extra generation rounds per generation batch:
   ``dynamic_sampling/*`` shares;
 - the sampler's state is saved with every checkpoint and restored on resume.
 
+The trainer also scores every micro-batch padding-free (:mod:`train.padfree`: no T x T attention mask, in
+the scoring pass and in the loss) and keeps activation offload through TRL's re-enabling of gradient
+checkpointing (:mod:`train.checkpointing`).
+
 Everything else (clip-higher, token-level loss, no KL, masking truncated completions, vLLM importance
 sampling) is TRL's own, set through GRPOConfig. Ranks generate in lockstep: every rank runs the same number
 of extra rounds (the most any rank needs), so the collectives inside generation stay matched.
@@ -31,6 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 from trl import GRPOTrainer
+
+from train.checkpointing import hold_checkpointing_options
+from train.padfree import padding_free_logps
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +196,8 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
         dynamic_sampling_metric: ``accuracy`` (the reward functions' ``last_accuracy``, falling back to the
             reward when none reports it) or ``reward``.
         refill_weights: one weight per training row for refills; default uniform.
+        padding_free: score micro-batches from their real tokens only (:func:`train.padfree.padding_free_logps`);
+            default: the config's ``padding_free``, else on.
         *args, **kwargs: as for :class:`trl.GRPOTrainer`.
     """
 
@@ -200,9 +209,15 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
         dynamic_sampling_rounds: int = 2,
         dynamic_sampling_metric: str = "accuracy",
         refill_weights: Sequence[float] | None = None,
+        padding_free: bool | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        self.padding_free = bool(
+            getattr(self.args, "padding_free", True) if padding_free is None else padding_free
+        )
+        if self.args.gradient_checkpointing:
+            hold_checkpointing_options(self.model, self.args.gradient_checkpointing_kwargs)
         self.dynamic_sampling_rounds = int(dynamic_sampling_rounds)
         self.dynamic_sampling_metric = dynamic_sampling_metric
         n = len(self.train_dataset) if self.train_dataset is not None else 0
@@ -217,6 +232,42 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
         self._signal: torch.Tensor | None = None
         self._warned_fallback = False
         logging.getLogger("trl.trainer.grpo_trainer").addFilter(_NONE_FILTER)
+
+    # -- padding-free scoring -----------------------------------------------------------------------------
+
+    def _get_per_token_logps_and_entropies(
+        self,
+        model,
+        input_ids,
+        attention_mask,
+        logits_to_keep,
+        batch_size=None,
+        compute_entropy=False,
+        compute_aux_loss=False,
+        **extra,
+    ):
+        """TRL's scoring, from each micro-batch's real tokens (text-only batches; others go to TRL's own)."""
+        if not self.padding_free or compute_aux_loss or any(v is not None for v in extra.values()):
+            return super()._get_per_token_logps_and_entropies(
+                model,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                batch_size=batch_size,
+                compute_entropy=compute_entropy,
+                compute_aux_loss=compute_aux_loss,
+                **extra,
+            )
+        with self.accelerator.autocast():
+            logps, entropies = padding_free_logps(
+                model,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                compute_entropy=compute_entropy,
+                batch_size=batch_size,
+            )
+        return logps, entropies, None
 
     # -- the per-completion value groups are filtered on -------------------------------------------------
 

@@ -1,20 +1,25 @@
 """Memory planning for GRPO on GPUs: the expected peak per GPU, by component, before anything is launched.
 
 ``python -m train plan`` and :func:`check_plan` (called by ``train grpo``) use one estimate, written out in
-:func:`estimate` and documented with its sources in ``docs/design-notes.md`` ("Memory planning"). It
-models what TRL 1.16's GRPOTrainer holds on one GPU in its two phases:
+:func:`estimate` and documented with its sources in ``docs/design-notes.md`` ("Memory planning"). It counts
+what TRL 1.16's GRPOTrainer and transformers 5.24's Qwen2 allocate on one GPU:
 
-- **training** (one micro-step: forward, backward, optimiser step): the sharded model states (weights,
-  gradients, AdamW), the gradient-checkpoint inputs of every layer, the recompute working set of one
-  layer, TRL's chunked log-prob head (TRL never materialises the ``(tokens, vocab)`` logits), what vLLM
-  keeps while asleep, and the CUDA/NCCL runtime;
+- **training**, one micro-step: the sharded model states (weights, gradients, AdamW), a reference model when
+  beta > 0, ZeRO-3's gathered parameters and DeepSpeed's gradient reduce bucket, what vLLM keeps while asleep,
+  the CUDA/NCCL runtime, and the activations at the micro-step's highest point, which is either the LM head's
+  backward (every layer's checkpointed input, the final norm's saved tensors over all positions, TRL's chunked
+  log-prob head) or the last decoder layer's recompute and backward (the checkpointed inputs plus one layer's
+  saved tensors and gradients; in TRL's padded forward also the attention mask, its additive copy and K/V
+  repeated over the query heads);
 - **generation** (colocated vLLM): the model states plus vLLM's whole share
   (``vllm_gpu_memory_utilization`` x GPU memory), and during the weight sync, vLLM's weights plus one
   gathered parameter.
 
-The estimate is arithmetic on the model's shape (no model is loaded), so it is exact about what it counts
-and approximate about the rest (allocator fragmentation, kernels' workspaces): plan with headroom. It was
-NOT checked against measured GPU peaks yet (see benchmarks/RESULTS.md).
+The activation terms are read off the code path (see :func:`estimate`) and checked against the peaks that the
+PyTorch allocator reports for real GRPO micro-steps on CPU (``benchmarks/plan_check.py``; ``device="cpu"``
+models TRL's torch fallback of the LM head, which CPUs run). The GPU-only terms (Triton head, runtime, vLLM,
+DeepSpeed buffers) are read from those libraries' sources and not yet measured on a GPU
+(``benchmarks/gpu_check.sh``).
 """
 
 from __future__ import annotations
@@ -33,24 +38,28 @@ log = logging.getLogger(__name__)
 GIB = 2**30
 SHARDINGS = ("zero3", "zero2", "zero1", "fsdp", "ddp")
 ROLLOUTS = ("vllm-colocate", "vllm-server", "hf")
+DTYPES = {"bf16": 2, "fp32": 4}
+DEVICES = ("cuda", "cpu")
 
 # TRL 1.16's fused LM head (trl/trainer/utils.py add_fused_lm_head -> trl/kernels/chunked_logprob.py) projects
-# tiles of TOKEN_CHUNK_SIZE tokens x _CHUNKED_LOGPROB_CHUNK_SIZE vocabulary entries at a time.
+# tiles of TOKEN_CHUNK_SIZE tokens into a buffer of _CHUNKED_LOGPROB_CHUNK_SIZE vocabulary entries (the buffer
+# is that wide whatever the vocabulary: chunked_logprob.py:347, 413).
 TRL_TOKEN_TILE = 4096
 TRL_VOCAB_TILE = 32768
-# Bytes per tile element: the bf16 matmul buffer plus two fp32 temporaries of the tile transform.
-TILE_BYTES = 10
-# Activation bytes per token of one Qwen2/Llama decoder layer in bf16 with flash/SDPA attention, read off
-# transformers' modeling_qwen2 forward: two RMSNorms (fp32 upcast, normalised product, bf16 output: 10 h each),
-# q after RoPE and its rotate_half (4 h) and the attention output (2 h) and q itself (2 h): 28 h; k and v with
-# RoPE: 8 kv; SwiGLU gate, silu(gate), up, product (8 I) plus the transient gradients of gate and up (4 I).
-ACT_H, ACT_KV, ACT_I = 28, 8, 12
+# Bytes per tile element that TRL's torch fallback of the head's backward (devices without Triton, such as CPUs;
+# chunked_logprob.py:257-298) holds at its highest point: seven fp32 tile-sized temporaries and one bool.
+TORCH_TILE_BYTES = 29
+# DeepSpeed's default reduce_bucket_size in elements (deepspeed/runtime/zero/config.py:113); ZeRO allocates one
+# bucket of it in the gradients' dtype (stage3.py:731-735, stage_1_and_2.py:2497-2506).
+DEEPSPEED_REDUCE_BUCKET = 500_000_000
 # CUDA context, NCCL buffers and the allocator's slack: a flat assumption per GPU.
 RUNTIME_GIB = 2.0
 # What colocated vLLM still holds on a GPU after ``sleep(level=2)`` (CUDA graphs, its own context).
 VLLM_ASLEEP_GIB = 1.0
 # vLLM's own activations for a prefill chunk (TRL sets max_num_batched_tokens=4096) and its sampler.
 VLLM_WORKSPACE_GIB = 1.0
+# Attention implementations that run varlen kernels (no mask tensor).
+FLASH_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3", "kernels-community/flash-attn")
 
 
 @dataclass(frozen=True)
@@ -80,12 +89,16 @@ class ModelShape:
     attention_bias: bool = True
 
     @property
+    def head_width(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    @property
     def kv_dim(self) -> int:
-        return self.num_key_value_heads * (self.head_dim or self.hidden_size // self.num_attention_heads)
+        return self.num_key_value_heads * self.head_width
 
     @property
     def q_dim(self) -> int:
-        return self.num_attention_heads * (self.head_dim or self.hidden_size // self.num_attention_heads)
+        return self.num_attention_heads * self.head_width
 
     @property
     def layer_params(self) -> int:
@@ -188,13 +201,19 @@ class PlanSettings:
         gpu_memory_gib: memory of one GPU.
         gradient_checkpointing: keep only each layer's input and recompute the rest in backward.
         activation_offload: keep those layer inputs in pinned host memory instead (transformers >= 5's
-            ``activation_checkpointing_kwargs={"offload": True}``, set in TRL as ``gradient_checkpointing_kwargs``).
+            ``activation_checkpointing_kwargs={"offload": True}``, set in TRL as ``gradient_checkpointing_kwargs``;
+            longmill's trainer keeps it through TRL's re-enabling, ``train/checkpointing.py``).
         attn_implementation: flash_attention_2, sdpa or eager.
+        padding_free: longmill's padding-free forward (``train/padfree.py``); False plans TRL's padded forward.
+        dtype: bf16 (weights and activations; the GPU profile) or fp32.
+        device: cuda (TRL's Triton LM head, scoring only completion tokens) or cpu (its torch fallback, which
+            scores every position; used to check the planner against CPU measurements).
         rollout: vllm-colocate, vllm-server (vLLM on other GPUs) or hf.
         vllm_gpu_memory_utilization: colocated vLLM's share of each GPU.
         vllm_enable_sleep_mode: vLLM frees its weights and KV cache while the policy trains.
         vllm_tensor_parallel_size: GPUs one colocated vLLM instance spans.
         beta: the KL coefficient; above 0 TRL keeps a reference model (sharded like the policy).
+        reduce_bucket_size: DeepSpeed's ``reduce_bucket_size`` (elements; ZeRO stages only).
     """
 
     prompt_length: int
@@ -210,11 +229,15 @@ class PlanSettings:
     gradient_checkpointing: bool = True
     activation_offload: bool = False
     attn_implementation: str = "sdpa"
+    padding_free: bool = True
+    dtype: str = "bf16"
+    device: str = "cuda"
     rollout: str = "vllm-colocate"
     vllm_gpu_memory_utilization: float = 0.35
     vllm_enable_sleep_mode: bool = True
     vllm_tensor_parallel_size: int = 1
     beta: float = 0.0
+    reduce_bucket_size: int = DEEPSPEED_REDUCE_BUCKET
 
     def __post_init__(self) -> None:
         if self.sharding not in SHARDINGS:
@@ -223,6 +246,10 @@ class PlanSettings:
             raise LongmillError(
                 f"unknown rollout {self.rollout!r} for planning; valid: {', '.join(ROLLOUTS)}"
             )
+        if self.dtype not in DTYPES:
+            raise LongmillError(f"unknown dtype {self.dtype!r} for planning; valid: {', '.join(DTYPES)}")
+        if self.device not in DEVICES:
+            raise LongmillError(f"unknown device {self.device!r} for planning; valid: {', '.join(DEVICES)}")
         if (
             min(self.prompt_length, self.completion_length, self.per_device_train_batch_size, self.num_gpus)
             < 1
@@ -234,17 +261,26 @@ class PlanSettings:
 
 @dataclass
 class Estimate:
-    """Bytes per GPU by component, and the two phases' peaks (see :func:`estimate`)."""
+    """Bytes per GPU by component, and the two phases' peaks (see :func:`estimate`).
+
+    The training peak is ``weights + gradients + optimizer + reference_model + gathered_params + reduce_bucket
+    + runtime + vllm_training`` plus the activations at the micro-step's highest point: ``activation_checkpoints
+    + rope + attention`` (held throughout) plus either ``final_norm + logits`` (the LM head's backward) or
+    ``recompute`` (the last layer's recompute and backward), whichever is larger (``peak_phase``).
+    """
 
     weights: float
     gradients: float
     optimizer: float
     reference_model: float
     gathered_params: float
+    reduce_bucket: float
     activation_checkpoints: float
-    recompute: float
+    rope: float
     attention: float
+    final_norm: float
     logits: float
+    recompute: float
     runtime: float
     vllm_training: float
     vllm_generation: float
@@ -253,12 +289,29 @@ class Estimate:
     generation_peak: float
     peak: float
     gpu_memory: float
+    peak_phase: str = ""
+    attention_path: str = ""
     vllm_kv_capacity_tokens: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
     def fits(self) -> bool:
         return self.peak <= self.gpu_memory
+
+    @property
+    def states(self) -> float:
+        """Model states and buffers held all the time (what a micro-step starts from, without runtime or vLLM)."""
+        return self.weights + self.gradients + self.optimizer + self.reference_model
+
+    @property
+    def head_phase(self) -> float:
+        """Activations at the LM head's backward."""
+        return self.activation_checkpoints + self.rope + self.attention + self.final_norm + self.logits
+
+    @property
+    def layer_phase(self) -> float:
+        """Activations at the last decoder layer's recompute and backward."""
+        return self.activation_checkpoints + self.rope + self.attention + self.recompute
 
     def components_gib(self) -> dict[str, float]:
         keys = (
@@ -267,10 +320,13 @@ class Estimate:
             "optimizer",
             "reference_model",
             "gathered_params",
+            "reduce_bucket",
             "activation_checkpoints",
-            "recompute",
+            "rope",
             "attention",
+            "final_norm",
             "logits",
+            "recompute",
             "runtime",
             "vllm_training",
             "vllm_generation",
@@ -283,80 +339,182 @@ class Estimate:
         return {k: getattr(self, k) / GIB for k in keys}
 
 
-def model_state_bytes(n: int, sharding: str, num_gpus: int) -> tuple[float, float, float]:
-    """(weights, gradients, optimizer) bytes per GPU for ``n`` parameters trained with AdamW in mixed precision.
+def model_state_bytes(
+    n: int, sharding: str, num_gpus: int, dtype: str = "bf16"
+) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer) bytes per GPU for ``n`` parameters trained with AdamW.
 
-    DeepSpeed ZeRO (Rajbhandari et al. 2020, section 3): bf16 weights 2n, bf16 gradients 2n, and fp32 master
-    weights, momentum and variance 12n; stage 1 shards the 12n, stage 2 also the gradients, stage 3 also the
-    weights. FSDP2 with bf16 compute keeps fp32 parameter shards (4n), fp32 gradient shards (4n) and AdamW's two
-    fp32 moments (8n), all sharded. DDP holds all 16n on every GPU.
+    DeepSpeed ZeRO in bf16 (Rajbhandari et al. 2020, section 3): bf16 weights 2n, bf16 gradients 2n, and fp32
+    master weights, momentum and variance 12n; stage 1 shards the 12n, stage 2 also the gradients, stage 3 also
+    the weights. FSDP2 with bf16 compute keeps fp32 parameter shards (4n), fp32 gradient shards (4n) and AdamW's
+    two fp32 moments (8n), all sharded. DDP (and one process) trains the weights as loaded: torch's AdamW keeps
+    its two moments in the parameters' dtype (``zeros_like(param)``), so bf16 holds 2n + 2n + 4n and fp32
+    4n + 4n + 8n on every GPU. In fp32 ZeRO needs no master copy: 4n + 4n + 8n, sharded by stage.
     """
     g = num_gpus
+    w = DTYPES[dtype]
+    if sharding == "ddp":
+        return (w * n, w * n, 2 * w * n)
+    if sharding == "fsdp":
+        return (4 * n / g, 4 * n / g, 8 * n / g)
+    opt = (12 if w == 2 else 8) * n
     return {
-        "ddp": (2 * n, 2 * n, 12 * n),
-        "zero1": (2 * n, 2 * n, 12 * n / g),
-        "zero2": (2 * n, 2 * n / g, 12 * n / g),
-        "zero3": (2 * n / g, 2 * n / g, 12 * n / g),
-        "fsdp": (4 * n / g, 4 * n / g, 8 * n / g),
+        "zero1": (w * n, w * n, opt / g),
+        "zero2": (w * n, w * n / g, opt / g),
+        "zero3": (w * n / g, w * n / g, opt / g),
     }[sharding]
+
+
+def attention_path(s: PlanSettings) -> str:
+    """The attention path the estimate assumes, in words (``train plan`` prints it)."""
+    impl = s.attn_implementation
+    if impl == "eager":
+        return "eager: (T x T) scores and probabilities per layer"
+    if impl in FLASH_IMPLEMENTATIONS or impl.startswith("flash_attention"):
+        if s.padding_free:
+            return f"{impl}: padding-free, rows packed with restarting position_ids (varlen kernel), no mask"
+        return f"{impl}: TRL's padded rows, unpadded inside attention from the padding mask (varlen kernel)"
+    if s.padding_free:
+        return "sdpa: padding-free rows, no mask, is_causal=True, grouped K/V not repeated (flash kernel on CUDA)"
+    return (
+        "sdpa: TRL's padded rows, a (b, 1, T, T) boolean mask, K/V repeated over the query heads, an additive "
+        "mask per call (memory-efficient or math kernel on CUDA)"
+    )
+
+
+def _layer_peak_per_token(shape: ModelShape, a: int, *, padded_sdpa: bool) -> float:
+    """Bytes per token one Qwen2 decoder layer holds at its backward's highest point (the MLP's backward),
+    recomputed from its checkpointed input, beyond that input (modeling_qwen2.py:229-299, read with PyTorch's
+    autograd: what each op saves).
+
+    - input RMSNorm: the fp32 upcast of the input (4h; with fp32 activations the input itself, already held),
+      the normalised product and its output in the activation dtype (2 x a h);
+    - attention: q and k after RoPE, v, the SDPA output (a q + 2 a kv + a q) and SDPA's log-sum-exp
+      (4 bytes x heads); TRL's padded forward repeats K and V over the query heads (``repeat_kv``,
+      sdpa_attention.py:118-127), so k and v are a q each;
+    - post-attention RMSNorm: the fp32 residual (4h) and again 2 x a h;
+    - SwiGLU at its backward, at the larger of two moments: after the product's backward, gate, silu(gate), up
+      and the gradients of the product, of silu and of up (6 a I); at the end, the gradient of the gate and the
+      two gradients of the MLP's input, from up_proj and gate_proj, before they are summed (a I + 2 a h). The
+      gate_proj weight gradient made then (h x I, before it is added to ``.grad``) is :func:`_weight_grad_bytes`.
+    """
+    h, q, kv, inter = shape.hidden_size, shape.q_dim, shape.kv_dim, shape.intermediate_size
+    norm1 = (0 if a == 4 else 4 * h) + 2 * a * h
+    norm2 = 4 * h + 2 * a * h
+    kv_saved = 2 * a * (q if padded_sdpa else kv)
+    attn = 2 * a * q + kv_saved + 4 * shape.num_attention_heads
+    return norm1 + attn + norm2 + max(6 * a * inter, a * inter + 2 * a * h)
+
+
+def _mlp_end_is_peak(shape: ModelShape) -> bool:
+    return shape.intermediate_size + 2 * shape.hidden_size > 6 * shape.intermediate_size
+
+
+def _weight_grad_bytes(shape: ModelShape, w: int) -> float:
+    """The gate_proj weight gradient alive at the MLP backward's end (counted only when that moment is the peak)."""
+    return shape.hidden_size * shape.intermediate_size * w if _mlp_end_is_peak(shape) else 0.0
+
+
+def _layer_saved_per_token(shape: ModelShape, a: int, *, padded_sdpa: bool) -> float:
+    """Bytes per token one decoder layer keeps from its forward to its backward without checkpointing."""
+    h, q, kv, inter = shape.hidden_size, shape.q_dim, shape.kv_dim, shape.intermediate_size
+    norms = 2 * (4 * h + 2 * a * h)
+    attn = 2 * a * q + 2 * a * (q if padded_sdpa else kv) + 4 * shape.num_attention_heads
+    return norms + attn + 4 * a * inter
 
 
 def estimate(shape: ModelShape, s: PlanSettings) -> Estimate:
     """The expected peak memory per GPU of a GRPO run (TRL 1.16, colocated or server vLLM), by component.
 
-    Training phase, one micro-step of b = per_device_train_batch_size sequences of T = prompt + completion tokens:
+    One micro-step of b = per_device_train_batch_size sequences of T = prompt + completion tokens and C
+    completion tokens, activations of a bytes (bf16: 2, fp32: 4), h = hidden_size, L layers, V vocabulary:
 
-    - model states: :func:`model_state_bytes`; with beta > 0 a bf16 reference model sharded like the weights;
-    - gathered parameters (ZeRO-3, FSDP): the bf16 parameters of the layer being computed and the one
-      prefetched, 2 x 2 x max(layer, embedding) parameters (the LM head is gathered whole for TRL's fused head);
-    - activation checkpoints: with gradient checkpointing, each layer's bf16 input: L x b x T x h x 2 (0 on the
-      GPU when offloaded to host memory); without, every layer's full working set (below) is kept instead;
-    - recompute: one layer's working set, b x T x (28 h + 8 kv + 12 I) bytes (see ACT_H, ACT_KV, ACT_I);
-    - attention: flash attention stores no score matrix; SDPA builds a boolean b x T x T mask when a batch is
-      padded (b > 1); eager attention keeps fp32 scores and probabilities, 10 x heads x b x T^2 bytes per layer;
-    - logits: TRL's chunked log-prob head: one min(4096, b x C) x min(32768, V) tile (10 bytes an element), the fp32
-      gradient of the LM head (V x h x 4) and the fp32 and bf16 gradients of the completion's hidden states
-      (b x C x h x 6); the (tokens x vocab) logits are never materialised;
-    - vLLM while training: ~1 GiB asleep (level 2), else its whole share;
-    - runtime: 2 GiB (CUDA context, NCCL, allocator slack).
+    - model states: :func:`model_state_bytes`; with beta > 0 a reference model in the weights' dtype, sharded
+      like the weights under ZeRO-3 and FSDP (TRL prepares it with DeepSpeed or FSDP, grpo_trainer.py:1180-1188);
+    - gathered parameters (ZeRO-3, FSDP): the parameters of the layer being computed and the one prefetched,
+      2 x a x max(layer, embedding) (the LM head is gathered whole for TRL's fused head); DeepSpeed's reduce
+      bucket under ZeRO: ``reduce_bucket_size`` gradient elements;
+    - held through forward and backward: with gradient checkpointing each layer's input (L x b x T x a h; 0 on
+      the GPU when offloaded), without it every layer's saved tensors; RoPE's cos and sin (2 x T x head_dim x a
+      per forward); in TRL's padded SDPA forward the (b, 1, T, T) boolean mask (masking_utils.py:517-548);
+    - the LM head's backward (TRL's fused head, chunked_logprob.py:393-465) on top of the final RMSNorm's saved
+      tensors over all T positions (fp32 upcast, normalised product, output: 4h + 2 a h per token): fp32
+      gradients of the head (V x h x 4) and of its input (N x h x 4), the ``min(N, 4096) x 32768`` product buffer,
+      and, on CUDA, bf16 copies of both gradients (Triton scores only the N = b x C completion positions); on
+      CPU the torch fallback scores N = b x (T - 1) positions and holds 29 bytes per tile element;
+    - the last layer's recompute and backward: :func:`_layer_peak_per_token` x T (x b in TRL's batched forward;
+      longmill's padding-free rows run one at a time), the gradient flowing in (a h T), the recomputed input
+      when offloaded (a h T), and in TRL's padded SDPA forward the additive mask SDPA keeps for backward
+      (a x T x T per row);
+    - eager attention (not checked): (a + 4) bytes x heads x T x T per layer for its scores and probabilities;
+    - vLLM while training: ~1 GiB asleep (level 2), else its whole share; runtime: 2 GiB on CUDA (context, NCCL,
+      allocator slack).
 
     Generation phase (vllm-colocate): model states + runtime + vLLM's share (utilization x GPU memory); during the
     weight sync (sleep mode: weights awake, KV cache not yet), model states + vLLM's bf16 weights (2 n / TP) +
     one gathered parameter.
     """
     n = shape.params
-    h, kv, inter = shape.hidden_size, shape.kv_dim, shape.intermediate_size
-    b, T, C, L = (
-        s.per_device_train_batch_size,
-        s.prompt_length + s.completion_length,
-        s.completion_length,
-        shape.num_hidden_layers,
-    )
-    weights, grads, optim = model_state_bytes(n, s.sharding, s.num_gpus)
+    h, V, L = shape.hidden_size, shape.vocab_size, shape.num_hidden_layers
+    b, C = s.per_device_train_batch_size, s.completion_length
+    T = s.prompt_length + s.completion_length
+    a = DTYPES[s.dtype]
+    cuda = s.device == "cuda"
+    impl = s.attn_implementation
+    flash = impl in FLASH_IMPLEMENTATIONS or impl.startswith("flash_attention")
+    padded_sdpa = impl == "sdpa" and not s.padding_free
+    # rows that are in flight together: TRL batches a micro-batch; longmill's padding-free rows go one by one
+    # (packed flash rows are one sequence of b x T tokens)
+    rows_at_once = 1 if s.padding_free and not flash else b
+    tokens_at_once = b * T if s.padding_free and flash else rows_at_once * T
+
+    weights, grads, optim = model_state_bytes(n, s.sharding, s.num_gpus, s.dtype)
     ref = 0.0
     if s.beta > 0:
-        ref = 2 * n / s.num_gpus if s.sharding in ("zero3", "fsdp") else 2 * n
+        ref = a * n / (s.num_gpus if s.sharding in ("zero3", "fsdp") else 1)
     gathered = (
-        2 * 2 * max(shape.layer_params, shape.embedding_params) if s.sharding in ("zero3", "fsdp") else 0.0
+        a * 2 * max(shape.layer_params, shape.embedding_params) if s.sharding in ("zero3", "fsdp") else 0.0
     )
-    layer_act = b * T * (ACT_H * h + ACT_KV * kv + ACT_I * inter)
+    bucket = float(s.reduce_bucket_size * a) if s.sharding.startswith("zero") else 0.0
+
+    # held through forward and backward
+    rope = b * 2 * T * shape.head_width * a
+    attention = b * T * T if padded_sdpa else 0.0
     if s.gradient_checkpointing:
-        checkpoints = 0.0 if s.activation_offload else L * b * T * h * 2
-        recompute = layer_act
+        checkpoints = 0.0 if s.activation_offload else L * b * T * h * a
     else:
-        checkpoints = L * layer_act
-        recompute = 0.0
-    attention = 0.0
-    if s.attn_implementation == "eager":
-        attention = 10 * shape.num_attention_heads * b * T * T * (1 if s.gradient_checkpointing else L)
-    elif s.attn_implementation == "sdpa" and b > 1:
-        attention = b * T * T
-    logits = (
-        min(TRL_TOKEN_TILE, b * C) * min(TRL_VOCAB_TILE, shape.vocab_size) * TILE_BYTES
-        + shape.vocab_size * h * 4
-        + b * C * h * 6
-    )
-    runtime = RUNTIME_GIB * GIB
+        checkpoints = L * b * T * _layer_saved_per_token(shape, a, padded_sdpa=padded_sdpa)
+
+    # the LM head's backward, on the final norm's saved tensors
+    final_norm = b * T * (4 * h + 2 * a * h)
+    n_row = C if cuda else T - 1  # positions the head scores per row
+    N = n_row * (b if tokens_at_once > T else 1)  # in the backward under way
+    n_tile, v_tile = min(N, TRL_TOKEN_TILE), min(V, TRL_VOCAB_TILE)
+    head_grads = (N + V) * h * 4
+    buffer = n_tile * TRL_VOCAB_TILE * a
+    if cuda:  # Triton folds tiles in place; the fp32 gradients are copied to bf16 on return
+        head_work = (N + V) * h * a if a < 4 else 0.0
+        # every row's compact copy of its completion's hidden states, log_z and entropy (held until its backward)
+        head_saved = b * n_row * (h * a + 16)
+    else:  # the head reads a view of one row's hidden states, a copy of a batch's
+        head_work = max(n_tile * v_tile * TORCH_TILE_BYTES, (N + V) * h * a if a < 4 else 0.0)
+        head_saved = b * n_row * 16 + (N * h * a if N > n_row else 0.0)
+    logits = head_grads + buffer + head_work + head_saved
+
+    # the last layer's recompute and backward
+    if s.gradient_checkpointing:
+        layer = _layer_peak_per_token(shape, a, padded_sdpa=padded_sdpa) * tokens_at_once
+        layer += tokens_at_once * h * a * (2 if s.activation_offload else 1) + _weight_grad_bytes(shape, a)
+    else:  # every layer's saved tensors are held already; the MLP's backward adds two gradients beyond them
+        layer = tokens_at_once * (2 * a * shape.intermediate_size + a * h)
+    if padded_sdpa:
+        layer += rows_at_once * T * T * a
+    if impl == "eager":
+        scores = (a + 4) * shape.num_attention_heads * rows_at_once * T * T
+        layer += scores if s.gradient_checkpointing else L * scores
+    recompute = layer
+
+    runtime = RUNTIME_GIB * GIB if cuda else 0.0
     states = weights + grads + optim + ref
     mem = s.gpu_memory_gib * GIB
     vllm_share = s.vllm_gpu_memory_utilization * mem if s.rollout == "vllm-colocate" else 0.0
@@ -366,12 +524,15 @@ def estimate(shape: ModelShape, s: PlanSettings) -> Estimate:
         vllm_training = VLLM_ASLEEP_GIB * GIB
     else:
         vllm_training = vllm_share
-    training_peak = states + gathered + checkpoints + recompute + attention + logits + runtime + vllm_training
+    held = checkpoints + rope + attention
+    head_phase, layer_phase = held + final_norm + logits, held + recompute
+    peak_phase = "LM head backward" if head_phase >= layer_phase else "last layer backward"
+    training_peak = states + gathered + bucket + runtime + vllm_training + max(head_phase, layer_phase)
     notes: list[str] = []
     kv_capacity = 0.0
     if s.rollout == "vllm-colocate":
         vllm_weights = 2 * n / s.vllm_tensor_parallel_size
-        one_param = 2 * max(shape.embedding_params, h * inter)
+        one_param = 2 * max(shape.embedding_params, h * shape.intermediate_size)
         weight_sync = (
             states + runtime + (vllm_weights if s.vllm_enable_sleep_mode else vllm_share) + one_param
         )
@@ -391,8 +552,15 @@ def estimate(shape: ModelShape, s: PlanSettings) -> Estimate:
             notes.append("hf rollouts: HF generate's KV cache is not modelled; use vLLM on GPUs")
     if not s.gradient_checkpointing and T >= 8192:
         notes.append("gradient_checkpointing is off: every layer's activations stay in memory")
-    if s.attn_implementation == "eager":
-        notes.append("eager attention materialises T x T scores; use flash_attention_2 (or sdpa)")
+    if impl == "eager":
+        notes.append(
+            "eager attention materialises T x T scores; use sdpa (padding-free) or flash_attention_2"
+        )
+    if padded_sdpa:
+        notes.append(
+            f"TRL's padded forward with SDPA holds a {T:,} x {T:,} mask (plus an additive copy per layer call) and "
+            "repeats K/V: set padding_free (longmill's default)"
+        )
     peak = max(training_peak, generation_peak)
     return Estimate(
         weights,
@@ -400,10 +568,13 @@ def estimate(shape: ModelShape, s: PlanSettings) -> Estimate:
         optim,
         ref,
         gathered,
+        bucket,
         checkpoints,
-        recompute,
+        rope,
         attention,
+        final_norm,
         logits,
+        recompute,
         runtime,
         vllm_training,
         vllm_share,
@@ -412,6 +583,8 @@ def estimate(shape: ModelShape, s: PlanSettings) -> Estimate:
         generation_peak,
         peak,
         mem,
+        peak_phase,
+        attention_path(s),
         kv_capacity,
         notes,
     )
@@ -474,6 +647,8 @@ def plan_report(shape: ModelShape, s: PlanSettings) -> dict[str, Any]:
             shape, s, "per_device_train_batch_size", hi=4096
         ),
         "vllm_kv_capacity_tokens": int(est.vllm_kv_capacity_tokens),
+        "attention_path": est.attention_path,
+        "peak_phase": est.peak_phase,
         "warnings": est.notes + batch_warnings(s),
     }
 
@@ -550,6 +725,8 @@ def settings_from_config(
             get("activation_checkpointing", False) or get("gradient_checkpointing", False)
         ),
         attn_implementation=str(attn),
+        padding_free=bool(get("padding_free", False)),
+        dtype="bf16" if get("bf16", True) else "fp32",
         rollout=rollout,
         vllm_gpu_memory_utilization=float(get("vllm_gpu_memory_utilization", 0.3)),
         vllm_enable_sleep_mode=bool(get("vllm_enable_sleep_mode", False)),
@@ -634,6 +811,7 @@ PLAN_KEYS = (
     "vllm_tensor_parallel_size",
     "beta",
     "activation_offload",
+    "padding_free",
 )
 
 
@@ -697,27 +875,35 @@ def format_report(report: dict[str, Any]) -> str:
     rows = [
         ("weights", g["weights"]),
         ("gradients", g["gradients"]),
-        ("optimizer (AdamW fp32)", g["optimizer"]),
+        ("optimizer (AdamW)", g["optimizer"]),
         ("reference model", g["reference_model"]),
         ("gathered parameters", g["gathered_params"]),
-        ("activation checkpoints", g["activation_checkpoints"]),
-        ("recompute (one layer)", g["recompute"]),
-        ("attention scores/mask", g["attention"]),
-        ("logits (TRL chunked head)", g["logits"]),
+        ("DeepSpeed reduce bucket", g["reduce_bucket"]),
         ("runtime (CUDA, NCCL)", g["runtime"]),
         ("vLLM while training", g["vllm_training"]),
+        ("activation checkpoints", g["activation_checkpoints"]),
+        ("RoPE cos/sin", g["rope"]),
+        ("attention mask (held)", g["attention"]),
     ]
+    head = [("final norm (all positions)", g["final_norm"]), ("LM head (TRL chunked)", g["logits"])]
+    layer = [("one layer recomputed", g["recompute"])]
+    at_head = report.get("peak_phase", "").startswith("LM head")
     lines = [
         f"{report['model']} ({report['params'] / 1e9:.2f}B parameters), prompt {s['prompt_length']:,} + "
         f"completion {s['completion_length']:,} tokens, {s['per_device_train_batch_size']} per GPU, "
-        f"{s['num_gpus']} GPUs, {s['sharding']}, {s['rollout']}"
+        f"{s['num_gpus']} GPUs, {s['sharding']}, {s['dtype']}, {s['rollout']}"
         + (
             f" (utilization {s['vllm_gpu_memory_utilization']}, sleep {'on' if s['vllm_enable_sleep_mode'] else 'off'})"
             if s["rollout"] == "vllm-colocate"
             else ""
-        )
+        ),
+        f"  attention path: {report.get('attention_path', '')}",
     ]
     lines += [f"  {k:<28} {v:8.2f} GiB" for k, v in rows]
+    lines += [f"  {'at the LM head backward:':<28}" + ("  (the peak)" if at_head else "")]
+    lines += [f"    {k:<26} {v:8.2f} GiB" for k, v in head]
+    lines += [f"  {'or at the last layer backward:':<28}" + ("" if at_head else "  (the peak)")]
+    lines += [f"    {k:<26} {v:8.2f} GiB" for k, v in layer]
     lines += [
         f"  {'= training peak':<28} {g['training_peak']:8.2f} GiB",
         f"  {'generation peak':<28} {g['generation_peak']:8.2f} GiB  (vLLM share {g['vllm_generation']:.2f}, "

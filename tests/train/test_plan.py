@@ -4,6 +4,7 @@ and the GPU profile fitting at 60K."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -57,17 +58,19 @@ def test_parameter_counts_match_the_published_models():
     assert q7.kv_bytes_per_token == 2 * 28 * 512 * 2
 
 
-def test_model_states_follow_zero_and_fsdp_formulas():
+def test_model_states_follow_zero_fsdp_and_torch_adamw():
     n, g = 1000, 8
-    assert model_state_bytes(n, "ddp", g) == (2000, 2000, 12000)
+    assert model_state_bytes(n, "ddp", g) == (2000, 2000, 4000)  # torch AdamW's moments in the weights' bf16
+    assert model_state_bytes(n, "ddp", g, "fp32") == (4000, 4000, 8000)
     assert model_state_bytes(n, "zero1", g) == (2000, 2000, 1500)
     assert model_state_bytes(n, "zero2", g) == (2000, 250, 1500)
     assert model_state_bytes(n, "zero3", g) == (250, 250, 1500)
+    assert model_state_bytes(n, "zero3", g, "fp32") == (500, 500, 1000)  # no fp32 master copy needed
     assert model_state_bytes(n, "fsdp", g) == (500, 500, 1000)
 
 
-def test_toy_activation_and_logits_arithmetic():
-    s = PlanSettings(
+def _toy(**kw) -> PlanSettings:
+    base = dict(
         prompt_length=6,
         completion_length=4,
         num_gpus=2,
@@ -75,69 +78,130 @@ def test_toy_activation_and_logits_arithmetic():
         gpu_memory_gib=1,
         rollout="vllm-server",
     )
-    e = estimate(TOY, s)
-    T = 10
-    assert e.activation_checkpoints == 2 * 1 * T * 4 * 2 == 160
-    assert e.recompute == T * (28 * 4 + 8 * 2 + 12 * 8) == 2240
-    assert (
-        e.logits == 4 * 10 * 10 + 10 * 4 * 4 + 4 * 4 * 6
-    )  # a 4-token x 10-entry tile; the head's fp32 gradient
+    return PlanSettings(**{**base, **kw})
+
+
+def test_toy_terms_by_hand_padding_free_bf16_on_cuda():
+    """Every term of the estimate, computed by hand for TOY (h 4, q 4, kv 2, I 8, 2 layers, 2 heads, V 10),
+    T = 10 tokens (4 of completion), bf16 (a = 2), ZeRO-3 over 2 GPUs."""
+    e = estimate(TOY, _toy(reduce_bucket_size=100))
     assert (e.weights, e.gradients, e.optimizer) == (2 * 388 / 2, 2 * 388 / 2, 12 * 388 / 2)
-    assert e.gathered_params == 2 * 2 * 152
-    assert e.vllm_training == e.vllm_generation == 0  # vLLM on other GPUs
-    assert e.training_peak == 388 + 388 + 2328 + 608 + 160 + 2240 + e.logits + 2 * GIB
-    no_ckpt = estimate(
-        TOY, PlanSettings(6, 4, num_gpus=2, gradient_checkpointing=False, rollout="vllm-server")
+    assert e.reference_model == 0
+    assert e.gathered_params == 2 * 2 * 152  # two layers' bf16 parameters (a layer outweighs the embedding)
+    assert e.reduce_bucket == 100 * 2
+    assert e.activation_checkpoints == 2 * 10 * 4 * 2  # L x T x h x a
+    assert e.rope == 2 * 10 * 2 * 2  # cos and sin: T x head_dim x a each
+    assert e.attention == 0  # padding-free: no mask
+    assert e.final_norm == 10 * (4 * 4 + 2 * 2 * 4)  # fp32 upcast 4h, normalised and output 2 x a h
+    # Triton head on the 4 completion positions: fp32 gradients of input and head, the 4 x 32768 bf16 buffer,
+    # bf16 copies of both gradients, the compact input copy and log_z/entropy
+    assert e.logits == (4 + 10) * 4 * 4 + 4 * 32768 * 2 + (4 + 10) * 4 * 2 + 4 * (4 * 2 + 16)
+    # one layer per token: norm1 (4h + 2ah) 32, attention (2aq + 2a kv + 4 heads) 32, norm2 32, 6aI 96; x T;
+    # plus the gradient flowing in (a h T)
+    assert e.recompute == (32 + 32 + 32 + 96) * 10 + 2 * 4 * 10
+    assert e.runtime == 2 * GIB and e.vllm_training == 0 == e.vllm_generation
+    held = 160 + 80 + 0
+    assert e.head_phase == held + 320 + e.logits and e.layer_phase == held + 2000
+    assert e.peak_phase == "LM head backward"
+    assert e.training_peak == 388 + 388 + 2328 + 608 + 200 + 2 * GIB + e.head_phase
+    assert "no mask, is_causal=True" in e.attention_path
+
+
+def test_toy_terms_of_trls_padded_forward_offload_checkpointing_eager_and_the_reference_model():
+    pf = estimate(TOY, _toy())
+    padded = estimate(TOY, _toy(padding_free=False))
+    assert padded.attention == 10 * 10  # the (1, 1, T, T) boolean mask, held all along
+    # k and v repeated over the query heads (2 a q instead of 2 a kv per token), and SDPA's additive copy of the mask
+    assert padded.recompute == pf.recompute + (2 * 2 * 4 - 2 * 2 * 2) * 10 + 10 * 10 * 2
+    assert "boolean mask, K/V repeated" in padded.attention_path and any(
+        "padding_free" in n for n in padded.notes
     )
-    assert no_ckpt.activation_checkpoints == 2 * 2240 and no_ckpt.recompute == 0
-    offload = estimate(TOY, PlanSettings(6, 4, activation_offload=True, rollout="vllm-server"))
-    assert offload.activation_checkpoints == 0 and offload.recompute == 2240
-    padded_sdpa = estimate(
-        TOY,
-        PlanSettings(6, 4, per_device_train_batch_size=2, attn_implementation="sdpa", rollout="vllm-server"),
-    )
-    assert padded_sdpa.attention == 2 * T * T  # SDPA's boolean mask once a batch has padding
+    offload = estimate(TOY, _toy(activation_offload=True))
     assert (
-        estimate(TOY, PlanSettings(6, 4, attn_implementation="eager", rollout="vllm-server")).attention
-        == 10 * 2 * T * T
+        offload.activation_checkpoints == 0 and offload.recompute == pf.recompute + 2 * 4 * 10
+    )  # the input back
+    no_ckpt = estimate(TOY, _toy(gradient_checkpointing=False))
+    # every layer keeps norms 2 x (4h + 2ah), attention 2aq + 2a kv + 4 heads, and the MLP's four tensors 4aI
+    assert no_ckpt.activation_checkpoints == 2 * 10 * (2 * 32 + (16 + 8 + 8) + 4 * 2 * 8)
+    assert no_ckpt.recompute == 10 * (2 * 2 * 8 + 2 * 4)  # the MLP's backward adds two gradients and the flow
+    eager = estimate(TOY, _toy(attn_implementation="eager"))
+    assert eager.recompute == pf.recompute + (2 + 4) * 2 * 10 * 10 and "eager" in eager.attention_path
+    ref = estimate(TOY, _toy(beta=0.04))
+    assert ref.reference_model == 2 * 388 / 2 and ref.training_peak == pf.training_peak + 388
+    assert (
+        estimate(TOY, _toy(beta=0.04, sharding="zero2")).reference_model == 2 * 388
+    )  # not sharded below ZeRO-3
+    assert (
+        estimate(TOY, _toy(sharding="fsdp")).reduce_bucket
+        == 0
+        == estimate(TOY, _toy(sharding="ddp")).reduce_bucket
     )
+    flash = estimate(TOY, _toy(attn_implementation="flash_attention_2", per_device_train_batch_size=2))
+    assert flash.attention == 0 and "varlen" in flash.attention_path
 
 
-def test_gpu_profile_fits_at_60k_and_the_old_one_does_not():
-    q7 = resolve_shape("qwen2.5-7b-instruct")
-    e = estimate(
-        q7,
-        PlanSettings(
-            prompt_length=60_000,
-            completion_length=10_000,
-            per_device_train_batch_size=1,
-            num_gpus=8,
-            sharding="zero3",
-            gpu_memory_gib=80,
-            vllm_gpu_memory_utilization=0.35,
-            vllm_enable_sleep_mode=True,
+def test_toy_lm_head_of_the_cpu_fallback_and_rows_one_by_one():
+    """device=cpu: TRL's torch fallback scores all T - 1 positions and holds 29 bytes per tile element."""
+    e = estimate(TOY, _toy(dtype="fp32", device="cpu", sharding="ddp", num_gpus=1))
+    assert e.logits == (9 + 10) * 4 * 4 + 9 * 32768 * 4 + 9 * 10 * 29 + 9 * 16
+    assert e.runtime == 0 and (e.weights, e.gradients, e.optimizer) == (4 * 388, 4 * 388, 8 * 388)
+    # padding-free rows run one at a time: two rows hold two rows' checkpoints but recompute one row at a time
+    two = estimate(
+        TOY, _toy(dtype="fp32", device="cpu", sharding="ddp", num_gpus=1, per_device_train_batch_size=2)
+    )
+    assert two.activation_checkpoints == 2 * e.activation_checkpoints and two.recompute == e.recompute
+    batched = estimate(
+        TOY,
+        _toy(
+            dtype="fp32",
+            device="cpu",
+            sharding="ddp",
+            num_gpus=1,
+            per_device_train_batch_size=2,
+            padding_free=False,
         ),
     )
-    # by hand, in bytes: states 16 x 7,615,616,512 / 8; the LM head gathered twice over (2 x 2 x V x h);
-    # checkpoints 28 x 70,000 x 3,584 x 2; one layer 70,000 x (28 x 3,584 + 8 x 512 + 12 x 18,944);
-    # logits 4096 x 32768 x 10 + V x h x 4 + 10,000 x 3,584 x 6; runtime 2 GiB; vLLM asleep 1 GiB
+    assert batched.attention == 2 * 100 and batched.recompute > 2 * e.recompute  # TRL batches the rows
+
+
+def test_gpu_profile_at_60k_padding_free_and_trls_padded_forward():
+    q7 = resolve_shape("qwen2.5-7b-instruct")
+    s = PlanSettings(
+        prompt_length=60_000,
+        completion_length=10_000,
+        per_device_train_batch_size=1,
+        num_gpus=8,
+        sharding="zero3",
+        gpu_memory_gib=80,
+        vllm_gpu_memory_utilization=0.35,
+        vllm_enable_sleep_mode=True,
+    )
+    e = estimate(q7, s)
+    # by hand, in bytes: states 16 x 7,615,616,512 / 8; the LM head gathered twice over (2 x 2 x V x h); DeepSpeed's
+    # reduce bucket 5e8 x 2; runtime 2 GiB; vLLM asleep 1 GiB; checkpoints 28 x 70,000 x 3,584 x 2; cos/sin
+    # 2 x 70,000 x 128 x 2; the last layer: 70,000 x 301,168 (norms 2 x 28,672, attention 16,496, MLP 227,328)
+    # plus the gradient 70,000 x 3,584 x 2
     expected = (
         15_231_233_024
         + 2_179_989_504
-        + 14_049_280_000
-        + 23_224_320_000
-        + 1_342_177_280
-        + 2_179_989_504
-        + 215_040_000
+        + 1_000_000_000
         + 2 * GIB
         + GIB
+        + 14_049_280_000
+        + 35_840_000
+        + 70_000 * 301_168
+        + 501_760_000
     )
-    assert e.training_peak == expected and round(expected / GIB, 2) == 57.41
+    assert e.training_peak == expected and round(expected / GIB, 2) == 53.37
+    assert e.peak_phase == "last layer backward" and e.fits
     assert e.generation_peak == 15_231_233_024 + 2 * GIB + 0.35 * 80 * GIB
-    assert e.peak == e.training_peak and e.fits
     assert (
         int(e.vllm_kv_capacity_tokens) == (int(0.35 * 80 * GIB) - 15_231_233_024 - GIB) // 57_344 == 239_951
     )
+    padded = estimate(q7, replace(s, padding_free=False))
+    # TRL's padded forward adds the 70,000^2 boolean mask, its bf16 additive copy, and K/V repeated 7 times
+    assert padded.training_peak - e.training_peak == 70_000**2 * 3 + 70_000 * 2 * 2 * (3584 - 512)
+    assert round(padded.training_peak / GIB, 2) == 67.86
     old = estimate(
         q7, PlanSettings(60_000, 10_000, per_device_train_batch_size=8, vllm_enable_sleep_mode=False)
     )
@@ -153,7 +217,11 @@ def test_largest_fitting_is_the_edge():
         estimate(q7, PlanSettings(best, 10_000)).fits
         and not estimate(q7, PlanSettings(best + 1000, 10_000)).fits
     )
-    assert largest_fitting(q7, s, "per_device_train_batch_size", hi=64) == 1
+    # padding-free rows run one by one, so a micro-batch of 3 rows adds only their checkpoints; TRL's batched
+    # padded forward fits one
+    assert largest_fitting(q7, s, "per_device_train_batch_size", hi=64) == 3
+    assert not estimate(q7, PlanSettings(60_000, 10_000, per_device_train_batch_size=4)).fits
+    assert largest_fitting(q7, replace(s, padding_free=False), "per_device_train_batch_size", hi=64) == 1
     assert (
         largest_fitting(q7, PlanSettings(60_000, 10_000, gpu_memory_gib=16), "prompt_length", lo=1000) is None
     )
@@ -271,11 +339,14 @@ def test_plan_cli_prints_components_and_json():
     )
     assert r.exit_code == 0, r.output
     for needle in (
+        "attention path: sdpa: padding-free rows, no mask",
         "activation checkpoints",
-        "recompute (one layer)",
-        "logits (TRL chunked head)",
+        "one layer recomputed",
+        "final norm (all positions)",
+        "LM head (TRL chunked)",
+        "DeepSpeed reduce bucket",
         "vLLM while training",
-        "57.41 GiB of 80.00: fits",
+        "53.37 GiB of 80.00: fits",
         "largest prompt that fits",
     ):
         assert needle in r.output, needle
@@ -416,19 +487,21 @@ def test_train_grpo_warns_before_launching_a_plan_that_cannot_fit(tmp_path, smal
 
 
 @pytest.mark.slow
-def test_grpo_step_bench_cpu_check_runs():
+def test_grpo_step_bench_cpu_check_runs_trls_batches_and_matches_the_planner(tmp_path):
     import os
     import subprocess
     import sys
 
+    out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "grpo_step_bench.py"), "--cpu-check"],
+        [sys.executable, str(ROOT / "benchmarks" / "grpo_step_bench.py"), "--cpu-check", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=900,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    row = next(line for line in proc.stdout.splitlines() if line.startswith("| 256 |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == "288" and float(cells[2]) > 0 and float(cells[3]) > 0 and float(cells[7]) > 0
+    assert "| 256 |" in proc.stdout and "padded by TRL" in proc.stdout
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["prompt"] == 256 and row["tokens"] in (256 + 32, 256 + 29) and row["padded_width"] == 288
+    assert row["step_s"] > 0 and abs(row["plan_gib"] / row["peak_gib"] - 1) < 0.05
