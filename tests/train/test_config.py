@@ -179,20 +179,21 @@ def test_params_sections_reach_the_commands_as_dvc_writes_them(profile, captured
 
 @pytest.fixture(scope="module")
 def two_stages(tmp_path_factory):
-    """A real curriculum: two stages (300 and 400 tokens) with held-out rows."""
+    """A real curriculum: two stages (300 and 400 tokens) with held-out rows, each stage holding at least the 32
+    prompts of one verl batch of the GPU YAML (verl-config refuses a smaller stage)."""
     from curriculum.build import CurriculumConfig, build_curriculum
     from datagen.generators.base import GenConfig
     from datagen.runner import RunConfig, run_generator
     from datagen.sources import get_source
 
     root = tmp_path_factory.mktemp("verl-data")
-    src = get_source("synthetic", options={"num_triplets": 40})
+    src = get_source("synthetic", options={"num_triplets": 100})
     for length in (300, 400):
         run_generator(
             "longqa",
             GenConfig(length=length, seed=3),
             src,
-            RunConfig(out=root / f"qa-{length}", num_samples=12),
+            RunConfig(out=root / f"qa-{length}", num_samples=60),
         )
     ins = [root / "qa-300", root / "qa-400"]
     build_curriculum(ins, root / "curriculum", CurriculumConfig(bins=[300, 400], eval_share=0.3, seed=1))

@@ -89,6 +89,7 @@ VALUES = {
     "judge_on_failure": "warn",
     "model_folder_files": "copy",
     "sp_size": 2,
+    "padding_free": False,
 }
 
 

@@ -75,7 +75,7 @@ EXPORTED = frozenset(
         "overlong_buffer", "overlong_penalty", "dynamic_sampling_rounds", "dynamic_sampling_metric",
         "reward_funcs", "reward_rule", "reward_max_extra_tokens", "judge_url", "judge_model", "judge_backend",
         "yarn_factor", "yarn_original_max_position_embeddings", "yarn_within_native_window",
-        "model_folder_files", "sp_size",
+        "model_folder_files", "sp_size", "padding_free",
     }
 )  # fmt: skip
 #: Fields that concern only the host that writes the commands (or TRL's own process); never worth a warning.
@@ -116,6 +116,11 @@ def export_warnings(cfg: Any) -> list[str]:
             f"attn_implementation={attn!r} is not exported: verl's padding removal and Ulysses sequence parallelism "
             "patch transformers' flash-attention path (verl/models/transformers/monkey_patch.py), so the command "
             "keeps verl's flash_attention_2 (install flash-attn in verl's environment)"
+        )
+    if given.get("padding_free") is False:
+        out.append(
+            "padding_free=False is not exported: verl's command always removes padding "
+            "(actor_rollout_ref.model.use_remove_padding=True, the flash-attention varlen path)"
         )
     if given.get("dynamic_sampling_rounds", 0) > 0:
         out.append(
