@@ -194,7 +194,9 @@ class Stats:
         self._values = state["_values"]
 
 
-def filter_rows(rows: Rows, verdicts: Sequence[str | None], stats: Stats, declared: Iterable[str] = ()) -> Rows:
+def filter_rows(
+    rows: Rows, verdicts: Sequence[str | None], stats: Stats, declared: Iterable[str] = ()
+) -> Rows:
     """The rows whose verdict is None; every other row's verdict is its drop reason, counted in ``stats``.
 
     Args:
