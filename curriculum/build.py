@@ -34,6 +34,7 @@ from curriculum.manifest import HELDOUT, MANIFEST, normalize_question
 from datagen.core.errors import LongmillError
 from datagen.core.io import atomic_write_json, write_table_atomic
 from datagen.core.rng import check_seed, sample_rng, stable_hash
+from datagen.core.stats import Stats, filter_rows
 from datagen.core.version import __version__
 from datagen.lengths import format_length, parse_lengths
 from datagen.schema import SAMPLE_SCHEMA, conform_samples, schema_core, schema_kind
@@ -364,142 +365,175 @@ def build_curriculum(
         return manifest
 
 
-@dataclass
-class _BuildState:
-    """What the build steps pass along: the rows, per-row arrays, and the drop counts each step adds to."""
+@dataclass(frozen=True)
+class _Rows:
+    """The per-row columns the build reads (never writes), one entry per input row, and each row's bin."""
 
-    config: CurriculumConfig
-    out: Path
-    progress_factory: Callable[[int, str], Any] | None
-    table: pa.Table | None = None
-    inputs_info: list[dict[str, Any]] = field(default_factory=list)
-    meta: dict[str, list[Any]] = field(default_factory=dict)
-    tasks: np.ndarray | None = None
-    tokens: np.ndarray | None = None
-    bins: np.ndarray | None = None
-    held: np.ndarray | None = None
-    excluded: np.ndarray | None = None  # rows that neither train nor are evaluated (held-out closure)
-    heldout: dict[str, Any] = field(default_factory=dict)
-    dropped: Counter[str] = field(default_factory=Counter)
-    fdf: pl.DataFrame | None = None
-    difficulty: np.ndarray | None = None
-    source: np.ndarray | None = None
-    pass_rate: np.ndarray | None = None
-    keep: np.ndarray | None = None
-    hard: np.ndarray | None = None
-    #: the rows that are an earlier stage's own rows (what retrospective sampling may draw again)
-    staged: np.ndarray | None = None
-    stages: list[dict[str, Any]] = field(default_factory=list)
-    ev: np.ndarray | None = None
-    eval_shards: list[dict[str, Any]] = field(default_factory=list)
-    manifest: dict[str, Any] = field(default_factory=dict)
+    uid: list[str]
+    source_id: list[str]
+    data_source: list[str]
+    task: np.ndarray
+    tokens: np.ndarray
+    bin: np.ndarray
+
+    @classmethod
+    def of(cls, table: pa.Table, edges: list[int]) -> _Rows:
+        m = table.select(["uid", "source_id", "data_source", "prompt_tokens", "task"]).to_pydict()
+        tokens = np.asarray(m["prompt_tokens"], dtype=np.int64)
+        task = np.array(m["task"], dtype=object)
+        return cls(m["uid"], m["source_id"], m["data_source"], task, tokens, assign_bins(tokens, edges))
 
 
-def _step_bin(st: _BuildState) -> None:
-    """Length bins by measured ``prompt_tokens``; drops ``above_last_bin``."""
-    st.bins = assign_bins(st.tokens, st.config.bins)
-    st.dropped["above_last_bin"] = int((st.bins < 0).sum())
+def _build(
+    inputs: list[str | Path],
+    out: Path,
+    c: CurriculumConfig,
+    progress_factory: Callable[[int, str], Any] | None,
+) -> dict[str, Any]:
+    """The build as steps over row indices: each filter answers, per row, keep (None) or why not, and
+    :func:`filter_rows` counts the reasons into ``dropped``; the other steps return data."""
+    table, inputs_info = read_inputs(inputs)
+    if table.num_rows == 0:
+        raise LongmillError(f"the inputs hold no samples: {[str(i) for i in inputs]}")
+    rows = _Rows.of(table, c.bins)
+    dropped = Stats()
+    in_bins = filter_rows(
+        np.arange(table.num_rows), np.where(rows.bin < 0, "above_last_bin", None), dropped, ["above_last_bin"]
+    )
+    held, leaks, heldout = _hold_out(table, rows, c)
+    train = in_bins[~held[in_bins]]
+    train = filter_rows(train, leaks[train], dropped, declared={v for v in leaks if v is not None})
+    difficulty, feature_means = _features(table, c, progress_factory)
+    difficulty, source, pass_rate = _model_difficulty(
+        table, rows, train, difficulty, c, out, progress_factory
+    )
+    if c.difficulty_model and c.filter_extremes:  # no advantage in GRPO: the offline half of dynamic sampling
+        extremes = np.select([pass_rate[train] == 1.0, pass_rate[train] == 0.0], ["solved", "unsolved"], None)
+        train = filter_rows(train, extremes, dropped, ["solved", "unsolved"])
+    table = _with_difficulty(table, difficulty, source)
+    _check_bins(train, rows, c, filtered=bool(dropped["solved"] or dropped["unsolved"]))
+    stages, staged = _stages(table, rows, train, difficulty, c, out)
+    if c.task_balance:  # what the balance really dropped: training rows that are in no stage
+        filter_rows(train, np.where(staged[train], None, "task_balance"), dropped, ["task_balance"])
+    ev = in_bins[held[in_bins]]
+    ev = ev[np.lexsort((np.array(rows.uid, dtype=object)[ev], rows.tokens[ev]))] if len(ev) else ev
+    eval_shards = write_stage(table.take(pa.array(ev, pa.int64())), out / "eval", c.rows_per_part)
+    manifest = {
+        "longmill_version": __version__,
+        "config": _manifest_config(c),
+        "seeds": {
+            "split": c.seed,
+            "retro": [f"(seed={c.seed}, curriculum/retro, {k})" for k in range(len(c.bins))],
+        },
+        "inputs": inputs_info,
+        "bins": c.bins,
+        "difficulty_source": _difficulty_label(c) if c.difficulty_model else FEATURES_VERSION,
+        "stages": stages,
+        "eval": {
+            "rows": int(len(ev)),
+            "source_questions": len({rows.source_id[i] for i in ev}),
+            "by_source": dict(sorted(Counter(rows.data_source[i] for i in ev).items())),
+            "length_hist": histogram(rows.tokens[ev], list(np.linspace(0, c.bins[-1], 11)))
+            if len(ev)
+            else None,
+            "shards": eval_shards,
+        },
+        "dropped": dropped.to_dict(sort=True),
+        "features": {"mean": feature_means},
+    }
+    _write_records(out, manifest, heldout)
+    return manifest
 
 
-def _step_hold_out(st: _BuildState) -> None:
-    """The eval split, closed over what questions ask; drops ``heldout_fact`` (training rows whose question
-    uses a held-out question's gold fact) and ``heldout_decoy`` (training rows naming a held-out question)."""
-    c = st.config
-    held = eval_mask(st.meta["source_id"], c.eval_share, c.seed)
-    st.held, uses_fact, decoy, st.heldout = hold_out(st.table, held)
-    st.excluded = uses_fact | decoy  # neither trains nor is evaluated
-    for name, mask, what in (
-        ("heldout_fact", uses_fact, "ask a question through a held-out question's fact"),
-        ("heldout_decoy", decoy, "name a held-out question in a decoy chain"),
+def _hold_out(
+    table: pa.Table, rows: _Rows, c: CurriculumConfig
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The eval split closed over what questions ask (:func:`hold_out`): the held rows, and per row the
+    reason it may neither train nor be evaluated (``heldout_fact``, ``heldout_decoy``) or None."""
+    held, uses_fact, decoy, heldout = hold_out(table, eval_mask(rows.source_id, c.eval_share, c.seed))
+    for mask, what in (
+        (uses_fact, "ask a question through a held-out question's fact"),
+        (decoy, "name a held-out question in a decoy chain"),
     ):
         if mask.any():
-            st.dropped[name] = int((mask & (st.bins >= 0)).sum())
             log.warning("%d training samples %s and are left out", int(mask.sum()), what)
-    if st.dropped["above_last_bin"]:
+    if (rows.bin < 0).any():
         log.warning(
             "%d samples are longer than the last bin (%s tokens) and are left out",
-            st.dropped["above_last_bin"],
+            int((rows.bin < 0).sum()),
             c.bins[-1],
         )
+    return held, np.select([uses_fact, decoy], ["heldout_fact", "heldout_decoy"], None), heldout
 
 
-def _step_features(st: _BuildState) -> None:
-    """Cheap features of every row, and the feature difficulty."""
-    bar = st.progress_factory(st.table.num_rows, "features") if st.progress_factory else None
+def _features(
+    table: pa.Table, c: CurriculumConfig, progress_factory: Callable[[int, str], Any] | None
+) -> tuple[np.ndarray, dict[str, float]]:
+    """The feature difficulty of every row, and each feature's mean (for the manifest)."""
+    bar = progress_factory(table.num_rows, "features") if progress_factory else None
     feats = []
-    for row in st.table.to_pylist():
+    for row in table.to_pylist():
         feats.append(features(row))
         if bar:
             bar.update(1)
     if bar:
         bar.close()
-    st.fdf = pl.DataFrame(feats)
-    st.difficulty = np.array([feature_difficulty(f, st.config.bins[-1]) for f in feats])
-    st.source = np.array([FEATURES_VERSION] * st.table.num_rows, dtype=object)
-    st.pass_rate = np.full(st.table.num_rows, np.nan)
-
-
-def _step_model_difficulty(st: _BuildState) -> None:
-    """With a difficulty model: difficulty = 1 - pass rate over k rollouts, for the rows that may train."""
-    c = st.config
-    if not c.difficulty_model:
-        return
-    rates = _model_pass_rates(
-        st.table, (~st.held) & ~st.excluded & (st.bins >= 0), c, st.out, st.progress_factory
+    means = pl.DataFrame(feats).select(pl.exclude("uid")).mean().row(0, named=True)
+    return (
+        np.array([feature_difficulty(f, c.bins[-1]) for f in feats]),
+        {k: round(float(v), 6) for k, v in means.items()},
     )
-    label = f"pass_rate:{c.difficulty_model}:k={c.k}:{c.correct_if}"
-    for i, uid in enumerate(st.meta["uid"]):
-        if uid in rates:
-            st.pass_rate[i] = rates[uid]
-            st.difficulty[i] = round(1.0 - rates[uid], 6)
-            st.source[i] = label
 
 
-def _step_filter_extremes(st: _BuildState) -> None:
-    """The training rows; with model difficulty, drops ``solved`` (pass rate 1) and ``unsolved`` (0)."""
-    c = st.config
-    st.keep = (st.bins >= 0) & ~st.held & ~st.excluded
-    if c.difficulty_model and c.filter_extremes:
-        solved, unsolved = st.keep & (st.pass_rate == 1.0), st.keep & (st.pass_rate == 0.0)
-        st.dropped["solved"], st.dropped["unsolved"] = int(solved.sum()), int(unsolved.sum())
-        st.keep &= ~(solved | unsolved)
+def _difficulty_label(c: CurriculumConfig) -> str:
+    return f"pass_rate:{c.difficulty_model}:k={c.k}:{c.correct_if}"
 
 
-def _step_set_difficulty(st: _BuildState) -> None:
-    """Fill the ``difficulty`` and ``difficulty_source`` columns."""
-    t = st.table
-    t = t.set_column(
-        t.schema.get_field_index("difficulty"), "difficulty", pa.array(st.difficulty, pa.float64())
-    )
-    t = t.set_column(
-        t.schema.get_field_index("difficulty_source"),
-        "difficulty_source",
-        pa.array(st.source.tolist(), pa.string()),
-    )
-    st.table = t
+def _model_difficulty(
+    table: pa.Table,
+    rows: _Rows,
+    train: np.ndarray,
+    difficulty: np.ndarray,
+    c: CurriculumConfig,
+    out: Path,
+    progress_factory: Callable[[int, str], Any] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(difficulty, difficulty_source, pass_rate)`` per row: with a difficulty model, difficulty is
+    1 - the pass rate over k rollouts for the training rows; the others keep the feature difficulty."""
+    difficulty = difficulty.copy()
+    source = np.array([FEATURES_VERSION] * table.num_rows, dtype=object)
+    pass_rate = np.full(table.num_rows, np.nan)
+    if c.difficulty_model:
+        mask = np.zeros(table.num_rows, dtype=bool)
+        mask[train] = True
+        rates = _model_pass_rates(table, mask, c, out, progress_factory)
+        for i, uid in enumerate(rows.uid):
+            if uid in rates:
+                pass_rate[i] = rates[uid]
+                difficulty[i] = round(1.0 - rates[uid], 6)
+                source[i] = _difficulty_label(c)
+    return difficulty, source, pass_rate
 
 
-def _step_check_bins(st: _BuildState) -> None:
+def _with_difficulty(table: pa.Table, difficulty: np.ndarray, source: np.ndarray) -> pa.Table:
+    """``table`` with its ``difficulty`` and ``difficulty_source`` columns filled."""
+    for name, values in (
+        ("difficulty", pa.array(difficulty, pa.float64())),
+        ("difficulty_source", pa.array(source.tolist(), pa.string())),
+    ):
+        table = table.set_column(table.schema.get_field_index(name), name, values)
+    return table
+
+
+def _check_bins(train: np.ndarray, rows: _Rows, c: CurriculumConfig, filtered: bool) -> None:
     """Every bin must keep training rows; say how to get them otherwise."""
-    c = st.config
     for k, edge in enumerate(c.bins):
-        if not (st.keep & (st.bins == k)).any():
+        if not (rows.bin[train] == k).any():
             lo = c.bins[k - 1] if k else 0
             raise LongmillError(
                 f"bin {k + 1} ({lo} < prompt_tokens <= {edge}) has no training samples"
-                f"{' after filtering' if st.dropped.get('solved') or st.dropped.get('unsolved') else ''}; generate "
+                f"{' after filtering' if filtered else ''}; generate "
                 f"data at that length (datagen keychain --length {format_length(edge)}) or change --bins"
-            )
-
-
-def _step_hard(st: _BuildState) -> None:
-    """ "Hard" = at or above the bin's difficulty quantile: the candidates for retrospective sampling."""
-    st.hard = np.zeros(st.table.num_rows, dtype=bool)
-    for k in range(len(st.config.bins)):
-        members = st.keep & (st.bins == k)
-        if members.any():
-            st.hard |= members & (
-                st.difficulty >= np.quantile(st.difficulty[members], st.config.retro_hard_quantile)
             )
 
 
@@ -510,48 +544,74 @@ def _step_hard(st: _BuildState) -> None:
 BALANCE_WARN_KEPT = 0.5
 
 
-def _stage_rows(st: _BuildState, k: int) -> tuple[np.ndarray, np.ndarray, int, dict[str, Any] | None]:
-    """Stage k's own rows and its retrospective draw (task-balanced if asked).
+def _stages(
+    table: pa.Table, rows: _Rows, train: np.ndarray, difficulty: np.ndarray, c: CurriculumConfig, out: Path
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Write ``stage-1`` .. ``stage-K``: each bin's training rows (task-balanced if asked) plus hard rows of
+    earlier stages, shuffled with the stage's seed. Returns the manifest's stage records and which rows
+    are a stage's own (the others the balance cut).
 
-    Retrospective rows are drawn only from rows that are an earlier stage's own rows (``st.staged``), so a
-    row that the balance cut from its stage does not come back under another name.
-
-    Returns:
-        ``(own, retro, retro target, task-balance record or None)``.
+    "Hard" = at or above the bin's difficulty quantile; retrospective rows are drawn only among earlier
+    stages' own rows, so a row that the balance cut from its stage does not come back under another name.
     """
-    c = st.config
-    own = np.flatnonzero(st.keep & (st.bins == k))
-    earlier = np.flatnonzero(st.staged & st.hard)
-    rng = sample_rng(c.seed, "curriculum/retro", k)
-    if not c.task_balance:
-        if not k:
-            return own, np.array([], dtype=np.int64), 0, None
-        retro, target = retro_draw(earlier, st.difficulty[earlier], len(own), c.retro_share, rng)
-        return own, retro, target, None
-    return _balanced_stage_rows(st, k, own, earlier, rng)
+    hard = np.zeros(table.num_rows, dtype=bool)
+    for k in range(len(c.bins)):
+        members = train[rows.bin[train] == k]
+        if len(members):
+            hard[members] = difficulty[members] >= np.quantile(difficulty[members], c.retro_hard_quantile)
+    staged = np.zeros(table.num_rows, dtype=bool)
+    records = []
+    for k in range(len(c.bins)):
+        own = train[rows.bin[train] == k]
+        earlier = np.flatnonzero(staged & hard)
+        rng = sample_rng(c.seed, "curriculum/retro", k)
+        if c.task_balance:
+            own, retro, target, balance = _balanced_stage_rows(rows.task, difficulty, c, k, own, earlier, rng)
+        elif k:
+            retro, target = retro_draw(earlier, difficulty[earlier], len(own), c.retro_share, rng)
+            balance = None
+        else:
+            retro, target, balance = np.array([], dtype=np.int64), 0, None
+        staged[own] = True
+        idx = np.concatenate([own, retro])
+        order = sample_rng(c.seed, "curriculum/shuffle", k).permutation(len(idx))
+        name = f"stage-{k + 1}"
+        shards = write_stage(table.take(pa.array(idx[order])), out / name, c.rows_per_part)
+        records.append(_stage_record(rows, difficulty, c, k, own, retro, target, idx, shards, balance))
+        log.info("%s: %d samples (%d own, %d retrospective)", name, len(idx), len(own), len(retro))
+    return records, staged
 
 
 def _balanced_stage_rows(
-    st: _BuildState, k: int, own: np.ndarray, earlier: np.ndarray, rng: np.random.Generator
+    tasks: np.ndarray,
+    difficulty: np.ndarray,
+    c: CurriculumConfig,
+    k: int,
+    own: np.ndarray,
+    earlier: np.ndarray,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, int, dict[str, Any]]:
     """``--task-balance``: every task of the stage's own rows gets the same count, retrospective rows
     included. The own rows are drawn down to the smallest task's count, then each task draws the same
     number of retrospective rows (by difficulty, among that task's hard rows of earlier stages): the
     target share of the balanced stage, or fewer when some task has fewer such rows. Retrospective rows
-    of tasks that the stage does not train on are not drawn (they would unbalance it)."""
-    c = st.config
-    before = Counter(str(t) for t in st.tasks[own])
-    own, _ = balance_tasks(own, st.tasks, sample_rng(c.seed, "curriculum/task-balance", k))
+    of tasks that the stage does not train on are not drawn (they would unbalance it).
+
+    Returns:
+        ``(own, retro, retro target, task-balance record)``.
+    """
+    before = Counter(str(t) for t in tasks[own])
+    own, _ = balance_tasks(own, tasks, sample_rng(c.seed, "curriculum/task-balance", k))
     names = sorted(before)
     per_task = len(own) // len(names)
     retro, target, common = np.array([], dtype=np.int64), 0, 0
     if k:
-        pools = {t: earlier[st.tasks[earlier] == t] for t in names}
-        usable = {t: int((st.difficulty[p] > 0).sum()) for t, p in pools.items()}
+        pools = {t: earlier[tasks[earlier] == t] for t in names}
+        usable = {t: int((difficulty[p] > 0).sum()) for t, p in pools.items()}
         common = min([*usable.values(), int(round(c.retro_share * per_task / (1.0 - c.retro_share)))])
         drawn = []
         for t in names:
-            d, q = retro_draw(pools[t], st.difficulty[pools[t]], per_task, c.retro_share, rng, limit=common)
+            d, q = retro_draw(pools[t], difficulty[pools[t]], per_task, c.retro_share, rng, limit=common)
             drawn.append(d)
             target += q
         retro = np.sort(np.concatenate(drawn))
@@ -581,7 +641,9 @@ def _balanced_stage_rows(
 
 
 def _stage_record(
-    st: _BuildState,
+    rows: _Rows,
+    difficulty: np.ndarray,
+    c: CurriculumConfig,
     k: int,
     own: np.ndarray,
     retro: np.ndarray,
@@ -591,24 +653,23 @@ def _stage_record(
     balance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Stage k's manifest entry."""
-    c, meta, tokens, difficulty = st.config, st.meta, st.tokens, st.difficulty
     edge = c.bins[k]
     lo = c.bins[k - 1] if k else 0
-    by_source = Counter(meta["data_source"][i] for i in idx)
+    by_source = Counter(rows.data_source[i] for i in idx)
     record = {
         "name": f"stage-{k + 1}",
         "bin": [lo, edge],
         "max_prompt_length": edge,
-        "max_prompt_tokens": int(tokens[idx].max()),
+        "max_prompt_tokens": int(rows.tokens[idx].max()),
         "rows": int(len(idx)),
         "own": int(len(own)),
         "retro": int(len(retro)),
         "retro_target": target,
         "retro_share": round(len(retro) / len(idx), 6) if len(idx) else 0.0,
-        "retro_uids": [meta["uid"][i] for i in retro],
+        "retro_uids": [rows.uid[i] for i in retro],
         "by_source": dict(sorted(by_source.items())),
-        "by_task": dict(sorted(Counter(st.tasks[i] for i in idx).items())),
-        "length_hist": histogram(tokens[idx], list(np.linspace(0, edge, 11))),
+        "by_task": dict(sorted(Counter(rows.task[i] for i in idx).items())),
+        "length_hist": histogram(rows.tokens[idx], list(np.linspace(0, edge, 11))),
         "difficulty_hist": histogram(difficulty[idx], list(np.linspace(0, 1, 11))),
         "difficulty_mean": round(float(difficulty[idx].mean()), 6),
         "difficulty_mean_own": round(float(difficulty[own].mean()), 6),
@@ -620,33 +681,6 @@ def _stage_record(
     return record
 
 
-def _step_stages(st: _BuildState) -> None:
-    """Write ``stage-1`` .. ``stage-K``: own rows plus retrospective ones, shuffled with the stage's seed."""
-    c = st.config
-    st.staged = np.zeros(st.table.num_rows, dtype=bool)
-    for k in range(len(c.bins)):
-        own, retro, target, balance = _stage_rows(st, k)
-        st.staged[own] = True
-        idx = np.concatenate([own, retro])
-        order = sample_rng(c.seed, "curriculum/shuffle", k).permutation(len(idx))
-        name = f"stage-{k + 1}"
-        shards = write_stage(st.table.take(pa.array(idx[order])), st.out / name, c.rows_per_part)
-        st.stages.append(_stage_record(st, k, own, retro, target, idx, shards, balance))
-        log.info("%s: %d samples (%d own, %d retrospective)", name, len(idx), len(own), len(retro))
-    if c.task_balance:  # what the balance really dropped: training rows that are in no stage
-        st.dropped["task_balance"] = int((st.keep & ~st.staged).sum())
-
-
-def _step_eval(st: _BuildState) -> None:
-    """Write ``eval/``: the held-out rows within the bins, by length then uid."""
-    ev = np.flatnonzero(st.held & (st.bins >= 0))
-    ev = ev[np.lexsort((np.array(st.meta["uid"], dtype=object)[ev], st.tokens[ev]))] if len(ev) else ev
-    st.ev = ev
-    st.eval_shards = write_stage(
-        st.table.take(pa.array(ev, pa.int64())), st.out / "eval", st.config.rows_per_part
-    )
-
-
 def _manifest_config(c: CurriculumConfig) -> dict[str, Any]:
     config = dataclasses.asdict(c)
     if not config["difficulty_backend_option"]:  # absent when unset: manifests of older builds stay the same
@@ -654,112 +688,26 @@ def _manifest_config(c: CurriculumConfig) -> dict[str, Any]:
     return config
 
 
-def _step_manifest(st: _BuildState) -> None:
-    """Write ``heldout.json`` and ``manifest.json``."""
-    c, meta, ev = st.config, st.meta, st.ev
-    manifest = {
-        "longmill_version": __version__,
-        "config": _manifest_config(c),
-        "seeds": {
-            "split": c.seed,
-            "retro": [f"(seed={c.seed}, curriculum/retro, {k})" for k in range(len(c.bins))],
-        },
-        "inputs": st.inputs_info,
-        "bins": c.bins,
-        "difficulty_source": (
-            f"pass_rate:{c.difficulty_model}:k={c.k}:{c.correct_if}"
-            if c.difficulty_model
-            else FEATURES_VERSION
-        ),
-        "stages": st.stages,
-        "eval": {
-            "rows": int(len(ev)),
-            "source_questions": len({meta["source_id"][i] for i in ev}),
-            "by_source": dict(sorted(Counter(meta["data_source"][i] for i in ev).items())),
-            "length_hist": histogram(st.tokens[ev], list(np.linspace(0, c.bins[-1], 11)))
-            if len(ev)
-            else None,
-            "shards": st.eval_shards,
-        },
-        "dropped": dict(sorted(st.dropped.items())),
-        "features": {
-            "mean": {
-                k: round(float(v), 6)
-                for k, v in st.fdf.select(pl.exclude("uid")).mean().row(0, named=True).items()
-            }
-        },
-    }
-    atomic_write_json(st.out / HELDOUT, st.heldout)
+def _write_records(out: Path, manifest: dict[str, Any], heldout: dict[str, Any]) -> None:
+    """Write ``heldout.json``, then ``manifest.json`` (which records its hash) and ``stats.json``."""
+    atomic_write_json(out / HELDOUT, heldout)
     manifest["heldout"] = {
         "file": HELDOUT,
-        "sha256": hashlib.sha256((st.out / HELDOUT).read_bytes()).hexdigest(),
-        "source_ids": len(st.heldout["source_ids"]),
-        "questions": len(st.heldout["questions"]),
-        **st.heldout["report"],
+        "sha256": hashlib.sha256((out / HELDOUT).read_bytes()).hexdigest(),
+        "source_ids": len(heldout["source_ids"]),
+        "questions": len(heldout["questions"]),
+        **heldout["report"],
     }
-    atomic_write_json(st.out / MANIFEST, manifest)
-    st.manifest = manifest
-
-
-def _step_stats(st: _BuildState) -> None:
-    """Write ``stats.json`` (figures for ``dvc metrics``)."""
+    atomic_write_json(out / MANIFEST, manifest)
+    keys = ("rows", "own", "retro", "retro_share", "difficulty_mean", "max_prompt_length", "by_task")
     stats = {
-        "stages": {
-            s["name"]: {
-                "rows": s["rows"],
-                "own": s["own"],
-                "retro": s["retro"],
-                "retro_share": s["retro_share"],
-                "difficulty_mean": s["difficulty_mean"],
-                "max_prompt_length": s["max_prompt_length"],
-                "by_task": s["by_task"],
-            }
-            for s in st.stages
-        },
-        "eval_rows": int(len(st.ev)),
-        "train_rows": int(sum(s["own"] for s in st.stages)),
-        "dropped": dict(sorted(st.dropped.items())),
-        "difficulty_source": st.manifest["difficulty_source"],
+        "stages": {s["name"]: {k: s[k] for k in keys} for s in manifest["stages"]},
+        "eval_rows": manifest["eval"]["rows"],
+        "train_rows": int(sum(s["own"] for s in manifest["stages"])),
+        "dropped": manifest["dropped"],
+        "difficulty_source": manifest["difficulty_source"],
     }
-    atomic_write_json(st.out / "stats.json", stats)
-
-
-#: The build, in order: each step reads and extends the state, and counts the rows it drops.
-BUILD_STEPS: list[tuple[str, Callable[[_BuildState], None]]] = [
-    ("bin", _step_bin),
-    ("hold_out", _step_hold_out),
-    ("features", _step_features),
-    ("model_difficulty", _step_model_difficulty),
-    ("filter_extremes", _step_filter_extremes),
-    ("set_difficulty", _step_set_difficulty),
-    ("check_bins", _step_check_bins),
-    ("hard", _step_hard),
-    ("stages", _step_stages),
-    ("eval", _step_eval),
-    ("manifest", _step_manifest),
-    ("stats", _step_stats),
-]
-
-
-def _build(
-    inputs: list[str | Path],
-    out: Path,
-    config: CurriculumConfig,
-    progress_factory: Callable[[int, str], Any] | None,
-) -> dict[str, Any]:
-    st = _BuildState(config=config, out=out, progress_factory=progress_factory)
-    st.table, st.inputs_info = read_inputs(inputs)
-    if st.table.num_rows == 0:
-        raise LongmillError(f"the inputs hold no samples: {[str(i) for i in inputs]}")
-    st.meta = st.table.select(
-        ["uid", "source_id", "data_source", "prompt_tokens", "length_target", "task"]
-    ).to_pydict()
-    st.tasks = np.array(st.meta["task"], dtype=object)
-    st.tokens = np.asarray(st.meta["prompt_tokens"], dtype=np.int64)
-    for name, step in BUILD_STEPS:
-        log.debug("curriculum build: %s", name)
-        step(st)
-    return st.manifest
+    atomic_write_json(out / "stats.json", stats)
 
 
 def _model_pass_rates(

@@ -17,13 +17,13 @@ from datagen.cliutil import (
     FlexibleCommand,
     FlexibleGroup,
     dataclass_options,
-    explicit_options,
     fields_of,
     friendly_errors,
     parse_kv,
     progress_bar,
     raw_value,
     setup_logging,
+    typed_options,
 )
 from datagen.core.errors import LongmillError
 from datagen.core.io import atomic_write_json
@@ -169,7 +169,7 @@ def _generator_command(name: str) -> click.Command:
         length = str(raw_value("length", kw["length"])).strip()
         run = RunConfig(out=out or Path("data") / f"{name}-{length}", **fields_of(RunConfig, kw))
         config = cfg_cls(**fields_of(cfg_cls, kw))
-        config.check_given(set(explicit_options(fields_of(cfg_cls, kw))))
+        config.check_given(set(typed_options(cfg_cls, kw)))
         check_seed(config.seed)
         src = make_source(source, input_, source_opts, mapping, limit, run.strict)
         if out is None:

@@ -7,6 +7,7 @@ entry of the dataclass docstring.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import errno
 import functools
@@ -60,79 +61,124 @@ def _clean_help(text: str) -> str:
     return re.sub(r"``(.*?)``", r"\1", text).strip()
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return tp, False
+def field_defaults(cls: type) -> dict[str, Any]:
+    """``{name: default}`` of the fields of dataclass ``cls`` that have one (factories called)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+NULLS = ("None", "none", "null", "~")
+_TYPE_NAMES = {int: "integer", float: "float"}  # click's words in "'x' is not a valid integer."
+
+
+def _int_or_str(text: str) -> int | str:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _json_or_str(text: str) -> Any:
+    import json
+
+    return json.loads(text) if text.strip().startswith(("{", "[")) else text
+
+
+_METAVARS = {int: "INTEGER", float: "FLOAT", Path: "PATH", _json_or_str: "JSON"}
+
+
+def _spelling(tp: Any, parse: Callable | None) -> tuple[str, Callable, bool] | None:
+    """How a flag spells a field of type ``tp``: ``(kind, convert, optional)``, kind ``flag`` (a boolean),
+    ``list`` (``a,b`` or the flag repeated) or ``value``; None for a type no flag can spell."""
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if union else [tp]
+    optional = union and len(args) < len(typing.get_args(tp))
+    if parse is not None:  # metadata {"parse": fn}: the field reads its own spelling (60k, 20k,40k)
+        return "value", parse, optional
+    if args == [bool]:
+        return "flag", bool, optional
+    for a in args:
+        if typing.get_origin(a) is list:
+            inner = (typing.get_args(a) or (str,))[0]
+            return "list", inner if inner in (int, float) else str, optional
+    if any(a is dict or typing.get_origin(a) is dict for a in args):
+        return "value", _json_or_str, optional
+    if len(args) == 1 and args[0] in (int, float, Path):
+        return "value", args[0], optional
+    if set(args) == {int, str}:
+        return "value", _int_or_str, optional
+    if all(isinstance(a, type) and issubclass(a, str) for a in args if a is not bool):
+        return "value", str, optional
+    return None
 
 
 def dataclass_options(
-    cls: type, exclude: tuple[str, ...] = (), defaults: dict[str, Any] | None = None
+    cls: type,
+    exclude: tuple[str, ...] = (),
+    defaults: dict[str, Any] | None = None,
+    shown: tuple[str, ...] | None = None,
 ) -> Callable:
-    """A decorator adding one click option per field of dataclass ``cls``.
+    """A decorator adding one click option per field of dataclass ``cls``: the project's one options builder.
 
-    Field metadata ``{"parse": fn}`` converts the string given on the command line (e.g. ``60k``).
+    The flag is the field's name in kebab case (``--num-chains``; :class:`FlexibleCommand` also takes
+    ``--num_chains``, what DVC writes from params.yaml), its help the field's ``Args:`` entry (or its
+    ``metadata["help"]``, as TRL's fields carry it), its default the field's. Booleans get ``--x/--no-x``;
+    lists take ``a,b`` or a repeated flag; dicts take JSON; optional fields take ``None``/``null`` (what DVC
+    writes for a null); field metadata ``{"parse": fn}`` converts the text typed (``60k``). A value the user
+    typed is found by click's parameter source (:func:`typed_options`), so a default never hides a YAML value.
+
+    Args:
+        cls: the config dataclass.
+        exclude: fields that get no flag (the command sets them).
+        defaults: defaults of this command that differ from the dataclass's.
+        shown: when given, only these fields and those documented in an ``Args:`` block of ``cls`` (or a
+            base) appear in ``--help``; the others are hidden but accepted (TRL's hundreds of fields).
     """
     hints = typing.get_type_hints(cls)
-    helps = docstring_args(cls)
-    defaults = defaults or {}
+    documented = docstring_args(cls)
+    helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)} | documented
+    values = field_defaults(cls) | (defaults or {})
 
     def deco(fn: Callable) -> Callable:
         for f in reversed(dataclasses.fields(cls)):
-            if f.name in exclude or not f.init:
+            spelling = _spelling(hints[f.name], f.metadata.get("parse"))
+            if f.name in exclude or not f.init or spelling is None:
                 continue
-            tp, optional = _unwrap_optional(hints[f.name])
+            kind, convert, optional = spelling
             flag = "--" + f.name.replace("_", "-")
-            has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-            if f.name in defaults:
-                default = defaults[f.name]
-            elif f.default is not dataclasses.MISSING:
-                default = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
-            else:
-                default = None
-            if isinstance(default, list | tuple):  # shown and parsed as the CLI spells it: 20000,40000
-                default = ",".join(map(str, default))
-            required = not has_default and f.name not in defaults
-            # A required option gets no default at all: click (8.2+) does not enforce `required` on an
-            # option whose default is given, even as None, and the command would then run with None.
-            kw: dict[str, Any] = {"help": helps.get(f.name, "")}
-            if not required:
+            default = values.get(f.name)
+            kw: dict[str, Any] = {
+                "help": " ".join(str(helps.get(f.name, "")).split()).replace("%%", "%"),
+                "hidden": shown is not None and f.name not in documented and f.name not in shown,
+            }
+            if f.name in values:
+                # A required option gets no default at all: click (8.2+) does not enforce `required` on an
+                # option whose default is given, even as None, and the command would then run with None.
                 kw["default"] = default
-            parse = f.metadata.get("parse")
-            if tp is bool:
+            if kind == "flag":
                 opt = click.option(
                     f"{flag}/--no-{f.name.replace('_', '-')}",
                     f.name,
                     **{**kw, "default": None if default is None else bool(default)},
-                    show_default="auto" if default is None else True,
+                    show_default=default is not None,
                 )
-            elif parse is not None or optional:
-                # Parsed in a callback: lengths like 60k, and "None"/"null" for optional values (what `dvc`
-                # writes when it unpacks a params dict with a null into flags).
-                convert = parse or {int: int, float: float, Path: Path}.get(tp, str)
+            else:
+                if kind == "list" and default is not None and not isinstance(default, list | tuple):
+                    kw["default"] = [default]  # report_to: "none" (TRL's str-or-list fields)
+                elif isinstance(default, list | tuple) and kind != "list":  # as the CLI spells it: 20k,40k
+                    kw["default"] = ",".join(map(str, default))
                 opt = click.option(
                     flag,
                     f.name,
                     type=click.STRING,
-                    show_default=default is not None,
-                    required=required,
-                    callback=lambda ctx, p, v, _c=convert, _o=optional: _convert(_c, v, p, _o, ctx),
+                    metavar="A,B" if kind == "list" else _METAVARS.get(convert, "TEXT"),
+                    multiple=kind == "list",
+                    show_default=default is not None and not isinstance(default, dict),
+                    required=f.name not in values,
+                    callback=functools.partial(_convert, convert, kind == "list", optional, default),
                     **kw,
-                )
-            else:
-                ctype = {
-                    int: click.INT,
-                    float: click.FLOAT,
-                    str: click.STRING,
-                    Path: click.Path(path_type=Path),
-                }.get(tp, click.STRING)
-                opt = click.option(
-                    flag, f.name, type=ctype, show_default=default is not None, required=required, **kw
                 )
             fn = opt(fn)
         return fn
@@ -140,26 +186,34 @@ def dataclass_options(
     return deco
 
 
-NULLS = ("None", "none", "null", "~")
-
-
 def _convert(
-    parse: Callable[[str], Any],
-    value: Any,
+    convert: Callable[[str], Any],
+    is_list: bool,
+    optional: bool,
+    default: Any,
+    ctx: click.Context,
     param: click.Parameter,
-    optional: bool = False,
-    ctx: click.Context | None = None,
+    value: Any,
 ) -> Any:
-    if ctx is not None and param.name:  # the value as the user typed it (a length shown as "60k")
-        ctx.meta[f"longmill.raw.{param.name}"] = value
-    if value is None or (optional and isinstance(value, str) and value in NULLS):
+    """A typed flag's value: the field's own default object when it was not typed, else ``value`` parsed."""
+    from click.core import ParameterSource
+
+    if ctx.get_parameter_source(param.name) is ParameterSource.DEFAULT:
+        return copy.deepcopy(default)  # a list default is the command's own, not shared between runs
+    ctx.meta[f"longmill.raw.{param.name}"] = value  # as the user typed it (a length shown as "60k")
+    texts = [x for v in value for x in str(v).split(",") if x != ""] if is_list else [value]
+    if not is_list and (value is None or (optional and value in NULLS)):
         return None
-    if not isinstance(value, str):
-        return value
-    try:
-        return parse(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param=param) from None
+    out = []
+    for text in texts:
+        try:
+            out.append(convert(text))
+        except ValueError as e:
+            name = _TYPE_NAMES.get(convert)
+            raise click.BadParameter(
+                f"{text!r} is not a valid {name}." if name else str(e), ctx, param
+            ) from None
+    return (out or None) if is_list else out[0]
 
 
 class FlexibleCommand(click.Command):
@@ -187,15 +241,18 @@ def fields_of(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in names}
 
 
-def explicit_options(values: dict[str, Any]) -> dict[str, Any]:
-    """The subset of ``values`` the user typed on the command line (so they can override a config file)."""
+def typed_options(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The values of ``cls``'s fields that the user typed (by click's parameter source: a typed value equal
+    to the default counts), so that they can override a config file or be checked against each other."""
     from click.core import ParameterSource
 
     ctx = click.get_current_context()
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
     return {
         k: v
         for k, v in values.items()
-        if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        if k in names
+        and ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     }
 
 

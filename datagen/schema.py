@@ -356,56 +356,23 @@ def task_of(row: dict[str, Any]) -> str:
 
 
 def conform_samples(table: pa.Table) -> pa.Table:
-    """``table`` in today's :data:`SAMPLE_SCHEMA`: columns and extra_info fields added since its shard was
-    written are filled in (``task`` from ``generator``, the rest null), so older shards still read.
+    """``table`` in today's :data:`SAMPLE_SCHEMA`: columns and extra_info and chain fields added since its
+    shard was written are filled in (``task`` from ``generator``, the rest null), so older shards still read.
+    The nested fields are pyarrow's cast's to fill (pyarrow >= 19: apache/arrow#44587).
 
     Raises:
         ValueError: a column that is neither in the schema's current nor in an older form is missing.
     """
-    names = set(table.schema.names)
-    if "task" not in names and "generator" in names:
+    if "task" not in table.schema.names and "generator" in table.schema.names:
         table = table.append_column("task", table.column("generator"))
     for name in OPTIONAL_COLUMNS:
         if name not in table.schema.names:
             field = SAMPLE_SCHEMA.field(name)
             table = table.append_column(field, pa.nulls(table.num_rows, field.type))
-    if "extra_info" in names:
-        ei = table.column("extra_info").combine_chunks()
-        have = {ei.type.field(i).name for i in range(ei.type.num_fields)}
-        if not set(EXTRA_INFO_OPTIONAL) <= have:
-            arrays = {
-                f.name: ei.field(f.name) if f.name in have else pa.nulls(len(ei), f.type)
-                for f in EXTRA_INFO_TYPE
-            }
-            fixed = pa.StructArray.from_arrays(
-                list(arrays.values()), fields=list(EXTRA_INFO_TYPE), mask=ei.is_null()
-            )
-            table = table.set_column(table.schema.get_field_index("extra_info"), "extra_info", fixed)
-    if "chains" in names:
-        table = _conform_chains(table)
     missing = set(SAMPLE_SCHEMA.names) - set(table.schema.names)
     if missing:
         raise ValueError(f"not a longmill sample table: columns {sorted(missing)} are missing")
     return table.select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA)
-
-
-def _conform_chains(table: pa.Table) -> pa.Table:
-    """The ``chains`` column with the chain fields added since its shard was written (null).
-
-    pyarrow 19 and later fill such fields in a plain cast (apache/arrow#44587); the floor is pyarrow 15,
-    whose cast refuses a struct with more fields, so the column is rebuilt here.
-    """
-    col = table.column("chains").combine_chunks()
-    if not (pa.types.is_list(col.type) and pa.types.is_struct(col.type.value_type)):
-        return table
-    have = {f.name for f in col.type.value_type}
-    if not set(CHAIN_OPTIONAL) - have:
-        return table
-    flat = col.values
-    arrays = [flat.field(f.name) if f.name in have else pa.nulls(len(flat), f.type) for f in CHAIN_TYPE]
-    values = pa.StructArray.from_arrays(arrays, fields=list(CHAIN_TYPE), mask=flat.is_null())
-    fixed = pa.ListArray.from_arrays(col.offsets, values, mask=col.is_null())
-    return table.set_column(table.schema.get_field_index("chains"), "chains", fixed)
 
 
 def schema_core(schema: pa.Schema) -> pa.Schema:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.core.errors import LongmillError
+from datagen.core.stats import Stats, filter_rows
 from datagen.sources.base import SkipCounter
 from eval.data import EvalItem, length_label
 from eval.extract import extract_answer
@@ -125,23 +126,6 @@ def read_predictions(path: str | Path, skips: SkipCounter | None = None) -> dict
     return {rec["uid"]: rec["completions"] for _, rec in read_prediction_records(path, skips)}
 
 
-@dataclass
-class _ScoreState:
-    """What the scoring steps pass along; each step adds its own counts (and failure reasons) to ``counts``."""
-
-    items: Sequence[EvalItem]
-    predictions: dict[str, list[str] | None]
-    judge: Judge | None
-    progress: Callable[[int], None] | None
-    pass_metric: str
-    counts: dict[str, Any] = field(default_factory=dict)
-    per_item: list[tuple[EvalItem, list[str | None], list[dict[str, float]]]] = field(default_factory=list)
-    judge_queue: list[tuple[int, int, tuple[str, str, list[str]]]] = field(default_factory=list)
-    verdicts: dict[tuple[int, int], float | None] = field(default_factory=dict)
-    ks: list[int] = field(default_factory=lambda: [1])
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-
 def _resolve_pass_metric(pass_metric: str | None, judge: Judge | None) -> str:
     pass_metric = pass_metric or ("max_em_judge" if judge else "em")
     if pass_metric not in (*RULE_METRICS, "judge", "max_em_judge"):
@@ -153,93 +137,133 @@ def _resolve_pass_metric(pass_metric: str | None, judge: Judge | None) -> str:
     return pass_metric
 
 
-def _step_match(st: _ScoreState) -> None:
-    """Pair items with predictions; counts ``missing_predictions`` and ``unknown_uids``."""
-    items, predictions = st.items, st.predictions
-    missing = [it.uid for it in items if it.uid not in predictions]
+def score(
+    items: Sequence[EvalItem],
+    predictions: dict[str, list[str] | None],
+    judge: Judge | None = None,
+    progress: Callable[[int], None] | None = None,
+    pass_metric: str | None = None,
+) -> Scored:
+    """Score every item that has predictions.
+
+    The steps take data and return data: items without a scorable prediction are filtered out, each
+    under its reason (``missing_predictions``, ``generation_failed``, counted by
+    :func:`~datagen.core.stats.filter_rows`); the rules score the others, the judge is asked where EM
+    missed, and each scored item becomes one row.
+
+    Args:
+        items: the evaluation items.
+        predictions: ``{uid: completions}`` (None = generation failed).
+        judge: asked about completions whose EM missed; None scores with rules only.
+        progress: called with the number of completions judged.
+        pass_metric: which per-completion metric counts as correct for pass@k (default
+            ``max_em_judge`` with a judge, else ``em``).
+    """
+    pass_metric = _resolve_pass_metric(pass_metric, judge)
     known = {it.uid for it in items}
     unknown = [u for u in predictions if u not in known]
-    st.counts.update(
-        {
-            "samples": len(items),
-            "predictions": len(predictions),
-            "missing_predictions": len(missing),
-            "unknown_uids": len(unknown),
-            "generation_failed": 0,
-            "completions": 0,
-            "no_answer_extracted": 0,
-        }
-    )
+    verdicts = [_unscorable(it.uid, predictions) for it in items]
+    dropped = Stats()
+    scorable = filter_rows(list(items), verdicts, dropped, ["missing_predictions", "generation_failed"])
+    missing = [it.uid for it, v in zip(items, verdicts, strict=True) if v == "missing_predictions"]
+    _warn_unmatched(missing, unknown, len(items))
+    per_item = [_rule_scores(it, predictions[it.uid]) for it in scorable]
+    counts: dict[str, Any] = {
+        "samples": len(items),
+        "predictions": len(predictions),
+        "missing_predictions": dropped["missing_predictions"],
+        "unknown_uids": len(unknown),
+        "generation_failed": dropped["generation_failed"],
+        "completions": sum(len(answers) for _, answers, _ in per_item),
+        "no_answer_extracted": sum(a is None for _, answers, _ in per_item for a in answers),
+    }
     if missing:
-        st.counts["missing_predictions_first"] = missing[:5]
+        counts["missing_predictions_first"] = missing[:5]
+    if unknown:
+        counts["unknown_uids_first"] = unknown[:5]
+    judged, judge_counts = _judge(per_item, judge, progress)
+    counts.update(judge_counts)
+    rows, ks = _rows(per_item, judged, judge is not None, pass_metric)
+    # Coverage: the share of the items that the metrics are taken over.
+    counts["scored"] = len(rows)
+    counts["coverage"] = round(len(rows) / len(items), 6) if items else 0.0
+    judge_names = ["judge", "max_em_judge", "max_em_judge_bound"] if judge is not None else []
+    names = RULE_METRICS + judge_names + [f"pass@{k}" for k in ks]
+    counts["pass_metric"] = pass_metric
+    return Scored(rows=rows, counts=counts, ks=ks, judged=judge is not None, metric_names=names)
+
+
+def _unscorable(uid: str, predictions: dict[str, list[str] | None]) -> str | None:
+    """Why item ``uid`` cannot be scored, or None when it can."""
+    if uid not in predictions:
+        return "missing_predictions"
+    return "generation_failed" if predictions[uid] is None else None
+
+
+def _warn_unmatched(missing: list[str], unknown: list[str], n_items: int) -> None:
+    if missing:
         log.warning(
             "%d of %d items have no prediction (first: %s); they are not scored",
             len(missing),
-            len(items),
+            n_items,
             missing[0],
         )
     if unknown:
-        st.counts["unknown_uids_first"] = unknown[:5]
         log.warning(
             "%d prediction(s) answer uids that are not among the %d items (first: %s); they are ignored. "
             "Are --data and --predictions from the same run (and --limit the same)?",
             len(unknown),
-            len(items),
+            n_items,
             ", ".join(unknown[:3]),
         )
 
 
-def _step_rules(st: _ScoreState) -> None:
-    """Extract answers and score them with the rule metrics; counts ``generation_failed`` and
-    ``no_answer_extracted``, and queues completions whose EM missed for the judge."""
-    for it in st.items:
-        comps = st.predictions.get(it.uid, "missing")
-        if comps == "missing":
-            continue
-        if comps is None:
-            st.counts["generation_failed"] += 1
-            continue
-        if not comps:
-            raise LongmillError(
-                f"predictions for uid {it.uid} are an empty list; expected k >= 1 completions"
-            )
-        answers = [extract_answer(c) for c in comps]
-        rules = [score_prediction(a, it.answers) for a in answers]
-        st.counts["completions"] += len(comps)
-        st.counts["no_answer_extracted"] += sum(a is None for a in answers)
-        k = len(st.per_item)
-        st.per_item.append((it, answers, rules))
-        if st.judge is not None:
-            for j, (a, r) in enumerate(zip(answers, rules, strict=True)):
-                if a is not None and r["em"] < 1.0:
-                    st.judge_queue.append((k, j, (it.question, a, it.answers)))
+_PerItem = tuple[EvalItem, list[str | None], list[dict[str, float]]]
 
 
-def _step_judge(st: _ScoreState) -> None:
-    """Ask the judge about the queued completions; counts ``judge_calls`` and ``judge_failed``."""
-    judge = st.judge
+def _rule_scores(it: EvalItem, comps: list[str] | None) -> _PerItem:
+    """The item, the answer extracted from each completion, and each answer's rule metrics."""
+    if not comps:
+        raise LongmillError(f"predictions for uid {it.uid} are an empty list; expected k >= 1 completions")
+    answers = [extract_answer(c) for c in comps]
+    return it, answers, [score_prediction(a, it.answers) for a in answers]
+
+
+def _judge(
+    per_item: list[_PerItem], judge: Judge | None, progress: Callable[[int], None] | None
+) -> tuple[dict[tuple[int, int], float | None], dict[str, Any]]:
+    """The judge's verdict (None: the call failed) on completion j of item k wherever an answer was
+    extracted and EM missed, and the judge's counts (``judge_calls``, ``judge_failed``, ``judge``)."""
     if judge is None:
-        return
-    if st.judge_queue:
-        results = judge.judge_many([q for _, _, q in st.judge_queue], progress=st.progress)
-        for (k, j, _), r in zip(st.judge_queue, results, strict=True):
-            st.verdicts[(k, j)] = None if r.failed else float(bool(r.verdict))
-        st.counts.update(
-            {"judge_calls": len(st.judge_queue), "judge_failed": sum(v is None for v in st.verdicts.values())}
-        )
-    st.counts["judge"] = judge.stats
+        return {}, {}
+    queue = [
+        (k, j, (it.question, a, it.answers))
+        for k, (it, answers, rules) in enumerate(per_item)
+        for j, (a, r) in enumerate(zip(answers, rules, strict=True))
+        if a is not None and r["em"] < 1.0
+    ]
+    verdicts: dict[tuple[int, int], float | None] = {}
+    counts: dict[str, Any] = {}
+    if queue:
+        results = judge.judge_many([q for _, _, q in queue], progress=progress)
+        for (k, j, _), r in zip(queue, results, strict=True):
+            verdicts[(k, j)] = None if r.failed else float(bool(r.verdict))
+        counts = {"judge_calls": len(queue), "judge_failed": sum(v is None for v in verdicts.values())}
+    counts["judge"] = judge.stats
+    return verdicts, counts
 
 
 def _completion_scores(
-    st: _ScoreState, k: int, answers: list[str | None], rules: list[dict[str, float]]
+    k: int, per_item: _PerItem, verdicts: dict[tuple[int, int], float | None], judged: bool
 ) -> tuple[list[dict[str, float]], int]:
     """Every metric of each completion of item ``k``, and how many of its judge calls failed."""
+    _, answers, rules = per_item
     per_comp: list[dict[str, float]] = []
     failed = 0
     for j, r in enumerate(rules):
         c: dict[str, float] = dict(r)
-        if st.judge is not None:
-            jv = 1.0 if r["em"] >= 1.0 else (0.0 if answers[j] is None else st.verdicts.get((k, j)))
+        if judged:
+            jv = 1.0 if r["em"] >= 1.0 else (0.0 if answers[j] is None else verdicts.get((k, j)))
             failed += jv is None
             c["judge"] = r["em"] if jv is None else jv  # a failed call keeps the rule's score
             c["max_em_judge"] = max_em_judge(r["em"], jv)
@@ -248,11 +272,15 @@ def _completion_scores(
     return per_comp, failed
 
 
-def _step_rows(st: _ScoreState) -> None:
-    """One row per scored item: its group keys, every metric averaged over completions, and pass@k."""
-    n_values = {len(a) for _, a, _ in st.per_item}
-    st.ks = default_ks(min(n_values)) if n_values else [1]
-    for k, (it, answers, rules) in enumerate(st.per_item):
+def _rows(
+    per_item: list[_PerItem], verdicts: dict[tuple[int, int], float | None], judged: bool, pass_metric: str
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """One row per scored item: its group keys, every metric averaged over completions, and pass@k; and
+    the ks of pass@k."""
+    n_values = {len(a) for _, a, _ in per_item}
+    ks = default_ks(min(n_values)) if n_values else [1]
+    rows = []
+    for k, (it, answers, rules) in enumerate(per_item):
         row: dict[str, Any] = {
             "uid": it.uid,
             "data_source": it.data_source,
@@ -264,51 +292,13 @@ def _step_rows(st: _ScoreState) -> None:
             "n": len(answers),
             "prediction": answers[0],
         }
-        per_comp, failed = _completion_scores(st, k, answers, rules)
+        per_comp, failed = _completion_scores(k, (it, answers, rules), verdicts, judged)
         for name in per_comp[0]:
             row[name] = sum(c[name] for c in per_comp) / len(per_comp)
-        if st.judge is not None:
+        if judged:
             row["judge_failed"] = failed
-        correct = sum(c[st.pass_metric] >= 1.0 for c in per_comp)
-        for kk in st.ks:
+        correct = sum(c[pass_metric] >= 1.0 for c in per_comp)
+        for kk in ks:
             row[f"pass@{kk}"] = pass_at_k(len(per_comp), correct, kk) if len(per_comp) >= kk else None
-        st.rows.append(row)
-
-
-#: Scoring, in order: each step reads and extends the state and counts what it could not score.
-SCORE_STEPS: list[tuple[str, Callable[[_ScoreState], None]]] = [
-    ("match", _step_match),
-    ("rules", _step_rules),
-    ("judge", _step_judge),
-    ("rows", _step_rows),
-]
-
-
-def score(
-    items: Sequence[EvalItem],
-    predictions: dict[str, list[str] | None],
-    judge: Judge | None = None,
-    progress: Callable[[int], None] | None = None,
-    pass_metric: str | None = None,
-) -> Scored:
-    """Score every item that has predictions.
-
-    Args:
-        items: the evaluation items.
-        predictions: ``{uid: completions}`` (None = generation failed).
-        judge: asked about completions whose EM missed; None scores with rules only.
-        progress: called with the number of completions judged.
-        pass_metric: which per-completion metric counts as correct for pass@k (default
-            ``max_em_judge`` with a judge, else ``em``).
-    """
-    st = _ScoreState(items, predictions, judge, progress, _resolve_pass_metric(pass_metric, judge))
-    for name, step in SCORE_STEPS:
-        log.debug("scoring: %s", name)
-        step(st)
-    # Coverage: the share of the items that the metrics are taken over.
-    st.counts["scored"] = len(st.rows)
-    st.counts["coverage"] = round(len(st.rows) / len(items), 6) if items else 0.0
-    judge_names = ["judge", "max_em_judge", "max_em_judge_bound"] if judge is not None else []
-    names = RULE_METRICS + judge_names + [f"pass@{k}" for k in st.ks]
-    st.counts["pass_metric"] = st.pass_metric
-    return Scored(rows=st.rows, counts=st.counts, ks=st.ks, judged=judge is not None, metric_names=names)
+        rows.append(row)
+    return rows, ks

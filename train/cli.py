@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from datagen.cliutil import FlexibleGroup, friendly_errors, setup_logging
-from train.config import GRPOPhaseConfig, SFTConfig, config_options, load_yaml_config, typed_options
+from datagen.cliutil import FlexibleGroup, dataclass_options, friendly_errors, setup_logging, typed_options
+from train.config import NOT_FLAGS, GRPOPhaseConfig, SFTConfig, load_yaml_config
 
 #: TRL options listed in `grpo --help` (every other GRPOConfig/TrainingArguments field is accepted too).
 GRPO_SHOWN = (
@@ -139,7 +139,7 @@ def init_model(preset: str, out: Path, seed: int) -> None:
     default=None,
     help="The curriculum's heldout.json (or its folder): triplets with held-out ids or questions are left out.",
 )
-@config_options(SFTConfig, shown=SFT_SHOWN)
+@dataclass_options(SFTConfig, exclude=NOT_FLAGS, shown=SFT_SHOWN)
 @friendly_errors
 def sft(
     data: str, out: Path, config_file: str | None, metrics_dir: str | None, heldout: str | None, **kw
@@ -185,7 +185,7 @@ def sft(
     default=None,
     help="Also write each phase's metrics.csv here as phase-K.csv (for `dvc plots`).",
 )
-@config_options(GRPOPhaseConfig, shown=GRPO_SHOWN)
+@dataclass_options(GRPOPhaseConfig, exclude=NOT_FLAGS, shown=GRPO_SHOWN)
 @friendly_errors
 def grpo(
     curriculum: str,
@@ -248,7 +248,7 @@ def grpo(
     show_default=True,
     help="Memory of one GPU of the verl cluster (the memory plan sets the token budget per GPU and offload).",
 )
-@config_options(GRPOPhaseConfig, shown=GRPO_SHOWN)
+@dataclass_options(GRPOPhaseConfig, exclude=NOT_FLAGS, shown=GRPO_SHOWN)
 @friendly_errors
 def verl_config(
     curriculum: str,

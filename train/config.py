@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import yaml
 from trl import GRPOConfig as TRLGRPOConfig
 from trl import SFTConfig as TRLSFTConfig
 
+from datagen.cliutil import field_defaults
 from datagen.core.errors import LongmillError
 
 ROLLOUTS = ("auto", "hf", "vllm-colocate", "vllm-server")
@@ -77,21 +77,11 @@ def check_trl_fields(base: type, names: tuple[str, ...] = DAPO_CRITICAL_FIELDS) 
         )
 
 
-def _defaults(cls: type) -> dict[str, Any]:
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = f.default_factory()
-    return out
-
-
 class _GivenMixin:
     """Remembers the values that differ from the class defaults, before TRL's ``__post_init__`` derives others."""
 
     def _snapshot_given(self) -> None:
-        defaults = _defaults(type(self))
+        defaults = field_defaults(type(self))
         given = {}
         for f in dataclasses.fields(self):
             if not f.init:
@@ -398,127 +388,3 @@ def load_yaml_config(cls: type, path: str | Path | None, overrides: dict[str, An
             raise unknown_key_error(key, names, "options")
     values.update(overrides)
     return cls(**values)
-
-
-# -- click options for every field ------------------------------------------------------------------
-
-_NULLS = ("None", "none", "null", "~")
-
-
-def _field_kind(tp: Any) -> tuple[str, Any]:
-    """(kind, element type) of a field's annotation: bool, int, float, str, list, json or skip."""
-    args = (
-        [a for a in typing.get_args(tp) if a is not type(None)]
-        if typing.get_origin(tp) in (typing.Union, type(int | None))
-        else [tp]
-    )
-    if bool in args and len(args) == 1:
-        return "bool", bool
-    for a in args:
-        if typing.get_origin(a) is list:
-            inner = (typing.get_args(a) or (str,))[0]
-            return "list", inner if inner in (int, float) else str
-    if any(a is dict or typing.get_origin(a) is dict for a in args):
-        return "json", None
-    for simple in (int, float):
-        if args == [simple]:
-            return simple.__name__, simple
-    if args == [int, str] or args == [str, int]:
-        return "intstr", None
-    if all(isinstance(a, type) and (a is str or issubclass(a, str)) for a in args if a is not bool):
-        return "str", str
-    return "skip", None
-
-
-def _parse_value(kind: str, inner: Any, value: Any) -> Any:
-    import json
-
-    import click
-
-    if value is None:
-        return None
-    if kind == "list":
-        items = [x for v in value for x in str(v).split(",") if x != ""]
-        return [inner(x) for x in items] if items else None
-    if isinstance(value, str) and value in _NULLS:
-        return None
-    try:
-        if kind == "json":
-            return json.loads(value) if value.strip().startswith(("{", "[")) else value
-        if kind == "intstr":
-            return int(value) if value.lstrip("-").isdigit() else value
-        if kind in ("int", "float"):
-            return inner(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-    return value
-
-
-def config_options(cls: type, shown: tuple[str, ...] | None = None) -> Any:
-    """A click decorator with one option per field of ``cls`` (longmill's and TRL's).
-
-    Options named in ``shown`` (and every longmill field) appear in ``--help``; the other TRL fields are
-    hidden but accepted, so ``--help`` stays readable while every option stays reachable. Flags accept
-    ``--name_with_underscores`` too (what DVC writes from params.yaml), ``None`` for optional values, and
-    lists as ``a,b`` or a repeated flag.
-    """
-    import click
-
-    from datagen.cliutil import docstring_args
-
-    hints = typing.get_type_hints(cls)
-    own = set(docstring_args(cls))
-    helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)} | docstring_args(cls)
-    defaults = _defaults(cls)
-
-    def deco(fn: Any) -> Any:
-        for f in reversed(dataclasses.fields(cls)):
-            if not f.init or f.name in NOT_FLAGS:
-                continue
-            kind, inner = _field_kind(hints[f.name])
-            if kind == "skip":
-                continue
-            flag = "--" + f.name.replace("_", "-")
-            hidden = not (f.name in own or (shown is not None and f.name in shown))
-            default = defaults.get(f.name)
-            help_ = " ".join(str(helps.get(f.name, "")).split()).replace("%%", "%")
-            if default is not None and not isinstance(default, dict | list):
-                help_ += f"  [default: {default}]"
-            if kind == "bool":
-                opt = click.option(
-                    f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None, hidden=hidden, help=help_
-                )
-            else:
-                metavar = {"int": "INTEGER", "float": "FLOAT", "list": "A,B", "json": "JSON"}.get(
-                    kind, "TEXT"
-                )
-                opt = click.option(
-                    flag,
-                    f.name,
-                    type=click.STRING,
-                    default=None,
-                    hidden=hidden,
-                    help=help_,
-                    multiple=kind == "list",
-                    metavar=metavar,
-                    callback=lambda ctx, p, v, _k=kind, _i=inner: _parse_value(_k, _i, v),
-                )
-            fn = opt(fn)
-        return fn
-
-    return deco
-
-
-def typed_options(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """The options the user typed on the command line (by click's parameter source), for ``cls``'s fields."""
-    import click
-    from click.core import ParameterSource
-
-    ctx = click.get_current_context()
-    names = set(config_keys(cls))
-    return {
-        k: v
-        for k, v in values.items()
-        if k in names
-        and ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-    }

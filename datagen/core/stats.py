@@ -1,20 +1,26 @@
-"""One counting mechanism for every package (as datatrove's ``Stats``).
+"""One counting mechanism for every package (as datatrove's ``Stats``), and the base of every filter step.
 
 A :class:`Stats` holds named counters (``requests``, ``skipped``...) and named groups of counters
 (``failures_by_reason``), and optionally lists of observed values summarised as min / median / max / mean.
 Every update takes a lock, so many threads may count at once; :meth:`to_dict` is a consistent snapshot
 that goes straight into ``stats.json``; :meth:`merge` adds another :class:`Stats` (or a dict written by
 one) into this one, which is how per-part and per-worker counts are combined.
+
+:func:`filter_rows` is what datatrove's ``BaseFilter.run`` is to its filters: a step answers, for each row
+it is given, None (keep) or the reason to drop it, and the base counts the reasons, so no step counts its
+own drops by hand.
 """
 
 from __future__ import annotations
 
 import statistics
 import threading
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 Number = int | float
+Rows = TypeVar("Rows")
 
 
 def summarize(values: Iterable[Number]) -> dict[str, Number] | None:
@@ -186,3 +192,29 @@ class Stats:
         self._lock = threading.Lock()
         self._data = state["_data"]
         self._values = state["_values"]
+
+
+def filter_rows(
+    rows: Rows, verdicts: Sequence[str | None], stats: Stats, declared: Iterable[str] = ()
+) -> Rows:
+    """The rows whose verdict is None; every other row's verdict is its drop reason, counted in ``stats``.
+
+    Args:
+        rows: a list, or a numpy array of row indices (which stays one).
+        verdicts: one per row: None to keep it, else why it is dropped (``above_last_bin``...).
+        stats: where each reason is counted (``stats[reason]`` += dropped rows).
+        declared: reasons that appear in ``stats`` even when nothing was dropped for them.
+
+    Example:
+        >>> drops = Stats()
+        >>> filter_rows(["a", "b", "c"], [None, "too_long", None], drops, declared=["empty"])
+        ['a', 'c']
+        >>> drops.to_dict()
+        {'empty': 0, 'too_long': 1}
+    """
+    stats.update({reason: 0 for reason in declared})
+    stats.update(Counter(v for v in verdicts if v is not None))
+    keep = [v is None for v in verdicts]
+    if isinstance(rows, list):
+        return [r for r, k in zip(rows, keep, strict=True) if k]  # type: ignore[return-value]
+    return rows[keep] if len(keep) else rows  # type: ignore[index]

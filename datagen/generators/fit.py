@@ -355,12 +355,13 @@ def fit_prompt(
             " or fewer chains/hops" if pairs else "",
         )
     _fill(plan, candidates, budget, lo - fixed - pair_total, tokenizer)
-    docs, gold_pos = _order(plan, rng, depth)
-    places = _place_pairs(docs, len(pairs), rng, counter, between)
+    frame = (head, tail, pairs)
 
     corrections = 0
     while True:
-        content, depths, docs_cost, offsets = _render(head, tail, docs, gold_pos, pairs, places, counter)
+        content, docs, gold_pos, places, depths, docs_cost, offsets = _layout(
+            plan, rng, depth, frame, between
+        )
         messages = messages_for(content)
         if tokenizer.additive:
             loose = [
@@ -400,11 +401,7 @@ def fit_prompt(
             _correct(plan, target - measured, candidates, tokenizer)
         except _NothingToRemove:
             # Measure what cannot shrink (instructions, pairs, gold documents, the template) to say what works.
-            docs, gold_pos = _order(plan, rng, depth)
-            places = _place_pairs(docs, len(pairs), rng, counter)
-            floor = tokenizer.count_messages(
-                messages_for(_render(head, tail, docs, gold_pos, pairs, places, counter)[0])
-            )
+            floor = tokenizer.count_messages(messages_for(_layout(plan, rng, depth, frame, between)[0]))
             if floor > length:
                 raise LengthBudgetError(
                     f"length {length} is too small with tokenizer {tokenizer.name} and its chat template: with no "
@@ -415,8 +412,23 @@ def fit_prompt(
                 f"could not fit the prompt into [{lo}, {length}] tokens with tokenizer {tokenizer.name}: its counts "
                 f"do not add up over the pieces (measured {measured}); try a larger --tolerance"
             ) from None
-        docs, gold_pos = _order(plan, rng, depth)
-        places = _place_pairs(docs, len(pairs), rng, counter, between)
+
+
+def _layout(
+    plan: _Plan,
+    rng: np.random.Generator,
+    depth: float | None,
+    frame: tuple[str, str, Sequence[str]],
+    between: Sequence[bool],
+) -> tuple[str, list[Document], list[int], list[tuple[int, int]], list[float], int, list[int]]:
+    """The one arrangement of a plan: its documents in order, the pairs placed among them (those flagged
+    ``between`` on their own lines), and the rendered user content with its depths, predicted document
+    tokens and offsets (see :func:`_render`). The fit and the floor it reports both measure this."""
+    head, tail, pairs = frame
+    docs, gold_pos = _order(plan, rng, depth)
+    places = _place_pairs(docs, len(pairs), rng, plan.counter, between)
+    content, depths, docs_cost, offsets = _render(head, tail, docs, gold_pos, pairs, places, plan.counter)
+    return content, docs, gold_pos, places, depths, docs_cost, offsets
 
 
 def _fill(plan: _Plan, candidates: Iterator[Document], budget: int, low: int, tokenizer: Tokenizer) -> None:

@@ -283,3 +283,67 @@ def test_unaudited_samples_skip_the_final_tokenisation(toy_corpus, monkeypatch):
     assert calls == []
     gen.sample(AUDIT_EVERY, Counter())
     assert calls == [1]
+
+
+class _SeamTokenizer:
+    """Qwen2.5's counts, except that a pair on its own line costs 2 tokens more in the whole prompt than
+    counted alone (as with SmolLM2-135M's tokenizer through ``hf:``, where it costs 2 more than a pair after a
+    sentence end; with Qwen2.5 and cl100k both cost the same). Not additive: the fitter measures the whole."""
+
+    additive = False
+
+    def __init__(self):
+        self._tok = get_tokenizer("qwen2.5")
+        self.name = "seam-test"
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+    def count_messages(self, messages, add_generation_prompt=True):
+        loose = sum(m["content"].count("}.\n\n") for m in messages)
+        return self._tok.count_messages(messages, add_generation_prompt) + 2 * loose
+
+
+def test_the_floor_of_a_prompt_with_pairs_between_documents_is_measured_as_written(toy_corpus):
+    """With no distractor left to remove, the fitter measures what cannot shrink to name the length that
+    works. That prompt must be laid out as the sample would be, pairs flagged ``between`` on their own lines:
+    laid out with them after sentence ends (the old code), the length it named was too small to make it."""
+    import numpy as np
+
+    from datagen.core.errors import LengthFitError
+    from datagen.generators.fit import DocCounter, fit_prompt
+
+    tok = _SeamTokenizer()
+    counter = DocCounter(tok, GENERATORS.get("longqa")(GenConfig(length=4000), toy_corpus).template)
+    gold = toy_corpus.triplets[0].gold_docs
+    pairs = [f'{{"k{i:02d}": "v{i:02d}"}}' for i in range(12)]
+
+    def fit(length, tolerance=0.01):
+        return fit_prompt(
+            tokenizer=tok,
+            counter=counter,
+            length=length,
+            tolerance=tolerance,
+            head="Read the documents.\n",
+            tail="Answer the question.",
+            gold=gold,
+            candidates=iter([d for t in toy_corpus.triplets[1:] for d in t.gold_docs + t.distractor_docs]),
+            rng=np.random.default_rng(0),
+            pairs=pairs,
+            between=[True] * len(pairs),
+        )
+
+    with pytest.raises(LengthBudgetError) as e:
+        fit(10)
+    pieces = e.value.need  # instructions, pairs and gold documents, counted piece by piece
+    with pytest.raises(LengthBudgetError) as e:
+        fit(
+            pieces + 10, tolerance=0.2
+        )  # the pieces fit, the whole does not: the fitter corrects until nothing is left
+    need = e.value.need
+    result = fit(need, tolerance=0.5)  # the length it names holds the prompt
+    assert result.prompt_tokens <= need
+    with pytest.raises(LengthBudgetError):  # and one token less does not (not the tolerance's fault)
+        fit(need - 1, tolerance=0.5)
+    with pytest.raises((LengthBudgetError, LengthFitError)):
+        fit(need - 1)

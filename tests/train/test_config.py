@@ -86,6 +86,30 @@ def test_any_trl_field_from_yaml_and_flags_with_flags_winning(tmp_path, captured
     assert c.given["num_iterations"] == 2 and "output_dir" not in c.given
 
 
+def test_a_bad_flag_value_is_a_one_line_error_naming_the_flag(captured):
+    """A list of numbers and a number that is not optional: the value is refused by click, naming the flag
+    (a bad --reward-weights item used to escape as a ValueError traceback, and --learning-rate None used
+    to reach TRL as None)."""
+    for args, needle in (
+        (("--reward-weights", "1,x"), "Invalid value for '--reward-weights': 'x' is not a valid float."),
+        (("--learning-rate", "None"), "Invalid value for '--learning-rate': 'None' is not a valid float."),
+        (
+            ("--num_generations", "2.5"),
+            "Invalid value for '--num-generations': '2.5' is not a valid integer.",
+        ),
+    ):
+        res = grpo(*args)
+        assert res.exit_code == 2 and needle in res.output and res.exception.__class__ is SystemExit, (
+            res.output
+        )
+    assert "config" not in captured
+    res = grpo(
+        "--reward-weights", "1", "--reward_weights", "0.5,2", "--reward-funcs", "hybrid_qa,format,format"
+    )
+    assert res.exit_code == 0, res.output
+    assert captured["config"].reward_weights == [1.0, 0.5, 2.0]
+
+
 def test_unknown_yaml_key_and_unknown_flag_suggest_the_field(tmp_path, captured):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("steps_per_generations: 2\n")
