@@ -136,6 +136,11 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
+        if fake._stop.is_set():
+            # stopped: a kept-alive connection from before stop() must not go on being served (its
+            # handler thread outlives the listener), so hang up without an answer, as a dead server does
+            self.close_connection = True
+            return
         try:
             body = json.loads(raw)
         except json.JSONDecodeError:
