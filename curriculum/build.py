@@ -197,7 +197,7 @@ def hold_out(table: pa.Table, held: np.ndarray) -> tuple[np.ndarray, np.ndarray,
         for the SFT stage, plus a report of what the closure removed.
 
     Documents are not held out: a held-out question's gold documents may still fill other samples'
-    contexts as distractors (counted in the report; see docs/design-notes.md).
+    contexts as distractors (counted in the report; see docs/design.md, "Held out by fact").
     """
     cols = table.select(["question", "source_id", "chains", "doc_ids", "gold_docs", "fact_keys"]).to_pydict()
     q = [normalize_question(x) for x in cols["question"]]

@@ -134,7 +134,8 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
             model folder every consumer loads.
         yarn_original_max_position_embeddings: the native window YaRN scales from (Qwen2.5: 32768).
         yarn_within_native_window: also use YaRN for stages whose prompts and completions fit the native
-            window (default true: one position encoding for every phase; see docs/design-notes.md).
+            window (default true: one position encoding for every phase; see docs/design.md, "YaRN lives in
+            the model folder").
         attn_implementation: e.g. sdpa or flash_attention_2.
         judge_max_failed_batches: stop training (or, with judge_on_failure warn, log an error) once every judge
             call of this many consecutive logged batches has failed; 0 turns the check off.

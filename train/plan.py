@@ -1,7 +1,7 @@
 """Memory planning for GRPO on GPUs: the expected peak per GPU, by component, before anything is launched.
 
 ``python -m train plan`` and :func:`check_plan` (called by ``train grpo``) use one estimate, written out in
-:func:`estimate` and documented with its sources in ``docs/design-notes.md`` ("Memory planning"). It counts
+:func:`estimate` and documented with its sources in ``docs/design.md`` ("Memory planning"). It counts
 what TRL 1.16's GRPOTrainer and transformers 5.24's Qwen2 allocate on one GPU:
 
 - **training**, one micro-step: the sharded model states (weights, gradients, AdamW), a reference model when

@@ -42,7 +42,8 @@ OPTION_DEFAULTS: dict[str, Any] = {"uuid_format": "full", "pairs_between": 0.0, 
 PRESET_VALUES: dict[str, dict[str, Any]] = {
     "loongrl": {"uuid_format": "hex8", "pairs_between": LOONGRL_PAIRS_BETWEEN, "doc_template": "passage"},
 }
-#: Presets: ``loongrl`` reproduces the task of LoongRL's KeyChain generator (see docs/design-notes.md).
+#: Presets: ``loongrl`` reproduces the task of LoongRL's KeyChain generator (see docs/design.md,
+#: "KeyChain: the default and the LoongRL preset").
 PRESETS = tuple(PRESET_VALUES)
 
 
@@ -173,8 +174,8 @@ class KeyChainConfig(GenConfig):
         preset: ``loongrl`` for LoongRL's task: 4 chains per 1,024 tokens, ``hex8`` keys, ``passage``
             documents, half the pairs between documents, and the source record's whole paragraph set
             kept together as a core block around the middle. Options given explicitly win over the
-            preset's, options left out take them (docs/design-notes.md says how it differs from the
-            default).
+            preset's, options left out take them (docs/design.md, "KeyChain: the default and the LoongRL
+            preset", says how it differs from the default).
     """
 
     hops: int = 4

@@ -24,7 +24,7 @@ from datagen.schema import (
 
 from .conftest import toy_triplets
 
-# Changing this list is a change of the data contract (DESIGN.md): do it on purpose.
+# Changing this list is a change of the data contract (docs/design.md, "Data contract"): do it on purpose.
 PINNED_SAMPLE_COLUMNS = [
     ("uid", "string"), ("data_source", "string"), ("ability", "string"),
     ("prompt", "list<item: struct<role: string, content: string>>"), ("question", "string"),

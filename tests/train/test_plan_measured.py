@@ -28,7 +28,7 @@ SMALL = TinyShape(
 DEEPER = TinyShape(**{**SMALL.__dict__, "num_hidden_layers": 3})
 # h large against the 32,768-wide buffer of TRL's head, so that the final norm and the head's gradients show (and
 # more tokens than h: with fewer, a layer's weight gradient, made before it is added to .grad, outweighs its
-# activations, which the planner does not count; see docs/design-notes.md)
+# activations, which the planner does not count; see docs/design.md, "Memory planning")
 WIDE = TinyShape(
     hidden_size=1024,
     intermediate_size=256,

@@ -583,7 +583,7 @@ class VerlBackend(TrainerBackend):
             f"# Memory: {plan['tokens_per_gpu']:,} tokens per GPU per micro-batch, Ulysses over {plan['sp_size']} GPUs, "
             f"offload {'on' if plan.get('offload') else 'off'} ({'from train plan' if plan.get('planned') else 'not planned'}).",
             "# Where this differs from train grpo: truncated completions are trained (score plus the full overlong",
-            "# penalty, no mask), and group refills have no round cap (docs/design-notes.md).",
+            "# penalty, no mask), and group refills have no round cap (docs/design.md, 'verl runs that train').",
             "set -euo pipefail",
         ]
         if prepare:
