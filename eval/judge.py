@@ -4,12 +4,13 @@ QwenLong-L1's reward and metric use ``max(rule, judge)``: when exact matching mi
 model is asked whether the prediction is equivalent to a gold answer. The model runs on any of eval's
 generation backends (:data:`eval.backends.BACKENDS`: Qwen2.5-1.5B-Instruct behind ``vllm serve`` through
 ``openai``, or in-process through ``hf`` or ``vllm``); the judge adds the prompt, parsing, caching and
-failure counts, and the backend's own options (timeouts, retries, circuit breaker) apply. The judge answers with one word; anything else is
-*unparseable* (a verdict in double brackets, QwenLong-L1's style "... [[YES]]", is read too). A judge
+failure counts, and the backend's own options (timeouts, retries, circuit breaker) apply. The prompt and
+the reading of the reply are :mod:`eval.reward`'s (shared with the training reward and verl's copy): the
+judge answers with one word, or QwenLong-L1's "... [[YES]]"; anything else is *unparseable*. A judge
 that fails (endpoint down, circuit breaker open, unparseable reply) gives ``verdict=None, failed=True``
 and is counted in :attr:`Judge.stats`. It is never turned into a NO and never into a YES: a training
 reward skips it (None), and evaluation keeps the completion at its rule score and reports the failure
-(see :func:`eval.metrics.max_em_judge`).
+(see :func:`eval.reward.max_em_judge`).
 
 Successful verdicts are cached in memory by ``(question, prediction, golds)`` and, when ``cache_path``
 is set, in a JSONL file that later runs load (one line per verdict, appended atomically).
@@ -29,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -48,89 +48,11 @@ from eval.backends.base import (
     backend_options,
 )
 from eval.http import EndpointConfig, redact_url
+from eval.reward import build_judge_messages, parse_verdict
 
 log = logging.getLogger(__name__)
 
 CacheKey = tuple[str, str, tuple[str, ...]]
-
-JUDGE_SYSTEM_PROMPT = (
-    "You are a strict grader of short answers. You are given a question, one or more gold answers, and a "
-    "predicted answer. Decide whether the prediction means the same as at least one gold answer, as an "
-    "answer to this question. Differences in capitalisation, articles, punctuation, word order, "
-    "abbreviations, or extra words that do not change the answer are acceptable. A prediction that is "
-    "vaguer, names a different entity or value, hedges between several answers, or contradicts the gold "
-    "answers is wrong. Reply with exactly one word: YES or NO."
-)
-JUDGE_QUESTION = (
-    "Does the prediction mean the same as any gold answer? Reply with exactly one word: YES or NO."
-)
-
-
-def _one_line(text: str) -> str:
-    # The prompt is line-structured (one field per line), so field values are kept on one line.
-    return " ".join(str(text).split())
-
-
-def build_judge_messages(question: str, prediction: str, golds: Sequence[str]) -> Messages:
-    """The chat messages that ask the judge about one item.
-
-    Args:
-        question: the question the prediction answers.
-        prediction: the extracted answer to grade.
-        golds: every accepted answer (aliases included).
-
-    Example:
-        >>> m = build_judge_messages("Capital of France?", "paris", ["Paris"])
-        >>> print(m[1]["content"])
-        Question: Capital of France?
-        Gold answers:
-        - Paris
-        Prediction: paris
-        <BLANKLINE>
-        Does the prediction mean the same as any gold answer? Reply with exactly one word: YES or NO.
-    """
-    gold_lines = "\n".join(f"- {_one_line(g)}" for g in golds)
-    user = (
-        f"Question: {_one_line(question)}\nGold answers:\n{gold_lines}\n"
-        f"Prediction: {_one_line(prediction)}\n\n{JUDGE_QUESTION}"
-    )
-    return [{"role": "system", "content": JUDGE_SYSTEM_PROMPT}, {"role": "user", "content": user}]
-
-
-_VERDICT = re.compile(r"^[\W_]*(?:verdict[\W_]*)?(yes|no)[\W_]*$", re.IGNORECASE)
-#: QwenLong-L1's judge style: free text with the verdict in double brackets ("... [[YES]]").
-_BRACKETED = re.compile(r"\[\[\s*(yes|no)\s*\]\]", re.IGNORECASE)
-_THINK_END = "</think>"
-
-
-def parse_verdict(text: str | None) -> bool | None:
-    """Read the judge's one-word reply: True for YES, False for NO, None for anything else.
-
-    Surrounding whitespace, punctuation and markdown are ignored, as is a ``Verdict:`` label and any
-    reasoning up to ``</think>``. A verdict in double brackets anywhere in the reply (QwenLong-L1's judge
-    style, "They are equivalent. [[YES]]") is read too. A reply that says more, says both, or says
-    nothing is None.
-
-    Args:
-        text: the judge model's reply.
-
-    Example:
-        >>> [parse_verdict(t) for t in ["YES", " no. ", "**Yes**", "Verdict: NO", "yes no", "maybe", ""]]
-        [True, False, True, False, None, None, None]
-        >>> [parse_verdict(t) for t in ["They are equivalent. [[YES]]", "[[NO]]", "[[YES]] or [[NO]]"]]
-        [True, False, None]
-    """
-    if not text:
-        return None
-    if _THINK_END in text:
-        text = text.rsplit(_THINK_END, 1)[1]
-    bracketed = {v.lower() for v in _BRACKETED.findall(text)}
-    if bracketed:
-        return bracketed == {"yes"} if len(bracketed) == 1 else None
-    m = _VERDICT.match(text.strip())
-    if m is None:
-        return None
-    return m.group(1).lower() == "yes"
 
 
 @dataclass
@@ -244,7 +166,7 @@ class JudgeResult:
 
     @property
     def score(self) -> float | None:
-        """1.0, 0.0, or None when the judge failed (for :func:`eval.metrics.max_em_judge`)."""
+        """1.0, 0.0, or None when the judge failed (for :func:`eval.reward.max_em_judge`)."""
         return None if self.verdict is None else float(self.verdict)
 
 

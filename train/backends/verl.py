@@ -2,8 +2,8 @@
 
 It does not run verl (that happens on a Ray cluster). What it writes, under ``--out``:
 
-- ``longmill_reward.py``: longmill's reward as one stdlib-only file (:mod:`train.backends.verl_reward`), so
-  verl's workers load it by path without longmill installed in verl's environment;
+- ``longmill_reward.py``: a verbatim copy of :mod:`eval.reward`, longmill's reward rules as one stdlib-only file
+  (``compute_score`` is verl's entry), so verl's workers load it by path without longmill in verl's environment;
 - ``stage-K/val.parquet``: the held-out rows whose prompts fit stage K (verl would silently drop longer ones);
 - ``stage-K/run.sh`` and ``stage-K/config.json``: ``python3 -m verl.trainer.main_ppo`` (the entry point of
   the pip-installed verl; DAPO's pieces are built into it: the ``dapo`` reward manager with its overlong
@@ -25,7 +25,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import train.backends.verl_reward as verl_reward
+import eval.reward as reward_rules
 import train.model_folder as model_folder
 from datagen.core.errors import LongmillError
 from datagen.core.io import atomic_write_bytes, atomic_write_json, write_table_atomic
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 VERL_VERSION = "0.9.1"
 ENTRYPOINT = "verl.trainer.main_ppo"
-REWARD_FILE = "longmill_reward.py"
+REWARD_FILE = "longmill_reward.py"  # a copy of eval/reward.py, verl's custom_reward_function
 MODEL_FOLDER_FILE = "longmill_model_folder.py"  # a copy of train/model_folder.py, run by each stage's run.sh
 
 
@@ -298,7 +298,7 @@ def verl_overrides(
         init_checkpoint: the model this stage starts from.
         ckpt_dir: verl's ``trainer.default_local_dir``.
         val_files: this stage's validation Parquet (rows that fit the stage); empty disables validation.
-        reward_path: the copy of :mod:`train.backends.verl_reward` verl loads.
+        reward_path: the copy of :mod:`eval.reward` verl loads.
         n_gpus_per_node, nnodes: the cluster.
         plan: :func:`verl_memory_plan` for this stage (token budget per GPU, offload); default one sequence per
             micro-batch without offload.
@@ -309,11 +309,8 @@ def verl_overrides(
             ``sp_size`` that does not divide the GPUs.
     """
     rule = str(_get(cfg, "reward_rule", "em"))
-    if rule not in verl_reward.RULES:
-        raise LongmillError(
-            f"reward_rule {rule!r} has no verl implementation; verl-config supports "
-            f"{', '.join(verl_reward.RULES)}"
-        )
+    if rule not in reward_rules.RULES:
+        raise LongmillError(f"unknown reward_rule {rule!r}; valid: {', '.join(reward_rules.RULES)}")
     if str(_get(cfg, "judge_backend", "openai")) != "openai":
         raise LongmillError(
             f"judge_backend {cfg.judge_backend!r} cannot be exported: verl loads the reward as one stdlib file that "
@@ -542,7 +539,7 @@ class VerlBackend(TrainerBackend):
         self.gpu_memory_gib = gpu_memory_gib
         self.scripts: list[Path] = []
         self.reward_path = (self.out / REWARD_FILE).resolve()
-        atomic_write_bytes(self.reward_path, Path(verl_reward.__file__).read_bytes())
+        atomic_write_bytes(self.reward_path, Path(reward_rules.__file__).read_bytes())
         self.model_folder_path = (self.out / MODEL_FOLDER_FILE).resolve()
         atomic_write_bytes(self.model_folder_path, Path(model_folder.__file__).read_bytes())
 
