@@ -43,6 +43,8 @@ TABLE = [
         0.0,
     ),
     ("The answer is \\boxed{42}.", ["42"], None, 1.0, 1.0, 1.0),
+    ("\\boxed{ed wood}", ["Ed Wood"], None, 1.0, 1.0, 1.0),
+    (f"{ANSWER_PREFIX} The Beatles.", ["Beatles"], None, 1.0, 1.0, 1.0),
     ("So the final answer is: \\boxed{\\text{Marie Curie}}", ["Marie Curie"], None, 1.0, 1.0, 1.0),
     ("I am not sure.", ["Paris"], None, 0.0, 0.0, 0.0),  # no answer: the judge is not asked
     ("", ["Paris"], None, 0.0, 0.0, 0.0),
@@ -50,11 +52,13 @@ TABLE = [
     (f"{ANSWER_PREFIX} yes.", ["yes"], None, 1.0, 1.0, 1.0),
     (f"{ANSWER_PREFIX} No.", ["yes"], "NO", 0.0, 0.0, 0.0),
     ("Answer: no\n", ["nobody"], "no.", 0.0, 0.0, 0.0),  # yes/no never match inside a word
+    (f"{ANSWER_PREFIX} no, he did not.", ["no"], "NO", 0.0, 0.0, 0.0),  # yes/no answers match whole
     (f"<think>{ANSWER_PREFIX} Lyon.</think>{ANSWER_PREFIX} **Zürich**.", ["Zurich"], "YES", 1.0, 0.0, 0.0),
     (f"{ANSWER_PREFIX} Café au lait", ["café au lait"], None, 1.0, 1.0, 1.0),
     (f"{ANSWER_PREFIX} 東京", ["東京"], None, 1.0, 1.0, 1.0),
     (f"{ANSWER_PREFIX} Ed Wood, Tim Burton, Johnny Depp.", ["Ed Wood"], "**No**", 0.0, 1.0, 0.0),
     (f"{ANSWER_PREFIX} Ed Wood or Tim Burton", ["Ed Wood"], "Verdict: NO", 0.0, 1.0, 0.0),
+    (f"{ANSWER_PREFIX} Ed Wood or Burton", ["Ed Wood"], "NO", 0.0, 1.0, 0.0),  # two extra words, one hedges
     (f"{ANSWER_PREFIX} Ed Wood (director).", ["Ed Wood"], "<think>same person</think>YES", 1.0, 1.0, 1.0),
     (f"{ANSWER_PREFIX} Lutetia.", ["Paris"], "maybe", None, 0.0, 0.0),  # unreadable: a failure, not a NO
     (f"{ANSWER_PREFIX} Lugdunum.", ["Paris"], "[[YES]] or [[NO]]", None, 0.0, 0.0),
