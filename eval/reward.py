@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 import string
 import threading
@@ -500,7 +501,8 @@ def compute_score(
     judge_timeout: float = 30.0,
     judge_max_retries: int = 2,
     judge_breaker_failures: int = 5,
-    judge_breaker_cooldown: float = 60.0,
+    judge_breaker_cooldown: float = 30.0,
+    judge_api_key_env: str | None = "OPENAI_API_KEY",
     **_: Any,
 ) -> dict[str, float]:
     """verl's ``custom_reward_function``: max(rule, judge) for one response.
@@ -516,7 +518,11 @@ def compute_score(
             is the question the judge sees).
         rule: em, bounded_sub_em or sub_em; max_extra_tokens: bounded_sub_em's tolerance.
         judge_url: an OpenAI-compatible base URL (``http://host:8001/v1``); None scores with the rule alone.
-        judge_model, judge_timeout, judge_max_retries, judge_breaker_failures, judge_breaker_cooldown: the judge.
+        judge_model, judge_timeout, judge_max_retries, judge_breaker_failures, judge_breaker_cooldown,
+            judge_api_key_env: the judge (``train verl-config`` passes every one from the training config's
+            judge, resolved as TRL's reward resolves it; these defaults are :class:`eval.judge.JudgeConfig`'s,
+            which ``tests/train/test_reward_table.py`` pins). The key is read from the environment variable
+            named by ``judge_api_key_env`` (unset: none is sent).
 
     Returns:
         ``score`` (what verl's DAPO reward manager shapes with the overlong penalty), ``acc`` (the
@@ -546,6 +552,7 @@ def compute_score(
             golds,
             timeout=judge_timeout,
             max_retries=judge_max_retries,
+            api_key=os.environ.get(judge_api_key_env or "") or "EMPTY",
         )
         breaker.record(verdict is not None, judge_breaker_failures, judge_breaker_cooldown)
     if verdict is None:

@@ -28,10 +28,12 @@ from datagen.core.errors import LongmillError, UnknownNameError
 from datagen.core.registry import Registry, did_you_mean
 from datagen.core.stats import Stats
 from eval import reward as reward_rules
+from eval.backends.base import parse_option_items
 from eval.judge import Judge, JudgeConfig, make_judge
 from eval.reward import as_answer_list, completion_text, extract_answer
 
 log = logging.getLogger(__name__)
+
 
 def rule_scorer(rule: str, max_extra_tokens: int = 2) -> Callable[[str | None, Sequence[str]], float]:
     """:func:`eval.reward.rule_scorer`, with an unknown rule as a :class:`LongmillError` (the user's to fix)."""
@@ -215,20 +217,39 @@ def register_reward(name: str) -> Callable[[Callable[[Any], Any]], Callable[[Any
     return REWARDS.register(name)
 
 
+def judge_config(cfg: Any) -> JudgeConfig | None:
+    """The reward's judge from the phase settings, or None (the rule alone): ``judge_backend`` (openai when
+    ``judge_url`` is given), ``judge_model``, ``judge_url``, ``judge_cache`` and ``judge_backend_option``.
+
+    TRL's reward (:func:`make_reward`) and verl's export (:func:`train.backends.verl.verl_overrides`) both
+    take the judge from here, so both use the same options with the same defaults.
+    """
+    backend = getattr(cfg, "judge_backend", None)
+    url = getattr(cfg, "judge_url", None)
+    if not url and backend in (None, "openai"):
+        return None
+    backend = backend or "openai"
+    kw: dict[str, Any] = {
+        "backend": backend,
+        "url": url,
+        "cache_path": getattr(cfg, "judge_cache", None),
+        "backend_options": parse_option_items(
+            backend, getattr(cfg, "judge_backend_option", None), "judge_backend_option"
+        ),
+    }
+    if getattr(cfg, "judge_model", None):
+        kw["model"] = cfg.judge_model
+    return JudgeConfig(**kw)
+
+
 @register_reward("hybrid_qa")
 def make_reward(cfg: Any) -> HybridQAReward:
     """longmill's default reward, configured from the phase settings (rule, judge, overlong shaping)."""
-    judge = None
-    if getattr(cfg, "judge_url", None) or getattr(cfg, "judge_backend", None) not in (None, "openai"):
-        kw = {"backend": cfg.judge_backend or "openai", "url": cfg.judge_url, "cache_path": cfg.judge_cache}
-        if cfg.judge_model:
-            kw["model"] = cfg.judge_model
-        judge = JudgeConfig(**kw)
     if cfg is None:
         return HybridQAReward()
     return HybridQAReward(
         cfg.reward_rule,
-        judge,
+        judge_config(cfg),
         max_completion_length=cfg.max_completion_length if cfg.overlong_cache else None,
         overlong_buffer=cfg.overlong_cache or None,
         overlong_penalty=cfg.overlong_penalty,

@@ -29,7 +29,9 @@ import eval.reward as reward_rules
 import train.model_folder as model_folder
 from datagen.core.errors import LongmillError
 from datagen.core.io import atomic_write_bytes, atomic_write_json, write_table_atomic
+from eval.backends.base import split_option_items
 from train.backends.base import TRAINER_BACKENDS, StageSpec, TrainerBackend
+from train.rewards import judge_config
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +76,15 @@ EXPORTED = frozenset(
         "vllm_importance_sampling_mode", "vllm_importance_sampling_clip_max", "vllm_importance_sampling_clip_min",
         "overlong_buffer", "overlong_penalty", "dynamic_sampling_rounds", "dynamic_sampling_metric",
         "reward_funcs", "reward_rule", "reward_max_extra_tokens", "judge_url", "judge_model", "judge_backend",
+        "judge_backend_option",
         "yarn_factor", "yarn_original_max_position_embeddings", "yarn_within_native_window",
         "model_folder_files", "sp_size", "padding_free",
     }
 )  # fmt: skip
+#: The judge's backend options that eval.reward.compute_score carries (as judge_<option>).
+VERL_JUDGE_OPTIONS = frozenset(
+    {"timeout", "max_retries", "breaker_failures", "breaker_cooldown", "api_key_env"}
+)
 #: Fields that concern only the host that writes the commands (or TRL's own process); never worth a warning.
 LOCAL_ONLY = frozenset({"output_dir", "use_cpu", "disable_tqdm", "logging_dir", "rollout", "metrics_dir"})
 #: TRL's schedulers that verl 0.9.1's FSDP optimizer has (``FSDPOptimizerConfig``: constant or cosine, each
@@ -110,6 +117,14 @@ def export_warnings(cfg: Any) -> list[str]:
         for k in sorted(given)
         if k not in EXPORTED and k not in LOCAL_ONLY
     ]
+    judge_options = {
+        k.split("=", 1)[0].strip() for k in split_option_items(given.get("judge_backend_option"))
+    }
+    for key in sorted(judge_options - VERL_JUDGE_OPTIONS):
+        out.append(
+            f"judge_backend_option {key} is not exported: verl's compute_score asks the judge one call at a time "
+            f"and takes only {', '.join(sorted(VERL_JUDGE_OPTIONS))}"
+        )
     attn = given.get("attn_implementation")
     if attn and attn != "flash_attention_2":
         out.append(
@@ -444,11 +459,19 @@ def verl_overrides(
         ]
     if "vllm_enable_sleep_mode" in given:  # verl frees the KV cache between rollouts (free_cache_engine)
         o.append(f"actor_rollout_ref.rollout.free_cache_engine={bool(cfg.vllm_enable_sleep_mode)}")
-    judge_url = _get(cfg, "judge_url", None)
-    if judge_url:
-        o.append(f"+reward.custom_reward_function.reward_kwargs.judge_url={judge_url}")
-        if _get(cfg, "judge_model", None):
-            o.append(f"+reward.custom_reward_function.reward_kwargs.judge_model={cfg.judge_model}")
+    judge = judge_config(cfg)
+    if judge is not None:  # the judge TRL's reward would ask, with the same options (JudgeConfig's defaults)
+        opts = judge.options()
+        kwargs = {
+            "judge_url": judge.url,
+            "judge_model": judge.model,
+            "judge_timeout": opts.timeout,
+            "judge_max_retries": opts.max_retries,
+            "judge_breaker_failures": opts.breaker_failures,
+            "judge_breaker_cooldown": opts.breaker_cooldown,
+            "judge_api_key_env": opts.api_key_env or "null",
+        }
+        o += [f"+reward.custom_reward_function.reward_kwargs.{k}={v}" for k, v in kwargs.items()]
     max_steps = int(_get(cfg, "max_steps", -1))
     if max_steps > 0:
         o.append(f"trainer.total_training_steps={max_steps}")
