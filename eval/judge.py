@@ -47,7 +47,7 @@ from eval.backends.base import (
     backend_class,
     backend_options,
 )
-from eval.http import EndpointConfig, redact_url
+from eval.http import EndpointConfig, EndpointOptions, redact_url
 from eval.reward import build_judge_messages, parse_verdict
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,13 @@ class JudgeConfig:
     model: str = "Qwen/Qwen2.5-1.5B-Instruct"
     url: str | None = None
     api_key: str | None = field(default=None, repr=False)
-    api_key_env: str | None = "OPENAI_API_KEY"
-    timeout: float = 30.0
-    max_retries: int = 2
-    concurrency: int = 8
-    max_wait: float | None = None
-    breaker_failures: int = 5
-    breaker_cooldown: float = 30.0
+    api_key_env: str | None = EndpointOptions.api_key_env
+    timeout: float = 30.0  # the judge's own: its replies are a word long (generation's is EndpointOptions')
+    max_retries: int = EndpointOptions.max_retries
+    concurrency: int = EndpointOptions.concurrency
+    max_wait: float | None = EndpointOptions.max_wait
+    breaker_failures: int = EndpointOptions.breaker_failures
+    breaker_cooldown: float = EndpointOptions.breaker_cooldown
     max_tokens: int = 8
     cache_path: str | None = None
     device: str = "cpu"

@@ -33,7 +33,10 @@ from eval.backends.base import (
     parse_option_items,
     split_option_items,
 )
+from eval.backends.hf import HFOptions
+from eval.backends.vllm import VLLMOptions
 from eval.data import EvalItem, load_items
+from eval.http import EndpointOptions
 from eval.judge import JudgeConfig, make_judge
 from eval.report import write_report, write_summary
 from eval.scoring import read_prediction_records, read_predictions, score
@@ -81,16 +84,16 @@ class GenerateConfig:
     batch_size: int = 4
     url: str | None = None
     api_key: str | None = field(default=None, repr=False)
-    api_key_env: str | None = "OPENAI_API_KEY"
-    timeout: float = 600.0
-    max_retries: int = 2
-    device: str = "auto"
-    dtype: str = "auto"
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
-    max_model_len: int | None = None
+    api_key_env: str | None = EndpointOptions.api_key_env
+    timeout: float = EndpointOptions.timeout
+    max_retries: int = EndpointOptions.max_retries
+    device: str = HFOptions.device
+    dtype: str = HFOptions.dtype
+    tensor_parallel_size: int = VLLMOptions.tensor_parallel_size
+    gpu_memory_utilization: float = VLLMOptions.gpu_memory_utilization
+    max_model_len: int | None = VLLMOptions.max_model_len
     yarn_factor: float | None = None
-    yarn_original_max: int = 32_768
+    yarn_original_max: int = HFOptions.yarn_original_max
     backend_option: list[str] = field(default_factory=list, metadata={"parse": split_option_items})
 
     def __post_init__(self) -> None:
@@ -217,10 +220,10 @@ class JudgeFlags:
     judge_model: str | None = None
     judge_backend: str | None = None
     judge_api_key: str | None = field(default=None, repr=False)
-    judge_api_key_env: str | None = "OPENAI_API_KEY"
-    judge_timeout: float = 30.0
-    judge_max_retries: int = 2
-    judge_max_wait: float | None = None
+    judge_api_key_env: str | None = JudgeConfig.api_key_env
+    judge_timeout: float = JudgeConfig.timeout
+    judge_max_retries: int = JudgeConfig.max_retries
+    judge_max_wait: float | None = JudgeConfig.max_wait
     judge_cache: str | None = None
     max_judge_failures: float = 0.05
     pass_metric: str | None = None
