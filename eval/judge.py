@@ -32,7 +32,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from eval.backends.base import (
     SamplingParams,
     backend_class,
     backend_options,
+    parse_option_items,
 )
 from eval.http import EndpointConfig, EndpointOptions, redact_url
 from eval.reward import build_judge_messages, parse_verdict
@@ -139,8 +140,8 @@ class JudgeConfig:
             "backend": self.backend,
             "model": self.model,
             "url": redact_url(self.url),
-            "timeout": self.timeout,
-            "max_retries": self.max_retries,
+            "timeout": getattr(self.options(), "timeout", self.timeout),
+            "max_retries": getattr(self.options(), "max_retries", self.max_retries),
         }
 
 
@@ -459,6 +460,49 @@ def _key(question: Any, prediction: Any, golds: Any) -> CacheKey:
     ):
         raise LongmillError("judge cache record needs string question and prediction and a list of golds")
     return (question, prediction, tuple(golds))
+
+
+def judge_from_spec(
+    backend: str | None,
+    model: str | None,
+    url: str | None = None,
+    options: Sequence[str] | str | Mapping[str, Any] | None = None,
+    cache: str | None = None,
+) -> JudgeConfig | None:
+    """The judge that ``judge_backend``, ``judge_model``, ``judge_url`` and ``judge_backend_option`` name, or None
+    when none was asked for: eval's ``--judge-*`` flags and training's ``judge_*`` settings both come here.
+
+    Args:
+        backend: a generation backend (openai when None and ``url`` is given); an in-process one (hf, vllm) needs
+            no url.
+        model: the served name (openai) or a path, hub id or preset; None: JudgeConfig's default.
+        url: the OpenAI-compatible base URL with ``/v1``.
+        options: the backend's options as ``KEY=VALUE`` items (or a mapping), typed and checked by its
+            ``Options``; those not given take :class:`JudgeConfig`'s defaults.
+        cache: a JSONL verdict cache.
+
+    Raises:
+        LongmillError: a model without a url or in-process backend, an unknown backend or option.
+    """
+    if not url and backend in (None, "openai"):  # an in-process backend (hf, vllm, ...) needs no url
+        if model:
+            raise LongmillError(
+                "--judge-model (judge_model) needs --judge-url (judge_url, an OpenAI-compatible server) or an "
+                "in-process --judge-backend (hf, vllm)"
+            )
+        return None
+    backend = backend or "openai"
+    if not isinstance(options, Mapping):
+        options = parse_option_items(backend, options, "judge_backend_option")
+    kw: dict[str, Any] = {
+        "backend": backend,
+        "url": url,
+        "cache_path": cache,
+        "backend_options": dict(options),
+    }
+    if model:
+        kw["model"] = model
+    return JudgeConfig(**kw)
 
 
 def make_judge(config: JudgeConfig) -> Judge:

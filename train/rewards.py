@@ -28,8 +28,7 @@ from datagen.core.errors import LongmillError, UnknownNameError
 from datagen.core.registry import Registry, did_you_mean
 from datagen.core.stats import Stats
 from eval import reward as reward_rules
-from eval.backends.base import parse_option_items
-from eval.judge import Judge, JudgeConfig, make_judge
+from eval.judge import Judge, JudgeConfig, judge_from_spec, make_judge
 from eval.reward import as_answer_list, completion_text, extract_answer
 
 log = logging.getLogger(__name__)
@@ -218,28 +217,19 @@ def register_reward(name: str) -> Callable[[Callable[[Any], Any]], Callable[[Any
 
 
 def judge_config(cfg: Any) -> JudgeConfig | None:
-    """The reward's judge from the phase settings, or None (the rule alone): ``judge_backend`` (openai when
-    ``judge_url`` is given), ``judge_model``, ``judge_url``, ``judge_cache`` and ``judge_backend_option``.
+    """The reward's judge from the phase settings (:func:`eval.judge.judge_from_spec` of ``judge_backend``,
+    ``judge_model``, ``judge_url``, ``judge_backend_option`` and ``judge_cache``), or None: the rule alone.
 
     TRL's reward (:func:`make_reward`) and verl's export (:func:`train.backends.verl.verl_overrides`) both
     take the judge from here, so both use the same options with the same defaults.
     """
-    backend = getattr(cfg, "judge_backend", None)
-    url = getattr(cfg, "judge_url", None)
-    if not url and backend in (None, "openai"):
-        return None
-    backend = backend or "openai"
-    kw: dict[str, Any] = {
-        "backend": backend,
-        "url": url,
-        "cache_path": getattr(cfg, "judge_cache", None),
-        "backend_options": parse_option_items(
-            backend, getattr(cfg, "judge_backend_option", None), "judge_backend_option"
-        ),
-    }
-    if getattr(cfg, "judge_model", None):
-        kw["model"] = cfg.judge_model
-    return JudgeConfig(**kw)
+    return judge_from_spec(
+        getattr(cfg, "judge_backend", None),
+        getattr(cfg, "judge_model", None),
+        getattr(cfg, "judge_url", None),
+        getattr(cfg, "judge_backend_option", None),
+        getattr(cfg, "judge_cache", None),
+    )
 
 
 @register_reward("hybrid_qa")

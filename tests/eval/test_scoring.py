@@ -234,7 +234,7 @@ def test_a_predictions_line_that_is_not_utf8_is_skipped_and_counted(tmp_path):
 
 
 def test_the_judge_batch_deadline_holds_end_to_end(tmp_path):
-    """A judge answering 429 with Retry-After: 100 under --judge-timeout 5 --judge-max-wait 20: the SDK
+    """A judge answering 429 with Retry-After: 100 under --judge-backend-option timeout=5,max_wait=20: the SDK
     would sleep 100 s in each worker and the process would wait for them at exit (this test measured
     104 s before the fix). A real `python -m eval score` process, timed from start to exit."""
     import subprocess
@@ -247,8 +247,8 @@ def test_the_judge_batch_deadline_holds_end_to_end(tmp_path):
         start = time.monotonic()
         proc = subprocess.run(
             [sys.executable, "-m", "eval", "score", "--data", str(data), "--predictions", str(preds),
-             "--out", str(tmp_path / "o"), "--judge-url", judge.url, "--judge-timeout", "5",
-             "--judge-max-wait", "20", "--judge-api-key-env", ""],
+             "--out", str(tmp_path / "o"), "--judge-url", judge.url,
+             "--judge-backend-option", "timeout=5,max_wait=20,api_key_env="],
             capture_output=True,
             text=True,
             timeout=300,
