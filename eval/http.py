@@ -127,7 +127,7 @@ class EndpointOptions:
     """How to reach an OpenAI-compatible endpoint and how hard to try it, each default stated here once: the
     ``openai`` backend's options (:class:`eval.backends.openai.OpenAIOptions` adds ``max_rounds``) and, with the
     model, the client's :class:`EndpointConfig`. A role that needs another default says so in one place (the
-    judge's ``timeout``: :class:`eval.judge.JudgeConfig`).
+    judge's ``timeout``: :data:`eval.judge.JUDGE_OPTION_DEFAULTS`).
 
     Args:
         url: the base URL including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``.

@@ -46,6 +46,7 @@ from eval.backends.base import (
     SamplingParams,
     backend_class,
     backend_options,
+    option_names,
     parse_option_items,
 )
 from eval.http import EndpointConfig, EndpointOptions, redact_url
@@ -56,57 +57,38 @@ log = logging.getLogger(__name__)
 CacheKey = tuple[str, str, tuple[str, ...]]
 
 
+#: The judge's own option defaults, where they differ from its backend's ``Options``: a reply is one word, so an
+#: attempt gets 30 s (generation's 600 s is :class:`eval.http.EndpointOptions`'), and an in-process judge runs on
+#: the CPU, 8 prompts at a time, unless told otherwise. Each applies only to a backend that has the option.
+JUDGE_OPTION_DEFAULTS: dict[str, Any] = {"timeout": 30.0, "device": "cpu", "batch_size": 8}
+
+
 @dataclass
 class JudgeConfig:
-    """Which judge model to ask, and how.
-
-    The judge runs on any generation backend of :data:`eval.backends.BACKENDS`; the fields below that
-    share a name with an option of the chosen backend (see its ``Options``) are passed to it, and
-    ``backend_options`` passes any other.
+    """Which judge model to ask, and how: the judge's spec (backend, model, url, the backend's options) plus what
+    the judge itself needs (its reply budget and its verdict cache).
 
     Args:
-        backend: ``openai`` (an OpenAI-compatible endpoint such as ``vllm serve``), ``hf`` (an in-process
-            transformers model) or ``vllm`` (in-process vLLM on a GPU).
+        backend: any generation backend of :data:`eval.backends.BACKENDS`: ``openai`` (an OpenAI-compatible
+            endpoint such as ``vllm serve``), ``hf`` (an in-process transformers model) or ``vllm`` (in-process
+            vLLM on a GPU).
         model: for ``openai`` the name the server serves; else a local path, hub id or preset.
         url: for ``openai``, the base URL including ``/v1`` (e.g. ``http://127.0.0.1:8000/v1``).
-        api_key: for ``openai``, sent as a bearer token when set (prefer ``api_key_env``).
-        api_key_env: for ``openai``, the environment variable holding the key (default ``OPENAI_API_KEY``,
-            which may be unset).
-        timeout: for ``openai``, seconds per attempt.
-        max_retries: for ``openai``, retries of a failed request (the openai SDK's policy).
-        concurrency: for ``openai``, requests in flight at once.
-        max_wait: for ``openai``, seconds one batch of judge calls may take; calls unfinished by then
-            fail (None: only each call's own timeouts bound it).
-        breaker_failures: for ``openai``, consecutive endpoint failures after which calls fail at once
-            (0 disables the circuit breaker).
-        breaker_cooldown: for ``openai``, seconds calls fail at once before one probe tries the endpoint.
+        backend_options: the backend's options (its ``Options``: for ``openai`` timeout, max_retries,
+            concurrency, max_wait, breaker_failures, breaker_cooldown, api_key_env, api_key; for ``hf`` device,
+            dtype, batch_size, ...); those not given take :data:`JUDGE_OPTION_DEFAULTS`, then the backend's own
+            defaults. An unknown key is an error that suggests the closest.
         max_tokens: the most tokens the reply may have (one word is enough).
         cache_path: a JSONL file of verdicts, loaded at start and appended to; None keeps the cache in
             memory only.
-        device: for ``hf``, the torch device (``cpu``, ``cuda``, ``cuda:1``).
-        max_new_tokens: the older name of ``max_tokens`` for in-process backends; when set it wins.
-        batch_size: for ``hf`` and ``vllm``, prompts generated together.
-        backend_options: further options of the backend, e.g. ``{"gpu_memory_utilization": 0.3}`` for
-            ``vllm``; an unknown key is an error.
     """
 
     backend: str = "openai"
     model: str = "Qwen/Qwen2.5-1.5B-Instruct"
     url: str | None = None
-    api_key: str | None = field(default=None, repr=False)
-    api_key_env: str | None = EndpointOptions.api_key_env
-    timeout: float = 30.0  # the judge's own: its replies are a word long (generation's is EndpointOptions')
-    max_retries: int = EndpointOptions.max_retries
-    concurrency: int = EndpointOptions.concurrency
-    max_wait: float | None = EndpointOptions.max_wait
-    breaker_failures: int = EndpointOptions.breaker_failures
-    breaker_cooldown: float = EndpointOptions.breaker_cooldown
+    backend_options: dict[str, Any] = field(default_factory=dict)
     max_tokens: int = 8
     cache_path: str | None = None
-    device: str = "cpu"
-    max_new_tokens: int | None = None
-    batch_size: int = 8
-    backend_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         backend_class(self.backend)  # an unknown name answers "did you mean"
@@ -114,21 +96,22 @@ class JudgeConfig:
             raise LongmillError(
                 "judge model is empty; name the served model (openai) or a local path or hub id (hf)"
             )
-        if self.reply_tokens() < 1:
-            raise LongmillError(f"judge max_tokens must be >= 1, got {self.reply_tokens()}")
-        if self.batch_size < 1:
-            raise LongmillError(f"judge batch_size must be >= 1, got {self.batch_size}")
-        self.options()  # validates the backend's options (url, timeouts, concurrency, key) now
-
-    def reply_tokens(self) -> int:
-        """The judge's reply budget in tokens."""
-        return self.max_new_tokens if self.max_new_tokens is not None else self.max_tokens
+        if self.max_tokens < 1:
+            raise LongmillError(f"judge max_tokens must be >= 1, got {self.max_tokens}")
+        self.options()  # validates the backend's options (url, timeouts, concurrency, key, batch size) now
 
     def options(self) -> Any:
-        """The backend's ``Options``: its explicit ``backend_options``, then this config's fields of the same names."""
-        return backend_options(
-            self.backend, self.backend_options, defaults_from=self, what="judge backend option"
-        )
+        """The backend's ``Options``: ``backend_options``, then :data:`JUDGE_OPTION_DEFAULTS` and ``url`` where the
+        backend has such options, then the backend's own defaults."""
+        names = option_names(self.backend)
+        values = {k: v for k, v in JUDGE_OPTION_DEFAULTS.items() if k in names}
+        if "url" in names:
+            values["url"] = self.url
+        values.update(self.backend_options)
+        opts = backend_options(self.backend, values, what="judge backend option")
+        if getattr(opts, "batch_size", 1) < 1:
+            raise LongmillError(f"judge batch_size must be >= 1, got {opts.batch_size}")
+        return opts
 
     def endpoint(self) -> EndpointConfig:
         """The endpoint settings of the ``openai`` backend."""
@@ -136,12 +119,14 @@ class JudgeConfig:
 
     def summary(self) -> dict[str, Any]:
         """What produced the verdicts, for reports: no key, and the URL without credentials."""
+        opts = self.options()
         return {
             "backend": self.backend,
             "model": self.model,
             "url": redact_url(self.url),
-            "timeout": getattr(self.options(), "timeout", self.timeout),
-            "max_retries": getattr(self.options(), "max_retries", self.max_retries),
+            # an in-process judge has neither; the figures reported before these were options are kept
+            "timeout": getattr(opts, "timeout", JUDGE_OPTION_DEFAULTS["timeout"]),
+            "max_retries": getattr(opts, "max_retries", EndpointOptions.max_retries),
         }
 
 
@@ -524,5 +509,5 @@ def make_judge(config: JudgeConfig) -> Judge:
         raise LongmillError(
             f"the {config.backend} judge model {config.model!r} has no chat template; use an instruct model"
         )
-    engine = BackendJudgeEngine(backend, max_tokens=config.reply_tokens())
+    engine = BackendJudgeEngine(backend, max_tokens=config.max_tokens)
     return Judge(engine, model=config.model, cache_path=config.cache_path)

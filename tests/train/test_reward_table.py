@@ -117,7 +117,9 @@ def test_eval_trl_and_the_verl_copy_score_the_table_alike(verl_copy):
     predictions = {f"u{i}": [c] for i, c in enumerate(completions)}
 
     with FakeServer(rule=_judge_rule) as server:
-        judge_cfg = JudgeConfig(url=server.url, model="judge", timeout=10, max_retries=0)
+        judge_cfg = JudgeConfig(
+            url=server.url, model="judge", backend_options={"timeout": 10, "max_retries": 0}
+        )
 
         # eval's scorer: a failed judge call keeps the rule's score and is counted per row
         with make_judge(judge_cfg) as judge:

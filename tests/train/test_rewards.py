@@ -87,7 +87,7 @@ def test_judge_is_asked_only_when_the_rule_misses_and_outages_give_none():
 
 def test_judge_outage_over_http_gives_none(tmp_path):
     with FakeServer(default=Action.error(503)) as server:
-        cfg = JudgeConfig(url=server.url, model="judge", timeout=0.3, max_retries=1)
+        cfg = JudgeConfig(url=server.url, model="judge", backend_options={"timeout": 0.3, "max_retries": 1})
         out = HybridQAReward(judge=cfg)(
             ["Therefore, the answer is Lutetia."], answers=[["Paris"]], question=["Capital?"]
         )
