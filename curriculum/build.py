@@ -101,8 +101,8 @@ class CurriculumConfig:
     k: int = 8
     difficulty_temperature: float = 1.0
     difficulty_max_tokens: int = 512
-    difficulty_batch_size: int = 4
-    difficulty_device: str = "auto"
+    difficulty_batch_size: int = GenerateConfig.batch_size
+    difficulty_device: str = GenerateConfig.device
     difficulty_backend_option: list[str] = field(default_factory=list, metadata={"parse": split_option_items})
     correct_if: str = "sub_em"
     rows_per_part: int = 256

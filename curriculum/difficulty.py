@@ -24,8 +24,8 @@ from typing import Any
 
 from datagen.core.errors import LongmillError
 from eval.data import EvalItem
-from eval.extract import extract_answer
 from eval.metrics import METRICS
+from eval.reward import extract_answer
 from eval.run import GenerateConfig, generate_predictions
 from eval.scoring import read_predictions
 

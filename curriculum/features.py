@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from datagen.generators import GENERATORS
-from eval.metrics import normalize_answer
+from eval.reward import normalize_answer
 
 log = logging.getLogger(__name__)
 

@@ -138,7 +138,7 @@ def pass_rates(
         rule: the metric that decides a pass.
         progress: called with the number of prompts finished.
     """
-    from eval.extract import extract_answer
+    from eval.reward import extract_answer
     from eval.run import generate_predictions
     from eval.scoring import read_predictions
 

@@ -1,7 +1,8 @@
 """Prompt text, written in one place.
 
-The answer format asked for here is the one that ``eval.extract`` parses and the training reward
-scores, so prompts and extraction cannot drift apart: both import :data:`ANSWER_PREFIX`.
+The answer format asked for here is one that ``eval.reward.extract_answer`` parses and the training reward
+scores (``eval.reward`` is standard-library only and copied verbatim into verl's export, so it cannot import
+this module; ``tests/train/test_reward_table.py`` extracts answers written with :data:`ANSWER_PREFIX`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 from datagen.core.registry import Registry
 
-#: The phrase the model is asked to end with (QwenLong-L1's format). ``eval.extract`` keys on it.
+#: The phrase the model is asked to end with (QwenLong-L1's format). ``eval.reward`` keys on it.
 ANSWER_PREFIX = "Therefore, the answer is"
 ANSWER_FORMAT_INSTRUCTION = f'Format your response as follows: "{ANSWER_PREFIX} (insert answer here)".'
 

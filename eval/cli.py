@@ -112,7 +112,7 @@ def run(data, out, limit, tokenizer, regenerate, **kw):
       export JUDGE_KEY=...                                  # only if the judge server wants one
       python -m eval run --model Qwen/Qwen2.5-7B-Instruct --backend vllm --data data/curriculum/eval \\
           --n 8 --temperature 0.7 --max-tokens 4096 --judge-url http://127.0.0.1:8001/v1 \\
-          --judge-api-key-env JUDGE_KEY --judge-timeout 30 --max-judge-failures 0.02 --out runs/eval-7b
+          --judge-backend-option api_key_env=JUDGE_KEY,timeout=30 --max-judge-failures 0.02 --out runs/eval-7b
       python -m eval run --model qwen --backend openai --url http://127.0.0.1:8000/v1 \\
           --data LongBench/2wikimqa.jsonl --out runs/lb --regenerate
     """
@@ -168,8 +168,8 @@ def score(data, predictions, out, limit, tokenizer, allow_partial, **kw):
       python -m eval score --data data/curriculum/eval --predictions runs/eval/predictions.jsonl --out runs/rescored
       python -m eval score --data LongBench/hotpotqa.jsonl --predictions first-half.jsonl --out runs/half --allow-partial
       python -m eval score --data LongBench/hotpotqa.jsonl --predictions preds.jsonl --out runs/lb-judged \\
-          --judge-url http://127.0.0.1:8001/v1 --judge-cache runs/judge_cache.jsonl --judge-timeout 20 \\
-          --judge-max-retries 3 --max-judge-failures 0.01
+          --judge-url http://127.0.0.1:8001/v1 --judge-cache runs/judge_cache.jsonl \\
+          --judge-backend-option timeout=20,max_retries=3 --max-judge-failures 0.01
     """
     from eval.data import load_items
 

@@ -30,6 +30,7 @@ Example (against a running ``vllm serve Qwen/Qwen2.5-1.5B-Instruct``)::
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import functools
 import logging
@@ -122,33 +123,53 @@ def _rebuild_endpoint_error(
 
 
 @dataclass
-class EndpointConfig:
-    """Where an OpenAI-compatible endpoint is and how hard to try it.
+class EndpointOptions:
+    """How to reach an OpenAI-compatible endpoint and how hard to try it, each default stated here once: the
+    ``openai`` backend's options (:class:`eval.backends.openai.OpenAIOptions` adds ``max_rounds``) and, with the
+    model, the client's :class:`EndpointConfig`. A role that needs another default says so in one place (the
+    judge's ``timeout``: :data:`eval.judge.JUDGE_OPTION_DEFAULTS`).
 
     Args:
         url: the base URL including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``.
-        model: the model name the server serves (``vllm serve <model>`` uses the path or hub id).
-        api_key: sent as ``Authorization: Bearer <api_key>`` when set (``vllm serve --api-key``).
-        api_key_env: an environment variable to read the key from when ``api_key`` is not given.
+        api_key: sent as ``Authorization: Bearer <api_key>`` when set (prefer ``api_key_env``).
+        api_key_env: the environment variable holding the key when ``api_key`` is not given
+            (``OPENAI_API_KEY`` by default, which may be unset; any other name must be set).
         timeout: seconds allowed for one attempt.
-        max_retries: further attempts after the first fails with a retryable error (the SDK's policy).
+        max_retries: further attempts after the first fails with a retryable error (the openai SDK's policy:
+            connect errors, timeouts, 408/409/429, 5xx, with backoff and ``Retry-After``).
         concurrency: the most requests in flight at once from this client.
-        max_wait: seconds one :meth:`ChatClient.chat_many` call may take; requests still running then
-            count as failed (``deadline``). None: no limit beyond each request's own timeouts.
+        max_wait: seconds one batch of requests (:meth:`ChatClient.chat_many`) may take; requests still running
+            then count as failed (``deadline``). None: no limit beyond each request's own timeouts.
         breaker_failures: consecutive endpoint failures that open the circuit breaker (0 disables it).
         breaker_cooldown: seconds the open breaker fails calls at once before it lets a probe through.
     """
 
-    url: str
-    model: str
+    url: str | None = None
     api_key: str | None = field(default=None, repr=False)
-    api_key_env: str | None = "OPENAI_API_KEY"
-    timeout: float = 60.0
+    api_key_env: str | None = DEFAULT_KEY_ENV
+    timeout: float = 600.0
     max_retries: int = 2
     concurrency: int = 8
     max_wait: float | None = None
     breaker_failures: int = 5
     breaker_cooldown: float = 30.0
+
+    def endpoint_fields(self) -> dict[str, Any]:
+        """This object's :class:`EndpointOptions` fields, by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(EndpointOptions)}
+
+
+@dataclass
+class EndpointConfig(EndpointOptions):
+    """Where an OpenAI-compatible endpoint is, which model it serves, and how hard to try it.
+
+    Args:
+        model: the model name the server serves (``vllm serve <model>`` uses the path or hub id).
+        url, api_key, api_key_env, timeout, max_retries, concurrency, max_wait, breaker_failures,
+            breaker_cooldown: see :class:`EndpointOptions`.
+    """
+
+    model: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or not self.url.startswith(("http://", "https://")):

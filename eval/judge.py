@@ -4,12 +4,13 @@ QwenLong-L1's reward and metric use ``max(rule, judge)``: when exact matching mi
 model is asked whether the prediction is equivalent to a gold answer. The model runs on any of eval's
 generation backends (:data:`eval.backends.BACKENDS`: Qwen2.5-1.5B-Instruct behind ``vllm serve`` through
 ``openai``, or in-process through ``hf`` or ``vllm``); the judge adds the prompt, parsing, caching and
-failure counts, and the backend's own options (timeouts, retries, circuit breaker) apply. The judge answers with one word; anything else is
-*unparseable* (a verdict in double brackets, QwenLong-L1's style "... [[YES]]", is read too). A judge
+failure counts, and the backend's own options (timeouts, retries, circuit breaker) apply. The prompt and
+the reading of the reply are :mod:`eval.reward`'s (shared with the training reward and verl's copy): the
+judge answers with one word, or QwenLong-L1's "... [[YES]]"; anything else is *unparseable*. A judge
 that fails (endpoint down, circuit breaker open, unparseable reply) gives ``verdict=None, failed=True``
 and is counted in :attr:`Judge.stats`. It is never turned into a NO and never into a YES: a training
 reward skips it (None), and evaluation keeps the completion at its rule score and reports the failure
-(see :func:`eval.metrics.max_em_judge`).
+(see :func:`eval.reward.max_em_judge`).
 
 Successful verdicts are cached in memory by ``(question, prediction, golds)`` and, when ``cache_path``
 is set, in a JSONL file that later runs load (one line per verdict, appended atomically).
@@ -29,10 +30,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,144 +46,49 @@ from eval.backends.base import (
     SamplingParams,
     backend_class,
     backend_options,
+    option_names,
+    parse_option_items,
 )
-from eval.http import EndpointConfig, redact_url
+from eval.http import EndpointConfig, EndpointOptions, redact_url
+from eval.reward import build_judge_messages, parse_verdict
 
 log = logging.getLogger(__name__)
 
 CacheKey = tuple[str, str, tuple[str, ...]]
 
-JUDGE_SYSTEM_PROMPT = (
-    "You are a strict grader of short answers. You are given a question, one or more gold answers, and a "
-    "predicted answer. Decide whether the prediction means the same as at least one gold answer, as an "
-    "answer to this question. Differences in capitalisation, articles, punctuation, word order, "
-    "abbreviations, or extra words that do not change the answer are acceptable. A prediction that is "
-    "vaguer, names a different entity or value, hedges between several answers, or contradicts the gold "
-    "answers is wrong. Reply with exactly one word: YES or NO."
-)
-JUDGE_QUESTION = (
-    "Does the prediction mean the same as any gold answer? Reply with exactly one word: YES or NO."
-)
 
-
-def _one_line(text: str) -> str:
-    # The prompt is line-structured (one field per line), so field values are kept on one line.
-    return " ".join(str(text).split())
-
-
-def build_judge_messages(question: str, prediction: str, golds: Sequence[str]) -> Messages:
-    """The chat messages that ask the judge about one item.
-
-    Args:
-        question: the question the prediction answers.
-        prediction: the extracted answer to grade.
-        golds: every accepted answer (aliases included).
-
-    Example:
-        >>> m = build_judge_messages("Capital of France?", "paris", ["Paris"])
-        >>> print(m[1]["content"])
-        Question: Capital of France?
-        Gold answers:
-        - Paris
-        Prediction: paris
-        <BLANKLINE>
-        Does the prediction mean the same as any gold answer? Reply with exactly one word: YES or NO.
-    """
-    gold_lines = "\n".join(f"- {_one_line(g)}" for g in golds)
-    user = (
-        f"Question: {_one_line(question)}\nGold answers:\n{gold_lines}\n"
-        f"Prediction: {_one_line(prediction)}\n\n{JUDGE_QUESTION}"
-    )
-    return [{"role": "system", "content": JUDGE_SYSTEM_PROMPT}, {"role": "user", "content": user}]
-
-
-_VERDICT = re.compile(r"^[\W_]*(?:verdict[\W_]*)?(yes|no)[\W_]*$", re.IGNORECASE)
-#: QwenLong-L1's judge style: free text with the verdict in double brackets ("... [[YES]]").
-_BRACKETED = re.compile(r"\[\[\s*(yes|no)\s*\]\]", re.IGNORECASE)
-_THINK_END = "</think>"
-
-
-def parse_verdict(text: str | None) -> bool | None:
-    """Read the judge's one-word reply: True for YES, False for NO, None for anything else.
-
-    Surrounding whitespace, punctuation and markdown are ignored, as is a ``Verdict:`` label and any
-    reasoning up to ``</think>``. A verdict in double brackets anywhere in the reply (QwenLong-L1's judge
-    style, "They are equivalent. [[YES]]") is read too. A reply that says more, says both, or says
-    nothing is None.
-
-    Args:
-        text: the judge model's reply.
-
-    Example:
-        >>> [parse_verdict(t) for t in ["YES", " no. ", "**Yes**", "Verdict: NO", "yes no", "maybe", ""]]
-        [True, False, True, False, None, None, None]
-        >>> [parse_verdict(t) for t in ["They are equivalent. [[YES]]", "[[NO]]", "[[YES]] or [[NO]]"]]
-        [True, False, None]
-    """
-    if not text:
-        return None
-    if _THINK_END in text:
-        text = text.rsplit(_THINK_END, 1)[1]
-    bracketed = {v.lower() for v in _BRACKETED.findall(text)}
-    if bracketed:
-        return bracketed == {"yes"} if len(bracketed) == 1 else None
-    m = _VERDICT.match(text.strip())
-    if m is None:
-        return None
-    return m.group(1).lower() == "yes"
+#: The judge's own option defaults, where they differ from its backend's ``Options``: a reply is one word, so an
+#: attempt gets 30 s (generation's 600 s is :class:`eval.http.EndpointOptions`'), and an in-process judge runs on
+#: the CPU, 8 prompts at a time, unless told otherwise. Each applies only to a backend that has the option.
+JUDGE_OPTION_DEFAULTS: dict[str, Any] = {"timeout": 30.0, "device": "cpu", "batch_size": 8}
 
 
 @dataclass
 class JudgeConfig:
-    """Which judge model to ask, and how.
-
-    The judge runs on any generation backend of :data:`eval.backends.BACKENDS`; the fields below that
-    share a name with an option of the chosen backend (see its ``Options``) are passed to it, and
-    ``backend_options`` passes any other.
+    """Which judge model to ask, and how: the judge's spec (backend, model, url, the backend's options) plus what
+    the judge itself needs (its reply budget and its verdict cache).
 
     Args:
-        backend: ``openai`` (an OpenAI-compatible endpoint such as ``vllm serve``), ``hf`` (an in-process
-            transformers model) or ``vllm`` (in-process vLLM on a GPU).
+        backend: any generation backend of :data:`eval.backends.BACKENDS`: ``openai`` (an OpenAI-compatible
+            endpoint such as ``vllm serve``), ``hf`` (an in-process transformers model) or ``vllm`` (in-process
+            vLLM on a GPU).
         model: for ``openai`` the name the server serves; else a local path, hub id or preset.
         url: for ``openai``, the base URL including ``/v1`` (e.g. ``http://127.0.0.1:8000/v1``).
-        api_key: for ``openai``, sent as a bearer token when set (prefer ``api_key_env``).
-        api_key_env: for ``openai``, the environment variable holding the key (default ``OPENAI_API_KEY``,
-            which may be unset).
-        timeout: for ``openai``, seconds per attempt.
-        max_retries: for ``openai``, retries of a failed request (the openai SDK's policy).
-        concurrency: for ``openai``, requests in flight at once.
-        max_wait: for ``openai``, seconds one batch of judge calls may take; calls unfinished by then
-            fail (None: only each call's own timeouts bound it).
-        breaker_failures: for ``openai``, consecutive endpoint failures after which calls fail at once
-            (0 disables the circuit breaker).
-        breaker_cooldown: for ``openai``, seconds calls fail at once before one probe tries the endpoint.
+        backend_options: the backend's options (its ``Options``: for ``openai`` timeout, max_retries,
+            concurrency, max_wait, breaker_failures, breaker_cooldown, api_key_env, api_key; for ``hf`` device,
+            dtype, batch_size, ...); those not given take :data:`JUDGE_OPTION_DEFAULTS`, then the backend's own
+            defaults. An unknown key is an error that suggests the closest.
         max_tokens: the most tokens the reply may have (one word is enough).
         cache_path: a JSONL file of verdicts, loaded at start and appended to; None keeps the cache in
             memory only.
-        device: for ``hf``, the torch device (``cpu``, ``cuda``, ``cuda:1``).
-        max_new_tokens: the older name of ``max_tokens`` for in-process backends; when set it wins.
-        batch_size: for ``hf`` and ``vllm``, prompts generated together.
-        backend_options: further options of the backend, e.g. ``{"gpu_memory_utilization": 0.3}`` for
-            ``vllm``; an unknown key is an error.
     """
 
     backend: str = "openai"
     model: str = "Qwen/Qwen2.5-1.5B-Instruct"
     url: str | None = None
-    api_key: str | None = field(default=None, repr=False)
-    api_key_env: str | None = "OPENAI_API_KEY"
-    timeout: float = 30.0
-    max_retries: int = 2
-    concurrency: int = 8
-    max_wait: float | None = None
-    breaker_failures: int = 5
-    breaker_cooldown: float = 30.0
+    backend_options: dict[str, Any] = field(default_factory=dict)
     max_tokens: int = 8
     cache_path: str | None = None
-    device: str = "cpu"
-    max_new_tokens: int | None = None
-    batch_size: int = 8
-    backend_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         backend_class(self.backend)  # an unknown name answers "did you mean"
@@ -191,21 +96,22 @@ class JudgeConfig:
             raise LongmillError(
                 "judge model is empty; name the served model (openai) or a local path or hub id (hf)"
             )
-        if self.reply_tokens() < 1:
-            raise LongmillError(f"judge max_tokens must be >= 1, got {self.reply_tokens()}")
-        if self.batch_size < 1:
-            raise LongmillError(f"judge batch_size must be >= 1, got {self.batch_size}")
-        self.options()  # validates the backend's options (url, timeouts, concurrency, key) now
-
-    def reply_tokens(self) -> int:
-        """The judge's reply budget in tokens."""
-        return self.max_new_tokens if self.max_new_tokens is not None else self.max_tokens
+        if self.max_tokens < 1:
+            raise LongmillError(f"judge max_tokens must be >= 1, got {self.max_tokens}")
+        self.options()  # validates the backend's options (url, timeouts, concurrency, key, batch size) now
 
     def options(self) -> Any:
-        """The backend's ``Options``: its explicit ``backend_options``, then this config's fields of the same names."""
-        return backend_options(
-            self.backend, self.backend_options, defaults_from=self, what="judge backend option"
-        )
+        """The backend's ``Options``: ``backend_options``, then :data:`JUDGE_OPTION_DEFAULTS` and ``url`` where the
+        backend has such options, then the backend's own defaults."""
+        names = option_names(self.backend)
+        values = {k: v for k, v in JUDGE_OPTION_DEFAULTS.items() if k in names}
+        if "url" in names:
+            values["url"] = self.url
+        values.update(self.backend_options)
+        opts = backend_options(self.backend, values, what="judge backend option")
+        if getattr(opts, "batch_size", 1) < 1:
+            raise LongmillError(f"judge batch_size must be >= 1, got {opts.batch_size}")
+        return opts
 
     def endpoint(self) -> EndpointConfig:
         """The endpoint settings of the ``openai`` backend."""
@@ -213,12 +119,14 @@ class JudgeConfig:
 
     def summary(self) -> dict[str, Any]:
         """What produced the verdicts, for reports: no key, and the URL without credentials."""
+        opts = self.options()
         return {
             "backend": self.backend,
             "model": self.model,
             "url": redact_url(self.url),
-            "timeout": self.timeout,
-            "max_retries": self.max_retries,
+            # an in-process judge has neither; the figures reported before these were options are kept
+            "timeout": getattr(opts, "timeout", JUDGE_OPTION_DEFAULTS["timeout"]),
+            "max_retries": getattr(opts, "max_retries", EndpointOptions.max_retries),
         }
 
 
@@ -244,7 +152,7 @@ class JudgeResult:
 
     @property
     def score(self) -> float | None:
-        """1.0, 0.0, or None when the judge failed (for :func:`eval.metrics.max_em_judge`)."""
+        """1.0, 0.0, or None when the judge failed (for :func:`eval.reward.max_em_judge`)."""
         return None if self.verdict is None else float(self.verdict)
 
 
@@ -539,6 +447,49 @@ def _key(question: Any, prediction: Any, golds: Any) -> CacheKey:
     return (question, prediction, tuple(golds))
 
 
+def judge_from_spec(
+    backend: str | None,
+    model: str | None,
+    url: str | None = None,
+    options: Sequence[str] | str | Mapping[str, Any] | None = None,
+    cache: str | None = None,
+) -> JudgeConfig | None:
+    """The judge that ``judge_backend``, ``judge_model``, ``judge_url`` and ``judge_backend_option`` name, or None
+    when none was asked for: eval's ``--judge-*`` flags and training's ``judge_*`` settings both come here.
+
+    Args:
+        backend: a generation backend (openai when None and ``url`` is given); an in-process one (hf, vllm) needs
+            no url.
+        model: the served name (openai) or a path, hub id or preset; None: JudgeConfig's default.
+        url: the OpenAI-compatible base URL with ``/v1``.
+        options: the backend's options as ``KEY=VALUE`` items (or a mapping), typed and checked by its
+            ``Options``; those not given take :class:`JudgeConfig`'s defaults.
+        cache: a JSONL verdict cache.
+
+    Raises:
+        LongmillError: a model without a url or in-process backend, an unknown backend or option.
+    """
+    if not url and backend in (None, "openai"):  # an in-process backend (hf, vllm, ...) needs no url
+        if model:
+            raise LongmillError(
+                "--judge-model (judge_model) needs --judge-url (judge_url, an OpenAI-compatible server) or an "
+                "in-process --judge-backend (hf, vllm)"
+            )
+        return None
+    backend = backend or "openai"
+    if not isinstance(options, Mapping):
+        options = parse_option_items(backend, options, "judge_backend_option")
+    kw: dict[str, Any] = {
+        "backend": backend,
+        "url": url,
+        "cache_path": cache,
+        "backend_options": dict(options),
+    }
+    if model:
+        kw["model"] = model
+    return JudgeConfig(**kw)
+
+
 def make_judge(config: JudgeConfig) -> Judge:
     """Build the judge that ``config`` describes, on the generation backend it names.
 
@@ -558,5 +509,5 @@ def make_judge(config: JudgeConfig) -> Judge:
         raise LongmillError(
             f"the {config.backend} judge model {config.model!r} has no chat template; use an instruct model"
         )
-    engine = BackendJudgeEngine(backend, max_tokens=config.reply_tokens())
+    engine = BackendJudgeEngine(backend, max_tokens=config.max_tokens)
     return Judge(engine, model=config.model, cache_path=config.cache_path)

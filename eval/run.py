@@ -33,8 +33,11 @@ from eval.backends.base import (
     parse_option_items,
     split_option_items,
 )
+from eval.backends.hf import HFOptions
+from eval.backends.vllm import VLLMOptions
 from eval.data import EvalItem, load_items
-from eval.judge import JudgeConfig, make_judge
+from eval.http import EndpointOptions
+from eval.judge import JudgeConfig, judge_from_spec, make_judge
 from eval.report import write_report, write_summary
 from eval.scoring import read_prediction_records, read_predictions, score
 
@@ -81,16 +84,16 @@ class GenerateConfig:
     batch_size: int = 4
     url: str | None = None
     api_key: str | None = field(default=None, repr=False)
-    api_key_env: str | None = "OPENAI_API_KEY"
-    timeout: float = 600.0
-    max_retries: int = 2
-    device: str = "auto"
-    dtype: str = "auto"
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
-    max_model_len: int | None = None
+    api_key_env: str | None = EndpointOptions.api_key_env
+    timeout: float = EndpointOptions.timeout
+    max_retries: int = EndpointOptions.max_retries
+    device: str = HFOptions.device
+    dtype: str = HFOptions.dtype
+    tensor_parallel_size: int = VLLMOptions.tensor_parallel_size
+    gpu_memory_utilization: float = VLLMOptions.gpu_memory_utilization
+    max_model_len: int | None = VLLMOptions.max_model_len
     yarn_factor: float | None = None
-    yarn_original_max: int = 32_768
+    yarn_original_max: int = HFOptions.yarn_original_max
     backend_option: list[str] = field(default_factory=list, metadata={"parse": split_option_items})
 
     def __post_init__(self) -> None:
@@ -191,7 +194,7 @@ def meta_path(predictions: Path) -> Path:
 
 @dataclass
 class JudgeFlags:
-    """The judge and the pass@k rule, as command-line flags.
+    """The judge and the pass@k rule, as command-line flags (training's config spells the judge the same way).
 
     Args:
         judge_url: an OpenAI-compatible judge endpoint with /v1, e.g. http://127.0.0.1:8001/v1 from
@@ -199,13 +202,10 @@ class JudgeFlags:
         judge_model: the judge model: the served name (openai) or a path, hub id or preset (hf).
         judge_backend: any generation backend: openai (the default when judge_url is given), hf or vllm
             (in-process).
-        judge_api_key: a bearer token for the judge endpoint (visible in the process list; prefer
-            --judge-api-key-env).
-        judge_api_key_env: the environment variable holding the judge's key (OPENAI_API_KEY may be unset).
-        judge_timeout: seconds per judge request attempt.
-        judge_max_retries: retries of a failed judge request (connect errors, timeouts, 429, 5xx).
-        judge_max_wait: seconds all judge calls together may take; calls unfinished then count as failed
-            (none: only each call's own timeouts bound them).
+        judge_backend_option: options of the judge's backend as KEY=VALUE, comma-separated, e.g.
+            timeout=20,max_retries=3,max_wait=600,api_key_env=JUDGE_KEY for openai (seconds per attempt,
+            retries, seconds all judge calls may take, the variable holding the key); see
+            `--backend-option help`. Defaults: eval.judge.JudgeConfig's.
         judge_cache: a JSONL file caching verdicts across runs.
         max_judge_failures: the largest share of judge calls that may fail (0.05 = 5%); above it the run
             exits with status 1 after writing its report. Failed calls keep their rule score.
@@ -216,11 +216,7 @@ class JudgeFlags:
     judge_url: str | None = None
     judge_model: str | None = None
     judge_backend: str | None = None
-    judge_api_key: str | None = field(default=None, repr=False)
-    judge_api_key_env: str | None = "OPENAI_API_KEY"
-    judge_timeout: float = 30.0
-    judge_max_retries: int = 2
-    judge_max_wait: float | None = None
+    judge_backend_option: list[str] = field(default_factory=list)
     judge_cache: str | None = None
     max_judge_failures: float = 0.05
     pass_metric: str | None = None
@@ -232,50 +228,9 @@ class JudgeFlags:
             )
 
     def judge_config(self) -> JudgeConfig | None:
-        return judge_from_options(
-            self.judge_backend,
-            self.judge_url,
-            self.judge_model,
-            self.judge_api_key,
-            self.judge_cache,
-            api_key_env=self.judge_api_key_env,
-            timeout=self.judge_timeout,
-            max_retries=self.judge_max_retries,
-            max_wait=self.judge_max_wait,
+        return judge_from_spec(
+            self.judge_backend, self.judge_model, self.judge_url, self.judge_backend_option, self.judge_cache
         )
-
-
-def judge_from_options(
-    backend: str | None,
-    url: str | None,
-    model: str | None,
-    api_key: str | None = None,
-    cache: str | None = None,
-    device: str = "cpu",
-    **endpoint: Any,
-) -> JudgeConfig | None:
-    """A judge config from CLI flags, or None when no judge was asked for.
-
-    ``endpoint`` passes further :class:`JudgeConfig` fields (api_key_env, timeout, max_retries, max_wait).
-    """
-    if not url and backend in (None, "openai"):  # an in-process backend (hf, vllm, ...) needs no url
-        if model:
-            raise LongmillError(
-                "--judge-model needs --judge-url (an OpenAI-compatible server) or an in-process "
-                "--judge-backend (hf, vllm)"
-            )
-        return None
-    kw: dict[str, Any] = {
-        "backend": backend or "openai",
-        "url": url,
-        "api_key": api_key,
-        "cache_path": cache,
-        "device": device,
-        **{k: v for k, v in endpoint.items() if v is not None or k == "max_wait"},
-    }
-    if model:
-        kw["model"] = model
-    return JudgeConfig(**kw)
 
 
 def generate_predictions(

@@ -21,9 +21,9 @@ from datagen.core.errors import LongmillError
 from datagen.core.stats import Stats, filter_rows
 from datagen.sources.base import SkipCounter
 from eval.data import EvalItem, length_label
-from eval.extract import extract_answer
 from eval.judge import Judge
-from eval.metrics import METRICS, max_em_judge, pass_at_k, score_prediction
+from eval.metrics import METRICS, pass_at_k, score_prediction
+from eval.reward import extract_answer, max_em_judge
 
 log = logging.getLogger(__name__)
 

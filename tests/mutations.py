@@ -177,6 +177,14 @@ MUTATIONS: list[Mutation] = [
         "                verdict = parse_verdict(reply)\n                verdict = False if verdict is None else verdict\n",
         ("tests/eval/test_judge.py",),
     ),
+    Mutation(
+        "reward/one-module-bracketed-verdict",
+        "eval, the TRL reward and verl's copy read the judge alike, QwenLong-L1's [[YES]] included",
+        "eval/reward.py",
+        "    if bracketed:\n        return",
+        "    if False:\n        return",
+        ("tests/train/test_reward_table.py",),
+    ),
     # -- resume refusal ----------------------------------------------------------------------------
     Mutation(
         "resume/model-fingerprint-ignored",

@@ -27,11 +27,43 @@ from trl import SFTConfig as TRLSFTConfig
 
 from datagen.cliutil import field_defaults
 from datagen.core.errors import LongmillError
+from datagen.core.secrets import redact_url, url_credentials
 
 ROLLOUTS = ("auto", "hf", "vllm-colocate", "vllm-server")
 DYNAMIC_SAMPLING_METRICS = ("accuracy", "reward")
 JUDGE_ON_FAILURE = ("stop", "warn")
 MODEL_FOLDER_FILES = ("auto", "link", "copy")
+
+
+def model_options(role: str, backend: str, items: Any, url: str | None) -> list[str]:
+    """``<role>_backend_option`` items (``KEY=VALUE``, or ``"K=V,K2=V2"``) checked against the backend's ``Options``.
+
+    A training config is written to files (each phase's config, the checkpoints' ``training_args.bin``), so
+    it must hold no credentials: an ``api_key`` option and a ``user:pass@`` URL are refused; a key travels
+    only as the name of the environment variable that holds it (``api_key_env``).
+
+    Raises:
+        LongmillError: an unknown backend or option (with the closest name), a value of the wrong type, or a
+            credential.
+    """
+    from eval.backends.base import parse_option_items, split_option_items
+
+    items = split_option_items(items)
+    options = parse_option_items(backend, items, f"{role}_backend_option")
+    if "api_key" in options:
+        raise LongmillError(
+            f"{role}_backend_option api_key: a training config is written to files (phase configs, checkpoints), "
+            f"so it must not hold a key; put the key in an environment variable and name it instead, e.g. "
+            f"{role}_backend_option: [api_key_env=MY_{role.upper()}_KEY]"
+        )
+    if url_credentials(url or ""):
+        raise LongmillError(
+            f"{role}_url {redact_url(url)} carries user:pass@: a training config is written to files, so it must "
+            f"not hold credentials; serve the {role} with an API key and name its environment variable "
+            f"({role}_backend_option: [api_key_env=MY_{role.upper()}_KEY])"
+        )
+    return items
+
 
 #: GRPOConfig fields whose loss of meaning would silently turn DAPO into something else. If the installed TRL
 #: lacks one (renamed or removed), declaring it here would create a field TRL never reads: refuse instead.
@@ -129,6 +161,10 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
         judge_url: an OpenAI-compatible judge endpoint (the judge half of the reward); none disables.
         judge_model: the judge's served model name.
         judge_backend: a generation backend of eval (openai, hf or vllm) that runs the judge.
+        judge_backend_option: options of the judge's backend as KEY=VALUE, comma-separated (e.g.
+            timeout=20,max_retries=3,breaker_cooldown=60 for openai); the backend's ``Options`` declares them
+            and their defaults (eval.judge.JudgeConfig's for the judge), TRL's reward and verl-config's export
+            both use them, and a key is refused: name its environment variable (api_key_env=VAR).
         judge_cache: a JSONL verdict cache.
         yarn_factor: YaRN rope scaling for contexts beyond the model's native window; written into the
             model folder every consumer loads.
@@ -204,6 +240,7 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
     judge_url: str | None = None
     judge_model: str | None = None
     judge_backend: str | None = None
+    judge_backend_option: list[str] = field(default_factory=list)
     judge_cache: str | None = None
     yarn_factor: float | None = None
     yarn_original_max_position_embeddings: int = 32_768
@@ -257,6 +294,9 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
                 f"dynamic_sampling_metric must be one of {', '.join(DYNAMIC_SAMPLING_METRICS)}, "
                 f"got {self.dynamic_sampling_metric!r}"
             )
+        self.judge_backend_option = model_options(
+            "judge", self.judge_backend or "openai", self.judge_backend_option, self.judge_url
+        )
         if self.judge_max_failed_batches < 0:
             raise LongmillError(
                 f"judge_max_failed_batches must be >= 0 (0 turns the check off), got {self.judge_max_failed_batches}"
@@ -307,6 +347,9 @@ class SFTConfig(_GivenMixin, TRLSFTConfig):
         teacher_model: generate targets with this model and keep those the reward accepts (rejection sampling).
         teacher_backend: hf, vllm or openai.
         teacher_url: the server for the openai teacher backend.
+        teacher_backend_option: options of the teacher's backend as KEY=VALUE, comma-separated (e.g.
+            timeout=120 for openai, dtype=bfloat16 for hf); a key is refused: name its environment variable
+            (api_key_env=VAR).
         teacher_k: completions sampled per triplet from the teacher.
         teacher_max_tokens: the most tokens per teacher completion.
     """
@@ -326,11 +369,15 @@ class SFTConfig(_GivenMixin, TRLSFTConfig):
     teacher_model: str | None = None
     teacher_backend: str = "hf"
     teacher_url: str | None = None
+    teacher_backend_option: list[str] = field(default_factory=list)
     teacher_k: int = 4
     teacher_max_tokens: int = 512
 
     def __post_init__(self) -> None:
         self._snapshot_given()
+        self.teacher_backend_option = model_options(
+            "teacher", self.teacher_backend, self.teacher_backend_option, self.teacher_url
+        )
         if self.bf16 is None:
             self.bf16 = gpu_has_bf16()
         try:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from eval.extract import extract_answer
-from eval.metrics import exact_match
+from eval.reward import exact_match, extract_answer
 
 
 def _answers(label: Any) -> list[str]:

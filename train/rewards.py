@@ -1,4 +1,4 @@
-"""Rewards for long-context QA, built on eval's extraction, rules and judge.
+"""Rewards for long-context QA, built on :mod:`eval.reward` (extraction and rules) and eval's judge.
 
 ``hybrid_qa`` = max(rule, judge) (QwenLong-L1): the rule accepts an extracted answer that matches an
 accepted answer (exact match by default: sub-EM accepts "Ed Wood, Tim Burton, Johnny Depp" for "Ed Wood",
@@ -8,12 +8,9 @@ through a cache. A judge outage makes the reward ``None`` for that completion, s
 advantage is zero); it is counted and logged as a metric, never scored 0. DAPO's soft overlong
 punishment (TRL's implementation) is added to every reward that exists.
 
-Two entry points:
-
-- :class:`HybridQAReward`: TRL's interface, ``(completions, **columns) -> list[float | None]``;
-  picklable, with a ``__name__`` that names its logged metric.
-- :func:`compute_score`: verl's ``custom_reward_function`` signature
-  ``(data_source, solution_str, ground_truth, extra_info) -> float | dict``.
+:class:`HybridQAReward` is TRL's interface, ``(completions, **columns) -> list[float | None]``; picklable,
+with a ``__name__`` that names its logged metric. verl's ``custom_reward_function`` is
+:func:`eval.reward.compute_score`, which ``train verl-config`` ships verbatim with the same rules.
 
 Which rewards a run uses is configuration (``reward_funcs``, as in TRL's scripts): names in
 :data:`REWARDS` (``hybrid_qa``, the default, and ``format``), or a dotted import path such as
@@ -30,92 +27,26 @@ from typing import Any
 from datagen.core.errors import LongmillError, UnknownNameError
 from datagen.core.registry import Registry, did_you_mean
 from datagen.core.stats import Stats
-from eval.extract import extract_answer
-from eval.judge import Judge, JudgeConfig, make_judge
-from eval.metrics import exact_match, normalize_answer, sub_exact_match
+from eval import reward as reward_rules
+from eval.judge import Judge, JudgeConfig, judge_from_spec, make_judge
+from eval.reward import as_answer_list, completion_text, extract_answer
 
 log = logging.getLogger(__name__)
 
-#: Words that join alternatives: an answer that adds them hedges between candidates.
-HEDGES = frozenset({"or", "and", "either", "both", "maybe", "possibly", "perhaps", "nor"})
-
-
-def bounded_sub_exact_match(
-    prediction: str | None, answers: Sequence[str], max_extra_tokens: int = 2
-) -> float:
-    """1.0 when the prediction contains an accepted answer (whole normalised words) and adds at most
-    ``max_extra_tokens`` other words, none of which hedges ("or", "and", "either", ...).
-
-    Example:
-        >>> bounded_sub_exact_match("Ed Wood (the director)", ["Ed Wood"])
-        1.0
-        >>> bounded_sub_exact_match("Ed Wood, Tim Burton, Johnny Depp", ["Ed Wood"])
-        0.0
-        >>> bounded_sub_exact_match("Ed Wood or Burton", ["Ed Wood"])
-        0.0
-    """
-    if prediction is None:
-        return 0.0
-    words = normalize_answer(prediction).split()
-    for a in answers:
-        gold = normalize_answer(a).split()
-        n = len(gold)
-        for i in range(len(words) - n + 1 if n else 0):
-            if words[i : i + n] == gold:
-                extra = words[:i] + words[i + n :]
-                if len(extra) <= max_extra_tokens and not HEDGES.intersection(extra):
-                    return 1.0
-    return 0.0
-
-
-#: The rule half of the reward, by name: binary scorers ``(prediction, answers) -> 0.0 | 1.0``.
-RULES = ("em", "bounded_sub_em", "sub_em")
-
 
 def rule_scorer(rule: str, max_extra_tokens: int = 2) -> Callable[[str | None, Sequence[str]], float]:
-    """The scorer of ``rule`` (see :data:`RULES`).
-
-    Raises:
-        LongmillError: an unknown rule, with the closest valid name.
-    """
-    if rule == "em":
-        return exact_match
-    if rule == "sub_em":
-        return sub_exact_match
-    if rule == "bounded_sub_em":
-        return lambda p, a: bounded_sub_exact_match(p, a, max_extra_tokens)
-    import difflib
-
-    close = difflib.get_close_matches(rule, RULES, n=1)
-    raise LongmillError(
-        f"unknown reward rule {rule!r}{f'; did you mean {close[0]!r}?' if close else ''} "
-        f"Valid: {', '.join(RULES)}"
-    )
-
-
-def completion_text(completion: Any) -> str:
-    """The text of a TRL completion: a string, or a list of chat messages (the assistant's content)."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, Sequence):
-        return "".join(m.get("content", "") or "" for m in completion if isinstance(m, dict))
-    raise TypeError(f"a completion must be a string or a list of messages, got {type(completion).__name__}")
-
-
-def as_answer_list(ground_truth: Any) -> list[str]:
-    """Accepted answers from a string, a list, or a numpy array (verl passes arrays)."""
-    if isinstance(ground_truth, str):
-        return [ground_truth]
-    if ground_truth is None:
-        return []
-    return [str(a) for a in list(ground_truth)]
+    """:func:`eval.reward.rule_scorer`, with an unknown rule as a :class:`LongmillError` (the user's to fix)."""
+    try:
+        return reward_rules.rule_scorer(rule, max_extra_tokens)
+    except ValueError as e:
+        raise LongmillError(str(e)) from None
 
 
 class HybridQAReward:
     """max(rule, judge) on the extracted answer, plus DAPO's soft overlong punishment.
 
     Args:
-        rule: what accepts an answer: ``em`` (default), ``bounded_sub_em`` or ``sub_em`` (see :data:`RULES`).
+        rule: what accepts an answer: ``em`` (default), ``bounded_sub_em`` or ``sub_em`` (see :data:`eval.reward.RULES`).
         judge: a judge config; None scores with the rule alone.
         max_completion_length: enables the soft overlong punishment (L_max), with ``overlong_buffer``.
         overlong_buffer: the soft punishment's cache length L_cache (DAPO uses 4096 of 20480).
@@ -266,58 +197,6 @@ class HybridQAReward:
         return shaped
 
 
-# -- verl -------------------------------------------------------------------------------------------
-
-_VERL_JUDGES: dict[tuple[str, str, float, int], Judge] = {}
-
-
-def compute_score(
-    data_source: str,
-    solution_str: str,
-    ground_truth: Any,
-    extra_info: dict | None = None,
-    rule: str = "em",
-    judge_url: str | None = None,
-    judge_model: str | None = None,
-    judge_timeout: float = 60.0,
-    judge_max_retries: int = 4,
-    **_: Any,
-) -> dict[str, float]:
-    """verl's ``custom_reward_function``: max(rule, judge) for one response.
-
-    Point verl at it with ``custom_reward_function.path=<longmill>/train/rewards.py
-    custom_reward_function.name=compute_score``; pass ``+custom_reward_function.reward_kwargs.judge_url=...``
-    to enable the judge. verl has no way to skip a sample, so a failed judge call scores the rule's result
-    and is reported in verl's reward metrics as ``judge_failed`` (count it before trusting a run).
-
-    Returns:
-        ``{"score": float, "rule": float, "judge_failed": float}`` (verl logs the extra keys).
-
-    Example:
-        >>> compute_score("keychain/hotpotqa", "Therefore, the answer is Ed Wood.", ["Ed Wood", "Edward Wood"])
-        {'score': 1.0, 'rule': 1.0, 'judge_failed': 0.0}
-    """
-    golds = as_answer_list(ground_truth)
-    pred = extract_answer(solution_str)
-    rule_score = float(rule_scorer(rule)(pred, golds) >= 1.0)
-    out = {"score": rule_score, "rule": rule_score, "judge_failed": 0.0}
-    if rule_score == 1.0 or pred is None or not judge_url:
-        return out
-    key = (judge_url, judge_model or "", judge_timeout, judge_max_retries)
-    judge = _VERL_JUDGES.get(key)
-    if judge is None:
-        kw = {"url": judge_url, "timeout": judge_timeout, "max_retries": judge_max_retries}
-        kw |= {"model": judge_model} if judge_model else {}
-        judge = _VERL_JUDGES[key] = make_judge(JudgeConfig(**kw))
-    question = (extra_info or {}).get("question", "")
-    res = judge.judge(question, pred, golds)
-    if res.failed:
-        out["judge_failed"] = 1.0
-    elif res.verdict:
-        out["score"] = 1.0
-    return out
-
-
 # -- the reward registry ----------------------------------------------------------------------------
 
 #: Rewards by name: each entry is a factory ``(config) -> reward``, where ``config`` is the phase settings
@@ -337,20 +216,30 @@ def register_reward(name: str) -> Callable[[Callable[[Any], Any]], Callable[[Any
     return REWARDS.register(name)
 
 
+def judge_config(cfg: Any) -> JudgeConfig | None:
+    """The reward's judge from the phase settings (:func:`eval.judge.judge_from_spec` of ``judge_backend``,
+    ``judge_model``, ``judge_url``, ``judge_backend_option`` and ``judge_cache``), or None: the rule alone.
+
+    TRL's reward (:func:`make_reward`) and verl's export (:func:`train.backends.verl.verl_overrides`) both
+    take the judge from here, so both use the same options with the same defaults.
+    """
+    return judge_from_spec(
+        getattr(cfg, "judge_backend", None),
+        getattr(cfg, "judge_model", None),
+        getattr(cfg, "judge_url", None),
+        getattr(cfg, "judge_backend_option", None),
+        getattr(cfg, "judge_cache", None),
+    )
+
+
 @register_reward("hybrid_qa")
 def make_reward(cfg: Any) -> HybridQAReward:
     """longmill's default reward, configured from the phase settings (rule, judge, overlong shaping)."""
-    judge = None
-    if getattr(cfg, "judge_url", None) or getattr(cfg, "judge_backend", None) not in (None, "openai"):
-        kw = {"backend": cfg.judge_backend or "openai", "url": cfg.judge_url, "cache_path": cfg.judge_cache}
-        if cfg.judge_model:
-            kw["model"] = cfg.judge_model
-        judge = JudgeConfig(**kw)
     if cfg is None:
         return HybridQAReward()
     return HybridQAReward(
         cfg.reward_rule,
-        judge,
+        judge_config(cfg),
         max_completion_length=cfg.max_completion_length if cfg.overlong_cache else None,
         overlong_buffer=cfg.overlong_cache or None,
         overlong_penalty=cfg.overlong_penalty,

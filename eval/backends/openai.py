@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from datagen.core.errors import LongmillError
@@ -31,41 +31,22 @@ from eval.backends.base import (
     Progress,
     SamplingParams,
 )
-from eval.http import ChatClient, ChatRequest, EndpointConfig, EndpointError
+from eval.http import ChatClient, ChatRequest, EndpointConfig, EndpointError, EndpointOptions
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class OpenAIOptions:
-    """Options of the ``openai`` backend.
+class OpenAIOptions(EndpointOptions):
+    """Options of the ``openai`` backend: those of :class:`eval.http.EndpointOptions` (url, api_key,
+    api_key_env, timeout, max_retries, concurrency, max_wait, breaker_failures, breaker_cooldown), and:
 
     Args:
-        url: the base URL including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``.
-        api_key: sent as a bearer token when set (prefer ``api_key_env``).
-        api_key_env: the environment variable holding the key (``OPENAI_API_KEY`` by default, may be unset).
-        timeout: seconds per attempt.
-        max_retries: retries of a failed request (the openai SDK's policy: connect errors, timeouts,
-            408/409/429, 5xx, with backoff and ``Retry-After``).
-        concurrency: requests in flight at once.
         max_rounds: how many times a prompt may be asked for missing choices when the server returns
             fewer than ``n`` (None: up to ``n`` rounds, enough since every round yields at least one).
-        max_wait: seconds one batch of requests may take; requests unfinished by then fail (None: only
-            each request's own timeouts bound it).
-        breaker_failures: consecutive endpoint failures after which requests fail at once (0: never).
-        breaker_cooldown: seconds they fail at once before one probe tries the endpoint again.
     """
 
-    url: str | None = None
-    api_key: str | None = field(default=None, repr=False)
-    api_key_env: str | None = "OPENAI_API_KEY"
-    timeout: float = 600.0
-    max_retries: int = 2
-    concurrency: int = 8
     max_rounds: int | None = None
-    max_wait: float | None = None
-    breaker_failures: int = 5
-    breaker_cooldown: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.url:
@@ -79,18 +60,7 @@ class OpenAIOptions:
 
     def endpoint(self, model: str) -> EndpointConfig:
         """The HTTP client's settings for ``model``."""
-        return EndpointConfig(
-            url=self.url or "",
-            model=model,
-            api_key=self.api_key,
-            api_key_env=self.api_key_env,
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-            concurrency=self.concurrency,
-            max_wait=self.max_wait,
-            breaker_failures=self.breaker_failures,
-            breaker_cooldown=self.breaker_cooldown,
-        )
+        return EndpointConfig(**(self.endpoint_fields() | {"url": self.url or ""}), model=model)
 
 
 class OpenAIBackend(GenerationBackend):

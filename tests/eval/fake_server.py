@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from eval.metrics import normalize_answer
+from eval.reward import normalize_answer
 
 ROUTE = "/v1/chat/completions"
 

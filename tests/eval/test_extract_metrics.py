@@ -11,14 +11,14 @@ from collections import Counter
 
 import pytest
 
-import eval.extract
 import eval.metrics
+import eval.reward
 from datagen.prompts import ANSWER_FORMAT_INSTRUCTION
-from eval.extract import extract_answer
-from eval.metrics import METRICS, exact_match, f1, f1_precision_recall, pass_at_k, sub_exact_match
+from eval.metrics import METRICS, pass_at_k
+from eval.reward import exact_match, extract_answer, f1, f1_precision_recall, sub_exact_match
 
 
-@pytest.mark.parametrize("module", [eval.metrics, eval.extract])
+@pytest.mark.parametrize("module", [eval.metrics, eval.reward])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module)
     assert result.failed == 0 and result.attempted > 0

@@ -46,7 +46,10 @@ def judge_config(server: FakeServer, **overrides) -> JudgeConfig:
         api_key_env=None,
     )
     options.update(overrides)
-    return JudgeConfig(**options)
+    spec = {
+        k: options.pop(k) for k in ("backend", "url", "model", "cache_path", "max_tokens") if k in options
+    }
+    return JudgeConfig(**spec, backend_options=options)
 
 
 # -- parsing -----------------------------------------------------------------------------------------
@@ -283,7 +286,7 @@ def test_bad_items_and_configs_are_clear_errors(server):
     with pytest.raises(UnknownNameError, match="did you mean 'openai'"):
         JudgeConfig(backend="opnai", url="http://127.0.0.1:1/v1")
     with pytest.raises(LongmillError, match="concurrency"):
-        JudgeConfig(url="http://127.0.0.1:1/v1", concurrency=0)
+        JudgeConfig(url="http://127.0.0.1:1/v1", backend_options={"concurrency": 0})
 
 
 class _ScriptedEngine(JudgeEngine):
@@ -368,9 +371,9 @@ def test_max_wait_bounds_a_judge_batch(server):
 def test_judge_config_keeps_secrets_out_of_reprs_and_summaries(server, monkeypatch):
     monkeypatch.setenv("LONGMILL_JUDGE_KEY", "sk-judge-secret")
     url = server.url.replace("http://", "http://bob:hunter22@")
-    keyed = JudgeConfig(url=server.url, api_key_env="LONGMILL_JUDGE_KEY")
+    keyed = JudgeConfig(url=server.url, backend_options={"api_key_env": "LONGMILL_JUDGE_KEY"})
     assert keyed.endpoint().api_key == "sk-judge-secret"
-    cfg = JudgeConfig(url=url, api_key_env=None)
+    cfg = JudgeConfig(url=url, backend_options={"api_key_env": None})
     text = repr(keyed) + repr(cfg).replace(url, "") + json.dumps(cfg.summary()) + json.dumps(keyed.summary())
     assert "sk-judge-secret" not in text and "hunter22" not in text and "***@" in cfg.summary()["url"]
 
@@ -385,7 +388,9 @@ def tiny_judge_model(tiny_qwen2):
 
 
 def test_hf_judge_with_a_tiny_random_model_fails_cleanly(tiny_judge_model):
-    config = JudgeConfig(backend="hf", model=tiny_judge_model, device="cpu", max_new_tokens=4, batch_size=2)
+    config = JudgeConfig(
+        backend="hf", model=tiny_judge_model, max_tokens=4, backend_options={"device": "cpu", "batch_size": 2}
+    )
     items = [
         ("Capital of France?", "Paris", ["Paris"]),
         ("Who?", "Bob", ["Alice"]),

@@ -196,12 +196,8 @@ def test_eval_score_exits_non_zero_when_the_judge_fails_too_often(tmp_path, long
             str(preds),
             "--judge-url",
             judge.url,
-            "--judge-max-retries",
-            "1",
-            "--judge-timeout",
-            "2",
-            "--judge-api-key-env",
-            "LONGMILL_NO_KEY",
+            "--judge-backend-option",
+            "max_retries=1,timeout=2,api_key_env=LONGMILL_NO_KEY",
         ]
         res = CliRunner().invoke(
             main, [*base, "--out", str(tmp_path / "a")], env={"LONGMILL_NO_KEY": "k-123456"}
@@ -264,7 +260,14 @@ def test_eval_run_writes_no_secret_to_any_file(tmp_path, server, longbench, monk
         "8",
     ]
     args += ["--backend-option", "api_key=sk-gen-0123456789", "--data", longbench, "--out", out]
-    args += ["--judge-url", judge_url, "--judge-cache", out / "judge.jsonl", "--judge-api-key-env", ""]
+    args += [
+        "--judge-url",
+        judge_url,
+        "--judge-cache",
+        out / "judge.jsonl",
+        "--judge-backend-option",
+        "api_key_env=",
+    ]
     proc = run_cli(main, *map(str, args), prog_name="python -m eval")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     auth = {r.headers["Authorization"].split()[0] for r in server.requests}

@@ -64,7 +64,9 @@ def test_flaky_judge_run_completes_and_counts_failures(tmp_path, flaky):
         "u3": ["Therefore, the answer is GARBLED"],  # unparseable verdict: rule score
         "u4": ["I do not know."],  # nothing extracted: wrong, judge not asked
     }
-    judge = JudgeConfig(url=flaky.url, model="judge", timeout=0.5, max_retries=1, api_key_env=None)
+    judge = JudgeConfig(
+        url=flaky.url, model="judge", backend_options={"timeout": 0.5, "max_retries": 1, "api_key_env": None}
+    )
     m = score_run(
         items, write_preds(tmp_path / "p.jsonl", preds), tmp_path / "out", judge, {}, max_judge_failures=0.05
     )
@@ -99,7 +101,11 @@ def test_a_judge_that_is_down_never_raises_the_score(tmp_path):
     items = [item(i, [f"answer {i}"]) for i in range(10)]
     preds = {f"u{i}": [f"Therefore, the answer is {'answer' if i < 4 else 'wrong'} {i}"] for i in range(10)}
     with FakeServer(default=Action.error(503, retry_after="0.01")) as server:
-        judge = JudgeConfig(url=server.url, model="judge", timeout=0.5, max_retries=1, api_key_env=None)
+        judge = JudgeConfig(
+            url=server.url,
+            model="judge",
+            backend_options={"timeout": 0.5, "max_retries": 1, "api_key_env": None},
+        )
         m = score_run(items, write_preds(tmp_path / "p.jsonl", preds), tmp_path / "out", judge, {})
     o = m["overall"]
     assert o["em"] == pytest.approx(0.4) and o["max_em_judge"] == pytest.approx(0.4) and o["n"] == 10
@@ -234,7 +240,7 @@ def test_a_predictions_line_that_is_not_utf8_is_skipped_and_counted(tmp_path):
 
 
 def test_the_judge_batch_deadline_holds_end_to_end(tmp_path):
-    """A judge answering 429 with Retry-After: 100 under --judge-timeout 5 --judge-max-wait 20: the SDK
+    """A judge answering 429 with Retry-After: 100 under --judge-backend-option timeout=5,max_wait=20: the SDK
     would sleep 100 s in each worker and the process would wait for them at exit (this test measured
     104 s before the fix). A real `python -m eval score` process, timed from start to exit."""
     import subprocess
@@ -247,8 +253,8 @@ def test_the_judge_batch_deadline_holds_end_to_end(tmp_path):
         start = time.monotonic()
         proc = subprocess.run(
             [sys.executable, "-m", "eval", "score", "--data", str(data), "--predictions", str(preds),
-             "--out", str(tmp_path / "o"), "--judge-url", judge.url, "--judge-timeout", "5",
-             "--judge-max-wait", "20", "--judge-api-key-env", ""],
+             "--out", str(tmp_path / "o"), "--judge-url", judge.url,
+             "--judge-backend-option", "timeout=5,max_wait=20,api_key_env="],
             capture_output=True,
             text=True,
             timeout=300,

@@ -89,7 +89,11 @@ def run_with_a_judge_that_goes_down(curriculum, model, out, action: str, max_ste
             judge_on_failure=action,
             use_cpu=True,
         )
-        judge = JudgeConfig(url=server.url, model="judge", max_retries=0, timeout=2.0, breaker_failures=2)
+        judge = JudgeConfig(
+            url=server.url,
+            model="judge",
+            backend_options={"max_retries": 0, "timeout": 2.0, "breaker_failures": 2},
+        )
         return run_phases(
             curriculum,
             out,

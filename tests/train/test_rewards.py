@@ -9,9 +9,11 @@ import pickle
 import numpy as np
 import pytest
 
+import eval.reward
 import train.rewards
 from eval.judge import Judge, JudgeConfig, JudgeEngine, JudgeEngineError
-from train.rewards import HybridQAReward, compute_score
+from eval.reward import compute_score
+from train.rewards import HybridQAReward
 
 from ..eval.fake_server import Action, FakeServer
 
@@ -85,7 +87,7 @@ def test_judge_is_asked_only_when_the_rule_misses_and_outages_give_none():
 
 def test_judge_outage_over_http_gives_none(tmp_path):
     with FakeServer(default=Action.error(503)) as server:
-        cfg = JudgeConfig(url=server.url, model="judge", timeout=0.3, max_retries=1)
+        cfg = JudgeConfig(url=server.url, model="judge", backend_options={"timeout": 0.3, "max_retries": 1})
         out = HybridQAReward(judge=cfg)(
             ["Therefore, the answer is Lutetia."], answers=[["Paris"]], question=["Capital?"]
         )
@@ -126,7 +128,7 @@ def test_missing_answers_column_is_a_clear_error():
 
 
 def test_verl_compute_score_loads_from_a_file_path_like_verl_does():
-    spec = importlib.util.spec_from_file_location("custom_module", train.rewards.__file__)
+    spec = importlib.util.spec_from_file_location("custom_module", eval.reward.__file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     fn = module.compute_score
@@ -137,6 +139,7 @@ def test_verl_compute_score_loads_from_a_file_path_like_verl_does():
         )
     assert fn("keychain/hotpotqa", "I don't know", ["Ed Wood"], None) == {
         "score": 0.0,
+        "acc": 0.0,
         "rule": 0.0,
         "judge_failed": 0.0,
     }
@@ -152,7 +155,7 @@ def test_verl_compute_score_with_a_judge_reports_failures():
             judge_url=server.url,
             judge_model="j",
         )
-    assert ok == {"score": 1.0, "rule": 0.0, "judge_failed": 0.0}
+    assert ok == {"score": 1.0, "acc": 1.0, "rule": 0.0, "judge_failed": 0.0}
     with FakeServer(default=Action.error(500)) as server:
         bad = compute_score(
             "x",
@@ -163,7 +166,7 @@ def test_verl_compute_score_with_a_judge_reports_failures():
             judge_model="j2",
             judge_max_retries=0,
         )
-    assert bad == {"score": 0.0, "rule": 0.0, "judge_failed": 1.0}
+    assert bad == {"score": 0.0, "acc": 0.0, "rule": 0.0, "judge_failed": 1.0}
 
 
 @pytest.mark.parametrize(

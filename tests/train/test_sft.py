@@ -8,7 +8,7 @@ import re
 import pytest
 
 from datagen.sources import get_source
-from eval.extract import extract_answer
+from eval.reward import extract_answer
 from train.config import SFTConfig
 from train.sft import build_sft_examples, run_sft, sft_example
 

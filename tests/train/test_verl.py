@@ -3,7 +3,6 @@ installed), per-stage eval sets that fit, and a reward file that verl loads with
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import json
 import subprocess
@@ -14,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-import train.backends.verl_reward as vr
+import eval.reward as vr
 from curriculum.build import CurriculumConfig, build_curriculum
 from datagen.generators.base import GenConfig
 from datagen.runner import RunConfig, run_generator
@@ -164,71 +163,6 @@ def test_reward_file_runs_without_longmill(verl_out):
     assert proc.stdout.splitlines() == ["{'score': 1.0, 'acc': 1.0, 'rule': 1.0, 'judge_failed': 0.0}", "[]"]
 
 
-COMPLETIONS = [
-    "<think>it is Paris? no</think>So... Therefore, the answer is **Lyon**.",
-    "Answer: 1912\n",
-    "The answer is \\boxed{42}.",
-    "I am not sure.",
-    "Therefore, the answer is Ed Wood, Tim Burton, Johnny Depp.",
-    'the final answer is: "The Beatles".',
-    "**Answer:** _Marie Curie_",
-    "Therefore, the answer is (insert answer here)",
-    "Therefore, the answer is yes. Actually the answer is no",
-    "The answer is \\text{Ed Wood}.",
-    "",
-    "answer: no",
-    "Therefore, the answer is Ed Wood or Tim Burton",
-    "Therefore the answer is the U.S.A.!",
-    "The answer is Café au lait",
-]
-GOLDS = [
-    ["Lyon"],
-    ["1912"],
-    ["42"],
-    ["x"],
-    ["Ed Wood"],
-    ["Beatles"],
-    ["Marie Curie"],
-    ["x"],
-    ["no"],
-    ["Edward Wood", "Ed Wood"],
-    ["x"],
-    ["nobody"],
-    ["Ed Wood"],
-    ["usa"],
-    ["café au lait"],
-]
-
-
-def test_reward_file_agrees_with_longmill():
-    from datagen.prompts import ANSWER_PREFIX
-    from eval.extract import extract_answer
-    from eval.judge import JUDGE_SYSTEM_PROMPT, build_judge_messages, parse_verdict
-    from eval.metrics import exact_match, sub_exact_match
-
-    assert vr.ANSWER_PREFIX == ANSWER_PREFIX and vr.JUDGE_SYSTEM_PROMPT == JUDGE_SYSTEM_PROMPT
-    for text, golds in zip(COMPLETIONS, GOLDS, strict=True):
-        pred = extract_answer(text)
-        assert vr.extract_answer(text) == pred, text
-        assert vr.rule_score("em", pred, golds) == exact_match(pred, golds), text
-        assert vr.rule_score("sub_em", pred, golds) == sub_exact_match(pred, golds), text
-        assert vr.build_judge_messages("Who?  x", pred or "", golds) == build_judge_messages(
-            "Who?  x", pred or "", golds
-        )
-    for reply in ["YES", " no. ", "**Yes**", "Verdict: NO", "yes no", "maybe", "", "<think>no</think>yes"]:
-        assert vr.parse_verdict(reply) == parse_verdict(reply)
-    rewards = importlib.import_module("train.rewards")
-    assert set(vr.RULES) == set(rewards.RULES) == {"em", "sub_em", "bounded_sub_em"}
-    bounded = [
-        rewards.bounded_sub_exact_match(extract_answer(t), g) for t, g in zip(COMPLETIONS, GOLDS, strict=True)
-    ]
-    assert 0.0 in bounded and 1.0 in bounded  # the cases exercise both outcomes of the listing-resistant rule
-    for text, golds, want in zip(COMPLETIONS, GOLDS, bounded, strict=True):
-        assert vr.rule_score("bounded_sub_em", extract_answer(text), golds) == want, text
-    with pytest.raises(ValueError, match="unknown reward rule"):
-        vr.rule_score("sub-em", "a", ["a"])
-
-
 def test_judge_over_http_with_bounded_failures():
     def verdict(body):
         return Action.ok("YES" if "Edward" in body["messages"][1]["content"] else "NO")
@@ -371,7 +305,7 @@ def test_readme_verl_snippet_composes_against_verl_091():
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
         cfg = compose(config_name="ppo_trainer", overrides=overrides)
-    assert cfg.reward.custom_reward_function.path == str(ROOT / "train/backends/verl_reward.py")
+    assert cfg.reward.custom_reward_function.path == str(ROOT / "eval/reward.py")
 
 
 def test_the_shipped_gpu_config_gives_a_command_verl_accepts(curriculum_with_eval, tmp_path):

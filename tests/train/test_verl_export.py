@@ -80,6 +80,7 @@ VALUES = {
     "judge_url": "http://judge-host:9001/v1",
     "judge_model": "Qwen/Qwen2.5-7B-Instruct",
     "judge_backend": "hf",
+    "judge_backend_option": ["timeout=7", "breaker_cooldown=45"],
     "judge_cache": "runs/judge.jsonl",
     "yarn_factor": 8.0,
     "yarn_original_max_position_embeddings": 16_384,

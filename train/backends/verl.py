@@ -2,8 +2,8 @@
 
 It does not run verl (that happens on a Ray cluster). What it writes, under ``--out``:
 
-- ``longmill_reward.py``: longmill's reward as one stdlib-only file (:mod:`train.backends.verl_reward`), so
-  verl's workers load it by path without longmill installed in verl's environment;
+- ``longmill_reward.py``: a verbatim copy of :mod:`eval.reward`, longmill's reward rules as one stdlib-only file
+  (``compute_score`` is verl's entry), so verl's workers load it by path without longmill in verl's environment;
 - ``stage-K/val.parquet``: the held-out rows whose prompts fit stage K (verl would silently drop longer ones);
 - ``stage-K/run.sh`` and ``stage-K/config.json``: ``python3 -m verl.trainer.main_ppo`` (the entry point of
   the pip-installed verl; DAPO's pieces are built into it: the ``dapo`` reward manager with its overlong
@@ -25,17 +25,19 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import train.backends.verl_reward as verl_reward
+import eval.reward as reward_rules
 import train.model_folder as model_folder
 from datagen.core.errors import LongmillError
 from datagen.core.io import atomic_write_bytes, atomic_write_json, write_table_atomic
+from eval.backends.base import split_option_items
 from train.backends.base import TRAINER_BACKENDS, StageSpec, TrainerBackend
+from train.rewards import judge_config
 
 log = logging.getLogger(__name__)
 
 VERL_VERSION = "0.9.1"
 ENTRYPOINT = "verl.trainer.main_ppo"
-REWARD_FILE = "longmill_reward.py"
+REWARD_FILE = "longmill_reward.py"  # a copy of eval/reward.py, verl's custom_reward_function
 MODEL_FOLDER_FILE = "longmill_model_folder.py"  # a copy of train/model_folder.py, run by each stage's run.sh
 
 
@@ -74,10 +76,15 @@ EXPORTED = frozenset(
         "vllm_importance_sampling_mode", "vllm_importance_sampling_clip_max", "vllm_importance_sampling_clip_min",
         "overlong_buffer", "overlong_penalty", "dynamic_sampling_rounds", "dynamic_sampling_metric",
         "reward_funcs", "reward_rule", "reward_max_extra_tokens", "judge_url", "judge_model", "judge_backend",
+        "judge_backend_option",
         "yarn_factor", "yarn_original_max_position_embeddings", "yarn_within_native_window",
         "model_folder_files", "sp_size", "padding_free",
     }
 )  # fmt: skip
+#: The judge's backend options that eval.reward.compute_score carries (as judge_<option>).
+VERL_JUDGE_OPTIONS = frozenset(
+    {"timeout", "max_retries", "breaker_failures", "breaker_cooldown", "api_key_env"}
+)
 #: Fields that concern only the host that writes the commands (or TRL's own process); never worth a warning.
 LOCAL_ONLY = frozenset({"output_dir", "use_cpu", "disable_tqdm", "logging_dir", "rollout", "metrics_dir"})
 #: TRL's schedulers that verl 0.9.1's FSDP optimizer has (``FSDPOptimizerConfig``: constant or cosine, each
@@ -110,6 +117,14 @@ def export_warnings(cfg: Any) -> list[str]:
         for k in sorted(given)
         if k not in EXPORTED and k not in LOCAL_ONLY
     ]
+    judge_options = {
+        k.split("=", 1)[0].strip() for k in split_option_items(given.get("judge_backend_option"))
+    }
+    for key in sorted(judge_options - VERL_JUDGE_OPTIONS):
+        out.append(
+            f"judge_backend_option {key} is not exported: verl's compute_score asks the judge one call at a time "
+            f"and takes only {', '.join(sorted(VERL_JUDGE_OPTIONS))}"
+        )
     attn = given.get("attn_implementation")
     if attn and attn != "flash_attention_2":
         out.append(
@@ -298,7 +313,7 @@ def verl_overrides(
         init_checkpoint: the model this stage starts from.
         ckpt_dir: verl's ``trainer.default_local_dir``.
         val_files: this stage's validation Parquet (rows that fit the stage); empty disables validation.
-        reward_path: the copy of :mod:`train.backends.verl_reward` verl loads.
+        reward_path: the copy of :mod:`eval.reward` verl loads.
         n_gpus_per_node, nnodes: the cluster.
         plan: :func:`verl_memory_plan` for this stage (token budget per GPU, offload); default one sequence per
             micro-batch without offload.
@@ -309,11 +324,8 @@ def verl_overrides(
             ``sp_size`` that does not divide the GPUs.
     """
     rule = str(_get(cfg, "reward_rule", "em"))
-    if rule not in verl_reward.RULES:
-        raise LongmillError(
-            f"reward_rule {rule!r} has no verl implementation; verl-config supports "
-            f"{', '.join(verl_reward.RULES)}"
-        )
+    if rule not in reward_rules.RULES:
+        raise LongmillError(f"unknown reward_rule {rule!r}; valid: {', '.join(reward_rules.RULES)}")
     if str(_get(cfg, "judge_backend", "openai")) != "openai":
         raise LongmillError(
             f"judge_backend {cfg.judge_backend!r} cannot be exported: verl loads the reward as one stdlib file that "
@@ -447,11 +459,19 @@ def verl_overrides(
         ]
     if "vllm_enable_sleep_mode" in given:  # verl frees the KV cache between rollouts (free_cache_engine)
         o.append(f"actor_rollout_ref.rollout.free_cache_engine={bool(cfg.vllm_enable_sleep_mode)}")
-    judge_url = _get(cfg, "judge_url", None)
-    if judge_url:
-        o.append(f"+reward.custom_reward_function.reward_kwargs.judge_url={judge_url}")
-        if _get(cfg, "judge_model", None):
-            o.append(f"+reward.custom_reward_function.reward_kwargs.judge_model={cfg.judge_model}")
+    judge = judge_config(cfg)
+    if judge is not None:  # the judge TRL's reward would ask, with the same options (JudgeConfig's defaults)
+        opts = judge.options()
+        kwargs = {
+            "judge_url": judge.url,
+            "judge_model": judge.model,
+            "judge_timeout": opts.timeout,
+            "judge_max_retries": opts.max_retries,
+            "judge_breaker_failures": opts.breaker_failures,
+            "judge_breaker_cooldown": opts.breaker_cooldown,
+            "judge_api_key_env": opts.api_key_env or "null",
+        }
+        o += [f"+reward.custom_reward_function.reward_kwargs.{k}={v}" for k, v in kwargs.items()]
     max_steps = int(_get(cfg, "max_steps", -1))
     if max_steps > 0:
         o.append(f"trainer.total_training_steps={max_steps}")
@@ -542,7 +562,7 @@ class VerlBackend(TrainerBackend):
         self.gpu_memory_gib = gpu_memory_gib
         self.scripts: list[Path] = []
         self.reward_path = (self.out / REWARD_FILE).resolve()
-        atomic_write_bytes(self.reward_path, Path(verl_reward.__file__).read_bytes())
+        atomic_write_bytes(self.reward_path, Path(reward_rules.__file__).read_bytes())
         self.model_folder_path = (self.out / MODEL_FOLDER_FILE).resolve()
         atomic_write_bytes(self.model_folder_path, Path(model_folder.__file__).read_bytes())
 
