@@ -185,8 +185,8 @@ def gen_bench(corpus, length: int, n: int, tokenizer: str, start: int, gen=None)
 
 def section_gen(args, out: list[str]) -> None:
     from datagen.corpus import Corpus
-    from datagen.lengths import format_length, parse_lengths
     from datagen.sources import get_source
+    from longmill.lengths import format_length, parse_lengths
 
     t0 = time.perf_counter()
     corpus = Corpus.from_source(get_source(args.source, args.input))

@@ -106,7 +106,7 @@ def main() -> None:
     logging.disable(logging.WARNING)
     import torch
 
-    from datagen.lengths import format_length, parse_lengths
+    from longmill.lengths import format_length, parse_lengths
     from train.plan import resolve_shape
     from train.stepcheck import TinyShape
 

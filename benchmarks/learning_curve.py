@@ -123,10 +123,10 @@ def run_cmd(cmd: list[str], log_path: Path, timings: dict[str, float], name: str
 
 def eval_rows(data_dir: Path) -> Any:
     """The held-out prompts of ``data_dir``: ``uid``, ``length_target`` and ``cluster``, the source question a
-    prompt asks (:func:`curriculum.manifest.question_groups`: the same source id, text or fact keys)."""
+    prompt asks (:func:`longmill.manifest.question_groups`: the same source id, text or fact keys)."""
     import polars as pl
 
-    from curriculum.manifest import question_groups
+    from longmill.manifest import question_groups
 
     parts = sorted(data_dir.glob("*.parquet"))
     names = set(pl.read_parquet_schema(parts[0])) if parts else set()

@@ -30,13 +30,6 @@ import pyarrow.parquet as pq
 
 from curriculum.difficulty import FEATURES_VERSION, feature_difficulty, pass_rates
 from curriculum.features import features
-from curriculum.manifest import HELDOUT, MANIFEST, normalize_question
-from datagen.core.errors import LongmillError
-from datagen.core.io import atomic_write_json, write_table_atomic
-from datagen.core.rng import check_seed, sample_rng, stable_hash
-from datagen.core.stats import Stats, filter_rows
-from datagen.core.version import __version__
-from datagen.lengths import format_length, parse_lengths
 from datagen.schema import SAMPLE_SCHEMA, conform_samples, schema_core, schema_kind
 from datagen.shards import (
     OutputLock,
@@ -52,6 +45,13 @@ from datagen.shards import (
 from eval.backends.base import parse_option_items, split_option_items
 from eval.data import EvalItem
 from eval.run import GenerateConfig
+from longmill.errors import LongmillError
+from longmill.io import atomic_write_json, write_table_atomic
+from longmill.lengths import format_length, parse_lengths
+from longmill.manifest import HELDOUT, MANIFEST, normalize_question
+from longmill.rng import check_seed, sample_rng, stable_hash
+from longmill.stats import Stats, filter_rows
+from longmill.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,9 @@ import click
 
 from curriculum.build import CurriculumConfig, build_curriculum
 from curriculum.grounding import GroundingConfig
-from datagen.cliutil import (
+from eval.backends.base import add_options_help
+from eval.run import GenerateConfig
+from longmill.cliutil import (
     FlexibleGroup,
     dataclass_options,
     fields_of,
@@ -17,9 +19,7 @@ from datagen.cliutil import (
     progress_bar,
     setup_logging,
 )
-from datagen.core.io import atomic_write_json
-from eval.backends.base import add_options_help
-from eval.run import GenerateConfig
+from longmill.io import atomic_write_json
 
 
 @click.group(
@@ -159,7 +159,7 @@ def show(folder: Path) -> None:
     Example:
       python -m curriculum show data/curriculum
     """
-    from curriculum.manifest import check
+    from longmill.manifest import check
 
     m = check(folder)
     click.echo(

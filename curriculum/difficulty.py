@@ -22,12 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError
 from eval.data import EvalItem
 from eval.metrics import METRICS
 from eval.reward import extract_answer
 from eval.run import GenerateConfig, generate_predictions
 from eval.scoring import read_predictions
+from longmill.errors import LongmillError
 
 log = logging.getLogger(__name__)
 

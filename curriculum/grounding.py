@@ -38,14 +38,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from datagen.core.errors import LongmillError
-from datagen.core.rng import stable_id
-from datagen.core.secrets import redact
 from datagen.prompts import answer_format_instruction
 from datagen.shards import OutputLock, PartWriter, check_complete, check_output_path, read_table
 from eval.data import EvalItem
 from eval.metrics import METRICS
 from eval.run import GenerateConfig
+from longmill.errors import LongmillError
+from longmill.rng import stable_id
+from longmill.secrets import redact
 
 log = logging.getLogger(__name__)
 

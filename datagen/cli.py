@@ -13,7 +13,10 @@ from typing import Any
 
 import click
 
-from datagen.cliutil import (
+from datagen.generators import GENERATORS
+from datagen.runner import RunConfig, run_generator, run_triplets
+from datagen.sources import SOURCES, get_source
+from longmill.cliutil import (
     FlexibleCommand,
     FlexibleGroup,
     dataclass_options,
@@ -25,12 +28,9 @@ from datagen.cliutil import (
     setup_logging,
     typed_options,
 )
-from datagen.core.errors import LongmillError
-from datagen.core.io import atomic_write_json
-from datagen.core.rng import check_seed
-from datagen.generators import GENERATORS
-from datagen.runner import RunConfig, run_generator, run_triplets
-from datagen.sources import SOURCES, get_source
+from longmill.errors import LongmillError
+from longmill.io import atomic_write_json
+from longmill.rng import check_seed
 
 SOURCE_HELP = (
     "Source of triplets: " + ", ".join(SOURCES.names()) + ". 'synthetic' needs no --input; "

@@ -7,23 +7,16 @@ deduplicated by content); the question pool is every distinct question of the so
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from datagen.core.rng import stable_id
 from datagen.schema import Document, Triplet
 from datagen.sources.base import Source
+from longmill.manifest import normalize_question
+from longmill.rng import stable_id
 
 log = logging.getLogger(__name__)
-
-_NORM = re.compile(r"[\W_]+", re.UNICODE)
-
-
-def normalize_question(q: str) -> str:
-    """Case-, space- and punctuation-insensitive form used to tell questions apart."""
-    return _NORM.sub(" ", q.casefold()).strip()
 
 
 class Corpus:

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError
 from datagen.generators.keychain import pair_text
 from datagen.shards import iter_rows
+from longmill.errors import LongmillError
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from datagen.core.registry import Registry
+from longmill.registry import Registry
 
 #: The phrase the model is asked to end with (QwenLong-L1's format). ``eval.reward`` keys on it.
 ANSWER_PREFIX = "Therefore, the answer is"

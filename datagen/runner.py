@@ -21,16 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError
-from datagen.core.rng import check_seed, stable_id
-from datagen.core.stats import Stats
-from datagen.core.types import Progress
-from datagen.core.version import __version__
 from datagen.corpus import Corpus
 from datagen.generators import GENERATORS, GenConfig, Generator, SkipSample
 from datagen.schema import SAMPLE_SCHEMA, SCHEMA_VERSION, TRIPLET_SCHEMA, to_table
 from datagen.shards import OutputLock, PartWriter, check_complete, check_output_path
 from datagen.sources.base import Source
+from longmill.errors import LongmillError
+from longmill.rng import check_seed, stable_id
+from longmill.stats import Stats
+from longmill.types import Progress
+from longmill.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -68,7 +68,7 @@ class Document:
 
     @classmethod
     def make(cls, title: str, text: str) -> Document:
-        from datagen.core.rng import doc_id
+        from longmill.rng import doc_id
 
         return cls(doc_id=doc_id(title, text), title=title, text=text)
 

@@ -29,16 +29,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datagen.core.errors import LongmillError
-from datagen.core.io import (
+from longmill.errors import LongmillError
+from longmill.io import (
     _file_mode,
     atomic_write_json,
     write_table_atomic,
 )
+from longmill.manifest import PART_GLOB
 
 log = logging.getLogger(__name__)
 
-PART_GLOB = "part-*.parquet"
 MARKER_DIR = ".parts"
 STATS_FILE = "stats.json"
 #: A run refuses to start when the disk holding its output has less free space than this.

@@ -26,8 +26,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError, UnknownNameError
-from datagen.core.registry import Registry
+from longmill.errors import LongmillError, UnknownNameError
+from longmill.registry import Registry
 
 log = logging.getLogger(__name__)
 

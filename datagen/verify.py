@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError, UnknownNameError
 from datagen.generators import GENERATORS
 from datagen.generators.base import user_message
 from datagen.generators.fit import lower_bound
@@ -29,6 +28,7 @@ from datagen.schema import OPTIONAL_COLUMNS, SAMPLE_SCHEMA, schema_kind, task_of
 from datagen.shards import MARKER_DIR, STATS_FILE, iter_rows, list_parts, read_schema
 from datagen.sources import SOURCES
 from datagen.tokenizers import get_tokenizer
+from longmill.errors import LongmillError, UnknownNameError
 
 log = logging.getLogger(__name__)
 

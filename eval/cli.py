@@ -8,7 +8,10 @@ from pathlib import Path
 
 import click
 
-from datagen.cliutil import (
+from datagen.shards import OutputLock, check_output_path
+from eval.backends.base import add_options_help
+from eval.run import GenerateConfig, JudgeFlags, run_eval, score_run
+from longmill.cliutil import (
     FlexibleGroup,
     dataclass_options,
     fields_of,
@@ -16,9 +19,6 @@ from datagen.cliutil import (
     progress_bar,
     setup_logging,
 )
-from datagen.shards import OutputLock, check_output_path
-from eval.backends.base import add_options_help
-from eval.run import GenerateConfig, JudgeFlags, run_eval, score_run
 
 
 def _bar(total: int, desc: str) -> progress_bar:

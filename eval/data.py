@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError, RecordError
-from datagen.core.rng import stable_id
-from datagen.lengths import format_length
 from datagen.prompts import longqa_pieces
 from datagen.schema import OPTIONAL_COLUMNS, SAMPLE_SCHEMA, schema_kind, task_of
 from datagen.shards import iter_rows, list_parts, read_schema
 from datagen.sources.base import SkipCounter, iter_json_records
+from longmill.errors import LongmillError, RecordError
+from longmill.lengths import format_length
+from longmill.rng import stable_id
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ SDK's own (``max_retries``: connect errors, timeouts, 408/409/429 and 5xx, with 
   connections, 5xx, 429), calls fail at once for ``breaker_cooldown`` seconds; then one probe request
   (no retries) decides whether the endpoint is back;
 - credentials kept out of outputs: the API key and any ``user:pass@`` in the URL are registered with
-  :data:`datagen.core.secrets.SECRETS` and redacted from errors, from log records of this client, the
+  :data:`longmill.secrets.SECRETS` and redacted from errors, from log records of this client, the
   SDK and httpx, and from every JSON record longmill writes; a key can come from an environment variable
   (``api_key_env``, ``OPENAI_API_KEY`` by default) rather than the command line. A key together with a
   ``user:pass@`` URL is refused: both would need the one ``Authorization`` header.
@@ -42,10 +42,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from datagen.core.errors import LongmillError
-from datagen.core.secrets import SECRETS, protect_loggers, redact_url, url_credentials
-from datagen.core.stats import Stats
-from datagen.core.types import Messages, Progress
+from longmill.errors import LongmillError
+from longmill.secrets import SECRETS, protect_loggers, redact_url, url_credentials
+from longmill.stats import Stats
+from longmill.types import Messages, Progress
 
 log = logging.getLogger(__name__)
 

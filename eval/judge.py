@@ -37,9 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError
-from datagen.core.stats import Stats
-from datagen.core.types import Messages, Progress
 from eval.backends.base import (
     GenerationBackend,
     GenerationError,
@@ -51,6 +48,9 @@ from eval.backends.base import (
 )
 from eval.http import EndpointConfig, EndpointOptions, redact_url
 from eval.reward import build_judge_messages, parse_verdict
+from longmill.errors import LongmillError
+from longmill.stats import Stats
+from longmill.types import Messages, Progress
 
 log = logging.getLogger(__name__)
 
@@ -500,7 +500,7 @@ def make_judge(config: JudgeConfig) -> Judge:
         >>> make_judge(JudgeConfig(backend="openai"))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        datagen.core.errors.LongmillError: the openai backend needs --url (url=), ...
+        longmill.errors.LongmillError: the openai backend needs --url (url=), ...
     """
     backend = backend_class(config.backend).from_options(config.model, config.options())
     tokenizer = getattr(backend, "tokenizer", None)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from datagen.core.registry import Registry
 from eval.reward import exact_match, f1, precision, recall, sub_exact_match
+from longmill.registry import Registry
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

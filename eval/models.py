@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError
-from datagen.core.registry import Registry
-from datagen.core.rng import stable_id
+from longmill.errors import LongmillError
+from longmill.registry import Registry
+from longmill.rng import stable_id
 
 log = logging.getLogger(__name__)
 

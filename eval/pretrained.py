@@ -30,9 +30,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from datagen.core.errors import LongmillError
-from datagen.core.io import file_digest
-from datagen.core.registry import Registry
+from longmill.errors import LongmillError
+from longmill.io import file_digest
+from longmill.registry import Registry
 
 log = logging.getLogger(__name__)
 

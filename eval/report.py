@@ -12,10 +12,10 @@ from typing import Any
 
 import polars as pl
 
-from datagen.core.io import atomic_write_bytes, atomic_write_json
-from datagen.core.secrets import redact
 from eval.metrics import JUDGE_METRICS, METRICS
 from eval.scoring import Scored
+from longmill.io import atomic_write_bytes, atomic_write_json
+from longmill.secrets import redact
 
 log = logging.getLogger(__name__)
 

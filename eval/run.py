@@ -20,10 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError
-from datagen.core.io import atomic_write_bytes, atomic_write_json
-from datagen.core.secrets import redact_url
-from datagen.core.types import Progress
 from datagen.shards import OutputLock, check_output_path
 from datagen.sources.base import SkipCounter
 from eval.backends.base import (
@@ -40,6 +36,10 @@ from eval.http import EndpointOptions
 from eval.judge import JudgeConfig, judge_from_spec, make_judge
 from eval.report import write_report, write_summary
 from eval.scoring import read_prediction_records, read_predictions, score
+from longmill.errors import LongmillError
+from longmill.io import atomic_write_bytes, atomic_write_json
+from longmill.secrets import redact_url
+from longmill.types import Progress
 
 log = logging.getLogger(__name__)
 

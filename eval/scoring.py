@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError
-from datagen.core.stats import Stats, filter_rows
 from datagen.sources.base import SkipCounter
 from eval.data import EvalItem, length_label
 from eval.judge import Judge
 from eval.metrics import METRICS, pass_at_k, score_prediction
 from eval.reward import extract_answer, max_em_judge
+from longmill.errors import LongmillError
+from longmill.stats import Stats, filter_rows
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def score(
 
     The steps take data and return data: items without a scorable prediction are filtered out, each
     under its reason (``missing_predictions``, ``generation_failed``, counted by
-    :func:`~datagen.core.stats.filter_rows`); the rules score the others, the judge is asked where EM
+    :func:`~longmill.stats.filter_rows`); the rules score the others, the judge is asked where EM
     missed, and each scored item becomes one row.
 
     Args:

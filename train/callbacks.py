@@ -11,7 +11,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from datagen.core.io import atomic_write_bytes
+from longmill.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from datagen.cliutil import FlexibleGroup, dataclass_options, friendly_errors, setup_logging, typed_options
+from longmill.cliutil import FlexibleGroup, dataclass_options, friendly_errors, setup_logging, typed_options
 from train.config import NOT_FLAGS, GRPOPhaseConfig, SFTConfig, load_yaml_config
 
 #: TRL options listed in `grpo --help` (every other GRPOConfig/TrainingArguments field is accepted too).
@@ -382,7 +382,7 @@ def plan(
       python -m train plan --config train/configs/grpo-gpu-qwen2.5-7b.yaml --prompt-length 60k --no-padding-free
       python -m train plan --config train/configs/grpo-gpu-qwen2.5-7b.yaml --prompt-length 120k --activation-offload
     """
-    from datagen.lengths import parse_length, parse_lengths
+    from longmill.lengths import parse_length, parse_lengths
     from train.plan import format_report, plan_report, plan_settings, read_plan_yaml, resolve_shape
 
     values = read_plan_yaml(config_file)

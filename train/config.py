@@ -25,9 +25,9 @@ import yaml
 from trl import GRPOConfig as TRLGRPOConfig
 from trl import SFTConfig as TRLSFTConfig
 
-from datagen.cliutil import field_defaults
-from datagen.core.errors import LongmillError
-from datagen.core.secrets import redact_url, url_credentials
+from longmill.cliutil import field_defaults
+from longmill.errors import LongmillError
+from longmill.secrets import redact_url, url_credentials
 
 ROLLOUTS = ("auto", "hf", "vllm-colocate", "vllm-server")
 DYNAMIC_SAMPLING_METRICS = ("accuracy", "reward")

@@ -412,7 +412,7 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
             self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         )
         os.makedirs(folder, exist_ok=True)  # each rank writes its own file (as transformers' RNG states)
-        from datagen.core.io import atomic_write_json
+        from longmill.io import atomic_write_json
 
         atomic_write_json(
             os.path.join(folder, self.STATE_FILE.format(rank=self.accelerator.process_index)),

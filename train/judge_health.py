@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 
 from transformers import TrainerCallback
 
-from datagen.core.errors import LongmillError
 from eval.http import redact_url
+from longmill.errors import LongmillError
 from train.model_folder import run_spans_nodes
 
 log = logging.getLogger(__name__)

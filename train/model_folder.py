@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from datagen.core.errors import LongmillError
+    from longmill.errors import LongmillError
 except ImportError:  # run as a standalone script beside verl's stage scripts, where longmill is not installed
 
     class LongmillError(Exception):  # type: ignore[no-redef]

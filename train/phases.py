@@ -8,11 +8,11 @@ from typing import Any
 
 import yaml
 
-from curriculum.manifest import check as check_manifest
-from datagen.core.errors import LongmillError
-from datagen.core.io import atomic_write_bytes, atomic_write_json
-from datagen.core.manifest import load_manifest
 from eval.models import resolve_model
+from longmill.errors import LongmillError
+from longmill.io import atomic_write_bytes, atomic_write_json
+from longmill.manifest import check as check_manifest
+from longmill.manifest import load_manifest
 from train.backends import TRAINER_BACKENDS, StageSpec, TrainerBackend
 from train.config import GRPOPhaseConfig
 

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError
+from longmill.errors import LongmillError
 
 log = logging.getLogger(__name__)
 
@@ -761,7 +761,7 @@ def check_plan(
     if memory is None:
         return []
     if prompt_lengths is None and curriculum is not None:
-        from datagen.core.manifest import load_manifest
+        from longmill.manifest import load_manifest
 
         prompt_lengths = [int(st["max_prompt_length"]) for st in load_manifest(curriculum)["stages"]]
     model = str(getattr(config, "model", None) or getattr(config, "model_name_or_path", "") or "")

@@ -24,12 +24,12 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from datagen.core.errors import LongmillError, UnknownNameError
-from datagen.core.registry import Registry, did_you_mean
-from datagen.core.stats import Stats
 from eval import reward as reward_rules
 from eval.judge import Judge, JudgeConfig, judge_from_spec, make_judge
 from eval.reward import as_answer_list, completion_text, extract_answer
+from longmill.errors import LongmillError, UnknownNameError
+from longmill.registry import Registry, did_you_mean
+from longmill.stats import Stats
 
 log = logging.getLogger(__name__)
 

@@ -12,15 +12,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from curriculum.manifest import load_heldout, normalize_question
-from datagen.core.errors import LongmillError
-from datagen.core.io import atomic_write_json
-from datagen.core.rng import sample_rng
-from datagen.core.stats import Stats
 from datagen.prompts import ANSWER_PREFIX, DOC_TEMPLATES, longqa_pieces
 from datagen.schema import Triplet
 from datagen.shards import check_complete
 from datagen.sources import get_source
+from longmill.errors import LongmillError
+from longmill.io import atomic_write_json
+from longmill.manifest import load_heldout, normalize_question
+from longmill.rng import sample_rng
+from longmill.stats import Stats
 from train.callbacks import MetricsLogger
 from train.config import SFTConfig
 from train.rewards import HybridQAReward

@@ -28,8 +28,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from datagen.core.errors import LongmillError
-from datagen.core.rng import stable_id
 from datagen.generators.base import GENERATORS, GenConfig, Generator, longqa_question_problems
 from datagen.prompts import longqa_pieces
 from datagen.schema import Sample, SupportingFact, Triplet
@@ -44,6 +42,8 @@ from datagen.sources.synthetic import (
     Region,
     SyntheticWorld,
 )
+from longmill.errors import LongmillError
+from longmill.rng import stable_id
 
 OPS = ("count", "sum", "max", "min", "select")
 #: samples drawn from one region of the world before moving to the next (regions are built on demand)

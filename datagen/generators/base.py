@@ -11,15 +11,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from datagen.core.errors import LengthBudgetError, LengthFitError, LongmillError, SourceTooSmallError
-from datagen.core.registry import Registry
-from datagen.core.rng import sample_rng, stable_id
 from datagen.corpus import Corpus
 from datagen.generators.fit import AUDIT_EVERY, DocCounter, FitResult, fit_prompt, parse_placement
-from datagen.lengths import parse_length
 from datagen.prompts import DOC_TEMPLATES, longqa_pieces
 from datagen.schema import Sample, Triplet
 from datagen.tokenizers import DEFAULT_TOKENIZER, get_tokenizer
+from longmill.errors import LengthBudgetError, LengthFitError, LongmillError, SourceTooSmallError
+from longmill.lengths import parse_length
+from longmill.registry import Registry
+from longmill.rng import sample_rng, stable_id
 
 log = logging.getLogger(__name__)
 

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datagen.core.errors import LengthBudgetError, LengthFitError, SourceTooSmallError
-from datagen.core.registry import did_you_mean
 from datagen.prompts import DocTemplate
 from datagen.schema import Document
 from datagen.tokenizers import Tokenizer
+from longmill.errors import LengthBudgetError, LengthFitError, SourceTooSmallError
+from longmill.registry import did_you_mean
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from datagen.core.errors import LongmillError, SourceTooSmallError
-from datagen.core.registry import did_you_mean
-from datagen.core.rng import rng_uuid
 from datagen.generators.base import GENERATORS, GenConfig, Generator, user_message
 from datagen.generators.fit import (
     FitResult,
@@ -27,6 +24,9 @@ from datagen.generators.fit import (
 )
 from datagen.prompts import HEAD_KEY_PHRASE, keychain_pieces
 from datagen.schema import Chain, Sample, Triplet
+from longmill.errors import LongmillError, SourceTooSmallError
+from longmill.registry import did_you_mean
+from longmill.rng import rng_uuid
 
 UUID_FORMATS = ("full", "short", "hex8")
 #: LoongRL: 4 chains per 1,024 tokens of budget, of 4 keys each.

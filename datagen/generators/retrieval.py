@@ -28,12 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datagen.core.errors import LengthBudgetError, LongmillError
-from datagen.core.rng import rng_uuid, stable_id
 from datagen.generators.base import GENERATORS, GenConfig, Generator, longqa_question_problems
 from datagen.generators.fit import FitResult, parse_placement
 from datagen.prompts import longqa_pieces
 from datagen.schema import Document, Sample, SupportingFact, Triplet
+from longmill.errors import LengthBudgetError, LongmillError
+from longmill.rng import rng_uuid, stable_id
 
 #: the title of every needle document: the same for all, so that titles give nothing away
 NEEDLE_TITLE = "Note"

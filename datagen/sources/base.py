@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from datagen.core.errors import LongmillError, RecordError
-from datagen.core.registry import Registry
-from datagen.core.stats import Stats
 from datagen.schema import Document, Triplet
 from datagen.sources.jsonstream import iter_json_array
 from datagen.tokenizers import nfc
+from longmill.errors import LongmillError, RecordError
+from longmill.registry import Registry
+from longmill.stats import Stats
 
 log = logging.getLogger(__name__)
 

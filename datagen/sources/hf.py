@@ -14,11 +14,11 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from datagen.core.errors import LongmillError, RecordError
 from datagen.schema import Triplet
 from datagen.sources.base import SOURCES, Source, skip_record
 from datagen.sources.hotpotqa import hotpotqa_triplet
 from datagen.sources.tabular import ColumnMap
+from longmill.errors import LongmillError, RecordError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError, RecordError
 from datagen.schema import Document, SupportingFact, Triplet
 from datagen.sources.base import (
     SOURCES,
@@ -30,6 +29,7 @@ from datagen.sources.base import (
     require,
     skip_record,
 )
+from longmill.errors import LongmillError, RecordError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from datagen.core.errors import LongmillError
+from longmill.errors import LongmillError
 
 #: How much text is read at a time (characters).
 CHUNK = 1 << 20

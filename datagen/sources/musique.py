@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import RecordError
 from datagen.schema import Document, SupportingFact, Triplet
 from datagen.sources.base import (
     SOURCES,
@@ -27,6 +26,7 @@ from datagen.sources.base import (
     skip_record,
 )
 from datagen.sources.hotpotqa import answer_list
+from longmill.errors import RecordError
 
 log = logging.getLogger(__name__)
 

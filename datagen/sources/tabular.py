@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError, RecordError
 from datagen.schema import Document, SupportingFact, Triplet
 from datagen.shards import iter_rows, read_schema
 from datagen.sources.base import (
@@ -37,6 +36,7 @@ from datagen.sources.base import (
     skip_record,
 )
 from datagen.sources.hotpotqa import answer_list
+from longmill.errors import LongmillError, RecordError
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from datagen.core.errors import LongmillError
 from datagen.schema import TRIPLET_OPTIONAL, TRIPLET_SCHEMA, Triplet, schema_kind
 from datagen.shards import iter_rows, list_parts, read_schema
 from datagen.sources.base import SOURCES, Source
+from longmill.errors import LongmillError
 
 
 @SOURCES.register("triplets")

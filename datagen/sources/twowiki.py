@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError, RecordError
 from datagen.schema import Triplet
 from datagen.sources.base import SOURCES, Source, clean_text, iter_json_records, skip_record
 from datagen.sources.hotpotqa import hotpotqa_triplet
+from longmill.errors import LongmillError, RecordError
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from datagen.core.errors import LongmillError, UnknownNameError
-from datagen.core.registry import Registry, did_you_mean
-from datagen.core.types import Messages, Progress
+from longmill.errors import LongmillError, UnknownNameError
+from longmill.registry import Registry, did_you_mean
+from longmill.types import Messages, Progress
 
 
 @dataclass

@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from datagen.core.errors import LongmillError
-from datagen.core.stats import Stats
 from eval.backends.base import (
     BACKENDS,
     GenerationBackend,
@@ -32,6 +30,8 @@ from eval.backends.base import (
     SamplingParams,
 )
 from eval.http import ChatClient, ChatRequest, EndpointConfig, EndpointError, EndpointOptions
+from longmill.errors import LongmillError
+from longmill.stats import Stats
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from datagen.core.errors import LongmillError
 from eval.backends.base import BACKENDS, GenerationBackend, Messages, Progress, SamplingParams
+from longmill.errors import LongmillError
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ import pytest
 import curriculum.build as build_mod
 from curriculum.build import CurriculumConfig, build_curriculum, retro_draw
 from curriculum.features import answer_question_overlap, bm25_gold_ranks
-from datagen.core.errors import LongmillError
 from datagen.generators.base import GenConfig
 from datagen.generators.keychain import KeyChainConfig
 from datagen.runner import RunConfig, run_generator
 from datagen.sources import get_source
+from longmill.errors import LongmillError
 
 BINS = [1500, 3000, 4500]
 
@@ -264,8 +264,8 @@ from pathlib import Path  # noqa: E402
 
 import yaml  # noqa: E402
 
-from curriculum.manifest import check, load_heldout, normalize_question  # noqa: E402
 from datagen.runner import run_triplets  # noqa: E402
+from longmill.manifest import check, load_heldout, normalize_question  # noqa: E402
 
 ROOT = Path(__file__).parents[2]
 
@@ -470,7 +470,7 @@ def test_the_warm_up_sft_refuses_triplets_of_an_unfinished_run(tmp_path):
 
 
 def test_difficulty_backend_options_are_checked_by_the_backend_and_reach_it(inputs, tmp_path, monkeypatch):
-    from datagen.core.errors import UnknownNameError
+    from longmill.errors import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="did you mean 'max_rounds'"):
         CurriculumConfig(difficulty_backend="openai", difficulty_backend_option="max_round=3")

@@ -12,12 +12,12 @@ from click.testing import CliRunner
 
 import eval.backends  # noqa: F401  (registers the built-in backends)
 from curriculum.grounding import CLOSED_BOOK_PROMPT, GroundingConfig, ground
-from datagen.core.errors import LongmillError
 from datagen.generators.base import GenConfig
 from datagen.runner import RunConfig, run_generator
 from datagen.sources import get_source
 from eval.backends.base import BACKENDS, GenerationBackend
 from eval.run import GenerateConfig
+from longmill.errors import LongmillError
 
 CLOSED_MARK = CLOSED_BOOK_PROMPT.split("{")[0]
 

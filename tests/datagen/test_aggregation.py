@@ -10,7 +10,6 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from datagen.core.io import write_table_atomic
 from datagen.corpus import Corpus
 from datagen.generators import GENERATORS
 from datagen.generators.aggregation import NUMERIC, AggregationConfig, compute_answer
@@ -19,6 +18,7 @@ from datagen.schema import SAMPLE_SCHEMA, to_table
 from datagen.sources import get_source
 from datagen.sources.synthetic import SyntheticWorld, generate_triplets
 from datagen.verify import check_row, verify
+from longmill.io import write_table_atomic
 
 LENGTH = 3000
 
@@ -185,7 +185,7 @@ def test_verify_fails_on_a_tampered_shard(tmp_path):
 
 
 def test_options_are_checked():
-    from datagen.core.errors import LongmillError
+    from longmill.errors import LongmillError
 
     with pytest.raises(LongmillError, match="ops must be"):
         AggregationConfig(length=3000, ops="count,median")

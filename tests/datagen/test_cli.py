@@ -185,8 +185,8 @@ def test_inspect_shows_the_chain_and_gold(tmp_path):
 
 
 def test_verify_fails_with_exit_1_on_a_bad_row(tmp_path):
-    from datagen.core.io import write_table_atomic
     from datagen.schema import SAMPLE_SCHEMA, to_table
+    from longmill.io import write_table_atomic
 
     datagen(
         "keychain", "--length", "5k", "--num-samples", "2", "--num-chains", "2", "--out", str(tmp_path / "k")
@@ -376,10 +376,10 @@ def test_no_distractor_left_to_remove_names_the_length_that_works():
 
     import numpy as np
 
-    from datagen.core.errors import LengthBudgetError
     from datagen.generators.fit import DocCounter, fit_prompt
     from datagen.prompts import DOC_TEMPLATES
     from datagen.tokenizers import Tokenizer, get_tokenizer
+    from longmill.errors import LengthBudgetError
 
     from .conftest import toy_triplets
 

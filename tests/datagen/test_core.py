@@ -8,11 +8,11 @@ import uuid
 import numpy as np
 import pytest
 
-from datagen.core.errors import LongmillError, UnknownNameError
-from datagen.core.registry import Registry
-from datagen.core.rng import rng_uuid, sample_rng, stable_hash, stable_id
-from datagen.lengths import format_length, parse_length, parse_lengths
 from datagen.tokenizers import QWEN2_5_DEFAULT_SYSTEM, get_tokenizer
+from longmill.errors import LongmillError, UnknownNameError
+from longmill.lengths import format_length, parse_length, parse_lengths
+from longmill.registry import Registry
+from longmill.rng import rng_uuid, sample_rng, stable_hash, stable_id
 
 
 @pytest.mark.parametrize(

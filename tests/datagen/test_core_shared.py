@@ -8,9 +8,9 @@ import json
 import pytest
 
 import datagen
-from datagen.core import version as version_mod
-from datagen.core.errors import LongmillError
-from datagen.core.manifest import load_manifest
+from longmill import version as version_mod
+from longmill.errors import LongmillError
+from longmill.manifest import load_manifest
 
 
 def test_version_is_the_installed_package_metadata():

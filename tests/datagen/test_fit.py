@@ -8,12 +8,12 @@ from collections import Counter
 
 import pytest
 
-from datagen.core.errors import LengthBudgetError, SourceTooSmallError
 from datagen.corpus import Corpus
 from datagen.generators import GENERATORS
 from datagen.generators.base import GenConfig
 from datagen.generators.keychain import KeyChainConfig, default_num_chains
 from datagen.tokenizers import get_tokenizer
+from longmill.errors import LengthBudgetError, SourceTooSmallError
 
 from .conftest import toy_triplets
 
@@ -310,8 +310,8 @@ def test_the_floor_of_a_prompt_with_pairs_between_documents_is_measured_as_writt
     laid out with them after sentence ends (the old code), the length it named was too small to make it."""
     import numpy as np
 
-    from datagen.core.errors import LengthFitError
     from datagen.generators.fit import DocCounter, fit_prompt
+    from longmill.errors import LengthFitError
 
     tok = _SeamTokenizer()
     counter = DocCounter(tok, GENERATORS.get("longqa")(GenConfig(length=4000), toy_corpus).template)

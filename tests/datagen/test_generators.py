@@ -9,9 +9,9 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from datagen.corpus import normalize_question
 from datagen.generators import GENERATORS
 from datagen.verify import check_row, follow_chain, parse_pairs
+from longmill.manifest import normalize_question
 
 
 def make(generator, corpus, **kw):

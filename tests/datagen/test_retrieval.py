@@ -154,7 +154,7 @@ def test_vartrack_verify_catches_tampering(toy_corpus):
 
 
 def test_options_are_checked():
-    from datagen.core.errors import LongmillError
+    from longmill.errors import LongmillError
 
     with pytest.raises(LongmillError, match="depths"):
         NeedlesConfig(length=3000, depths="0,1.5")
@@ -165,7 +165,7 @@ def test_options_are_checked():
 
 
 def test_too_many_needles_for_the_length_is_a_clear_error(tmp_path, toy_source):
-    from datagen.core.errors import LengthBudgetError
+    from longmill.errors import LengthBudgetError
 
     with pytest.raises(LengthBudgetError):
         run_generator(

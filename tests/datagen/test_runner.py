@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from datagen.core.errors import LongmillError
 from datagen.generators import SkipSample
 from datagen.generators.keychain import KeyChain, KeyChainConfig
 from datagen.runner import RunConfig, run_generator
+from longmill.errors import LongmillError
 
 from .conftest import ListSource, toy_triplets
 

@@ -9,7 +9,6 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from datagen.core.io import write_table_atomic
 from datagen.generators import GENERATORS
 from datagen.schema import (
     SAMPLE_SCHEMA,
@@ -21,6 +20,7 @@ from datagen.schema import (
     task_of,
     to_table,
 )
+from longmill.io import write_table_atomic
 
 from .conftest import toy_triplets
 

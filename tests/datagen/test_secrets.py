@@ -8,9 +8,9 @@ import logging
 import click
 import pytest
 
-from datagen.core.errors import LongmillError
-from datagen.core.io import atomic_write_json
-from datagen.core.secrets import SECRETS, redact, redact_text
+from longmill.errors import LongmillError
+from longmill.io import atomic_write_json
+from longmill.secrets import SECRETS, redact, redact_text
 
 from ..cli import run_cli
 
@@ -47,7 +47,7 @@ def test_every_json_record_is_written_redacted(tmp_path):
 
 
 def test_cli_logs_and_errors_are_redacted_whatever_logger_wrote_them():
-    from datagen.cliutil import friendly_errors, setup_logging
+    from longmill.cliutil import friendly_errors, setup_logging
 
     @click.command()
     @friendly_errors

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from datagen.core.errors import LongmillError, RecordError
 from datagen.schema import SupportingFact, Triplet
 from datagen.sources import get_source
+from longmill.errors import LongmillError, RecordError
 from tests.datagen.formats import (
     QARecord,
     hotpotqa_example,

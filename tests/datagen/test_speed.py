@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datagen.core.rng import stable_id
 from datagen.sources.base import clean_text
 from datagen.sources.hotpotqa import join_sentences
+from longmill.rng import stable_id
 
 ALPHABET = list("ab .!?\"'()") + [
     " ",
@@ -89,8 +89,8 @@ def test_stable_id_fast_path_matches_json_dumps(parts):
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     assert stable_id(*parts) == hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
     if len(parts) == 3 and parts[0] == "doc":
-        from datagen.core.rng import doc_id
         from datagen.schema import Document
+        from longmill.rng import doc_id
 
         assert doc_id(parts[1], parts[2]) == stable_id(*parts) == Document.make(parts[1], parts[2]).doc_id
 
@@ -150,8 +150,8 @@ def test_json_array_streams_the_same_elements(chunk):
 def test_json_array_errors_name_the_place(text, where):
     import io
 
-    from datagen.core.errors import LongmillError
     from datagen.sources.jsonstream import iter_json_array
+    from longmill.errors import LongmillError
 
     for chunk in (2, 1 << 20):
         with pytest.raises(LongmillError, match=f"f.json: not valid JSON .*{re.escape(where)}"):

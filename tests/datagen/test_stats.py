@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from datagen.core.stats import Stats, summarize
 from datagen.sources.base import SkipCounter
+from longmill.stats import Stats, summarize
 
 
 def test_to_dict_keeps_declared_zeros_and_copies_groups():

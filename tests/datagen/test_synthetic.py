@@ -7,7 +7,6 @@ from collections import Counter
 
 import pytest
 
-from datagen.core.errors import LongmillError
 from datagen.schema import Triplet
 from datagen.sources import SOURCES, get_source
 from datagen.sources.synthetic import (
@@ -18,6 +17,7 @@ from datagen.sources.synthetic import (
     SyntheticWorld,
     generate_triplets,
 )
+from longmill.errors import LongmillError
 
 SENTENCE_END = re.compile(r"(?<=\.) ")
 

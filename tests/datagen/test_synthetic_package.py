@@ -8,9 +8,9 @@ from dataclasses import fields
 import pytest
 
 import datagen.sources.synthetic as synthetic
-from datagen.core.errors import LongmillError
 from datagen.sources import get_source
 from datagen.sources.synthetic import SyntheticConfig, SyntheticSource, generate_triplets
+from longmill.errors import LongmillError
 
 
 def _digest(triplets) -> str:

@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datagen.core.io import write_table_atomic
 from datagen.generators.keychain import KeyChainConfig
 from datagen.runner import RunConfig, run_generator
 from datagen.schema import SAMPLE_SCHEMA, to_table
 from datagen.verify import verify
+from longmill.io import write_table_atomic
 
 
 @pytest.fixture()

@@ -9,7 +9,6 @@ import inspect
 import pytest
 from click.testing import CliRunner
 
-from datagen.core.errors import LongmillError, UnknownNameError
 from eval.backends.base import (
     BACKENDS,
     backend_class,
@@ -20,6 +19,7 @@ from eval.backends.base import (
     parse_option_items,
 )
 from eval.run import GenerateConfig
+from longmill.errors import LongmillError, UnknownNameError
 
 
 @pytest.mark.parametrize("name", ["hf", "openai", "vllm"])

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from datagen.core.errors import LongmillError
 from eval.backends.base import BACKENDS, SamplingParams
 from eval.backends.openai import OpenAIBackend
 from eval.http import ChatClient, ChatRequest, EndpointConfig, EndpointError
+from longmill.errors import LongmillError
 
 from .fake_server import Action, FakeServer
 

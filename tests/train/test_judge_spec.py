@@ -12,8 +12,8 @@ import time
 import pytest
 
 import eval.reward
-from datagen.core.errors import LongmillError
 from eval.judge import JudgeConfig
+from longmill.errors import LongmillError
 from train.backends.verl import REWARD_FILE, export_warnings
 from train.config import GRPOPhaseConfig, SFTConfig
 from train.rewards import make_reward

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from datagen.core.errors import LongmillError
+from longmill.errors import LongmillError
 from train.backends.base import StageSpec
 from train.backends.trl import TRLBackend, grpo_args
 from train.config import GRPOPhaseConfig

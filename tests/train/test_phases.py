@@ -94,7 +94,7 @@ def test_two_phases_hand_over_weights_and_a_killed_run_resumes(
 
 
 def test_config_errors_say_how_to_fix(tmp_path):
-    from datagen.core.errors import LongmillError
+    from longmill.errors import LongmillError
 
     with pytest.raises(LongmillError, match="did you mean 'vllm-server'"):
         GRPOPhaseConfig(rollout="vllm-srever")
@@ -141,7 +141,7 @@ def test_auto_rollout_uses_vllm_only_with_vllm_and_a_gpu(monkeypatch, vllm, gpu,
 def test_asking_for_vllm_without_vllm_fails_with_the_install_command(
     tmp_path, small_curriculum, tiny_qwen2, monkeypatch, rollout
 ):
-    from datagen.core.errors import LongmillError
+    from longmill.errors import LongmillError
 
     fake_host(monkeypatch, vllm=False, gpu=False)
     config = cfg(

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from datagen.core.errors import LongmillError
+from longmill.errors import LongmillError
 from train.plan import (
     GIB,
     ModelShape,

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import train.phases
-from datagen.core.errors import LongmillError, UnknownNameError
+from longmill.errors import LongmillError, UnknownNameError
 from train.backends import TRAINER_BACKENDS, TrainerBackend
 from train.cli import main
 from train.config import GRPOPhaseConfig

@@ -64,7 +64,7 @@ def test_teacher_traces_kept_only_when_the_reward_accepts_them(tmp_path, small_t
 
 
 def test_sft_on_something_that_is_not_triplets_says_so(tmp_path, small_curriculum):
-    from datagen.core.errors import LongmillError
+    from longmill.errors import LongmillError
 
     with pytest.raises(LongmillError, match="is not a triplet shard"):
         build_sft_examples(small_curriculum / "stage-1", SFTConfig())

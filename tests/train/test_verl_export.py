@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from datagen.core.errors import LongmillError
+from longmill.errors import LongmillError
 from train.backends.base import StageSpec
 from train.backends.verl import VerlBackend, export_warnings, verl_memory_plan
 from train.config import GRPOPhaseConfig
@@ -97,7 +97,7 @@ VALUES = {
 def test_every_option_of_verl_config_help_is_carried_named_or_refused(tmp_path):
     """Each option --help lists, set away from its default, must change the command, be named in a warning, or be
     refused with a message that names it: none may vanish silently."""
-    from datagen.cliutil import docstring_args
+    from longmill.cliutil import docstring_args
     from train.cli import GRPO_SHOWN
 
     fields = {f.name for f in dataclasses.fields(GRPOPhaseConfig)}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from datagen.core.registry import Registry
+from longmill.registry import Registry
 
 
 @dataclass

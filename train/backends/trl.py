@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError
-from datagen.core.io import atomic_write_json, file_digest
 from eval.models import load_causal_lm
+from longmill.errors import LongmillError
+from longmill.io import atomic_write_json, file_digest
 from train.backends.base import TRAINER_BACKENDS, StageSpec, TrainerBackend
 from train.callbacks import MetricsLogger
 from train.config import GRPOPhaseConfig

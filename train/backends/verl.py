@@ -27,9 +27,9 @@ from typing import Any
 
 import eval.reward as reward_rules
 import train.model_folder as model_folder
-from datagen.core.errors import LongmillError
-from datagen.core.io import atomic_write_bytes, atomic_write_json, write_table_atomic
 from eval.backends.base import split_option_items
+from longmill.errors import LongmillError
+from longmill.io import atomic_write_bytes, atomic_write_json, write_table_atomic
 from train.backends.base import TRAINER_BACKENDS, StageSpec, TrainerBackend
 from train.rewards import judge_config
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from datagen.core.errors import LongmillError
+from longmill.errors import LongmillError
 
 
 def _option(default: Any, help: str) -> Any:

@@ -12,14 +12,14 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from datagen.core.errors import LongmillError
-from datagen.core.rng import sample_rng
 from datagen.schema import Triplet
 from datagen.sources.base import SOURCES, Source
 from datagen.sources.synthetic.config import SyntheticConfig
 from datagen.sources.synthetic.draw import Draw
 from datagen.sources.synthetic.questions import Draft, bridge, comparison, norm_question
 from datagen.sources.synthetic.world import Region, SyntheticWorld
+from longmill.errors import LongmillError
+from longmill.rng import sample_rng
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from datagen.core.errors import LongmillError
-from datagen.core.rng import stable_hash
 from datagen.schema import Document, SupportingFact
 from datagen.sources.synthetic import names
 from datagen.sources.synthetic.draw import Draw
@@ -49,6 +47,8 @@ from datagen.sources.synthetic.lexicon import (
     cap,
     value_text,
 )
+from longmill.errors import LongmillError
+from longmill.rng import stable_hash
 
 log = logging.getLogger(__name__)
 

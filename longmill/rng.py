@@ -50,8 +50,8 @@ def rng_uuid(rng: np.random.Generator, short: bool = False) -> str:
 
 
 def check_seed(seed: Any, what: str = "--seed") -> int:
-    """``seed`` as an int, or a :class:`~datagen.core.errors.LongmillError` saying what a seed must be."""
-    from datagen.core.errors import LongmillError
+    """``seed`` as an int, or a :class:`~longmill.errors.LongmillError` saying what a seed must be."""
+    from longmill.errors import LongmillError
 
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise LongmillError(f"{what} must be a whole number >= 0, got {seed!r}")

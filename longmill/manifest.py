@@ -1,6 +1,10 @@
-"""The curriculum's file contract: ``manifest.json`` and ``heldout.json``, and checking them.
+"""The curriculum's file contract, read by curriculum, train and their checks: ``manifest.json`` (stages,
+shards and their hashes), ``heldout.json`` (what evaluation holds out, by id, question and fact), and the
+one form in which questions are compared (:func:`normalize_question`, also the form datagen's corpus tells
+questions apart by).
 
-Light on purpose (no numpy, no eval): training imports it to check a curriculum before it starts.
+Light on purpose (standard library and :mod:`longmill.io` only): training imports it to check a curriculum
+before it starts.
 """
 
 from __future__ import annotations
@@ -10,12 +14,39 @@ import re
 from pathlib import Path
 from typing import Any
 
-from datagen.core.errors import LongmillError
-from datagen.core.io import file_digest
-from datagen.core.manifest import MANIFEST, load_manifest
-from datagen.shards import PART_GLOB
+from longmill.errors import LongmillError
+from longmill.io import file_digest
 
+MANIFEST = "manifest.json"
 HELDOUT = "heldout.json"
+PART_GLOB = "part-*.parquet"  # the name of every Parquet shard in a stage, eval or data folder
+
+
+def load_manifest(folder: str | Path, *, need_stages: bool = True) -> dict[str, Any]:
+    """A curriculum folder's ``manifest.json``.
+
+    Args:
+        folder: the curriculum folder (``python -m curriculum build --out``).
+        need_stages: require at least one stage (what a trainer needs).
+
+    Raises:
+        LongmillError: the file is missing, is not a JSON object, or lists no stages when they are needed;
+            the message says to build (or rebuild) the curriculum.
+    """
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        raise LongmillError(
+            f"{folder}: no {MANIFEST}; build the curriculum with `python -m curriculum build`"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise LongmillError(f"{path}: not valid JSON ({e}); rebuild the curriculum") from None
+    if not isinstance(manifest, dict):
+        raise LongmillError(f"{path}: not a JSON object; rebuild the curriculum")
+    if need_stages and not manifest.get("stages"):
+        raise LongmillError(f"{path}: the manifest lists no stages")
+    return manifest
 
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)

@@ -23,8 +23,8 @@ from typing import Any
 
 import click
 
-from datagen.core.errors import LongmillError
-from datagen.core.secrets import SECRETS, redact_text
+from longmill.errors import LongmillError
+from longmill.secrets import SECRETS, redact_text
 
 log = logging.getLogger(__name__)
 

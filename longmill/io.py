@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datagen.core.secrets import redact
+from longmill.secrets import redact
 
 #: zstd keeps long-context shards small; fixed settings keep the bytes reproducible.
 PARQUET_OPTIONS: dict[str, Any] = dict(
@@ -83,7 +83,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented, key-sorted JSON, atomically, with every secret masked.
 
     This is the writer of every ``stats.json``, ``manifest.json``, ``metrics.json``, ``--stats-out`` copy
-    and meta file, so the redaction (:func:`datagen.core.secrets.redact`: API keys, ``user:pass@`` in
+    and meta file, so the redaction (:func:`longmill.secrets.redact`: API keys, ``user:pass@`` in
     URLs, ``api_key=`` option items) happens here, once, for all of them.
     """
     atomic_write_bytes(

@@ -12,7 +12,7 @@ server echoes back in an error. :func:`redact` removes all three from a JSON-lik
 - every value registered with :data:`SECRETS` (the keys and URL credentials a client was given) becomes
   ``***`` wherever it appears.
 
-:func:`datagen.core.io.atomic_write_json` (every ``stats.json``, ``manifest.json``, ``metrics.json``,
+:func:`longmill.io.atomic_write_json` (every ``stats.json``, ``manifest.json``, ``metrics.json``,
 ``--stats-out`` copy and meta file) redacts what it writes, and :data:`SECRETS` is a logging filter that
 the CLIs put on their log handler and the HTTP client puts on its loggers (and the SDK's).
 

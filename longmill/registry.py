@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from datagen.core.errors import UnknownNameError
+from longmill.errors import UnknownNameError
 
 T = TypeVar("T")
 
@@ -39,7 +39,7 @@ class Registry(Generic[T]):
         >>> r.get("keychian")
         Traceback (most recent call last):
         ...
-        datagen.core.errors.UnknownNameError: unknown generator 'keychian'; did you mean 'keychain'? Valid generators: keychain
+        longmill.errors.UnknownNameError: unknown generator 'keychian'; did you mean 'keychain'? Valid generators: keychain
     """
 
     def __init__(self, kind: str):
