@@ -50,7 +50,7 @@ from eval.http import EndpointConfig, EndpointOptions, redact_url
 from eval.reward import build_judge_messages, parse_verdict
 from longmill.errors import LongmillError
 from longmill.stats import Stats
-from longmill.types import Messages, Progress
+from longmill.types import Progress
 
 log = logging.getLogger(__name__)
 
@@ -156,50 +156,6 @@ class JudgeResult:
         return None if self.verdict is None else float(self.verdict)
 
 
-#: One judge call produced no reply; ``reason`` (``endpoint``, ``generation``) is counted in :attr:`Judge.stats`.
-JudgeEngineError = GenerationError
-
-
-class JudgeEngine:
-    """Turns judge prompts into replies; :class:`Judge` does caching, parsing and counting.
-
-    ``complete_many`` returns one entry per prompt, in order: the reply text, or a
-    :class:`JudgeEngineError` for that prompt. It should not raise for a single failed prompt.
-    """
-
-    def complete_many(
-        self, prompts: Sequence[Messages], progress: Progress | None = None
-    ) -> list[str | JudgeEngineError]:
-        """One reply per prompt (or the error that stopped it); ``progress(k)`` as replies finish."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release connections or model memory."""
-
-
-class BackendJudgeEngine(JudgeEngine):
-    """Asks any generation backend (``openai``, ``hf``, ``vllm``, ...) greedily, with a short reply budget.
-
-    Args:
-        backend: the generation backend that runs the judge model.
-        max_tokens: the most tokens a reply may have.
-    """
-
-    def __init__(self, backend: GenerationBackend, *, max_tokens: int = 8):
-        self.backend = backend
-        self.sampling = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=max_tokens, seed=0)
-
-    def complete_many(
-        self, prompts: Sequence[Messages], progress: Progress | None = None
-    ) -> list[str | JudgeEngineError]:
-        outs = self.backend.generate_or_errors(prompts, n=1, sampling=self.sampling, progress=progress)
-        # A failed prompt (endpoint down, out of memory on a long batch) fails its item; the run goes on.
-        return [o if isinstance(o, GenerationError) else o[0] for o in outs]
-
-    def close(self) -> None:
-        self.backend.close()
-
-
 class _RateLimitedLog:
     """Logs the first few messages in full, then at most one per ``interval`` seconds with a count."""
 
@@ -228,7 +184,9 @@ class Judge:
     """Grades (question, prediction, golds) items with a judge model, with a cache and failure counts.
 
     Args:
-        engine: what produces the replies (:class:`BackendJudgeEngine` over a generation backend, ...).
+        backend: the generation backend that runs the judge model (``openai``, ``hf``, ``vllm``, or any
+            registered one); asked greedily, one reply per prompt, at most ``max_tokens`` tokens. A prompt
+            it fails on (endpoint down, out of memory) fails that item; the run goes on.
         model: the judge model's name, stored with each cached verdict; a JSONL cache only serves
             verdicts of the same model.
         cache_path: a JSONL verdict cache, loaded now and appended to; None keeps it in memory.
@@ -238,8 +196,16 @@ class Judge:
     file had lines it could not read (torn, not JSON, not UTF-8), ``cache_skipped``.
     """
 
-    def __init__(self, engine: JudgeEngine, *, model: str = "", cache_path: str | os.PathLike | None = None):
-        self.engine = engine
+    def __init__(
+        self,
+        backend: GenerationBackend,
+        *,
+        model: str = "",
+        cache_path: str | os.PathLike | None = None,
+        max_tokens: int = 8,
+    ):
+        self.backend = backend
+        self.sampling = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=max_tokens, seed=0)
         self.model = model
         self.cache_path = Path(cache_path) if cache_path is not None else None
         self._cache: dict[CacheKey, tuple[bool, str | None]] = {}
@@ -356,17 +322,21 @@ class Judge:
 
         unique = list(todo)
         self._stats.add("calls", len(unique))
-        replies = self.engine.complete_many(
-            [build_judge_messages(q, p, g) for q, p, g in unique], progress=progress
+        outs = self.backend.generate_or_errors(
+            [build_judge_messages(q, p, g) for q, p, g in unique],
+            n=1,
+            sampling=self.sampling,
+            progress=progress,
         )
-        if len(replies) != len(unique):
+        if len(outs) != len(unique):
             raise LongmillError(
-                f"judge engine {type(self.engine).__name__} returned {len(replies)} replies "
-                f"for {len(unique)} prompts (a bug in the engine)"
+                f"judge backend {type(self.backend).__name__} returned {len(outs)} replies "
+                f"for {len(unique)} prompts (a bug in the backend)"
             )
+        replies = [o if isinstance(o, GenerationError) else o[0] for o in outs]
         new_records = []
         for key, reply in zip(unique, replies, strict=True):
-            if isinstance(reply, JudgeEngineError):
+            if isinstance(reply, GenerationError):
                 res = self._fail(reply.reason, str(reply), None)
             else:
                 verdict = parse_verdict(reply)
@@ -406,8 +376,8 @@ class Judge:
         return self.judge_many([(question, prediction, golds)])[0]
 
     def close(self) -> None:
-        """Release the engine (HTTP connections or the model)."""
-        self.engine.close()
+        """Release the backend (HTTP connections or the model)."""
+        self.backend.close()
 
     def __enter__(self) -> Judge:
         return self
@@ -509,5 +479,4 @@ def make_judge(config: JudgeConfig) -> Judge:
         raise LongmillError(
             f"the {config.backend} judge model {config.model!r} has no chat template; use an instruct model"
         )
-    engine = BackendJudgeEngine(backend, max_tokens=config.max_tokens)
-    return Judge(engine, model=config.model, cache_path=config.cache_path)
+    return Judge(backend, model=config.model, cache_path=config.cache_path, max_tokens=config.max_tokens)

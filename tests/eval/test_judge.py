@@ -10,15 +10,12 @@ import time
 
 import pytest
 
-from eval.backends.base import BACKENDS, GenerationBackend
+from eval.backends.base import BACKENDS, GenerationBackend, GenerationError
 from eval.backends.openai import OpenAIBackend
 from eval.http import ChatClient, EndpointConfig
 from eval.judge import (
-    BackendJudgeEngine,
     Judge,
     JudgeConfig,
-    JudgeEngine,
-    JudgeEngineError,
     JudgeResult,
     build_judge_messages,
     make_judge,
@@ -161,7 +158,7 @@ def test_flaky_server_failures_are_counted_and_never_false(server):
     with make_judge(judge_config(server, max_retries=2)) as judge:
         results = judge.judge_many(items)
         stats = judge.stats
-        client_stats = judge.engine.backend.client.stats
+        client_stats = judge.backend.client.stats
     assert [r.verdict for r in results] == [True, None, None, None, False]
     for r in results[1:4]:
         assert r.failed and r.verdict is None and r.verdict is not False and r.score is None
@@ -289,19 +286,21 @@ def test_bad_items_and_configs_are_clear_errors(server):
         JudgeConfig(url="http://127.0.0.1:1/v1", backend_options={"concurrency": 0})
 
 
-class _ScriptedEngine(JudgeEngine):
+class _ScriptedBackend(GenerationBackend):
+    """A generation backend whose replies (or errors) are given in advance, one per prompt."""
+
     def __init__(self, replies):
         self.replies = list(replies)
         self.seen = 0
 
-    def complete_many(self, prompts, progress=None):
+    def generate_or_errors(self, prompts, n=1, sampling=None, progress=None):
         out = self.replies[self.seen : self.seen + len(prompts)]
         self.seen += len(prompts)
-        return out
+        return [r if isinstance(r, GenerationError) else [r] for r in out]
 
 
-def test_judge_with_a_custom_engine_counts_each_failure_reason():
-    judge = Judge(_ScriptedEngine(["YES", JudgeEngineError("generation", "out of memory"), "no.", "?"]))
+def test_judge_on_any_backend_counts_each_failure_reason():
+    judge = Judge(_ScriptedBackend(["YES", GenerationError("generation", "out of memory"), "no.", "?"]))
     results = judge.judge_many([(f"q{i}", "p", ["g"]) for i in range(4)])
     assert [(r.verdict, r.failed, r.reason) for r in results] == [
         (True, False, None),
@@ -312,10 +311,10 @@ def test_judge_with_a_custom_engine_counts_each_failure_reason():
     assert judge.stats["failures_by_reason"] == {"generation": 1, "unparseable": 1}
 
 
-def test_openai_engine_can_take_an_injected_client(server):
+def test_the_openai_backend_can_take_an_injected_client(server):
     server.script(Action.error(503, retry_after="0.05"))
     config = EndpointConfig(url=server.url, model="m", timeout=0.3, max_retries=1, api_key_env=None)
-    judge = Judge(BackendJudgeEngine(OpenAIBackend("m", client=ChatClient(config))), model="m")
+    judge = Judge(OpenAIBackend("m", client=ChatClient(config)), model="m")
     with judge:
         assert judge.judge("Capital of France?", "Paris", ["Paris"]).verdict is True
     assert server.count() == 2
@@ -336,9 +335,7 @@ def test_a_down_judge_fails_fast_through_the_breaker_and_recovers(server):
         breaker_cooldown=60,
         api_key_env=None,
     )
-    with Judge(
-        BackendJudgeEngine(OpenAIBackend("m", client=ChatClient(config, clock=lambda: now[0]))), model="m"
-    ) as judge:
+    with Judge(OpenAIBackend("m", client=ChatClient(config, clock=lambda: now[0])), model="m") as judge:
         start = time.monotonic()
         results = judge.judge_many(items)
         first = time.monotonic() - start
@@ -347,7 +344,7 @@ def test_a_down_judge_fails_fast_through_the_breaker_and_recovers(server):
         second = time.monotonic() - start
         assert all(r.failed and r.verdict is None for r in results + again)
         assert first < 3 and second < 0.5  # one round of timeouts, then the breaker answers at once
-        client = judge.engine.backend.client
+        client = judge.backend.client
         assert server.count() <= 8 and client.stats["short_circuited"] >= 32
         assert judge.stats["failures_by_reason"] == {"endpoint": 48}
         assert "circuit" in again[0].error
@@ -455,7 +452,7 @@ def test_the_judge_runs_on_any_registered_generation_backend(echo_backend):
     )
     with make_judge(cfg) as judge:
         results = judge.judge_many([("q", "good", ["g"]), ("q", "bad", ["g"])])
-        backend = judge.engine.backend
+        backend = judge.backend
     assert isinstance(backend, echo_backend) and backend.closed
     assert [(r.verdict, r.reason) for r in results] == [(True, None), (None, "generation")]
     ((count, n, sampling),) = backend.calls

@@ -11,7 +11,8 @@ import pytest
 
 import eval.reward
 import train.rewards
-from eval.judge import Judge, JudgeConfig, JudgeEngine, JudgeEngineError
+from eval.backends.base import GenerationBackend, GenerationError
+from eval.judge import Judge, JudgeConfig
 from eval.reward import compute_score
 from train.rewards import HybridQAReward
 
@@ -45,18 +46,20 @@ def test_rule_reward_on_extraction_edge_cases(completion, expected):
     ]
 
 
-class ScriptedEngine(JudgeEngine):
+class ScriptedBackend(GenerationBackend):
+    """A judge backend whose replies (or errors) are given in advance, one per prompt."""
+
     def __init__(self, replies):
         self.replies, self.calls = list(replies), 0
 
-    def complete_many(self, prompts, progress=None):
+    def generate_or_errors(self, prompts, n=1, sampling=None, progress=None):
         out = self.replies[self.calls : self.calls + len(prompts)]
         self.calls += len(prompts)
-        return out
+        return [r if isinstance(r, GenerationError) else [r] for r in out]
 
 
 def test_judge_is_asked_only_when_the_rule_misses_and_outages_give_none():
-    engine = ScriptedEngine(["YES", JudgeEngineError("endpoint", "down"), "NO", "maybe?"])
+    engine = ScriptedBackend(["YES", GenerationError("endpoint", "down"), "NO", "maybe?"])
     r = HybridQAReward(judge=JudgeConfig(url="http://x/v1"), judge_factory=lambda c: Judge(engine))
     comps = [
         "Therefore, the answer is Paris.",
@@ -95,7 +98,7 @@ def test_judge_outage_over_http_gives_none(tmp_path):
 
 
 def test_overlong_shaping_is_dapos_soft_punishment_and_spares_unknowns():
-    engine = ScriptedEngine([JudgeEngineError("endpoint", "down")])
+    engine = ScriptedBackend([GenerationError("endpoint", "down")])
     r = HybridQAReward(
         judge=JudgeConfig(url="http://x/v1"),
         judge_factory=lambda c: Judge(engine),
@@ -113,7 +116,7 @@ def test_overlong_shaping_is_dapos_soft_punishment_and_spares_unknowns():
 
 
 def test_reward_pickles_without_its_live_judge():
-    engine = ScriptedEngine(["YES"] * 4)
+    engine = ScriptedBackend(["YES"] * 4)
     r = HybridQAReward("em", JudgeConfig(url="http://127.0.0.1:9/v1"), max_completion_length=64)
     r.judge_factory = None
     r._judge = Judge(engine)
