@@ -41,6 +41,7 @@ GRPO_SHOWN = (
     "vllm_importance_sampling_clip_max",
     "vllm_importance_sampling_clip_min",
     "gradient_checkpointing",
+    "sp_size",
     "bf16",
     "seed",
     "logging_steps",
