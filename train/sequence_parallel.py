@@ -6,8 +6,8 @@ trainer instead (:class:`train.dapo.DynamicSamplingGRPOTrainer`, ``sp_size``). R
 forward (grad enabled), :func:`sequence_parallel_logps`:
 
 1. takes each rank's micro-batch padding-free (:func:`train.padfree.real_token_rows`: its rows' real tokens),
-   and gathers every rank's tokens over the group, so that every rank knows the group's packed sequence: the
-   ranks' rows one after the other, positions restarting at 0 for each row;
+   and gathers every rank's tokens over the group; then, member by member, the group runs one member's micro-batch
+   together: its rows packed into one sequence (positions restarting at 0 for each row);
 2. pads that sequence with a tail segment to a multiple of ``sp_size`` and gives each rank one contiguous
    ``1/sp_size`` of it; labels are shifted on the whole sequence first (``shift_labels``, which TRL's fused LM head
    scores unshifted), so a token whose successor lies on the next rank is still scored;
@@ -18,6 +18,12 @@ forward (grad enabled), :func:`sequence_parallel_logps`:
    (``repeat_interleave``) up to a multiple of ``sp_size``, which keeps each query head with its own key/value head;
 4. gathers the per-token log-probs (and entropies) over the group and returns, on each rank, those of its own
    micro-batch, shaped as TRL's ``(B, logits_to_keep)``.
+
+What one rank holds: a layer's recompute and backward, and the LM head's backward, cover ``1/sp_size`` of one
+micro-batch's tokens at a time; the checkpointed layer inputs (and the final norm's saved tensors) of all
+``sp_size`` shares stay until TRL's single backward, which adds up to one micro-batch per rank, as without sequence
+parallelism (offload them with ``gradient_checkpointing_kwargs: {offload: true}``). ``train plan --sp-size`` counts
+it this way.
 
 The loss is then TRL's own, on each rank's own micro-batch, so clip-higher, the importance-sampling correction,
 masking and the token normaliser (``num_items_in_batch``) mean what they mean without sequence parallelism.
@@ -288,6 +294,27 @@ def _gather_var(x: torch.Tensor, sp: SPGroup) -> list[torch.Tensor]:
     return [p[: int(s)] for p, s in zip(parts, sizes, strict=True)]
 
 
+def _group_sequence(
+    ids: torch.Tensor, labels: torch.Tensor, lengths: list[int], size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+    """One member's packed rows, padded with a tail segment to a multiple of ``size``: ids, shifted labels
+    (position j scores token j + 1 of its own row), positions (restarting per row) and segment lengths."""
+    lengths = list(lengths)
+    total = ids.numel()
+    padded = -(-total // size) * size
+    if padded > total:
+        lengths.append(padded - total)
+        ids = torch.cat([ids, ids.new_zeros(padded - total)])
+        labels = torch.cat([labels, labels.new_full((padded - total,), -100)])
+    shift = torch.full_like(labels, -100)
+    positions = torch.cat([torch.arange(n, device=ids.device) for n in lengths])
+    start = 0
+    for n in lengths:
+        shift[start : start + n - 1] = labels[start + 1 : start + n]
+        start += n
+    return ids, shift, positions, lengths
+
+
 def sequence_parallel_logps(
     model: Any,
     input_ids: torch.Tensor,
@@ -298,6 +325,13 @@ def sequence_parallel_logps(
     compute_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs (and entropies) of this rank's micro-batch, computed by the whole group.
+
+    The members' micro-batches go one after the other: for member ``j``, every rank runs its ``1/sp_size`` share of
+    ``j``'s packed rows, and the log-probs are gathered. The graphs of all ``sp_size`` forwards stay for the one
+    backward TRL runs (so the layers' checkpointed inputs add up to one micro-batch per rank, as without sequence
+    parallelism), while a layer's recompute and the LM head's backward hold one share at a time. The gathered
+    log-probs are concatenated before this rank takes its rows, so every rank's backward passes every gather in the
+    same order (the gathers' all-reduces must match).
 
     Same contract as :func:`train.padfree.padding_free_logps` (``model`` carries TRL's fused LM head; columns that are
     padding or masked come back as 0); every rank of ``sp`` must call it together.
@@ -311,36 +345,26 @@ def sequence_parallel_logps(
     all_ids = _gather_var(ids, sp)
     all_labels = _gather_var(labels, sp)
     all_lengths = [[int(n) for n in x] for x in _gather_var(lengths, sp)]
-    seq_lengths = [n for ls in all_lengths for n in ls]
-    group_ids = torch.cat(all_ids)
-    group_labels = torch.cat(all_labels)
-    total = group_ids.numel()
-    padded = -(-total // sp.size) * sp.size
-    if padded > total:
-        seq_lengths.append(padded - total)
-        group_ids = torch.cat([group_ids, group_ids.new_zeros(padded - total)])
-        group_labels = torch.cat([group_labels, group_labels.new_full((padded - total,), -100)])
-    # labels shifted within each segment: position j scores token j + 1 of its own segment
-    shift = torch.full_like(group_labels, -100)
-    positions = torch.cat([torch.arange(n, device=device) for n in seq_lengths])
-    starts = torch.tensor([0, *seq_lengths], device=device).cumsum(0)
-    for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True):
-        shift[a : b - 1] = group_labels[a + 1 : b]
-    share = padded // sp.size
-    mine = slice(sp.rank * share, (sp.rank + 1) * share)
-    batch = UlyssesBatch(sp, seq_lengths, positions)
-    full_attention = {"full_attention": None}  # no mask is built: attention runs per row in the hook
-    out = model(
-        input_ids=group_ids[mine][None],
-        position_ids=positions[mine][None],
-        attention_mask=full_attention,
-        shift_labels=shift[mine][None],
-        fused_lm_head=True,
-        **{KWARG: batch},
-    )
-    logps_all = _GatherTokens.apply(out.log_probs[0], sp.group, sp.rank, sp.size)
-    ents_all = _GatherTokens.apply(out.entropy[0], sp.group, sp.rank, sp.size) if compute_entropy else None
-    offset = sum(int(x.numel()) for x in all_ids[: sp.rank])
+    logps_parts, ent_parts, offset = [], [], 0
+    for j in range(sp.size):
+        g_ids, shift, positions, seg = _group_sequence(all_ids[j], all_labels[j], all_lengths[j], sp.size)
+        if j < sp.rank:
+            offset += g_ids.numel()
+        share = g_ids.numel() // sp.size
+        mine = slice(sp.rank * share, (sp.rank + 1) * share)
+        out = model(
+            input_ids=g_ids[mine][None],
+            position_ids=positions[mine][None],
+            attention_mask={"full_attention": None},  # no mask is built: attention runs per row in the hook
+            shift_labels=shift[mine][None],
+            fused_lm_head=True,
+            **{KWARG: UlyssesBatch(sp, seg, positions)},
+        )
+        logps_parts.append(_GatherTokens.apply(out.log_probs[0], sp.group, sp.rank, sp.size))
+        if compute_entropy:
+            ent_parts.append(_GatherTokens.apply(out.entropy[0], sp.group, sp.rank, sp.size))
+    logps_all = torch.cat(logps_parts)
+    ents_all = torch.cat(ent_parts) if compute_entropy else None
     logps: list[torch.Tensor] = []
     ents: list[torch.Tensor] = []
     end = offset

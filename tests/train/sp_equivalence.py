@@ -31,8 +31,8 @@ SETTINGS = StepSettings(
     extra={"sp_size": 2, "ddp_backend": "gloo"},
 )
 #: Each micro-step's (first row, rows) on rank 0 and on rank 1 (TRL gathers per-row metrics: equal row counts).
-#: Completions are long next to prompts, so the shard boundary falls inside a completion: rank 0's (first case)
-#: or rank 1's (second); then truncated (masked) rows alone, four rows each, the whole batch.
+#: Completions are long next to prompts, so the shard boundary of a one-row micro-batch falls inside its completion;
+#: then truncated (masked) rows alone, four rows each, the whole batch.
 MICRO = (
     ((0, 1), (1, 1)),
     ((1, 1), (0, 1)),
@@ -82,19 +82,17 @@ def check(model_dir: str, out: Path) -> None:
         mask = micro["completion_mask"].bool()
         real = list(real_token_rows(att, width))
         lengths = [_row_inputs(ids, r)[0].numel() for r in real]
-        packed = torch.tensor([sum(lengths)])
-        both = [torch.empty_like(packed) for _ in range(2)]
-        dist.all_gather(both, packed)
-        total = torch.tensor([int(both[0] + both[1]), int(mask.sum())])
-        dist.all_reduce(total[1:])
-        odd += int(total[0]) % 2
-        # where this rank's scored tokens sit in the group's sequence, against the shard boundary
-        share, end = -(-int(total[0]) // 2), int(both[0]) if rank else 0
+        packed = sum(lengths)
+        total = torch.tensor([packed % 2, int(mask.sum())])
+        dist.all_reduce(total)
+        odd += int(total[0])
+        # the group runs this rank's rows as one sequence split in two: which rank computes each scored token
+        share, end = -(-packed // 2), 0
         for r, length in zip(real, lengths, strict=True):
             end += length
             lo, hi = end - r.scored - 1, end - 2
             if r.scored:
-                foreign += sum(1 for j in range(lo, hi + 1) if (j >= share) != bool(rank))
+                foreign += sum(1 for j in range(lo, hi + 1) if j // share != rank)
                 straddling += int(lo < share <= hi)
         res = {}
         for sp in (True, False):
