@@ -3,6 +3,7 @@ and gradients, and the settings it cannot serve are refused before anything runs
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -114,3 +115,22 @@ def test_models_the_hook_does_not_cover_are_refused():
     sliding.config.layer_types = ["sliding_attention", "full_attention"]
     with pytest.raises(LongmillError, match="sliding-window layers"):
         check_model(sliding, 2)
+
+
+@pytest.mark.slow
+def test_train_grpo_with_sp_size_2_on_two_ranks_and_resume(tmp_path, small_curriculum, tiny_qwen2):
+    """`train grpo`'s phase 1 of the smoke curriculum on 2 CPU ranks with sp_size 2 (tests/train/two_rank_sp.py):
+    a first run stops after its first checkpoint, a second resumes from it; both ranks log the same losses."""
+    out = tmp_path / "rl"
+    proc = torchrun("two_rank_sp.py", str(small_curriculum), str(tiny_qwen2), str(out), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
+    for r in (r0, r1):
+        assert r["first_run"] == "stopped after the first checkpoint"
+        assert [x["step"] for x in r["first_logs"]] == [1] and [x["step"] for x in r["second_logs"]] == [2]
+        # 1 micro-step per optimiser step: one sequence-parallel forward per step, in each run
+        assert r["sp_forwards"] == 2
+    assert r0["first_logs"] == r1["first_logs"] and r0["second_logs"] == r1["second_logs"]
+    record = json.loads((out / "phase-1" / "phase.json").read_text())
+    assert record["steps"] == 2 and record["resumed_from"].endswith("checkpoint-1")
+    assert record["final_weights"] != record["init_weights"]
