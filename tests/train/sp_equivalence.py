@@ -28,7 +28,7 @@ SETTINGS = StepSettings(
     gradient_accumulation_steps=8,
     steps_per_generation=8,
     gradient_checkpointing=True,
-    extra={"sp_size": 2, "ddp_backend": "gloo"},
+    extra={"sp_size": 2, "ddp_backend": "nccl" if torch.cuda.is_available() else "gloo"},
 )
 #: Each micro-step's (first row, rows) on rank 0 and on rank 1 (TRL gathers per-row metrics: equal row counts).
 #: Completions are long next to prompts, so the shard boundary of a one-row micro-batch falls inside its completion;
@@ -60,6 +60,8 @@ def check(model_dir: str, out: Path) -> None:
     )
     trainer = make_trainer(model_dir, SETTINGS, out / f"rank{rank}", rollout=rollout)
     assert trainer.sp is not None and trainer.sp.size == 2
+    device = trainer.accelerator.device
+    trainer.model.to(device)  # on GPUs: this rank's own device
     group = trainer.sp
     rows = [trainer.train_dataset[i] for i in range(2)]
     rows = [r for r in rows for _ in range(SETTINGS.num_generations)]
@@ -83,7 +85,7 @@ def check(model_dir: str, out: Path) -> None:
         real = list(real_token_rows(att, width))
         lengths = [_row_inputs(ids, r)[0].numel() for r in real]
         packed = sum(lengths)
-        total = torch.tensor([packed % 2, int(mask.sum())])
+        total = torch.tensor([packed % 2, int(mask.sum())], device=device)
         dist.all_reduce(total)
         odd += int(total[0])
         # the group runs this rank's rows as one sequence split in two: which rank computes each scored token
