@@ -788,9 +788,9 @@ class PlanCheck:
     @property
     def measured_peak(self) -> float:
         """The step's peak. With sequence parallelism (gloo collectives inside the step) the profiler's running
-        total climbs from step to step while the process's memory does not (its RSS over 30 micro-steps stays
-        flat; frees that end on gloo's threads look unrecorded): the peak is then counted from the tensors the
-        trainer holds at the step's start, plus what the step added (``peak - start``)."""
+        total climbs from step to step while the process's memory does not (RSS flat over 30 steps of a smaller run,
+        benchmarks/RESULTS.md; frees that end on gloo's threads going unrecorded is our reading): the peak is then
+        counted from the tensors the trainer holds at the step's start, plus what the step added (``peak - start``)."""
         m = self.measured
         if int(self.settings.extra.get("sp_size", 1)) > 1 and m.resident:
             return m.resident + m.peak - m.start
