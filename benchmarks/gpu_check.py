@@ -228,10 +228,55 @@ def vllm(args: argparse.Namespace) -> int:
     return 0
 
 
+def sp(args: argparse.Namespace) -> int:
+    """Sequence parallelism on 2 GPUs (NCCL): tests/train/sp_equivalence.py under torchrun, sp_size 2 against 1 on
+    tiny-qwen2 and a model with one K/V head (log-probs, loss and gradients). Skipped with fewer than 2 GPUs."""
+    import torch
+
+    if args.dry:
+        emit(
+            "sp", skipped="dry run (tests/train/test_sequence_parallel.py runs the same check on 2 CPU ranks)"
+        )
+        return SKIPPED
+    if torch.cuda.device_count() < 2:
+        emit("sp", skipped=f"needs 2 GPUs, {torch.cuda.device_count()} here")
+        return SKIPPED
+    import socket
+    import subprocess
+    import time
+
+    from eval.models import materialize_preset
+    from train.stepcheck import TinyShape, write_model
+
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as work:
+        gqa = write_model(TinyShape(num_key_value_heads=1), Path(work) / "gqa-kv1")
+        with socket.socket() as s_:
+            s_.bind(("127.0.0.1", 0))
+            port = s_.getsockname()[1]
+        t0 = time.time()
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+             str(root / "tests" / "train" / "sp_equivalence.py"), str(Path(work) / "out"),
+             str(materialize_preset("tiny-qwen2")), str(gqa)],
+            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)},
+        )  # fmt: skip
+    ok = proc.returncode == 0 and proc.stdout.count("SP-EQUIVALENT") == 4
+    emit(
+        "sp",
+        ok=ok,
+        gpus=2,
+        seconds=round(time.time() - t0, 1),
+        equivalent=proc.stdout.count("SP-EQUIVALENT"),
+        error=None if ok else (proc.stderr[-1500:] or proc.stdout[-1500:]),
+    )
+    return 0 if ok else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("env", "step", "vllm"):
+    for name in ("env", "step", "vllm", "sp"):
         p = sub.add_parser(name)
         p.add_argument("--dry", action="store_true", help="small shapes on CPU")
         if name == "step":
@@ -241,7 +286,7 @@ def main() -> int:
             p.add_argument("--prompt-length", type=int, default=2000)
             p.add_argument("--completion-length", type=int, default=256)
     args = ap.parse_args()
-    return {"env": env, "step": step, "vllm": vllm}[args.cmd](args)
+    return {"env": env, "step": step, "vllm": vllm, "sp": sp}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@
 #             `train plan`'s estimate, and the attention path each SDPA call took (kernel, mask, is_causal)
 #   small     the same for a Qwen2.5-0.5B-shaped model at 8,000 + 512 tokens
 #   vllm      one GRPO step of tiny-qwen2 with colocated vLLM rollouts in sleep mode (skipped without vLLM)
+#   sp        sequence parallelism over 2 GPUs (NCCL): sp_size 2 against 1, log-probs, loss and gradients
+#             (tests/train/sp_equivalence.py; skipped with fewer than 2 GPUs and in the dry run)
 #   bench     benchmarks/grpo_step_bench.py at 20K/40K/60K on a Qwen2.5-7B-shaped model, TRL's padded batches
 # Output in $OUT: gpu_check.log (everything), results.json (one object per part), summary.md (a table to paste
 # into benchmarks/RESULTS.md beside the planner's figures).
@@ -75,6 +77,7 @@ run_part tiny 90 "$PY" benchmarks/gpu_check.py step --model tiny-qwen2 "${dry_fl
 run_part small 120 "$PY" benchmarks/gpu_check.py step --model qwen2.5-0.5b --prompt-length 8000 \
     --completion-length 512 "${dry_flag[@]}"
 run_part vllm 120 "$PY" benchmarks/gpu_check.py vllm "${dry_flag[@]}"
+run_part sp 120 "$PY" benchmarks/gpu_check.py sp "${dry_flag[@]}"
 if [[ "$DRY" == "1" ]]; then
     run_part bench 240 "$PY" benchmarks/grpo_step_bench.py --cpu-check --json "$OUT/.bench.json"
 else
@@ -108,6 +111,8 @@ if steps:
 for p in parts:
     if p["part"] == "vllm":
         lines.append(f"vLLM: {p.get('skipped') or p}\n")
+    if p["part"] == "sp":
+        lines.append(f"sequence parallelism (2 GPUs): {p.get('skipped') or p}\n")
 bench = next((p for p in parts if p["part"] == "bench"), None)
 if bench:
     lines += ["| prompt | tokens | step (s) | peak (GiB) | planner (GiB) | planner / peak |", "|---|---|---|---|---|---|"]

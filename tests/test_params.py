@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROFILES = [
     ROOT / "params.yaml",
     ROOT / "profiles" / "gpu-qwen2.5-7b.yaml",
+    ROOT / "profiles" / "gpu-qwen2.5-7b-120k.yaml",
     ROOT / "profiles" / "cpu-learning-smollm2.yaml",
 ]
 TOP_LEVEL = {

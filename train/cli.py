@@ -41,6 +41,7 @@ GRPO_SHOWN = (
     "vllm_importance_sampling_clip_max",
     "vllm_importance_sampling_clip_min",
     "gradient_checkpointing",
+    "sp_size",
     "bf16",
     "seed",
     "logging_steps",
@@ -305,14 +306,17 @@ def verl_config(
     "[the config's model, else qwen2.5-7b-instruct].",
 )
 @click.option(
-    "--prompt-length", default="20k,40k,60k", show_default=True, help="Longest prompt per stage (list)."
+    "--prompt-length",
+    default=None,
+    help="Longest prompt per stage (list) [a profile's curriculum bins, else 20k,40k,60k].",
 )
 @click.option("--completion-length", default=None, help="max_completion_length [the config's, else 10000].")
 @click.option(
     "--config",
     "config_file",
     default=None,
-    help="A GRPO YAML (train/configs/*.yaml); its batch, vLLM and checkpointing keys are read, flags override.",
+    help="A GRPO YAML (train/configs/*.yaml) or a profile (profiles/*.yaml: its rl section and curriculum bins); "
+    "its batch, vLLM, checkpointing and sp_size keys are read, flags override.",
 )
 @click.option(
     "--per-device-train-batch-size", type=int, default=None, help="Sequences per GPU per micro-step [1]."
@@ -356,11 +360,17 @@ def verl_config(
 @click.option("--vllm-enable-sleep-mode/--no-vllm-enable-sleep-mode", default=None, help="[on]")
 @click.option("--vllm-tensor-parallel-size", type=int, default=None, help="GPUs per colocated vLLM [1].")
 @click.option("--beta", type=float, default=None, help="KL coefficient (> 0 adds a reference model) [0].")
+@click.option(
+    "--sp-size",
+    type=int,
+    default=None,
+    help="Ulysses sequence parallelism: ranks sharing a micro-batch's tokens in the training forward [1].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @friendly_errors
 def plan(
     model: str | None,
-    prompt_length: str,
+    prompt_length: str | None,
     completion_length: str | None,
     config_file: str | None,
     num_gpus: int,
@@ -381,9 +391,18 @@ def plan(
           --config train/configs/grpo-gpu-qwen2.5-7b.yaml --num-gpus 8 --sharding zero3 --gpu-memory-gib 80
       python -m train plan --config train/configs/grpo-gpu-qwen2.5-7b.yaml --prompt-length 60k --no-padding-free
       python -m train plan --config train/configs/grpo-gpu-qwen2.5-7b.yaml --prompt-length 120k --activation-offload
+      python -m train plan --config profiles/gpu-qwen2.5-7b-120k.yaml
+      python -m train plan --model qwen2.5-32b-instruct --prompt-length 60k --sp-size 8 --activation-offload
     """
     from longmill.lengths import parse_length, parse_lengths
-    from train.plan import format_report, plan_report, plan_settings, read_plan_yaml, resolve_shape
+    from train.plan import (
+        format_report,
+        plan_report,
+        plan_settings,
+        profile_lengths,
+        read_plan_yaml,
+        resolve_shape,
+    )
 
     values = read_plan_yaml(config_file)
     values.update({k: v for k, v in kw.items() if v is not None})
@@ -395,6 +414,10 @@ def plan(
             shape,
             plan_settings(n, values, num_gpus=num_gpus, sharding=sharding, gpu_memory_gib=gpu_memory_gib),
         )
-        for n in parse_lengths(prompt_length)
+        for n in (
+            parse_lengths(prompt_length)
+            if prompt_length
+            else profile_lengths(config_file) or parse_lengths("20k,40k,60k")
+        )
     ]
     click.echo(json.dumps(reports, indent=2) if as_json else "\n\n".join(format_report(r) for r in reports))

@@ -180,9 +180,11 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
         model_folder_files: how a phase's model folder holds the weights of the folder it starts from: link
             (symbolic links into it, e.g. the main process's hub cache), copy (a self-sufficient folder, for runs
             whose nodes share the run folder but not the cache), or auto (copy when the run spans nodes).
-        sp_size: Ulysses sequence-parallel size (GPUs that share one sequence). verl-config exports it as
-            ulysses_sequence_parallel_size; TRL's GRPOTrainer (1.16) has no sequence parallelism, so train grpo
-            refuses sp_size > 1.
+        sp_size: Ulysses sequence-parallel size: ranks form groups of sp_size that run the training forward and
+            backward of their micro-batches together, each holding 1/sp_size of the tokens (train/sequence_parallel.py);
+            generation stays per rank and the data-parallel size is processes / sp_size. Needs padding_free and an
+            attention implementation the hook covers (sdpa or flash attention). verl-config exports it as
+            ulysses_sequence_parallel_size.
         padding_free: score each micro-batch from its real tokens only (no T x T attention mask; see
             ``train/padfree.py``); off gives TRL's padded forward.
     """
@@ -309,6 +311,19 @@ class GRPOPhaseConfig(_GivenMixin, TRLGRPOConfig):
                 raise LongmillError(f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
         if self.sp_size < 1:
             raise LongmillError(f"sp_size must be >= 1, got {self.sp_size}")
+        if self.sp_size > 1:
+            from train.sequence_parallel import COVERED_ATTENTION
+
+            if not self.padding_free:
+                raise LongmillError(
+                    f"sp_size={self.sp_size} needs padding_free: true (the group shares its rows' real tokens, "
+                    "packed; the padded forward has no sequence-parallel path)"
+                )
+            if self.attn_implementation is not None and self.attn_implementation not in COVERED_ATTENTION:
+                raise LongmillError(
+                    f"sp_size={self.sp_size} with attn_implementation={self.attn_implementation!r}: the Ulysses hook "
+                    f"covers {', '.join(COVERED_ATTENTION)}; choose one of them"
+                )
         if self.yarn_factor is not None and self.yarn_factor <= 1.0:
             raise LongmillError(f"yarn_factor must be > 1 (or unset), got {self.yarn_factor}")
         if self.bf16 is None:

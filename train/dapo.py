@@ -38,6 +38,12 @@ from trl import GRPOTrainer
 
 from train.checkpointing import hold_checkpointing_options
 from train.padfree import padding_free_logps
+from train.sequence_parallel import (
+    check_model,
+    install_attention,
+    new_groups,
+    sequence_parallel_logps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +204,8 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
         refill_weights: one weight per training row for refills; default uniform.
         padding_free: score micro-batches from their real tokens only (:func:`train.padfree.padding_free_logps`);
             default: the config's ``padding_free``, else on.
+        sp_size: Ulysses sequence parallelism in the training forward over groups of this many ranks
+            (:mod:`train.sequence_parallel`); default: the config's ``sp_size``, else 1.
         *args, **kwargs: as for :class:`trl.GRPOTrainer`.
     """
 
@@ -210,12 +218,25 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
         dynamic_sampling_metric: str = "accuracy",
         refill_weights: Sequence[float] | None = None,
         padding_free: bool | None = None,
+        sp_size: int | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.padding_free = bool(
             getattr(self.args, "padding_free", True) if padding_free is None else padding_free
         )
+        self.sp_size = int(getattr(self.args, "sp_size", 1) if sp_size is None else sp_size)
+        self.sp = None
+        if self.sp_size > 1:
+            from longmill.errors import LongmillError
+
+            if not self.padding_free:
+                raise LongmillError(
+                    f"sp_size={self.sp_size} needs padding_free: true (the group shares its rows' real tokens)"
+                )
+            check_model(self.model, self.sp_size)
+            install_attention()
+            self.sp = new_groups(self.sp_size)
         if self.args.gradient_checkpointing:
             hold_checkpointing_options(self.model, self.args.gradient_checkpointing_kwargs)
         self.dynamic_sampling_rounds = int(dynamic_sampling_rounds)
@@ -246,7 +267,22 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
         compute_aux_loss=False,
         **extra,
     ):
-        """TRL's scoring, from each micro-batch's real tokens (text-only batches; others go to TRL's own)."""
+        """TRL's scoring, from each micro-batch's real tokens (text-only batches; others go to TRL's own).
+
+        With ``sp_size`` > 1 the training forward (gradients on) runs over the rank's sequence-parallel group
+        (:func:`train.sequence_parallel.sequence_parallel_logps`); scoring without gradients stays on the rank.
+        """
+        if (
+            self.sp is not None
+            and torch.is_grad_enabled()
+            and not compute_aux_loss
+            and not any(v is not None for v in extra.values())
+        ):
+            with self.accelerator.autocast():
+                logps, entropies = sequence_parallel_logps(
+                    model, input_ids, attention_mask, logits_to_keep, self.sp, compute_entropy=compute_entropy
+                )
+            return logps, entropies, None
         if not self.padding_free or compute_aux_loss or any(v is not None for v in extra.values()):
             return super()._get_per_token_logps_and_entropies(
                 model,

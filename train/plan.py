@@ -214,6 +214,8 @@ class PlanSettings:
         vllm_tensor_parallel_size: GPUs one colocated vLLM instance spans.
         beta: the KL coefficient; above 0 TRL keeps a reference model (sharded like the policy).
         reduce_bucket_size: DeepSpeed's ``reduce_bucket_size`` (elements; ZeRO stages only).
+        sp_size: Ulysses sequence parallelism in the training forward (``train/sequence_parallel.py``): a layer's
+            recompute and the LM head's backward hold ``1/sp_size`` of a micro-batch's tokens at a time.
     """
 
     prompt_length: int
@@ -238,6 +240,7 @@ class PlanSettings:
     vllm_tensor_parallel_size: int = 1
     beta: float = 0.0
     reduce_bucket_size: int = DEEPSPEED_REDUCE_BUCKET
+    sp_size: int = 1
 
     def __post_init__(self) -> None:
         if self.sharding not in SHARDINGS:
@@ -257,6 +260,10 @@ class PlanSettings:
             raise LongmillError(
                 "prompt_length, completion_length, per_device_train_batch_size and num_gpus must be >= 1"
             )
+        if self.sp_size < 1 or self.num_gpus % self.sp_size:
+            raise LongmillError(f"sp_size={self.sp_size} must be >= 1 and divide num_gpus ({self.num_gpus})")
+        if self.sp_size > 1 and not self.padding_free:
+            raise LongmillError(f"sp_size={self.sp_size} needs the padding-free forward (padding_free)")
 
 
 @dataclass
@@ -415,6 +422,21 @@ def _weight_grad_bytes(shape: ModelShape, w: int) -> float:
     return shape.hidden_size * shape.intermediate_size * w if _mlp_end_is_peak(shape) else 0.0
 
 
+def _sp_shape(shape: ModelShape, sp: int) -> ModelShape:
+    """The shape whose per-token layer terms equal what Ulysses holds per rank: K/V heads repeated up to
+    ``lcm(kv heads, sp)`` (train/sequence_parallel.py), each rank holding all tokens of 1/sp of the heads, which is
+    as many bytes as 1/sp of the tokens with every head."""
+    if sp <= 1:
+        return shape
+    from train.sequence_parallel import kv_repeat
+
+    return replace(
+        shape,
+        num_key_value_heads=shape.num_key_value_heads
+        * kv_repeat(shape.num_attention_heads, shape.num_key_value_heads, sp),
+    )
+
+
 def _layer_saved_per_token(shape: ModelShape, a: int, *, padded_sdpa: bool) -> float:
     """Bytes per token one decoder layer keeps from its forward to its backward without checkpointing."""
     h, q, kv, inter = shape.hidden_size, shape.q_dim, shape.kv_dim, shape.intermediate_size
@@ -467,6 +489,9 @@ def estimate(shape: ModelShape, s: PlanSettings) -> Estimate:
     # (packed flash rows are one sequence of b x T tokens)
     rows_at_once = 1 if s.padding_free and not flash else b
     tokens_at_once = b * T if s.padding_free and flash else rows_at_once * T
+    sp = s.sp_size
+    if sp > 1:  # the group runs one member's micro-batch at a time, packed, 1/sp of it on each rank
+        tokens_at_once = -(-b * T // sp)
 
     weights, grads, optim = model_state_bytes(n, s.sharding, s.num_gpus, s.dtype)
     ref = 0.0
@@ -489,6 +514,8 @@ def estimate(shape: ModelShape, s: PlanSettings) -> Estimate:
     final_norm = b * T * (4 * h + 2 * a * h)
     n_row = C if cuda else T - 1  # positions the head scores per row
     N = n_row * (b if tokens_at_once > T else 1)  # in the backward under way
+    if sp > 1:  # one member's micro-batch at a time, 1/sp of its positions on this rank
+        N = -(-b * n_row // sp)
     n_tile, v_tile = min(N, TRL_TOKEN_TILE), min(V, TRL_VOCAB_TILE)
     head_grads = (N + V) * h * 4
     buffer = n_tile * TRL_VOCAB_TILE * a
@@ -498,12 +525,12 @@ def estimate(shape: ModelShape, s: PlanSettings) -> Estimate:
         head_saved = b * n_row * (h * a + 16)
     else:  # the head reads a view of one row's hidden states, a copy of a batch's
         head_work = max(n_tile * v_tile * TORCH_TILE_BYTES, (N + V) * h * a if a < 4 else 0.0)
-        head_saved = b * n_row * 16 + (N * h * a if N > n_row else 0.0)
+        head_saved = b * n_row * 16 + (N * h * a if N > n_row and sp == 1 else 0.0)
     logits = head_grads + buffer + head_work + head_saved
 
     # the last layer's recompute and backward
     if s.gradient_checkpointing:
-        layer = _layer_peak_per_token(shape, a, padded_sdpa=padded_sdpa) * tokens_at_once
+        layer = _layer_peak_per_token(_sp_shape(shape, sp), a, padded_sdpa=padded_sdpa) * tokens_at_once
         layer += tokens_at_once * h * a * (2 if s.activation_offload else 1) + _weight_grad_bytes(shape, a)
     else:  # every layer's saved tensors are held already; the MLP's backward adds two gradients beyond them
         layer = tokens_at_once * (2 * a * shape.intermediate_size + a * h)
@@ -610,6 +637,22 @@ def largest_fitting(
     return lo_units * step
 
 
+def sp_sizes(shape: ModelShape, num_gpus: int) -> list[int]:
+    """The sequence-parallel sizes a run of ``num_gpus`` processes can use with this model: divisors of the
+    processes that also divide the attention heads (Ulysses splits them), smallest first."""
+    return [d for d in range(1, num_gpus + 1) if num_gpus % d == 0 and shape.num_attention_heads % d == 0]
+
+
+def smallest_sp_size(shape: ModelShape, s: PlanSettings) -> int | None:
+    """The smallest ``sp_size`` at which ``s`` fits (None when none does, or the forward is not padding-free)."""
+    if not s.padding_free:
+        return 1 if estimate(shape, replace(s, sp_size=1)).fits else None
+    for sp in sp_sizes(shape, s.num_gpus):
+        if estimate(shape, replace(s, sp_size=sp)).fits:
+            return sp
+    return None
+
+
 def batch_warnings(s: PlanSettings) -> list[str]:
     """TRL's batch rules and what clip-higher needs, as warnings."""
     out = []
@@ -646,6 +689,7 @@ def plan_report(shape: ModelShape, s: PlanSettings) -> dict[str, Any]:
         "largest_per_device_train_batch_size": largest_fitting(
             shape, s, "per_device_train_batch_size", hi=4096
         ),
+        "smallest_sp_size": smallest_sp_size(shape, s),
         "vllm_kv_capacity_tokens": int(est.vllm_kv_capacity_tokens),
         "attention_path": est.attention_path,
         "peak_phase": est.peak_phase,
@@ -732,6 +776,7 @@ def settings_from_config(
         vllm_enable_sleep_mode=bool(get("vllm_enable_sleep_mode", False)),
         vllm_tensor_parallel_size=int(get("vllm_tensor_parallel_size", 1)),
         beta=float(get("beta", 0.0)),
+        sp_size=int(get("sp_size", 1)),
     )
 
 
@@ -812,6 +857,7 @@ PLAN_KEYS = (
     "beta",
     "activation_offload",
     "padding_free",
+    "sp_size",
 )
 
 
@@ -822,6 +868,8 @@ def read_plan_yaml(path: str | Path | None) -> dict[str, Any]:
     from train.config import read_yaml_mapping
 
     data = read_yaml_mapping(path)
+    if isinstance(data.get("rl"), dict):  # a profile (params.yaml layout): its rl section and its model
+        data = {**data["rl"], **({"model": data["model"]} if data.get("model") else {})}
     if data.get("use_vllm") is False:
         data.setdefault("rollout", "hf")
     elif data.get("vllm_mode") in ("server", "colocate"):
@@ -846,6 +894,21 @@ def read_plan_yaml(path: str | Path | None) -> dict[str, Any]:
     return {
         k: v for k, v in data.items() if k in (*PLAN_KEYS, "model", "max_completion_length") and v is not None
     }
+
+
+def profile_lengths(path: str | Path | None) -> list[int] | None:
+    """A profile's stage lengths (``curriculum.bins``), or None for a GRPO YAML or no file."""
+    if not path:
+        return None
+    from train.config import read_yaml_mapping
+
+    data = read_yaml_mapping(path)
+    bins = (data.get("curriculum") or {}).get("bins") if isinstance(data.get("rl"), dict) else None
+    if bins is None:
+        return None
+    from longmill.lengths import parse_lengths
+
+    return list(parse_lengths(bins if isinstance(bins, str) else ",".join(str(b) for b in bins)))
 
 
 def plan_settings(
@@ -912,6 +975,9 @@ def format_report(report: dict[str, Any]) -> str:
         + ("fits" if report["fits"] else "DOES NOT FIT"),
         f"  largest prompt that fits: {report['largest_prompt_length'] or 0:,} tokens; largest "
         f"per_device_train_batch_size at this length: {report['largest_per_device_train_batch_size'] or 0}",
+        "  smallest sp_size that fits: "
+        + (str(report["smallest_sp_size"]) if report.get("smallest_sp_size") else "none")
+        + f" (this plan: sp_size {s.get('sp_size', 1)})",
     ]
     if report["settings"]["rollout"] == "vllm-colocate":
         lines.append(f"  vLLM KV cache room: {report['vllm_kv_capacity_tokens']:,} tokens")
@@ -938,6 +1004,9 @@ __all__ = [
     "read_plan_yaml",
     "model_state_bytes",
     "plan_report",
+    "profile_lengths",
     "resolve_shape",
     "settings_from_config",
+    "smallest_sp_size",
+    "sp_sizes",
 ]

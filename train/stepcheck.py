@@ -530,6 +530,8 @@ class MicroStepMemory:
         rows: per row of the micro-batch, (prompt width, completion width, real prompt tokens, real completion
             tokens) as TRL padded them.
         seconds: the step's wall time after its inputs were prepared (slower under CPU profiling).
+        resident: bytes of the trainer's own tensors at the step's start, counted from the tensors
+            (:func:`resident_bytes`), beside the profiler's running total in ``start``.
     """
 
     index: int
@@ -539,6 +541,7 @@ class MicroStepMemory:
     layer_peak: int = 0
     rows: list[tuple[int, int, int, int]] = field(default_factory=list)
     seconds: float = 0.0
+    resident: int = 0
 
     @property
     def added(self) -> int:
@@ -575,10 +578,12 @@ def measure_micro_steps(
     calls = {"n": 0}
     rows: dict[int, list[tuple[int, int, int, int]]] = {}
     seconds: dict[int, float] = {}
+    held: dict[int, int] = {}
 
     def marked(model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         i = calls["n"]
         calls["n"] += 1
+        held[i] = resident_bytes(trainer)
         with record_function(f"{MARK}{i}"):
             prepared = trainer._prepare_inputs(inputs)
             rows[i] = _rows(prepared)
@@ -603,7 +608,7 @@ def measure_micro_steps(
         trainer.training_step = original
     out = micro_step_peaks(prof, steps, device, before)
     for i, m in out.items():
-        m.rows, m.seconds = rows.get(i, []), seconds.get(i, 0.0)
+        m.rows, m.seconds, m.resident = rows.get(i, []), seconds.get(i, 0.0), held.get(i, 0)
     return out
 
 
@@ -730,13 +735,14 @@ def plan_settings_for(m: MicroStepMemory, s: StepSettings, *, padding_free: bool
     pf = s.padding_free if padding_free is None else padding_free
     pw, cw, pr, cr = max(m.rows, key=lambda r: (r[2] + r[3]) if pf else (r[0] + r[1]))
     prompt, completion = (pr, cr) if pf else (pw, cw)
+    sp = int(s.extra.get("sp_size", 1))
     return PlanSettings(
         prompt_length=prompt,
         completion_length=max(completion, 1),
         per_device_train_batch_size=len(m.rows),
         gradient_accumulation_steps=s.gradient_accumulation_steps,
         num_generations=s.num_generations,
-        num_gpus=1,
+        num_gpus=sp,  # one process, or one sequence-parallel group (DDP: the states are not sharded)
         sharding="ddp",
         gradient_checkpointing=s.gradient_checkpointing,
         activation_offload=s.activation_offload,
@@ -746,6 +752,7 @@ def plan_settings_for(m: MicroStepMemory, s: StepSettings, *, padding_free: bool
         device="cuda" if torch.cuda.is_available() else "cpu",
         rollout="vllm-server",
         beta=s.beta,
+        sp_size=sp,
     )
 
 
@@ -779,8 +786,19 @@ class PlanCheck:
         return self.estimate.states + max(self.estimate.head_phase, self.estimate.layer_phase)
 
     @property
+    def measured_peak(self) -> float:
+        """The step's peak. With sequence parallelism (gloo collectives inside the step) the profiler's running
+        total climbs from step to step while the process's memory does not (RSS flat over 30 steps of a smaller run,
+        benchmarks/RESULTS.md; frees that end on gloo's threads going unrecorded is our reading): the peak is then
+        counted from the tensors the trainer holds at the step's start, plus what the step added (``peak - start``)."""
+        m = self.measured
+        if int(self.settings.extra.get("sp_size", 1)) > 1 and m.resident:
+            return m.resident + m.peak - m.start
+        return m.peak
+
+    @property
     def ratio(self) -> float:
-        return self.planned / self.measured.peak
+        return self.planned / self.measured_peak
 
     def phase_ratios(self) -> tuple[float, float]:
         """Planned over measured activations (above the step's start) at the LM head and at the layers."""

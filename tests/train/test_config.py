@@ -170,7 +170,9 @@ def dvc_flags(section: dict) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("profile", ["params.yaml", "profiles/gpu-qwen2.5-7b.yaml"])
+@pytest.mark.parametrize(
+    "profile", ["params.yaml", "profiles/gpu-qwen2.5-7b.yaml", "profiles/gpu-qwen2.5-7b-120k.yaml"]
+)
 def test_params_sections_reach_the_commands_as_dvc_writes_them(profile, captured, monkeypatch):
     from pathlib import Path
 

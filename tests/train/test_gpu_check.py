@@ -32,15 +32,22 @@ def test_dry_run_runs_every_part_and_writes_results(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     parts = {p["part"]: p for p in results["parts"] if p["part"] != "step"}
     steps = [p for p in results["parts"] if p["part"] == "step"]
-    assert results["dry"] and set(parts) == {"env", "vllm", "bench"} and len(steps) == 2
-    assert parts["vllm"]["skipped"]  # no GPU: skipped cleanly, the script goes on
+    assert results["dry"] and set(parts) == {"env", "vllm", "sp", "bench"} and len(steps) == 2
+    assert parts["vllm"]["skipped"] and parts["sp"]["skipped"]  # no GPU: skipped cleanly, the script goes on
     for step in steps:  # the padding-free path, a refill round, and the planner beside the measured peak
         assert step["square_masks"] == 0 and step["attention_calls"] > 0 and step["refill_rounds"] >= 1
         assert abs(step["plan_over_peak"] - 1) < 0.05
     (row,) = parts["bench"]["rows"]
     assert abs(row["plan_gib"] / row["peak_gib"] - 1) < 0.05
     summary = (tmp_path / "summary.md").read_text()
-    for needle in ("| env | ok |", "| tiny | ok |", "| small | ok |", "| vllm | skipped |", "| bench | ok |"):
+    for needle in (
+        "| env | ok |",
+        "| tiny | ok |",
+        "| small | ok |",
+        "| vllm | skipped |",
+        "| sp | skipped |",
+        "| bench | ok |",
+    ):
         assert needle in summary, needle
 
 

@@ -141,7 +141,8 @@ class TRLBackend(TrainerBackend):
         metrics_dir: also write each phase's metrics.csv here as phase-K.csv (for `dvc plots`).
 
     Raises:
-        LongmillError: a vLLM rollout without vLLM installed (see :func:`check_rollout`); ``sp_size`` > 1;
+        LongmillError: a vLLM rollout without vLLM installed (see :func:`check_rollout`); an ``sp_size`` that does
+            not divide the number of processes;
             a judge some rank cannot reach (:func:`train.judge_health.check_judge_url`).
     """
 
@@ -159,11 +160,11 @@ class TRLBackend(TrainerBackend):
     ):
         check_rollout(config.resolved_rollout())
         if getattr(config, "sp_size", 1) > 1:
-            raise LongmillError(
-                f"sp_size={config.sp_size}: TRL's GRPOTrainer (1.16) has no sequence parallelism (it refuses "
-                "parallelism_config.sp_size > 1), so train grpo cannot split one sequence over GPUs; use sp_size 1 "
-                "here, or export the run to verl (python -m train verl-config), which maps it to Ulysses"
-            )
+            from train.sequence_parallel import check_world
+
+            check_world(
+                config.sp_size, _state().num_processes
+            )  # before any phase: a launch sp_size cannot split
         check_judge_url(config)  # every rank, before any training: a judge some node cannot reach is refused
         self.config = config
         self.out = Path(out)
