@@ -71,15 +71,14 @@ class CurriculumConfig:
             zero advantage in GRPO: the offline half of DAPO's dynamic sampling).
         difficulty_model: a model whose pass rate over k rollouts sets difficulty; none uses features.
         difficulty_backend: hf (CPU or GPU), vllm (GPU) or openai (a server).
-        difficulty_url: the server for the openai backend (with /v1).
         k: rollouts per sample for the pass rate.
         difficulty_temperature: sampling temperature of the rollouts.
         difficulty_max_tokens: the most tokens per rollout.
         difficulty_batch_size: prompts per generation call.
-        difficulty_device: auto, cpu or cuda (hf).
-        difficulty_backend_option: any other option of the difficulty backend as KEY=VALUE,
-            comma-separated (e.g. gpu_memory_utilization=0.5); each backend declares its options, and an
-            unknown key is an error that suggests the closest.
+        difficulty_backend_option: the difficulty backend's options as KEY=VALUE, comma-separated (e.g.
+            url=http://127.0.0.1:8000/v1 for openai, device=cpu for hf, gpu_memory_utilization=0.5 for vllm);
+            each backend declares its options and their defaults, and an unknown key is an error that
+            suggests the closest.
         correct_if: the rule that marks a rollout correct (a metric of eval.metrics, e.g. sub_em, em).
         rows_per_part: samples per Parquet part.
         task_balance: give every task (the task column: keychain, longqa, aggregation, ...) of a stage an
@@ -97,13 +96,11 @@ class CurriculumConfig:
     filter_extremes: bool = True
     difficulty_model: str | None = None
     difficulty_backend: str = "hf"
-    difficulty_url: str | None = None
     k: int = 8
     difficulty_temperature: float = 1.0
     difficulty_max_tokens: int = 512
     difficulty_batch_size: int = GenerateConfig.batch_size
-    difficulty_device: str = GenerateConfig.device
-    difficulty_backend_option: list[str] = field(default_factory=list, metadata={"parse": split_option_items})
+    difficulty_backend_option: list[str] = field(default_factory=list)
     correct_if: str = "sub_em"
     rows_per_part: int = 256
     task_balance: bool = False
@@ -738,8 +735,6 @@ def _model_pass_rates(
         max_tokens=c.difficulty_max_tokens,
         seed=c.seed,
         batch_size=c.difficulty_batch_size,
-        url=c.difficulty_url,
-        device=c.difficulty_device,
         backend_option=c.difficulty_backend_option,
     )
     bar = progress_factory(len(items), "difficulty rollouts") if progress_factory else None

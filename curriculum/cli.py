@@ -149,6 +149,9 @@ def ground(input_, out, stats_out, **kw):
     )
 
 
+add_options_help(ground, "backend_option")
+
+
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, path_type=Path))
 @friendly_errors

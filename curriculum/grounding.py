@@ -292,9 +292,7 @@ def _ground(
             result = result.append_column(f, col)
     result = result.replace_schema_metadata(table.schema.metadata).filter(pa.array(keep, type=pa.bool_()))
 
-    fingerprint = stable_id(
-        "grounding", dataclasses.asdict(config), dataclasses.asdict(gen) | {"api_key": None}, sorted(uids)
-    )
+    fingerprint = stable_id("grounding", dataclasses.asdict(config), redact(gen.summary()), sorted(uids))
     n_parts = max(1, -(-result.num_rows // config.rows_per_part))
     writer = PartWriter(out, fingerprint, n_parts, overwrite=True)
     for p in range(n_parts):
@@ -327,7 +325,7 @@ def _ground(
         CLOSED_BOOK_RATE: dist([closed[u] for u in uids]),
         CONTEXT_RATE: dist([context.get(u) for u in uids]) if config.with_context else None,
         "config": dataclasses.asdict(config),
-        "generation": dataclasses.asdict(gen),  # written with its secrets masked (atomic_write_json)
+        "generation": gen.summary(),  # written with its secrets masked (atomic_write_json)
         "parts": n_parts,
     }
     writer.write_stats(stats)

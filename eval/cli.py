@@ -64,7 +64,8 @@ def main(verbose: int) -> None:
       python -m eval run --model tiny-qwen2 --backend hf --data data/curriculum/eval --n 1 --out runs/eval
       python -m eval run --model Qwen/Qwen2.5-7B-Instruct --backend vllm --data data/curriculum/eval \\
           --n 8 --temperature 0.7 --max-tokens 4096 --judge-url http://127.0.0.1:8001/v1 --out runs/eval-7b
-      python -m eval run --model qwen --backend openai --url http://127.0.0.1:8000/v1 --data LongBench/2wikimqa.jsonl --out runs/lb
+      python -m eval run --model qwen --backend openai --backend-option url=http://127.0.0.1:8000/v1 \\
+          --data LongBench/2wikimqa.jsonl --out runs/lb
       python -m eval score --data data/curriculum/eval --predictions runs/eval/predictions.jsonl --out runs/rescored
     """
     setup_logging(verbose)
@@ -107,13 +108,13 @@ def run(data, out, limit, tokenizer, regenerate, **kw):
     \b
     Examples:
       python -m eval run --model tiny-qwen2 --backend hf --data data/curriculum/eval --n 2 \\
-          --temperature 0.7 --max-tokens 32 --device cpu --out runs/eval
+          --temperature 0.7 --max-tokens 32 --backend-option device=cpu --out runs/eval
       vllm serve Qwen/Qwen2.5-1.5B-Instruct --port 8001 &    # the judge
       export JUDGE_KEY=...                                  # only if the judge server wants one
       python -m eval run --model Qwen/Qwen2.5-7B-Instruct --backend vllm --data data/curriculum/eval \\
           --n 8 --temperature 0.7 --max-tokens 4096 --judge-url http://127.0.0.1:8001/v1 \\
           --judge-backend-option api_key_env=JUDGE_KEY,timeout=30 --max-judge-failures 0.02 --out runs/eval-7b
-      python -m eval run --model qwen --backend openai --url http://127.0.0.1:8000/v1 \\
+      python -m eval run --model qwen --backend openai --backend-option url=http://127.0.0.1:8000/v1 \\
           --data LongBench/2wikimqa.jsonl --out runs/lb --regenerate
     """
     gen = GenerateConfig(**fields_of(GenerateConfig, kw))

@@ -26,19 +26,16 @@ from eval.backends.base import (
     SamplingParams,
     backend_options,
     get_backend,
+    option_names,
     parse_option_items,
     split_option_items,
 )
-from eval.backends.hf import HFOptions
-from eval.backends.vllm import VLLMOptions
 from eval.data import EvalItem, load_items
-from eval.http import EndpointOptions
 from eval.judge import JudgeConfig, judge_from_spec, make_judge
 from eval.report import write_report, write_summary
 from eval.scoring import read_prediction_records, read_predictions, score
 from longmill.errors import LongmillError
 from longmill.io import atomic_write_bytes, atomic_write_json
-from longmill.secrets import redact_url
 from longmill.types import Progress
 
 log = logging.getLogger(__name__)
@@ -46,7 +43,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class GenerateConfig:
-    """What to generate with.
+    """What to generate with: the generation spec (backend, model, backend options) and the sampling.
+
+    The backend's options (url, api_key_env, timeout, device, dtype, max_model_len, yarn_factor, ...) are
+    its own: each backend declares them with their defaults in its ``Options`` dataclass
+    (:class:`eval.backends.hf.HFOptions`, :class:`eval.backends.vllm.VLLMOptions`,
+    :class:`eval.backends.openai.OpenAIOptions`), and they are given here as ``backend_option`` items.
 
     Args:
         model: a preset (tiny-qwen2), a local folder, a hub id, or for ``openai`` the served model name.
@@ -57,21 +59,10 @@ class GenerateConfig:
         max_tokens: the most tokens per completion.
         seed: sampling seed.
         batch_size: prompts per call (hf) or per progress step (vllm, openai).
-        url: for ``openai``, the base URL with /v1 (e.g. http://127.0.0.1:8000/v1).
-        api_key: for ``openai``, a bearer token (visible in the process list; prefer --api-key-env).
-        api_key_env: for ``openai``, the environment variable holding the key (OPENAI_API_KEY may be unset).
-        timeout: for ``openai``, seconds per request attempt.
-        max_retries: for ``openai``, retries of a failed request (connect errors, timeouts, 429, 5xx).
-        device: for ``hf``: auto, cpu or cuda.
-        dtype: for ``hf``/``vllm``: auto, bfloat16, float16 or float32.
-        tensor_parallel_size: for ``vllm``: GPUs per model.
-        gpu_memory_utilization: for ``vllm``.
-        max_model_len: for ``vllm``: the context window (prompt + completion).
-        yarn_factor: YaRN rope scaling for contexts beyond the native window (hf, vllm).
-        yarn_original_max: the native window YaRN scales from.
-        backend_option: any other option of the backend as KEY=VALUE, comma-separated
-            (e.g. enforce_eager=true,max_rounds=3); each backend declares its options (``Options``), and
-            an unknown key is an error that suggests the closest.
+        backend_option: the backend's options as KEY=VALUE, comma-separated or repeated (e.g.
+            url=http://127.0.0.1:8000/v1,api_key_env=MY_KEY,timeout=30 for openai; device=cpu for hf;
+            dtype=bfloat16,max_model_len=72000,yarn_factor=4 for vllm); an unknown key is an error that
+            suggests the closest.
     """
 
     model: str = "tiny-qwen2"
@@ -82,19 +73,7 @@ class GenerateConfig:
     max_tokens: int = 1024
     seed: int = 0
     batch_size: int = 4
-    url: str | None = None
-    api_key: str | None = field(default=None, repr=False)
-    api_key_env: str | None = EndpointOptions.api_key_env
-    timeout: float = EndpointOptions.timeout
-    max_retries: int = EndpointOptions.max_retries
-    device: str = HFOptions.device
-    dtype: str = HFOptions.dtype
-    tensor_parallel_size: int = VLLMOptions.tensor_parallel_size
-    gpu_memory_utilization: float = VLLMOptions.gpu_memory_utilization
-    max_model_len: int | None = VLLMOptions.max_model_len
-    yarn_factor: float | None = None
-    yarn_original_max: int = HFOptions.yarn_original_max
-    backend_option: list[str] = field(default_factory=list, metadata={"parse": split_option_items})
+    backend_option: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.backend_option = split_option_items(self.backend_option)
@@ -112,10 +91,8 @@ class GenerateConfig:
         )
 
     def backend_options(self) -> dict[str, Any]:
-        """The backend's options: ``backend_option`` (KEY=VALUE), then this config's fields of the same names.
-
-        Which fields a backend takes is declared by the backend (its ``Options`` dataclass), not here.
-        """
+        """The backend's options: ``backend_option`` (KEY=VALUE), then ``batch_size`` and ``seed`` where the
+        backend takes them, then the backend's own defaults."""
         explicit = parse_option_items(self.backend, self.backend_option)
         opts = backend_options(self.backend, explicit, defaults_from=self, what="--backend-option")
         return {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)}
@@ -123,35 +100,29 @@ class GenerateConfig:
     def identity(self) -> dict[str, Any]:
         """What decides the completions: a resumed run must match these exactly.
 
-        The model folder's files (names, sizes, modification times) are fingerprinted, so a retrained
-        model saved to the same path does not pass for the old one. Batch size, device, URL and
-        concurrency only change how the work is done, and are left out.
+        The sampling, and the backend options that change what the model computes (:data:`OPTION_IDENTITY`;
+        None where the backend has no such option). The model folder's files (names, sizes, modification
+        times) are fingerprinted, so a retrained model saved to the same path does not pass for the old one.
+        Batch size, device, URL and concurrency only change how the work is done, and are left out.
         """
         ident: dict[str, Any] = {name: getattr(self, name) for name in IDENTITY_FIELDS}
-        if self.yarn_factor is None:
+        options = self.backend_options()
+        ident |= {name: options.get(name) for name in OPTION_IDENTITY}
+        if ident["yarn_factor"] is None:
             ident.pop("yarn_original_max")
         ident["model_files"] = model_fingerprint(self.model)
         return ident
 
     def summary(self) -> dict[str, Any]:
-        """Every setting, for reports: no key, and the URL without credentials."""
-        return dataclasses.asdict(self) | {"api_key": None, "url": redact_url(self.url)}
+        """Every setting, for reports, with the backend's options in force (the writers mask keys and
+        URL credentials: :func:`longmill.secrets.redact`)."""
+        return dataclasses.asdict(self) | {"backend_options": self.backend_options()}
 
 
 #: The GenerateConfig fields that decide what a completion is (see :meth:`GenerateConfig.identity`).
-IDENTITY_FIELDS = (
-    "model",
-    "backend",
-    "n",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "seed",
-    "dtype",
-    "max_model_len",
-    "yarn_factor",
-    "yarn_original_max",
-)
+IDENTITY_FIELDS = ("model", "backend", "n", "temperature", "top_p", "max_tokens", "seed")
+#: The backend options that decide what a completion is (recorded as None by a backend without them).
+OPTION_IDENTITY = ("dtype", "max_model_len", "yarn_factor", "yarn_original_max")
 
 
 def model_fingerprint(model: str) -> str | None:
@@ -354,10 +325,13 @@ def _resume_problem(path: Path, ident: dict[str, Any], digests: dict[str, str]) 
         )
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         return f"{meta_file} is unreadable ({e}), so nothing says what produced {path.name}"
+    # An option the backend does not take cannot have changed its completions: runs made before the
+    # options moved into the backends recorded GenerateConfig's own fields (dtype "auto" for openai).
+    inert = set(OPTION_IDENTITY) - set(option_names(ident["backend"]))
     diffs = [
         f"{k}: {before.get(k)!r} then, {ident.get(k)!r} now"
         for k in sorted(set(before) | set(ident))
-        if before.get(k) != ident.get(k)
+        if before.get(k) != ident.get(k) and k not in inert
     ]
     if diffs:
         return f"{path} was generated with other settings ({'; '.join(diffs)})"

@@ -35,12 +35,13 @@ JUDGE_ON_FAILURE = ("stop", "warn")
 MODEL_FOLDER_FILES = ("auto", "link", "copy")
 
 
-def model_options(role: str, backend: str, items: Any, url: str | None) -> list[str]:
+def model_options(role: str, backend: str, items: Any, url: str | None = None) -> list[str]:
     """``<role>_backend_option`` items (``KEY=VALUE``, or ``"K=V,K2=V2"``) checked against the backend's ``Options``.
 
     A training config is written to files (each phase's config, the checkpoints' ``training_args.bin``), so
-    it must hold no credentials: an ``api_key`` option and a ``user:pass@`` URL are refused; a key travels
-    only as the name of the environment variable that holds it (``api_key_env``).
+    it must hold no credentials: an ``api_key`` option and a ``user:pass@`` URL (``url``, or the ``url=``
+    option) are refused; a key travels only as the name of the environment variable that holds it
+    (``api_key_env``).
 
     Raises:
         LongmillError: an unknown backend or option (with the closest name), a value of the wrong type, or a
@@ -56,9 +57,11 @@ def model_options(role: str, backend: str, items: Any, url: str | None) -> list[
             f"so it must not hold a key; put the key in an environment variable and name it instead, e.g. "
             f"{role}_backend_option: [api_key_env=MY_{role.upper()}_KEY]"
         )
+    url = url or options.get("url")
     if url_credentials(url or ""):
+        where = f"{role}_url" if "url" not in options else f"{role}_backend_option url="
         raise LongmillError(
-            f"{role}_url {redact_url(url)} carries user:pass@: a training config is written to files, so it must "
+            f"{where} {redact_url(url)} carries user:pass@: a training config is written to files, so it must "
             f"not hold credentials; serve the {role} with an API key and name its environment variable "
             f"({role}_backend_option: [api_key_env=MY_{role.upper()}_KEY])"
         )
@@ -361,10 +364,9 @@ class SFTConfig(_GivenMixin, TRLSFTConfig):
         distractors: how many of a triplet's own distractor documents go into its prompt.
         teacher_model: generate targets with this model and keep those the reward accepts (rejection sampling).
         teacher_backend: hf, vllm or openai.
-        teacher_url: the server for the openai teacher backend.
         teacher_backend_option: options of the teacher's backend as KEY=VALUE, comma-separated (e.g.
-            timeout=120 for openai, dtype=bfloat16 for hf); a key is refused: name its environment variable
-            (api_key_env=VAR).
+            url=http://127.0.0.1:8000/v1,timeout=120 for openai, dtype=bfloat16 for hf); a key is refused:
+            name its environment variable (api_key_env=VAR).
         teacher_k: completions sampled per triplet from the teacher.
         teacher_max_tokens: the most tokens per teacher completion.
     """
@@ -383,7 +385,6 @@ class SFTConfig(_GivenMixin, TRLSFTConfig):
     distractors: int = 3
     teacher_model: str | None = None
     teacher_backend: str = "hf"
-    teacher_url: str | None = None
     teacher_backend_option: list[str] = field(default_factory=list)
     teacher_k: int = 4
     teacher_max_tokens: int = 512
@@ -391,7 +392,7 @@ class SFTConfig(_GivenMixin, TRLSFTConfig):
     def __post_init__(self) -> None:
         self._snapshot_given()
         self.teacher_backend_option = model_options(
-            "teacher", self.teacher_backend, self.teacher_backend_option, self.teacher_url
+            "teacher", self.teacher_backend, self.teacher_backend_option
         )
         if self.bf16 is None:
             self.bf16 = gpu_has_bf16()

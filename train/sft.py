@@ -103,7 +103,6 @@ def apply_teacher(examples: list[dict[str, Any]], config: SFTConfig, out: Path) 
         temperature=0.7,
         max_tokens=config.teacher_max_tokens,
         seed=config.seed,
-        url=config.teacher_url,
         backend_option=list(config.teacher_backend_option),
     )
     items = [

@@ -156,7 +156,7 @@ def test_difficulty_from_a_tiny_hf_model_end_to_end(inputs, tmp_path, tiny_qwen2
         difficulty_backend="hf",
         k=2,
         difficulty_max_tokens=3,
-        difficulty_device="cpu",
+        difficulty_backend_option=["device=cpu"],
         difficulty_batch_size=8,
         filter_extremes=False,
     )
@@ -195,7 +195,9 @@ def test_a_difficulty_model_that_cannot_be_loaded(inputs, tmp_path):
         build_curriculum(
             inputs[:1],
             tmp_path / "c",
-            CurriculumConfig(bins=[1500], difficulty_model=str(tmp_path / "nope"), difficulty_device="cpu"),
+            CurriculumConfig(
+                bins=[1500], difficulty_model=str(tmp_path / "nope"), difficulty_backend_option="device=cpu"
+            ),
         )
 
 
@@ -489,12 +491,15 @@ def test_difficulty_backend_options_are_checked_by_the_backend_and_reach_it(inpu
         difficulty_model="m",
         k=4,
         difficulty_backend="openai",
-        difficulty_url="http://127.0.0.1:9/v1",
-        difficulty_backend_option="max_rounds=3,concurrency=2",
+        difficulty_backend_option="url=http://127.0.0.1:9/v1,max_rounds=3,concurrency=2",
     )
     m = build_curriculum(inputs, tmp_path / "c", cfg)
     assert (seen["url"], seen["max_rounds"], seen["concurrency"]) == ("http://127.0.0.1:9/v1", 3, 2)
-    assert m["config"]["difficulty_backend_option"] == ["max_rounds=3", "concurrency=2"]
+    assert m["config"]["difficulty_backend_option"] == [
+        "url=http://127.0.0.1:9/v1",
+        "max_rounds=3",
+        "concurrency=2",
+    ]
 
 
 def every_row_accounted(m: dict) -> bool:

@@ -35,15 +35,14 @@ def test_build_writes_no_secret_to_any_file(shards, tmp_path, monkeypatch, secre
     with FakeServer() as server:
         if secret_in == "url":
             secret = "pa55-build-word"
-            auth = ["--difficulty-url", server.url.replace("http://", f"http://builder:{secret}@")]
+            auth = [
+                "--difficulty-backend-option",
+                "url=" + server.url.replace("http://", f"http://builder:{secret}@"),
+            ]
         else:
             secret = "sk-build-5551234"
-            auth = [
-                "--difficulty-url",
-                server.url,
-                "--difficulty-backend-option",
-                f"api_key={secret},concurrency=2",
-            ]
+            auth = ["--difficulty-backend-option", f"url={server.url}", "--difficulty-backend-option"]
+            auth += [f"api_key={secret},concurrency=2"]
         args = ["build", "--input", shards, "--out", tmp_path / "c", "--stats-out", tmp_path / "stats.json"]
         args += [
             "--bins",
@@ -63,6 +62,6 @@ def test_build_writes_no_secret_to_any_file(shards, tmp_path, monkeypatch, secre
     assert secret not in proc.stdout + proc.stderr
     config = json.loads((tmp_path / "c" / "manifest.json").read_text())["config"]
     if secret_in == "url":
-        assert config["difficulty_url"].startswith("http://***@127.0.0.1")
+        assert config["difficulty_backend_option"] == ["url=http://***@" + server.url.split("//")[1]]
     else:
-        assert config["difficulty_backend_option"] == ["api_key=***", "concurrency=2"]
+        assert config["difficulty_backend_option"] == [f"url={server.url}", "api_key=***", "concurrency=2"]

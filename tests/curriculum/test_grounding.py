@@ -224,7 +224,12 @@ def test_a_folder_without_samples_is_an_error(tmp_path, fake):
 def test_a_tiny_qwen2_on_cpu_end_to_end(shards, tmp_path, tiny_qwen2):
     """The real hf backend: a random tiny model answers nothing, so nothing is dropped and both rates are 0."""
     gen = GenerateConfig(
-        model=str(tiny_qwen2), backend="hf", temperature=0.7, max_tokens=3, device="cpu", batch_size=8
+        model=str(tiny_qwen2),
+        backend="hf",
+        temperature=0.7,
+        max_tokens=3,
+        backend_option="device=cpu",
+        batch_size=8,
     )
     stats = ground(shards, tmp_path / "g", GroundingConfig(k=2), gen)
     rs = rows_of(tmp_path / "g")
@@ -247,8 +252,8 @@ def test_ground_writes_no_secret_to_any_file(shards, tmp_path, monkeypatch):
     with FakeServer() as server:
         creds = server.url.replace("http://", "http://grounder:pa55-ground-word@")
         for name, auth in (
-            ("creds", ["--url", creds]),
-            ("key", ["--url", server.url, "--api-key", "sk-ground-987654"]),
+            ("creds", ["--backend-option", f"url={creds}"]),
+            ("key", ["--backend-option", f"url={server.url},api_key=sk-ground-987654"]),
         ):
             args = [
                 "ground",
@@ -267,8 +272,14 @@ def test_ground_writes_no_secret_to_any_file(shards, tmp_path, monkeypatch):
     assert len(sent) == 2 and "Bearer sk-ground-987654" in sent  # the Basic one and the key
     assert files_holding(tmp_path, "pa55-ground-word", "sk-ground-987654") == []
     stats = json.loads((tmp_path / "creds.json").read_text())
-    assert stats["generation"]["url"].startswith("http://***@127.0.0.1") and stats["read"] == 6
-    assert json.loads((tmp_path / "key" / "stats.json").read_text())["generation"]["api_key"] == "***"
+    assert (
+        stats["generation"]["backend_options"]["url"].startswith("http://***@127.0.0.1")
+        and stats["read"] == 6
+    )
+    assert (
+        json.loads((tmp_path / "key" / "stats.json").read_text())["generation"]["backend_options"]["api_key"]
+        == "***"
+    )
 
 
 def test_ground_refuses_its_own_input_and_an_unfinished_run(shards, fake, tmp_path):

@@ -59,9 +59,7 @@ def test_option_strings_are_typed_by_the_backend_dataclass():
 def test_generate_config_takes_options_from_the_backend_not_a_list_of_its_own():
     gen = GenerateConfig(
         backend="openai",
-        url="http://127.0.0.1:9/v1",
-        timeout=7.0,
-        backend_option=["max_rounds=2", "concurrency=3"],
+        backend_option=["url=http://127.0.0.1:9/v1,timeout=7", "max_rounds=2", "concurrency=3"],
     )
     opts = gen.backend_options()
     assert set(opts) == set(option_names("openai"))
@@ -71,11 +69,13 @@ def test_generate_config_takes_options_from_the_backend_not_a_list_of_its_own():
         2,
         3,
     )
-    hf = GenerateConfig(backend="hf", device="cpu", dtype="float32", batch_size=2).backend_options()
+    hf = GenerateConfig(
+        backend="hf", backend_option="device=cpu,dtype=float32", batch_size=2
+    ).backend_options()
     assert set(hf) == set(option_names("hf")) and (hf["device"], hf["batch_size"]) == ("cpu", 2)
     with pytest.raises(UnknownNameError, match="did you mean 'max_rounds'"):
         GenerateConfig(backend="openai", backend_option="max_round=2")
-    with pytest.raises(LongmillError, match="needs --url"):
+    with pytest.raises(LongmillError, match="needs url="):
         GenerateConfig(backend="openai").backend_options()
 
 

@@ -36,9 +36,13 @@ def longbench(tmp_path):
     return path
 
 
-def gen(server: FakeServer, **overrides) -> GenerateConfig:
+def gen(server: FakeServer, url: str | None = None, **overrides) -> GenerateConfig:
     options = dict(
-        model="served", backend="openai", url=server.url, n=1, max_tokens=8, max_retries=0, api_key_env=None
+        model="served",
+        backend="openai",
+        n=1,
+        max_tokens=8,
+        backend_option=[f"url={url or server.url}", "max_retries=0", "api_key_env="],
     )
     options.update(overrides)
     return GenerateConfig(**options)
@@ -141,10 +145,8 @@ def test_generation_failures_are_retried_and_the_run_exits_non_zero(tmp_path, se
         "served",
         "--backend",
         "openai",
-        "--url",
-        server.url,
-        "--max-retries",
-        "0",
+        "--backend-option",
+        f"url={server.url},max_retries=0",
         "--max-tokens",
         "8",
         "--data",
@@ -222,6 +224,28 @@ def test_eval_score_exits_non_zero_when_the_judge_fails_too_often(tmp_path, long
     assert res.exit_code == 2 and "share of judge calls" in res.output
 
 
+def test_a_run_recorded_before_the_options_moved_into_the_backends_resumes(tmp_path, server, longbench):
+    """Before, GenerateConfig recorded its own dtype ("auto") even for openai, which has no dtype option:
+    an option the backend does not take cannot have changed its completions, so the run resumes. Settings
+    that did change (here the backend) are still refused."""
+    out = tmp_path / "run"
+    run_eval(str(longbench), out, gen(server))
+    meta = out / "predictions.meta.json"
+    record = json.loads(meta.read_text())
+    assert record["generation"]["dtype"] is None
+    record["generation"] |= {"dtype": "auto", "max_model_len": 4096}
+    meta.write_text(json.dumps(record))
+    asked = server.count()
+    m = run_eval(str(longbench), out, gen(server))
+    assert m["config"]["generation_counts"]["resumed"] == 4 and server.count() == asked
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["generation"]["backend_options"]["url"] == server.url
+    record["generation"] |= {"backend": "vllm", "dtype": "bfloat16"}
+    meta.write_text(json.dumps(record))
+    with pytest.raises(LongmillError, match="backend: 'vllm' then, 'openai' now.*--regenerate"):
+        run_eval(str(longbench), out, gen(server))
+
+
 def test_credentials_in_urls_stay_out_of_the_report(tmp_path, server, longbench):
     url = server.url.replace("http://", "http://user:hunter22@")
     out = tmp_path / "run"
@@ -254,8 +278,8 @@ def test_eval_run_writes_no_secret_to_any_file(tmp_path, server, longbench, monk
         "served",
         "--backend",
         "openai",
-        "--url",
-        server.url,
+        "--backend-option",
+        f"url={server.url}",
         "--max-tokens",
         "8",
     ]
@@ -281,7 +305,8 @@ def test_eval_run_writes_no_secret_to_any_file(tmp_path, server, longbench, monk
     assert files_holding(tmp_path, *secrets) == []
     assert not any(s in proc.stdout + proc.stderr for s in secrets)
     m = json.loads((out / "metrics.json").read_text())
-    assert m["config"]["generation"]["backend_option"] == ["api_key=***"]
+    assert m["config"]["generation"]["backend_option"] == [f"url={server.url}", "api_key=***"]
+    assert m["config"]["generation"]["backend_options"]["api_key"] == "***"
     assert m["config"]["judge"]["url"].startswith("http://***@127.0.0.1")
 
 
@@ -353,7 +378,8 @@ def test_a_longbench_line_that_is_not_utf8_is_skipped_and_counted(tmp_path, serv
     raw = longbench.read_bytes().splitlines(keepends=True)
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(raw[0] + raw[1].replace(b"Ada 1", b"Ad\xe9 1") + raw[2] + raw[3])
-    args = ["run", "--model", "served", "--backend", "openai", "--url", server.url, "--max-tokens", "8"]
+    args = ["run", "--model", "served", "--backend", "openai", "--backend-option", f"url={server.url}"]
+    args += ["--max-tokens", "8"]
     proc = run_cli(
         main, *args, "--data", str(bad), "--out", str(tmp_path / "run"), prog_name="python -m eval"
     )

@@ -63,8 +63,8 @@ def test_eval_run_with_a_tiny_hf_model_end_to_end(tmp_path, shards, tiny_qwen2):
         "1.0",
         "--max-tokens",
         "6",
-        "--device",
-        "cpu",
+        "--backend-option",
+        "device=cpu",
         "--out",
         str(out),
     )
@@ -94,8 +94,8 @@ def test_eval_run_resumes_after_an_interruption(tmp_path, shards, tiny_qwen2):
         str(shards / "qa"),
         "--max-tokens",
         "4",
-        "--device",
-        "cpu",
+        "--backend-option",
+        "device=cpu",
         "--batch-size",
         "1",
         "--out",
@@ -142,7 +142,12 @@ def test_score_longbench_style_jsonl(tmp_path):
 def test_openai_backend_through_eval_run(tmp_path, shards):
     with FakeServer() as server:
         gen = GenerateConfig(
-            model="served", backend="openai", url=server.url, n=2, temperature=0.7, max_tokens=8
+            model="served",
+            backend="openai",
+            backend_option=[f"url={server.url}"],
+            n=2,
+            temperature=0.7,
+            max_tokens=8,
         )
         m = run_eval(str(shards / "kc"), tmp_path / "o", gen)
         assert server.count() >= 3
@@ -155,7 +160,7 @@ def test_bad_inputs_say_what_to_do(tmp_path, shards):
     proc = evalcli(
         "run", "--backend", "openai", "--data", str(shards / "kc"), "--out", str(tmp_path / "o"), check=False
     )
-    assert proc.returncode == 2 and "needs --url" in proc.stderr
+    assert proc.returncode == 2 and "needs url=" in proc.stderr
     if importlib.util.find_spec("vllm") is None:
         proc = evalcli(
             "run",

@@ -22,7 +22,12 @@ def test_openai_backend_counts_are_merged_into_the_run_metrics(tmp_path):
     )
     with FakeServer() as server:
         gen = GenerateConfig(
-            model="served", backend="openai", url=server.url, n=2, temperature=0.7, max_tokens=8
+            model="served",
+            backend="openai",
+            backend_option=[f"url={server.url}"],
+            n=2,
+            temperature=0.7,
+            max_tokens=8,
         )
         m = run_eval(str(tmp_path / "kc"), tmp_path / "o", gen)
         sent = server.count()

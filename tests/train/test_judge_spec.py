@@ -127,15 +127,14 @@ def test_the_judge_timeout_bounds_a_hung_judge_in_trl_and_verl(tmp_path):
             SFTConfig,
             {
                 "teacher_backend": "openai",
-                "teacher_url": "http://j/v1",
-                "teacher_backend_option": "api_key=sk-s3cret",
+                "teacher_backend_option": "url=http://j/v1,api_key=sk-s3cret",
             },
             "api_key_env=MY_TEACHER_KEY",
         ),
         (
             SFTConfig,
-            {"teacher_backend": "openai", "teacher_url": "http://bob:s3cret@j/v1"},
-            "carries user:pass@",
+            {"teacher_backend": "openai", "teacher_backend_option": ["url=http://bob:s3cret@j/v1"]},
+            r"teacher_backend_option url= http://\*\*\*@j/v1 carries user:pass@",
         ),
         (
             GRPOPhaseConfig,
@@ -167,11 +166,11 @@ def test_the_teacher_options_reach_its_backend(tmp_path, monkeypatch):
         use_cpu=True,
         teacher_model="teacher",
         teacher_backend="openai",
-        teacher_url="http://t:8000/v1",
-        teacher_backend_option="timeout=45,api_key_env=TEACHER_KEY",
+        teacher_backend_option="url=http://t:8000/v1,timeout=45,api_key_env=TEACHER_KEY",
     )
     train.sft.apply_teacher([], cfg, tmp_path)
     assert seen["options"]["timeout"] == 45.0 and seen["options"]["api_key_env"] == "TEACHER_KEY"
+    assert seen["options"]["url"] == "http://t:8000/v1"
 
 
 def test_verl_sends_the_key_named_by_judge_api_key_env(monkeypatch):

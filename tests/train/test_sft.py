@@ -53,10 +53,15 @@ def test_teacher_traces_kept_only_when_the_reward_accepts_them(tmp_path, small_t
 
     from train.sft import apply_teacher
 
-    config = SFTConfig(max_examples=6, teacher_model="teacher", teacher_backend="openai", teacher_k=2)
-    examples = build_sft_examples(small_triplets, config)
     with FakeServer(rule=teacher) as server:
-        config.teacher_url = server.url
+        config = SFTConfig(
+            max_examples=6,
+            teacher_model="teacher",
+            teacher_backend="openai",
+            teacher_backend_option=[f"url={server.url}"],
+            teacher_k=2,
+        )
+        examples = build_sft_examples(small_triplets, config)
         counts = apply_teacher(examples, config, tmp_path)
     assert counts == {"teacher_accepted": 3, "template_target": 3}
     kept = [e for e in examples if e["completion"][0]["content"].startswith("Looking at the documents")]
