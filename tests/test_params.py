@@ -106,3 +106,37 @@ def test_dvc_yaml_references_only_existing_sections():
     dvc = "\n".join(x for x in (ROOT / "dvc.yaml").read_text().splitlines() if not x.lstrip().startswith("#"))
     for ref in set(re.findall(r"\$\{(\w+)\}", dvc)) - {"key", "item"}:
         assert ref in TOP_LEVEL, ref
+
+
+def dvc_flags(section: dict) -> list[str]:
+    """A params section as DVC unpacks it into a command (.dvc/config: bool = boolean_optional, list = append)."""
+    args: list[str] = []
+    for key, value in section.items():
+        if isinstance(value, bool):
+            args.append(f"--{key}" if value else f"--no-{key}")
+        elif isinstance(value, list):
+            for item in value:
+                args += [f"--{key}", str(item)]
+        else:
+            args += [f"--{key}", str(value)]
+    return args
+
+
+def test_eval_section_reaches_eval_run_as_dvc_writes_it(profile):
+    """Each item of a list (backend_option: [tensor_parallel_size=1, yarn_factor=4.0, max_model_len=72000])
+    is its own flag in the command DVC runs; every item must reach the backend, not only the last."""
+    from eval.cli import run
+    from longmill.cliutil import fields_of
+
+    _, p = profile
+    args = ["--model", "m", "--data", "d", "--out", "o", *dvc_flags(p["eval"])]
+    with run.make_context("run", args) as ctx:
+        gen = GenerateConfig(**fields_of(GenerateConfig, ctx.params))
+        flags = JudgeFlags(**fields_of(JudgeFlags, ctx.params))
+    given = p["eval"].get("backend_option", [])
+    assert gen.backend_option == [str(x) for x in given]
+    options = gen.backend_options() if gen.backend != "openai" else {}
+    for item in given:
+        key, value = str(item).split("=", 1)
+        assert str(options[key]) == value
+    assert flags.judge_backend_option == [str(x) for x in p["eval"].get("judge_backend_option", [])]
