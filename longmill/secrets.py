@@ -114,8 +114,8 @@ def redact(obj: Any) -> Any:
     """A copy of a JSON-like object (dicts, lists, strings, numbers) with every secret masked.
 
     Example:
-        >>> redact({"difficulty_url": "https://u:pw@h/v1", "judge_api_key": None, "n": 3})
-        {'difficulty_url': 'https://***@h/v1', 'judge_api_key': None, 'n': 3}
+        >>> redact({"judge_url": "https://u:pw@h/v1", "judge_api_key": None, "n": 3})
+        {'judge_url': 'https://***@h/v1', 'judge_api_key': None, 'n': 3}
     """
     if isinstance(obj, dict):
         return {
