@@ -210,6 +210,31 @@ MUTATIONS: list[Mutation] = [
         '    if False:\n        return (\n            f"{path} answers other prompts',
         ("tests/eval/test_resume.py",),
     ),
+    Mutation(
+        "resume/old-openai-meta-refused",
+        "a run recorded before the options moved into the backends resumes",
+        "eval/run.py",
+        "if before.get(k) != ident.get(k) and k not in inert",
+        "if before.get(k) != ident.get(k)",
+        ("tests/eval/test_resume.py", "-k", "options_moved"),
+    ),
+    # -- one generation spec -----------------------------------------------------------------------
+    Mutation(
+        "spec/teacher-options-dropped",
+        "the SFT teacher's backend options reach its backend",
+        "train/sft.py",
+        "backend_option=list(config.teacher_backend_option),",
+        "backend_option=[],",
+        ("tests/train/test_judge_spec.py", "-k", "teacher_options"),
+    ),
+    Mutation(
+        "spec/backend-option-last-flag-wins",
+        "every --backend-option flag counts (DVC writes one per list item)",
+        "eval/run.py",
+        "    backend_option: list[str] = field(default_factory=list)\n",
+        '    backend_option: list[str] = field(default_factory=list, metadata={"parse": split_option_items})\n',
+        ("tests/test_params.py", "-k", "dvc_writes"),
+    ),
     # -- verify catches each tamper ----------------------------------------------------------------
     Mutation(
         "verify/answer-not-in-gold",
