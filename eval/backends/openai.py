@@ -51,8 +51,8 @@ class OpenAIOptions(EndpointOptions):
     def __post_init__(self) -> None:
         if not self.url:
             raise LongmillError(
-                "the openai backend needs url=, the server's base URL including /v1 (--backend-option "
-                "url=http://127.0.0.1:8000/v1): start one with e.g. `vllm serve MODEL --port 8000`"
+                "the openai backend needs url=, the server's base URL including /v1, among its backend options "
+                "(e.g. url=http://127.0.0.1:8000/v1): start one with e.g. `vllm serve MODEL --port 8000`"
             )
         if self.max_rounds is not None and self.max_rounds < 1:
             raise LongmillError(f"max_rounds must be >= 1 or None, got {self.max_rounds}")
