@@ -228,7 +228,8 @@ def test_profile_trains_on_single_document_lookups_measured_by_the_policys_token
 
 @pytest.mark.slow
 def test_tiny_learning_run_evaluates_every_model_on_the_same_heldout_questions(tiny_qwen2, tmp_path):
-    """The whole benchmark on a tiny random policy, two training seeds: triplets -> longqa x2 -> curriculum ->
+    """The whole benchmark on a tiny random policy, one training seed (1, not the default; averaging over seeds
+    is pinned by the hand-written two-seed test above): triplets -> longqa x2 -> curriculum ->
     per seed SFT -> 2 RL phases -> eval of base (once), SFT and RL, each also without its gold documents; the
     table, plot and JSON are written, every model saw the same questions, and what SFT and RL trained on
     holds no held-out question or fact."""
@@ -263,16 +264,16 @@ def test_tiny_learning_run_evaluates_every_model_on_the_same_heldout_questions(t
         "--model",
         str(tiny_qwen2),
         "--seeds",
-        "0,1",
+        "1",
     ] + [a for s in sets for a in ("--set", s)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     summary = json.loads((work / "learning_curve.json").read_text())
-    assert summary["seeds"] == [0, 1] and summary["command"].endswith("--seeds 0,1 " + " ".join(
+    assert summary["seeds"] == [1] and summary["command"].endswith("--seeds 1 " + " ".join(
         f"--set '{s}'" if " " in s else f"--set {s}" for s in sets))  # fmt: skip
     assert len(summary["code"]["commit"]) == 40 and isinstance(summary["code"]["dirty"], bool)
     acc = summary["accuracy"]
-    assert set(acc) == {"base", "sft", "rl"} and set(summary["accuracy_by_seed"]["rl"]) == {"0", "1"}
+    assert set(acc) == {"base", "sft", "rl"} and set(summary["accuracy_by_seed"]["rl"]) == {"1"}
     assert all(set(per) == {"256", "384", "all"} for per in acc.values())
     counts = {m: {k: v["n"] for k, v in per.items()} for m, per in acc.items()}
     assert counts["base"] == counts["sft"] == counts["rl"] and all(n > 0 for n in counts["base"].values())
@@ -285,19 +286,17 @@ def test_tiny_learning_run_evaluates_every_model_on_the_same_heldout_questions(t
         for length, d in per.items():
             assert d["n"] == counts[x][length]
             assert d["difference"] == pytest.approx(acc[x][length]["accuracy"] - acc[y][length]["accuracy"])
-    for seed in ("0", "1"):
+    for seed in ("1",):
         d = summary["differences_by_seed"]["rl-sft"][seed]["all"]["difference"]
         by = summary["accuracy_by_seed"]
         assert d == pytest.approx(by["rl"][seed]["all"]["accuracy"] - by["sft"][seed]["all"]["accuracy"])
     assert set(summary["control"]) == {"base", "sft", "rl"}
-    assert sorted(summary["rewards"]) == ["0", "1"]
+    assert sorted(summary["rewards"]) == ["1"]
     assert all(sorted(p) == ["phase-1", "phase-2"] and all(p.values()) for p in summary["rewards"].values())
     assert set(summary["done_when"]) == {"rl_vs_base", "rl_vs_sft", "passed"}
     assert (work / "learning_curve.png").stat().st_size > 0
     table = (work / "learning_curve.md").read_text()
-    assert (
-        "| rl |" in table and "256 tokens" in table and "| rl − sft |" in table and "| rl (seed 1) |" in table
-    )
+    assert "| rl |" in table and "256 tokens" in table and "| rl − sft |" in table and "(seed" not in table
     assert "Done when (issue 18, on the mean over seeds)" in table and "no evidence" in table
     # the control's prompts are the eval's without their gold documents
     ev = pl.read_parquet(work / "curriculum" / "eval" / "*.parquet")
@@ -330,7 +329,7 @@ def test_tiny_learning_run_evaluates_every_model_on_the_same_heldout_questions(t
         r["id"]: set(r["fact_keys"])
         for r in pl.read_parquet(work / "triplets" / "*" / "*.parquet").to_dicts()
     }
-    for seed in (0, 1):
+    for seed in (1,):
         sft = json.loads((work / f"seed-{seed}" / "sft" / "summary.json").read_text())
         assert sft["source_ids"] and not set(sft["source_ids"]) & ids
         assert not any(triplet_facts[i] & facts for i in sft["source_ids"])
