@@ -985,11 +985,6 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def gib(x: float) -> float:
-    """Bytes to GiB (for tests and reports)."""
-    return x / GIB
-
-
 __all__ = [
     "PLAN_PRESETS",
     "Estimate",
