@@ -335,6 +335,14 @@ MUTATIONS: list[Mutation] = [
         _TEST_PLAN,
     ),
     Mutation(
+        "plan/own-defaults",
+        "every route into the plan takes train grpo's defaults for what a config leaves out",
+        _PLAN,
+        "    v = {**training_defaults(), **{",
+        '    v = {**training_defaults(), "gradient_checkpointing": False, **{',
+        _TEST_PLAN,
+    ),
+    Mutation(
         "plan/no-reference-model",
         "train plan counts the reference model's weights when beta > 0",
         _PLAN,

@@ -298,6 +298,9 @@ def verl_config(
     )
 
 
+_FROM_CONFIG = " [--config's, else train grpo's default]."
+
+
 @main.command()
 @click.option(
     "--model",
@@ -310,7 +313,7 @@ def verl_config(
     default=None,
     help="Longest prompt per stage (list) [a profile's curriculum bins, else 20k,40k,60k].",
 )
-@click.option("--completion-length", default=None, help="max_completion_length [the config's, else 10000].")
+@click.option("--completion-length", default=None, help="max_completion_length" + _FROM_CONFIG)
 @click.option(
     "--config",
     "config_file",
@@ -319,14 +322,24 @@ def verl_config(
     "its batch, vLLM, checkpointing and sp_size keys are read, flags override.",
 )
 @click.option(
-    "--per-device-train-batch-size", type=int, default=None, help="Sequences per GPU per micro-step [1]."
+    "--per-device-train-batch-size",
+    type=int,
+    default=None,
+    help="Sequences per GPU per micro-step" + _FROM_CONFIG,
 )
 @click.option(
-    "--gradient-accumulation-steps", type=int, default=None, help="Micro-steps per optimiser step [8]."
+    "--gradient-accumulation-steps",
+    type=int,
+    default=None,
+    help="Micro-steps per optimiser step" + _FROM_CONFIG,
 )
-@click.option("--num-generations", type=int, default=None, help="The GRPO group size [8].")
-@click.option("--steps-per-generation", type=int, default=None, help="Micro-steps per generation batch.")
-@click.option("--num-iterations", type=int, default=None, help="Passes over each generation batch [1].")
+@click.option("--num-generations", type=int, default=None, help="The GRPO group size" + _FROM_CONFIG)
+@click.option(
+    "--steps-per-generation", type=int, default=None, help="Micro-steps per generation batch" + _FROM_CONFIG
+)
+@click.option(
+    "--num-iterations", type=int, default=None, help="Passes over each generation batch" + _FROM_CONFIG
+)
 @click.option("--num-gpus", type=int, default=8, show_default=True, help="Training processes, one GPU each.")
 @click.option(
     "--sharding",
@@ -336,35 +349,49 @@ def verl_config(
     help="DeepSpeed ZeRO stage, FSDP2, or plain DDP.",
 )
 @click.option("--gpu-memory-gib", type=float, default=80.0, show_default=True, help="Memory of one GPU.")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="[on]")
+@click.option(
+    "--gradient-checkpointing/--no-gradient-checkpointing",
+    default=None,
+    help="Recompute activations in backward" + _FROM_CONFIG,
+)
 @click.option(
     "--activation-offload/--no-activation-offload",
     default=None,
-    help="Checkpointed activations in host memory (gradient_checkpointing_kwargs offload) [off].",
+    help="Checkpointed activations in host memory (activation_checkpointing_kwargs offload)" + _FROM_CONFIG,
 )
-@click.option("--attn-implementation", default=None, help="sdpa [default], flash_attention_2 or eager.")
+@click.option("--attn-implementation", default=None, help="sdpa, flash_attention_2 or eager" + _FROM_CONFIG)
 @click.option(
     "--padding-free/--no-padding-free",
     default=None,
-    help="longmill's padding-free forward [on]; off plans TRL's padded forward (T x T mask with SDPA).",
+    help="longmill's padding-free forward; off plans TRL's padded forward (T x T mask with SDPA)"
+    + _FROM_CONFIG,
 )
 @click.option(
     "--rollout",
-    type=click.Choice(["vllm-colocate", "vllm-server", "hf"]),
+    type=click.Choice(["auto", "vllm-colocate", "vllm-server", "hf"]),
     default=None,
-    help="Where rollouts run [vllm-colocate].",
+    help="Where rollouts run (auto plans vLLM, as on a GPU)" + _FROM_CONFIG,
 )
 @click.option(
-    "--vllm-gpu-memory-utilization", type=float, default=None, help="Colocated vLLM's share [0.35]."
+    "--vllm-gpu-memory-utilization", type=float, default=None, help="Colocated vLLM's share" + _FROM_CONFIG
 )
-@click.option("--vllm-enable-sleep-mode/--no-vllm-enable-sleep-mode", default=None, help="[on]")
-@click.option("--vllm-tensor-parallel-size", type=int, default=None, help="GPUs per colocated vLLM [1].")
-@click.option("--beta", type=float, default=None, help="KL coefficient (> 0 adds a reference model) [0].")
+@click.option(
+    "--vllm-enable-sleep-mode/--no-vllm-enable-sleep-mode",
+    default=None,
+    help="vLLM asleep while training" + _FROM_CONFIG,
+)
+@click.option(
+    "--vllm-tensor-parallel-size", type=int, default=None, help="GPUs per colocated vLLM" + _FROM_CONFIG
+)
+@click.option(
+    "--beta", type=float, default=None, help="KL coefficient (> 0 adds a reference model)" + _FROM_CONFIG
+)
 @click.option(
     "--sp-size",
     type=int,
     default=None,
-    help="Ulysses sequence parallelism: ranks sharing a micro-batch's tokens in the training forward [1].",
+    help="Ulysses sequence parallelism: ranks sharing a micro-batch's tokens in the training forward"
+    + _FROM_CONFIG,
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @friendly_errors
@@ -381,6 +408,8 @@ def plan(
 ) -> None:
     """Expected peak GPU memory of a GRPO run, by component, and the largest prompt and batch that fit.
 
+    Every setting comes from --config (a GRPO YAML or a profile), then the flags; what neither gives is
+    `train grpo`'s default, so the plan is of the run that `train grpo` with the same config would make.
     It prints the attention path it assumes (longmill's padding-free forward by default) and whether the
     micro-step peaks at the LM head's backward or at the last layer's; the activation terms are checked against
     measured peaks by benchmarks/plan_check.py.
@@ -392,7 +421,8 @@ def plan(
       python -m train plan --config train/configs/grpo-gpu-qwen2.5-7b.yaml --prompt-length 60k --no-padding-free
       python -m train plan --config train/configs/grpo-gpu-qwen2.5-7b.yaml --prompt-length 120k --activation-offload
       python -m train plan --config profiles/gpu-qwen2.5-7b-120k.yaml
-      python -m train plan --model qwen2.5-32b-instruct --prompt-length 60k --sp-size 8 --activation-offload
+      python -m train plan --config train/configs/grpo-gpu-qwen2.5-7b.yaml --model qwen2.5-32b-instruct \\
+          --prompt-length 60k --num-gpus 16 --vllm-tensor-parallel-size 4 --sp-size 8 --activation-offload
     """
     from longmill.lengths import parse_length, parse_lengths
     from train.plan import (

@@ -722,61 +722,30 @@ def _cuda_memory_gib() -> float | None:
     return None
 
 
+def config_values(config: Any) -> dict[str, Any]:
+    """The keys the plan reads, from a GRPO config object (longmill's GRPOPhaseConfig, or TRL's GRPOConfig), with
+    ``rollout: auto`` resolved as the running process resolves it."""
+    values = {k: getattr(config, k) for k in PLAN_INPUT_KEYS if getattr(config, k, None) is not None}
+    if values.get("rollout") == "auto" and callable(getattr(config, "resolved_rollout", None)):
+        values["rollout"] = config.resolved_rollout()
+    return values
+
+
 def settings_from_config(
     config: Any,
     prompt_length: int,
     *,
     num_gpus: int | None = None,
     sharding: str | None = None,
-    gpu_memory_gib: float = 80.0,
+    gpu_memory_gib: float | None = None,
 ) -> PlanSettings:
-    """PlanSettings from a GRPO config object (longmill's, or TRL's GRPOConfig): read by attribute name."""
-
-    def get(name: str, default: Any) -> Any:
-        v = getattr(config, name, default)
-        return default if v is None else v
-
-    rollout = get("rollout", None)
-    if rollout == "auto" and callable(getattr(config, "resolved_rollout", None)):
-        rollout = config.resolved_rollout()
-    if rollout in (None, "auto"):
-        rollout = (
-            ("vllm-server" if get("vllm_mode", "colocate") == "server" else "vllm-colocate")
-            if get("use_vllm", rollout == "auto" and _cuda_memory_gib() is not None)
-            else "hf"
-        )
-    attn = (
-        get("attn_implementation", None)
-        or (getattr(config, "model_init_kwargs", None) or {}).get("attn_implementation")
-        or "sdpa"
-    )
-    ckpt_kwargs = (
-        get("activation_checkpointing_kwargs", None) or get("gradient_checkpointing_kwargs", None) or {}
-    )
-    return PlanSettings(
-        prompt_length=prompt_length,
-        completion_length=int(get("max_completion_length", 256)),
-        activation_offload=bool(isinstance(ckpt_kwargs, dict) and ckpt_kwargs.get("offload", False)),
-        per_device_train_batch_size=int(get("per_device_train_batch_size", 8)),
-        gradient_accumulation_steps=int(get("gradient_accumulation_steps", 1)),
-        num_generations=int(get("num_generations", 8)),
-        steps_per_generation=getattr(config, "steps_per_generation", None),
-        num_iterations=int(get("num_iterations", 1)),
-        num_gpus=num_gpus or int(os.environ.get("WORLD_SIZE", "1")),
-        sharding=sharding or _launch_sharding(),
+    """PlanSettings for a GRPO config object: :func:`plan_settings` on :func:`config_values`."""
+    return plan_settings(
+        prompt_length,
+        config_values(config),
+        num_gpus=num_gpus,
+        sharding=sharding,
         gpu_memory_gib=gpu_memory_gib,
-        gradient_checkpointing=bool(
-            get("activation_checkpointing", False) or get("gradient_checkpointing", False)
-        ),
-        attn_implementation=str(attn),
-        padding_free=bool(get("padding_free", False)),
-        dtype="bf16" if get("bf16", True) else "fp32",
-        rollout=rollout,
-        vllm_gpu_memory_utilization=float(get("vllm_gpu_memory_utilization", 0.3)),
-        vllm_enable_sleep_mode=bool(get("vllm_enable_sleep_mode", False)),
-        vllm_tensor_parallel_size=int(get("vllm_tensor_parallel_size", 1)),
-        beta=float(get("beta", 0.0)),
-        sp_size=int(get("sp_size", 1)),
     )
 
 
@@ -861,8 +830,41 @@ PLAN_KEYS = (
 )
 
 
+# What the plan reads from a training config: PLAN_KEYS, and the keys it derives settings from.
+PLAN_INPUT_KEYS = (
+    *(k for k in PLAN_KEYS if k != "activation_offload"),
+    "max_completion_length",
+    "use_vllm",
+    "vllm_mode",
+    "bf16",
+    "activation_checkpointing",
+    "gradient_checkpointing_kwargs",
+    "activation_checkpointing_kwargs",
+    "model_init_kwargs",
+)
+
+
+def training_defaults() -> dict[str, Any]:
+    """``train grpo``'s defaults (:class:`train.config.GRPOPhaseConfig`, which extends TRL's GRPOConfig) for the
+    keys the plan reads: the one set of defaults every route into the plan uses."""
+    import dataclasses
+
+    from train.config import GRPOPhaseConfig
+
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(GRPOPhaseConfig):
+        if f.name in PLAN_INPUT_KEYS:
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+    return out
+
+
 def read_plan_yaml(path: str | Path | None) -> dict[str, Any]:
-    """The keys of a GRPO YAML config that the plan uses (others are ignored here; ``train grpo`` checks them)."""
+    """The keys of a GRPO YAML config, or of a profile's ``rl`` section and ``model``, that the plan uses (others
+    are ignored here; ``train grpo`` checks them). Keys the file leaves out are not filled in here:
+    :func:`plan_settings` gives them ``train grpo``'s defaults."""
     if not path:
         return {}
     from train.config import read_yaml_mapping
@@ -870,29 +872,10 @@ def read_plan_yaml(path: str | Path | None) -> dict[str, Any]:
     data = read_yaml_mapping(path)
     if isinstance(data.get("rl"), dict):  # a profile (params.yaml layout): its rl section and its model
         data = {**data["rl"], **({"model": data["model"]} if data.get("model") else {})}
-    if data.get("use_vllm") is False:
-        data.setdefault("rollout", "hf")
-    elif data.get("vllm_mode") in ("server", "colocate"):
-        data.setdefault("rollout", f"vllm-{data['vllm_mode']}")
-    if data.get("rollout") == "auto":
-        data["rollout"] = "vllm-colocate"
-    # Keys the file leaves out take longmill's and TRL's defaults, not the planner's (the GPU profile's).
-    for key, default in (
-        ("per_device_train_batch_size", 8),
-        ("gradient_accumulation_steps", 1),
-        ("gradient_checkpointing", False),
-        ("vllm_enable_sleep_mode", False),
-        ("vllm_gpu_memory_utilization", 0.3),
-        ("attn_implementation", "sdpa"),
-    ):
-        data.setdefault(key, default)
-    ckpt_kwargs = (
-        data.get("activation_checkpointing_kwargs") or data.get("gradient_checkpointing_kwargs") or {}
-    )
-    if isinstance(ckpt_kwargs, dict) and ckpt_kwargs.get("offload"):
-        data.setdefault("activation_offload", True)
     return {
-        k: v for k, v in data.items() if k in (*PLAN_KEYS, "model", "max_completion_length") and v is not None
+        k: v
+        for k, v in data.items()
+        if k in (*PLAN_INPUT_KEYS, "activation_offload", "model") and v is not None
     }
 
 
@@ -915,20 +898,59 @@ def plan_settings(
     prompt_length: int,
     values: dict[str, Any],
     *,
-    num_gpus: int = 8,
-    sharding: str = "zero3",
-    gpu_memory_gib: float = 80.0,
+    num_gpus: int | None = None,
+    sharding: str | None = None,
+    gpu_memory_gib: float | None = None,
 ) -> PlanSettings:
-    """PlanSettings from config keys (:data:`PLAN_KEYS` and ``max_completion_length``); missing keys keep the
-    GPU profile's defaults (one sequence per GPU, checkpointing, colocated vLLM asleep while training)."""
-    kw = {k: values[k] for k in PLAN_KEYS if values.get(k) is not None}
+    """The one route into :class:`PlanSettings`, for ``train plan``, ``train grpo``'s check before it launches and
+    the verl export.
+
+    Args:
+        prompt_length: the stage's longest prompt.
+        values: training-config keys (:data:`PLAN_INPUT_KEYS`, ``activation_offload``) from a YAML file, flags or
+            a config object (:func:`config_values`); a key left out takes ``train grpo``'s default
+            (:func:`training_defaults`). ``rollout: auto`` plans vLLM (``vllm_mode``), the GPU's rollout.
+        num_gpus, sharding, gpu_memory_gib: the launch; by default the running process's (``WORLD_SIZE``,
+            ``accelerate launch``'s DeepSpeed/FSDP environment) and 80 GiB.
+    """
+    v = {**training_defaults(), **{k: x for k, x in values.items() if x is not None}}
+    rollout = v.get("rollout") or "auto"
+    if values.get("use_vllm") is False and rollout == "auto":
+        rollout = "hf"
+    elif rollout == "auto":
+        rollout = f"vllm-{v.get('vllm_mode') or 'colocate'}"
+    attn = (
+        v.get("attn_implementation")
+        or (v.get("model_init_kwargs") or {}).get("attn_implementation")
+        or "sdpa"
+    )
+    ckpt_kwargs = v.get("activation_checkpointing_kwargs") or v.get("gradient_checkpointing_kwargs") or {}
+    offload = v.get("activation_offload")
+    if offload is None:
+        offload = isinstance(ckpt_kwargs, dict) and bool(ckpt_kwargs.get("offload", False))
+    checkpointing = v.get("activation_checkpointing")
     return PlanSettings(
         prompt_length=prompt_length,
-        completion_length=int(values.get("max_completion_length") or 10000),
-        num_gpus=num_gpus,
-        sharding=sharding,
-        gpu_memory_gib=gpu_memory_gib,
-        **kw,
+        completion_length=int(v["max_completion_length"]),
+        per_device_train_batch_size=int(v["per_device_train_batch_size"]),
+        gradient_accumulation_steps=int(v["gradient_accumulation_steps"]),
+        num_generations=int(v["num_generations"]),
+        steps_per_generation=v.get("steps_per_generation"),
+        num_iterations=int(v["num_iterations"]),
+        num_gpus=num_gpus or int(os.environ.get("WORLD_SIZE", "1")),
+        sharding=sharding or _launch_sharding(),
+        gpu_memory_gib=gpu_memory_gib or 80.0,
+        gradient_checkpointing=bool(v["gradient_checkpointing"] if checkpointing is None else checkpointing),
+        activation_offload=bool(offload),
+        attn_implementation=str(attn),
+        padding_free=bool(v["padding_free"]),
+        dtype="fp32" if v.get("bf16") is False else "bf16",
+        rollout=rollout,
+        vllm_gpu_memory_utilization=float(v["vllm_gpu_memory_utilization"]),
+        vllm_enable_sleep_mode=bool(v["vllm_enable_sleep_mode"]),
+        vllm_tensor_parallel_size=int(v["vllm_tensor_parallel_size"]),
+        beta=float(v["beta"]),
+        sp_size=int(v["sp_size"]),
     )
 
 
@@ -1002,6 +1024,8 @@ __all__ = [
     "profile_lengths",
     "resolve_shape",
     "settings_from_config",
+    "config_values",
+    "training_defaults",
     "smallest_sp_size",
     "sp_sizes",
 ]

@@ -325,6 +325,8 @@ def test_plan_cli_prints_components_and_json():
         main,
         [
             "plan",
+            "--config",
+            str(ROOT / "train/configs/grpo-gpu-qwen2.5-7b.yaml"),
             "--model",
             "qwen2.5-7b-instruct",
             "--prompt-length",
@@ -505,3 +507,38 @@ def test_grpo_step_bench_cpu_check_runs_trls_batches_and_matches_the_planner(tmp
     (row,) = json.loads(out.read_text())["rows"]
     assert row["prompt"] == 256 and row["tokens"] in (256 + 32, 256 + 29) and row["padded_width"] == 288
     assert row["step_s"] > 0 and abs(row["plan_gib"] / row["peak_gib"] - 1) < 0.05
+
+
+def test_one_route_into_the_plan_with_train_grpos_defaults(tmp_path):
+    """A key the YAML or the flags leave out is planned as `train grpo` would run it (GRPOPhaseConfig's default),
+    by every route: the CLI's, a config object's (train grpo's check) and the verl export's."""
+    from train.config import GRPOPhaseConfig
+    from train.plan import plan_settings, read_plan_yaml, settings_from_config
+
+    cfg = tmp_path / "grpo.yaml"
+    cfg.write_text("per_device_train_batch_size: 8\nmax_completion_length: 2000\nbeta: 0.04\n")
+    s = plan_settings(20_000, read_plan_yaml(cfg), num_gpus=8, sharding="zero3")
+    d = GRPOPhaseConfig(use_cpu=True)
+    assert (s.per_device_train_batch_size, s.completion_length, s.beta) == (8, 2000, 0.04)
+    assert s.gradient_checkpointing is bool(d.gradient_checkpointing) is True  # was planned off from a YAML
+    assert (s.gradient_accumulation_steps, s.num_generations) == (
+        d.gradient_accumulation_steps,
+        d.num_generations,
+    )
+    assert s.vllm_gpu_memory_utilization == d.vllm_gpu_memory_utilization
+    assert (
+        s.padding_free is d.padding_free is True and s.rollout == "vllm-colocate"
+    )  # rollout auto: vLLM on GPUs
+    c = settings_from_config(
+        GRPOPhaseConfig(use_cpu=True, max_completion_length=2000, beta=0.04, rollout="vllm-colocate"),
+        20_000,
+        num_gpus=8,
+        sharding="zero3",
+    )
+    # the object's own resolutions differ, as they should: TRL sets steps_per_generation, and use_cpu means fp32
+    assert (c.steps_per_generation, c.dtype) == (d.steps_per_generation, "fp32")
+    assert replace(c, steps_per_generation=None, dtype="bf16") == s
+    from train.cli import main
+
+    r = CliRunner().invoke(main, ["plan", "--prompt-length", "20k"])
+    assert r.exit_code == 0 and "completion 1,024 tokens, 8 per GPU" in r.output, r.output
