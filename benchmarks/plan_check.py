@@ -40,20 +40,7 @@ def rows(quick: bool) -> list[tuple[str, object, object]]:
     def shape(layers: int, h: int, inter: int, heads: int, kv: int, vocab: int) -> TinyShape:
         return TinyShape(h, inter, layers, heads, kv, vocab)
 
-    def run(prompt: int, completion: int, **kw) -> StepSettings:
-        # two groups of two per generation batch: the two prompts differ (left padding), so do the completions
-        # (right padding); none is truncated, so every row is scored
-        return StepSettings(
-            prompt_lengths=(prompt, prompt - prompt // 10),
-            completion_lengths=(completion, completion - completion // 4),
-            max_completion_length=completion + 1,
-            num_generations=2,
-            per_device_train_batch_size=1,
-            gradient_accumulation_steps=2,
-            steps_per_generation=4,
-            max_steps=2,
-            **kw,
-        )
+    run = StepSettings.two_groups
 
     s2 = shape(2, 256, 1024, 8, 2, 1024)
     s4 = shape(4, 256, 1024, 8, 2, 1024)
@@ -93,22 +80,17 @@ def sp_rows() -> list[tuple[str, object, object]]:
     s2 = TinyShape(256, 1024, 2, 8, 2, 1024)
     i4 = TinyShape(256, 4096, 2, 8, 2, 1024)  # a wide MLP: the peak moves to the layers, which SP divides
 
-    def run(prompt: int, completion: int) -> StepSettings:
-        return StepSettings(
-            prompt_lengths=(prompt, prompt - prompt // 10),
-            completion_lengths=(completion, completion - completion // 4),
-            max_completion_length=completion + 1,
-            num_generations=2,
-            per_device_train_batch_size=1,
-            gradient_accumulation_steps=2,
-            steps_per_generation=4,
-            max_steps=2,
-            extra=sp,
-        )
-
     return [
-        ("2 layers, 4K, padding-free, sp_size 2 (per rank)", s2, run(3600, 512)),
-        ("2 layers, 8K, I 4096, padding-free, sp_size 2 (per rank)", i4, run(7400, 800)),
+        (
+            "2 layers, 4K, padding-free, sp_size 2 (per rank)",
+            s2,
+            StepSettings.two_groups(3600, 512, extra=sp),
+        ),
+        (
+            "2 layers, 8K, I 4096, padding-free, sp_size 2 (per rank)",
+            i4,
+            StepSettings.two_groups(7400, 800, extra=sp),
+        ),
     ]
 
 

@@ -235,6 +235,24 @@ class StepSettings:
     bf16: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def two_groups(cls, prompt: int, completion: int, **kw: Any) -> StepSettings:
+        """The planner check's micro-step: two groups of two per generation batch, one row per micro-step. The
+        two prompts differ (left padding: ``prompt`` and a tenth less), so do the completions (right padding:
+        ``completion`` and a quarter less); none reaches the limit, so every row is scored. Two optimiser
+        steps of two micro-steps; ``kw`` sets any other field."""
+        return cls(
+            prompt_lengths=(prompt, prompt - prompt // 10),
+            completion_lengths=(completion, completion - completion // 4),
+            max_completion_length=completion + 1,
+            num_generations=2,
+            per_device_train_batch_size=1,
+            gradient_accumulation_steps=2,
+            steps_per_generation=4,
+            max_steps=2,
+            **kw,
+        )
+
 
 def build_model(
     shape: TinyShape, *, dtype: torch.dtype = torch.bfloat16, device: str = "cuda", seed: int = 0

@@ -4,51 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.train.launch import torchrun
 
 
 @pytest.mark.slow
 def test_two_ranks_run_two_phases(tmp_path, small_curriculum, tiny_qwen2):
     out = tmp_path / "rl"
-    script = Path(__file__).with_name("two_rank_phases.py")
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
-        ),
-        "OMP_NUM_THREADS": "1",
-        "ACCELERATE_USE_CPU": "true",
-    }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(free_port()),
-            str(script),
-            str(small_curriculum),
-            str(tiny_qwen2),
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
+    proc = torchrun("two_rank_phases.py", str(small_curriculum), str(tiny_qwen2), str(out), timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.count("RANK-DONE") == 2
     p1 = json.loads((out / "phase-1" / "phase.json").read_text())
@@ -79,28 +44,7 @@ def test_refills_across_two_ranks_where_only_one_lacks_signal(tmp_path, tiny_qwe
     TRL gathers rewards across ranks inside every generation, so the ranks must score in lockstep: a rank
     that skipped a refill round would leave the other waiting in the gather (the timeout turns that hang
     into a failure)."""
-    script = Path(__file__).with_name("two_rank_refills.py")
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
-        ),
-        "OMP_NUM_THREADS": "1",
-        "ACCELERATE_USE_CPU": "true",
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        str(script),
-        str(tiny_qwen2),
-        str(tmp_path),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=420, env=env)
+    proc = torchrun("two_rank_refills.py", str(tiny_qwen2), str(tmp_path), timeout=420)
     assert proc.returncode == 0, proc.stderr[-4000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["world"] == 2 and len(r0["batches"]) == len(r1["batches"]) == 2  # 4 steps, 2 per generation

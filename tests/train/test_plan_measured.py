@@ -40,17 +40,7 @@ WIDE = TinyShape(
 
 
 def _settings(prompt: int = 400, completion: int = 64, **kw) -> StepSettings:
-    return StepSettings(
-        prompt_lengths=(prompt, prompt - prompt // 10),
-        completion_lengths=(completion, completion - completion // 4),
-        max_completion_length=completion + 1,
-        num_generations=2,
-        per_device_train_batch_size=1,
-        gradient_accumulation_steps=2,
-        steps_per_generation=4,
-        max_steps=2,
-        **kw,
-    )
+    return StepSettings.two_groups(prompt, completion, **kw)
 
 
 @cache

@@ -4,47 +4,18 @@ and gradients, and the settings it cannot serve are refused before anything runs
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from longmill.errors import LongmillError
+from tests.train.launch import torchrun
 from tests.train.test_config import captured, grpo  # noqa: F401
-from tests.train.test_multirank import free_port
 from train.config import GRPOPhaseConfig
 from train.sequence_parallel import check_model, kv_repeat
 from train.stepcheck import TinyShape, write_model
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def torchrun(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-        "ACCELERATE_USE_CPU": "true",
-    }
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(free_port()),
-            str(Path(__file__).with_name(script)),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
 
 
 @pytest.mark.slow
