@@ -832,7 +832,7 @@ PLAN_KEYS = (
 
 # What the plan reads from a training config: PLAN_KEYS, and the keys it derives settings from.
 PLAN_INPUT_KEYS = (
-    *(k for k in PLAN_KEYS if k != "activation_offload"),
+    *PLAN_KEYS,
     "max_completion_length",
     "use_vllm",
     "vllm_mode",
@@ -872,11 +872,7 @@ def read_plan_yaml(path: str | Path | None) -> dict[str, Any]:
     data = read_yaml_mapping(path)
     if isinstance(data.get("rl"), dict):  # a profile (params.yaml layout): its rl section and its model
         data = {**data["rl"], **({"model": data["model"]} if data.get("model") else {})}
-    return {
-        k: v
-        for k, v in data.items()
-        if k in (*PLAN_INPUT_KEYS, "activation_offload", "model") and v is not None
-    }
+    return {k: v for k, v in data.items() if k in (*PLAN_INPUT_KEYS, "model") and v is not None}
 
 
 def profile_lengths(path: str | Path | None) -> list[int] | None:
