@@ -272,18 +272,14 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
         With ``sp_size`` > 1 the training forward (gradients on) runs over the rank's sequence-parallel group
         (:func:`train.sequence_parallel.sequence_parallel_logps`); scoring without gradients stays on the rank.
         """
-        if (
-            self.sp is not None
-            and torch.is_grad_enabled()
-            and not compute_aux_loss
-            and not any(v is not None for v in extra.values())
-        ):
+        text_only = not compute_aux_loss and all(v is None for v in extra.values())
+        if self.sp is not None and torch.is_grad_enabled() and text_only:
             with self.accelerator.autocast():
                 logps, entropies = sequence_parallel_logps(
                     model, input_ids, attention_mask, logits_to_keep, self.sp, compute_entropy=compute_entropy
                 )
             return logps, entropies, None
-        if not self.padding_free or compute_aux_loss or any(v is not None for v in extra.values()):
+        if not self.padding_free or not text_only:
             return super()._get_per_token_logps_and_entropies(
                 model,
                 input_ids,
