@@ -15,6 +15,7 @@ from datagen.generators.base import GenConfig
 from datagen.generators.keychain import KeyChainConfig
 from datagen.runner import RunConfig
 from eval.run import GenerateConfig, JudgeFlags
+from tests.train.test_config import dvc_flags
 from train.config import GRPOPhaseConfig, SFTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,20 +107,6 @@ def test_dvc_yaml_references_only_existing_sections():
     dvc = "\n".join(x for x in (ROOT / "dvc.yaml").read_text().splitlines() if not x.lstrip().startswith("#"))
     for ref in set(re.findall(r"\$\{(\w+)\}", dvc)) - {"key", "item"}:
         assert ref in TOP_LEVEL, ref
-
-
-def dvc_flags(section: dict) -> list[str]:
-    """A params section as DVC unpacks it into a command (.dvc/config: bool = boolean_optional, list = append)."""
-    args: list[str] = []
-    for key, value in section.items():
-        if isinstance(value, bool):
-            args.append(f"--{key}" if value else f"--no-{key}")
-        elif isinstance(value, list):
-            for item in value:
-                args += [f"--{key}", str(item)]
-        else:
-            args += [f"--{key}", str(value)]
-    return args
 
 
 def test_eval_section_reaches_eval_run_as_dvc_writes_it(profile):
