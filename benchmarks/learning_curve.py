@@ -20,7 +20,9 @@ the same prompts, so differences between models are paired: the clustered error 
 differences. Per length, where each question appears once, both reduce to the usual sd/sqrt(n). With several
 seeds, a model's figure is the mean over seeds of its per-prompt scores, and the seeds' spread is shown beside
 it. Nothing is tuned on the eval questions: the curriculum holds them out before SFT and RL see any data.
-``report`` re-scores a finished run without generating anything.
+``report`` re-scores a finished run without generating anything. ``run --resume`` reuses the steps an earlier
+run in the same WORK made with the same commands on the same data (``WORK/steps.json``, see :class:`Steps`), so a
+second seed can be added to a finished one, and a run that was stopped goes on where it stopped.
 
 Examples:
     python benchmarks/learning_curve.py model --out models/smollm2-135m-instruct
@@ -598,6 +600,134 @@ def model_dirs(work: Path, summary: dict[str, Any]) -> dict[str, dict[str, Path]
     return out
 
 
+#: the run's record of what each step was made from: WORK/steps.json (see :class:`Steps`)
+STEPS_FILE = "steps.json"
+
+
+def tree_digest(paths: list[Path]) -> str:
+    """A hash of the Parquet files under ``paths`` (names relative to each path, and bytes): equal digests mean
+    the same data (the pipeline writes byte-identical shards for the same seed and inputs)."""
+    import hashlib
+
+    from longmill.io import file_digest
+
+    h = hashlib.sha256()
+    for root in paths:
+        files = [root] if root.is_file() else sorted(root.rglob("*.parquet"))
+        for p in files:
+            h.update(str(p.relative_to(root)).encode() + b"\0")
+            file_digest(p, into=h)
+    return h.hexdigest()
+
+
+class Steps:
+    """The steps of one run and, with ``resume``, which of them an earlier run in the same WORK already made.
+
+    Each step is a pipeline command with the steps it reads from. Its identity hashes its command (with the
+    repository, WORK and the interpreter written as placeholders, so a run copied to another checkout keeps
+    it) and the identities of those steps: a step is "made" when WORK/steps.json holds its identity, i.e.
+    the same command on inputs made the same way. Data steps are cheap and deterministic: when their folder is
+    gone they are made again, and the bytes must match the digest recorded (otherwise what was built on them
+    does not belong to this data: the run stops). Training steps run only when a step that is not made yet
+    needs their model: a seed whose evaluations are made needs no model folder. Without ``resume`` every step
+    runs and the record starts afresh.
+    """
+
+    def __init__(self, work: Path, log_path: Path, timings: dict[str, float], resume: bool) -> None:
+        self.work, self.log_path, self.timings, self.resume = work, log_path, timings, resume
+        self.path = work / STEPS_FILE
+        self.record: dict[str, Any] = {}
+        if resume and self.path.exists():
+            self.record = json.loads(self.path.read_text())
+        self.steps: dict[str, dict[str, Any]] = {}
+        self.reused: list[str] = []
+        self.always: set[str] = set()
+
+    def _portable(self, cmd: list[str]) -> list[str]:
+        subs = [(str(self.work), "{WORK}"), (str(ROOT), "{ROOT}"), (sys.executable, "{PYTHON}")]
+        out = []
+        for a in cmd:
+            for old, new in subs:
+                a = a.replace(old, new)
+            out.append(a)
+        return out
+
+    def add(
+        self,
+        key: str,
+        name: str,
+        cmd: list[str],
+        outputs: list[Path],
+        deps: tuple[str, ...] = (),
+        kind: str = "data",
+        action: Any = None,
+        always: bool = False,
+    ) -> None:
+        """Declare step ``key`` (``kind``: data, train or eval; ``action`` runs it instead of ``cmd``;
+        ``always``: its outputs are needed even when every evaluation is made, e.g. by the report)."""
+        import hashlib
+
+        ident = {"cmd": self._portable(cmd), "deps": [self.steps[d]["identity"] for d in deps]}
+        identity = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+        self.steps[key] = dict(
+            name=name, cmd=cmd, outputs=outputs, deps=deps, kind=kind, action=action, identity=identity
+        )
+        if always:
+            self.always.add(key)
+
+    def made(self, key: str) -> bool:
+        return self.record.get(key, {}).get("identity") == self.steps[key]["identity"]
+
+    def _present(self, key: str) -> bool:
+        return all(p.exists() for p in self.steps[key]["outputs"])
+
+    def execute(self) -> None:
+        """Run the steps that are needed, in the order they were declared."""
+        from longmill.io import atomic_write_json
+
+        needed: set[str] = set()
+        for key in reversed(list(self.steps)):
+            s = self.steps[key]
+            if s["kind"] == "eval" or key in needed or key in self.always:
+                if not (self.made(key) and self._present(key)):
+                    needed.add(key)
+                    needed.update(s["deps"])
+                elif s["kind"] != "eval":
+                    needed.add(key)  # made and present: its outputs are read as they are
+        for key, s in self.steps.items():
+            if key not in needed:
+                if self.made(key):
+                    self.reused.append(key)
+                continue
+            if self.made(key) and self._present(key):
+                self.reused.append(key)
+                self.timings[s["name"]] = self.timings.get(s["name"], 0.0) + self.record[key]["seconds"]
+                continue
+            t0 = time.perf_counter()
+            if s["action"] is not None:
+                log.info("%s: %s", s["name"], shlex.join(s["cmd"]))
+                s["action"]()
+            else:
+                run_cmd(s["cmd"], self.log_path, {}, s["name"])
+            seconds = time.perf_counter() - t0
+            self.timings[s["name"]] = self.timings.get(s["name"], 0.0) + seconds
+            digest = tree_digest(s["outputs"]) if s["kind"] == "data" else None
+            before = self.record.get(key, {})
+            if self.made(key) and before.get("digest") not in (None, digest):
+                raise click.ClickException(
+                    f"{key}: made again, its data differs from the data the resumed run in {self.work} was built "
+                    f"on (digest {digest[:12]} != {before['digest'][:12]}); what was trained and evaluated "
+                    "on the old data cannot be reused: run without --resume, or in a new --work folder"
+                )
+            self.record[key] = {
+                "identity": s["identity"],
+                "command": self._portable(s["cmd"]),
+                "seconds": round(seconds, 1),
+                "digest": digest,
+            }
+            atomic_write_json(self.path, self.record)
+
+
 @main.command("run")
 @click.option(
     "--profile", type=click.Path(exists=True, path_type=Path), default=DEFAULT_PROFILE, show_default=True
@@ -625,6 +755,13 @@ def model_dirs(work: Path, summary: dict[str, Any]) -> dict[str, dict[str, Path]
     help="Also evaluate every model on the held-out prompts with their gold documents cut out.",
 )
 @click.option(
+    "--resume",
+    is_flag=True,
+    help="Reuse what an earlier run in WORK made with the same commands on the same data (WORK/steps.json): "
+    "e.g. add --seeds 0,1 to a --seeds 0 run, or go on after an interruption. Training runs again only "
+    "where an evaluation still needs its model.",
+)
+@click.option(
     "--write-results/--no-write-results", default=False, help="Append the figures to benchmarks/RESULTS.md."
 )
 def run(
@@ -635,6 +772,7 @@ def run(
     models: str,
     seeds: str | None,
     control: bool,
+    resume: bool,
     write_results: bool,
 ) -> None:
     """Run the profile end to end and evaluate base / SFT / RL on the same held-out questions.
@@ -643,6 +781,9 @@ def run(
     Examples:
       python benchmarks/learning_curve.py run --seeds 0,1 --write-results
       python benchmarks/learning_curve.py run --work runs/tiny --set sft.max_steps=2 --set rl.max_steps=1
+      # one seed now, the second later (its data, split and base evaluation reused):
+      python benchmarks/learning_curve.py run --seeds 0
+      python benchmarks/learning_curve.py run --seeds 0,1 --resume --write-results
     """
     t_start = time.perf_counter()
     command = "python benchmarks/learning_curve.py " + shlex.join(sys.argv[1:])
@@ -663,138 +804,88 @@ def run(
     tokenizer = f"hf:{model_path}"
     py = sys.executable
     datagen = [py, "-m", "datagen"]
+    steps = Steps(work, logf, timings, resume)
 
+    names = list(params["sources"])
     for name, src in params["sources"].items():
-        run_cmd(
-            [*datagen, "triplets", *flags(src), "--out", str(work / "triplets" / name)],
-            logf,
-            timings,
-            "triplets",
+        out = work / "triplets" / name
+        steps.add(
+            f"triplets/{name}", "triplets", [*datagen, "triplets", *flags(src), "--out", str(out)], [out]
         )
     longqa = {**params["longqa"], "tokenizer": tokenizer}
     for name in params["source_names"]:
         for length in params["lengths"]:
-            run_cmd(
-                [
-                    *datagen,
-                    "longqa",
-                    "--source",
-                    "triplets",
-                    "--input",
-                    str(work / "triplets" / name),
-                    "--length",
-                    str(length),
-                    *flags(longqa),
-                    "--out",
-                    str(work / "synth" / f"longqa-{name}-{length}"),
-                    "--overwrite",
-                ],
-                logf,
-                timings,
-                "longqa",
-            )
-    run_cmd(
-        [
-            py,
-            "-m",
-            "curriculum",
-            "build",
-            "--input",
-            str(work / "synth"),
-            "--out",
-            str(work / "curriculum"),
-            *flags(params["curriculum"]),
-            "--heldout-out",
-            str(work / "heldout.json"),
-        ],
-        logf,
-        timings,
-        "curriculum",
-    )
+            out = work / "synth" / f"longqa-{name}-{length}"
+            cmd = [*datagen, "longqa", "--source", "triplets", "--input", str(work / "triplets" / name)]
+            cmd += ["--length", str(length), *flags(longqa), "--out", str(out), "--overwrite"]
+            steps.add(f"longqa/{name}-{length}", "longqa", cmd, [out], (f"triplets/{name}",))
     eval_data = work / "curriculum" / "eval"
+    cmd = [py, "-m", "curriculum", "build", "--input", str(work / "synth"), "--out", str(work / "curriculum")]
+    cmd += [*flags(params["curriculum"]), "--heldout-out", str(work / "heldout.json")]
+    synth = tuple(k for k in steps.steps if k.startswith("longqa/"))
+    steps.add(
+        "curriculum", "curriculum", cmd, [work / "curriculum", work / "heldout.json"], synth, always=True
+    )
+    data_step = "curriculum"
     if control:  # the held-out prompts, and each again without its gold documents, in one eval per model
-        eval_data = no_evidence_data(eval_data, work / "eval-data")
+        src, eval_data = eval_data, work / "eval-data"
+        steps.add(
+            "eval-data",
+            "eval-data",
+            ["no_evidence_data", str(src), str(eval_data)],
+            [eval_data],
+            ("curriculum",),
+            action=lambda: no_evidence_data(src, eval_data),
+        )
+        data_step = "eval-data"
     wanted = [m for m in models.split(",") if m]
     summary = {"command": command, "code": code, "seeds": seed_list, "control": control}
     dirs = model_dirs(work, summary)
 
-    def evaluate(policy: Path, out: Path, name: str) -> None:
-        run_cmd(
-            [
-                py,
-                "-m",
-                "eval",
-                "run",
-                "--model",
-                str(policy),
-                "--data",
-                str(eval_data),
-                "--out",
-                str(out / f"eval-{name}"),
-                "--regenerate",
-                *flags(params["eval"]),
-            ],
-            logf,
-            timings,
-            f"eval-{name}",
-        )
+    def evaluate(key: str, policy: Path, out: Path, name: str, dep: str | None) -> None:
+        cmd = [py, "-m", "eval", "run", "--model", str(policy), "--data", str(eval_data)]
+        cmd += ["--out", str(out / f"eval-{name}"), "--regenerate", *flags(params["eval"])]
+        deps = (data_step,) + ((dep,) if dep else ())
+        steps.add(key, f"eval-{name}", cmd, [out / f"eval-{name}" / "samples.parquet"], deps, kind="eval")
 
     if "base" in wanted:
-        evaluate(model_path, work, "base")
+        evaluate("eval/base", model_path, work, "base", None)
     for seed in seed_list:
         sd = work / f"seed-{seed}"
-        if "sft" in wanted or "rl" in wanted:
-            run_cmd(
-                [
-                    py,
-                    "-m",
-                    "train",
-                    "sft",
-                    "--data",
-                    str(work / "triplets"),
-                    "--model",
-                    str(model_path),
-                    "--out",
-                    str(sd / "sft"),
-                    *flags({**params["sft"], "seed": seed}),
-                    "--metrics-dir",
-                    str(sd / "metrics" / "sft"),
-                    "--heldout",
-                    str(work / "heldout.json"),
-                ],
-                logf,
-                timings,
-                "sft",
-            )
-        if "rl" in wanted:
-            run_cmd(
-                [
-                    py,
-                    "-m",
-                    "train",
-                    "grpo",
-                    "--curriculum",
-                    str(work / "curriculum"),
-                    "--model",
-                    str(sd / "sft" / "final"),
-                    "--out",
-                    str(sd / "rl"),
-                    *flags({**params["rl"], "seed": seed}),
-                    "--metrics-dir",
-                    str(sd / "metrics" / "rl"),
-                ],
-                logf,
-                timings,
-                "rl",
-            )
+        cmd = [py, "-m", "train", "sft", "--data", str(work / "triplets"), "--model", str(model_path)]
+        cmd += ["--out", str(sd / "sft"), *flags({**params["sft"], "seed": seed})]
+        cmd += ["--metrics-dir", str(sd / "metrics" / "sft"), "--heldout", str(work / "heldout.json")]
+        triplets = tuple(f"triplets/{n}" for n in names)
+        steps.add(
+            f"seed-{seed}/sft", "sft", cmd, [sd / "sft" / "final"], (*triplets, "curriculum"), kind="train"
+        )
+        cmd = [py, "-m", "train", "grpo", "--curriculum", str(work / "curriculum")]
+        cmd += [
+            "--model",
+            str(sd / "sft" / "final"),
+            "--out",
+            str(sd / "rl"),
+            *flags({**params["rl"], "seed": seed}),
+        ]
+        cmd += ["--metrics-dir", str(sd / "metrics" / "rl")]
+        steps.add(
+            f"seed-{seed}/rl",
+            "rl",
+            cmd,
+            [sd / "rl" / "final"],
+            ("curriculum", f"seed-{seed}/sft"),
+            kind="train",
+        )
         for m in ("sft", "rl"):
             if m in wanted:
-                evaluate(sd / m / "final", dirs[m][str(seed)], m)
+                evaluate(f"seed-{seed}/eval-{m}", sd / m / "final", dirs[m][str(seed)], m, f"seed-{seed}/{m}")
+    steps.execute()
     summary.update(
         profile=str(profile),
         overrides=list(sets),
         models=wanted,
         timings_s=timings,
+        reused=steps.reused,
         wall_s=time.perf_counter() - t_start,
         machine=machine(),
     )

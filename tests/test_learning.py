@@ -351,3 +351,84 @@ def test_readme_learning_commands_use_real_flags():
         help_text = CliRunner().invoke(lc.main, [sub, "--help"]).output
         for flag in [t for t in line.split("#")[0].split() if t.startswith("--")]:
             assert flag in help_text, f"README uses {flag} with learning_curve.py {sub}"
+
+
+TINY = [
+    "sources.synthetic.source_opt=[num_triplets=30, min_hops=1, max_hops=1, comparison_share=0]",
+    "lengths=[256]",
+    "curriculum.bins=256",
+    "curriculum.eval_share=0.2",
+    "longqa.num_samples=30",
+    "sft.max_steps=1",
+    "sft.max_examples=30",
+    "sft.max_length=512",
+    "eval.max_tokens=2",
+]
+
+
+def _tiny_run(work: Path, model: Path, seeds: str, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "learning_curve.py"), "run", "--profile", str(PROFILE)]
+    cmd += ["--work", str(work), "--model", str(model), "--models", "base,sft", "--seeds", seeds, *extra]
+    return subprocess.run(
+        cmd + [a for s in TINY for a in ("--set", s)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+
+
+def _commands(work: Path) -> list[str]:
+    return [line for line in (work / "commands.log").read_text().splitlines() if line.startswith("$ ")]
+
+
+@pytest.mark.slow
+def test_resume_adds_a_seed_and_reuses_only_what_was_made_the_same_way(tiny_qwen2, tmp_path):
+    """``run --resume``: a second seed is added to a finished one-seed run without evaluating the base model or
+    the first seed again; evaluations stay reused when their model folders and data are gone (the data is made
+    again, byte-identical); data made again with other bytes stops the run; a changed setting runs what it
+    changes."""
+    work = tmp_path / "work"
+    proc = _tiny_run(work, tiny_qwen2, "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = _commands(work)
+    assert sum(" eval run " in c for c in first) == 2 and sum(" train sft " in c for c in first) == 1
+    base_eval = (work / "eval-base" / "samples.parquet").read_bytes()
+
+    proc = _tiny_run(work, tiny_qwen2, "1,2", "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    added = _commands(work)[len(first) :]
+    assert [c.split(" -m ")[1].split()[:2] for c in added] == [["train", "sft"], ["eval", "run"]]
+    assert all("seed-2" in c for c in added)
+    summary = json.loads((work / "learning_curve.json").read_text())
+    assert {"eval/base", "seed-1/sft", "seed-1/eval-sft", "curriculum"} <= set(summary["reused"])
+    assert set(summary["accuracy_by_seed"]["sft"]) == {"1", "2"}
+    assert (work / "eval-base" / "samples.parquet").read_bytes() == base_eval
+
+    # a run copied without its models and data (what a commit keeps): the data is made again, nothing trains
+    import shutil
+
+    for d in ("seed-1/sft", "seed-2/sft", "triplets", "synth", "curriculum", "eval-data"):
+        shutil.rmtree(work / d)
+    before = len(_commands(work))
+    proc = _tiny_run(work, tiny_qwen2, "1,2", "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = _commands(work)[before:]
+    assert again and all(" datagen " in c or " curriculum build " in c for c in again)
+    assert (
+        json.loads((work / "learning_curve.json").read_text())["accuracy_by_seed"]
+        == summary["accuracy_by_seed"]
+    )
+
+    # data that comes out different from the recorded digest: what was built on it is not reused
+    record = json.loads((work / "steps.json").read_text())
+    record["curriculum"]["digest"] = "0" * 64
+    (work / "steps.json").write_text(json.dumps(record))
+    shutil.rmtree(work / "curriculum")
+    proc = _tiny_run(work, tiny_qwen2, "1,2", "--resume")
+    assert proc.returncode != 0 and "its data differs from the data the resumed run" in proc.stderr
+
+    # a changed eval setting evaluates again (and trains the model it needs); without --resume all runs again
+    proc = _tiny_run(work, tiny_qwen2, "1", "--no-control")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before = len(_commands(work))
+    proc = _tiny_run(work, tiny_qwen2, "1", "--resume", "--set", "eval.max_tokens=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    changed = [c.split(" -m ")[1].split()[:2] for c in _commands(work)[before:]]
+    assert changed == [["eval", "run"], ["eval", "run"]]
