@@ -94,7 +94,9 @@ def build_metrics(
         "by_task_length": _agg(df, names, ["task", "length_bin"]) if len(df) else [],
         "by_length_depth": _agg(df, names, ["length_bin", "depth_bin"]) if len(df) else [],
         "length_tokens": (
-            df.group_by("length_bin").agg(pl.col("length_tokens").min()).to_dicts() if len(df) else []
+            df.group_by("length_bin").agg(pl.col("length_tokens").min()).sort("length_tokens").to_dicts()
+            if len(df)
+            else []
         ),
         "config": config or {},
     }

@@ -175,8 +175,8 @@ class JudgeFlags:
             (in-process).
         judge_backend_option: options of the judge's backend as KEY=VALUE, comma-separated, e.g.
             timeout=20,max_retries=3,max_wait=600,api_key_env=JUDGE_KEY for openai (seconds per attempt,
-            retries, seconds all judge calls may take, the variable holding the key); see
-            `--backend-option help`. Defaults: eval.judge.JudgeConfig's.
+            retries, seconds all judge calls may take, the variable holding the key); the same keys as
+            --backend-option (its help lists them by backend). Defaults: eval.judge.JudgeConfig's.
         judge_cache: a JSONL file caching verdicts across runs.
         max_judge_failures: the largest share of judge calls that may fail (0.05 = 5%); above it the run
             exits with status 1 after writing its report. Failed calls keep their rule score.

@@ -66,3 +66,24 @@ def test_older_shards_fall_back_to_the_generator_name(tmp_path):
     pq.write_table(t.replace_schema_metadata(pq.read_schema(path).metadata), path)
     items, _ = load_items(root / "needles")
     assert [it.task for it in items] == ["needles"] * 3
+
+
+def test_lengths_are_listed_shortest_first(tmp_path):
+    """metrics.json lists lengths in one order, shortest first, so two runs of the same data write the same
+    file (an unordered group-by gave a different order from run to run)."""
+    src = get_source("synthetic", options={"num_triplets": 30})
+    lengths = [1200, 1600, 2000, 2500, 3000, 4000]
+    for length in reversed(lengths):
+        run_generator(
+            "longqa",
+            GENERATORS.get("longqa").config_cls(length=length, seed=1),
+            src,
+            RunConfig(out=tmp_path / "data" / f"longqa-{length}", num_samples=2),
+        )
+    items, _ = load_items(tmp_path / "data")
+    scored = score(items, {it.uid: ["Therefore, the answer is nobody."] for it in items})
+    m = build_metrics(scored)
+    firsts = [r["length_tokens"] for r in m["length_tokens"]]
+    assert len(firsts) == len(lengths) and firsts == sorted(firsts)
+    bins = [r["length_bin"] for r in m["by_length"]]
+    assert bins == [r["length_bin"] for r in m["length_tokens"]]
