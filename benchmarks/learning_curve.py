@@ -426,6 +426,12 @@ def render_table(report: dict[str, Any]) -> str:
             f"Code: `{code['commit']}`{' with uncommitted changes' if code['dirty'] else ''}; "
             f"command: `{report.get('command', '?')}`.",
         ]
+        for made in report.get("reused_code", []):
+            lines.append(
+                f"Reused from an earlier run in the same folder (the same commands on the same data): "
+                f"{', '.join(made['steps'])}, made at `{made['commit']}`"
+                f"{' with uncommitted changes' if made['dirty'] else ''}."
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -633,12 +639,18 @@ class Steps:
     runs and the record starts afresh.
     """
 
-    def __init__(self, work: Path, log_path: Path, timings: dict[str, float], resume: bool) -> None:
-        self.work, self.log_path, self.timings, self.resume = work, log_path, timings, resume
+    def __init__(
+        self, work: Path, log_path: Path, timings: dict[str, float], resume: bool, code: dict[str, Any]
+    ) -> None:
+        self.work, self.log_path, self.timings, self.resume, self.code = work, log_path, timings, resume, code
         self.path = work / STEPS_FILE
         self.record: dict[str, Any] = {}
         if resume and self.path.exists():
             self.record = json.loads(self.path.read_text())
+            earlier = work / "learning_curve.json"
+            made_by = json.loads(earlier.read_text()).get("code") if earlier.exists() else None
+            for entry in self.record.values():  # records written before each step kept its commit
+                entry.setdefault("code", made_by)
         self.steps: dict[str, dict[str, Any]] = {}
         self.reused: list[str] = []
         self.always: set[str] = set()
@@ -674,6 +686,15 @@ class Steps:
         )
         if always:
             self.always.add(key)
+
+    def reused_code(self) -> list[dict[str, Any]]:
+        """The commits that made the reused steps: ``[{commit, dirty, steps}]``."""
+        out: dict[str, dict[str, Any]] = {}
+        for key in self.reused:
+            code = self.record[key].get("code") or {"commit": "unknown", "dirty": False}
+            ident = f"{code['commit']}{'+' if code['dirty'] else ''}"
+            out.setdefault(ident, {**code, "steps": []})["steps"].append(key)
+        return list(out.values())
 
     def made(self, key: str) -> bool:
         return self.record.get(key, {}).get("identity") == self.steps[key]["identity"]
@@ -724,6 +745,7 @@ class Steps:
                 "command": self._portable(s["cmd"]),
                 "seconds": round(seconds, 1),
                 "digest": digest,
+                "code": self.code,
             }
             atomic_write_json(self.path, self.record)
 
@@ -804,7 +826,7 @@ def run(
     tokenizer = f"hf:{model_path}"
     py = sys.executable
     datagen = [py, "-m", "datagen"]
-    steps = Steps(work, logf, timings, resume)
+    steps = Steps(work, logf, timings, resume, code)
 
     names = list(params["sources"])
     for name, src in params["sources"].items():
@@ -886,6 +908,7 @@ def run(
         models=wanted,
         timings_s=timings,
         reused=steps.reused,
+        reused_code=steps.reused_code(),
         wall_s=time.perf_counter() - t_start,
         machine=machine(),
     )
@@ -928,6 +951,7 @@ def score(work: Path, summary: dict[str, Any]) -> dict[str, Any]:
         "seeds": summary.get("seeds") or [summary.get("seed", 0)],
         "command": summary.get("command"),
         "code": summary.get("code"),
+        "reused_code": summary.get("reused_code", []),
         "accuracy": {m: accuracy_by_length(df) for m, df in mean.items()},
         "accuracy_spread": {m: seed_spread(list(per.values()), "accuracy") for m, per in by_seed.items()},
         "accuracy_by_seed": by_seed,
@@ -954,13 +978,66 @@ def report_work(work: Path, summary: dict[str, Any], write_results: bool) -> Non
     click.echo(
         "seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f"; wall {wall:.0f}"
     )
+    reuse_note = (
+        " for this invocation; seconds per stage count the reused steps as long as they took when made"
+        if summary.get("reused")
+        else ""
+    )
     if write_results:
         with open(RESULTS, "a") as f:
             f.write(
                 f"\n### Learning curve run ({time.strftime('%Y-%m-%d', time.gmtime())})\n\n`{summary['command']}` on "
-                f"{summary['machine']}; wall time {wall / 60:.1f} min "
+                f"{summary['machine']}; wall time {wall / 60:.1f} min{reuse_note} "
                 f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}).\n\n{table}"
             )
+
+
+#: what ``pack`` keeps of a run: enough for ``report``, and for ``run --resume`` to reuse every evaluation
+PACKED = (
+    STEPS_FILE,
+    "learning_curve.json",
+    "learning_curve.md",
+    "learning_curve.png",
+    "heldout.json",
+    "eval-*/samples.parquet",
+    "eval-*/metrics.json",
+    "seed-*/eval-*/samples.parquet",
+    "seed-*/eval-*/metrics.json",
+    "seed-*/metrics/*/*.csv",
+)
+
+
+@main.command("pack")
+@click.option("--work", type=click.Path(exists=True, path_type=Path), default=ROOT / "runs" / "learning")
+@click.option("--to", "dest", type=click.Path(path_type=Path), required=True, help="A new folder.")
+def pack_cmd(work: Path, dest: Path) -> None:
+    """Copy the small part of a finished run that its results rest on into TO (no data, no models): the step
+    record, every evaluation's scored samples and metrics, the training metrics and the report. Commit TO, and
+    a later session (on any machine) can add a seed to it:
+
+    \b
+      cp -r TO runs/learning
+      python benchmarks/learning_curve.py run --work runs/learning --seeds 0,1 --resume --write-results
+
+    which makes the data again (it must come out byte-identical to the recorded digests, or the run stops),
+    reuses every evaluation made with the same command, and trains only the new seed.
+    """
+    if not (work / "learning_curve.json").exists():
+        raise click.ClickException(f"{work / 'learning_curve.json'} is missing: pack a run that finished")
+    if dest.exists():
+        raise click.ClickException(f"{dest} exists: pack into a new folder")
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    n = 0
+    for pattern in PACKED:
+        for src in sorted(work.glob(pattern)):
+            target = tmp / src.relative_to(work)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+            n += 1
+    tmp.replace(dest)
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    click.echo(f"packed {n} files ({size / 1024:.0f} KiB) from {work} into {dest}")
 
 
 @main.command("report")

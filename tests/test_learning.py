@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -401,21 +402,27 @@ def test_resume_adds_a_seed_and_reuses_only_what_was_made_the_same_way(tiny_qwen
     assert set(summary["accuracy_by_seed"]["sft"]) == {"1", "2"}
     assert (work / "eval-base" / "samples.parquet").read_bytes() == base_eval
 
-    # a run copied without its models and data (what a commit keeps): the data is made again, nothing trains
-    import shutil
+    md = (work / "learning_curve.md").read_text()
+    assert "Reused from an earlier run in the same folder" in md and "eval/base" in md
 
-    for d in ("seed-1/sft", "seed-2/sft", "triplets", "synth", "curriculum", "eval-data"):
-        shutil.rmtree(work / d)
-    before = len(_commands(work))
+    # what `pack` keeps (no models, no data) resumes elsewhere: the data is made again, nothing trains
+    packed = tmp_path / "packed"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "learning_curve.py"), "pack", "--work", str(work), "--to", str(packed)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (packed / "seed-1" / "sft").exists() and not (packed / "curriculum").exists()
+    work = tmp_path / "elsewhere"
+    packed.rename(work)
     proc = _tiny_run(work, tiny_qwen2, "1,2", "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    again = _commands(work)[before:]
+    again = _commands(work)
     assert again and all(" datagen " in c or " curriculum build " in c for c in again)
     assert (
         json.loads((work / "learning_curve.json").read_text())["accuracy_by_seed"]
         == summary["accuracy_by_seed"]
     )
-
     # data that comes out different from the recorded digest: what was built on it is not reused
     record = json.loads((work / "steps.json").read_text())
     record["curriculum"]["digest"] = "0" * 64
