@@ -293,6 +293,40 @@ def rl_rewards(metrics_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
+#: the RL training signals the report averages per phase (TRL's log names, as ``train grpo`` writes them):
+#: what tuning may read (never held-out scores): the reward, how many groups teach nothing (all rewards
+#: equal), how often the clip acts, how long completions run and how many hit the length limit
+SIGNALS = {
+    "reward": "reward",
+    "reward_std": "reward std",
+    "frac_reward_zero_std": "groups all-equal",
+    "dynamic_sampling/filtered_share": "filtered by dynamic sampling",
+    "clip_ratio/region_mean": "clipped tokens",
+    "clip_ratio/high_mean": "clipped high",
+    "entropy": "entropy",
+    "completions/mean_length": "completion tokens",
+    "completions/clipped_ratio": "truncated",
+}
+
+
+def rl_signals(metrics_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per phase: the number of logs and the mean over them of each :data:`SIGNALS` column that was logged
+    (an empty cell is a step that did not log it, not a zero)."""
+    import csv
+
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(metrics_dir.glob("phase-*.csv")):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        means: dict[str, Any] = {"logs": sum(1 for r in rows if r.get("reward") not in (None, ""))}
+        for key in SIGNALS:
+            vals = [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+            if vals:
+                means[key] = sum(vals) / len(vals)
+        out[path.stem] = means
+    return out
+
+
 PAIRS = (("rl", "sft"), ("rl", "base"), ("sft", "base"))
 #: the issue's done-when (issue 18): RL beats base by this much at every trained length ...
 DONE_VS_BASE = 0.20
@@ -408,6 +442,19 @@ def render_table(report: dict[str, Any]) -> str:
                     lines.append(
                         f"| {seed} | {phase} | {len(rows)} | {r[0]:.3f} | {r[-1]:.3f} | {sum(r) / len(r):.3f} |"
                     )
+    signals = report.get("signals", {})
+    if any(signals.values()):
+        lines += [
+            "",
+            "RL training signals, the mean over each phase's logs (shares are of groups, tokens or completions).",
+            "",
+            "| seed | phase | logs | " + " | ".join(SIGNALS.values()) + " |",
+            "|---|---|---|" + "---|" * len(SIGNALS),
+        ]
+        for seed, phases in signals.items():
+            for phase, means in phases.items():
+                cells = [f"{means[k]:.3f}" if k in means else "-" for k in SIGNALS]
+                lines.append(f"| {seed} | {phase} | {means['logs']} | " + " | ".join(cells) + " |")
     done = report.get("done_when")
     if done and "rl_vs_base" in done:
         pooled = diffs["rl-sft"]["all"]
@@ -947,6 +994,9 @@ def score(work: Path, summary: dict[str, Any]) -> dict[str, Any]:
     rewards = {
         s: rl_rewards(d / "metrics" / "rl") for s, d in model_dirs(work, summary).get("rl", {}).items()
     }
+    signals = {
+        s: rl_signals(d / "metrics" / "rl") for s, d in model_dirs(work, summary).get("rl", {}).items()
+    }
     return {
         "seeds": summary.get("seeds") or [summary.get("seed", 0)],
         "command": summary.get("command"),
@@ -962,6 +1012,7 @@ def score(work: Path, summary: dict[str, Any]) -> dict[str, Any]:
         "differences_by_seed": diffs_by_seed,
         "control": {m: accuracy_by_length(mean_over_seeds(list(per.values()))) for m, per in control.items()},
         "rewards": rewards,
+        "signals": signals,
         "done_when": done_when(diffs),
     }
 

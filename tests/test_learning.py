@@ -103,6 +103,13 @@ def test_seeds_are_averaged_per_prompt_and_the_done_when_line_reads_the_mean(tmp
     write(work / "seed-1" / "eval-sft", [0, 0] * (n // 2), [0] * n)
     write(work / "seed-0" / "eval-rl", [1] * n, [1] + [0] * (n - 1))
     write(work / "seed-1" / "eval-rl", [1, 1, 1, 0] * (n // 4) + [1] * (n % 4), [0] * n)
+    # the RL training log of seed 0's first phase (as train grpo --metrics-dir writes it): two rollout batches
+    # log the signals, a step between them logs only its loss (an empty cell is not a zero)
+    (work / "seed-0" / "metrics" / "rl").mkdir(parents=True)
+    (work / "seed-0" / "metrics" / "rl" / "phase-1.csv").write_text(
+        "step,reward,frac_reward_zero_std,completions/clipped_ratio,loss\n"
+        "1,0.25,0.5,0.125,0.1\n2,,,,0.2\n3,0.75,0.0,,0.3\n"
+    )
     summary = {"models": ["base", "sft", "rl"], "seeds": [0, 1], "control": True, "timings_s": {}, "wall_s": 0.0,
                "machine": "m", "command": "python benchmarks/learning_curve.py run --seeds 0,1",
                "code": {"commit": "abc123", "dirty": True}}  # fmt: skip
@@ -130,7 +137,12 @@ def test_seeds_are_averaged_per_prompt_and_the_done_when_line_reads_the_mean(tmp
     assert d["stderr"] == pytest.approx(_cr1(per_prompt, groups))
     assert out["done_when"] == {"rl_vs_base": True, "rl_vs_sft": d["difference"] > 2 * d["stderr"],
                                 "passed": d["difference"] > 2 * d["stderr"]}  # fmt: skip
+    assert out["signals"]["0"]["phase-1"] == {
+        "logs": 2, "reward": 0.5, "frac_reward_zero_std": 0.25, "completions/clipped_ratio": 0.125,
+    }  # fmt: skip
+    assert out["signals"]["1"] == {}
     table = (work / "learning_curve.md").read_text()
+    assert "| 0 | phase-1 | 2 | 0.500 | - | 0.250 | - | - | - | - | - | 0.125 |" in table
     assert "| rl (seed 1) |" in table and "| rl − sft (seed 0) |" in table and "no evidence" in table
     assert "Done when (issue 18, on the mean over seeds)" in table
     assert (
