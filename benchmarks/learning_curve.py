@@ -105,22 +105,36 @@ def materialize_model(out: Path) -> Path:
     return out
 
 
-def run_cmd(cmd: list[str], log_path: Path, timings: dict[str, float], name: str) -> None:
-    """Run one pipeline command from the repository root, its output to ``log_path``; time it."""
+def run_cmd(
+    cmd: list[str],
+    log_path: Path,
+    timings: dict[str, float],
+    name: str,
+    output: Path | None = None,
+    threads: int | None = None,
+) -> None:
+    """Run one pipeline command from the repository root; time it. The command line goes to ``log_path``, its
+    output there too or to ``output`` (a step's own log, when steps run side by side); ``threads`` sets the
+    command's ``OMP_NUM_THREADS`` (PyTorch's CPU threads)."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     log.info("%s: %s", name, shlex.join(cmd))
     t0 = time.perf_counter()
     with open(log_path, "ab") as f:
         f.write(f"$ {shlex.join(cmd)}\n".encode())
         f.flush()
+    out_path = output or log_path
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "ab") as f:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, check=False)
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
     if proc.returncode != 0:
-        tail = log_path.read_text(errors="replace")[-3000:]
-        raise click.ClickException(f"{name} failed (exit {proc.returncode}); see {log_path}:\n{tail}")
+        tail = out_path.read_text(errors="replace")[-3000:]
+        raise click.ClickException(f"{name} failed (exit {proc.returncode}); see {out_path}:\n{tail}")
 
 
 def eval_rows(data_dir: Path) -> Any:
@@ -749,10 +763,10 @@ class Steps:
     def _present(self, key: str) -> bool:
         return all(p.exists() for p in self.steps[key]["outputs"])
 
-    def execute(self) -> None:
-        """Run the steps that are needed, in the order they were declared."""
-        from longmill.io import atomic_write_json
-
+    def execute(self, jobs: int = 1) -> None:
+        """Run the steps that are needed, in the order they were declared; with ``jobs`` > 1, up to that many
+        at once as soon as the steps they read from are done (e.g. one seed's SFT beside another's, or beside
+        the base evaluation), each with an equal share of the CPU threads and its output in WORK/logs/."""
         needed: set[str] = set()
         for key in reversed(list(self.steps)):
             s = self.steps[key]
@@ -762,39 +776,83 @@ class Steps:
                     needed.update(s["deps"])
                 elif s["kind"] != "eval":
                     needed.add(key)  # made and present: its outputs are read as they are
+        todo: list[str] = []
         for key, s in self.steps.items():
             if key not in needed:
                 if self.made(key):
                     self.reused.append(key)
-                continue
-            if self.made(key) and self._present(key):
+            elif self.made(key) and self._present(key):
                 self.reused.append(key)
                 self.timings[s["name"]] = self.timings.get(s["name"], 0.0) + self.record[key]["seconds"]
-                continue
-            t0 = time.perf_counter()
-            if s["action"] is not None:
-                log.info("%s: %s", s["name"], shlex.join(s["cmd"]))
-                s["action"]()
             else:
-                run_cmd(s["cmd"], self.log_path, {}, s["name"])
-            seconds = time.perf_counter() - t0
-            self.timings[s["name"]] = self.timings.get(s["name"], 0.0) + seconds
-            digest = tree_digest(s["outputs"]) if s["kind"] == "data" else None
-            before = self.record.get(key, {})
-            if self.made(key) and before.get("digest") not in (None, digest):
-                raise click.ClickException(
-                    f"{key}: made again, its data differs from the data the resumed run in {self.work} was built "
-                    f"on (digest {digest[:12]} != {before['digest'][:12]}); what was trained and evaluated "
-                    "on the old data cannot be reused: run without --resume, or in a new --work folder"
-                )
-            self.record[key] = {
-                "identity": s["identity"],
-                "command": self._portable(s["cmd"]),
-                "seconds": round(seconds, 1),
-                "digest": digest,
-                "code": self.code,
-            }
-            atomic_write_json(self.path, self.record)
+                todo.append(key)
+        if jobs <= 1:
+            for key in todo:
+                self._finish(key, self._run(key, None, None))
+            return
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        running: dict[Any, str] = {}
+        failed: list[BaseException] = []
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            while todo or running:
+                ready = [
+                    k
+                    for k in todo
+                    if not any(d in todo or d in running.values() for d in self.steps[k]["deps"])
+                ]
+                while ready and len(running) < jobs and not failed:
+                    key = ready.pop(0)
+                    todo.remove(key)
+                    out = self.work / "logs" / (key.replace("/", "_") + ".log")
+                    running[pool.submit(self._run, key, out, threads)] = key
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    key = running.pop(fut)
+                    try:
+                        self._finish(key, fut.result())
+                    except BaseException as e:  # the others finish (and are recorded) before it is raised
+                        failed.append(e)
+        if failed:
+            raise failed[0]
+
+    def _run(self, key: str, output: Path | None, threads: int | None) -> tuple[float, float]:
+        """Run step ``key``; when it started (epoch seconds) and how long it took."""
+        s = self.steps[key]
+        started, t0 = time.time(), time.perf_counter()
+        if s["action"] is not None:
+            log.info("%s: %s", s["name"], shlex.join(s["cmd"]))
+            s["action"]()
+        else:
+            run_cmd(s["cmd"], self.log_path, {}, s["name"], output, threads)
+        return started, time.perf_counter() - t0
+
+    def _finish(self, key: str, timing: tuple[float, float]) -> None:
+        """Record step ``key`` as made (checking a data step's digest against the resumed record)."""
+        from longmill.io import atomic_write_json
+
+        s, (started, seconds) = self.steps[key], timing
+        self.timings[s["name"]] = self.timings.get(s["name"], 0.0) + seconds
+        digest = tree_digest(s["outputs"]) if s["kind"] == "data" else None
+        before = self.record.get(key, {})
+        if self.made(key) and before.get("digest") not in (None, digest):
+            raise click.ClickException(
+                f"{key}: made again, its data differs from the data the resumed run in {self.work} was built "
+                f"on (digest {digest[:12]} != {before['digest'][:12]}); what was trained and evaluated "
+                "on the old data cannot be reused: run without --resume, or in a new --work folder"
+            )
+        self.record[key] = {
+            "identity": s["identity"],
+            "command": self._portable(s["cmd"]),
+            "seconds": round(seconds, 1),
+            "started": round(started, 1),
+            "digest": digest,
+            "code": self.code,
+        }
+        atomic_write_json(self.path, self.record)
 
 
 @main.command("run")
@@ -831,6 +889,15 @@ class Steps:
     "where an evaluation still needs its model.",
 )
 @click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Steps run at once where they do not read each other's outputs (e.g. two seeds' training, or a seed's "
+    "training beside the base evaluation), each with OMP_NUM_THREADS = CPU cores / JOBS and its output in "
+    "WORK/logs/. On a 2-core machine --jobs 2 runs two one-thread processes instead of one two-thread one.",
+)
+@click.option(
     "--write-results/--no-write-results", default=False, help="Append the figures to benchmarks/RESULTS.md."
 )
 def run(
@@ -842,6 +909,7 @@ def run(
     seeds: str | None,
     control: bool,
     resume: bool,
+    jobs: int,
     write_results: bool,
 ) -> None:
     """Run the profile end to end and evaluate base / SFT / RL on the same held-out questions.
@@ -853,6 +921,8 @@ def run(
       # one seed now, the second later (its data, split and base evaluation reused):
       python benchmarks/learning_curve.py run --seeds 0
       python benchmarks/learning_curve.py run --seeds 0,1 --resume --write-results
+      # two seeds side by side on a 2-core machine, one thread each:
+      python benchmarks/learning_curve.py run --seeds 0,1 --jobs 2
     """
     t_start = time.perf_counter()
     command = "python benchmarks/learning_curve.py " + shlex.join(sys.argv[1:])
@@ -948,7 +1018,7 @@ def run(
         for m in ("sft", "rl"):
             if m in wanted:
                 evaluate(f"seed-{seed}/eval-{m}", sd / m / "final", dirs[m][str(seed)], m, f"seed-{seed}/{m}")
-    steps.execute()
+    steps.execute(jobs)
     summary.update(
         profile=str(profile),
         overrides=list(sets),

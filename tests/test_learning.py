@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import math
 import shutil
@@ -451,3 +452,28 @@ def test_resume_adds_a_seed_and_reuses_only_what_was_made_the_same_way(tiny_qwen
     assert proc.returncode == 0, proc.stderr[-3000:]
     changed = [c.split(" -m ")[1].split()[:2] for c in _commands(work)[before:]]
     assert changed == [["eval", "run"], ["eval", "run"]]
+
+
+@pytest.mark.slow
+def test_jobs_run_independent_steps_side_by_side_and_never_before_what_they_read(tiny_qwen2, tmp_path):
+    """``run --jobs 2``: two seeds' training and evaluations (and the base evaluation) run at once, one thread
+    each, every step only after the steps it reads from ended; each step's output goes to its own log."""
+    work = tmp_path / "work"
+    proc = _tiny_run(work, tiny_qwen2, "1,2", "--jobs", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((work / "steps.json").read_text())
+    assert {"eval/base", "seed-1/sft", "seed-2/sft", "seed-1/eval-sft", "seed-2/eval-sft"} <= set(record)
+    deps = {"seed-1/sft": ["curriculum"], "seed-2/sft": ["curriculum"], "eval/base": ["eval-data"],
+            "seed-1/eval-sft": ["seed-1/sft", "eval-data"], "seed-2/eval-sft": ["seed-2/sft", "eval-data"]}  # fmt: skip
+    for key, before in deps.items():
+        for dep in before:
+            ended = record[dep]["started"] + record[dep]["seconds"]
+            assert record[key]["started"] >= ended - 0.1, f"{key} started before {dep} ended"
+    spans = sorted((r["started"], r["started"] + r["seconds"]) for r in record.values())
+    assert any(b[0] < a[1] - 0.5 for a, b in itertools.pairwise(spans)), "no two steps ran at once"
+    assert (work / "logs" / "seed-2_sft.log").read_text().strip()
+    assert len(_commands(work)) == len(record) - 1  # every command line is logged (eval-data is no command)
+    assert set(json.loads((work / "learning_curve.json").read_text())["accuracy_by_seed"]["sft"]) == {
+        "1",
+        "2",
+    }
