@@ -51,6 +51,8 @@ _PLAN = "train/plan.py"
 _TEST_BUILD = "tests/curriculum/test_build.py"
 _TEST_VERIFY = "tests/datagen/test_verify.py"
 _TEST_PLAN = ("tests/train/test_plan.py",)
+_BENCH = "benchmarks/learning_curve.py"
+_TEST_LEARNING = "tests/test_learning.py"
 
 MUTATIONS: list[Mutation] = [
     # -- exact length ------------------------------------------------------------------------------
@@ -146,10 +148,10 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "heldout/benchmark-sft-without-heldout",
         "the learning benchmark's SFT trains on the training split only",
-        "benchmarks/learning_curve.py",
-        '"--heldout",\n                    str(work / "heldout.json"),\n',
-        "",
-        ("tests/test_learning.py", "-k", "tiny_learning"),
+        _BENCH,
+        ', "--heldout", str(work / "heldout.json")]',
+        "]",
+        (_TEST_LEARNING, "-k", "tiny_learning"),
         slow=True,
     ),
     # -- a judge failure never inflates a figure ---------------------------------------------------
@@ -349,6 +351,42 @@ MUTATIONS: list[Mutation] = [
         "        ref = a * n / (s.num_gpus if s.sharding in",
         "        ref = 0 * n / (s.num_gpus if s.sharding in",
         _TEST_PLAN,
+    ),
+    # -- the learning benchmark's resume, parallel steps and training signals ----------------------
+    Mutation(
+        "resume/benchmark-never-reuses",
+        "learning_curve run --resume reuses the steps made with the same commands on the same data",
+        _BENCH,
+        'return self.record.get(key, {}).get("identity") == self.steps[key]["identity"]',
+        "return False",
+        (_TEST_LEARNING, "-k", "resume"),
+        slow=True,
+    ),
+    Mutation(
+        "resume/benchmark-digest-unchecked",
+        "learning_curve run --resume stops when data made again differs from the recorded digest",
+        _BENCH,
+        'if self.made(key) and before.get("digest") not in (None, digest):',
+        "if False:",
+        (_TEST_LEARNING, "-k", "resume"),
+        slow=True,
+    ),
+    Mutation(
+        "jobs/benchmark-ignores-deps",
+        "learning_curve run --jobs starts a step only after the steps it reads from ended",
+        _BENCH,
+        'if not any(d in todo or d in running.values() for d in self.steps[k]["deps"])',
+        "if True",
+        (_TEST_LEARNING, "-k", "jobs"),
+        slow=True,
+    ),
+    Mutation(
+        "signals/benchmark-empty-is-zero",
+        "the learning report averages a training signal over the logs that carry it",
+        _BENCH,
+        'vals = [float(r[key]) for r in rows if r.get(key) not in (None, "")]',
+        "vals = [float(r[key] or 0) for r in rows]",
+        (_TEST_LEARNING, "-k", "seeds_are_averaged"),
     ),
 ]
 
