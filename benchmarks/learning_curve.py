@@ -315,6 +315,7 @@ SIGNALS = {
     "reward_std": "reward std",
     "frac_reward_zero_std": "groups all-equal",
     "dynamic_sampling/filtered_share": "filtered by dynamic sampling",
+    "dynamic_sampling/remaining_share": "left all-equal after it",
     "clip_ratio/region_mean": "clipped tokens",
     "clip_ratio/high_mean": "clipped high",
     "entropy": "entropy",

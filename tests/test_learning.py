@@ -143,7 +143,7 @@ def test_seeds_are_averaged_per_prompt_and_the_done_when_line_reads_the_mean(tmp
     }  # fmt: skip
     assert out["signals"]["1"] == {}
     table = (work / "learning_curve.md").read_text()
-    assert "| 0 | phase-1 | 2 | 0.500 | - | 0.250 | - | - | - | - | - | 0.125 |" in table
+    assert "| 0 | phase-1 | 2 | 0.500 | - | 0.250 | - | - | - | - | - | - | 0.125 |" in table
     assert "| rl (seed 1) |" in table and "| rl − sft (seed 0) |" in table and "no evidence" in table
     assert "Done when (issue 18, on the mean over seeds)" in table
     assert (
