@@ -779,13 +779,10 @@ class Steps:
                     needed.add(key)  # made and present: its outputs are read as they are
         todo: list[str] = []
         for key, s in self.steps.items():
-            if key not in needed:
-                if self.made(key):
-                    self.reused.append(key)
-            elif self.made(key) and self._present(key):
-                self.reused.append(key)
+            if self.made(key) and (key not in needed or self._present(key)):
+                self.reused.append(key)  # its seconds count as long as it took when it was made
                 self.timings[s["name"]] = self.timings.get(s["name"], 0.0) + self.record[key]["seconds"]
-            else:
+            elif key in needed:
                 todo.append(key)
         if jobs <= 1:
             for key in todo:

@@ -432,6 +432,8 @@ def test_resume_adds_a_seed_and_reuses_only_what_was_made_the_same_way(tiny_qwen
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = _commands(work)
     assert again and all(" datagen " in c or " curriculum build " in c for c in again)
+    timings = json.loads((work / "learning_curve.json").read_text())["timings_s"]
+    assert {"eval-base", "eval-sft", "sft"} <= set(timings)  # reused steps count as long as they took
     assert (
         json.loads((work / "learning_curve.json").read_text())["accuracy_by_seed"]
         == summary["accuracy_by_seed"]
