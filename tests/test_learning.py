@@ -470,7 +470,9 @@ def test_jobs_run_independent_steps_side_by_side_and_never_before_what_they_read
     for key, before in deps.items():
         for dep in before:
             ended = record[dep]["started"] + record[dep]["seconds"]
-            assert record[key]["started"] >= ended - 0.25, f"{key} started before {dep} ended"  # both rounded to 0.1 s
+            assert record[key]["started"] >= ended - 0.25, (
+                f"{key} started before {dep} ended"
+            )  # both rounded to 0.1 s
     spans = sorted((r["started"], r["started"] + r["seconds"]) for r in record.values())
     assert any(b[0] < a[1] - 0.5 for a, b in itertools.pairwise(spans)), "no two steps ran at once"
     assert (work / "logs" / "seed-2_sft.log").read_text().strip()
