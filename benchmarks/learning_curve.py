@@ -1059,12 +1059,9 @@ def score(work: Path, summary: dict[str, Any]) -> dict[str, Any]:
                 if other is not None:
                     diffs_by_seed.setdefault(f"{x}-{y}", {})[s] = paired_difference(df, other)
     control = _load(work, summary, control=True) if summary.get("control") else {}
-    rewards = {
-        s: rl_rewards(d / "metrics" / "rl") for s, d in model_dirs(work, summary).get("rl", {}).items()
-    }
-    signals = {
-        s: rl_signals(d / "metrics" / "rl") for s, d in model_dirs(work, summary).get("rl", {}).items()
-    }
+    rl_logs = {s: d / "metrics" / "rl" for s, d in model_dirs(work, summary).get("rl", {}).items()}
+    rewards = {s: rl_rewards(d) for s, d in rl_logs.items()}
+    signals = {s: rl_signals(d) for s, d in rl_logs.items()}
     return {
         "seeds": summary.get("seeds") or [summary.get("seed", 0)],
         "command": summary.get("command"),
