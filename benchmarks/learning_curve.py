@@ -718,7 +718,10 @@ class Steps:
         self.always: set[str] = set()
 
     def _portable(self, cmd: list[str]) -> list[str]:
-        subs = [(str(self.work), "{WORK}"), (str(ROOT), "{ROOT}"), (sys.executable, "{PYTHON}")]
+        # the interpreter first: a virtual environment inside the checkout (the README's set-up) would otherwise
+        # read as {ROOT}/.venv/bin/python, and a run copied to a checkout whose interpreter lives elsewhere
+        # would find none of its steps made
+        subs = [(sys.executable, "{PYTHON}"), (str(self.work), "{WORK}"), (str(ROOT), "{ROOT}")]
         out = []
         for a in cmd:
             for old, new in subs:

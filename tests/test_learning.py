@@ -199,6 +199,27 @@ def test_report_refuses_a_work_folder_it_cannot_score_honestly(tmp_path):
     assert not (work / "learning_curve.md").exists()
 
 
+def test_step_identity_does_not_depend_on_where_the_interpreter_lives(tmp_path, monkeypatch):
+    """A run packed in one checkout resumes in another: the identity names the interpreter {PYTHON} whether
+    it lives outside the checkout or in a virtual environment inside it (as the README sets up)."""
+    lc = _bench()
+    work = tmp_path / "work"
+    identities = []
+    for python in ("/opt/python/bin/python3", str(ROOT / ".venv" / "bin" / "python"), str(work / "py")):
+        monkeypatch.setattr(lc.sys, "executable", python)
+        steps = lc.Steps(work, tmp_path / "log", {}, False, {})
+        steps.add("triplets/x", "triplets", [python, "-m", "datagen", "--out", str(work / "t")], [work / "t"])
+        assert steps._portable(steps.steps["triplets/x"]["cmd"]) == [
+            "{PYTHON}",
+            "-m",
+            "datagen",
+            "--out",
+            "{WORK}/t",
+        ]
+        identities.append(steps.steps["triplets/x"]["identity"])
+    assert len(set(identities)) == 1
+
+
 def test_flags_unpack_a_section_as_dvc_does():
     lc = _bench()
     assert lc.flags(
