@@ -381,6 +381,14 @@ MUTATIONS: list[Mutation] = [
         slow=True,
     ),
     Mutation(
+        "resume/benchmark-interpreter-in-checkout",
+        "a learning run resumes in a checkout whose interpreter lives elsewhere (a .venv inside or not)",
+        _BENCH,
+        'subs = [(sys.executable, "{PYTHON}"), (str(self.work), "{WORK}"), (str(ROOT), "{ROOT}")]',
+        'subs = [(str(self.work), "{WORK}"), (str(ROOT), "{ROOT}"), (sys.executable, "{PYTHON}")]',
+        (_TEST_LEARNING, "-k", "interpreter"),
+    ),
+    Mutation(
         "signals/benchmark-empty-is-zero",
         "the learning report averages a training signal over the logs that carry it",
         _BENCH,

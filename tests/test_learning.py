@@ -403,10 +403,9 @@ TINY = [
 
 def _tiny_run(work: Path, model: Path, seeds: str, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "learning_curve.py"), "run", "--profile", str(PROFILE)]
-    cmd += ["--work", str(work), "--model", str(model), "--models", "base,sft", "--seeds", seeds, *extra]
-    return subprocess.run(
-        cmd + [a for s in TINY for a in ("--set", s)], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
+    cmd += ["--work", str(work), "--model", str(model), "--models", "base,sft", "--seeds", seeds]
+    cmd += [a for s in TINY for a in ("--set", s)]  # then ``extra``: its --set overrides TINY's
+    return subprocess.run([*cmd, *extra], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 def _commands(work: Path) -> list[str]:
@@ -414,26 +413,45 @@ def _commands(work: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_resume_adds_a_seed_and_reuses_only_what_was_made_the_same_way(tiny_qwen2, tmp_path):
-    """``run --resume``: a second seed is added to a finished one-seed run without evaluating the base model or
-    the first seed again; evaluations stay reused when their model folders and data are gone (the data is made
-    again, byte-identical); data made again with other bytes stops the run; a changed setting runs what it
-    changes."""
+def test_jobs_keep_order_and_resume_adds_a_seed_reusing_only_what_was_made_the_same_way(tiny_qwen2, tmp_path):
+    """``run --jobs 2``: two seeds' training and evaluations (and the base evaluation) run at once, one thread
+    each, every step only after the steps it reads from ended, each step's output in its own log.
+    ``run --resume``: a third seed is added to the finished run without evaluating the base model or the first
+    seeds again; evaluations stay reused when their model folders and data are gone (``pack`` keeps neither:
+    the data is made again, byte-identical); a changed setting runs what it changes and trains the model it
+    needs; data made again with other bytes stops the run. (One test: each tiny run costs ~10 s of imports
+    per step, and the resume needs a finished run.)"""
     work = tmp_path / "work"
-    proc = _tiny_run(work, tiny_qwen2, "1")
+    proc = _tiny_run(work, tiny_qwen2, "1,2", "--jobs", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((work / "steps.json").read_text())
+    assert {"eval/base", "seed-1/sft", "seed-2/sft", "seed-1/eval-sft", "seed-2/eval-sft"} <= set(record)
+    deps = {"seed-1/sft": ["curriculum"], "seed-2/sft": ["curriculum"], "eval/base": ["eval-data"],
+            "seed-1/eval-sft": ["seed-1/sft", "eval-data"], "seed-2/eval-sft": ["seed-2/sft", "eval-data"]}  # fmt: skip
+    for key, before in deps.items():
+        for dep in before:
+            ended = record[dep]["started"] + record[dep]["seconds"]
+            assert record[key]["started"] >= ended - 0.25, (
+                f"{key} started before {dep} ended"
+            )  # 0.1 s rounding
+    spans = sorted((r["started"], r["started"] + r["seconds"]) for r in record.values())
+    assert any(b[0] < a[1] - 0.5 for a, b in itertools.pairwise(spans)), "no two steps ran at once"
+    assert (work / "logs" / "seed-2_sft.log").read_text().strip()
     first = _commands(work)
-    assert sum(" eval run " in c for c in first) == 2 and sum(" train sft " in c for c in first) == 1
+    assert len(first) == len(record) - 1  # every command line is logged (eval-data is no command)
+    assert sum(" eval run " in c for c in first) == 3 and sum(" train sft " in c for c in first) == 2
     base_eval = (work / "eval-base" / "samples.parquet").read_bytes()
 
-    proc = _tiny_run(work, tiny_qwen2, "1,2", "--resume")
+    proc = _tiny_run(work, tiny_qwen2, "1,2,3", "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
     added = _commands(work)[len(first) :]
     assert [c.split(" -m ")[1].split()[:2] for c in added] == [["train", "sft"], ["eval", "run"]]
-    assert all("seed-2" in c for c in added)
+    assert all("seed-3" in c for c in added)
     summary = json.loads((work / "learning_curve.json").read_text())
-    assert {"eval/base", "seed-1/sft", "seed-1/eval-sft", "curriculum"} <= set(summary["reused"])
-    assert set(summary["accuracy_by_seed"]["sft"]) == {"1", "2"}
+    assert {"eval/base", "seed-1/sft", "seed-1/eval-sft", "seed-2/eval-sft", "curriculum"} <= set(
+        summary["reused"]
+    )
+    assert set(summary["accuracy_by_seed"]["sft"]) == {"1", "2", "3"}
     assert (work / "eval-base" / "samples.parquet").read_bytes() == base_eval
 
     md = (work / "learning_curve.md").read_text()
@@ -449,7 +467,7 @@ def test_resume_adds_a_seed_and_reuses_only_what_was_made_the_same_way(tiny_qwen
     assert not (packed / "seed-1" / "sft").exists() and not (packed / "curriculum").exists()
     work = tmp_path / "elsewhere"
     packed.rename(work)
-    proc = _tiny_run(work, tiny_qwen2, "1,2", "--resume")
+    proc = _tiny_run(work, tiny_qwen2, "1,2,3", "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = _commands(work)
     assert again and all(" datagen " in c or " curriculum build " in c for c in again)
@@ -459,6 +477,14 @@ def test_resume_adds_a_seed_and_reuses_only_what_was_made_the_same_way(tiny_qwen
         json.loads((work / "learning_curve.json").read_text())["accuracy_by_seed"]
         == summary["accuracy_by_seed"]
     )
+
+    # a changed eval setting evaluates again, and trains the model it needs (pack left no model folder)
+    before = len(_commands(work))
+    proc = _tiny_run(work, tiny_qwen2, "1", "--resume", "--set", "eval.max_tokens=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    changed = [c.split(" -m ")[1].split()[:2] for c in _commands(work)[before:]]
+    assert changed == [["eval", "run"], ["train", "sft"], ["eval", "run"]]
+
     # data that comes out different from the recorded digest: what was built on it is not reused
     record = json.loads((work / "steps.json").read_text())
     record["curriculum"]["digest"] = "0" * 64
@@ -466,39 +492,3 @@ def test_resume_adds_a_seed_and_reuses_only_what_was_made_the_same_way(tiny_qwen
     shutil.rmtree(work / "curriculum")
     proc = _tiny_run(work, tiny_qwen2, "1,2", "--resume")
     assert proc.returncode != 0 and "its data differs from the data the resumed run" in proc.stderr
-
-    # a changed eval setting evaluates again (and trains the model it needs); without --resume all runs again
-    proc = _tiny_run(work, tiny_qwen2, "1", "--no-control")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    before = len(_commands(work))
-    proc = _tiny_run(work, tiny_qwen2, "1", "--resume", "--set", "eval.max_tokens=3")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    changed = [c.split(" -m ")[1].split()[:2] for c in _commands(work)[before:]]
-    assert changed == [["eval", "run"], ["eval", "run"]]
-
-
-@pytest.mark.slow
-def test_jobs_run_independent_steps_side_by_side_and_never_before_what_they_read(tiny_qwen2, tmp_path):
-    """``run --jobs 2``: two seeds' training and evaluations (and the base evaluation) run at once, one thread
-    each, every step only after the steps it reads from ended; each step's output goes to its own log."""
-    work = tmp_path / "work"
-    proc = _tiny_run(work, tiny_qwen2, "1,2", "--jobs", "2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = json.loads((work / "steps.json").read_text())
-    assert {"eval/base", "seed-1/sft", "seed-2/sft", "seed-1/eval-sft", "seed-2/eval-sft"} <= set(record)
-    deps = {"seed-1/sft": ["curriculum"], "seed-2/sft": ["curriculum"], "eval/base": ["eval-data"],
-            "seed-1/eval-sft": ["seed-1/sft", "eval-data"], "seed-2/eval-sft": ["seed-2/sft", "eval-data"]}  # fmt: skip
-    for key, before in deps.items():
-        for dep in before:
-            ended = record[dep]["started"] + record[dep]["seconds"]
-            assert record[key]["started"] >= ended - 0.25, (
-                f"{key} started before {dep} ended"
-            )  # both rounded to 0.1 s
-    spans = sorted((r["started"], r["started"] + r["seconds"]) for r in record.values())
-    assert any(b[0] < a[1] - 0.5 for a, b in itertools.pairwise(spans)), "no two steps ran at once"
-    assert (work / "logs" / "seed-2_sft.log").read_text().strip()
-    assert len(_commands(work)) == len(record) - 1  # every command line is logged (eval-data is no command)
-    assert set(json.loads((work / "learning_curve.json").read_text())["accuracy_by_seed"]["sft"]) == {
-        "1",
-        "2",
-    }
