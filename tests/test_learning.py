@@ -220,6 +220,41 @@ def test_step_identity_does_not_depend_on_where_the_interpreter_lives(tmp_path, 
     assert len(set(identities)) == 1
 
 
+def test_pack_keeps_what_the_results_rest_on_and_refuses_an_unfinished_run_or_an_existing_folder(tmp_path):
+    from click.testing import CliRunner
+
+    lc = _bench()
+    work, dest = tmp_path / "work", tmp_path / "packed"
+    files = {
+        "steps.json": "{}",
+        "heldout.json": "{}",
+        "eval-base/samples.parquet": "s",
+        "eval-base/metrics.json": "{}",
+        "seed-0/eval-rl/samples.parquet": "s",
+        "seed-0/metrics/rl/phase-1.csv": "step\n1\n",
+        "seed-0/rl/phase-1/model.safetensors": "weights",  # models and data stay behind
+        "curriculum/stage-1/part-0.parquet": "data",
+    }
+    for name, text in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(text)
+    res = CliRunner().invoke(lc.main, ["pack", "--work", str(work), "--to", str(dest)])
+    assert res.exit_code == 1 and "learning_curve.json is missing: pack a run that finished" in res.output
+    assert not dest.exists()
+    (work / "learning_curve.json").write_text("{}")
+    res = CliRunner().invoke(lc.main, ["pack", "--work", str(work), "--to", str(dest)])
+    assert res.exit_code == 0, res.output
+    kept = {str(f.relative_to(dest)) for f in dest.rglob("*") if f.is_file()}
+    assert kept == set(files) - {
+        "seed-0/rl/phase-1/model.safetensors",
+        "curriculum/stage-1/part-0.parquet",
+    } | {"learning_curve.json"}
+    assert (dest / "seed-0" / "metrics" / "rl" / "phase-1.csv").read_text() == "step\n1\n"
+    res = CliRunner().invoke(lc.main, ["pack", "--work", str(work), "--to", str(dest)])
+    assert res.exit_code == 1 and "exists: pack into a new folder" in res.output
+    assert {str(f.relative_to(dest)) for f in dest.rglob("*") if f.is_file()} == kept
+
+
 def test_flags_unpack_a_section_as_dvc_does():
     lc = _bench()
     assert lc.flags(
