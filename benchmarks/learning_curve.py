@@ -145,7 +145,9 @@ def eval_rows(data_dir: Path) -> Any:
     from longmill.manifest import question_groups
 
     parts = sorted(data_dir.glob("*.parquet"))
-    names = set(pl.read_parquet_schema(parts[0])) if parts else set()
+    if not parts:
+        raise click.ClickException(f"{data_dir} holds no held-out prompts (*.parquet)")
+    names = set(pl.read_parquet_schema(parts[0]))
     cols = ["uid", "length_target", "source_id", "question"] + (["fact_keys"] if "fact_keys" in names else [])
     df = pl.read_parquet(parts, columns=cols)
     if "fact_keys" not in df.columns:  # shards written before the fact identity existed
@@ -284,7 +286,8 @@ def mean_over_seeds(frames: list[Any]) -> Any:
 
 def seed_spread(per_seed: list[dict[str, dict[str, float]]], field: str) -> dict[str, float]:
     """Per length, max - min over seeds of ``field`` (0 with one seed)."""
-    keys = set().union(*(p.keys() for p in per_seed)) if per_seed else set()
+    # in the seeds' order: a set's order would change from one process to the next (PYTHONHASHSEED)
+    keys = dict.fromkeys(k for p in per_seed for k in p)
     return {
         k: max(p[k][field] for p in per_seed) - min(p[k][field] for p in per_seed)
         for k in keys
@@ -1033,10 +1036,23 @@ def run(
     report_work(work, summary, write_results)
 
 
+#: what ``pack`` keeps of the held-out prompts: the columns :func:`eval_rows` reads, without the contexts
+PACKED_PROMPTS = "heldout-prompts"
+
+
+def held_out_prompts(work: Path) -> Path:
+    """The folder of WORK's held-out prompts: the curriculum's eval split, or in a packed run (no data) the
+    columns ``report`` needs of it, which ``pack`` wrote."""
+    data = work / "curriculum" / "eval"
+    return (
+        data if any(data.glob("*.parquet")) or not (work / PACKED_PROMPTS).is_dir() else work / PACKED_PROMPTS
+    )
+
+
 def _load(work: Path, summary: dict[str, Any], control: bool = False) -> dict[str, dict[str, Any]]:
     """Every evaluated model's scored held-out prompts (or, with ``control``, the same prompts without their
     gold documents): ``{model: {seed: frame}}``."""
-    data = eval_rows(work / "curriculum" / "eval")
+    data = eval_rows(held_out_prompts(work))
     out: dict[str, dict[str, Any]] = {}
     for m, per_seed in model_dirs(work, summary).items():
         if m not in summary["models"]:
@@ -1111,7 +1127,8 @@ def report_work(work: Path, summary: dict[str, Any], write_results: bool) -> Non
             )
 
 
-#: what ``pack`` keeps of a run: enough for ``report``, and for ``run --resume`` to reuse every evaluation
+#: what ``pack`` copies of a run (it writes :data:`PACKED_PROMPTS` too): enough for ``report``, and for
+#: ``run --resume`` to reuse every evaluation
 PACKED = (
     STEPS_FILE,
     "learning_curve.json",
@@ -1131,8 +1148,9 @@ PACKED = (
 @click.option("--to", "dest", type=click.Path(path_type=Path), required=True, help="A new folder.")
 def pack_cmd(work: Path, dest: Path) -> None:
     """Copy the small part of a finished run that its results rest on into TO (no data, no models): the step
-    record, every evaluation's scored samples and metrics, the training metrics and the report. Commit TO, and
-    a later session (on any machine) can add a seed to it:
+    record, every evaluation's scored samples and metrics, the training metrics, the report, and the held-out
+    prompts' ids, lengths and questions without their contexts (``report --work TO`` re-scores from them).
+    Commit TO, and a later session (on any machine) can add a seed to it:
 
     \b
       cp -r TO runs/learning
@@ -1145,9 +1163,21 @@ def pack_cmd(work: Path, dest: Path) -> None:
         raise click.ClickException(f"{work / 'learning_curve.json'} is missing: pack a run that finished")
     if dest.exists():
         raise click.ClickException(f"{dest} exists: pack into a new folder")
+    prompts = sorted(held_out_prompts(work).glob("*.parquet"))
+    if not prompts:
+        raise click.ClickException(
+            f"{work} holds no held-out prompts (curriculum/eval/*.parquet): nothing to pack"
+        )
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    n = 0
+    # what the report clusters by, without the contexts (a few KiB where the prompts take MiB)
+    import polars as pl
+
+    frame = pl.read_parquet(prompts)
+    (tmp / PACKED_PROMPTS).mkdir(parents=True)
+    keep = [c for c in ("uid", "length_target", "source_id", "question", "fact_keys") if c in frame.columns]
+    frame.select(keep).write_parquet(tmp / PACKED_PROMPTS / "prompts.parquet")
+    n = 1
     for pattern in PACKED:
         for src in sorted(work.glob(pattern)):
             target = tmp / src.relative_to(work)

@@ -221,6 +221,7 @@ def test_step_identity_does_not_depend_on_where_the_interpreter_lives(tmp_path, 
 
 
 def test_pack_keeps_what_the_results_rest_on_and_refuses_an_unfinished_run_or_an_existing_folder(tmp_path):
+    import polars as pl
     from click.testing import CliRunner
 
     lc = _bench()
@@ -243,16 +244,49 @@ def test_pack_keeps_what_the_results_rest_on_and_refuses_an_unfinished_run_or_an
     assert not dest.exists()
     (work / "learning_curve.json").write_text("{}")
     res = CliRunner().invoke(lc.main, ["pack", "--work", str(work), "--to", str(dest)])
+    assert res.exit_code == 1 and "holds no held-out prompts" in res.output and not dest.exists()
+    prompts = pl.DataFrame(
+        {"uid": ["a-256", "a-512"], "length_target": [256, 512], "source_id": ["a", "a"], "question": ["Q?"] * 2,
+         "fact_keys": [["f"], ["f"]], "prompt": ["a long context " * 50] * 2}
+    )  # fmt: skip
+    (work / "curriculum" / "eval").mkdir(parents=True)
+    prompts.write_parquet(work / "curriculum" / "eval" / "part-0.parquet")
+    res = CliRunner().invoke(lc.main, ["pack", "--work", str(work), "--to", str(dest)])
     assert res.exit_code == 0, res.output
     kept = {str(f.relative_to(dest)) for f in dest.rglob("*") if f.is_file()}
     assert kept == set(files) - {
         "seed-0/rl/phase-1/model.safetensors",
         "curriculum/stage-1/part-0.parquet",
-    } | {"learning_curve.json"}
+    } | {
+        "learning_curve.json",
+        "heldout-prompts/prompts.parquet",
+    }
+    # the report's clusters come out the same from the packed prompts, which carry no context
+    assert pl.read_parquet(dest / "heldout-prompts" / "prompts.parquet").equals(prompts.drop("prompt"))
+    assert lc.held_out_prompts(dest) == dest / "heldout-prompts"
+    assert lc.eval_rows(lc.held_out_prompts(dest)).equals(lc.eval_rows(work / "curriculum" / "eval"))
     assert (dest / "seed-0" / "metrics" / "rl" / "phase-1.csv").read_text() == "step\n1\n"
     res = CliRunner().invoke(lc.main, ["pack", "--work", str(work), "--to", str(dest)])
     assert res.exit_code == 1 and "exists: pack into a new folder" in res.output
     assert {str(f.relative_to(dest)) for f in dest.rglob("*") if f.is_file()} == kept
+
+
+def test_the_seed_spread_keeps_the_lengths_in_order_whatever_the_hash_seed():
+    """learning_curve.json is the same bytes on every re-score: the spread's lengths come in the seeds' order,
+    not a set's (which changes with PYTHONHASHSEED from one process to the next)."""
+    code = (
+        "import importlib.util, json, sys; spec = importlib.util.spec_from_file_location('lc', sys.argv[1]); "
+        "lc = importlib.util.module_from_spec(spec); spec.loader.exec_module(lc); "
+        "per = [{k: {'accuracy': i / 10} for i, k in enumerate(['256', '512', '1024', 'all'])}] * 2; "
+        "print(json.dumps(list(lc.seed_spread(per, 'accuracy'))))"
+    )
+    for hash_seed in ("1", "2", "3", "4"):
+        env = {**__import__("os").environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(ROOT / "benchmarks" / "learning_curve.py")],
+            capture_output=True, text=True, env=env, check=True,
+        ).stdout  # fmt: skip
+        assert json.loads(out) == ["256", "512", "1024", "all"], hash_seed
 
 
 def test_flags_unpack_a_section_as_dvc_does():
@@ -500,6 +534,13 @@ def test_jobs_keep_order_and_resume_adds_a_seed_reusing_only_what_was_made_the_s
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (packed / "seed-1" / "sft").exists() and not (packed / "curriculum").exists()
+    (packed / "learning_curve.md").unlink()  # `report` re-scores the pack alone: the same table
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "learning_curve.py"), "report", "--work", str(packed)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (packed / "learning_curve.md").read_text() == (work / "learning_curve.md").read_text()
     work = tmp_path / "elsewhere"
     packed.rename(work)
     proc = _tiny_run(work, tiny_qwen2, "1,2,3", "--resume")
