@@ -137,6 +137,19 @@ def run_cmd(
         raise click.ClickException(f"{name} failed (exit {proc.returncode}); see {out_path}:\n{tail}")
 
 
+#: the columns of the held-out prompts that :func:`eval_rows` reads (``fact_keys`` where the shards have it)
+PROMPT_COLUMNS = ("uid", "length_target", "source_id", "question", "fact_keys")
+
+
+def prompt_columns(parts: list[Path]) -> list[str]:
+    """Which of :data:`PROMPT_COLUMNS` the shards ``parts`` carry (shards written before the fact identity
+    existed have no ``fact_keys``)."""
+    import polars as pl
+
+    names = set(pl.read_parquet_schema(parts[0]))
+    return [c for c in PROMPT_COLUMNS if c in names or c != "fact_keys"]
+
+
 def eval_rows(data_dir: Path) -> Any:
     """The held-out prompts of ``data_dir``: ``uid``, ``length_target`` and ``cluster``, the source question a
     prompt asks (:func:`longmill.manifest.question_groups`: the same source id, text or fact keys)."""
@@ -147,9 +160,7 @@ def eval_rows(data_dir: Path) -> Any:
     parts = sorted(data_dir.glob("*.parquet"))
     if not parts:
         raise click.ClickException(f"{data_dir} holds no held-out prompts (*.parquet)")
-    names = set(pl.read_parquet_schema(parts[0]))
-    cols = ["uid", "length_target", "source_id", "question"] + (["fact_keys"] if "fact_keys" in names else [])
-    df = pl.read_parquet(parts, columns=cols)
+    df = pl.read_parquet(parts, columns=prompt_columns(parts))
     if "fact_keys" not in df.columns:  # shards written before the fact identity existed
         df = df.with_columns(pl.lit(None).alias("fact_keys"))
     groups = question_groups(df.select(["source_id", "question", "fact_keys"]).to_dicts())
@@ -1173,10 +1184,9 @@ def pack_cmd(work: Path, dest: Path) -> None:
     # what the report clusters by, without the contexts (a few KiB where the prompts take MiB)
     import polars as pl
 
-    frame = pl.read_parquet(prompts)
     (tmp / PACKED_PROMPTS).mkdir(parents=True)
-    keep = [c for c in ("uid", "length_target", "source_id", "question", "fact_keys") if c in frame.columns]
-    frame.select(keep).write_parquet(tmp / PACKED_PROMPTS / "prompts.parquet")
+    frame = pl.read_parquet(prompts, columns=prompt_columns(prompts))
+    frame.write_parquet(tmp / PACKED_PROMPTS / "prompts.parquet")
     n = 1
     for pattern in PACKED:
         for src in sorted(work.glob(pattern)):

@@ -174,6 +174,11 @@ def test_report_refuses_a_work_folder_it_cannot_score_honestly(tmp_path):
     work.mkdir()
     res = CliRunner().invoke(lc.main, ["report", "--work", str(work)])
     assert res.exit_code == 1 and "learning_curve.json is missing" in res.output
+    (work / "learning_curve.json").write_text(json.dumps({"models": ["base"]}))
+    res = CliRunner().invoke(
+        lc.main, ["report", "--work", str(work)]
+    )  # no held-out prompts: named, not a trace
+    assert res.exit_code == 1 and "curriculum/eval holds no held-out prompts (*.parquet)" in res.output
     (work / "curriculum" / "eval").mkdir(parents=True)
     pl.DataFrame(
         {
