@@ -356,7 +356,9 @@ def test_tiny_learning_run_evaluates_every_model_on_the_same_heldout_questions(t
         "sft.max_examples=30",  # every triplet it may use: without --heldout, held-out ones would be among them
         "sft.max_length=512",
         "rl.max_steps=1",
-        "rl.per_device_train_batch_size=4",
+        "rl.per_device_train_batch_size=2",  # one on-policy group of two: CPU scores every prompt token
+        "rl.num_generations=2",
+        "rl.steps_per_generation=1",
         "rl.max_completion_length=4",
         "rl.mask_truncated_completions=false",
         "rl.save_steps=1",

@@ -24,7 +24,16 @@ def tiny_params() -> dict:
     for gen in ("keychain", "longqa"):
         p[gen]["num_samples"] = 8
     p["sft"].update(max_steps=1, max_examples=4)
-    p["rl"].update(max_steps=1, dynamic_sampling_rounds=0, max_completion_length=8)
+    # one on-policy group of two per phase: on CPU, TRL scores every prompt position through the vocabulary,
+    # which is most of a tiny model's step (rows x length x 151,936)
+    p["rl"].update(
+        max_steps=1,
+        per_device_train_batch_size=2,
+        num_generations=2,
+        steps_per_generation=1,
+        dynamic_sampling_rounds=0,
+        max_completion_length=8,
+    )
     p["eval"].update(n=1, max_tokens=8)
     return p
 

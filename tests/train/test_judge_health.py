@@ -72,8 +72,8 @@ def run_with_a_judge_that_goes_down(curriculum, model, out, action: str, max_ste
         cfg = GRPOPhaseConfig(
             model=str(model),
             max_steps=max_steps,
-            per_device_train_batch_size=4,
-            num_generations=4,
+            per_device_train_batch_size=2,
+            num_generations=2,
             max_completion_length=4,
             learning_rate=1e-4,
             save_steps=100,
