@@ -359,8 +359,7 @@ MUTATIONS: list[Mutation] = [
         _BENCH,
         'return self.record.get(key, {}).get("identity") == self.steps[key]["identity"]',
         "return False",
-        (_TEST_LEARNING, "-k", "resume"),
-        slow=True,
+        (_TEST_LEARNING, "-k", "resume_runs_what_changed"),
     ),
     Mutation(
         "resume/benchmark-digest-unchecked",
@@ -368,8 +367,15 @@ MUTATIONS: list[Mutation] = [
         _BENCH,
         'if self.made(key) and before.get("digest") not in (None, digest):',
         "if False:",
-        (_TEST_LEARNING, "-k", "resume"),
-        slow=True,
+        (_TEST_LEARNING, "-k", "resume_runs_what_changed"),
+    ),
+    Mutation(
+        "resume/benchmark-evaluates-without-its-model",
+        "learning_curve run --resume trains the model a changed evaluation needs when pack left none",
+        _BENCH,
+        'needed.update(s["deps"])',
+        "pass",
+        (_TEST_LEARNING, "-k", "resume_runs_what_changed"),
     ),
     Mutation(
         "jobs/benchmark-ignores-deps",
@@ -410,6 +416,10 @@ def copy_tree(dst: Path) -> None:
         if src.is_file():
             (dst / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / name)
+    # a repository of its own: the learning benchmark records the commit its figures come from
+    git = ["git", "-c", "user.name=mutations", "-c", "user.email=mutations@localhost"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "the tree under test"]):
+        subprocess.run([*git, *cmd], cwd=dst, capture_output=True, check=True)
 
 
 def pytest(tree: Path, args: tuple[str, ...], timeout: int) -> tuple[int, float]:

@@ -225,6 +225,60 @@ def test_step_identity_does_not_depend_on_where_the_interpreter_lives(tmp_path, 
     assert len(set(identities)) == 1
 
 
+def test_resume_runs_what_changed_and_trains_only_the_models_those_evaluations_need(tmp_path):
+    """The resume rules on in-process steps (data -> two seeds' training -> their evaluations): everything
+    runs the first time; a resume after `pack` (no data, no models) makes the data again and runs nothing
+    else; a changed evaluation runs again and trains its model first, leaving the other seed alone; data
+    that comes out with other bytes stops the run."""
+    lc = _bench()
+    work, ran = tmp_path / "work", []
+
+    def write(path: Path, text: str, needs: Path | None = None):
+        def action():
+            assert needs is None or needs.exists(), f"{path} needs {needs}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            ran.append(path.relative_to(work).parts[0] + "/" + path.name)
+
+        return action
+
+    def execute(eval_setting: dict[int, str], data: str = "rows", resume: bool = True):
+        ran.clear()
+        steps = lc.Steps(work, tmp_path / "log", {}, resume, {"commit": "c", "dirty": False})
+        rows = work / "data" / "rows.txt"
+        # always: the report reads it (as the curriculum's eval split)
+        steps.add("data", "data", ["make", "data"], [rows], action=write(rows, data), always=True)
+        for seed in (1, 2):
+            model = work / f"seed-{seed}" / "model"
+            steps.add(f"train-{seed}", "train", ["train", str(seed)], [model], ("data",), "train",
+                      write(model, "weights", needs=rows))  # fmt: skip
+            out = work / f"seed-{seed}" / "samples.txt"
+            steps.add(f"eval-{seed}", "eval", ["eval", str(seed), eval_setting[seed]], [out],
+                      ("data", f"train-{seed}"), "eval", write(out, "scores", needs=model))  # fmt: skip
+        steps.execute()
+        return steps
+
+    execute({1: "a", 2: "a"}, resume=False)
+    assert ran == [
+        "data/rows.txt",
+        "seed-1/model",
+        "seed-1/samples.txt",
+        "seed-2/model",
+        "seed-2/samples.txt",
+    ]
+    for gone in ("data", "seed-1/model", "seed-2/model"):  # what `pack` leaves out
+        shutil.rmtree(work / gone) if (work / gone).is_dir() else (work / gone).unlink()
+    steps = execute({1: "a", 2: "a"})
+    assert ran == ["data/rows.txt"] and set(steps.reused) == {"train-1", "train-2", "eval-1", "eval-2"}
+    steps = execute({1: "b", 2: "a"})  # seed 1's evaluation changed: its model is gone, so it trains first
+    assert ran == ["seed-1/model", "seed-1/samples.txt"]
+    assert set(steps.reused) == {"data", "train-2", "eval-2"}  # seed 2 needs no model: its evaluation is made
+    assert not (work / "seed-2" / "model").exists()
+    (work / "data" / "rows.txt").unlink()
+    with pytest.raises(click.ClickException, match="its data differs from the data the resumed run"):
+        execute({1: "b", 2: "a"}, data="other rows")
+
+
 def test_pack_keeps_what_the_results_rest_on_and_refuses_an_unfinished_run_or_an_existing_folder(tmp_path):
     import polars as pl
     from click.testing import CliRunner
@@ -353,6 +407,7 @@ def test_tiny_learning_run_evaluates_every_model_on_the_same_heldout_questions(t
         "curriculum.eval_share=0.2",
         "longqa.num_samples=30",
         "sft.max_steps=2",
+        "sft.per_device_train_batch_size=1",  # the steps' cost is the 151,936-token head over every position
         "sft.max_examples=30",  # every triplet it may use: without --heldout, held-out ones would be among them
         "sft.max_length=512",
         "rl.max_steps=1",
@@ -471,6 +526,7 @@ TINY = [
     "curriculum.eval_share=0.2",
     "longqa.num_samples=30",
     "sft.max_steps=1",
+    "sft.per_device_train_batch_size=1",
     "sft.max_examples=30",
     "sft.max_length=512",
     "eval.max_tokens=2",
@@ -494,9 +550,10 @@ def test_jobs_keep_order_and_resume_adds_a_seed_reusing_only_what_was_made_the_s
     each, every step only after the steps it reads from ended, each step's output in its own log.
     ``run --resume``: a third seed is added to the finished run without evaluating the base model or the first
     seeds again; evaluations stay reused when their model folders and data are gone (``pack`` keeps neither:
-    the data is made again, byte-identical); a changed setting runs what it changes and trains the model it
-    needs; data made again with other bytes stops the run. (One test: each tiny run costs ~10 s of imports
-    per step, and the resume needs a finished run.)"""
+    the data is made again, byte-identical); a changed setting evaluates again; data made again with other
+    bytes stops the run. The resume rules themselves, training a model a changed evaluation needs included,
+    are pinned in-process by test_resume_runs_what_changed_and_trains_only_the_models_those_evaluations_need.
+    (One test: each tiny run costs ~10 s of imports per step, and the resume needs a finished run.)"""
     work = tmp_path / "work"
     proc = _tiny_run(work, tiny_qwen2, "1,2", "--jobs", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -561,12 +618,14 @@ def test_jobs_keep_order_and_resume_adds_a_seed_reusing_only_what_was_made_the_s
         == summary["accuracy_by_seed"]
     )
 
-    # a changed eval setting evaluates again, and trains the model it needs (pack left no model folder)
+    # a changed eval setting evaluates again (that it trains the models it needs first is pinned in-process
+    # by test_resume_runs_what_changed_and_trains_only_the_models_those_evaluations_need)
     before = len(_commands(work))
-    proc = _tiny_run(work, tiny_qwen2, "1", "--resume", "--set", "eval.max_tokens=3")
+    proc = _tiny_run(work, tiny_qwen2, "1", "--resume", "--models", "base", "--set", "eval.max_tokens=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    changed = [c.split(" -m ")[1].split()[:2] for c in _commands(work)[before:]]
-    assert changed == [["eval", "run"], ["train", "sft"], ["eval", "run"]]
+    changed = _commands(work)[before:]
+    assert [c.split(" -m ")[1].split()[:2] for c in changed] == [["eval", "run"]]
+    assert "--max-tokens 3" in changed[0] and "eval-base" in changed[0]
 
     # data that comes out different from the recorded digest: what was built on it is not reused
     record = json.loads((work / "steps.json").read_text())
