@@ -32,10 +32,10 @@ def test_sft_runs_and_saves_a_model(tmp_path, small_triplets, tiny_qwen2):
         small_triplets,
         tmp_path / "sft",
         SFTConfig(
-            model=str(tiny_qwen2), max_steps=3, per_device_train_batch_size=2, max_examples=8, logging_steps=1
+            model=str(tiny_qwen2), max_steps=2, per_device_train_batch_size=1, max_examples=8, logging_steps=1
         ),
     )
-    assert summary["steps"] == 3 and summary["targets"] == {"template_target": 8}
+    assert summary["steps"] == 2 and summary["targets"] == {"template_target": 8}
     assert (tmp_path / "sft" / "final" / "model.safetensors").exists()
     assert (tmp_path / "sft" / "final" / "tokenizer.json").exists()
     logged = [json.loads(x) for x in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]

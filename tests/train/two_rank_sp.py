@@ -55,8 +55,8 @@ if __name__ == "__main__":
     config = GRPOPhaseConfig(
         model=model,
         max_steps=2,
-        per_device_train_batch_size=4,
-        num_generations=4,
+        per_device_train_batch_size=2,
+        num_generations=2,
         steps_per_generation=1,
         max_completion_length=8,
         learning_rate=1e-3,
