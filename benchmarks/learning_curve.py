@@ -599,6 +599,18 @@ def model_cmd(out: Path) -> None:
     click.echo(materialize_model(out))
 
 
+def lock(folder: Path) -> None:
+    """One writer per folder, as every pipeline command takes (``datagen.shards.OutputLock``): held until the
+    command ends; a second ``run``, ``report`` or ``pack`` on the folder fails at once and names the holder."""
+    from datagen.shards import OutputLock
+    from longmill.errors import LongmillError
+
+    try:
+        click.get_current_context().with_resource(OutputLock(folder))
+    except LongmillError as e:
+        raise click.ClickException(str(e)) from None
+
+
 def code_version() -> dict[str, Any]:
     """The commit the benchmark ran on, and whether tracked files differed from it."""
 
@@ -940,11 +952,12 @@ def run(
       python benchmarks/learning_curve.py run --seeds 0,1 --jobs 2
     """
     t_start = time.perf_counter()
+    work = work.resolve()
+    lock(work)
     command = "python benchmarks/learning_curve.py " + shlex.join(sys.argv[1:])
     code = code_version()
     params = apply_overrides(yaml.safe_load(profile.read_text()), sets)
     seed_list = parse_seeds(seeds, params)
-    work = work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     logf = work / "commands.log"
     timings: dict[str, float] = {}
@@ -1170,6 +1183,8 @@ def pack_cmd(work: Path, dest: Path) -> None:
     which makes the data again (it must come out byte-identical to the recorded digests, or the run stops),
     reuses every evaluation made with the same command, and trains only the new seed.
     """
+    lock(work)  # no run writes into what is being packed
+    lock(dest)
     if not (work / "learning_curve.json").exists():
         raise click.ClickException(f"{work / 'learning_curve.json'} is missing: pack a run that finished")
     if dest.exists():
@@ -1214,6 +1229,7 @@ def report_cmd(work: Path, write_results: bool) -> None:
 
     Reads WORK/learning_curve.json for the command, machine and timings the run recorded.
     """
+    lock(work)
     path = work / "learning_curve.json"
     if not path.exists():
         raise click.ClickException(f"{path} is missing: `run` writes it when it finishes")

@@ -378,6 +378,14 @@ MUTATIONS: list[Mutation] = [
         (_TEST_LEARNING, "-k", "resume_runs_what_changed"),
     ),
     Mutation(
+        "lock/benchmark-run-unlocked",
+        "a second learning_curve run into a WORK folder another command is writing fails at once",
+        _BENCH,
+        "    work = work.resolve()\n    lock(work)\n",
+        "    work = work.resolve()\n",
+        (_TEST_LEARNING, "-k", "refuse_a_folder"),
+    ),
+    Mutation(
         "jobs/benchmark-ignores-deps",
         "learning_curve run --jobs starts a step only after the steps it reads from ended",
         _BENCH,

@@ -6,6 +6,7 @@ import importlib.util
 import itertools
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -330,6 +331,35 @@ def test_pack_keeps_what_the_results_rest_on_and_refuses_an_unfinished_run_or_an
     assert {str(f.relative_to(dest)) for f in dest.rglob("*") if f.is_file()} == kept
 
 
+def test_run_report_and_pack_refuse_a_folder_another_command_is_writing(tmp_path):
+    """One writer per folder: while another process holds WORK (or pack's TO), each command fails at once,
+    names the holder, and writes nothing."""
+    from click.testing import CliRunner
+
+    from datagen.shards import OutputLock
+
+    lc = _bench()
+    work, dest = tmp_path / "work", tmp_path / "packed"
+    work.mkdir()
+    (work / "learning_curve.json").write_text("{}")
+    before = sorted(p.name for p in work.iterdir())
+    for held, args in (
+        # (unlocked, the run would stop at the unknown setting, also without writing)
+        (work, ["run", "--profile", str(PROFILE), "--work", str(work), "--resume", "--set", "no.such=1"]),
+        (work, ["report", "--work", str(work)]),
+        (work, ["pack", "--work", str(work), "--to", str(dest)]),
+        (dest, ["pack", "--work", str(work), "--to", str(dest)]),
+    ):
+        with OutputLock(held):
+            res = CliRunner().invoke(lc.main, args)
+        assert (
+            res.exit_code == 1 and f"{held} is being written by another run (pid {os.getpid()}" in res.output
+        )
+        assert sorted(p.name for p in work.iterdir()) == before and not dest.exists()
+    res = CliRunner().invoke(lc.main, ["report", "--work", str(work)])  # released: on to its own checks
+    assert "is being written" not in res.output
+
+
 def test_the_seed_spread_keeps_the_lengths_in_order_whatever_the_hash_seed():
     """learning_curve.json is the same bytes on every re-score: the spread's lengths come in the seeds' order,
     not a set's (which changes with PYTHONHASHSEED from one process to the next)."""
@@ -340,7 +370,7 @@ def test_the_seed_spread_keeps_the_lengths_in_order_whatever_the_hash_seed():
         "print(json.dumps(list(lc.seed_spread(per, 'accuracy'))))"
     )
     for hash_seed in ("1", "2", "3", "4"):
-        env = {**__import__("os").environ, "PYTHONHASHSEED": hash_seed}
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         out = subprocess.run(
             [sys.executable, "-c", code, str(ROOT / "benchmarks" / "learning_curve.py")],
             capture_output=True, text=True, env=env, check=True,
